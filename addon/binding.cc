@@ -1,0 +1,232 @@
+// N-API surface of the addon: the only file that includes napi.h. Options
+// arrive already validated by src/config.ts and are copied once into an
+// EngineConfig; nothing on the per-packet path touches a JS value.
+//
+// Thread: every function here runs on the JS main thread, except the lambda
+// given to Engine::set_notify, which runs on the engine thread and only
+// queues a call through the ThreadSafeFunction.
+#include <napi.h>
+
+#include <arpa/inet.h>
+
+#include <memory>
+
+#include "counters.h"
+#include "engine.h"
+#include "incoming_capture.h"
+
+namespace t2cp {
+
+const char* const kCounterNames[kCounterCount] = {
+#define T2CP_COUNTER_NAME(name) #name,
+    T2CP_COUNTERS(T2CP_COUNTER_NAME)
+#undef T2CP_COUNTER_NAME
+};
+
+namespace {
+
+Napi::FunctionReference g_error_class;  // src/errors.ts T2cpError, set at load
+
+[[noreturn]] void throw_error(Napi::Env env, const std::string& code, const std::string& message) {
+  if (!g_error_class.IsEmpty()) {
+    Napi::Object e = g_error_class.New({Napi::String::New(env, message), Napi::String::New(env, code)});
+    throw Napi::Error(env, e);
+  }
+  Napi::Error e = Napi::Error::New(env, message);
+  e.Set("code", Napi::String::New(env, code));
+  throw e;
+}
+
+uint32_t get_u32(const Napi::Object& o, const char* key, uint32_t dflt) {
+  Napi::Value v = o.Get(key);
+  return v.IsNumber() ? v.As<Napi::Number>().Uint32Value() : dflt;
+}
+
+std::string get_str(const Napi::Object& o, const char* key) {
+  Napi::Value v = o.Get(key);
+  return v.IsString() ? v.As<Napi::String>().Utf8Value() : std::string();
+}
+
+EngineConfig read_config(Napi::Env env, const Napi::Object& o) {
+  EngineConfig c;
+  c.mirror_if = get_str(o, "mirrorIf");
+  std::string vip = get_str(o, "vip");
+  if (inet_pton(AF_INET, vip.c_str(), &c.vip) != 1) throw_error(env, "T2CP_CONFIG", "vip is not an IPv4 address: " + vip);
+  Napi::Value ports = o.Get("ports");
+  if (!ports.IsArray()) throw_error(env, "T2CP_CONFIG", "ports must be an array");
+  Napi::Array pa = ports.As<Napi::Array>();
+  for (uint32_t i = 0; i < pa.Length(); i++) c.ports.push_back(static_cast<uint16_t>(pa.Get(i).As<Napi::Number>().Uint32Value()));
+  c.tun_name = get_str(o, "tunName");
+  c.nft_table = get_str(o, "nftTable");
+  c.queue_num = static_cast<uint16_t>(get_u32(o, "queueNum", 0));
+  c.queue_max_len = get_u32(o, "queueMaxLen", c.queue_max_len);
+  c.capture_buffer = get_u32(o, "captureBuffer", c.capture_buffer);
+  c.max_flows = get_u32(o, "maxFlows", c.max_flows);
+  c.flow_buffer_limit = get_u32(o, "flowBufferLimit", c.flow_buffer_limit);
+  c.handshake_timeout_ms = get_u32(o, "handshakeTimeoutMs", c.handshake_timeout_ms);
+  c.idle_timeout_s = get_u32(o, "idleTimeoutS", c.idle_timeout_s);
+  c.event_batch_ms = get_u32(o, "eventBatchMs", c.event_batch_ms);
+  return c;
+}
+
+class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "Engine", {
+      InstanceMethod<&EngineWrap::Start>("start"),
+      InstanceMethod<&EngineWrap::Stop>("stop"),
+      InstanceMethod<&EngineWrap::Counters>("counters"),
+      InstanceMethod<&EngineWrap::Latency>("latency"),
+      InstanceMethod<&EngineWrap::FlowCount>("flowCount"),
+      InstanceMethod<&EngineWrap::RequestFlowStats>("requestFlowStats"),
+    });
+  }
+
+  // new Engine(config, onEvents(buffer))
+  EngineWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<EngineWrap>(info) {
+    Napi::Env env = info.Env();
+    if (!info[0].IsObject() || !info[1].IsFunction()) throw_error(env, "T2CP_CONFIG", "new Engine(config, onEvents)");
+    engine_ = std::make_unique<Engine>(read_config(env, info[0].As<Napi::Object>()));
+    on_events_ = Napi::Persistent(info[1].As<Napi::Function>());
+  }
+
+  ~EngineWrap() override {
+    if (engine_) engine_->stop();
+    if (tsfn_) tsfn_.Release();
+  }
+
+ private:
+  Napi::Value Start(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (engine_->running()) return env.Undefined();
+    tsfn_ = Napi::ThreadSafeFunction::New(env, on_events_.Value(), "t2cp-events", 0, 1);
+    Engine* eng = engine_.get();
+    Napi::ThreadSafeFunction tsfn = tsfn_;
+    // Thread: engine. Only queues a wake-up for the JS thread.
+    engine_->set_notify([tsfn, this]() mutable {
+      tsfn.NonBlockingCall([this](Napi::Env, Napi::Function) { Deliver(); });
+    });
+    (void)eng;
+    EngineError err;
+    if (!engine_->start(&err)) {
+      tsfn_.Release();
+      tsfn_ = Napi::ThreadSafeFunction();
+      throw_error(env, err.code, err.message);
+    }
+    Napi::Object r = Napi::Object::New(env);
+    r.Set("removedStaleTable", Napi::Boolean::New(env, engine_->removed_stale_table()));
+    return r;
+  }
+
+  // Thread: JS. Hands every pending record to onEvents in one Buffer.
+  void Deliver() {
+    if (!engine_) return;
+    std::vector<uint8_t> batch;
+    engine_->ctx().events.take(&batch);
+    engine_->events_taken();
+    if (batch.empty()) return;
+    Napi::Env env = on_events_.Env();
+    Napi::HandleScope scope(env);
+    on_events_.Call({Napi::Buffer<uint8_t>::Copy(env, batch.data(), batch.size())});
+  }
+
+  Napi::Value Stop(const Napi::CallbackInfo& info) {
+    engine_->stop();
+    if (tsfn_) {
+      tsfn_.Release();
+      tsfn_ = Napi::ThreadSafeFunction();
+    }
+    Deliver();  // the last records (closed flows) are not lost
+    return info.Env().Undefined();
+  }
+
+  Napi::Value Counters(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Napi::Object o = Napi::Object::New(env);
+    const auto& c = engine_->ctx().counters;
+    for (int i = 0; i < kCounterCount; i++)
+      o.Set(kCounterNames[i], Napi::Number::New(env, double(c.v[i].load(std::memory_order_relaxed))));
+    for (int i = 1; i < kParseReasons; i++) {
+      o.Set(std::string("mirror_parse_") + kParseErrorNames[i], Napi::Number::New(env, double(c.mirror_parse[i].load())));
+      o.Set(std::string("backup_parse_") + kParseErrorNames[i], Napi::Number::New(env, double(c.backup_parse[i].load())));
+    }
+    o.Set("flows", Napi::Number::New(env, double(engine_->ctx().flows.size())));
+    return o;
+  }
+
+  // { buckets: [[µs, count], ...] (non-empty 1 µs buckets), maxNs }
+  Napi::Value Latency(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    const auto& h = engine_->ctx().latency;
+    Napi::Array b = Napi::Array::New(env);
+    uint32_t k = 0;
+    for (int i = 0; i < kLatencyBuckets; i++) {
+      uint64_t n = h.bucket[i].load(std::memory_order_relaxed);
+      if (!n) continue;
+      Napi::Array pair = Napi::Array::New(env, 2);
+      pair.Set(0u, Napi::Number::New(env, i));
+      pair.Set(1u, Napi::Number::New(env, double(n)));
+      b.Set(k++, pair);
+    }
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("buckets", b);
+    o.Set("maxNs", Napi::Number::New(env, double(h.max_ns.load())));
+    return o;
+  }
+
+  // Approximate while running (the engine thread mutates the table); exact after stop().
+  Napi::Value FlowCount(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), double(engine_->ctx().counters.get(k_flows_new)));
+  }
+
+  Napi::Value RequestFlowStats(const Napi::CallbackInfo& info) {
+    engine_->request_flow_stats();
+    return info.Env().Undefined();
+  }
+
+  std::unique_ptr<Engine> engine_;
+  Napi::FunctionReference on_events_;
+  Napi::ThreadSafeFunction tsfn_;
+};
+
+Napi::Value SetErrorClass(const Napi::CallbackInfo& info) {
+  g_error_class = Napi::Persistent(info[0].As<Napi::Function>());
+  return info.Env().Undefined();
+}
+
+Napi::Value Names(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+  Napi::Array c = Napi::Array::New(env, kCounterCount);
+  for (int i = 0; i < kCounterCount; i++) c.Set(uint32_t(i), kCounterNames[i]);
+  Napi::Array p = Napi::Array::New(env, kParseReasons);
+  for (int i = 0; i < kParseReasons; i++) p.Set(uint32_t(i), kParseErrorNames[i]);
+  o.Set("counters", c);
+  o.Set("parseErrors", p);
+  o.Set("eventSize", Napi::Number::New(env, kEventSize));
+  return o;
+}
+
+// captureFilter(vip, ports): the BPF text the engine compiles (for --help and logs).
+Napi::Value CaptureFilter(const Napi::CallbackInfo& info) {
+  CaptureConfig c;
+  std::string vip = info[0].As<Napi::String>().Utf8Value();
+  inet_pton(AF_INET, vip.c_str(), &c.vip);
+  Napi::Array pa = info[1].As<Napi::Array>();
+  for (uint32_t i = 0; i < pa.Length(); i++) c.ports.push_back(static_cast<uint16_t>(pa.Get(i).As<Napi::Number>().Uint32Value()));
+  return Napi::String::New(info.Env(), capture_filter(c));
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("Engine", EngineWrap::Define(env));
+  exports.Set("setErrorClass", Napi::Function::New(env, SetErrorClass));
+  exports.Set("names", Napi::Function::New(env, Names));
+  exports.Set("captureFilter", Napi::Function::New(env, CaptureFilter));
+  return exports;
+}
+
+}  // namespace
+}  // namespace t2cp
+
+static Napi::Object InitT2cp(Napi::Env env, Napi::Object exports) { return t2cp::Init(env, exports); }
+NODE_API_MODULE(t2cp, InitT2cp)

@@ -1,0 +1,72 @@
+// Counters: one per anomaly, drop reason and milestone (keepalived's
+// vrrp_stats habit). Written by the engine thread only, read by the JS thread
+// at any time, hence relaxed atomics. Names are stable: they are the keys the
+// TypeScript side and the tests see.
+#pragma once
+#include <atomic>
+#include <cstdint>
+
+#include "packet.h"
+
+namespace t2cp {
+
+#define T2CP_COUNTERS(X)                                                          \
+  X(mirror_packets)          /* frames read from the mirror port */                \
+  X(mirror_bytes)                                                                  \
+  X(mirror_superframes)      /* frames longer than one MTU (GRO/TSO) */            \
+  X(mirror_unknown_flow)     /* no flow and not a SYN: after an entry expired */   \
+  X(mirror_not_replicated)   /* neither end is VIP:port (filter race) */           \
+  X(capture_kernel_drops)    /* pcap_stats ps_drop: socket buffer overflowed */    \
+  X(capture_if_drops)        /* pcap_stats ps_ifdrop */                            \
+  X(backup_packets)          /* packets of the backup's replica seen on NFQUEUE */ \
+  X(backup_dropped)          /* ... and dropped (never reach the network) */       \
+  X(backup_unknown_flow)     /* replica output for a flow we do not know */        \
+  X(backup_rst)              /* RST sent by the replica */                         \
+  X(nfqueue_enobufs)         /* netlink overruns: the kernel dropped queued pkts */\
+  X(inject_packets)          /* segments written to the TUN device */              \
+  X(inject_bytes)            /* payload bytes injected */                          \
+  X(inject_errors)           /* write() to TUN failed */                           \
+  X(inject_syn)                                                                    \
+  X(inject_pure_ack)         /* ACK-only segments (acks released later) */         \
+  X(inject_reinjected)       /* segments sent again: the replica did not ack */    \
+  X(inject_window_probes)    /* 1-byte probes into a closed backup window */       \
+  X(held_for_window)         /* times data waited for the backup's window */       \
+  X(ack_clamped)             /* client ack beyond the replica's snd_nxt, held */   \
+  X(segments_duplicate)      /* client bytes seen before (retransmissions) */      \
+  X(segments_out_of_order)   /* client bytes after a hole, kept aside */           \
+  X(segments_held_handshake) /* client segments held until both SYN-ACKs known */  \
+  X(sack_blocks_mapped)                                                            \
+  X(sack_blocks_dropped)     /* outside the replica's sent range */                \
+  X(flows_new)                                                                     \
+  X(flows_synchronised)                                                            \
+  X(flows_unprotected)       /* first seen mid-stream, or handshake failed */      \
+  X(flows_refused_max)       /* refused: flow table full */                        \
+  X(flows_closed)                                                                  \
+  X(flows_expired)           /* idle timeout */                                    \
+  X(flow_buffer_full)        /* client bytes lost: per-flow buffer limit hit */    \
+  X(gaps)                    /* primary acked client bytes never captured */       \
+  X(events_dropped)          /* event queue to JS full */
+
+enum Counter : int {
+#define T2CP_COUNTER_ENUM(name) k_##name,
+  T2CP_COUNTERS(T2CP_COUNTER_ENUM)
+#undef T2CP_COUNTER_ENUM
+  kCounterCount
+};
+
+// Parse failures get one counter per reason and per source.
+constexpr int kParseReasons = static_cast<int>(ParseError::kCount);
+
+struct Counters {
+  std::atomic<uint64_t> v[kCounterCount] = {};
+  std::atomic<uint64_t> mirror_parse[kParseReasons] = {};
+  std::atomic<uint64_t> backup_parse[kParseReasons] = {};
+
+  void add(Counter c, uint64_t n = 1) { v[c].fetch_add(n, std::memory_order_relaxed); }
+  void set(Counter c, uint64_t n) { v[c].store(n, std::memory_order_relaxed); }
+  uint64_t get(Counter c) const { return v[c].load(std::memory_order_relaxed); }
+};
+
+extern const char* const kCounterNames[kCounterCount];
+
+}  // namespace t2cp

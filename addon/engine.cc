@@ -1,0 +1,141 @@
+#include "engine.h"
+
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+namespace t2cp {
+
+// Poll timeout, ms: bounds how late timers and event batches can be.
+constexpr int kPollMs = 5;
+// Timer pass over every flow (re-injection, probes, expiry), µs.
+constexpr uint64_t kTickUs = 20000;
+// pcap_stats() refresh for the kernel drop counters, µs.
+constexpr uint64_t kStatsUs = 500000;
+// Frames taken from the capture ring per dispatch call; the loop alternates
+// with the queue so neither side starves the other.
+constexpr int kCaptureBatch = 512;
+
+Engine::Engine(const EngineConfig& cfg) : ctx_(cfg), incoming_(ctx_), outgoing_(ctx_, incoming_) {}
+
+Engine::~Engine() { stop(); }
+
+bool Engine::start(EngineError* err) {
+  if (running()) return true;
+  auto fail = [&](const char* code, std::string msg) {
+    err->code = code;
+    err->message = std::move(msg);
+    capture_.close();
+    ctx_.tun.close();
+    nfq_.close();
+    nft_.remove();
+    return false;
+  };
+  // Order matters: the ARP guard and the output queue rules exist before the
+  // VIP becomes local (TUN), so the backup never answers for the VIP and its
+  // replica never sends a packet unobserved.
+  NftConfig nc{ctx_.cfg.nft_table, ctx_.cfg.vip, ctx_.cfg.ports, ctx_.cfg.queue_num};
+  std::string msg;
+  switch (nft_.install(nc, &msg)) {
+    case NftStatus::kOk: break;
+    case NftStatus::kBusy: return fail("T2CP_BUSY", msg);
+    case NftStatus::kUnsupported: return fail("T2CP_KERNEL_FEATURE", msg);
+    case NftStatus::kPermission: return fail("T2CP_PERMISSION", msg);
+    default: return fail("T2CP_NFTABLES", msg);
+  }
+  removed_stale_ = nft_.removed_stale();
+  msg = nfq_.open(ctx_.cfg.queue_num, ctx_.cfg.queue_max_len);
+  if (!msg.empty()) return fail("T2CP_NFQUEUE", msg);
+  msg = ctx_.tun.open(ctx_.cfg.tun_name, ctx_.cfg.vip);
+  if (!msg.empty()) return fail("T2CP_TUN", msg);
+  CaptureConfig cc{ctx_.cfg.mirror_if, ctx_.cfg.vip, ctx_.cfg.ports, ctx_.cfg.capture_buffer};
+  msg = capture_.open(cc);
+  if (!msg.empty()) return fail(msg.find("does not exist") != std::string::npos ? "T2CP_NO_INTERFACE" : "T2CP_CAPTURE", msg);
+  wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (wake_fd_ < 0) return fail("T2CP_SYSTEM", "eventfd failed");
+  stopping_.store(false);
+  thread_ = std::thread([this] { run(); });
+  return true;
+}
+
+void Engine::stop() {
+  if (thread_.joinable()) {
+    stopping_.store(true);
+    wake();
+    thread_.join();
+  }
+  if (wake_fd_ >= 0) close(wake_fd_);
+  wake_fd_ = -1;
+  // Reverse order of start: stop observing, drop the VIP, then the rules.
+  capture_.close();
+  ctx_.tun.close();
+  nfq_.close();
+  nft_.remove();
+}
+
+void Engine::wake() {
+  if (wake_fd_ < 0) return;
+  uint64_t one = 1;
+  ssize_t r = write(wake_fd_, &one, sizeof one);
+  (void)r;
+}
+
+void Engine::maybe_notify(uint64_t now_us) {
+  size_t n = ctx_.events.pending();
+  if (n == 0 || notified_.load()) return;
+  if (now_us - ctx_.events.oldest_us() < uint64_t(ctx_.cfg.event_batch_ms) * 1000 && n < 1024) return;
+  notified_.store(true);
+  if (notify_) notify_();
+}
+
+void Engine::emit_flow_stats() {
+  ctx_.flows.for_each([&](Flow& f) {
+    if (f.state != FlowState::kUnprotected) ctx_.events.emit(EventType::kStats, EventReason::kNone, f);
+  });
+}
+
+// Thread: engine.
+void Engine::run() {
+  pollfd fds[3] = {
+      {capture_.fd(), POLLIN, 0},
+      {nfq_.fd(), POLLIN, 0},
+      {wake_fd_, POLLIN, 0},
+  };
+  uint64_t next_tick = realtime_us() + kTickUs, next_stats = 0;
+  while (!stopping_.load(std::memory_order_relaxed)) {
+    int rc = poll(fds, 3, kPollMs);
+    if (rc > 0 && (fds[2].revents & POLLIN)) {
+      uint64_t v;
+      ssize_t r = read(wake_fd_, &v, sizeof v);
+      (void)r;
+    }
+    // Drain both sources; the replica's output first, so acks and windows
+    // are current when captured client data is pumped.
+    for (int round = 0; round < 64; round++) {
+      uint64_t enobufs = 0;
+      int q = nfq_.receive(&OutgoingProcessor::nfqueue_callback, &outgoing_, &enobufs);
+      if (enobufs) ctx_.counters.add(k_nfqueue_enobufs, enobufs);
+      int m = capture_.dispatch(kCaptureBatch, &IncomingProcessor::pcap_callback, reinterpret_cast<u_char*>(&incoming_));
+      ctx_.drain_dirty([&](Flow& f) { incoming_.pump(f); });
+      if (q <= 0 && m <= 0) break;
+    }
+    uint64_t now = realtime_us();
+    if (now >= next_tick) {
+      incoming_.on_tick(now);
+      ctx_.drain_dirty([&](Flow& f) { incoming_.pump(f); });
+      next_tick = now + kTickUs;
+    }
+    if (now >= next_stats) {
+      uint64_t kd, id;
+      if (capture_.stats(&kd, &id)) {
+        ctx_.counters.set(k_capture_kernel_drops, kd);
+        ctx_.counters.set(k_capture_if_drops, id);
+      }
+      next_stats = now + kStatsUs;
+    }
+    if (stats_requested_.exchange(false)) emit_flow_stats();
+    maybe_notify(now);
+  }
+}
+
+}  // namespace t2cp

@@ -1,0 +1,69 @@
+// The engine: owns the backup's kernel state (nft tables, NFQUEUE, TUN,
+// capture) and the thread that runs the per-packet path.
+//
+// Call order (JS thread): construct, set_notify(), start(), then any of
+// counters/latency reads, request_flow_stats(), events().take(); stop()
+// (or the destructor) joins the thread and removes every kernel object.
+// notify runs on the engine thread when events are due; it must only wake
+// the JS side (ThreadSafeFunction), never touch the engine.
+#pragma once
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "engine_context.h"
+#include "incoming_capture.h"
+#include "incoming_processor.h"
+#include "outgoing_nfqueue.h"
+#include "outgoing_nftables.h"
+#include "outgoing_processor.h"
+
+namespace t2cp {
+
+struct EngineError {
+  std::string code;     // stable: T2CP_CAPTURE, T2CP_TUN, T2CP_NFQUEUE, ...
+  std::string message;  // one line: the problem and the fix
+};
+
+class Engine {
+ public:
+  explicit Engine(const EngineConfig& cfg);
+  ~Engine();
+
+  void set_notify(std::function<void()> fn) { notify_ = std::move(fn); }
+  // All or nothing: on failure nothing stays installed.
+  bool start(EngineError* err);
+  void stop();
+  bool running() const { return thread_.joinable(); }
+
+  void request_flow_stats() { stats_requested_.store(true); wake(); }
+  // JS took the pending events: the next batch may notify again.
+  void events_taken() { notified_.store(false); }
+
+  EngineContext& ctx() { return ctx_; }
+  bool removed_stale_table() const { return removed_stale_; }
+
+ private:
+  void run();
+  void wake();
+  void maybe_notify(uint64_t now_us);
+  void emit_flow_stats();
+
+  EngineContext ctx_;
+  IncomingProcessor incoming_;
+  OutgoingProcessor outgoing_;
+  NftTables nft_;
+  NfQueue nfq_;
+  Capture capture_;
+  std::thread thread_;
+  int wake_fd_ = -1;
+  std::atomic<bool> stopping_{false};
+  std::atomic<bool> stats_requested_{false};
+  std::atomic<bool> notified_{false};
+  std::function<void()> notify_;
+  bool removed_stale_ = false;
+};
+
+}  // namespace t2cp

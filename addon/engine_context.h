@@ -1,0 +1,80 @@
+// What the incoming and outgoing processors share on the engine thread: the
+// configuration copied once from JavaScript, the flow table, the injector,
+// counters, events, the latency histogram and the list of flows to pump.
+//
+// Thread: engine thread only, except `counters`, `latency` (atomics read by
+// JS) and `events` (own mutex).
+#pragma once
+#include <atomic>
+#include <bitset>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "counters.h"
+#include "event_queue.h"
+#include "flow_table.h"
+#include "incoming_tun.h"
+
+namespace t2cp {
+
+struct EngineConfig {
+  std::string mirror_if;
+  uint32_t vip = 0;                       // network order
+  std::vector<uint16_t> ports;
+  std::string tun_name;
+  std::string nft_table;
+  uint16_t queue_num = 0;
+  uint32_t queue_max_len = 8192;          // packets
+  uint32_t capture_buffer = 64u << 20;    // bytes
+  uint32_t max_flows = 65536;
+  uint32_t flow_buffer_limit = 16u << 20; // bytes per flow
+  uint32_t handshake_timeout_ms = 10000;
+  uint32_t idle_timeout_s = 7200;
+  uint32_t event_batch_ms = 20;
+};
+
+// Capture-to-injection latency, 1 µs buckets; the last bucket holds the rest.
+constexpr int kLatencyBuckets = 4096;
+struct LatencyHistogram {
+  std::atomic<uint64_t> bucket[kLatencyBuckets] = {};
+  std::atomic<uint64_t> max_ns{0};
+  void add(uint64_t ns) {
+    uint64_t us = ns / 1000;
+    bucket[us < kLatencyBuckets ? us : kLatencyBuckets - 1].fetch_add(1, std::memory_order_relaxed);
+    if (ns > max_ns.load(std::memory_order_relaxed)) max_ns.store(ns, std::memory_order_relaxed);
+  }
+};
+
+struct EngineContext {
+  explicit EngineContext(const EngineConfig& c)
+      : cfg(c), flows(c.max_flows), events(counters) {
+    for (uint16_t p : c.ports) port_set.set(p);
+  }
+  EngineConfig cfg;
+  std::bitset<65536> port_set;
+  Counters counters;
+  FlowTable flows;
+  EventQueue events;
+  LatencyHistogram latency;
+  Tun tun;
+  // Flows touched since the last pump, by key: a flow may be erased (port
+  // reuse) while listed, so no pointers are kept.
+  std::vector<FlowKey> dirty;
+
+  void mark_dirty(Flow& f) {
+    if (!f.dirty) { f.dirty = true; dirty.push_back(f.key); }
+  }
+  // Call fn on every listed flow that still exists, then clear the list.
+  template <typename Fn> void drain_dirty(Fn fn) {
+    for (size_t i = 0; i < dirty.size(); i++) {  // fn may append: index, not iterator
+      Flow* f = flows.find(dirty[i]);
+      if (f && f->dirty) { f->dirty = false; fn(*f); }
+    }
+    dirty.clear();
+  }
+};
+
+uint64_t realtime_ns();
+
+}  // namespace t2cp

@@ -1,0 +1,65 @@
+#include "event_queue.h"
+
+#include <ctime>
+
+namespace t2cp {
+
+uint64_t realtime_us() {
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return uint64_t(ts.tv_sec) * 1000000u + uint64_t(ts.tv_nsec) / 1000u;
+}
+
+template <typename T> static void put(uint8_t* p, size_t off, T v) { std::memcpy(p + off, &v, sizeof v); }
+
+uint8_t* EventQueue::slot() {
+  if (count_.load(std::memory_order_relaxed) >= kMaxPendingEvents) {
+    counters_.add(k_events_dropped);
+    return nullptr;
+  }
+  size_t off = buf_.size();
+  buf_.resize(off + kEventSize);
+  if (count_.fetch_add(1, std::memory_order_relaxed) == 0) oldest_us_.store(realtime_us(), std::memory_order_relaxed);
+  return buf_.data() + off;
+}
+
+void EventQueue::emit_key(EventType t, EventReason r, const FlowKey& k) {
+  std::lock_guard<std::mutex> g(mu_);
+  uint8_t* p = slot();
+  if (!p) return;
+  std::memset(p, 0, kEventSize);
+  put<uint8_t>(p, 0, static_cast<uint8_t>(t));
+  put<uint8_t>(p, 1, static_cast<uint8_t>(r));
+  put<uint16_t>(p, 2, k.server_port);
+  put<uint32_t>(p, 4, k.client_ip);
+  put<uint16_t>(p, 8, k.client_port);
+  put<uint64_t>(p, 16, realtime_us());
+}
+
+void EventQueue::emit(EventType t, EventReason r, const Flow& f, uint64_t detail) {
+  std::lock_guard<std::mutex> g(mu_);
+  uint8_t* p = slot();
+  if (!p) return;
+  put<uint8_t>(p, 0, static_cast<uint8_t>(t));
+  put<uint8_t>(p, 1, static_cast<uint8_t>(r));
+  put<uint16_t>(p, 2, f.key.server_port);
+  put<uint32_t>(p, 4, f.key.client_ip);
+  put<uint16_t>(p, 8, f.key.client_port);
+  put<uint16_t>(p, 10, static_cast<uint16_t>(f.state));
+  put<uint32_t>(p, 12, f.id);
+  put<uint64_t>(p, 16, realtime_us());
+  put<uint64_t>(p, 24, f.c2s_primary);
+  put<uint64_t>(p, 32, f.c2s_backup);
+  put<uint64_t>(p, 40, f.s2c_primary);
+  put<uint64_t>(p, 48, f.s2c_backup);
+  put<uint64_t>(p, 56, detail);
+}
+
+size_t EventQueue::take(std::vector<uint8_t>* out) {
+  std::lock_guard<std::mutex> g(mu_);
+  out->clear();
+  out->swap(buf_);
+  return count_.exchange(0, std::memory_order_relaxed);
+}
+
+}  // namespace t2cp

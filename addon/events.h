@@ -1,0 +1,50 @@
+// Flow events handed to JavaScript in batches: fixed 64-byte little-endian
+// records in one buffer (node_pcap's fixed-offset habit), decoded in
+// src/incoming/events.ts with a DataView. Keep both files in step.
+//
+//  off size field
+//   0   1   type        EventType
+//   1   1   reason      EventReason
+//   2   2   server_port host order
+//   4   4   client_ip   network order, as on the wire
+//   8   2   client_port host order
+//  10   2   state       FlowState
+//  12   4   flow_id     engine-local id, unique while the engine runs
+//  16   8   time_us     CLOCK_REALTIME microseconds
+//  24   8   c2s_primary client bytes the primary acknowledged
+//  32   8   c2s_backup  client bytes the replica acknowledged
+//  40   8   s2c_primary bytes the primary sent
+//  48   8   s2c_backup  bytes the replica sent (and we dropped)
+//  56   8   detail      reason-specific (e.g. gap start offset)
+#pragma once
+#include <cstdint>
+
+namespace t2cp {
+
+constexpr int kEventSize = 64;
+
+enum class EventType : uint8_t {
+  kNew = 1,           // client SYN seen and injected
+  kSynchronised = 2,  // both SYN-ACKs paired, handshake completed on the replica
+  kUnprotected = 3,   // cannot be replicated (see reason)
+  kClosed = 4,        // FIN/RST on both sides or timeout; flow forgotten
+  kAnomaly = 5,       // something the operator should see (see reason)
+  kStats = 6,         // answer to requestFlowStats(): one per live flow
+};
+
+enum class EventReason : uint8_t {
+  kNone = 0,
+  kMidStream = 1,        // first packet seen was not a SYN
+  kBackupRefused = 2,    // the replica answered the SYN with RST (service down?)
+  kHandshakeTimeout = 3, // no SYN-ACK from primary or replica in time
+  kTableFull = 4,        // max flows reached
+  kFin = 5,
+  kRst = 6,
+  kIdleTimeout = 7,
+  kGap = 8,              // client bytes the primary has but we never captured
+  kBufferFull = 9,       // per-flow buffer limit: the replica lost bytes
+  kDiverged = 10,        // replica's sent stream length differs at close
+  kPrimaryRst = 11,      // primary reset; replica reset by us
+};
+
+}  // namespace t2cp

@@ -1,0 +1,134 @@
+// Flow table: one entry per replicated client connection, keyed by the
+// client's address and port and the service port (the server side is always
+// the VIP). Bounded: insert() refuses beyond max_flows and the caller counts it.
+//
+// Sequence spaces, for reading the fields below:
+//   client space   the client's own numbers; the primary and the replica see
+//                  the same ones (the replica receives the client's real SYN).
+//   primary space  the primary's ISN p_isn and its TCP timestamps.
+//   backup space   the replica's ISN b_isn and its timestamps.
+// The client only ever sees primary space, so every acknowledgement, SACK
+// block and echoed timestamp it sends is mapped to backup space before the
+// replica sees it (incoming_processor), with the deltas fixed at handshake.
+//
+// Thread: engine thread only.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <unordered_map>
+#include <vector>
+
+#include "events.h"
+#include "packet.h"
+#include "stream_buffer.h"
+
+namespace t2cp {
+
+enum class FlowState : uint8_t {
+  kSynSeen = 1,      // client SYN injected, waiting for both SYN-ACKs
+  kSynchronised = 2, // deltas known, replica fed
+  kClosing = 3,      // FIN or RST seen; waiting for both ends to finish
+  kClosed = 4,       // finished; kept briefly to absorb retransmissions
+  kUnprotected = 5,  // cannot be replicated; remembered to report once
+};
+
+struct FlowKey {
+  uint32_t client_ip;    // network order
+  uint16_t client_port;  // host order
+  uint16_t server_port;  // host order
+  bool operator==(const FlowKey& o) const {
+    return client_ip == o.client_ip && client_port == o.client_port && server_port == o.server_port;
+  }
+};
+
+struct FlowKeyHash {
+  size_t operator()(const FlowKey& k) const {
+    uint64_t x = (uint64_t(k.client_ip) << 32) | (uint64_t(k.client_port) << 16) | k.server_port;
+    x ^= x >> 33; x *= 0xff51afd7ed558ccdULL; x ^= x >> 33;  // murmur3 fmix64
+    return static_cast<size_t>(x);
+  }
+};
+
+struct Flow {
+  FlowKey key{};
+  uint32_t id = 0;
+  FlowState state = FlowState::kSynSeen;
+  uint64_t created_us = 0, last_seen_us = 0;
+
+  // --- client, from the mirror (client space) ---
+  uint32_t c_isn = 0;
+  uint8_t syn_options[40]; uint8_t syn_options_len = 0;  // replayed verbatim
+  uint16_t syn_window = 0;
+  bool c_ts_ok = false, c_ws_ok = false;   // client offered timestamps / wscale
+  uint32_t c_tsval = 0;                    // latest client TSval (never goes back: PAWS)
+  uint16_t c_window = 0;                   // latest raw client window
+  uint32_t c_ack_p = 0; bool c_ack_seen = false;  // highest ack (primary space)
+  SackBlock c_sack[kMaxSackBlocks]; uint8_t c_sack_count = 0; bool c_sack_fresh = false;
+  uint32_t c_tsecr_p = 0;                  // latest echoed primary TSval
+  bool c_fin = false; uint32_t c_fin_seq = 0;
+  bool c_rst = false;
+  StreamBuffer data;                       // client bytes the replica still needs
+
+  // --- primary, from the mirror (primary space) ---
+  bool p_synack = false;
+  uint32_t p_isn = 0, p_synack_tsval = 0;
+  uint32_t p_snd_nxt = 0;                  // highest seq+len sent by the primary
+  uint32_t p_rcv_nxt = 0;                  // highest ack the primary sent (client space)
+  bool p_fin = false, p_rst = false;
+
+  // --- replica, from NFQUEUE (backup space) ---
+  bool b_synack = false;
+  uint32_t b_isn = 0, b_synack_tsval = 0, b_tsval = 0;
+  uint8_t b_wscale = 0;                    // effective shift of its windows
+  uint32_t b_snd_nxt = 0;                  // highest seq+len it sent
+  uint32_t b_rcv_nxt = 0;                  // highest ack it sent (client space)
+  uint32_t b_window = 0;                   // its receive window, bytes (scaled)
+  bool b_fin = false, b_rst = false;
+  uint32_t b_fin_seq = 0;
+
+  // --- what we gave the replica ---
+  uint32_t seq_delta = 0;                  // b_isn - p_isn
+  uint32_t ts_delta = 0;                   // b_synack_tsval - p_synack_tsval
+  uint32_t inj_nxt = 0;                    // next client byte to inject
+  uint32_t ack_given = 0; bool ack_given_valid = false;  // last ack injected (backup space)
+  bool fin_injected = false, rst_injected = false;
+  uint64_t last_progress_us = 0;           // last time b_rcv_nxt moved or we injected fresh data
+  uint64_t pending_capture_ns = 0;         // capture time of the oldest unserved packet
+  bool reported_gap = false, reported_full = false;
+  uint64_t closed_us = 0, primary_rst_us = 0;
+  // Progress in bytes, 64-bit so multi-GiB transfers do not wrap (events).
+  uint64_t c2s_primary = 0, c2s_backup = 0, s2c_primary = 0, s2c_backup = 0;
+  bool dirty = false;                      // queued for pump()
+};
+
+class FlowTable {
+ public:
+  explicit FlowTable(uint32_t max_flows) : max_(max_flows) { map_.reserve(max_flows < 65536 ? max_flows : 65536); }
+
+  Flow* find(const FlowKey& k) {
+    auto it = map_.find(k);
+    return it == map_.end() ? nullptr : it->second.get();
+  }
+  // nullptr when the table is full.
+  Flow* insert(const FlowKey& k);
+  void erase(const FlowKey& k) { map_.erase(k); }
+  size_t size() const { return map_.size(); }
+  uint32_t max() const { return max_; }
+
+  template <typename Fn> void for_each(Fn fn) {
+    for (auto& kv : map_) fn(*kv.second);
+  }
+  // Erase every flow for which pred returns true.
+  template <typename Pred> void erase_if(Pred pred) {
+    for (auto it = map_.begin(); it != map_.end();) {
+      if (pred(*it->second)) it = map_.erase(it); else ++it;
+    }
+  }
+
+ private:
+  uint32_t max_;
+  uint32_t next_id_ = 1;
+  std::unordered_map<FlowKey, std::unique_ptr<Flow>, FlowKeyHash> map_;
+};
+
+}  // namespace t2cp

@@ -1,0 +1,58 @@
+// Incoming traffic processor (paper 001): reads the primary's traffic off
+// the mirror port and feeds the replica's TCP stack through the TUN device.
+//
+// It does not forward captured packets one for one. It keeps, per flow, the
+// client's byte stream (StreamBuffer) and acts toward the replica the way the
+// client would: cuts segments from the stream within the replica's receive
+// window, acknowledges the replica's data as far as the client acknowledged
+// the primary's (mapped to the replica's sequence space, clamped to what the
+// replica has sent), re-sends what the replica did not acknowledge, probes a
+// closed window. So the replica's stream is exactly the primary's whatever
+// the relative speed of the two services, and super-frames, duplicates and
+// reordering on the mirror do not matter.
+//
+// Thread: engine thread only.
+#pragma once
+#include <pcap/pcap.h>
+
+#include <cstdint>
+
+#include "engine_context.h"
+#include "packet.h"
+
+namespace t2cp {
+
+class IncomingProcessor {
+ public:
+  explicit IncomingProcessor(EngineContext& ctx) : ctx_(ctx) {}
+
+  // One frame from the mirror port; capture_ns is the kernel's timestamp.
+  void on_mirror_frame(const uint8_t* frame, size_t caplen, uint64_t capture_ns);
+  // Both SYN-ACKs known: fix the deltas. Called by either processor.
+  void try_synchronise(Flow& f);
+  // Inject whatever is due for f now.
+  void pump(Flow& f);
+  // Periodic: re-injection, window probes, timeouts, expiry.
+  void on_tick(uint64_t now_us);
+
+  static void pcap_callback(u_char* self, const pcap_pkthdr* h, const u_char* bytes);
+
+ private:
+  void on_client_segment(const Segment& s, uint64_t capture_ns);
+  void on_primary_segment(const Segment& s);
+  void start_flow(const FlowKey& k, const Segment& s, uint64_t capture_ns);
+  void make_unprotected(Flow& f, EventReason why);
+  void tick_flow(Flow& f, uint64_t now_us);
+  void check_closed(Flow& f, uint64_t now_us);
+
+  bool inject(Flow& f, uint32_t seq, uint8_t flags, const uint8_t* payload, uint32_t len, bool with_sack);
+  bool inject_syn(Flow& f);
+  // The ack the replica may see now; false before the client acked anything.
+  bool replica_ack(Flow& f, uint32_t* ack);
+
+  EngineContext& ctx_;
+  uint16_t ip_id_ = 0;
+  uint8_t pkt_[65536];
+};
+
+}  // namespace t2cp

@@ -1,0 +1,127 @@
+#include "outgoing_nfqueue.h"
+
+#include <arpa/inet.h>
+#include <cerrno>
+#include <cstring>
+#include <fcntl.h>
+#include <linux/netfilter.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+extern "C" {
+#include <libnetfilter_queue/libnetfilter_queue.h>
+}
+
+namespace t2cp {
+
+// Socket receive buffer, bytes: bursts of a fast replica (thousands of
+// headers-only messages of ~200 bytes) must not overrun it.
+constexpr int kRcvBuf = 16 << 20;
+// recvfrom() calls per receive(), each up to 16 netlink pages of messages.
+constexpr int kMaxReadsPerCall = 32;
+
+bool NfQueue::send_config(nlmsghdr* nlh, std::string* err) {
+  nlh->nlmsg_flags |= NLM_F_ACK;
+  if (mnl_socket_sendto(nl_, nlh, nlh->nlmsg_len) < 0) {
+    *err = std::string("NFQUEUE config send failed: ") + strerror(errno);
+    return false;
+  }
+  char ack[MNL_SOCKET_BUFFER_SIZE];
+  ssize_t n = mnl_socket_recvfrom(nl_, ack, sizeof ack);
+  if (n < 0 || mnl_cb_run(ack, n, nlh->nlmsg_seq, portid_, nullptr, nullptr) < 0) {
+    *err = std::string("NFQUEUE ") + std::to_string(queue_) + " refused: " + strerror(errno);
+    if (errno == EBUSY) *err += " (another program is bound to it: choose another --queue)";
+    if (errno == EPERM) *err += " (run as root)";
+    if (errno == EOPNOTSUPP || errno == ENOENT)
+      *err += " (load nfnetlink_queue: modprobe nfnetlink_queue)";
+    return false;
+  }
+  return true;
+}
+
+std::string NfQueue::open(uint16_t queue_num, uint32_t max_len) {
+  queue_ = queue_num;
+  buf_.resize(MNL_SOCKET_BUFFER_SIZE * 16);
+  nl_ = mnl_socket_open2(NETLINK_NETFILTER, SOCK_CLOEXEC);
+  if (!nl_) return std::string("cannot open netfilter netlink socket: ") + strerror(errno);
+  if (mnl_socket_bind(nl_, 0, MNL_SOCKET_AUTOPID) < 0) {
+    std::string e = std::string("cannot bind netfilter netlink socket: ") + strerror(errno);
+    close();
+    return e;
+  }
+  portid_ = mnl_socket_get_portid(nl_);
+  int fd = mnl_socket_get_fd(nl_);
+  if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &kRcvBuf, sizeof kRcvBuf) < 0)
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &kRcvBuf, sizeof kRcvBuf);
+
+  std::string err;
+  char b[MNL_SOCKET_BUFFER_SIZE];
+  nlmsghdr* nlh = nfq_nlmsg_put(b, NFQNL_MSG_CONFIG, queue_);
+  nfq_nlmsg_cfg_put_cmd(nlh, AF_INET, NFQNL_CFG_CMD_BIND);
+  if (!send_config(nlh, &err)) { close(); return err; }
+
+  nlh = nfq_nlmsg_put(b, NFQNL_MSG_CONFIG, queue_);
+  nfq_nlmsg_cfg_put_params(nlh, NFQNL_COPY_PACKET, kCopyBytes);
+  nfq_nlmsg_cfg_put_qmaxlen(nlh, max_len);
+  // GSO: take the replica's TSO super-packets whole instead of making the
+  // kernel segment them just to show us headers.
+  mnl_attr_put_u32(nlh, NFQA_CFG_FLAGS, htonl(NFQA_CFG_F_GSO));
+  mnl_attr_put_u32(nlh, NFQA_CFG_MASK, htonl(NFQA_CFG_F_GSO));
+  if (!send_config(nlh, &err)) { close(); return err; }
+
+  // Overruns stay reported as ENOBUFS (the default) so they are counted.
+  if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0) {
+    close();
+    return "cannot make the NFQUEUE socket non-blocking";
+  }
+  return "";
+}
+
+void NfQueue::close() {
+  if (nl_) mnl_socket_close(nl_);  // closing the socket unbinds the queue
+  nl_ = nullptr;
+}
+
+struct Dispatch {
+  NfQueue::Handler h;
+  void* user;
+  uint32_t last_id;
+  int count;
+};
+
+static int on_packet(const nlmsghdr* nlh, void* data) {
+  auto* d = static_cast<Dispatch*>(data);
+  nlattr* attr[NFQA_MAX + 1] = {};
+  if (nfq_nlmsg_parse(nlh, attr) < 0 || !attr[NFQA_PACKET_HDR]) return MNL_CB_OK;
+  auto* ph = static_cast<nfqnl_msg_packet_hdr*>(mnl_attr_get_payload(attr[NFQA_PACKET_HDR]));
+  d->last_id = ntohl(ph->packet_id);
+  d->count++;
+  if (attr[NFQA_PAYLOAD]) {
+    d->h(d->user, static_cast<const uint8_t*>(mnl_attr_get_payload(attr[NFQA_PAYLOAD])),
+         mnl_attr_get_payload_len(attr[NFQA_PAYLOAD]));
+  }
+  return MNL_CB_OK;
+}
+
+int NfQueue::receive(Handler h, void* user, uint64_t* enobufs) {
+  Dispatch d{h, user, 0, 0};
+  // Bounded so a flood on the queue cannot starve the capture side.
+  for (int reads = 0; reads < kMaxReadsPerCall; reads++) {
+    ssize_t n = mnl_socket_recvfrom(nl_, buf_.data(), buf_.size());
+    if (n < 0) {
+      if (errno == ENOBUFS) { (*enobufs)++; continue; }
+      break;  // EAGAIN: drained
+    }
+    mnl_cb_run(buf_.data(), n, 0, portid_, on_packet, &d);
+  }
+  if (d.count > 0) {
+    // One verdict for every packet with an id up to last_id: drop.
+    char b[MNL_SOCKET_BUFFER_SIZE];
+    nlmsghdr* nlh = nfq_nlmsg_put(b, NFQNL_MSG_VERDICT_BATCH, queue_);
+    nfq_nlmsg_verdict_put(nlh, d.last_id, NF_DROP);
+    mnl_socket_sendto(nl_, nlh, nlh->nlmsg_len);
+  }
+  return d.count;
+}
+
+}  // namespace t2cp

@@ -1,0 +1,79 @@
+// Outgoing traffic processor, kernel side: the one nftables table set that the
+// program owns on the backup host.
+//
+//   table ip  <name>  (flags owner)  chain out: hook output, priority -150
+//       ip saddr <vip> tcp sport <port>  ->  xt NFQUEUE num <queue> (no bypass)
+//       (one rule per port). Every packet the backup's replica sends on a
+//       replicated flow is queued to the interceptor, which learns from it and
+//       drops it: an NFQUEUE drop counts as sent for the backup's TCP, an nft
+//       drop would fail the send with EPERM and desynchronise the replica.
+//       Packets carrying kInjectMark are exempt (the recovery path re-sends
+//       through the stack with it).
+//   table arp <name>  (flags owner)  chain out: hook output, priority 0
+//       arp sender-ip == <vip>  ->  drop. The VIP is a local address on the
+//       backup while it replicates; without this the backup would answer ARP
+//       for it and steal the primary's traffic.
+//
+// This kernel has no nft `queue` expression (CONFIG_NFT_QUEUE unset), so the
+// queue verdict is the xtables NFQUEUE target (revision 3) through nft_compat,
+// written with libmnl straight into our own table.
+//
+// Both tables carry NFT_TABLE_F_OWNER: they belong to the netlink socket that
+// created them and the kernel deletes them when it closes, so even a SIGKILL
+// leaves no rule behind. install() first deletes an unowned stale table of the
+// same name (from an older build or a manual `nft -f`); a table owned by a live
+// socket cannot be deleted and is reported as kBusy (another instance runs).
+//
+// Call order: install() once (again only after remove()); remove() any
+// number of times; the destructor calls remove(). The object owns one
+// NETLINK_NETFILTER socket from a successful install() until remove(): that
+// socket IS the tables' owner, so keep the object alive exactly as long as the
+// rules must stay. Not copyable.
+//
+// Thread: all calls from one thread (the JS main thread in practice).
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace t2cp {
+
+// Mark on packets the program itself sends through the stack, exempted by the
+// output rules (cf. libsoccr's SOCCR_MARK). Value: "T2" in ASCII.
+constexpr uint32_t kInjectMark = 0x5432;
+
+struct NftConfig {
+  std::string table;             // e.g. "t2cp_backup"; [A-Za-z0-9_]{1,31}
+  uint32_t vip = 0;              // network byte order
+  std::vector<uint16_t> ports;   // host order, 1..64 entries
+  uint16_t queue_num = 0;        // NFQUEUE number the interceptor binds
+};
+
+enum class NftStatus { kOk, kBusy, kUnsupported, kPermission, kError };
+
+class NftTables {
+ public:
+  NftTables() = default;
+  ~NftTables();                  // remove() if installed
+  NftTables(const NftTables&) = delete;
+  NftTables& operator=(const NftTables&) = delete;
+
+  // Create both tables in one netlink batch (all or nothing). On failure,
+  // *err gets one line naming the cause and nothing stays installed.
+  NftStatus install(const NftConfig& cfg, std::string* err);
+  // Delete both tables and close the owning socket. Idempotent.
+  void remove();
+  bool installed() const { return fd_ >= 0; }
+  // True when the last install() deleted an unowned table of the same name
+  // (ip or arp) left by an older run; the caller logs it.
+  bool removed_stale() const { return removed_stale_; }
+
+ private:
+  int fd_ = -1;                  // owning NETLINK_NETFILTER socket
+  std::string table_;
+  uint32_t portid_ = 0;          // fd_'s netlink port id = NFTA_TABLE_OWNER
+  uint32_t seq_ = 0;             // last netlink sequence number used on fd_
+  bool removed_stale_ = false;
+};
+
+}  // namespace t2cp

@@ -1,0 +1,76 @@
+#include "outgoing_processor.h"
+
+#include "packet.h"
+#include "seq.h"
+
+namespace t2cp {
+
+void OutgoingProcessor::on_replica_packet(const uint8_t* ip, size_t copied) {
+  Counters& c = ctx_.counters;
+  c.add(k_backup_packets);
+  c.add(k_backup_dropped);  // every queued packet gets the drop verdict
+  Segment s;
+  ParseError e = parse_ipv4(ip, copied, /*allow_truncated_payload=*/true, &s);
+  if (e != ParseError::kOk) {
+    c.backup_parse[static_cast<int>(e)].fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  Flow* f = ctx_.flows.find(FlowKey{s.daddr, s.dport, s.sport});
+  if (!f || f->state == FlowState::kUnprotected) {
+    c.add(k_backup_unknown_flow);
+    return;
+  }
+  if (s.flags & kRst) {
+    c.add(k_backup_rst);
+    f->b_rst = true;
+    if (f->state == FlowState::kSynSeen) {
+      // The replica refused the SYN: its service is not listening.
+      f->state = FlowState::kUnprotected;
+      f->data.clear();
+      c.add(k_flows_unprotected);
+      ctx_.events.emit(EventType::kUnprotected, EventReason::kBackupRefused, *f);
+      return;
+    }
+    ctx_.mark_dirty(*f);
+    return;
+  }
+  if ((s.flags & (kSyn | kAck)) == (kSyn | kAck)) {
+    if (!f->b_synack) {
+      f->b_synack = true;
+      f->b_isn = s.seq;
+      f->b_synack_tsval = f->b_tsval = s.opt.tsval;
+      f->b_snd_nxt = s.seq + 1;
+      // Window scaling applies only if both SYNs carried the option; the
+      // SYN-ACK's own window field is never scaled (RFC 7323 2.2).
+      f->b_wscale = (f->c_ws_ok && s.opt.has_wscale) ? s.opt.wscale : 0;
+      f->b_window = s.window;
+      f->b_rcv_nxt = s.ack;
+      in_.try_synchronise(*f);
+    }
+    return;
+  }
+  if (!f->b_synack) return;
+  if (s.opt.has_ts && after(s.opt.tsval, f->b_tsval)) f->b_tsval = s.opt.tsval;
+  uint32_t end = s.seq + s.payload_len + ((s.flags & kFin) ? 1 : 0);
+  if (after(end, f->b_snd_nxt)) {
+    f->s2c_backup += end - f->b_snd_nxt - ((s.flags & kFin) ? 1 : 0);  // data bytes only
+    f->b_snd_nxt = end;
+  }
+  if (s.flags & kFin) {
+    f->b_fin = true;
+    f->b_fin_seq = s.seq + s.payload_len;
+  }
+  if (s.flags & kAck) {
+    if (after(s.ack, f->b_rcv_nxt)) {
+      f->c2s_backup += s.ack - f->b_rcv_nxt;
+      f->b_rcv_nxt = s.ack;
+      f->data.release(s.ack);
+      f->last_progress_us = realtime_us();
+      if (after(f->b_rcv_nxt, f->inj_nxt)) f->inj_nxt = f->b_rcv_nxt;
+    }
+    f->b_window = uint32_t(s.window) << f->b_wscale;
+  }
+  ctx_.mark_dirty(*f);
+}
+
+}  // namespace t2cp

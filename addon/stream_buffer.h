@@ -1,0 +1,54 @@
+// The client's byte stream of one flow, as far as the replica still needs it.
+//
+// Bytes are kept from `base` (the first byte the replica has not acknowledged)
+// to `contig_end` (the end of the in-order data captured so far) in one linear
+// buffer, so a segment to inject is always one contiguous slice. Data captured
+// after a hole waits in `ooo_` until the hole fills. release() drops what the
+// replica acknowledged; the buffer compacts when half of it is dead space.
+//
+// Thread: engine thread only. Sequence numbers are the client's own.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <vector>
+
+#include "seq.h"
+
+namespace t2cp {
+
+class StreamBuffer {
+ public:
+  enum class AddResult { kAppended, kDuplicate, kOutOfOrder, kFull };
+
+  void reset(uint32_t base_seq, uint32_t limit_bytes);
+  // Store [seq, seq+len). Parts already held are ignored (duplicates).
+  AddResult add(uint32_t seq, const uint8_t* data, uint32_t len);
+  // Forget everything before `upto` (the replica acknowledged it).
+  void release(uint32_t upto);
+  // Pointer to the byte at `seq` if it lies in [base, contig_end), else null.
+  const uint8_t* at(uint32_t seq) const;
+
+  uint32_t base() const { return base_; }
+  uint32_t contig_end() const { return base_ + static_cast<uint32_t>(end_ - start_); }
+  uint32_t held_bytes() const { return static_cast<uint32_t>(end_ - start_) + ooo_bytes_; }
+  bool has_out_of_order() const { return !ooo_.empty(); }
+  // First sequence number after the hole, when out-of-order data waits.
+  uint32_t ooo_first() const { return ooo_.empty() ? contig_end() : ooo_.begin()->first; }
+  void clear();
+
+ private:
+  void append(const uint8_t* data, uint32_t len);
+  void drain_ooo();
+
+  uint32_t base_ = 0;
+  uint32_t limit_ = 0;
+  std::vector<uint8_t> buf_;
+  size_t start_ = 0, end_ = 0;  // live bytes are buf_[start_, end_)
+  // Out-of-order segments keyed by an offset from base_ (not by raw sequence
+  // number: std::map ordering must not break at the 2^32 wrap).
+  std::map<uint32_t, std::vector<uint8_t>> ooo_;
+  uint32_t ooo_bytes_ = 0;
+};
+
+}  // namespace t2cp

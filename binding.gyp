@@ -1,0 +1,26 @@
+{
+  "targets": [
+    {
+      "target_name": "t2cp",
+      "sources": [
+        "addon/binding.cc",
+        "addon/engine.cc",
+        "addon/event_queue.cc",
+        "addon/flow_table.cc",
+        "addon/incoming_capture.cc",
+        "addon/incoming_processor.cc",
+        "addon/incoming_tun.cc",
+        "addon/outgoing_nfqueue.cc",
+        "addon/outgoing_nftables.cc",
+        "addon/outgoing_processor.cc",
+        "addon/packet.cc",
+        "addon/stream_buffer.cc"
+      ],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
+      "cflags_cc!": ["-fno-exceptions", "-fno-rtti"],
+      "cflags_cc": ["-std=c++17", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fexceptions"],
+      "libraries": ["-lpcap", "-lnetfilter_queue", "-lmnl"]
+    }
+  ]
+}

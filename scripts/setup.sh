@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs what t2cp-ar needs on a fresh Debian machine, then builds it.
+# Idempotent and quiet when everything is already there; run as root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+apt_pkgs=(libpcap-dev libnetfilter-queue-dev libmnl-dev nftables iptables iproute2 tcpdump ethtool g++ make python3 kmod)
+missing=()
+for p in "${apt_pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "t2cp setup: missing Debian packages: ${missing[*]}; run as root or: apt-get install ${missing[*]}" >&2
+    exit 1
+  fi
+  echo "t2cp setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# npm packages: install when absent or when package.json changed since.
+if [ ! -d node_modules ] || [ package.json -nt node_modules/.package-lock.json ]; then
+  echo "t2cp setup: npm install"
+  npm install --no-audit --no-fund --loglevel=error
+fi
+
+# Addon and TypeScript: rebuild when a source is newer than the output.
+addon=build/Release/t2cp.node
+if [ ! -f "$addon" ] || [ -n "$(find addon binding.gyp -newer "$addon" -print -quit)" ]; then
+  echo "t2cp setup: building the native addon"
+  npx --no-install node-gyp rebuild --nodedir=/usr --loglevel=error >/dev/null
+fi
+stamp=dist/.built
+if [ ! -f "$stamp" ] || [ -n "$(find src scripts bench tsconfig.json -name '*.ts' -newer "$stamp" -print -quit 2>/dev/null)" ] || [ tsconfig.json -nt "$stamp" ]; then
+  echo "t2cp setup: compiling TypeScript"
+  npx --no-install tsc -p .
+  touch "$stamp"
+fi

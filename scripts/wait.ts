@@ -1,0 +1,35 @@
+// Polling with a deadline: tests wait for a condition, never for a fixed time.
+
+export interface WaitOptions {
+  /** Give up after this many milliseconds. */
+  timeoutMs: number;
+  /** Pause between two polls, in milliseconds (default 50). */
+  intervalMs?: number;
+  /** What is awaited, for the timeout message. */
+  what?: string;
+}
+
+/**
+ * Calls `predicate` until it returns a truthy value (or a promise of one) and resolves to that
+ * value. A predicate that throws is treated as "not yet"; the last error is quoted on timeout.
+ */
+export async function waitFor<T>(
+  predicate: () => T | Promise<T>,
+  opts: WaitOptions,
+): Promise<NonNullable<T>> {
+  const interval = opts.intervalMs ?? 50;
+  const deadline = Date.now() + opts.timeoutMs;
+  let lastError: unknown;
+  for (;;) {
+    try {
+      const v = await predicate();
+      if (v) return v as NonNullable<T>;
+    } catch (e) {
+      lastError = e;
+    }
+    if (Date.now() >= deadline) break;
+    await new Promise((r) => setTimeout(r, Math.min(interval, Math.max(0, deadline - Date.now()))));
+  }
+  const why = lastError instanceof Error ? ` (last error: ${lastError.message})` : '';
+  throw new Error(`timed out after ${opts.timeoutMs} ms waiting for ${opts.what ?? 'condition'}${why}`);
+}

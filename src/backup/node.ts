@@ -1,0 +1,83 @@
+// Backup node role: wires the configuration, the native engine (incoming and
+// outgoing traffic processors) and the log together. Thin on purpose, like
+// conntrackd's sync-mode.c: the work is in the addon.
+import { addon, type NativeEngine } from '../addon.js';
+import { engineOptions, type BackupConfig } from '../config.js';
+import { decodeEvents, type FlowEvent } from '../incoming/events.js';
+import type { Logger } from '../log.js';
+import { preflight } from './preflight.js';
+
+export class BackupNode {
+  private engine: NativeEngine | undefined;
+  private timers: NodeJS.Timeout[] = [];
+  private listeners: Array<(e: FlowEvent) => void> = [];
+
+  constructor(
+    readonly cfg: BackupConfig,
+    private readonly log: Logger,
+  ) {}
+
+  /** Subscribe to flow events (new, synchronised, unprotected, closed, anomaly, stats). */
+  onEvent(fn: (e: FlowEvent) => void): void {
+    this.listeners.push(fn);
+  }
+
+  start(): void {
+    preflight(this.cfg);
+    const opts = engineOptions(this.cfg);
+    const engine = new (addon().Engine)(opts, (batch) => this.deliver(batch));
+    const { removedStaleTable } = engine.start();
+    this.engine = engine;
+    if (removedStaleTable) this.log.warn('removed a stale nft table left by an earlier run', { table: opts.nftTable });
+    this.log.info('replicating', {
+      vip: this.cfg.vip,
+      ports: this.cfg.ports.join(','),
+      mirror: this.cfg.mirrorIf,
+      filter: addon().captureFilter(this.cfg.vip, this.cfg.ports),
+      table: opts.nftTable,
+      tun: opts.tunName,
+      queue: opts.queueNum,
+    });
+    if (this.cfg.statusIntervalS > 0) {
+      this.timers.push(setInterval(() => this.log.info('counters', this.nonZeroCounters()), this.cfg.statusIntervalS * 1000));
+    }
+    if (this.cfg.flowStatsMs > 0) {
+      this.timers.push(setInterval(() => this.engine?.requestFlowStats(), this.cfg.flowStatsMs));
+    }
+  }
+
+  counters(): Record<string, number> {
+    return this.engine?.counters() ?? {};
+  }
+
+  nonZeroCounters(): Record<string, number> {
+    return Object.fromEntries(Object.entries(this.counters()).filter(([, v]) => v !== 0));
+  }
+
+  stop(): void {
+    for (const t of this.timers) clearInterval(t);
+    this.timers = [];
+    if (!this.engine) return;
+    this.engine.stop();  // delivers the last events, removes tables, queue, TUN
+    this.log.info('stopped', this.nonZeroCounters());
+    this.engine = undefined;
+  }
+
+  private deliver(batch: Buffer): void {
+    for (const e of decodeEvents(batch)) {
+      this.logEvent(e);
+      for (const fn of this.listeners) fn(e);
+    }
+  }
+
+  private logEvent(e: FlowEvent): void {
+    const fields: Record<string, unknown> = { flow: `${e.client}->:${e.serverPort}`, id: e.flowId };
+    if (e.reason !== 'none') fields.reason = e.reason;
+    if (e.type === 'closed' || e.type === 'stats' || e.type === 'anomaly') {
+      Object.assign(fields, { c2sPrimary: e.c2sPrimary, c2sBackup: e.c2sBackup, s2cPrimary: e.s2cPrimary, s2cBackup: e.s2cBackup });
+    }
+    if (e.type === 'closed' && e.detail === 1) fields.diverged = true;
+    const level = e.type === 'anomaly' || e.type === 'unprotected' ? 'warn' : 'info';
+    this.log[level](`flow ${e.type}`, fields);
+  }
+}

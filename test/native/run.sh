@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Native tier: builds the packet-layer tests and fuzz target under
+# AddressSanitizer + UBSan into build/native/, runs packet_test, then fuzzes
+# the parser for S seconds (libFuzzer when clang++ can link it, otherwise the
+# standalone driver built with g++). Exits non-zero on any failure.
+#
+#   bash test/native/run.sh [--fuzz-seconds S]     (default 20)
+#
+# Needs g++; clang and libclang-rt-14-dev (from scripts/setup.sh) for libFuzzer.
+set -euo pipefail
+
+fuzz_seconds=20
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --fuzz-seconds) fuzz_seconds="$2"; shift 2 ;;
+    *) echo "usage: $0 [--fuzz-seconds S]" >&2; exit 2 ;;
+  esac
+done
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+out="$root/build/native"
+mkdir -p "$out"
+src="$root/test/native"
+common=(-std=c++17 -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -I"$root/addon" -Wall -Wextra)
+export ASAN_OPTIONS="${ASAN_OPTIONS:-abort_on_error=1:detect_leaks=0}"
+export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
+
+echo "native: building packet_test (g++)"
+g++ "${common[@]}" "$src/packet_test.cc" "$root/addon/packet.cc" -o "$out/packet_test"
+
+# libFuzzer needs clang++ and its compiler-rt; probe by linking an empty target.
+fuzz_mode=standalone
+if command -v clang++ >/dev/null 2>&1; then
+  probe="$out/.fuzz_probe"
+  printf 'extern "C" int LLVMFuzzerTestOneInput(const unsigned char*, unsigned long) { return 0; }\n' > "$probe.cc"
+  if clang++ -fsanitize=fuzzer "$probe.cc" -o "$probe" >/dev/null 2>&1; then fuzz_mode=libfuzzer; fi
+  rm -f "$probe" "$probe.cc"
+fi
+if [ "$fuzz_mode" = libfuzzer ]; then
+  echo "native: building fuzz_packet (clang++ libFuzzer)"
+  clang++ "${common[@]}" -fsanitize=fuzzer "$src/fuzz_packet.cc" "$root/addon/packet.cc" -o "$out/fuzz_packet"
+else
+  echo "native: building fuzz_packet (g++ standalone driver; install clang libclang-rt-14-dev for libFuzzer)"
+  g++ "${common[@]}" -DT2CP_STANDALONE_FUZZ "$src/fuzz_packet.cc" "$root/addon/packet.cc" -o "$out/fuzz_packet"
+fi
+
+status=0
+log="$out/packet_test.log"
+"$out/packet_test" > "$log" 2>&1 || status=$?
+grep -v '^ok ' "$log" || true  # failures and the summary; the full list stays in the log
+summary="$(tail -n 1 "$log")"
+if [ "$status" -ne 0 ]; then
+  echo "native: packet_test failed (exit $status); see $log" >&2
+  echo "packet_test: $summary"
+  exit 1
+fi
+
+corpus="$(mktemp -d)"
+trap 'rm -rf "$corpus"' EXIT
+"$out/packet_test" --write-corpus "$corpus"
+
+echo "native: fuzzing the parser for ${fuzz_seconds}s ($fuzz_mode)"
+fuzz_status=0
+if [ "$fuzz_mode" = libfuzzer ]; then
+  # Crash inputs land in build/native/ as crash-*; replay with: fuzz_packet FILE
+  "$out/fuzz_packet" -max_total_time="$fuzz_seconds" -rss_limit_mb=1024 -max_len=4096 \
+    -print_final_stats=1 -artifact_prefix="$out/" "$corpus" > "$out/fuzz.log" 2>&1 || fuzz_status=$?
+  grep -E '^(Done|stat::number_of_executed_units|stat::average_exec_per_sec|==[0-9]+==ERROR|SUMMARY|fuzz_packet:)' "$out/fuzz.log" || true
+else
+  "$out/fuzz_packet" --seconds "$fuzz_seconds" "$corpus" > "$out/fuzz.log" 2>&1 || fuzz_status=$?
+  cat "$out/fuzz.log" | tail -n 40
+fi
+if [ "$fuzz_status" -ne 0 ]; then
+  echo "native: fuzz_packet failed (exit $fuzz_status); see $out/fuzz.log" >&2
+  tail -n 40 "$out/fuzz.log" >&2
+  echo "packet_test: $summary"
+  exit 1
+fi
+
+echo "packet_test: $summary"
