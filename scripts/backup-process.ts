@@ -1,0 +1,79 @@
+// Runs `t2cp backup` as its own process inside the testbed's backup
+// namespace (as a user would), with --json, and collects what it logs:
+// flow events, counters at exit. Used by the e2e tests, the demo and bench.
+import type { ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Testbed } from './testbed.js';
+import { waitFor } from './wait.js';
+
+export interface LogRecord {
+  t: string;
+  level: string;
+  instance: string;
+  msg: string;
+  [k: string]: unknown;
+}
+
+export interface BackupProcess {
+  child: ChildProcess;
+  records: LogRecord[];
+  stderr: () => string;
+  /** Records of one kind, e.g. flow('synchronised'). */
+  flows(type: string): LogRecord[];
+  /** SIGTERM by PID, wait for exit; resolves with the counters it logged when it stopped. */
+  stop(): Promise<Record<string, number>>;
+}
+
+/** The compiled CLI, whether this module runs from scripts/ (vitest) or dist/scripts/. */
+export function distCli(): string {
+  let dir = path.dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(path.join(dir, 'package.json')) && path.dirname(dir) !== dir) dir = path.dirname(dir);
+  return path.join(dir, 'dist', 'src', 'cli.js');
+}
+
+export async function startBackup(
+  tb: Testbed,
+  args: { mirrorIf?: string; vip?: string; ports: number[]; instance: string; extra?: string[] },
+): Promise<BackupProcess> {
+  const cli = distCli();
+  const child = tb.spawn(tb.ns.backup, [
+    'node', cli, 'backup', '--json',
+    '--mirror-if', args.mirrorIf ?? tb.ifaces.mirror,
+    '--vip', args.vip ?? tb.addr.vip,
+    '--ports', args.ports.join(','),
+    '--instance', args.instance,
+    ...(args.extra ?? []),
+  ]);
+  const records: LogRecord[] = [];
+  let partial = '';
+  let err = '';
+  child.stdout?.setEncoding('utf8').on('data', (d: string) => {
+    partial += d;
+    const lines = partial.split('\n');
+    partial = lines.pop() ?? '';
+    for (const l of lines) if (l.trim()) records.push(JSON.parse(l) as LogRecord);
+  });
+  child.stderr?.setEncoding('utf8').on('data', (d: string) => { err += d; });
+  await waitFor(() => {
+    if (child.exitCode !== null) throw new Error(`t2cp backup exited ${child.exitCode}: ${err.trim()}`);
+    return records.some((r) => r.msg === 'replicating');
+  }, { timeoutMs: 15_000, what: 't2cp backup replicating' });
+  return {
+    child,
+    records,
+    stderr: () => err,
+    flows: (type) => records.filter((r) => r.msg === `flow ${type}`),
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) {
+        const exited = new Promise((r) => child.once('exit', r));
+        child.kill('SIGTERM');
+        await Promise.race([exited, new Promise((r) => setTimeout(r, 10_000))]);
+      }
+      const stopped = [...records].reverse().find((r) => r.msg === 'stopped') ?? {};
+      const { t: _t, level: _l, instance: _i, msg: _m, ...counters } = stopped as LogRecord;
+      return counters as Record<string, number>;
+    },
+  };
+}

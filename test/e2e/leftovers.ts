@@ -1,0 +1,17 @@
+// What `t2cp backup` may leave in the backup's kernel, listed so a test can
+// assert there is none: its nft tables, its TUN device, the VIP as a local
+// address, a bound NFQUEUE.
+import type { Testbed } from '../../scripts/testbed.js';
+
+export async function kernelLeftovers(tb: Testbed, instance: string): Promise<string[]> {
+  const found: string[] = [];
+  const tables = await tb.exec(tb.ns.backup, ['nft', 'list', 'tables']);
+  for (const l of tables.stdout.split('\n')) if (l.includes(`t2cp_${instance}`)) found.push(`nft: ${l.trim()}`);
+  const links = await tb.exec(tb.ns.backup, ['ip', '-o', 'link', 'show']);
+  for (const l of links.stdout.split('\n')) if (l.includes(`t2cp-${instance}`)) found.push(`link: ${l.trim()}`);
+  const addrs = await tb.exec(tb.ns.backup, ['ip', '-o', '-4', 'addr', 'show']);
+  for (const l of addrs.stdout.split('\n')) if (l.includes(` ${tb.addr.vip}/`)) found.push(`address: ${l.trim()}`);
+  const queues = await tb.exec(tb.ns.backup, ['cat', '/proc/net/netfilter/nfnetlink_queue']);
+  for (const l of queues.stdout.split('\n')) if (l.trim()) found.push(`nfqueue: ${l.trim()}`);
+  return found;
+}
