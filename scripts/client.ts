@@ -217,7 +217,12 @@ const conns = new Set<Conn>();
 const timer = setTimeout(() => {
   deadline.abort();
   for (const c of conns) c.abort(new Error('deadline'));
-  // Sessions not yet connected see the aborted signal and fail with 'deadline' too.
+  // Sessions not yet connected see the aborted signal and fail with 'deadline' too. Should one
+  // still hang, the process must end anyway (grace: 5 s).
+  setTimeout(() => {
+    process.stderr.write('client: sessions still running 5 s after the deadline\n');
+    process.exit(1);
+  }, 5000).unref();
 }, Number(values['deadline-ms']));
 
 const invalid = workload.sessions.map(checkSpec).find((e) => e !== null);
@@ -235,7 +240,6 @@ const results = await Promise.all(specs.map(async (spec, index): Promise<ClientL
   const t0 = Date.now();
   let error: string | null = null;
   try {
-    if (deadline.signal.aborted) throw new Error('deadline');
     await c.connected();
     const prng = new Prng(`t2cp-workload/${workload.seed ?? 0}/${index}`);
     await runSession(c, spec, prng, AbortSignal.any([deadline.signal, c.signal]));

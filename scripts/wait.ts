@@ -9,6 +9,9 @@ export interface WaitOptions {
   what?: string;
 }
 
+/** What a truthy result can be: `cond && value` predicates resolve to `value`'s type. */
+export type Truthy<T> = Exclude<T, false | null | undefined | 0 | ''>;
+
 /**
  * Calls `predicate` until it returns a truthy value (or a promise of one) and resolves to that
  * value. A predicate that throws is treated as "not yet"; the last error is quoted on timeout.
@@ -16,14 +19,14 @@ export interface WaitOptions {
 export async function waitFor<T>(
   predicate: () => T | Promise<T>,
   opts: WaitOptions,
-): Promise<NonNullable<T>> {
+): Promise<Truthy<T>> {
   const interval = opts.intervalMs ?? 50;
   const deadline = Date.now() + opts.timeoutMs;
   let lastError: unknown;
   for (;;) {
     try {
       const v = await predicate();
-      if (v) return v as NonNullable<T>;
+      if (v) return v as Truthy<T>;
     } catch (e) {
       lastError = e;
     }

@@ -4,6 +4,7 @@
 import { addon, type NativeEngine } from '../addon.js';
 import { engineOptions, type BackupConfig } from '../config.js';
 import { decodeEvents, type FlowEvent } from '../incoming/events.js';
+import { summarizeLatency } from '../incoming/latency.js';
 import type { Logger } from '../log.js';
 import { preflight } from './preflight.js';
 
@@ -58,6 +59,7 @@ export class BackupNode {
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
     if (!this.engine) return;
+    this.log.info('latency', { ...summarizeLatency(this.engine.latency()) });
     this.engine.stop();  // delivers the last events, removes tables, queue, TUN
     this.log.info('stopped', this.nonZeroCounters());
     this.engine = undefined;

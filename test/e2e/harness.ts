@@ -1,19 +1,19 @@
 // Helpers for the e2e tests: running the service and client in the testbed, reading their logs,
 // comparing replicas, and capturing with tcpdump. compareReplicas() is pure, for unit tests.
 
-import { execFile, type ChildProcess } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import fs from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import type { ClientLogLine, ServiceLogLine } from '../../scripts/protocol.js';
 import type { Testbed } from '../../scripts/testbed.js';
 import { waitFor } from '../../scripts/wait.js';
-import type { Workload } from '../../scripts/client.js';
+import { collect, waitForExit } from '../../scripts/processes.js';
 
-export type { ClientLogLine, ServiceLogLine, Workload };
+export { collect, waitForExit, startService, runClient, type ClientRun, type ClientOptions } from '../../scripts/processes.js';
 
-export const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
-/** Compiled script under dist/scripts (run as separate processes inside namespaces). */
-export const distScript = (name: 'service' | 'client'): string => `${repoRoot}dist/scripts/${name}.js`;
+export type { ClientLogLine, ServiceLogLine };
+export type { Workload } from '../../scripts/client.js';
+
+export { repoRoot, distScript } from '../../scripts/processes.js';
 
 /** Parses a JSON-lines file; a missing file reads as no lines. */
 export function readLog<T = unknown>(file: string): T[] {
@@ -109,50 +109,6 @@ export function compareReplicas(
     connections, mismatches, clientErrors, unknownOnPrimary, unknownOnBackup,
     ok: mismatches.length === 0 && clientErrors.length === 0,
   };
-}
-
-/** Live text of a child's stdout and stderr. */
-export function collect(child: ChildProcess): { stdout: string; stderr: string } {
-  const out = { stdout: '', stderr: '' };
-  child.stdout?.setEncoding('utf8').on('data', (d: string) => { out.stdout += d; });
-  child.stderr?.setEncoding('utf8').on('data', (d: string) => { out.stderr += d; });
-  return out;
-}
-
-export function waitForExit(child: ChildProcess, timeoutMs: number): Promise<number | null> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(child.exitCode);
-  return new Promise((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`pid ${child.pid} still running after ${timeoutMs} ms`)), timeoutMs);
-    child.once('exit', (code) => { clearTimeout(t); resolve(code); });
-  });
-}
-
-/** Starts the service in `ns` and resolves once it printed `ready`. */
-export async function startService(tb: Testbed, ns: string, ports: number[], log: string): Promise<{ child: ChildProcess; output: { stdout: string; stderr: string } }> {
-  const child = tb.spawn(ns, ['node', distScript('service'), ...ports.flatMap((p) => ['--port', String(p)]), '--log', log]);
-  const output = collect(child);
-  await waitFor(() => {
-    if (child.exitCode !== null) throw new Error(`service exited ${child.exitCode}: ${output.stderr}`);
-    return output.stdout.includes('ready\n');
-  }, { timeoutMs: 10_000, what: `service ready in ${ns}` });
-  return { child, output };
-}
-
-export interface ClientRun { code: number | null; summary: unknown; stdout: string; stderr: string }
-
-export interface ClientOptions { deadlineMs?: number; local?: string[] }
-
-/** Runs the workload client in `ns` to completion (it has its own deadline; ours is 10 s later). */
-export async function runClient(tb: Testbed, ns: string, server: string, workload: Workload, log: string, opts: ClientOptions = {}): Promise<ClientRun> {
-  const deadlineMs = opts.deadlineMs ?? 60_000;
-  const child = tb.spawn(ns, ['node', distScript('client'), '--server', server, '--workload', JSON.stringify(workload),
-    '--log', log, '--deadline-ms', String(deadlineMs), ...(opts.local ? ['--local', opts.local.join(',')] : [])]);
-  const output = collect(child);
-  const code = await waitForExit(child, deadlineMs + 10_000);
-  const last = output.stdout.trim().split('\n').pop() ?? '';
-  let summary: unknown = null;
-  try { summary = JSON.parse(last); } catch { /* left for the caller in stdout */ }
-  return { code, summary, ...output };
 }
 
 export interface Capture {

@@ -143,3 +143,33 @@ describe('testbed cleanup', () => {
     }
   });
 });
+
+describe('service in the testbed', () => {
+  it('logs a malformed op as protocol-error and open connections on SIGTERM', { timeout: 30_000 }, async () => {
+    const dir = fs.mkdtempSync(path.join(tmp, 'svc-'));
+    const tb = await createTestbed({ offloads: false });
+    try {
+      const log = path.join(dir, 'service.log');
+      const { child: service } = await startService(tb, tb.ns.primary, [7000, 6379], log);
+      // One raw connection sends an unknown op; the client holds another open on the second port.
+      const raw = await tb.exec(tb.ns.client, [process.execPath, '-e', `
+        const s = require('net').connect(7000, '${tb.addr.vip}', () => s.write('Zjunk'));
+        s.on('close', () => process.exit(0)); s.on('error', () => {});`], { timeoutMs: 10_000 });
+      expect(raw.code, raw.stderr).toBe(0);
+      const clientLog = path.join(dir, 'client.log');
+      const idle = runClient(tb, tb.ns.client, `${tb.addr.vip}:6379`, { sessions: [{ kind: 'idle', holdMs: 20_000 }] },
+        clientLog, { deadlineMs: 25_000 });
+      await waitFor(() => readLog<ServiceLogLine>(log).length === 1 && tb.exec(tb.ns.primary, ['ss', '-Htn', 'state', 'established', 'sport = :6379'])
+        .then((r) => r.stdout.trim() !== ''), { timeoutMs: 10_000, what: 'the idle connection' });
+      service.kill('SIGTERM');
+      expect(await waitForExit(service, 5_000)).toBe(0);
+      const lines = readLog<ServiceLogLine>(log);
+      expect(lines.map((l) => [l.port, l.end, l.open, l.ops])).toEqual([[7000, 'protocol-error', false, 0], [6379, 'sigterm', true, 1]]);
+      const run = await idle;
+      expect(run.code).toBe(1); // the service went away under it
+      expect(readLog<ClientLogLine>(clientLog)[0].error).toMatch(/closed|ECONNRESET/);
+    } finally {
+      await tb.teardown();
+    }
+  });
+});

@@ -749,6 +749,22 @@ void test_each_error_reason() {
     p[8] = static_cast<uint8_t>(p[8] - 1);  // TTL decremented without fixing the checksum
     CHECK_ERR(parse_eth(eth(p)), ParseError::kBadIpChecksum);
   }
+  // Checksum stored as 0xFFFF (-0) where the computed value is 0x0000: valid
+  // on the wire, accepted (found by the fuzzer).
+  {
+    Bytes p = ip;
+    for (uint32_t id = 0; id < 0x10000; ++id) {  // find an IP id making the sum 0xFFFF
+      wr16(&p[4], static_cast<uint16_t>(id));
+      p[10] = p[11] = 0;
+      if (naive_check(p.data(), 20) == 0) break;
+    }
+    CHECK_EQ(stored_be(ipv4_header_checksum(p.data(), 20)), 0x0000);
+    wr16(&p[10], 0xFFFF);
+    CHECK(ipv4_header_checksum_ok(p.data(), 20));
+    CHECK_ERR(parse_ip(p), ParseError::kOk);
+    wr16(&p[10], 0x0000);
+    CHECK_ERR(parse_ip(p), ParseError::kOk);
+  }
   // kIpFragment
   {
     Bytes p = ip;

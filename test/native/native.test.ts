@@ -1,0 +1,54 @@
+// Native tier: the packet layer's C++ tests and parser fuzzer under ASan/UBSan,
+// built and run by test/native/run.sh (g++; libFuzzer when clang is installed).
+
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { beforeAll, describe, expect, it } from 'vitest';
+
+const root = fileURLToPath(new URL('../../', import.meta.url));
+const FUZZ_SECONDS = 20;
+const RUN_TIMEOUT_MS = 180_000; // build (~15 s) + tests (~2 s) + fuzzing, with room for a slow machine
+
+interface RunResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  output: string;
+}
+
+function runNative(): Promise<RunResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('bash', ['test/native/run.sh', '--fuzz-seconds', String(FUZZ_SECONDS)], {
+      cwd: root,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      timeout: RUN_TIMEOUT_MS,
+      killSignal: 'SIGKILL',
+    });
+    let output = '';
+    child.stdout.on('data', (d: Buffer) => (output += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (output += d.toString()));
+    child.on('error', reject);
+    child.on('close', (code, signal) => resolve({ code, signal, output }));
+  });
+}
+
+describe('native packet layer (ASan/UBSan)', () => {
+  let result: RunResult;
+
+  beforeAll(async () => {
+    result = await runNative();
+  }, RUN_TIMEOUT_MS + 10_000);
+
+  it('packet_test and the fuzzer pass', () => {
+    expect(result.output, result.output).toContain(' 0 failed');
+    expect(result.signal, result.output).toBeNull();
+    expect(result.code, result.output).toBe(0);
+  });
+
+  it('the fuzzer actually executed inputs', () => {
+    // libFuzzer: "Done N runs in S second(s)"; standalone driver: "fuzz_packet standalone: N runs".
+    const m = /Done (\d+) runs|fuzz_packet standalone: (\d+) runs/.exec(result.output);
+    expect(m, result.output).not.toBeNull();
+    const runs = Number(m?.[1] ?? m?.[2]);
+    expect(runs).toBeGreaterThan(1000);
+  });
+});
