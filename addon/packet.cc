@@ -6,6 +6,7 @@
 
 namespace t2cp {
 
+// A missing name would be a null entry: packet_test checks every one.
 const char* const kParseErrorNames[static_cast<int>(ParseError::kCount)] = {
     "ok",              "truncated_l2",   "not_ipv4",      "truncated_ip",
     "bad_ip_header",   "bad_ip_checksum", "ip_fragment",  "not_tcp",
@@ -129,7 +130,7 @@ ParseError parse_ip(const uint8_t* ip, size_t len, bool allow_truncated_payload,
   if ((vihl >> 4) != 4 || ihl < kIpMinHdr) return ParseError::kBadIpHeader;
   if (len < ihl) return ParseError::kTruncatedIp;
   size_t ip_len = be16(ip + 2);
-  if (ip_len == 0 && big_tcp && len > kIpMaxLen) ip_len = len;  // BIG TCP super-frame
+  if (ip_len == 0 && big_tcp && len > kIpMaxLen && len <= UINT32_MAX) ip_len = len;  // BIG TCP super-frame
   if (ip_len < ihl) return ParseError::kBadIpHeader;
   if (!ipv4_header_checksum_ok(ip, ihl)) return ParseError::kBadIpChecksum;
   if (be16(ip + 6) & kIpMfOffset) return ParseError::kIpFragment;

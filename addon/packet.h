@@ -136,8 +136,8 @@ struct SegmentSpec {
 // with EOL (zero) bytes to a multiple of 4. Structured: NOP,NOP,TS(10) then
 // NOP,NOP,SACK(2+8n); SACK blocks that do not fit the 40 option bytes are
 // dropped from the end (3 fit with timestamps, 4 without). The payload may
-// already sit at its final place in out (it is moved, not copied); other
-// overlaps are not allowed.
+// lie inside out, e.g. already at its final place (it is moved before any
+// header byte is written); raw_options must not overlap out.
 size_t build_segment(const SegmentSpec& spec, uint8_t* out, size_t cap);
 
 // ---- Internet checksum (RFC 1071), incremental update (RFC 1624) ----

@@ -948,7 +948,7 @@ void test_tcp_option_parsing() {
   // Window scale clamp (RFC 7323 2.3).
   for (int ws : {0, 7, 14, 15, 16, 200, 255}) {
     CHECK_ERR(parse({1, 3, 3, static_cast<uint8_t>(ws)}), ParseError::kOk);
-    CHECK_EQ(seg.opt.wscale, ws > 14 ? 14 : ws);
+    CHECK_EQ(seg.opt.wscale, (ws > 14 ? 14 : ws));
   }
   // TS + 3 SACK blocks = 40 bytes.
   Bytes ts_sack = {1, 1, 8, 10, 0, 0, 1, 0, 0, 0, 2, 0, 1, 1, 5, 26};

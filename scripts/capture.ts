@@ -1,0 +1,52 @@
+// Packet captures with tcpdump inside a testbed namespace, and reading them
+// back. Used by the e2e tests (leak and sequence-space checks) and the demo.
+import { execFile } from 'node:child_process';
+import type { Testbed } from './testbed.js';
+import { collect, waitForExit } from './processes.js';
+import { waitFor } from './wait.js';
+
+export interface Capture {
+  /** Stops tcpdump (SIGTERM by PID) and resolves with its own counts. */
+  stop(): Promise<{ captured: number; dropped: number }>;
+}
+
+/** tcpdump kernel buffer in KiB: super-frames of 64 KiB fill the 2 MiB default in bursts. */
+const CAPTURE_BUFFER_KIB = 32768;
+
+export async function startCapture(tb: Testbed, ns: string, iface: string, bpfFilter: string, file: string): Promise<Capture> {
+  // -Z root: tcpdump would otherwise drop to its own user before opening the file.
+  const child = tb.spawn(ns, ['tcpdump', '-Z', 'root', '-U', '--immediate-mode', '-B', String(CAPTURE_BUFFER_KIB),
+    '-nn', '-i', iface, '-w', file, ...(bpfFilter ? [bpfFilter] : [])]);
+  const output = collect(child);
+  await waitFor(() => {
+    if (child.exitCode !== null) throw new Error(`tcpdump exited ${child.exitCode}: ${output.stderr}`);
+    return output.stderr.includes('listening on');
+  }, { timeoutMs: 10_000, what: `tcpdump on ${ns}/${iface}` });
+  return {
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGTERM');
+        await waitForExit(child, 5_000).catch(() => { child.kill('SIGKILL'); });
+      }
+      const num = (what: string): number => Number(new RegExp(`(\\d+) packets? ${what}`).exec(output.stderr)?.[1] ?? NaN);
+      return { captured: num('captured'), dropped: num('dropped by kernel') };
+    },
+  };
+}
+
+/** `tcpdump -r file -nn [extra] filter`, one string per packet. Reading a file needs no namespace. */
+export function readPackets(file: string, filter = '', extra: string[] = []): Promise<string[]> {
+  return new Promise((resolve, reject) => {
+    execFile('tcpdump', ['-r', file, '-nn', ...extra, ...(filter ? [filter] : [])], { maxBuffer: 1 << 30, timeout: 60_000 },
+      (err, stdout, stderr) => (err ? reject(new Error(`tcpdump -r: ${stderr || err.message}`)) : resolve(stdout.split('\n').filter((l) => l !== ''))));
+  });
+}
+
+export async function countPackets(file: string, filter = ''): Promise<number> {
+  return (await readPackets(file, filter)).length;
+}
+
+/** Link-layer length of every matching frame (from `tcpdump -e`). */
+export async function frameLengths(file: string, filter = ''): Promise<number[]> {
+  return (await readPackets(file, filter, ['-e'])).map((l) => Number(/length (\d+)/.exec(l)?.[1] ?? NaN));
+}
