@@ -66,6 +66,7 @@ EngineConfig read_config(Napi::Env env, const Napi::Object& o) {
   c.handshake_timeout_ms = get_u32(o, "handshakeTimeoutMs", c.handshake_timeout_ms);
   c.idle_timeout_s = get_u32(o, "idleTimeoutS", c.idle_timeout_s);
   c.event_batch_ms = get_u32(o, "eventBatchMs", c.event_batch_ms);
+  c.rt_priority = get_u32(o, "rtPriority", c.rt_priority);
   return c;
 }
 
@@ -115,6 +116,7 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
     }
     Napi::Object r = Napi::Object::New(env);
     r.Set("removedStaleTable", Napi::Boolean::New(env, engine_->removed_stale_table()));
+    r.Set("realtime", Napi::Boolean::New(env, engine_->realtime()));
     return r;
   }
 

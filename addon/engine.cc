@@ -1,6 +1,8 @@
 #include "engine.h"
 
 #include <poll.h>
+#include <pthread.h>
+#include <sched.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -55,6 +57,16 @@ bool Engine::start(EngineError* err) {
   if (wake_fd_ < 0) return fail("T2CP_SYSTEM", "eventfd failed");
   stopping_.store(false);
   thread_ = std::thread([this] { run(); });
+  // A woken SCHED_FIFO thread preempts ordinary tasks at once: without it, a
+  // busy host (the replica's own service competes for the same CPUs) delays
+  // the per-packet path by whole scheduler slices (conntrackd's Scheduler
+  // option, keepalived's vrrp_rt_priority). The thread sleeps in poll() when
+  // idle, and the kernel's RT throttling bounds it under overload.
+  if (ctx_.cfg.rt_priority > 0) {
+    sched_param sp{};
+    sp.sched_priority = static_cast<int>(ctx_.cfg.rt_priority);
+    realtime_ = pthread_setschedparam(thread_.native_handle(), SCHED_FIFO, &sp) == 0;
+  }
   return true;
 }
 
@@ -116,7 +128,13 @@ void Engine::run() {
       int q = nfq_.receive(&OutgoingProcessor::nfqueue_callback, &outgoing_, &enobufs);
       if (enobufs) ctx_.counters.add(k_nfqueue_enobufs, enobufs);
       int m = capture_.dispatch(kCaptureBatch, &IncomingProcessor::pcap_callback, reinterpret_cast<u_char*>(&incoming_));
-      ctx_.drain_dirty([&](Flow& f) { incoming_.pump(f); });
+      // Latency is sampled only for packets served in the pass that captured
+      // them: what waits on purpose (for a SYN-ACK, the replica's window or
+      // its output) is not interceptor latency.
+      ctx_.drain_dirty([&](Flow& f) {
+        incoming_.pump(f);
+        f.pending_capture_ns = 0;
+      });
       if (q <= 0 && m <= 0) break;
     }
     uint64_t now = realtime_us();

@@ -44,6 +44,8 @@ class Engine {
 
   EngineContext& ctx() { return ctx_; }
   bool removed_stale_table() const { return removed_stale_; }
+  // Whether the engine thread runs SCHED_FIFO (false if not asked or refused).
+  bool realtime() const { return realtime_; }
 
  private:
   void run();
@@ -64,6 +66,7 @@ class Engine {
   std::atomic<bool> notified_{false};
   std::function<void()> notify_;
   bool removed_stale_ = false;
+  bool realtime_ = false;
 };
 
 }  // namespace t2cp

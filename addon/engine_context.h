@@ -32,6 +32,7 @@ struct EngineConfig {
   uint32_t handshake_timeout_ms = 10000;
   uint32_t idle_timeout_s = 7200;
   uint32_t event_batch_ms = 20;
+  uint32_t rt_priority = 10;              // SCHED_FIFO priority of the engine thread, 0: none
 };
 
 // Capture-to-injection latency, 1 µs buckets; the last bucket holds the rest.

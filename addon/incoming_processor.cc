@@ -216,6 +216,13 @@ bool IncomingProcessor::replica_ack(Flow& f, uint32_t* ack) {
   return true;
 }
 
+void IncomingProcessor::sample_latency(Flow& f) {
+  if (!f.pending_capture_ns) return;
+  uint64_t now = realtime_ns();
+  if (now > f.pending_capture_ns) ctx_.latency.add(now - f.pending_capture_ns);
+  f.pending_capture_ns = 0;
+}
+
 bool IncomingProcessor::inject(Flow& f, uint32_t seq, uint8_t flags, const uint8_t* payload, uint32_t len,
                                bool with_sack) {
   SegmentSpec sp;
@@ -257,11 +264,7 @@ bool IncomingProcessor::inject(Flow& f, uint32_t seq, uint8_t flags, const uint8
   }
   ctx_.counters.add(k_inject_packets);
   ctx_.counters.add(k_inject_bytes, len);
-  if (f.pending_capture_ns) {
-    uint64_t now = realtime_ns();
-    if (now > f.pending_capture_ns) ctx_.latency.add(now - f.pending_capture_ns);
-    f.pending_capture_ns = 0;
-  }
+  sample_latency(f);
   return true;
 }
 
@@ -286,11 +289,7 @@ bool IncomingProcessor::inject_syn(Flow& f) {
   }
   ctx_.counters.add(k_inject_packets);
   ctx_.counters.add(k_inject_syn);
-  if (f.pending_capture_ns) {
-    uint64_t now = realtime_ns();
-    if (now > f.pending_capture_ns) ctx_.latency.add(now - f.pending_capture_ns);
-    f.pending_capture_ns = 0;
-  }
+  sample_latency(f);
   return true;
 }
 

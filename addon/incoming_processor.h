@@ -47,6 +47,8 @@ class IncomingProcessor {
 
   bool inject(Flow& f, uint32_t seq, uint8_t flags, const uint8_t* payload, uint32_t len, bool with_sack);
   bool inject_syn(Flow& f);
+  // Capture-to-injection time of the packet that made this injection due.
+  void sample_latency(Flow& f);
   // The ack the replica may see now; false before the client acked anything.
   bool replica_ack(Flow& f, uint32_t* ack);
 

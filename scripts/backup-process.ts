@@ -2,7 +2,7 @@
 // namespace (as a user would), with --json, and collects what it logs:
 // flow events, counters at exit. Used by the e2e tests, the demo and bench.
 import type { ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Testbed } from './testbed.js';
@@ -22,6 +22,8 @@ export interface BackupProcess {
   stderr: () => string;
   /** Records of one kind, e.g. flow('synchronised'). */
   flows(type: string): LogRecord[];
+  /** CPU seconds (user + system) the t2cp process used so far. */
+  cpuSeconds(): number;
   /** SIGTERM by PID, wait for exit; resolves with the counters it logged when it stopped. */
   stop(): Promise<Record<string, number>>;
 }
@@ -35,11 +37,11 @@ export function distCli(): string {
 
 export async function startBackup(
   tb: Testbed,
-  args: { mirrorIf?: string; vip?: string; ports: number[]; instance: string; extra?: string[] },
+  args: { mirrorIf?: string; vip?: string; ports: number[]; instance: string; logFlows?: boolean; extra?: string[] },
 ): Promise<BackupProcess> {
   const cli = distCli();
   const child = tb.spawn(tb.ns.backup, [
-    'node', cli, 'backup', '--json',
+    'node', cli, 'backup', '--json', ...(args.logFlows === false ? [] : ['--log-flows']),
     '--mirror-if', args.mirrorIf ?? tb.ifaces.mirror,
     '--vip', args.vip ?? tb.addr.vip,
     '--ports', args.ports.join(','),
@@ -65,6 +67,14 @@ export async function startBackup(
     records,
     stderr: () => err,
     flows: (type) => records.filter((r) => r.msg === `flow ${type}`),
+    cpuSeconds: () => {
+      // /proc/PID/stat fields 14 and 15 (utime, stime) in clock ticks of 1/100 s
+      // (USER_HZ is 100 on Linux); the command name may contain spaces, so
+      // count fields after its closing parenthesis.
+      const stat = readFileSync(`/proc/${child.pid}/stat`, 'utf8');
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      return (Number(f[11]) + Number(f[12])) / 100;
+    },
     async stop() {
       if (child.exitCode === null && child.signalCode === null) {
         const exited = new Promise((r) => child.once('exit', r));

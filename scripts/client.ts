@@ -24,7 +24,8 @@ export type SessionSpec = Common & (
   | { kind: 'download'; bytes: number }
   | { kind: 'idle'; holdMs: number }
 );
-export interface Workload { seed?: number; sessions: SessionSpec[] }
+/** `concurrency`: sessions open at once (default: all of them). */
+export interface Workload { seed?: number; concurrency?: number; sessions: SessionSpec[] }
 
 /** A reply the client waits for; `next(n)` gives the next n bytes its body must hold. */
 interface Expectation { op: string; len: number; next(n: number): Buffer; done(): void; fail(e: Error): void }
@@ -225,14 +226,34 @@ const timer = setTimeout(() => {
   }, 5000).unref();
 }, Number(values['deadline-ms']));
 
-const invalid = workload.sessions.map(checkSpec).find((e) => e !== null);
+const invalid = workload.sessions.map(checkSpec).find((e) => e !== null) ??
+  (workload.concurrency !== undefined && !(Number.isSafeInteger(workload.concurrency) && workload.concurrency > 0)
+    ? 'concurrency must be a positive integer' : undefined);
 if (invalid) {
   process.stderr.write(`client: bad workload: ${invalid}\n`);
   process.exit(2);
 }
 const specs = workload.sessions.flatMap((s) => Array<SessionSpec>(s.times ?? 1).fill(s));
 const started = Date.now();
+// A slot per concurrently open session; a session takes one before it connects.
+let slots = workload.concurrency ?? specs.length;
+const waiting: Array<() => void> = [];
+const acquire = (): Promise<void> => (slots > 0 ? (slots--, Promise.resolve()) : new Promise((r) => waiting.push(r)));
+const release = (): void => {
+  const next = waiting.shift();
+  if (next) next();
+  else slots++;
+};
 const results = await Promise.all(specs.map(async (spec, index): Promise<ClientLogLine> => {
+  await acquire();
+  try {
+    return await runOne(spec, index);
+  } finally {
+    release();
+  }
+}));
+
+async function runOne(spec: SessionSpec, index: number): Promise<ClientLogLine> {
   const port = spec.port ?? Number(portText);
   const sock = net.connect({ host, port, localAddress: locals[index % locals.length], allowHalfOpen: true });
   const c = new Conn(sock);
@@ -257,7 +278,7 @@ const results = await Promise.all(specs.map(async (spec, index): Promise<ClientL
   };
   fs.writeSync(logFd, JSON.stringify(line) + '\n');
   return line;
-}));
+}
 clearTimeout(timer);
 
 const failed = results.filter((r) => !r.ok);

@@ -21,6 +21,8 @@ export interface EngineOptions {
   handshakeTimeoutMs: number;
   idleTimeoutS: number;
   eventBatchMs: number;
+  /** SCHED_FIFO priority of the engine thread; 0 leaves it an ordinary thread. */
+  rtPriority: number;
 }
 
 export interface LatencyHistogram {
@@ -30,7 +32,7 @@ export interface LatencyHistogram {
 }
 
 export interface NativeEngine {
-  start(): { removedStaleTable: boolean };
+  start(): { removedStaleTable: boolean; realtime: boolean };
   stop(): void;
   counters(): Record<string, number>;
   latency(): LatencyHistogram;

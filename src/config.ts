@@ -34,6 +34,8 @@ export interface BackupConfig {
   idleTimeoutS: number;
   statusIntervalS: number;
   flowStatsMs: number;
+  rtPriority: number;
+  logFlows: boolean;
   json: boolean;
 }
 
@@ -48,6 +50,8 @@ const DEFAULTS: Omit<BackupConfig, 'mirrorIf' | 'vip' | 'ports'> = {
   idleTimeoutS: 7200,
   statusIntervalS: 0,
   flowStatsMs: 0,
+  rtPriority: 10,
+  logFlows: false,
   json: false,
 };
 
@@ -78,6 +82,10 @@ export const BACKUP_OPTIONS: OptionSpec[] = [
     help: 'print counters every S seconds (0: only at exit); default 0' },
   { key: 'flowStatsMs', flag: '--flow-stats', kind: 'int', arg: 'MS', min: 0, max: 3600000,
     help: 'log every live flow\'s progress (primary vs replica bytes) every MS; default 0 (off)' },
+  { key: 'rtPriority', flag: '--rt-priority', kind: 'int', arg: 'N', min: 0, max: 99,
+    help: 'SCHED_FIFO priority of the packet thread (0: ordinary thread); default 10' },
+  { key: 'logFlows', flag: '--log-flows', kind: 'bool',
+    help: 'log every flow event (new, synchronised, closed); anomalies are always logged' },
   { key: 'json', flag: '--json', kind: 'bool', help: 'log as JSON lines instead of text' },
 ];
 
@@ -212,5 +220,6 @@ export function engineOptions(c: BackupConfig): EngineOptions {
     handshakeTimeoutMs: c.handshakeTimeoutMs,
     idleTimeoutS: c.idleTimeoutS,
     eventBatchMs: 20,
+    rtPriority: c.rtPriority,
   };
 }

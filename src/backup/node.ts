@@ -27,8 +27,10 @@ export class BackupNode {
     preflight(this.cfg);
     const opts = engineOptions(this.cfg);
     const engine = new (addon().Engine)(opts, (batch) => this.deliver(batch));
-    const { removedStaleTable } = engine.start();
+    const { removedStaleTable, realtime } = engine.start();
     this.engine = engine;
+    if (this.cfg.rtPriority > 0 && !realtime)
+      this.log.warn('could not make the packet thread SCHED_FIFO: latency will follow the scheduler', { rtPriority: this.cfg.rtPriority });
     if (removedStaleTable) this.log.warn('removed a stale nft table left by an earlier run', { table: opts.nftTable });
     this.log.info('replicating', {
       vip: this.cfg.vip,
@@ -80,6 +82,7 @@ export class BackupNode {
     }
     if (e.type === 'closed' && e.detail === 1) fields.diverged = true;
     const level = e.type === 'anomaly' || e.type === 'unprotected' ? 'warn' : 'info';
+    if (level === 'info' && !this.cfg.logFlows && e.type !== 'stats') return;
     this.log[level](`flow ${e.type}`, fields);
   }
 }

@@ -231,7 +231,10 @@ std::vector<Bytes> builtin_seeds() {
 
 void add_dir(const char* dir, std::vector<Bytes>* corpus) {
   DIR* d = opendir(dir);
-  if (!d) return;
+  if (!d) {
+    std::fprintf(stderr, "fuzz_packet: cannot read corpus directory '%s'\n", dir);
+    return;
+  }
   while (dirent* e = readdir(d)) {
     if (e->d_name[0] == '.') continue;
     const std::string path = std::string(dir) + "/" + e->d_name;
