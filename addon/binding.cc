@@ -67,6 +67,7 @@ EngineConfig read_config(Napi::Env env, const Napi::Object& o) {
   c.idle_timeout_s = get_u32(o, "idleTimeoutS", c.idle_timeout_s);
   c.event_batch_ms = get_u32(o, "eventBatchMs", c.event_batch_ms);
   c.rt_priority = get_u32(o, "rtPriority", c.rt_priority);
+  c.busy_poll_us = get_u32(o, "busyPollUs", c.busy_poll_us);
   return c;
 }
 

@@ -33,6 +33,7 @@ struct EngineConfig {
   uint32_t idle_timeout_s = 7200;
   uint32_t event_batch_ms = 20;
   uint32_t rt_priority = 10;              // SCHED_FIFO priority of the engine thread, 0: none
+  uint32_t busy_poll_us = 50;             // spin this long after work before sleeping, 0: never
 };
 
 // Capture-to-injection latency, 1 µs buckets; the last bucket holds the rest.

@@ -25,6 +25,11 @@ const TRIALS = Number(process.env.T2CP_BENCH_TRIALS ?? 3);
 const BULK_BYTES = Number(process.env.T2CP_BENCH_BULK_MB ?? 200) * MB;
 const STORM_CONNECTIONS = Number(process.env.T2CP_BENCH_CONNECTIONS ?? 12000);
 const CLIENT_ADDRS = 8; // spreads the storm over 8 × 28k ephemeral ports
+// Two hosts on one machine: the client and the primary on one CPU, the
+// backup's service and t2cp on the other (see pinned() in scripts/processes.ts).
+const CPUS = os.cpus().length;
+const PRIMARY_CPUS = CPUS >= 2 ? '0' : undefined;
+const BACKUP_CPUS = CPUS >= 2 ? String(CPUS - 1) : undefined;
 
 interface Trial {
   ms: number;
@@ -46,12 +51,15 @@ const line = (name: string, value: number | string, note = ''): void => {
 
 async function trial(tb: Testbed, dir: string, name: string, workload: Workload, replicate: boolean): Promise<Trial> {
   const d = fs.mkdtempSync(path.join(dir, `${name}-`));
-  const primary = await startService(tb, tb.ns.primary, [PORT], `${d}/primary.jsonl`);
-  const replica = await startService(tb, tb.ns.backup, [PORT], `${d}/backup.jsonl`);
+  const primary = await startService(tb, tb.ns.primary, [PORT], `${d}/primary.jsonl`, PRIMARY_CPUS);
+  const replica = await startService(tb, tb.ns.backup, [PORT], `${d}/backup.jsonl`, BACKUP_CPUS);
   let backup: BackupProcess | undefined;
-  if (replicate) backup = await startBackup(tb, { ports: [PORT], instance: 'bench', logFlows: false, extra: ['--max-flows', String(STORM_CONNECTIONS * 2)] });
+  if (replicate) {
+    backup = await startBackup(tb, { ports: [PORT], instance: 'bench', logFlows: false, cpus: BACKUP_CPUS,
+      extra: ['--max-flows', String(STORM_CONNECTIONS * 2)] });
+  }
   const run = await runClient(tb, tb.ns.client, `${tb.addr.vip}:${PORT}`, workload, `${d}/client.jsonl`,
-    { deadlineMs: 300_000, local: tb.addr.clients });
+    { deadlineMs: 300_000, local: tb.addr.clients, cpus: PRIMARY_CPUS });
   await new Promise((r) => setTimeout(r, 500)); // the replica finishes the last flows
   primary.child.kill('SIGTERM');
   replica.child.kill('SIGTERM');
@@ -85,7 +93,8 @@ async function main(): Promise<void> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 't2cp-bench-'));
   const tb = await createTestbed({ offloads: true, clientAddrs: CLIENT_ADDRS });
   try {
-    process.stdout.write(`# t2cp-ar bench: ${TRIALS} trials each, alternating baseline and replicated; ${os.cpus().length} CPUs\n`);
+    process.stdout.write(`# t2cp-ar bench: ${TRIALS} trials each, alternating baseline and replicated; ${CPUS} CPUs; ` +
+      `client+primary on CPU ${PRIMARY_CPUS ?? 'any'}, backup service+t2cp on CPU ${BACKUP_CPUS ?? 'any'}\n`);
     // (a) bulk client→server
     const lat: Trial['latency'][] = [];
     if (ONLY.has('bulk')) {

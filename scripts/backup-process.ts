@@ -5,6 +5,7 @@ import type { ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { pinned } from './processes.js';
 import type { Testbed } from './testbed.js';
 import { waitFor } from './wait.js';
 
@@ -37,11 +38,11 @@ export function distCli(): string {
 
 export async function startBackup(
   tb: Testbed,
-  args: { mirrorIf?: string; vip?: string; ports: number[]; instance: string; logFlows?: boolean; extra?: string[] },
+  args: { mirrorIf?: string; vip?: string; ports: number[]; instance: string; logFlows?: boolean; cpus?: string; extra?: string[] },
 ): Promise<BackupProcess> {
   const cli = distCli();
   const child = tb.spawn(tb.ns.backup, [
-    'node', cli, 'backup', '--json', ...(args.logFlows === false ? [] : ['--log-flows']),
+    ...pinned(args.cpus), 'node', cli, 'backup', '--json', ...(args.logFlows === false ? [] : ['--log-flows']),
     '--mirror-if', args.mirrorIf ?? tb.ifaces.mirror,
     '--vip', args.vip ?? tb.addr.vip,
     '--ports', args.ports.join(','),

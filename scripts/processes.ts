@@ -36,9 +36,17 @@ export function waitForExit(child: ChildProcess, timeoutMs: number): Promise<num
   });
 }
 
+/**
+ * `taskset -c CPUS` before a command, or nothing. The benchmarks pin the
+ * primary's side and the backup's side to different CPUs so that, on one
+ * machine, the backup's work does not slow the primary's path the way it
+ * would not on two hosts.
+ */
+export const pinned = (cpus: string | undefined): string[] => (cpus ? ['taskset', '-c', cpus] : []);
+
 /** Starts the service in `ns` and resolves once it printed `ready`. */
-export async function startService(tb: Testbed, ns: string, ports: number[], log: string): Promise<{ child: ChildProcess; output: { stdout: string; stderr: string } }> {
-  const child = tb.spawn(ns, ['node', distScript('service'), ...ports.flatMap((p) => ['--port', String(p)]), '--log', log]);
+export async function startService(tb: Testbed, ns: string, ports: number[], log: string, cpus?: string): Promise<{ child: ChildProcess; output: { stdout: string; stderr: string } }> {
+  const child = tb.spawn(ns, [...pinned(cpus), 'node', distScript('service'), ...ports.flatMap((p) => ['--port', String(p)]), '--log', log]);
   const output = collect(child);
   await waitFor(() => {
     if (child.exitCode !== null) throw new Error(`service exited ${child.exitCode}: ${output.stderr}`);
@@ -49,12 +57,12 @@ export async function startService(tb: Testbed, ns: string, ports: number[], log
 
 export interface ClientRun { code: number | null; summary: unknown; stdout: string; stderr: string }
 
-export interface ClientOptions { deadlineMs?: number; local?: string[] }
+export interface ClientOptions { deadlineMs?: number; local?: string[]; cpus?: string }
 
 /** Runs the workload client in `ns` to completion (it has its own deadline; ours is 10 s later). */
 export async function runClient(tb: Testbed, ns: string, server: string, workload: Workload, log: string, opts: ClientOptions = {}): Promise<ClientRun> {
   const deadlineMs = opts.deadlineMs ?? 60_000;
-  const child = tb.spawn(ns, ['node', distScript('client'), '--server', server, '--workload', JSON.stringify(workload),
+  const child = tb.spawn(ns, [...pinned(opts.cpus), 'node', distScript('client'), '--server', server, '--workload', JSON.stringify(workload),
     '--log', log, '--deadline-ms', String(deadlineMs), ...(opts.local ? ['--local', opts.local.join(',')] : [])]);
   const output = collect(child);
   const code = await waitForExit(child, deadlineMs + 10_000);

@@ -23,6 +23,8 @@ export interface EngineOptions {
   eventBatchMs: number;
   /** SCHED_FIFO priority of the engine thread; 0 leaves it an ordinary thread. */
   rtPriority: number;
+  /** Microseconds the engine thread spins after work before it sleeps; 0 never spins. */
+  busyPollUs: number;
 }
 
 export interface LatencyHistogram {

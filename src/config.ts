@@ -35,6 +35,7 @@ export interface BackupConfig {
   statusIntervalS: number;
   flowStatsMs: number;
   rtPriority: number;
+  busyPollUs: number;
   logFlows: boolean;
   json: boolean;
 }
@@ -51,6 +52,7 @@ const DEFAULTS: Omit<BackupConfig, 'mirrorIf' | 'vip' | 'ports'> = {
   statusIntervalS: 0,
   flowStatsMs: 0,
   rtPriority: 10,
+  busyPollUs: 50,
   logFlows: false,
   json: false,
 };
@@ -84,6 +86,8 @@ export const BACKUP_OPTIONS: OptionSpec[] = [
     help: 'log every live flow\'s progress (primary vs replica bytes) every MS; default 0 (off)' },
   { key: 'rtPriority', flag: '--rt-priority', kind: 'int', arg: 'N', min: 0, max: 99,
     help: 'SCHED_FIFO priority of the packet thread (0: ordinary thread); default 10' },
+  { key: 'busyPollUs', flag: '--busy-poll', kind: 'int', arg: 'US', min: 0, max: 10000,
+    help: 'after work, the packet thread spins this long before sleeping (fewer wake-ups under load); default 50' },
   { key: 'logFlows', flag: '--log-flows', kind: 'bool',
     help: 'log every flow event (new, synchronised, closed); anomalies are always logged' },
   { key: 'json', flag: '--json', kind: 'bool', help: 'log as JSON lines instead of text' },
@@ -221,5 +225,6 @@ export function engineOptions(c: BackupConfig): EngineOptions {
     idleTimeoutS: c.idleTimeoutS,
     eventBatchMs: 20,
     rtPriority: c.rtPriority,
+    busyPollUs: c.busyPollUs,
   };
 }
