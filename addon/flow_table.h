@@ -95,6 +95,7 @@ struct Flow {
   uint64_t last_progress_us = 0;           // last time b_rcv_nxt moved or we injected fresh data
   uint64_t pending_capture_ns = 0;         // capture time of the oldest unserved packet
   bool reported_gap = false, reported_full = false;
+  uint64_t gap_suspect_us = 0; uint32_t gap_seq = 0;  // primary acked bytes we lack, since
   uint64_t closed_us = 0, primary_rst_us = 0;
   // Progress in bytes, 64-bit so multi-GiB transfers do not wrap (events).
   uint64_t c2s_primary = 0, c2s_backup = 0, s2c_primary = 0, s2c_backup = 0;

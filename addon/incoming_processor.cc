@@ -22,6 +22,9 @@ constexpr uint64_t kUnprotectedIdleUs = 60000000;
 // After the primary resets a flow, the replica gets this long to reset its
 // own copy (a deterministic service aborts too) before we reset it, µs.
 constexpr uint64_t kPrimaryRstGraceUs = 1000000;
+// How long client bytes the primary acknowledged may be missing from the
+// capture before they count as lost (the mirror may deliver them late), µs.
+constexpr uint64_t kGapGraceUs = 500000;
 
 uint64_t realtime_ns() {
   timespec ts;
@@ -181,13 +184,12 @@ void IncomingProcessor::on_primary_segment(const Segment& s) {
   if ((s.flags & kAck) && after(s.ack, f->p_rcv_nxt)) {
     f->c2s_primary += s.ack - f->p_rcv_nxt;
     f->p_rcv_nxt = s.ack;
-    // The mirror delivers the client's data before the primary's ack of it,
-    // so an ack beyond what we captured means the capture lost it.
-    uint32_t have = f->data.contig_end() + ((f->c_fin && f->data.contig_end() == f->c_fin_seq) ? 1 : 0);
-    if (after(s.ack, have) && !f->reported_gap) {
-      f->reported_gap = true;
-      ctx_.counters.add(k_gaps);
-      ctx_.events.emit(EventType::kAnomaly, EventReason::kGap, *f, have - (f->c_isn + 1));
+    // The primary acknowledged client bytes: if we do not hold them yet the
+    // capture may have lost them, or the mirror merely delivers them late
+    // (it may reorder the two directions). tick_flow decides after a grace.
+    if (after(s.ack, captured_end(*f)) && !f->gap_suspect_us) {
+      f->gap_suspect_us = realtime_us();
+      f->gap_seq = s.ack;
     }
   }
   if (s.flags & kFin) f->p_fin = true;
@@ -358,7 +360,27 @@ void IncomingProcessor::check_closed(Flow& f, uint64_t now_us) {
   ctx_.events.emit(EventType::kClosed, reset ? EventReason::kRst : EventReason::kFin, f, diverged ? 1 : 0);
 }
 
+uint32_t IncomingProcessor::captured_end(const Flow& f) {
+  uint32_t end = f.data.contig_end();
+  return end + ((f.c_fin && end == f.c_fin_seq) ? 1 : 0);  // the FIN takes one number
+}
+
+void IncomingProcessor::check_gap(Flow& f, uint64_t now) {
+  if (!f.gap_suspect_us) return;
+  if (!after(f.gap_seq, captured_end(f))) {
+    f.gap_suspect_us = 0;  // the bytes arrived: the mirror was only late
+    return;
+  }
+  if (now - f.gap_suspect_us < kGapGraceUs || f.reported_gap) return;
+  // Still missing: the capture lost client bytes the primary has. Without the
+  // traffic recorder's resupply, the replica cannot get past this point.
+  f.reported_gap = true;
+  ctx_.counters.add(k_gaps);
+  ctx_.events.emit(EventType::kAnomaly, EventReason::kGap, f, captured_end(f) - (f.c_isn + 1));
+}
+
 void IncomingProcessor::tick_flow(Flow& f, uint64_t now) {
+  check_gap(f, now);
   switch (f.state) {
     case FlowState::kSynSeen:
       if (now - f.created_us > uint64_t(ctx_.cfg.handshake_timeout_ms) * 1000)

@@ -43,6 +43,9 @@ class IncomingProcessor {
   void start_flow(const FlowKey& k, const Segment& s, uint64_t capture_ns);
   void make_unprotected(Flow& f, EventReason why);
   void tick_flow(Flow& f, uint64_t now_us);
+  void check_gap(Flow& f, uint64_t now_us);
+  // End of the client data captured in order (FIN included).
+  static uint32_t captured_end(const Flow& f);
   void check_closed(Flow& f, uint64_t now_us);
 
   bool inject(Flow& f, uint32_t seq, uint8_t flags, const uint8_t* payload, uint32_t len, bool with_sack);

@@ -45,8 +45,8 @@ export function waitForExit(child: ChildProcess, timeoutMs: number): Promise<num
 export const pinned = (cpus: string | undefined): string[] => (cpus ? ['taskset', '-c', cpus] : []);
 
 /** Starts the service in `ns` and resolves once it printed `ready`. */
-export async function startService(tb: Testbed, ns: string, ports: number[], log: string, cpus?: string): Promise<{ child: ChildProcess; output: { stdout: string; stderr: string } }> {
-  const child = tb.spawn(ns, [...pinned(cpus), 'node', distScript('service'), ...ports.flatMap((p) => ['--port', String(p)]), '--log', log]);
+export async function startService(tb: Testbed, ns: string, ports: number[], log: string, cpus?: string, extra: string[] = []): Promise<{ child: ChildProcess; output: { stdout: string; stderr: string } }> {
+  const child = tb.spawn(ns, [...pinned(cpus), 'node', distScript('service'), ...ports.flatMap((p) => ['--port', String(p)]), '--log', log, ...extra]);
   const output = collect(child);
   await waitFor(() => {
     if (child.exitCode !== null) throw new Error(`service exited ${child.exitCode}: ${output.stderr}`);

@@ -1,6 +1,10 @@
 // The deterministic test service, run identically on the primary and the backup.
 //
 //   node dist/scripts/service.js --port 7000 [--port 6379 ...] --log FILE
+//                                [--read-pause-ms N --pause-every BYTES]
+//
+// --read-pause-ms makes a slow reader: after every BYTES read it stops reading for N ms, so its
+// receive window closes (the tests run the backup's copy this way to check the replica keeps step).
 //
 // Listens on 0.0.0.0 (never on the VIP, which the backup only gets later), prints `ready` once
 // every port listens, and answers the frames of scripts/protocol.ts. Its output is a function of
@@ -19,8 +23,13 @@ import {
 } from './protocol.js';
 
 const { values } = parseArgs({
-  options: { port: { type: 'string', multiple: true }, log: { type: 'string' } },
+  options: {
+    port: { type: 'string', multiple: true }, log: { type: 'string' },
+    'read-pause-ms': { type: 'string', default: '0' }, 'pause-every': { type: 'string', default: '1048576' },
+  },
 });
+const readPauseMs = Number(values['read-pause-ms']);
+const pauseEvery = Number(values['pause-every']);
 if (!values.port?.length || !values.log) {
   process.stderr.write('usage: service.js --port N [--port N ...] --log FILE\n');
   process.exit(2);
@@ -44,6 +53,9 @@ class Connection implements FrameHandler {
   // State of the frame being read.
   private reqParts: Buffer[] = [];
   private upload: Hash | null = null;
+  // Slow-reader mode (--read-pause-ms): bytes read since the last rest, and whether resting.
+  private sinceRest = 0;
+  private resting = false;
 
   constructor(
     private readonly sock: net.Socket,
@@ -66,6 +78,7 @@ class Connection implements FrameHandler {
 
   private onData(chunk: Buffer): void {
     this.rx.update(chunk);
+    if (readPauseMs > 0 && (this.sinceRest += chunk.length) >= pauseEvery) this.rest();
     try {
       this.parser.push(chunk);
     } catch (e) {
@@ -73,6 +86,16 @@ class Connection implements FrameHandler {
       this.failure = 'protocol-error';
       this.sock.destroy();
     }
+  }
+
+  private rest(): void {
+    this.sinceRest = 0;
+    this.resting = true;
+    this.sock.pause();
+    setTimeout(() => {
+      this.resting = false;
+      if (this.downloadsQueued === 0 && !this.sock.destroyed) this.sock.resume();
+    }, readPauseMs);
   }
 
   start(op: string, len: number): void {
@@ -108,7 +131,7 @@ class Connection implements FrameHandler {
       if (this.downloadsQueued++ === 0) this.sock.pause();
       this.enqueue(async () => {
         await this.streamDownload(size, body.subarray(8, 24));
-        if (--this.downloadsQueued === 0 && !this.sock.destroyed) this.sock.resume();
+        if (--this.downloadsQueued === 0 && !this.resting && !this.sock.destroyed) this.sock.resume();
       });
     }
   }

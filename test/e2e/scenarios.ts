@@ -1,5 +1,7 @@
-// Replication scenarios as data (conntrackd's tests.yaml habit): what runs,
-// not what is asserted. replication.test.ts applies the same checks to each.
+// Replication scenarios as data (conntrackd's tests.yaml habit): what runs
+// and what disturbs it, not what is asserted. replication.test.ts applies
+// the same checks to each, plus the scenario's own proof that its
+// disturbance really happened (`mustCount`: counters that must be > 0).
 import type { Workload } from '../../scripts/client.js';
 
 export interface ReplicationScenario {
@@ -8,17 +10,28 @@ export interface ReplicationScenario {
   ports: number[];
   workload: Workload;
   deadlineMs: number;
+  /** Extra options of the backup's copy of the service (e.g. a slow reader). */
+  replicaService?: string[];
+  /**
+   * The mirror reorders (frames with an odd IP ID wait in a rate-limited HTB
+   * class) and/or duplicates (client frames are mirrored twice). This kernel
+   * has no netem; HTB and a second mirred action do it with real qdiscs.
+   */
+  mirror?: { reorder?: boolean; duplicate?: boolean };
+  /** Drop one in N data segments injected into the replica (its kernel "lost" them). */
+  replicaDropOneIn?: number;
+  mustCount?: string[];
 }
 
 const MB = 1 << 20;
 
 /** Many small request/response sessions, long bulk transfers both ways, idle connections. */
-function mixed(seed: number): Workload {
+function mixed(seed: number, bulk = 50 * MB): Workload {
   return {
     seed,
     sessions: [
-      { kind: 'upload', bytes: 50 * MB },
-      { kind: 'download', bytes: 50 * MB },
+      { kind: 'upload', bytes: bulk },
+      { kind: 'download', bytes: bulk },
       { kind: 'rr', times: 20, count: 25, reqSize: [1, 6000], respSize: [1, 40000] },
       { kind: 'rr', times: 20, count: 25, reqSize: [1, 6000], respSize: [1, 40000], port: 6379 },
       { kind: 'idle', times: 6, holdMs: 1500 },
@@ -27,6 +40,35 @@ function mixed(seed: number): Workload {
 }
 
 export const replicationScenarios: ReplicationScenario[] = [
-  { name: 'offloads on (GRO/TSO super-frames, partial checksums)', offloads: true, ports: [7000, 6379], workload: mixed(11), deadlineMs: 90_000 },
-  { name: 'offloads off (every segment on the wire)', offloads: false, ports: [7000, 6379], workload: mixed(12), deadlineMs: 90_000 },
+  {
+    name: 'offloads on (GRO/TSO super-frames, partial checksums)',
+    offloads: true, ports: [7000, 6379], workload: mixed(11), deadlineMs: 90_000,
+    mustCount: ['mirror_superframes', 'flows_synchronised'],
+  },
+  {
+    name: 'offloads off (every segment on the wire)',
+    offloads: false, ports: [7000, 6379], workload: mixed(12), deadlineMs: 90_000,
+    mustCount: ['flows_synchronised'],
+  },
+  {
+    // The replica reads 10x slower in bursts: its window closes, data waits.
+    name: 'slow replica (its receive window closes)',
+    offloads: true, ports: [7000, 6379], workload: mixed(13, 20 * MB), deadlineMs: 90_000,
+    replicaService: ['--read-pause-ms', '40', '--pause-every', String(256 * 1024)],
+    mustCount: ['held_for_window'],
+  },
+  {
+    name: 'mirror reorders and duplicates frames',
+    offloads: false, ports: [7000, 6379], workload: mixed(14, 10 * MB), deadlineMs: 90_000,
+    mirror: { reorder: true, duplicate: true },
+    mustCount: ['segments_out_of_order', 'segments_duplicate'],
+  },
+  {
+    // Injected data lost inside the backup (as under memory pressure): the
+    // replica never acknowledges it and t2cp must send it again.
+    name: 'replica loses injected segments',
+    offloads: true, ports: [7000, 6379], workload: mixed(15, 5 * MB), deadlineMs: 90_000,
+    replicaDropOneIn: 40,
+    mustCount: ['inject_reinjected'],
+  },
 ];
