@@ -94,7 +94,7 @@ struct Flow {
   bool fin_injected = false, rst_injected = false;
   uint64_t last_progress_us = 0;           // last time b_rcv_nxt moved or we injected fresh data
   uint64_t pending_capture_ns = 0;         // capture time of the oldest unserved packet
-  bool reported_gap = false, reported_full = false;
+  bool reported_gap = false;
   uint64_t gap_suspect_us = 0; uint32_t gap_seq = 0;  // primary acked bytes we lack, since
   uint64_t closed_us = 0, primary_rst_us = 0;
   // Progress in bytes, 64-bit so multi-GiB transfers do not wrap (events).

@@ -139,11 +139,8 @@ void IncomingProcessor::on_client_segment(const Segment& s, uint64_t capture_ns)
       case StreamBuffer::AddResult::kOutOfOrder: ctx_.counters.add(k_segments_out_of_order); break;
       case StreamBuffer::AddResult::kFull:
         ctx_.counters.add(k_flow_buffer_full);
-        if (!f->reported_full) {
-          f->reported_full = true;
-          ctx_.events.emit(EventType::kAnomaly, EventReason::kBufferFull, *f, f->data.held_bytes());
-        }
-        break;
+        lose_flow(*f, EventReason::kBufferFull, f->data.held_bytes());
+        return;
     }
   }
   if (s.flags & kFin) {
@@ -376,11 +373,23 @@ void IncomingProcessor::check_gap(Flow& f, uint64_t now) {
   // traffic recorder's resupply, the replica cannot get past this point.
   f.reported_gap = true;
   ctx_.counters.add(k_gaps);
-  ctx_.events.emit(EventType::kAnomaly, EventReason::kGap, f, captured_end(f) - (f.c_isn + 1));
+  lose_flow(f, EventReason::kGap, captured_end(f) - (f.c_isn + 1));
+}
+
+void IncomingProcessor::lose_flow(Flow& f, EventReason why, uint64_t detail) {
+  ctx_.events.emit(EventType::kAnomaly, why, f, detail);
+  // The replica can no longer follow this connection: end its copy with a
+  // reset rather than leave its service waiting forever for bytes that will
+  // not come. The connection is then unprotected, which is what a takeover
+  // must know.
+  if (f.state == FlowState::kSynchronised || f.state == FlowState::kClosing) {
+    inject(f, f.inj_nxt, kRst, nullptr, 0, false);
+    f.rst_injected = true;
+  }
+  make_unprotected(f, why);
 }
 
 void IncomingProcessor::tick_flow(Flow& f, uint64_t now) {
-  check_gap(f, now);
   switch (f.state) {
     case FlowState::kSynSeen:
       if (now - f.created_us > uint64_t(ctx_.cfg.handshake_timeout_ms) * 1000)
@@ -388,6 +397,8 @@ void IncomingProcessor::tick_flow(Flow& f, uint64_t now) {
       return;
     case FlowState::kSynchronised:
     case FlowState::kClosing:
+      check_gap(f, now);
+      if (f.state == FlowState::kUnprotected) return;
       if (f.p_rst && !f.b_rst && !f.c_rst && now - f.primary_rst_us > kPrimaryRstGraceUs) {
         f.c_rst = true;  // the replica did not follow the primary's reset: end its copy
         ctx_.mark_dirty(f);

@@ -29,11 +29,14 @@ bool NfQueue::send_config(nlmsghdr* nlh, std::string* err) {
   char ack[MNL_SOCKET_BUFFER_SIZE];
   ssize_t n = mnl_socket_recvfrom(nl_, ack, sizeof ack);
   if (n < 0 || mnl_cb_run(ack, n, nlh->nlmsg_seq, portid_, nullptr, nullptr) < 0) {
-    *err = std::string("NFQUEUE ") + std::to_string(queue_) + " refused: " + strerror(errno);
-    if (errno == EBUSY) *err += " (another program is bound to it: choose another --queue)";
-    if (errno == EPERM) *err += " (run as root)";
-    if (errno == EOPNOTSUPP || errno == ENOENT)
-      *err += " (load nfnetlink_queue: modprobe nfnetlink_queue)";
+    int e = errno;
+    *err = std::string("NFQUEUE ") + std::to_string(queue_) + " refused (" + strerror(e) + ")";
+    // The kernel answers EPERM both when another socket owns the queue and
+    // when we lack CAP_NET_ADMIN; as root it can only be the former.
+    if (e == EBUSY || (e == EPERM && geteuid() == 0))
+      *err += ": another program is bound to that queue, choose another --queue";
+    else if (e == EPERM) *err += ": run as root (CAP_NET_ADMIN)";
+    else if (e == EOPNOTSUPP || e == ENOENT) *err += ": load nfnetlink_queue (modprobe nfnetlink_queue)";
     return false;
   }
   return true;

@@ -676,7 +676,7 @@ NftStatus NftTables::install(const NftConfig& cfg, std::string* err) {
       *err = "nftables: table " + std::string(family_name(family)) + " " +
              cfg.table + " is owned by another running t2cp instance" +
              (info.has_owner ? " (" + describe_owner(info.owner) + ")" : "") +
-             ": stop it or choose another table name";
+             ": stop it, or give this one another --instance";
       return fail(NftStatus::kBusy);
     }
     *err = "nftables: deleting stale table " + std::string(family_name(family)) +

@@ -40,6 +40,21 @@ void StreamBuffer::append(const uint8_t* data, uint32_t len) {
   end_ += len;
 }
 
+// Calls fn(offset, length) for every part of [off, off+len) (offsets from
+// base_) that no out-of-order segment covers yet, in order.
+template <typename Fn> void StreamBuffer::for_each_uncovered(uint32_t off, uint32_t len, Fn fn) const {
+  uint32_t cur = off, end = off + len;
+  auto it = ooo_.upper_bound(off);
+  if (it != ooo_.begin()) --it;  // the segment starting at or before off may cover its start
+  for (; it != ooo_.end() && it->first < end; ++it) {
+    uint32_t s = it->first, e = s + static_cast<uint32_t>(it->second.size());
+    if (e <= cur) continue;
+    if (s > cur) fn(cur, s - cur);
+    if (e > cur) cur = e;
+  }
+  if (cur < end) fn(cur, end - cur);
+}
+
 StreamBuffer::AddResult StreamBuffer::add(uint32_t seq, const uint8_t* data, uint32_t len) {
   uint32_t end = contig_end();
   uint32_t seg_end = seq + len;
@@ -50,22 +65,28 @@ StreamBuffer::AddResult StreamBuffer::add(uint32_t seq, const uint8_t* data, uin
     len -= skip;
     seq = end;
   }
-  if (held_bytes() + len > limit_) return AddResult::kFull;
+  // Only bytes held nowhere yet count against the limit, so a retransmission
+  // of data already waiting out of order is a duplicate, never "full".
+  uint32_t off = seq - base_;
+  uint32_t fresh = 0;
+  for_each_uncovered(off, len, [&](uint32_t, uint32_t n) { fresh += n; });
+  if (fresh == 0) return AddResult::kDuplicate;
+  if (held_bytes() + fresh > limit_) return AddResult::kFull;
   if (seq == end) {
     append(data, len);
-    drain_ooo();
+    drain_ooo();  // drops the out-of-order copies the append covered
     return AddResult::kAppended;
   }
-  // After a hole: keep aside, keyed by offset from base_. A later segment at
-  // the same offset replaces a shorter one.
-  uint32_t off = seq - base_;
-  auto it = ooo_.find(off);
-  if (it != ooo_.end()) {
-    if (it->second.size() >= len) return AddResult::kDuplicate;
-    ooo_bytes_ -= static_cast<uint32_t>(it->second.size());
+  // After a hole: keep aside only the uncovered parts, so out-of-order
+  // segments never overlap and held_bytes() counts each byte once.
+  struct Piece { uint32_t off, len; };
+  std::vector<Piece> pieces;
+  for_each_uncovered(off, len, [&](uint32_t o, uint32_t n) { pieces.push_back({o, n}); });
+  for (const Piece& p : pieces) {
+    const uint8_t* src = data + (p.off - off);
+    ooo_.emplace(p.off, std::vector<uint8_t>(src, src + p.len));
+    ooo_bytes_ += p.len;
   }
-  ooo_[off].assign(data, data + len);
-  ooo_bytes_ += len;
   return AddResult::kOutOfOrder;
 }
 

@@ -34,11 +34,12 @@ class StreamBuffer {
   uint32_t held_bytes() const { return static_cast<uint32_t>(end_ - start_) + ooo_bytes_; }
   bool has_out_of_order() const { return !ooo_.empty(); }
   // First sequence number after the hole, when out-of-order data waits.
-  uint32_t ooo_first() const { return ooo_.empty() ? contig_end() : ooo_.begin()->first; }
+  uint32_t ooo_first() const { return ooo_.empty() ? contig_end() : base_ + ooo_.begin()->first; }
   void clear();
 
  private:
   void append(const uint8_t* data, uint32_t len);
+  template <typename Fn> void for_each_uncovered(uint32_t off, uint32_t len, Fn fn) const;
   void drain_ooo();
 
   uint32_t base_ = 0;
@@ -46,7 +47,8 @@ class StreamBuffer {
   std::vector<uint8_t> buf_;
   size_t start_ = 0, end_ = 0;  // live bytes are buf_[start_, end_)
   // Out-of-order segments keyed by an offset from base_ (not by raw sequence
-  // number: std::map ordering must not break at the 2^32 wrap).
+  // number: std::map ordering must not break at the 2^32 wrap). They never
+  // overlap each other (add() stores only uncovered parts).
   std::map<uint32_t, std::vector<uint8_t>> ooo_;
   uint32_t ooo_bytes_ = 0;
 };

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { pinned } from './processes.js';
 import type { Testbed } from './testbed.js';
-import { waitFor } from './wait.js';
+import { GiveUp, waitFor } from './wait.js';
 
 export interface LogRecord {
   t: string;
@@ -60,7 +60,7 @@ export async function startBackup(
   });
   child.stderr?.setEncoding('utf8').on('data', (d: string) => { err += d; });
   await waitFor(() => {
-    if (child.exitCode !== null) throw new Error(`t2cp backup exited ${child.exitCode}: ${err.trim()}`);
+    if (child.exitCode !== null) throw new GiveUp(`t2cp backup exited ${child.exitCode}: ${err.trim()}`);
     return records.some((r) => r.msg === 'replicating');
   }, { timeoutMs: 15_000, what: 't2cp backup replicating' });
   return {

@@ -3,7 +3,7 @@
 import { execFile } from 'node:child_process';
 import type { Testbed } from './testbed.js';
 import { collect, waitForExit } from './processes.js';
-import { waitFor } from './wait.js';
+import { GiveUp, waitFor } from './wait.js';
 
 export interface Capture {
   /** Stops tcpdump (SIGTERM by PID) and resolves with its own counts. */
@@ -19,7 +19,7 @@ export async function startCapture(tb: Testbed, ns: string, iface: string, bpfFi
     '-nn', '-i', iface, '-w', file, ...(bpfFilter ? [bpfFilter] : [])]);
   const output = collect(child);
   await waitFor(() => {
-    if (child.exitCode !== null) throw new Error(`tcpdump exited ${child.exitCode}: ${output.stderr}`);
+    if (child.exitCode !== null) throw new GiveUp(`tcpdump exited ${child.exitCode}: ${output.stderr}`);
     return output.stderr.includes('listening on');
   }, { timeoutMs: 10_000, what: `tcpdump on ${ns}/${iface}` });
   return {

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Workload } from './client.js';
 import type { Testbed } from './testbed.js';
-import { waitFor } from './wait.js';
+import { GiveUp, waitFor } from './wait.js';
 
 function findRoot(): string {
   let dir = path.dirname(fileURLToPath(import.meta.url));
@@ -49,7 +49,7 @@ export async function startService(tb: Testbed, ns: string, ports: number[], log
   const child = tb.spawn(ns, [...pinned(cpus), 'node', distScript('service'), ...ports.flatMap((p) => ['--port', String(p)]), '--log', log, ...extra]);
   const output = collect(child);
   await waitFor(() => {
-    if (child.exitCode !== null) throw new Error(`service exited ${child.exitCode}: ${output.stderr}`);
+    if (child.exitCode !== null) throw new GiveUp(`service exited ${child.exitCode}: ${output.stderr}`);
     return output.stdout.includes('ready\n');
   }, { timeoutMs: 10_000, what: `service ready in ${ns}` });
   return { child, output };

@@ -12,9 +12,13 @@ export interface WaitOptions {
 /** What a truthy result can be: `cond && value` predicates resolve to `value`'s type. */
 export type Truthy<T> = Exclude<T, false | null | undefined | 0 | ''>;
 
+/** Thrown by a predicate when waiting longer is pointless (the awaited process exited). */
+export class GiveUp extends Error {}
+
 /**
  * Calls `predicate` until it returns a truthy value (or a promise of one) and resolves to that
- * value. A predicate that throws is treated as "not yet"; the last error is quoted on timeout.
+ * value. A predicate that throws is treated as "not yet" (the last error is quoted on timeout),
+ * except a GiveUp, which ends the wait at once.
  */
 export async function waitFor<T>(
   predicate: () => T | Promise<T>,
@@ -28,6 +32,7 @@ export async function waitFor<T>(
       const v = await predicate();
       if (v) return v as Truthy<T>;
     } catch (e) {
+      if (e instanceof GiveUp) throw e;
       lastError = e;
     }
     if (Date.now() >= deadline) break;

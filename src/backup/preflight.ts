@@ -1,13 +1,25 @@
 // Checks made before the backup touches the kernel, so a wrong setup fails
 // with one line naming the problem and the fix, and nothing installed.
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import { T2cpError } from '../errors.js';
 import type { BackupConfig } from '../config.js';
 
+// Capability bits (include/uapi/linux/capability.h).
+const CAP_NET_ADMIN = 12;
+const CAP_NET_RAW = 13;
+/** TUN devices of t2cp instances are named t2cp-<instance> (src/config.ts). */
+const TUN_PREFIX = 't2cp-';
+
+/** Whether this process holds a capability in its effective set (/proc/self/status CapEff). */
+function hasCapability(bit: number): boolean {
+  const m = /^CapEff:\s*([0-9a-f]+)$/m.exec(readFileSync('/proc/self/status', 'utf8'));
+  return m !== null && ((BigInt(`0x${m[1]}`) >> BigInt(bit)) & 1n) === 1n;
+}
+
 export function preflight(cfg: BackupConfig): void {
-  if (process.getuid?.() !== 0) {
-    throw new T2cpError('t2cp backup needs root (CAP_NET_ADMIN and CAP_NET_RAW): run it as root', 'T2CP_PERMISSION');
+  if (!hasCapability(CAP_NET_ADMIN) || !hasCapability(CAP_NET_RAW)) {
+    throw new T2cpError('t2cp backup needs CAP_NET_ADMIN and CAP_NET_RAW: run it as root', 'T2CP_PERMISSION');
   }
   if (!existsSync(`/sys/class/net/${cfg.mirrorIf}`)) {
     throw new T2cpError(
@@ -16,13 +28,21 @@ export function preflight(cfg: BackupConfig): void {
     );
   }
   for (const [name, addrs] of Object.entries(os.networkInterfaces())) {
-    if (addrs?.some((a) => a.family === 'IPv4' && a.address === cfg.vip)) {
+    const held = addrs?.find((a) => a.family === 'IPv4' && a.address === cfg.vip);
+    if (!held) continue;
+    if (name.startsWith(TUN_PREFIX)) {
+      // Another t2cp backup already replicates this VIP on this host.
       throw new T2cpError(
-        `VIP ${cfg.vip} is already configured on ${name} of this host: while it replicates, the backup must not hold ` +
-          `the VIP (the primary does; t2cp makes it local on its own TUN device). Remove it: ip addr del ${cfg.vip}/32 dev ${name}`,
-        'T2CP_VIP_PLACEMENT',
+        `VIP ${cfg.vip} is already replicated on this host by t2cp instance '${name.slice(TUN_PREFIX.length)}' ` +
+          `(device ${name}): stop that instance first; one instance per VIP`,
+        'T2CP_BUSY',
       );
     }
+    throw new T2cpError(
+      `VIP ${cfg.vip} is already configured on ${name} of this host: while it replicates, the backup must not hold ` +
+        `the VIP (the primary does; t2cp makes it local on its own TUN device). Remove it: ip addr del ${held.cidr ?? cfg.vip} dev ${name}`,
+      'T2CP_VIP_PLACEMENT',
+    );
   }
   if (!existsSync('/dev/net/tun')) {
     throw new T2cpError('no /dev/net/tun: load the tun module (modprobe tun)', 'T2CP_KERNEL_FEATURE');

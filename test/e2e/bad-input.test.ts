@@ -15,6 +15,8 @@ import { kernelLeftovers } from './leftovers.js';
 import { flagsToArgv, linkNames, nftTables, runBackupCli, validBackupArgs } from './cli-run.js';
 
 const PORT = 7000;
+/** A second service address (unused by the testbed) for instances that must get past the VIP check. */
+const OTHER_VIP = '198.18.1.11';
 /** The kernel drops owner tables, the queue binding and the TUN when the descriptors close, in ms. */
 const CRASH_CLEANUP_MS = 3_000;
 
@@ -71,7 +73,7 @@ describe('bad input: a clear one-line error and nothing installed', () => {
     const instance = 'perm';
     const r = await runBackupCli(tb, flagsToArgv(validBackupArgs(tb, instance)),
       ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups']);
-    expectRefused(r, { exit: 1, code: 'T2CP_PERMISSION', says: [/needs root/, /run it as root/] });
+    expectRefused(r, { exit: 1, code: 'T2CP_PERMISSION', says: [/needs CAP_NET_ADMIN and CAP_NET_RAW/, /run it as root/] });
     await expectNothingLeft(tb, instance);
   });
 
@@ -136,15 +138,21 @@ describe('bad input: a clear one-line error and nothing installed', () => {
       await waitFor(() => first.flows('synchronised').length > before, { timeoutMs: 5_000, what: "instance a's next synchronised flow" });
     };
 
-    it('the same --instance is refused as busy (T2CP_BUSY) and the running one keeps its tables', async () => {
-      const r = await runBackupCli(tb, flagsToArgv(validBackupArgs(tb, 'a')));
-      expectRefused(r, { exit: 1, code: 'T2CP_BUSY', says: [/t2cp_a/, /another running t2cp instance/, /stop it/] });
+    it('a second instance for the same VIP is refused as busy (T2CP_BUSY), naming the running one', async () => {
+      const r = await runBackupCli(tb, flagsToArgv(validBackupArgs(tb, 'b')));
+      expectRefused(r, { exit: 1, code: 'T2CP_BUSY', says: [/already replicated/, /instance 'a'/, /stop that instance/] });
+      await firstStillReplicates('client-vip.jsonl');
+    });
+
+    it('the same --instance (another VIP) is refused as busy (T2CP_BUSY) and the running one keeps its tables', async () => {
+      const r = await runBackupCli(tb, flagsToArgv({ ...validBackupArgs(tb, 'a'), '--vip': OTHER_VIP }));
+      expectRefused(r, { exit: 1, code: 'T2CP_BUSY', says: [/t2cp_a/, /another running t2cp instance/, /another --instance/] });
       await firstStillReplicates('client-busy.jsonl');
     });
 
     it('another instance on the same --queue is refused (T2CP_NFQUEUE) and leaves nothing of its own', async () => {
-      const r = await runBackupCli(tb, flagsToArgv({ ...validBackupArgs(tb, 'b'), '--queue': '7300' }));
-      expectRefused(r, { exit: 1, code: 'T2CP_NFQUEUE', says: [/NFQUEUE 7300/, /--queue/] });
+      const r = await runBackupCli(tb, flagsToArgv({ ...validBackupArgs(tb, 'b'), '--vip': OTHER_VIP, '--queue': '7300' }));
+      expectRefused(r, { exit: 1, code: 'T2CP_NFQUEUE', says: [/NFQUEUE 7300/, /another program is bound/, /--queue/] });
       expect((await nftTables(tb)).filter((t) => t.endsWith(' t2cp_b'))).toEqual([]);
       expect(await linkNames(tb)).not.toContain('t2cp-b');
       await firstStillReplicates('client-queue.jsonl');

@@ -21,6 +21,14 @@ export interface ReplicationScenario {
   /** Drop one in N data segments injected into the replica (its kernel "lost" them). */
   replicaDropOneIn?: number;
   mustCount?: string[];
+  /** Extra `t2cp backup` options. */
+  backupArgs?: string[];
+  /**
+   * Sessions of these kinds are expected to be lost by the replica (reported
+   * as an anomaly with this reason and unprotected, its copy reset), while
+   * every other session stays exact and the client never notices.
+   */
+  expectLost?: { kinds: string[]; reason: string };
 }
 
 const MB = 1 << 20;
@@ -51,11 +59,24 @@ export const replicationScenarios: ReplicationScenario[] = [
     mustCount: ['flows_synchronised'],
   },
   {
-    // The replica reads 10x slower in bursts: its window closes, data waits.
+    // The replica reads in bursts, far slower than the primary: its window
+    // closes and t2cp holds up to a whole upload until it reads again.
     name: 'slow replica (its receive window closes)',
     offloads: true, ports: [7000, 6379], workload: mixed(13, 20 * MB), deadlineMs: 90_000,
     replicaService: ['--read-pause-ms', '40', '--pause-every', String(256 * 1024)],
+    backupArgs: ['--flow-buffer', '64m'],
     mustCount: ['held_for_window'],
+  },
+  {
+    // Too slow for the per-flow buffer: the bytes t2cp cannot hold are lost
+    // to the replica. That flow is reported and its copy reset; the others
+    // and the client are untouched. (The traffic recorder will resupply.)
+    name: 'replica too slow for the flow buffer',
+    offloads: true, ports: [7000, 6379], workload: mixed(16, 20 * MB), deadlineMs: 90_000,
+    replicaService: ['--read-pause-ms', '40', '--pause-every', String(256 * 1024)],
+    backupArgs: ['--flow-buffer', '2m'],
+    mustCount: ['flow_buffer_full', 'flows_unprotected'],
+    expectLost: { kinds: ['upload'], reason: 'buffer-full' },
   },
   {
     name: 'mirror reorders and duplicates frames',

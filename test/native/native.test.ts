@@ -1,5 +1,6 @@
-// Native tier: the packet layer's C++ tests and parser fuzzer under ASan/UBSan,
-// built and run by test/native/run.sh (g++; libFuzzer when clang is installed).
+// Native tier: the packet layer's and the replication logic's C++ tests and the
+// parser fuzzer under ASan/UBSan, built and run by test/native/run.sh (g++;
+// libFuzzer when clang is installed).
 
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -39,9 +40,17 @@ describe('native packet layer (ASan/UBSan)', () => {
   }, RUN_TIMEOUT_MS + 10_000);
 
   it('packet_test and the fuzzer pass', () => {
-    expect(result.output, result.output).toContain(' 0 failed');
+    expect(result.output, result.output).toMatch(/packet_test: \d+ passed, 0 failed/);
     expect(result.signal, result.output).toBeNull();
     expect(result.code, result.output).toBe(0);
+  });
+
+  it('replication_test passes (stream buffer, sequence map)', () => {
+    // run.sh prints "replication_test: N passed, N failed" last, after the fuzzer.
+    const m = /replication_test: (\d+) passed, (\d+) failed/.exec(result.output);
+    expect(m, result.output).not.toBeNull();
+    expect(Number(m?.[1])).toBeGreaterThan(0);
+    expect(Number(m?.[2]), result.output).toBe(0);
   });
 
   it('the fuzzer actually executed inputs', () => {

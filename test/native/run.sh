@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Native tier: builds the packet-layer tests and fuzz target under
-# AddressSanitizer + UBSan into build/native/, runs packet_test, then fuzzes
-# the parser for S seconds (libFuzzer when clang++ can link it, otherwise the
-# standalone driver built with g++). Exits non-zero on any failure.
+# Native tier: builds the packet-layer tests, the replication-logic tests and
+# the fuzz target under AddressSanitizer + UBSan into build/native/, runs
+# packet_test and replication_test, then fuzzes the parser for S seconds
+# (libFuzzer when clang++ can link it, otherwise the standalone driver built
+# with g++). Exits non-zero on any failure.
 #
 #   bash test/native/run.sh [--fuzz-seconds S]     (default 20)
 #
@@ -27,6 +28,8 @@ export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
 
 echo "native: building packet_test (g++)"
 g++ "${common[@]}" "$src/packet_test.cc" "$root/addon/packet.cc" -o "$out/packet_test"
+echo "native: building replication_test (g++)"
+g++ "${common[@]}" "$src/replication_test.cc" "$root/addon/stream_buffer.cc" -o "$out/replication_test"
 
 # libFuzzer needs clang++ and its compiler-rt; probe by linking an empty target.
 fuzz_mode=standalone
@@ -55,6 +58,16 @@ if [ "$status" -ne 0 ]; then
   exit 1
 fi
 
+# A replication_test failure is reported at the end: the parser is fuzzed anyway.
+repl_status=0
+repl_log="$out/replication_test.log"
+"$out/replication_test" > "$repl_log" 2>&1 || repl_status=$?
+grep -v '^ok ' "$repl_log" || true
+repl_summary="$(tail -n 1 "$repl_log")"
+if [ "$repl_status" -ne 0 ]; then
+  echo "native: replication_test failed (exit $repl_status); see $repl_log" >&2
+fi
+
 corpus="$(mktemp -d)"
 trap 'rm -rf "$corpus"' EXIT
 "$out/packet_test" --write-corpus "$corpus"
@@ -74,7 +87,10 @@ else
   echo "native: fuzz_packet failed (exit $fuzz_status); see $out/fuzz.log" >&2
   tail -n 40 "$out/fuzz.log" >&2
   echo "packet_test: $summary"
+  echo "replication_test: $repl_summary"
   exit 1
 fi
 
 echo "packet_test: $summary"
+echo "replication_test: $repl_summary"
+[ "$repl_status" -eq 0 ] || exit 1
