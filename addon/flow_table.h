@@ -92,6 +92,8 @@ struct Flow {
   uint32_t inj_nxt = 0;                    // next client byte to inject
   uint32_t ack_given = 0; bool ack_given_valid = false;  // last ack injected (backup space)
   bool fin_injected = false, rst_injected = false;
+  bool ack_wanted = false;                 // the replica repeated its SYN-ACK: answer it
+  uint64_t syn_sent_us = 0;                // last time the client's SYN was injected
   uint64_t last_progress_us = 0;           // last time b_rcv_nxt moved or we injected fresh data
   uint64_t pending_capture_ns = 0;         // capture time of the oldest unserved packet
   bool reported_gap = false;

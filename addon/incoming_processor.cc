@@ -281,6 +281,7 @@ bool IncomingProcessor::inject_syn(Flow& f) {
   sp.ip_id = ip_id_++;
   sp.raw_options = f.syn_options;
   sp.raw_options_len = f.syn_options_len;
+  f.syn_sent_us = realtime_us();
   size_t n = build_segment(sp, pkt_, sizeof pkt_);
   if (n == 0 || !ctx_.tun.write(pkt_, n)) {
     ctx_.counters.add(k_inject_errors);
@@ -330,11 +331,12 @@ void IncomingProcessor::pump(Flow& f) {
     // No data to carry it: a pure ACK when the replica may see a newer ack
     // (the client acked more, or the replica sent what the client had acked).
     uint32_t ack;
-    if (replica_ack(f, &ack) && (!f.ack_given_valid || after(ack, f.ack_given) || f.c_sack_fresh)) {
+    if (replica_ack(f, &ack) && (!f.ack_given_valid || after(ack, f.ack_given) || f.c_sack_fresh || f.ack_wanted)) {
       if (inject(f, f.inj_nxt, 0, nullptr, 0, f.c_sack_fresh)) ctx_.counters.add(k_inject_pure_ack);
     }
   }
   f.c_sack_fresh = false;
+  f.ack_wanted = false;
   if (sent) f.last_progress_us = now;
   if (f.c_fin || f.c_rst || f.p_rst || f.b_fin || f.b_rst) check_closed(f, now);
 }
@@ -392,8 +394,13 @@ void IncomingProcessor::lose_flow(Flow& f, EventReason why, uint64_t detail) {
 void IncomingProcessor::tick_flow(Flow& f, uint64_t now) {
   switch (f.state) {
     case FlowState::kSynSeen:
-      if (now - f.created_us > uint64_t(ctx_.cfg.handshake_timeout_ms) * 1000)
+      if (now - f.created_us > uint64_t(ctx_.cfg.handshake_timeout_ms) * 1000) {
         make_unprotected(f, EventReason::kHandshakeTimeout);
+      } else if (!f.b_synack && now - f.syn_sent_us > kReinjectUs) {
+        // The replica dropped the SYN (its accept queue was full, say) and the
+        // client will not send it again: the primary answered. Send it again.
+        if (inject_syn(f)) ctx_.counters.add(k_inject_reinjected);
+      }
       return;
     case FlowState::kSynchronised:
     case FlowState::kClosing:

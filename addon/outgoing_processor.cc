@@ -46,6 +46,11 @@ void OutgoingProcessor::on_replica_packet(const uint8_t* ip, size_t copied) {
       f->b_window = s.window;
       f->b_rcv_nxt = s.ack;
       in_.try_synchronise(*f);
+    } else if (f->state != FlowState::kSynSeen) {
+      // A repeated SYN-ACK: the replica did not get the handshake's ACK (its
+      // accept queue was full, say). Answer as the client would, with an ACK.
+      f->ack_wanted = true;
+      ctx_.mark_dirty(*f);
     }
     return;
   }

@@ -137,7 +137,7 @@ async function main(): Promise<void> {
     if (ONLY.has('conn')) {
     const storm: Workload = { seed: 3, concurrency: 200, sessions: [{ kind: 'rr', times: STORM_CONNECTIONS, count: 1, reqSize: [4, 16], respSize: [1, 16] }] };
     const cOff: number[] = [], cOn: number[] = [];
-    let synced = 0, total = 0;
+    let synced = 0, total = 0, stormExact = true;
     const stormCpu: number[] = [];
     for (let i = 0; i < TRIALS; i++) {
       const a = await trial(tb, dir, `storm-off-${i}`, storm, false);
@@ -145,6 +145,7 @@ async function main(): Promise<void> {
       const b = await trial(tb, dir, `storm-on-${i}`, storm, true);
       cOn.push(b.sessions / (b.ms / 1000));
       synced += b.counters.flows_synchronised ?? 0;
+      stormExact &&= b.exact;
       stormCpu.push((b.cpu / b.sessions) * 1e6);
       total += b.sessions;
     }
@@ -152,6 +153,7 @@ async function main(): Promise<void> {
     line('conn_rate_replicated_per_s', median(cOn), `trials ${cOn.map((x) => x.toFixed(0)).join(' ')}`);
     line('conn_rate_ratio', median(cOn) / median(cOff));
     line('conn_synchronised', `${synced}/${total}`, 'target: all');
+    line('conn_backup_byte_exact', stormExact ? 'yes' : 'NO');
     line('conn_t2cp_cpu_us_per_connection', median(stormCpu), 'bounds the one-core rate: 1e6 / this');
     }
   } finally {

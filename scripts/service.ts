@@ -1,7 +1,7 @@
 // The deterministic test service, run identically on the primary and the backup.
 //
 //   node dist/scripts/service.js --port 7000 [--port 6379 ...] --log FILE
-//                                [--read-pause-ms N --pause-every BYTES]
+//                                [--read-pause-ms N --pause-every BYTES] [--backlog N]
 //
 // --read-pause-ms makes a slow reader: after every BYTES read it stops reading for N ms, so its
 // receive window closes (the tests run the backup's copy this way to check the replica keeps step).
@@ -26,8 +26,12 @@ const { values } = parseArgs({
   options: {
     port: { type: 'string', multiple: true }, log: { type: 'string' },
     'read-pause-ms': { type: 'string', default: '0' }, 'pause-every': { type: 'string', default: '1048576' },
+    backlog: { type: 'string', default: '1024' },
   },
 });
+// A tiny --backlog makes the accept queue overflow under a burst of connections (the kernel then
+// drops SYNs and handshake ACKs): the tests run the backup's copy this way.
+const backlog = Number(values.backlog);
 const readPauseMs = Number(values['read-pause-ms']);
 const pauseEvery = Number(values['pause-every']);
 if (!values.port?.length || !values.log) {
@@ -199,7 +203,7 @@ await Promise.all(
   ports.map((port) => new Promise<void>((resolve, reject) => {
     const server = net.createServer({ allowHalfOpen: true }, (sock) => new Connection(sock, port));
     server.once('error', reject);
-    server.listen({ port, host: '0.0.0.0', backlog: 1024 }, () => resolve());
+    server.listen({ port, host: '0.0.0.0', backlog }, () => resolve());
   })),
 ).catch((e: unknown) => {
   process.stderr.write(`service: listen failed: ${String(e)}\n`);

@@ -85,6 +85,16 @@ export const replicationScenarios: ReplicationScenario[] = [
     mustCount: ['segments_out_of_order', 'segments_duplicate'],
   },
   {
+    // A burst of new connections overflows the replica's accept queue: its
+    // kernel drops SYNs and handshake ACKs that the client sends only once
+    // (the primary took them). t2cp must send them again.
+    name: "replica's accept queue overflows",
+    offloads: true, ports: [7000, 6379], deadlineMs: 90_000,
+    workload: { seed: 17, concurrency: 150, sessions: [{ kind: 'rr', times: 800, count: 2, reqSize: [4, 200], respSize: [1, 200] }] },
+    replicaService: ['--backlog', '1'],
+    mustCount: ['inject_reinjected'],
+  },
+  {
     // Injected data lost inside the backup (as under memory pressure): the
     // replica never acknowledges it and t2cp must send it again.
     name: 'replica loses injected segments',
