@@ -12,8 +12,9 @@ namespace t2cp {
 constexpr int kPollMs = 5;
 // Timer pass over every flow (re-injection, probes, expiry), µs.
 constexpr uint64_t kTickUs = 20000;
-// pcap_stats() refresh for the kernel drop counters, µs.
-constexpr uint64_t kStatsUs = 500000;
+// pcap_stats() refresh for the kernel drop counters, µs: often, because a
+// new drop puts the flows active just before under suspicion (on_capture_drops).
+constexpr uint64_t kStatsUs = 100000;
 // Frames taken from the capture ring per dispatch call; the loop alternates
 // with the queue so neither side starves the other.
 constexpr int kCaptureBatch = 512;
@@ -153,6 +154,7 @@ void Engine::run() {
     if (now >= next_stats) {
       uint64_t kd, id;
       if (capture_.stats(&kd, &id)) {
+        if (kd > ctx_.counters.get(k_capture_kernel_drops)) incoming_.on_capture_drops(now);
         ctx_.counters.set(k_capture_kernel_drops, kd);
         ctx_.counters.set(k_capture_if_drops, id);
       }

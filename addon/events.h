@@ -45,6 +45,8 @@ enum class EventReason : uint8_t {
   kBufferFull = 9,       // per-flow buffer limit: the replica lost bytes
   kDiverged = 10,        // replica's sent stream length differs at close
   kPrimaryRst = 11,      // primary reset; replica reset by us
+  kCaptureDrop = 12,     // the capture dropped frames while this flow was active
+                         // and nothing since proved the flow intact
 };
 
 }  // namespace t2cp

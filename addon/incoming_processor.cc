@@ -25,6 +25,11 @@ constexpr uint64_t kPrimaryRstGraceUs = 1000000;
 // How long client bytes the primary acknowledged may be missing from the
 // capture before they count as lost (the mirror may deliver them late), µs.
 constexpr uint64_t kGapGraceUs = 500000;
+// After capture drops: flows seen this recently are suspected, µs (the drop
+// counter is read every 100 ms, frames sit in the ring a little longer).
+constexpr uint64_t kDropSuspectWindowUs = 300000;
+// ... and must show a primary ack within what we hold this soon, µs.
+constexpr uint64_t kDropVerifyUs = 1000000;
 
 uint64_t realtime_ns() {
   timespec ts;
@@ -108,7 +113,9 @@ void IncomingProcessor::on_client_segment(const Segment& s, uint64_t capture_ns)
     // First seen mid-stream: the replica never saw it open and cannot join.
     f = ctx_.flows.insert(k);
     if (!f) {
-      ctx_.counters.add(k_flows_refused_max);
+      // Table full: most likely a flow refused at its SYN (already counted
+      // and reported once); remembering nothing, count the packet only.
+      ctx_.counters.add(k_mirror_unknown_flow);
       return;
     }
     f->created_us = f->last_seen_us = realtime_us();
@@ -178,6 +185,9 @@ void IncomingProcessor::on_primary_segment(const Segment& s) {
     f->s2c_primary += end - f->p_snd_nxt - ((s.flags & kFin) ? 1 : 0);  // data bytes only
     f->p_snd_nxt = end;
   }
+  // After capture drops, a primary ack within what we hold proves this flow
+  // lost nothing (the mirror delivers client data before its ack).
+  if (f->drop_suspect_us && (s.flags & kAck) && !after(s.ack, captured_end(*f))) f->drop_suspect_us = 0;
   if ((s.flags & kAck) && after(s.ack, f->p_rcv_nxt)) {
     f->c2s_primary += s.ack - f->p_rcv_nxt;
     f->p_rcv_nxt = s.ack;
@@ -378,6 +388,13 @@ void IncomingProcessor::check_gap(Flow& f, uint64_t now) {
   lose_flow(f, EventReason::kGap, captured_end(f) - (f.c_isn + 1));
 }
 
+void IncomingProcessor::on_capture_drops(uint64_t now) {
+  ctx_.flows.for_each([&](Flow& f) {
+    bool live = f.state == FlowState::kSynchronised || f.state == FlowState::kClosing;
+    if (live && now - f.last_seen_us < kDropSuspectWindowUs && !f.drop_suspect_us) f.drop_suspect_us = now;
+  });
+}
+
 void IncomingProcessor::lose_flow(Flow& f, EventReason why, uint64_t detail) {
   ctx_.events.emit(EventType::kAnomaly, why, f, detail);
   // The replica can no longer follow this connection: end its copy with a
@@ -406,6 +423,10 @@ void IncomingProcessor::tick_flow(Flow& f, uint64_t now) {
     case FlowState::kClosing:
       check_gap(f, now);
       if (f.state == FlowState::kUnprotected) return;
+      if (f.drop_suspect_us && now - f.drop_suspect_us > kDropVerifyUs) {
+        lose_flow(f, EventReason::kCaptureDrop, 0);
+        return;
+      }
       if (f.p_rst && !f.b_rst && !f.c_rst && now - f.primary_rst_us > kPrimaryRstGraceUs) {
         f.c_rst = true;  // the replica did not follow the primary's reset: end its copy
         ctx_.mark_dirty(f);

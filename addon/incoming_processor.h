@@ -32,6 +32,10 @@ class IncomingProcessor {
   void try_synchronise(Flow& f);
   // Inject whatever is due for f now.
   void pump(Flow& f);
+  // The capture dropped frames (pcap_stats): every flow active just before
+  // must prove it lost nothing (a primary ack within what we hold), or it is
+  // reported and unprotected.
+  void on_capture_drops(uint64_t now_us);
   // Periodic: re-injection, window probes, timeouts, expiry.
   void on_tick(uint64_t now_us);
 

@@ -26,6 +26,7 @@ export const EventReason = {
   9: 'buffer-full',
   10: 'diverged',
   11: 'primary-rst',
+  12: 'capture-drop',
 } as const;
 export type EventReasonName = (typeof EventReason)[keyof typeof EventReason];
 
