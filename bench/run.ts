@@ -49,14 +49,14 @@ const line = (name: string, value: number | string, note = ''): void => {
   process.stdout.write(`${name.padEnd(40)} ${typeof value === 'number' ? +value.toFixed(3) : value}${note ? '  ' + note : ''}\n`);
 };
 
-async function trial(tb: Testbed, dir: string, name: string, workload: Workload, replicate: boolean): Promise<Trial> {
+async function trial(tb: Testbed, dir: string, name: string, workload: Workload, replicate: boolean, t2cpArgs: string[] = []): Promise<Trial> {
   const d = fs.mkdtempSync(path.join(dir, `${name}-`));
   const primary = await startService(tb, tb.ns.primary, [PORT], `${d}/primary.jsonl`, PRIMARY_CPUS);
   const replica = await startService(tb, tb.ns.backup, [PORT], `${d}/backup.jsonl`, BACKUP_CPUS);
   let backup: BackupProcess | undefined;
   if (replicate) {
     backup = await startBackup(tb, { ports: [PORT], instance: 'bench', logFlows: false, cpus: BACKUP_CPUS,
-      extra: ['--max-flows', String(STORM_CONNECTIONS * 2)] });
+      extra: ['--max-flows', String(STORM_CONNECTIONS * 2), ...t2cpArgs] });
   }
   const run = await runClient(tb, tb.ns.client, `${tb.addr.vip}:${PORT}`, workload, `${d}/client.jsonl`,
     { deadlineMs: 300_000, local: tb.addr.clients, cpus: PRIMARY_CPUS });
@@ -84,6 +84,68 @@ async function trial(tb: Testbed, dir: string, name: string, workload: Workload,
 /** Segments the interceptor lost: capture and queue overruns, gaps, buffer overflows. */
 const losses = (c: Record<string, number>): number =>
   (c.capture_kernel_drops ?? 0) + (c.gaps ?? 0) + (c.nfqueue_enobufs ?? 0) + (c.flow_buffer_full ?? 0);
+const p = (xs: Trial[], k: 'p50Us' | 'p99Us'): number => median(xs.map((t) => t.latency?.[k] ?? NaN));
+const trials = (xs: number[]): string => `trials ${xs.map((x) => x.toFixed(0)).join(' ')}`;
+
+/** (a) Bulk client→server, replication off and on, alternating. */
+async function benchBulk(tb: Testbed, dir: string): Promise<void> {
+  const bulk: Workload = { seed: 1, sessions: [{ kind: 'upload', bytes: BULK_BYTES }] };
+  const off: number[] = [], on: number[] = [], cpuPerGiB: number[] = [];
+  const replicated: Trial[] = [];
+  for (let i = 0; i < TRIALS; i++) {
+    off.push(BULK_BYTES / MB / ((await trial(tb, dir, `bulk-off-${i}`, bulk, false)).ms / 1000));
+    const t = await trial(tb, dir, `bulk-on-${i}`, bulk, true);
+    on.push(BULK_BYTES / MB / (t.ms / 1000));
+    cpuPerGiB.push(t.cpu / (BULK_BYTES / (1 << 30)));
+    replicated.push(t);
+  }
+  line('bulk_c2s_unreplicated_MBps', median(off), trials(off));
+  line('bulk_c2s_replicated_MBps', median(on), trials(on));
+  line('bulk_c2s_ratio', median(on) / median(off), 'target >= 0.95');
+  line('bulk_interceptor_lost', replicated.reduce((a, t) => a + losses(t.counters), 0), 'target 0');
+  line('bulk_t2cp_cpu_s_per_GiB', median(cpuPerGiB), 'CPU of the t2cp process, busy-poll included');
+  line('bulk_backup_byte_exact', replicated.every((t) => t.exact) ? 'yes' : 'NO');
+  line('latency_bulk_p50_us', p(replicated, 'p50Us'), 'saturated CPU');
+  line('latency_bulk_p99_us', p(replicated, 'p99Us'));
+}
+
+/**
+ * (b) Latency from paced request/response sessions (small segments, the
+ * machine not saturated: on 2 shared CPUs an unpaced load measures the
+ * scheduler, not the interceptor), with the default --busy-poll and a longer
+ * spin (lower tail, more CPU).
+ */
+async function benchLatency(tb: Testbed, dir: string): Promise<void> {
+  const rr: Workload = { seed: 2, sessions: [{ kind: 'rr', times: 20, count: 300, intervalMs: 5, reqSize: [16, 1400], respSize: [16, 1400] }] };
+  for (const spin of [50, 500]) {
+    const runs: Trial[] = [];
+    for (let i = 0; i < TRIALS; i++) runs.push(await trial(tb, dir, `rr-${spin}-${i}`, rr, true, ['--busy-poll', String(spin)]));
+    line(`latency_rr_p50_us_busy_poll_${spin}`, p(runs, 'p50Us'), `samples/trial ${runs.map((t) => t.latency?.samples).join(' ')}`);
+    line(`latency_rr_p99_us_busy_poll_${spin}`, p(runs, 'p99Us'), 'target <= 50');
+    line(`latency_rr_t2cp_cpu_s_busy_poll_${spin}`, median(runs.map((t) => t.cpu)), 'CPU seconds of t2cp over one trial (about 3 s)');
+  }
+}
+
+/** (c) New-connection storm, replication off and on, alternating. */
+async function benchConnections(tb: Testbed, dir: string): Promise<void> {
+  const storm: Workload = { seed: 3, concurrency: 200, sessions: [{ kind: 'rr', times: STORM_CONNECTIONS, count: 1, reqSize: [4, 16], respSize: [1, 16] }] };
+  const off: number[] = [], on: number[] = [];
+  let synced = 0, total = 0, exact = true;
+  for (let i = 0; i < TRIALS; i++) {
+    const a = await trial(tb, dir, `storm-off-${i}`, storm, false);
+    off.push(a.sessions / (a.ms / 1000));
+    const b = await trial(tb, dir, `storm-on-${i}`, storm, true);
+    on.push(b.sessions / (b.ms / 1000));
+    synced += b.counters.flows_synchronised ?? 0;
+    total += b.sessions;
+    exact &&= b.exact;
+  }
+  line('conn_rate_unreplicated_per_s', median(off), trials(off));
+  line('conn_rate_replicated_per_s', median(on), trials(on));
+  line('conn_rate_ratio', median(on) / median(off));
+  line('conn_synchronised', `${synced}/${total}`, 'target: all');
+  line('conn_backup_byte_exact', exact ? 'yes' : 'NO');
+}
 
 /** T2CP_BENCH_ONLY=bulk,latency,conn runs a subset. */
 const ONLY = new Set((process.env.T2CP_BENCH_ONLY ?? 'bulk,latency,conn').split(','));
@@ -95,67 +157,9 @@ async function main(): Promise<void> {
   try {
     process.stdout.write(`# t2cp-ar bench: ${TRIALS} trials each, alternating baseline and replicated; ${CPUS} CPUs; ` +
       `client+primary on CPU ${PRIMARY_CPUS ?? 'any'}, backup service+t2cp on CPU ${BACKUP_CPUS ?? 'any'}\n`);
-    // (a) bulk client→server
-    const lat: Trial['latency'][] = [];
-    if (ONLY.has('bulk')) {
-    const bulk: Workload = { seed: 1, sessions: [{ kind: 'upload', bytes: BULK_BYTES }] };
-    const off: number[] = [], on: number[] = [];
-    let lost = 0, exact = true;
-    const cpuPerGiB: number[] = [];
-    for (let i = 0; i < TRIALS; i++) {
-      off.push(BULK_BYTES / MB / ((await trial(tb, dir, `bulk-off-${i}`, bulk, false)).ms / 1000));
-      const t = await trial(tb, dir, `bulk-on-${i}`, bulk, true);
-      on.push(BULK_BYTES / MB / (t.ms / 1000));
-      lost += losses(t.counters);
-      cpuPerGiB.push(t.cpu / (BULK_BYTES / (1 << 30)));
-      exact &&= t.exact;
-      lat.push(t.latency);
-    }
-    line('bulk_c2s_unreplicated_MBps', median(off), `trials ${off.map((x) => x.toFixed(0)).join(' ')}`);
-    line('bulk_c2s_replicated_MBps', median(on), `trials ${on.map((x) => x.toFixed(0)).join(' ')}`);
-    line('bulk_c2s_ratio', median(on) / median(off), 'target >= 0.95');
-    line('bulk_interceptor_lost', lost, 'target 0');
-    line('bulk_t2cp_cpu_s_per_GiB', median(cpuPerGiB), 'CPU of the t2cp process, whole run');
-    line('bulk_backup_byte_exact', exact ? 'yes' : 'NO');
-    }
-
-    // (b) latency, from paced request/response sessions (small segments, the
-    // machine not saturated: on 2 shared CPUs an unpaced load measures the
-    // scheduler, not the interceptor) and from the bulk runs (saturated).
-    const rr: Workload = { seed: 2, sessions: [{ kind: 'rr', times: 20, count: 300, intervalMs: 5, reqSize: [16, 1400], respSize: [16, 1400] }] };
-    const rrLat: Trial['latency'][] = [];
-    if (ONLY.has('latency')) {
-    for (let i = 0; i < TRIALS; i++) rrLat.push((await trial(tb, dir, `rr-on-${i}`, rr, true)).latency);
-    const m = (xs: Trial['latency'][], k: 'p50Us' | 'p99Us') => median(xs.map((x) => x?.[k] ?? NaN));
-    line('latency_rr_p50_us', m(rrLat, 'p50Us'), `samples/trial ${rrLat.map((x) => x?.samples).join(' ')}`);
-    line('latency_rr_p99_us', m(rrLat, 'p99Us'), 'target <= 50');
-    if (lat.length) line('latency_bulk_p50_us', m(lat, 'p50Us'));
-    if (lat.length) line('latency_bulk_p99_us', m(lat, 'p99Us'));
-    }
-
-    // (c) new-connection storm
-    if (ONLY.has('conn')) {
-    const storm: Workload = { seed: 3, concurrency: 200, sessions: [{ kind: 'rr', times: STORM_CONNECTIONS, count: 1, reqSize: [4, 16], respSize: [1, 16] }] };
-    const cOff: number[] = [], cOn: number[] = [];
-    let synced = 0, total = 0, stormExact = true;
-    const stormCpu: number[] = [];
-    for (let i = 0; i < TRIALS; i++) {
-      const a = await trial(tb, dir, `storm-off-${i}`, storm, false);
-      cOff.push(a.sessions / (a.ms / 1000));
-      const b = await trial(tb, dir, `storm-on-${i}`, storm, true);
-      cOn.push(b.sessions / (b.ms / 1000));
-      synced += b.counters.flows_synchronised ?? 0;
-      stormExact &&= b.exact;
-      stormCpu.push((b.cpu / b.sessions) * 1e6);
-      total += b.sessions;
-    }
-    line('conn_rate_unreplicated_per_s', median(cOff), `trials ${cOff.map((x) => x.toFixed(0)).join(' ')}`);
-    line('conn_rate_replicated_per_s', median(cOn), `trials ${cOn.map((x) => x.toFixed(0)).join(' ')}`);
-    line('conn_rate_ratio', median(cOn) / median(cOff));
-    line('conn_synchronised', `${synced}/${total}`, 'target: all');
-    line('conn_backup_byte_exact', stormExact ? 'yes' : 'NO');
-    line('conn_t2cp_cpu_us_per_connection', median(stormCpu), 'bounds the one-core rate: 1e6 / this');
-    }
+    if (ONLY.has('bulk')) await benchBulk(tb, dir);
+    if (ONLY.has('latency')) await benchLatency(tb, dir);
+    if (ONLY.has('conn')) await benchConnections(tb, dir);
   } finally {
     await tb.teardown();
     fs.rmSync(dir, { recursive: true, force: true });

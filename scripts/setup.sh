@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-apt_pkgs=(libpcap-dev libnetfilter-queue-dev libmnl-dev nftables iptables iproute2 tcpdump ethtool g++ make python3 kmod clang libclang-rt-14-dev)
+apt_pkgs=(libpcap-dev libssl-dev libnetfilter-queue-dev libmnl-dev nftables iptables iproute2 tcpdump ethtool g++ make python3 kmod clang libclang-rt-14-dev)
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -37,4 +37,11 @@ if [ ! -f "$stamp" ] || [ -n "$(find src scripts bench tsconfig.json -name '*.ts
   echo "t2cp setup: compiling TypeScript"
   npx --no-install tsc -p .
   touch "$stamp"
+fi
+
+# Connection-storm load generator (bench/storm, C, into build/storm/): rebuild when a source is
+# newer than a binary (make -q answers that from bench/storm/Makefile).
+if ! make -s -q -C bench/storm 2>/dev/null; then
+  echo "t2cp setup: building the connection-storm load generator"
+  make -s -C bench/storm >/dev/null
 fi

@@ -15,10 +15,11 @@
 // One JSON line per connection goes to FILE when it ends, in the field order of ServiceLogLine:
 //   {"peer","port","rxBytes","rxSha256","txBytes","txSha256","ops","end","open"}
 // end is fin | rst | error | protocol-error | sigterm. Lines are written through a large stdio
-// buffer that is flushed after every epoll batch that closed a connection, so a line is in FILE
-// before the server next sleeps; on SIGTERM or SIGINT the still-open connections are logged with
+// buffer that is flushed after every epoll batch that finished a connection, and the sockets of
+// that batch are closed only then: once a client sees our FIN, its line is in FILE. On SIGTERM or SIGINT the still-open connections are logged with
 // "open":true, the file is flushed and fsync'ed, and the server exits 0.
 
+#define _GNU_SOURCE /* accept4, strerrorname_np */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -76,6 +77,10 @@ static EVP_CIPHER *aes_ctr;
 static EVP_MD_CTX *scratch_md;     // one-shot sha256 of a request body
 static EVP_CIPHER_CTX *keystream;  // one reply at a time
 static uint8_t read_buf[READ_CHUNK];
+// Sockets finished in this epoll batch: closed only after the log is flushed, so that a client
+// that has seen our FIN (or RST) finds the connection's line in FILE.
+static int closing[MAX_EVENTS];
+static int n_closing;
 
 static void die(const char *what) {
   fprintf(stderr, "storm_server: %s: %s\n", what, strerror(errno));
@@ -112,10 +117,19 @@ static void log_conn(struct conn *c, enum end_reason end, bool still_open) {
   log_dirty = true;
 }
 
-/** Logs, closes and frees a connection. */
+/** Flushes the log, then closes the sockets finished since the last call. */
+static void flush_log_and_close(void) {
+  if (log_dirty && fflush(log_file) != 0) die("log");
+  log_dirty = false;
+  for (int i = 0; i < n_closing; i++) close(closing[i]); // also leaves the epoll set
+  n_closing = 0;
+}
+
+/** Logs and frees a connection; its socket is closed at the end of the batch. */
 static void finish(struct conn *c, enum end_reason end) {
   log_conn(c, end, false);
-  close(c->fd); // also removes it from the epoll set
+  if (n_closing == MAX_EVENTS) flush_log_and_close(); // one finish per event: does not happen
+  closing[n_closing++] = c->fd;
   if (c->prev) c->prev->next = c->next;
   else open_list = c->next;
   if (c->next) c->next->prev = c->prev;
@@ -388,13 +402,9 @@ int main(int argc, char **argv) {
       else if (p == &tag_signal) signalled = true;
       else on_conn_event(p);
     }
-    // Connections accepted after this batch's events were handled: none of them can be freed
-    // while a later event of the same batch still points at it.
+    // Accept once the batch's events are handled; the sockets finished by them close after.
     if (accept_ready) on_accept(lfd, ep);
-    if (log_dirty) {
-      if (fflush(log_file) != 0) die("log");
-      log_dirty = false;
-    }
+    flush_log_and_close();
     if (signalled) on_signal();
   }
 }
