@@ -177,7 +177,9 @@ static void json_string(FILE *f, const char *s) {
 static void hex_digest(EVP_MD_CTX *md, char out[65]) {
   uint8_t d[32];
   EVP_DigestFinal_ex(md, d, NULL);
-  for (int i = 0; i < 32; i++) sprintf(out + 2 * i, "%02x", d[i]);
+  static const char digits[] = "0123456789abcdef";
+  for (int i = 0; i < 32; i++) out[2 * i] = digits[d[i] >> 4], out[2 * i + 1] = digits[d[i] & 15];
+  out[64] = '\0';
 }
 
 static void note_error(uint32_t index, const char *error) {

@@ -102,7 +102,9 @@ static void hex_digest(EVP_MD_CTX *md, char out[65]) {
   uint8_t d[32];
   unsigned n = 0;
   EVP_DigestFinal_ex(md, d, &n);
-  for (int i = 0; i < 32; i++) sprintf(out + 2 * i, "%02x", d[i]);
+  static const char digits[] = "0123456789abcdef";
+  for (int i = 0; i < 32; i++) out[2 * i] = digits[d[i] >> 4], out[2 * i + 1] = digits[d[i] & 15];
+  out[64] = '\0';
 }
 
 static void log_conn(struct conn *c, enum end_reason end, bool still_open) {

@@ -3,15 +3,13 @@
 // for a wrong option and 1 otherwise, and nothing installed in the kernel.
 // Also: a second instance never disturbs a running one, and a crash (SIGKILL)
 // leaves nothing behind, restarts cleanly and does not disturb the primary.
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestbed, waitFor, type ExecResult, type Testbed } from '../../scripts/testbed.js';
+import { waitFor, type ExecResult, type Testbed } from '../../scripts/testbed.js';
 import { startBackup, type BackupProcess } from '../../scripts/backup-process.js';
 import type { ErrorCode } from '../../src/errors.js';
 import { runClient, startService, waitForExit, type Workload } from './harness.js';
 import { kernelLeftovers } from './leftovers.js';
+import { useLab } from './lab.js';
 import { flagsToArgv, linkNames, nftTables, runBackupCli, validBackupArgs } from './cli-run.js';
 
 const PORT = 7000;
@@ -47,21 +45,17 @@ const optionErrors: { name: string; change: (flags: Record<string, string>) => s
 ];
 
 describe('bad input: a clear one-line error and nothing installed', () => {
+  // The same service on the primary and on the backup (its replica), for the
+  // cases where a running instance must keep replicating.
+  const lab = useLab('bad-input', {
+    setup: async ({ tb, dir }) => {
+      await startService(tb, tb.ns.primary, [PORT], `${dir}/primary.jsonl`);
+      await startService(tb, tb.ns.backup, [PORT], `${dir}/replica.jsonl`);
+    },
+  });
   let tb: Testbed;
   let dir: string;
-
-  beforeAll(async () => {
-    tb = await createTestbed();
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), 't2cp-bad-input-'));
-    // The same service on the primary and on the backup (its replica), for the
-    // cases where a running instance must keep replicating.
-    await startService(tb, tb.ns.primary, [PORT], `${dir}/primary.jsonl`);
-    await startService(tb, tb.ns.backup, [PORT], `${dir}/replica.jsonl`);
-  });
-  afterAll(async () => {
-    await tb?.teardown();
-    if (dir) fs.rmSync(dir, { recursive: true, force: true });
-  });
+  beforeAll(() => ({ tb, dir } = lab)); // runs after the lab's own hook
 
   /** A few short sessions through the VIP; resolves when the client finished. */
   const workload = (sessions: number, count: number, intervalMs: number): Workload => ({

@@ -1,33 +1,22 @@
 // t2cp at its limits: a full flow table and a capture that overflows. What
 // it cannot replicate is counted and reported per flow (never hidden), the
 // flows it keeps stay byte-exact, and the clients never notice.
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { createTestbed, type Testbed } from '../../scripts/testbed.js';
+import { describe, expect, it } from 'vitest';
 import { startBackup, type BackupProcess, type LogRecord } from '../../scripts/backup-process.js';
 import { compareReplicas, readLog, runClient, startService, type ClientLogLine, type ServiceLogLine, type Workload } from './harness.js';
 import { waitFor } from '../../scripts/wait.js';
 import { kernelLeftovers } from './leftovers.js';
+import { useLab } from './lab.js';
 
 const PORT = 7000;
 const INSTANCE = 'lim';
 
 describe('limits: what cannot be replicated is reported, the rest stays exact', () => {
-  let tb: Testbed;
-  let dir: string;
-  beforeEach(async () => {
-    tb = await createTestbed();
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), 't2cp-limits-'));
-  });
-  afterEach(async () => {
-    await tb?.teardown();
-    if (dir) fs.rmSync(dir, { recursive: true, force: true });
-  });
+  const lab = useLab('limits', { perTest: true });
 
   /** Runs the workload with t2cp started with `args`; `during` acts while the client runs. */
   async function run(workload: Workload, args: string[], during?: (b: BackupProcess) => Promise<void>) {
+    const { tb, dir } = lab;
     const primary = await startService(tb, tb.ns.primary, [PORT], `${dir}/primary.jsonl`);
     const replica = await startService(tb, tb.ns.backup, [PORT], `${dir}/backup.jsonl`);
     const backup = await startBackup(tb, { ports: [PORT], instance: INSTANCE, extra: args });

@@ -2,15 +2,12 @@
 // real replicated traffic: each is counted under its reason, t2cp keeps
 // running, and every real connection's replica stays byte-exact.
 import { execFile } from 'node:child_process';
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import { promisify } from 'node:util';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestbed, type Testbed } from '../../scripts/testbed.js';
+import { describe, expect, it } from 'vitest';
 import { startBackup } from '../../scripts/backup-process.js';
 import { compareReplicas, readLog, repoRoot, runClient, startService, type ClientLogLine, type ServiceLogLine } from './harness.js';
 import { kernelLeftovers } from './leftovers.js';
+import { useLab } from './lab.js';
 
 const run = promisify(execFile);
 const PORT = 7000;
@@ -18,18 +15,10 @@ const PORT = 7000;
 const ROUNDS = 200;
 
 describe('malformed frames on the mirror port', () => {
-  let tb: Testbed;
-  let dir: string;
-  beforeAll(async () => {
-    tb = await createTestbed();
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), 't2cp-malformed-'));
-  });
-  afterAll(async () => {
-    await tb?.teardown();
-    if (dir) fs.rmSync(dir, { recursive: true, force: true });
-  });
+  const lab = useLab('malformed');
 
   it('are counted per reason, never crash t2cp, never disturb the real flows', async () => {
+    const { tb, dir } = lab;
     const primary = await startService(tb, tb.ns.primary, [PORT], `${dir}/primary.jsonl`);
     const replica = await startService(tb, tb.ns.backup, [PORT], `${dir}/backup.jsonl`);
     const backup = await startBackup(tb, { ports: [PORT], instance: 'bad' });

@@ -4,16 +4,14 @@
 // scenario (scenarios.ts): every stream of the backup's copy equals the
 // primary's, nothing the backup sends reaches the network, the scenario's
 // disturbance really happened, and t2cp leaves nothing behind.
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestbed, type Testbed } from '../../scripts/testbed.js';
+import { describe, expect, it } from 'vitest';
+import type { Testbed } from '../../scripts/testbed.js';
 import { startBackup } from '../../scripts/backup-process.js';
 import { compareReplicas, countPackets, readLog, runClient, startCapture, startService, type ClientLogLine, type ServiceLogLine } from './harness.js';
 import { replicationScenarios, type ReplicationScenario } from './scenarios.js';
 import { kernelLeftovers } from './leftovers.js';
 import { foreignSegments } from './sequence-space.js';
+import { useLab } from './lab.js';
 
 const INSTANCE = 'e2e';
 
@@ -46,19 +44,10 @@ async function disturb(tb: Testbed, sc: ReplicationScenario): Promise<void> {
 
 for (const sc of replicationScenarios) {
   describe(`replication: ${sc.name}`, () => {
-    let tb: Testbed;
-    let dir: string;
-    beforeAll(async () => {
-      tb = await createTestbed({ offloads: sc.offloads });
-      dir = fs.mkdtempSync(path.join(os.tmpdir(), 't2cp-e2e-'));
-      await disturb(tb, sc);
-    });
-    afterAll(async () => {
-      await tb?.teardown();
-      if (dir) fs.rmSync(dir, { recursive: true, force: true });
-    });
+    const lab = useLab('e2e', { testbed: { offloads: sc.offloads }, setup: ({ tb }) => disturb(tb, sc) });
 
     it('every protected stream is replayed byte-exact and the backup never answers', async () => {
+      const { tb, dir } = lab;
       const primary = await startService(tb, tb.ns.primary, sc.ports, `${dir}/primary.jsonl`);
       const replica = await startService(tb, tb.ns.backup, sc.ports, `${dir}/backup.jsonl`, undefined, sc.replicaService);
       const backup = await startBackup(tb, { ports: sc.ports, instance: INSTANCE, extra: sc.backupArgs });

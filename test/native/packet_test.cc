@@ -1,5 +1,5 @@
 // Native tests of the packet layer (addon/packet.cc) and sequence arithmetic
-// (addon/seq.h). No framework: each TEST is a function, a test fails if any
+// (addon/seq.h). No framework (check.h): each TEST is a function, a test fails if any
 // CHECK in it fails, and the last line printed is "N passed, N failed".
 // Built and run under ASan/UBSan by test/native/run.sh.
 //
@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "check.h"
 #include "packet.h"
 #include "seq.h"
 
@@ -23,30 +24,6 @@ using namespace t2cp;
 namespace {
 
 // ---------------------------------------------------------------- harness
-
-int g_check_failures = 0;  // in the current test
-int g_tests_passed = 0, g_tests_failed = 0;
-const char* g_test_name = "";
-
-#define CHECK(cond)                                                                        \
-  do {                                                                                     \
-    if (!(cond)) {                                                                         \
-      if (g_check_failures++ < 10)                                                         \
-        std::printf("  FAIL %s: %s:%d: %s\n", g_test_name, __FILE__, __LINE__, #cond);     \
-    }                                                                                      \
-  } while (0)
-
-#define CHECK_EQ(a, b)                                                                     \
-  do {                                                                                     \
-    const auto va_ = (a);                                                                  \
-    const auto vb_ = (b);                                                                  \
-    if (!(va_ == vb_)) {                                                                   \
-      if (g_check_failures++ < 10)                                                         \
-        std::printf("  FAIL %s: %s:%d: %s == %s (%llu vs %llu)\n", g_test_name, __FILE__,  \
-                    __LINE__, #a, #b, static_cast<unsigned long long>(va_),                \
-                    static_cast<unsigned long long>(vb_));                                 \
-    }                                                                                      \
-  } while (0)
 
 #define CHECK_ERR(call, want)                                                              \
   do {                                                                                     \
@@ -58,33 +35,6 @@ const char* g_test_name = "";
                     kParseErrorNames[static_cast<int>(want)]);                             \
     }                                                                                      \
   } while (0)
-
-void run_test(const char* name, void (*fn)()) {
-  g_test_name = name;
-  g_check_failures = 0;
-  fn();
-  if (g_check_failures == 0) {
-    ++g_tests_passed;
-    std::printf("ok   %s\n", name);
-  } else {
-    ++g_tests_failed;
-    std::printf("FAIL %s (%d failed checks)\n", name, g_check_failures);
-  }
-}
-
-// xorshift64*: deterministic, seedable.
-uint64_t g_rng = 0x9E3779B97F4A7C15ull;
-uint64_t rnd() {
-  g_rng ^= g_rng >> 12;
-  g_rng ^= g_rng << 25;
-  g_rng ^= g_rng >> 27;
-  return g_rng * 0x2545F4914F6CDD1Dull;
-}
-uint32_t rnd32() { return static_cast<uint32_t>(rnd() >> 32); }
-uint32_t rnd_below(uint32_t n) { return n ? static_cast<uint32_t>((rnd() >> 32) % n) : 0; }
-void fill_random(uint8_t* p, size_t n) {
-  for (size_t i = 0; i < n; ++i) p[i] = static_cast<uint8_t>(rnd() >> 56);
-}
 
 // ---------------------------------------------------------------- helpers
 
@@ -1111,13 +1061,13 @@ int main(int argc, char** argv) {
     if (a == "--write-corpus" && i + 1 < argc) return write_corpus(argv[i + 1]);
     if (a == "--bench") return bench();
     if (a == "--seed" && i + 1 < argc) {
-      g_rng = std::strtoull(argv[++i], nullptr, 0) | 1;
+      set_seed(argv[++i]);
       continue;
     }
     std::fprintf(stderr, "usage: packet_test [--seed N] [--write-corpus DIR] [--bench]\n");
     return 2;
   }
-  std::printf("packet_test: seed 0x%llx\n", static_cast<unsigned long long>(g_rng));
+  print_seed("packet_test");
   run_test("parse error names are stable snake_case", test_error_names);
   run_test("csum_partial matches the RFC 1071 reference", test_csum_partial_matches_reference);
   run_test("build then parse random segments", test_roundtrip_random);
@@ -1131,6 +1081,5 @@ int main(int argc, char** argv) {
   run_test("CHECKSUM_PARTIAL frames parse", test_checksum_partial_frames_parse);
   run_test("TCP option parsing", test_tcp_option_parsing);
   run_test("sequence arithmetic across the 2^32 wrap", test_seq_wrap);
-  std::printf("%d passed, %d failed\n", g_tests_passed, g_tests_failed);
-  return g_tests_failed ? 1 : 0;
+  return finish();
 }

@@ -1,6 +1,6 @@
 // Native tests of the pure replication logic: the traffic recorder's per-flow
 // byte store (addon/stream_buffer.cc) and the primary->replica mapping of
-// acks, timestamps and SACK blocks (addon/sequence_map.h). Same harness as
+// acks, timestamps and SACK blocks (addon/sequence_map.h). Same harness (check.h) as
 // packet_test: each TEST is a function, a test fails if any CHECK in it
 // fails, and the last line printed is "N passed, N failed".
 // Built and run under ASan/UBSan by test/native/run.sh.
@@ -19,6 +19,8 @@
 #include <string>
 #include <vector>
 
+#define CHECK_EQ_HEX  // values of a failed CHECK_EQ in hex
+#include "check.h"
 #include "packet.h"
 #include "seq.h"
 #include "sequence_map.h"
@@ -34,64 +36,6 @@ extern "C" __attribute__((weak)) size_t __sanitizer_get_current_allocated_bytes(
 namespace {
 
 // ---------------------------------------------------------------- harness
-
-int g_check_failures = 0;  // in the current test
-int g_tests_passed = 0, g_tests_failed = 0;
-const char* g_test_name = "";
-
-#define CHECK(cond)                                                                        \
-  do {                                                                                     \
-    if (!(cond)) {                                                                         \
-      if (g_check_failures++ < 10)                                                         \
-        std::printf("  FAIL %s: %s:%d: %s\n", g_test_name, __FILE__, __LINE__, #cond);     \
-    }                                                                                      \
-  } while (0)
-
-#define CHECK_EQ(a, b)                                                                     \
-  do {                                                                                     \
-    const auto va_ = (a);                                                                  \
-    const auto vb_ = (b);                                                                  \
-    if (!(va_ == vb_)) {                                                                   \
-      if (g_check_failures++ < 10)                                                         \
-        std::printf("  FAIL %s: %s:%d: %s == %s (0x%llx vs 0x%llx)\n", g_test_name,        \
-                    __FILE__, __LINE__, #a, #b, static_cast<unsigned long long>(va_),      \
-                    static_cast<unsigned long long>(vb_));                                 \
-    }                                                                                      \
-  } while (0)
-
-// Context for the next failures of a randomized test (seed, iteration, step).
-#define NOTE(...)                                                                          \
-  do {                                                                                     \
-    if (g_check_failures > 0 && g_check_failures <= 10) std::printf("    at " __VA_ARGS__); \
-  } while (0)
-
-void run_test(const char* name, void (*fn)()) {
-  g_test_name = name;
-  g_check_failures = 0;
-  fn();
-  if (g_check_failures == 0) {
-    ++g_tests_passed;
-    std::printf("ok   %s\n", name);
-  } else {
-    ++g_tests_failed;
-    std::printf("FAIL %s (%d failed checks)\n", name, g_check_failures);
-  }
-}
-
-// xorshift64*: deterministic, seedable.
-uint64_t g_rng = 0x9E3779B97F4A7C15ull;
-uint64_t rnd() {
-  g_rng ^= g_rng >> 12;
-  g_rng ^= g_rng << 25;
-  g_rng ^= g_rng >> 27;
-  return g_rng * 0x2545F4914F6CDD1Dull;
-}
-uint32_t rnd32() { return static_cast<uint32_t>(rnd() >> 32); }
-uint32_t rnd_below(uint32_t n) { return n ? static_cast<uint32_t>((rnd() >> 32) % n) : 0; }
-bool chance(uint32_t percent) { return rnd_below(100) < percent; }
-void fill_random(uint8_t* p, size_t n) {
-  for (size_t i = 0; i < n; ++i) p[i] = static_cast<uint8_t>(rnd() >> 56);
-}
 
 using Result = StreamBuffer::AddResult;
 const char* result_name(Result r) {
@@ -114,6 +58,12 @@ const char* result_name(Result r) {
                     __LINE__, #got, result_name(g_), result_name(w_));                     \
     }                                                                                      \
   } while (0)
+
+// at(seq) is the start of n held bytes equal to want[0, n).
+bool holds(const StreamBuffer& sb, uint32_t seq, const uint8_t* want, size_t n) {
+  const uint8_t* p = sb.at(seq);
+  return p != nullptr && std::memcmp(p, want, n) == 0;
+}
 
 size_t allocated_bytes() {
   return __sanitizer_get_current_allocated_bytes ? __sanitizer_get_current_allocated_bytes() : 0;
@@ -457,9 +407,7 @@ void test_add_results_across_wrap() {
   CHECK(!sb.has_out_of_order());
   CHECK_EQ(sb.contig_end(), B + 54);
   CHECK_EQ(sb.held_bytes(), 54u);
-  const uint8_t* p = sb.at(B);
-  CHECK(p != nullptr);
-  if (p) CHECK(std::memcmp(p, d, 54) == 0);
+  CHECK(holds(sb, B, d, 54));
 }
 
 // Several waiting pieces, overlapping each other, filled in one go.
@@ -481,9 +429,7 @@ void test_out_of_order_pieces_drain() {
   CHECK_EQ(sb.contig_end(), B + 100);
   CHECK(!sb.has_out_of_order());
   CHECK_EQ(sb.held_bytes(), 100u);
-  const uint8_t* p = sb.at(B);
-  CHECK(p != nullptr);
-  if (p) CHECK(std::memcmp(p, d, 100) == 0);
+  CHECK(holds(sb, B, d, 100));
 }
 
 void test_release_clamps() {
@@ -523,18 +469,14 @@ void test_release_clamps() {
   CHECK_RESULT(sb.add(B + 10, d + 10, 10), Result::kAppended);
   CHECK_EQ(sb.contig_end(), B + 30);
   CHECK(!sb.has_out_of_order());
-  const uint8_t* p = sb.at(B + 10);
-  CHECK(p != nullptr);
-  if (p) CHECK(std::memcmp(p, d + 10, 20) == 0);
+  CHECK(holds(sb, B + 10, d + 10, 20));
   sb.release(B + 30);
   CHECK_EQ(sb.base(), B + 30);
   CHECK_EQ(sb.held_bytes(), 0u);
   CHECK(sb.at(B + 29) == nullptr);
   // Empty and idle: the next bytes are appended normally.
   CHECK_RESULT(sb.add(B + 30, d, 7), Result::kAppended);
-  p = sb.at(B + 30);
-  CHECK(p != nullptr);
-  if (p) CHECK(std::memcmp(p, d, 7) == 0);
+  CHECK(holds(sb, B + 30, d, 7));
 }
 
 void test_limit() {
@@ -572,9 +514,7 @@ void test_limit() {
   CHECK_RESULT(sb.add(B + 1100, d.data() + 1100, 100), Result::kAppended);  // fills the hole
   CHECK_EQ(sb.contig_end(), B + 2100);
   CHECK_EQ(sb.held_bytes(), 1000u);
-  const uint8_t* p = sb.at(B + 1100);
-  CHECK(p != nullptr);
-  if (p) CHECK(std::memcmp(p, d.data() + 1100, 1000) == 0);
+  CHECK(holds(sb, B + 1100, d.data() + 1100, 1000));
   // A zero limit refuses every byte.
   sb.reset(B, 0);
   CHECK_RESULT(sb.add(B, d.data(), 1), Result::kFull);
@@ -599,9 +539,7 @@ void test_reset_and_clear() {
   CHECK(sb.at(0x100u) == nullptr);
   CHECK_RESULT(sb.add(0x100u, d, 80), Result::kAppended);  // the new limit applies
   CHECK_RESULT(sb.add(0x150u, d, 1), Result::kFull);
-  const uint8_t* p = sb.at(0x100u);
-  CHECK(p != nullptr);
-  if (p) CHECK(std::memcmp(p, d, 80) == 0);
+  CHECK(holds(sb, 0x100u, d, 80));
   // clear(): drops held and waiting bytes, keeps base and limit.
   sb.release(0x110u);                                        // 64 held
   CHECK_RESULT(sb.add(0x100u + 90, d, 17), Result::kFull);    // 64 + 17 > 80
@@ -615,9 +553,7 @@ void test_reset_and_clear() {
   CHECK(sb.at(0x140u) == nullptr);
   CHECK_RESULT(sb.add(0x140u, d, 80), Result::kAppended);
   CHECK_RESULT(sb.add(0x140u + 80, d, 1), Result::kFull);  // limit kept
-  p = sb.at(0x140u);
-  CHECK(p != nullptr);
-  if (p) CHECK(std::memcmp(p, d, 80) == 0);
+  CHECK(holds(sb, 0x140u, d, 80));
   // A default-constructed buffer is empty with a zero limit.
   StreamBuffer fresh;
   CHECK_EQ(fresh.held_bytes(), 0u);
@@ -644,9 +580,7 @@ void test_idle_flow_gives_back_memory() {
   // Busy (bytes still held): the buffer stays, and with it the bytes.
   sb.release(B + static_cast<uint32_t>(n - 1000));
   CHECK_EQ(sb.held_bytes(), 1000u);
-  const uint8_t* p = sb.at(B + static_cast<uint32_t>(n - 1000));
-  CHECK(p != nullptr);
-  if (p) CHECK(std::memcmp(p, d.data() + n - 1000, 1000) == 0);
+  CHECK(holds(sb, B + static_cast<uint32_t>(n - 1000), d.data() + n - 1000, 1000));
   // Idle: everything acknowledged.
   sb.release(B + static_cast<uint32_t>(n));
   CHECK_EQ(sb.held_bytes(), 0u);
@@ -661,9 +595,7 @@ void test_idle_flow_gives_back_memory() {
     uint32_t s = B + static_cast<uint32_t>(n + off);
     CHECK_RESULT(sb.add(s, d.data() + off, 1000), Result::kAppended);
   }
-  p = sb.at(B + static_cast<uint32_t>(n));
-  CHECK(p != nullptr);
-  if (p) CHECK(std::memcmp(p, d.data(), 200000) == 0);
+  CHECK(holds(sb, B + static_cast<uint32_t>(n), d.data(), 200000));
   CHECK_EQ(sb.contig_end(), B + static_cast<uint32_t>(n + 200000));
   // clear() frees everything too.
   sb.clear();
@@ -927,13 +859,13 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--seed" && i + 1 < argc) {
-      g_rng = std::strtoull(argv[++i], nullptr, 0) | 1;
+      set_seed(argv[++i]);
       continue;
     }
     std::fprintf(stderr, "usage: replication_test [--seed N]\n");
     return 2;
   }
-  std::printf("replication_test: seed 0x%llx\n", static_cast<unsigned long long>(g_rng));
+  print_seed("replication_test");
   run_test("stream buffer: add results across the wrap", test_add_results_across_wrap);
   run_test("stream buffer: overlapping out-of-order pieces drain", test_out_of_order_pieces_drain);
   run_test("stream buffer: release clamps and no-ops", test_release_clamps);
@@ -952,6 +884,5 @@ int main(int argc, char** argv) {
   run_test("sequence map: map_ack", test_map_ack);
   run_test("sequence map: map_tsecr", test_map_tsecr);
   run_test("sequence map: map_sack", test_map_sack);
-  std::printf("%d passed, %d failed\n", g_tests_passed, g_tests_failed);
-  return g_tests_failed ? 1 : 0;
+  return finish();
 }
