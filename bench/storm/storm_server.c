@@ -16,10 +16,11 @@
 //   {"peer","port","rxBytes","rxSha256","txBytes","txSha256","ops","end","open"}
 // end is fin | rst | error | protocol-error | sigterm. Lines are written through a large stdio
 // buffer that is flushed after every epoll batch that finished a connection, and the sockets of
-// that batch are closed only then: once a client sees our FIN, its line is in FILE. On SIGTERM or SIGINT the still-open connections are logged with
-// "open":true, the file is flushed and fsync'ed, and the server exits 0.
+// that batch are closed only then: once a client sees our FIN, its line is in FILE. On SIGTERM
+// or SIGINT the still-open connections are logged with "open":true, the file is flushed and
+// fsync'ed, and the server exits 0.
 
-#define _GNU_SOURCE /* accept4, strerrorname_np */
+#define _GNU_SOURCE /* accept4 */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
