@@ -37,6 +37,7 @@ namespace t2cp {
   X(segments_held_handshake) /* client segments held until both SYN-ACKs known */  \
   X(sack_blocks_mapped)                                                            \
   X(sack_blocks_dropped)     /* outside the replica's sent range */                \
+  X(handshake_restarts)      /* replica dropped its half-open connection: SYN again */\
   X(flows_new)                                                                     \
   X(flows_synchronised)                                                            \
   X(flows_unprotected)       /* first seen mid-stream, or handshake failed */      \

@@ -26,13 +26,13 @@ struct EngineConfig {
   std::string nft_table;
   uint16_t queue_num = 0;
   uint32_t queue_max_len = 8192;          // packets
-  uint32_t capture_buffer = 64u << 20;    // bytes
+  uint32_t capture_buffer = 128u << 20;   // bytes
   uint32_t max_flows = 65536;
   uint32_t flow_buffer_limit = 16u << 20; // bytes per flow
   uint32_t handshake_timeout_ms = 10000;
   uint32_t idle_timeout_s = 7200;
   uint32_t event_batch_ms = 20;
-  uint32_t rt_priority = 10;              // SCHED_FIFO priority of the engine thread, 0: none
+  uint32_t rt_priority = 0;               // SCHED_FIFO priority of the engine thread, 0: none
   uint32_t busy_poll_us = 50;             // spin this long after work before sleeping, 0: never
 };
 

@@ -47,6 +47,7 @@ enum class EventReason : uint8_t {
   kPrimaryRst = 11,      // primary reset; replica reset by us
   kCaptureDrop = 12,     // the capture dropped frames while this flow was active
                          // and nothing since proved the flow intact
+  kReplicaReset = 13,    // the replica reset its copy, the primary did not
 };
 
 }  // namespace t2cp

@@ -54,6 +54,8 @@ struct Flow {
   uint32_t id = 0;
   FlowState state = FlowState::kSynSeen;
   uint64_t created_us = 0, last_seen_us = 0;
+  uint64_t handshake_us = 0;               // the replica's handshake began (again)
+  uint8_t handshake_restarts = 0;
 
   // --- client, from the mirror (client space) ---
   uint32_t c_isn = 0;
@@ -84,6 +86,7 @@ struct Flow {
   uint32_t b_rcv_nxt = 0;                  // highest ack it sent (client space)
   uint32_t b_window = 0;                   // its receive window, bytes (scaled)
   bool b_fin = false, b_rst = false;
+  uint64_t b_rst_us = 0;
   uint32_t b_fin_seq = 0;
 
   // --- what we gave the replica ---
@@ -95,6 +98,7 @@ struct Flow {
   bool ack_wanted = false;                 // the replica repeated its SYN-ACK: answer it
   uint64_t syn_sent_us = 0;                // last time the client's SYN was injected
   uint64_t last_progress_us = 0;           // last time b_rcv_nxt moved or we injected fresh data
+  uint8_t retries = 0;                     // attempts since the replica last progressed (backoff)
   uint64_t pending_capture_ns = 0;         // capture time of the oldest unserved packet
   bool reported_gap = false;
   uint64_t gap_suspect_us = 0; uint32_t gap_seq = 0;  // primary acked bytes we lack, since

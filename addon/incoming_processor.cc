@@ -14,13 +14,23 @@ constexpr uint32_t kMaxSegPayload = 65000;
 // The replica acknowledges within its delayed-ACK limit (TCP_DELACK_MAX,
 // 200 ms); past that, un-acknowledged injected data is sent again, µs.
 constexpr uint64_t kReinjectUs = 250000;
+// Each further attempt without progress waits twice as long, up to 2^4 x
+// (4 s): a replica drowning in work (its accept queue full) must not be
+// buried under our retries too, exactly as TCP backs off.
+constexpr int kMaxBackoffShift = 4;
+
+static uint64_t retry_after_us(const Flow& f) {
+  return kReinjectUs << (f.retries < kMaxBackoffShift ? f.retries : kMaxBackoffShift);
+}
 // How long a closed flow absorbs retransmissions before it is forgotten, µs.
 constexpr uint64_t kLingerUs = 3000000;
 // Unprotected flows are remembered this long after their last packet (so
 // the event fires once), µs.
 constexpr uint64_t kUnprotectedIdleUs = 60000000;
 // After the primary resets a flow, the replica gets this long to reset its
-// own copy (a deterministic service aborts too) before we reset it, µs.
+// own copy (a deterministic service aborts too) before we reset it; and the
+// other way round, after the replica resets, the primary gets this long to
+// follow before the replica's copy counts as lost, µs.
 constexpr uint64_t kPrimaryRstGraceUs = 1000000;
 // How long client bytes the primary acknowledged may be missing from the
 // capture before they count as lost (the mirror may deliver them late), µs.
@@ -30,6 +40,9 @@ constexpr uint64_t kGapGraceUs = 500000;
 constexpr uint64_t kDropSuspectWindowUs = 300000;
 // ... and must show a primary ack within what we hold this soon, µs.
 constexpr uint64_t kDropVerifyUs = 1000000;
+// Times the replica's handshake is started again after it dropped its
+// half-open connection, before the flow is declared unprotected.
+constexpr int kMaxHandshakeRestarts = 5;
 
 uint64_t realtime_ns() {
   timespec ts;
@@ -67,7 +80,7 @@ void IncomingProcessor::start_flow(const FlowKey& k, const Segment& s, uint64_t 
     return;
   }
   uint64_t now = realtime_us();
-  f->created_us = f->last_seen_us = f->last_progress_us = now;
+  f->created_us = f->last_seen_us = f->last_progress_us = f->handshake_us = now;
   f->c_isn = s.seq;
   f->syn_options_len = s.options_len;
   std::memcpy(f->syn_options, s.options, s.options_len);
@@ -212,8 +225,10 @@ void IncomingProcessor::try_synchronise(Flow& f) {
   f.seq_delta = f.b_isn - f.p_isn;
   f.ts_delta = f.b_synack_tsval - f.p_synack_tsval;
   f.state = FlowState::kSynchronised;
-  ctx_.counters.add(k_flows_synchronised);
-  ctx_.events.emit(EventType::kSynchronised, EventReason::kNone, f);
+  if (!f.handshake_restarts) {  // a restarted handshake was reported the first time
+    ctx_.counters.add(k_flows_synchronised);
+    ctx_.events.emit(EventType::kSynchronised, EventReason::kNone, f);
+  }
   ctx_.mark_dirty(f);
 }
 
@@ -353,7 +368,9 @@ void IncomingProcessor::pump(Flow& f) {
 
 void IncomingProcessor::check_closed(Flow& f, uint64_t now_us) {
   if (f.state == FlowState::kClosed) return;
-  bool reset = f.rst_injected || f.b_rst;
+  // A reset ends the flow when the client (we pass it on) or the primary
+  // reset it too; the replica resetting alone is a loss (tick_flow).
+  bool reset = f.rst_injected || (f.b_rst && (f.p_rst || f.c_rst));
   bool client_done = f.c_fin && after(f.b_rcv_nxt, f.c_fin_seq);           // replica acked the FIN
   bool replica_done = f.b_fin && f.ack_given_valid && after(f.ack_given, f.b_fin_seq);
   if (!reset && !(client_done && replica_done)) {
@@ -388,6 +405,26 @@ void IncomingProcessor::check_gap(Flow& f, uint64_t now) {
   lose_flow(f, EventReason::kGap, captured_end(f) - (f.c_isn + 1));
 }
 
+bool IncomingProcessor::replica_established(const Flow& f) {
+  return after(f.b_rcv_nxt, f.c_isn + 1) || after(f.b_snd_nxt, f.b_isn + 1);
+}
+
+void IncomingProcessor::restart_handshake(Flow& f) {
+  if (++f.handshake_restarts > kMaxHandshakeRestarts) {
+    make_unprotected(f, EventReason::kBackupRefused);
+    return;
+  }
+  ctx_.counters.add(k_handshake_restarts);
+  // The client's bytes are all still held (the replica acknowledged none).
+  f.state = FlowState::kSynSeen;
+  f.handshake_us = realtime_us();
+  f.b_synack = false;
+  f.b_window = 0;
+  f.b_rcv_nxt = f.inj_nxt = f.c_isn + 1;
+  f.fin_injected = f.ack_given_valid = f.ack_wanted = false;
+  inject_syn(f);
+}
+
 void IncomingProcessor::on_capture_drops(uint64_t now) {
   ctx_.flows.for_each([&](Flow& f) {
     bool live = f.state == FlowState::kSynchronised || f.state == FlowState::kClosing;
@@ -401,7 +438,7 @@ void IncomingProcessor::lose_flow(Flow& f, EventReason why, uint64_t detail) {
   // reset rather than leave its service waiting forever for bytes that will
   // not come. The connection is then unprotected, which is what a takeover
   // must know.
-  if (f.state == FlowState::kSynchronised || f.state == FlowState::kClosing) {
+  if ((f.state == FlowState::kSynchronised || f.state == FlowState::kClosing) && !f.b_rst) {
     inject(f, f.inj_nxt, kRst, nullptr, 0, false);
     f.rst_injected = true;
   }
@@ -411,11 +448,12 @@ void IncomingProcessor::lose_flow(Flow& f, EventReason why, uint64_t detail) {
 void IncomingProcessor::tick_flow(Flow& f, uint64_t now) {
   switch (f.state) {
     case FlowState::kSynSeen:
-      if (now - f.created_us > uint64_t(ctx_.cfg.handshake_timeout_ms) * 1000) {
+      if (now - f.handshake_us > uint64_t(ctx_.cfg.handshake_timeout_ms) * 1000) {
         make_unprotected(f, EventReason::kHandshakeTimeout);
-      } else if (!f.b_synack && now - f.syn_sent_us > kReinjectUs) {
+      } else if (!f.b_synack && now - f.syn_sent_us > retry_after_us(f)) {
         // The replica dropped the SYN (its accept queue was full, say) and the
         // client will not send it again: the primary answered. Send it again.
+        f.retries++;
         if (inject_syn(f)) ctx_.counters.add(k_inject_reinjected);
       }
       return;
@@ -427,14 +465,19 @@ void IncomingProcessor::tick_flow(Flow& f, uint64_t now) {
         lose_flow(f, EventReason::kCaptureDrop, 0);
         return;
       }
+      if (f.b_rst && !f.p_rst && !f.c_rst && !f.rst_injected && now - f.b_rst_us > kPrimaryRstGraceUs) {
+        lose_flow(f, EventReason::kReplicaReset, 0);  // its service aborted, the primary's did not
+        return;
+      }
       if (f.p_rst && !f.b_rst && !f.c_rst && now - f.primary_rst_us > kPrimaryRstGraceUs) {
         f.c_rst = true;  // the replica did not follow the primary's reset: end its copy
         ctx_.mark_dirty(f);
         return;
       }
-      if (now - f.last_progress_us < kReinjectUs) return;
+      if (now - f.last_progress_us < retry_after_us(f)) return;
       if (before(f.b_rcv_nxt, f.inj_nxt) || (f.fin_injected && !after(f.b_rcv_nxt, f.c_fin_seq))) {
         // The replica has not acknowledged what we injected: send it again.
+        f.retries++;
         f.inj_nxt = f.b_rcv_nxt;
         if (f.fin_injected && !after(f.b_rcv_nxt, f.c_fin_seq)) f.fin_injected = false;
         ctx_.counters.add(k_inject_reinjected);
@@ -443,6 +486,7 @@ void IncomingProcessor::tick_flow(Flow& f, uint64_t now) {
       } else if (before(f.inj_nxt, f.data.contig_end()) && !after(f.b_rcv_nxt + f.b_window, f.inj_nxt)) {
         // Window closed with data waiting: a 1-byte probe at rcv_nxt makes
         // the replica answer with its current window.
+        f.retries++;
         if (inject(f, f.b_rcv_nxt, 0, f.data.at(f.b_rcv_nxt), 1, false)) ctx_.counters.add(k_inject_window_probes);
         f.last_progress_us = now;
       }

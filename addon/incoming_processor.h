@@ -41,11 +41,18 @@ class IncomingProcessor {
 
   static void pcap_callback(u_char* self, const pcap_pkthdr* h, const u_char* bytes);
 
+  void make_unprotected(Flow& f, EventReason why);
+  // Whether the replica's connection certainly completed its handshake: it
+  // acknowledged client bytes or sent its own.
+  static bool replica_established(const Flow& f);
+  // The replica lost its half-open connection: forget its side and send the
+  // client's SYN again (bounded; then the flow is unprotected).
+  void restart_handshake(Flow& f);
+
  private:
   void on_client_segment(const Segment& s, uint64_t capture_ns);
   void on_primary_segment(const Segment& s);
   void start_flow(const FlowKey& k, const Segment& s, uint64_t capture_ns);
-  void make_unprotected(Flow& f, EventReason why);
   // The replica lost bytes it can never get: report, reset its copy, unprotect.
   void lose_flow(Flow& f, EventReason why, uint64_t detail);
   void tick_flow(Flow& f, uint64_t now_us);

@@ -22,15 +22,24 @@ void OutgoingProcessor::on_replica_packet(const uint8_t* ip, size_t copied) {
   }
   if (s.flags & kRst) {
     c.add(k_backup_rst);
-    f->b_rst = true;
     if (f->state == FlowState::kSynSeen) {
-      // The replica refused the SYN: its service is not listening.
-      f->state = FlowState::kUnprotected;
-      f->data.clear();
-      c.add(k_flows_unprotected);
-      ctx_.events.emit(EventType::kUnprotected, EventReason::kBackupRefused, *f);
+      // A RST-ACK of the SYN itself: the replica's service is not listening.
+      // (A RST without it answers a segment of a connection the replica
+      // dropped before a handshake restart: stale, ignored.)
+      if ((s.flags & kAck) && s.ack == f->c_isn + 1) {
+        f->b_rst = true;
+        in_.make_unprotected(*f, EventReason::kBackupRefused);
+      }
       return;
     }
+    if (!f->b_rst && !in_.replica_established(*f)) {
+      // The replica's half-open connection expired (its accept queue stayed
+      // full) and it reset what we sent next: open it again from the SYN.
+      in_.restart_handshake(*f);
+      return;
+    }
+    f->b_rst = true;
+    if (!f->b_rst_us) f->b_rst_us = realtime_us();
     ctx_.mark_dirty(*f);
     return;
   }
@@ -45,6 +54,7 @@ void OutgoingProcessor::on_replica_packet(const uint8_t* ip, size_t copied) {
       f->b_wscale = (f->c_ws_ok && s.opt.has_wscale) ? s.opt.wscale : 0;
       f->b_window = s.window;
       f->b_rcv_nxt = s.ack;
+      f->retries = 0;
       in_.try_synchronise(*f);
     } else if (f->state != FlowState::kSynSeen) {
       // A repeated SYN-ACK: the replica did not get the handshake's ACK (its
@@ -71,6 +81,7 @@ void OutgoingProcessor::on_replica_packet(const uint8_t* ip, size_t copied) {
       f->b_rcv_nxt = s.ack;
       f->data.release(s.ack);
       f->last_progress_us = realtime_us();
+      f->retries = 0;
       if (after(f->b_rcv_nxt, f->inj_nxt)) f->inj_nxt = f->b_rcv_nxt;
     }
     f->b_window = uint32_t(s.window) << f->b_wscale;

@@ -23,6 +23,8 @@ export interface BackupProcess {
   stderr: () => string;
   /** Records of one kind, e.g. flow('synchronised'). */
   flows(type: string): LogRecord[];
+  /** Asks for the counters now (SIGUSR1) and resolves with them. */
+  counters(): Promise<Record<string, number>>;
   /** CPU seconds (user + system) the t2cp process used so far. */
   cpuSeconds(): number;
   /** SIGTERM by PID, wait for exit; resolves with the counters it logged when it stopped. */
@@ -68,6 +70,13 @@ export async function startBackup(
     records,
     stderr: () => err,
     flows: (type) => records.filter((r) => r.msg === `flow ${type}`),
+    counters: async () => {
+      const seen = records.length;
+      child.kill('SIGUSR1');
+      const rec = await waitFor(() => records.slice(seen).find((r) => r.msg === 'counters'), { timeoutMs: 5_000, what: 'counters after SIGUSR1' });
+      const { t: _t, level: _l, instance: _i, msg: _m, ...counters } = rec;
+      return counters as Record<string, number>;
+    },
     cpuSeconds: () => {
       // /proc/PID/stat fields 14 and 15 (utime, stime) in clock ticks of 1/100 s
       // (USER_HZ is 100 on Linux); the command name may contain spaces, so

@@ -44,9 +44,22 @@ export function waitForExit(child: ChildProcess, timeoutMs: number): Promise<num
  */
 export const pinned = (cpus: string | undefined): string[] => (cpus ? ['taskset', '-c', cpus] : []);
 
+export interface ServiceOptions {
+  cpus?: string;
+  /** Extra options of the service (scripts/service.ts: --read-pause-ms, --backlog ...). */
+  extra?: string[];
+  /**
+   * 'node' (default): scripts/service.ts, the whole protocol. 'c': the C
+   * storm server (bench/storm), the request/response op only, fast enough to
+   * offer more new connections per second than t2cp is asked to handle.
+   */
+  impl?: 'node' | 'c';
+}
+
 /** Starts the service in `ns` and resolves once it printed `ready`. */
-export async function startService(tb: Testbed, ns: string, ports: number[], log: string, cpus?: string, extra: string[] = []): Promise<{ child: ChildProcess; output: { stdout: string; stderr: string } }> {
-  const child = tb.spawn(ns, [...pinned(cpus), 'node', distScript('service'), ...ports.flatMap((p) => ['--port', String(p)]), '--log', log, ...extra]);
+export async function startService(tb: Testbed, ns: string, ports: number[], log: string, opts: ServiceOptions = {}): Promise<{ child: ChildProcess; output: { stdout: string; stderr: string } }> {
+  const program = opts.impl === 'c' ? [`${repoRoot}build/storm/storm_server`] : ['node', distScript('service')];
+  const child = tb.spawn(ns, [...pinned(opts.cpus), ...program, ...ports.flatMap((p) => ['--port', String(p)]), '--log', log, ...(opts.extra ?? [])]);
   const output = collect(child);
   await waitFor(() => {
     if (child.exitCode !== null) throw new GiveUp(`service exited ${child.exitCode}: ${output.stderr}`);
@@ -64,6 +77,11 @@ export async function runClient(tb: Testbed, ns: string, server: string, workloa
   const deadlineMs = opts.deadlineMs ?? 60_000;
   const child = tb.spawn(ns, [...pinned(opts.cpus), 'node', distScript('client'), '--server', server, '--workload', JSON.stringify(workload),
     '--log', log, '--deadline-ms', String(deadlineMs), ...(opts.local ? ['--local', opts.local.join(',')] : [])]);
+  return finishClient(child, deadlineMs);
+}
+
+/** Waits for a client program (its own deadline, ours 10 s later) and reads its summary line. */
+async function finishClient(child: ChildProcess, deadlineMs: number): Promise<ClientRun> {
   const output = collect(child);
   const code = await waitForExit(child, deadlineMs + 10_000);
   const last = output.stdout.trim().split('\n').pop() ?? '';
@@ -72,3 +90,18 @@ export async function runClient(tb: Testbed, ns: string, server: string, workloa
   return { code, summary, ...output };
 }
 
+export interface StormOptions { connections: number; concurrency: number; local: string[]; seed: number; cpus?: string; deadlineMs?: number }
+
+/**
+ * A storm of one-request connections from the C storm client (bench/storm):
+ * the same bytes scripts/client.ts would send for that many `rr` sessions of
+ * one request of 4-16 bytes with replies of 1-16, and the same log and
+ * summary line, at many times the rate.
+ */
+export async function runStorm(tb: Testbed, ns: string, server: string, log: string, o: StormOptions): Promise<ClientRun> {
+  const deadlineMs = o.deadlineMs ?? 120_000;
+  const child = tb.spawn(ns, [...pinned(o.cpus), `${repoRoot}build/storm/storm_client`, '--server', server,
+    '--connections', String(o.connections), '--concurrency', String(o.concurrency), '--local', o.local.join(','),
+    '--req-size', '4,16', '--resp-size', '1,16', '--seed', String(o.seed), '--log', log, '--deadline-ms', String(deadlineMs)]);
+  return finishClient(child, deadlineMs);
+}

@@ -41,6 +41,8 @@ function runBackup(argv: string[]): void {
   };
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
+  // conntrackd -s habit: `kill -USR1 <pid>` logs the counters now.
+  process.on('SIGUSR1', () => log.info('counters', node.nonZeroCounters()));
   process.on('uncaughtException', (e) => {
     try {
       node.stop();

@@ -27,6 +27,7 @@ export const EventReason = {
   10: 'diverged',
   11: 'primary-rst',
   12: 'capture-drop',
+  13: 'replica-reset',
 } as const;
 export type EventReasonName = (typeof EventReason)[keyof typeof EventReason];
 

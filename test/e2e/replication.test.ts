@@ -49,7 +49,7 @@ for (const sc of replicationScenarios) {
     it('every protected stream is replayed byte-exact and the backup never answers', async () => {
       const { tb, dir } = lab;
       const primary = await startService(tb, tb.ns.primary, sc.ports, `${dir}/primary.jsonl`);
-      const replica = await startService(tb, tb.ns.backup, sc.ports, `${dir}/backup.jsonl`, undefined, sc.replicaService);
+      const replica = await startService(tb, tb.ns.backup, sc.ports, `${dir}/backup.jsonl`, { extra: sc.replicaService });
       const backup = await startBackup(tb, { ports: sc.ports, instance: INSTANCE, extra: sc.backupArgs });
       // Anything the backup host emits toward the gateway is a leak: its MAC
       // identifies it on the LAN (the client behind the router cannot tell).
