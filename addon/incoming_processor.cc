@@ -270,7 +270,11 @@ bool IncomingProcessor::inject(Flow& f, uint32_t seq, uint8_t flags, const uint8
   if (f.c_ts_ok && f.b_synack) {
     sp.has_ts = true;
     sp.tsval = f.c_tsval;
-    sp.tsecr = map_tsecr(f.c_tsecr_p, f.ts_delta, f.b_synack_tsval, f.b_tsval);
+    // Until the replica's connection is surely established, echo exactly the
+    // TSval of its latest SYN-ACK, as the client would: a SYN-cookie
+    // SYN-ACK encodes the connection's options in it, and the kernel
+    // rebuilds them from our echo.
+    sp.tsecr = replica_established(f) ? map_tsecr(f.c_tsecr_p, f.ts_delta, f.b_synack_tsval, f.b_tsval) : f.b_tsval;
   }
   if (with_sack && f.c_sack_count && (flags & kAck)) {
     int dropped;

@@ -56,10 +56,23 @@ void OutgoingProcessor::on_replica_packet(const uint8_t* ip, size_t copied) {
       f->b_rcv_nxt = s.ack;
       f->retries = 0;
       in_.try_synchronise(*f);
-    } else if (f->state != FlowState::kSynSeen) {
+    } else if (f->state != FlowState::kSynSeen && !in_.replica_established(*f)) {
       // A repeated SYN-ACK: the replica did not get the handshake's ACK (its
-      // accept queue was full, say). Answer as the client would, with an ACK.
+      // accept queue was full, say). Answer as the client would, with an ACK,
+      // and with the data it holds at once (any segment completes the
+      // handshake): the replica is ready now, our retry timer may be far off.
+      // With SYN cookies every SYN-ACK is a new cookie: the one to echo is
+      // the latest (its TSval carries the options, its ISN may differ).
+      if (s.opt.has_ts) f->b_tsval = s.opt.tsval;
+      if (s.seq != f->b_isn) {
+        f->b_isn = s.seq;
+        f->b_snd_nxt = s.seq + 1;
+        f->seq_delta = f->b_isn - f->p_isn;
+      }
       f->ack_wanted = true;
+      f->inj_nxt = f->b_rcv_nxt;
+      f->fin_injected = false;
+      f->retries = 0;
       ctx_.mark_dirty(*f);
     }
     return;

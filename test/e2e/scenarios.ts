@@ -91,7 +91,7 @@ export const replicationScenarios: ReplicationScenario[] = [
     name: "replica's accept queue overflows",
     offloads: true, ports: [7000, 6379], deadlineMs: 90_000,
     workload: { seed: 17, concurrency: 150, sessions: [{ kind: 'rr', times: 800, count: 2, reqSize: [4, 200], respSize: [1, 200] }] },
-    replicaService: ['--backlog', '1'],
+    replicaService: ['--backlog', '8'],
     mustCount: ['inject_reinjected'],
   },
   {
