@@ -8,6 +8,7 @@
         "addon/event_queue.cc",
         "addon/flow_table.cc",
         "addon/incoming_capture.cc",
+        "addon/incoming_injection.cc",
         "addon/incoming_processor.cc",
         "addon/incoming_tun.cc",
         "addon/outgoing_nfqueue.cc",

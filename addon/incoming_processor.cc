@@ -1,48 +1,15 @@
+// Incoming traffic processor, part 1: what the mirror shows. Parses each
+// captured frame, keeps the client's stream and the primary's progress per
+// flow, pairs the handshake and decides a flow's fate (synchronised, closed,
+// unprotected). Part 2, incoming_injection.cc, gives the replica its segments.
 #include "incoming_processor.h"
 
-#include <algorithm>
 #include <cstring>
 #include <ctime>
 
-#include "sequence_map.h"
+#include "incoming_timing.h"
 
 namespace t2cp {
-
-// Largest payload cut into one injected segment, bytes: IPv4 maximum 65535
-// less IPv4 (20), TCP (20) and timestamp (12) headers, rounded down.
-constexpr uint32_t kMaxSegPayload = 65000;
-// The replica acknowledges within its delayed-ACK limit (TCP_DELACK_MAX,
-// 200 ms); past that, un-acknowledged injected data is sent again, µs.
-constexpr uint64_t kReinjectUs = 250000;
-// Each further attempt without progress waits twice as long, up to 2^4 x
-// (4 s): a replica drowning in work (its accept queue full) must not be
-// buried under our retries too, exactly as TCP backs off.
-constexpr int kMaxBackoffShift = 4;
-
-static uint64_t retry_after_us(const Flow& f) {
-  return kReinjectUs << (f.retries < kMaxBackoffShift ? f.retries : kMaxBackoffShift);
-}
-// How long a closed flow absorbs retransmissions before it is forgotten, µs.
-constexpr uint64_t kLingerUs = 3000000;
-// Unprotected flows are remembered this long after their last packet (so
-// the event fires once), µs.
-constexpr uint64_t kUnprotectedIdleUs = 60000000;
-// After the primary resets a flow, the replica gets this long to reset its
-// own copy (a deterministic service aborts too) before we reset it; and the
-// other way round, after the replica resets, the primary gets this long to
-// follow before the replica's copy counts as lost, µs.
-constexpr uint64_t kPrimaryRstGraceUs = 1000000;
-// How long client bytes the primary acknowledged may be missing from the
-// capture before they count as lost (the mirror may deliver them late), µs.
-constexpr uint64_t kGapGraceUs = 500000;
-// After capture drops: flows seen this recently are suspected, µs (the drop
-// counter is read every 100 ms, frames sit in the ring a little longer).
-constexpr uint64_t kDropSuspectWindowUs = 300000;
-// ... and must show a primary ack within what we hold this soon, µs.
-constexpr uint64_t kDropVerifyUs = 1000000;
-// Times the replica's handshake is started again after it dropped its
-// half-open connection, before the flow is declared unprotected.
-constexpr int kMaxHandshakeRestarts = 5;
 
 uint64_t realtime_ns() {
   timespec ts;
@@ -232,144 +199,6 @@ void IncomingProcessor::try_synchronise(Flow& f) {
   ctx_.mark_dirty(f);
 }
 
-bool IncomingProcessor::replica_ack(Flow& f, uint32_t* ack) {
-  if (!f.c_ack_seen || !f.b_synack) return false;
-  bool clamped;
-  *ack = map_ack(f.c_ack_p, f.seq_delta, f.b_snd_nxt, &clamped);
-  if (clamped) ctx_.counters.add(k_ack_clamped);
-  return true;
-}
-
-void IncomingProcessor::sample_latency(Flow& f) {
-  if (!f.pending_capture_ns) return;
-  uint64_t now = realtime_ns();
-  if (now > f.pending_capture_ns) ctx_.latency.add(now - f.pending_capture_ns);
-  f.pending_capture_ns = 0;
-}
-
-bool IncomingProcessor::inject(Flow& f, uint32_t seq, uint8_t flags, const uint8_t* payload, uint32_t len,
-                               bool with_sack) {
-  SegmentSpec sp;
-  sp.saddr = f.key.client_ip;
-  sp.daddr = ctx_.cfg.vip;
-  sp.sport = f.key.client_port;
-  sp.dport = f.key.server_port;
-  sp.seq = seq;
-  sp.window = f.c_window;
-  sp.ip_id = ip_id_++;
-  uint32_t ack = 0;
-  if (replica_ack(f, &ack)) {
-    sp.ack = ack;
-    flags |= kAck;
-    f.ack_given = ack;
-    f.ack_given_valid = true;
-  } else {
-    flags &= static_cast<uint8_t>(~kAck);
-  }
-  sp.flags = flags;
-  if (f.c_ts_ok && f.b_synack) {
-    sp.has_ts = true;
-    sp.tsval = f.c_tsval;
-    // Until the replica's connection is surely established, echo exactly the
-    // TSval of its latest SYN-ACK, as the client would: a SYN-cookie
-    // SYN-ACK encodes the connection's options in it, and the kernel
-    // rebuilds them from our echo.
-    sp.tsecr = replica_established(f) ? map_tsecr(f.c_tsecr_p, f.ts_delta, f.b_synack_tsval, f.b_tsval) : f.b_tsval;
-  }
-  if (with_sack && f.c_sack_count && (flags & kAck)) {
-    int dropped;
-    sp.sack_count = static_cast<uint8_t>(
-        map_sack(f.c_sack, f.c_sack_count, f.seq_delta, sp.ack, f.b_snd_nxt, sp.sack, &dropped));
-    ctx_.counters.add(k_sack_blocks_mapped, sp.sack_count);
-    ctx_.counters.add(k_sack_blocks_dropped, dropped);
-  }
-  sp.payload = payload;
-  sp.payload_len = len;
-  size_t n = build_segment(sp, pkt_, sizeof pkt_);
-  if (n == 0 || !ctx_.tun.write(pkt_, n)) {
-    ctx_.counters.add(k_inject_errors);
-    return false;
-  }
-  ctx_.counters.add(k_inject_packets);
-  ctx_.counters.add(k_inject_bytes, len);
-  sample_latency(f);
-  return true;
-}
-
-bool IncomingProcessor::inject_syn(Flow& f) {
-  // The client's SYN as it was: same ISN, window and options, so the replica
-  // negotiates exactly what the primary negotiated with the client.
-  SegmentSpec sp;
-  sp.saddr = f.key.client_ip;
-  sp.daddr = ctx_.cfg.vip;
-  sp.sport = f.key.client_port;
-  sp.dport = f.key.server_port;
-  sp.seq = f.c_isn;
-  sp.flags = kSyn;
-  sp.window = f.syn_window;
-  sp.ip_id = ip_id_++;
-  sp.raw_options = f.syn_options;
-  sp.raw_options_len = f.syn_options_len;
-  f.syn_sent_us = realtime_us();
-  size_t n = build_segment(sp, pkt_, sizeof pkt_);
-  if (n == 0 || !ctx_.tun.write(pkt_, n)) {
-    ctx_.counters.add(k_inject_errors);
-    return false;
-  }
-  ctx_.counters.add(k_inject_packets);
-  ctx_.counters.add(k_inject_syn);
-  sample_latency(f);
-  return true;
-}
-
-void IncomingProcessor::pump(Flow& f) {
-  if (f.state != FlowState::kSynchronised && f.state != FlowState::kClosing) return;
-  uint64_t now = realtime_us();
-  if (f.c_rst && !f.rst_injected) {
-    // RFC 5961: a RST is accepted only at exactly rcv_nxt; inj_nxt is what
-    // the replica holds once it processed our last segment.
-    f.data.clear();
-    inject(f, f.inj_nxt, kRst, nullptr, 0, false);  // a failure is counted
-    f.rst_injected = true;
-    check_closed(f, now);
-    return;
-  }
-  // Data: from inj_nxt up to what we hold in order and the replica's window.
-  uint32_t right = f.b_rcv_nxt + f.b_window;
-  uint32_t limit = f.data.contig_end();
-  if (after(limit, right)) {
-    ctx_.counters.add(k_held_for_window);
-    limit = right;
-  }
-  bool sent = false;
-  while (before(f.inj_nxt, limit)) {
-    uint32_t len = std::min<uint32_t>(limit - f.inj_nxt, kMaxSegPayload);
-    uint8_t flags = kPsh;
-    bool with_fin = f.c_fin && !f.fin_injected && f.inj_nxt + len == f.c_fin_seq;
-    if (with_fin) flags |= kFin;
-    if (!inject(f, f.inj_nxt, flags, f.data.at(f.inj_nxt), len, false)) break;
-    f.inj_nxt += len;
-    if (with_fin) f.fin_injected = true;
-    sent = true;
-  }
-  if (f.c_fin && !f.fin_injected && f.inj_nxt == f.c_fin_seq) {
-    f.fin_injected = inject(f, f.inj_nxt, kFin, nullptr, 0, false);
-    sent = sent || f.fin_injected;
-  }
-  if (!sent) {
-    // No data to carry it: a pure ACK when the replica may see a newer ack
-    // (the client acked more, or the replica sent what the client had acked).
-    uint32_t ack;
-    if (replica_ack(f, &ack) && (!f.ack_given_valid || after(ack, f.ack_given) || f.c_sack_fresh || f.ack_wanted)) {
-      if (inject(f, f.inj_nxt, 0, nullptr, 0, f.c_sack_fresh)) ctx_.counters.add(k_inject_pure_ack);
-    }
-  }
-  f.c_sack_fresh = false;
-  f.ack_wanted = false;
-  if (sent) f.last_progress_us = now;
-  if (f.c_fin || f.c_rst || f.p_rst || f.b_fin || f.b_rst) check_closed(f, now);
-}
-
 void IncomingProcessor::check_closed(Flow& f, uint64_t now_us) {
   if (f.state == FlowState::kClosed) return;
   // A reset ends the flow when the client (we pass it on) or the primary
@@ -447,73 +276,6 @@ void IncomingProcessor::lose_flow(Flow& f, EventReason why, uint64_t detail) {
     f.rst_injected = true;
   }
   make_unprotected(f, why);
-}
-
-void IncomingProcessor::tick_flow(Flow& f, uint64_t now) {
-  switch (f.state) {
-    case FlowState::kSynSeen:
-      if (now - f.handshake_us > uint64_t(ctx_.cfg.handshake_timeout_ms) * 1000) {
-        make_unprotected(f, EventReason::kHandshakeTimeout);
-      } else if (!f.b_synack && now - f.syn_sent_us > retry_after_us(f)) {
-        // The replica dropped the SYN (its accept queue was full, say) and the
-        // client will not send it again: the primary answered. Send it again.
-        f.retries++;
-        if (inject_syn(f)) ctx_.counters.add(k_inject_reinjected);
-      }
-      return;
-    case FlowState::kSynchronised:
-    case FlowState::kClosing:
-      check_gap(f, now);
-      if (f.state == FlowState::kUnprotected) return;
-      if (f.drop_suspect_us && now - f.drop_suspect_us > kDropVerifyUs) {
-        lose_flow(f, EventReason::kCaptureDrop, 0);
-        return;
-      }
-      if (f.b_rst && !f.p_rst && !f.c_rst && !f.rst_injected && now - f.b_rst_us > kPrimaryRstGraceUs) {
-        lose_flow(f, EventReason::kReplicaReset, 0);  // its service aborted, the primary's did not
-        return;
-      }
-      if (f.p_rst && !f.b_rst && !f.c_rst && now - f.primary_rst_us > kPrimaryRstGraceUs) {
-        f.c_rst = true;  // the replica did not follow the primary's reset: end its copy
-        ctx_.mark_dirty(f);
-        return;
-      }
-      if (now - f.last_progress_us < retry_after_us(f)) return;
-      if (before(f.b_rcv_nxt, f.inj_nxt) || (f.fin_injected && !after(f.b_rcv_nxt, f.c_fin_seq))) {
-        // The replica has not acknowledged what we injected: send it again.
-        f.retries++;
-        f.inj_nxt = f.b_rcv_nxt;
-        if (f.fin_injected && !after(f.b_rcv_nxt, f.c_fin_seq)) f.fin_injected = false;
-        ctx_.counters.add(k_inject_reinjected);
-        f.last_progress_us = now;
-        ctx_.mark_dirty(f);
-      } else if (before(f.inj_nxt, f.data.contig_end()) && !after(f.b_rcv_nxt + f.b_window, f.inj_nxt)) {
-        // Window closed with data waiting: a 1-byte probe at rcv_nxt makes
-        // the replica answer with its current window.
-        f.retries++;
-        if (inject(f, f.b_rcv_nxt, 0, f.data.at(f.b_rcv_nxt), 1, false)) ctx_.counters.add(k_inject_window_probes);
-        f.last_progress_us = now;
-      }
-      return;
-    default:
-      return;
-  }
-}
-
-void IncomingProcessor::on_tick(uint64_t now) {
-  ctx_.flows.for_each([&](Flow& f) { tick_flow(f, now); });
-  uint64_t idle_us = uint64_t(ctx_.cfg.idle_timeout_s) * 1000000;
-  ctx_.flows.erase_if([&](Flow& f) {
-    switch (f.state) {
-      case FlowState::kClosed: return now - f.closed_us > kLingerUs;
-      case FlowState::kUnprotected: return now - f.last_seen_us > kUnprotectedIdleUs;
-      default:
-        if (now - f.last_seen_us <= idle_us) return false;
-        ctx_.counters.add(k_flows_expired);
-        ctx_.events.emit(EventType::kClosed, EventReason::kIdleTimeout, f);
-        return true;
-    }
-  });
 }
 
 }  // namespace t2cp
