@@ -63,10 +63,10 @@ describe('bad input: a clear one-line error and nothing installed', () => {
   });
   const runWorkload = (w: Workload, log: string) => runClient(tb, tb.ns.client, `${tb.addr.vip}:${PORT}`, w, `${dir}/${log}`, { deadlineMs: 20_000 });
 
-  it('without root it refuses with T2CP_PERMISSION before touching the kernel', async () => {
+  it('without CAP_NET_ADMIN and CAP_NET_RAW it refuses with T2CP_PERMISSION before touching the kernel', async () => {
     const instance = 'perm';
     const r = await runBackupCli(tb, flagsToArgv(validBackupArgs(tb, instance)),
-      ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups']);
+      ['setpriv', '--bounding-set=-all', '--inh-caps=-all']);
     expectRefused(r, { exit: 1, code: 'T2CP_PERMISSION', says: [/needs CAP_NET_ADMIN and CAP_NET_RAW/, /run it as root/] });
     await expectNothingLeft(tb, instance);
   });
