@@ -137,13 +137,19 @@ async function benchBulk(tb: Testbed, dir: string): Promise<void> {
  * (b) Latency from paced request/response sessions (small segments, the
  * machine not saturated: on 2 shared CPUs an unpaced load measures the
  * scheduler, not the interceptor). Default settings, then the packet thread
- * at SCHED_FIFO (--rt-priority 10): a much lower tail, but only for a t2cp
- * with a CPU of its own (here it shares one with the replica's service,
- * which a real-time thread starves under heavy load: see the storm).
+ * at SCHED_FIFO (--rt-priority 10), then also spinning 500 µs after work: a
+ * lower tail each time, for more CPU, and only for a t2cp with a CPU of its
+ * own (here it shares one with the replica's service, which a real-time
+ * thread starves under heavy load: see the storm).
  */
 async function benchLatency(tb: Testbed, dir: string): Promise<void> {
   const rr: Load = { workload: { seed: 2, sessions: [{ kind: 'rr', times: 20, count: 300, intervalMs: 5, reqSize: [16, 1400], respSize: [16, 1400] }] } };
-  for (const [name, args] of [['default', []], ['rt', ['--rt-priority', '10']]] as const) {
+  const variants = [
+    ['default', []],
+    ['rt', ['--rt-priority', '10']],
+    ['rt_spin', ['--rt-priority', '10', '--busy-poll', '500']],
+  ] as const;
+  for (const [name, args] of variants) {
     const runs: Trial[] = [];
     for (let i = 0; i < TRIALS; i++) runs.push(await trial(tb, dir, `rr-${name}-${i}`, rr, true, [...args]));
     line(`latency_rr_p50_us_${name}`, p(runs, 'p50Us'), `samples/trial ${runs.map((t) => t.latency?.samples).join(' ')}`);
