@@ -63,6 +63,10 @@ EngineConfig read_config(Napi::Env env, const Napi::Object& o) {
   c.capture_buffer = get_u32(o, "captureBuffer", c.capture_buffer);
   c.max_flows = get_u32(o, "maxFlows", c.max_flows);
   c.flow_buffer_limit = get_u32(o, "flowBufferLimit", c.flow_buffer_limit);
+  {
+    Napi::Value m = o.Get("memoryLimit");
+    if (m.IsNumber()) c.memory_limit = static_cast<uint64_t>(m.As<Napi::Number>().Int64Value());
+  }
   c.handshake_timeout_ms = get_u32(o, "handshakeTimeoutMs", c.handshake_timeout_ms);
   c.idle_timeout_s = get_u32(o, "idleTimeoutS", c.idle_timeout_s);
   c.event_batch_ms = get_u32(o, "eventBatchMs", c.event_batch_ms);

@@ -44,7 +44,8 @@ namespace t2cp {
   X(flows_refused_max)       /* refused: flow table full */                        \
   X(flows_closed)                                                                  \
   X(flows_expired)           /* idle timeout */                                    \
-  X(flow_buffer_full)        /* client bytes lost: per-flow buffer limit hit */    \
+  X(flow_buffer_full)        /* client bytes lost: flow or memory limit hit */     \
+  X(buffered_bytes)          /* gauge: client bytes held for lagging replicas */   \
   X(gaps)                    /* primary acked client bytes never captured */       \
   X(events_dropped)          /* event queue to JS full */
 

@@ -158,6 +158,7 @@ void Engine::run() {
         ctx_.counters.set(k_capture_kernel_drops, kd);
         ctx_.counters.set(k_capture_if_drops, id);
       }
+      ctx_.counters.set(k_buffered_bytes, ctx_.stream_memory.used);
       next_stats = now + kStatsUs;
     }
     if (stats_requested_.exchange(false)) emit_flow_stats();

@@ -28,7 +28,8 @@ struct EngineConfig {
   uint32_t queue_max_len = 8192;          // packets
   uint32_t capture_buffer = 128u << 20;   // bytes
   uint32_t max_flows = 65536;
-  uint32_t flow_buffer_limit = 16u << 20; // bytes per flow
+  uint32_t flow_buffer_limit = 256u << 20; // bytes per flow
+  uint64_t memory_limit = 1ull << 30;      // bytes held by all flows together
   uint32_t handshake_timeout_ms = 10000;
   uint32_t idle_timeout_s = 7200;
   uint32_t event_batch_ms = 20;
@@ -51,11 +52,13 @@ struct LatencyHistogram {
 struct EngineContext {
   explicit EngineContext(const EngineConfig& c)
       : cfg(c), flows(c.max_flows), events(counters) {
+    stream_memory.limit = c.memory_limit;
     for (uint16_t p : c.ports) port_set.set(p);
   }
   EngineConfig cfg;
   std::bitset<65536> port_set;
   Counters counters;
+  MemoryPool stream_memory;               // before flows: their buffers return bytes to it
   FlowTable flows;
   EventQueue events;
   LatencyHistogram latency;

@@ -56,7 +56,7 @@ void IncomingProcessor::start_flow(const FlowKey& k, const Segment& s, uint64_t 
   f->c_ts_ok = s.opt.has_ts;
   f->c_tsval = s.opt.tsval;
   f->c_ws_ok = s.opt.has_wscale;
-  f->data.reset(s.seq + 1, ctx_.cfg.flow_buffer_limit);
+  f->data.reset(s.seq + 1, ctx_.cfg.flow_buffer_limit, &ctx_.stream_memory);
   f->inj_nxt = f->b_rcv_nxt = s.seq + 1;
   f->pending_capture_ns = capture_ns;
   ctx_.counters.add(k_flows_new);

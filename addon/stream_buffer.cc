@@ -8,17 +8,24 @@ namespace t2cp {
 // plus headroom, so request/response flows do not reallocate per request.
 constexpr size_t kKeepIdleBytes = 256 * 1024;
 
-void StreamBuffer::reset(uint32_t base_seq, uint32_t limit_bytes) {
+void StreamBuffer::reset(uint32_t base_seq, uint32_t limit_bytes, MemoryPool* pool) {
   clear();
   base_ = base_seq;
   limit_ = limit_bytes;
+  pool_ = pool;
+}
+
+void StreamBuffer::account(uint32_t held0) {
+  if (pool_) pool_->used = pool_->used + held_bytes() - held0;
 }
 
 void StreamBuffer::clear() {
+  uint32_t held0 = held_bytes();
   std::vector<uint8_t>().swap(buf_);
   start_ = end_ = 0;
   ooo_.clear();
   ooo_bytes_ = 0;
+  account(held0);
 }
 
 void StreamBuffer::append(const uint8_t* data, uint32_t len) {
@@ -71,10 +78,12 @@ StreamBuffer::AddResult StreamBuffer::add(uint32_t seq, const uint8_t* data, uin
   uint32_t fresh = 0;
   for_each_uncovered(off, len, [&](uint32_t, uint32_t n) { fresh += n; });
   if (fresh == 0) return AddResult::kDuplicate;
-  if (held_bytes() + fresh > limit_) return AddResult::kFull;
+  if (held_bytes() + fresh > limit_ || (pool_ && pool_->used + fresh > pool_->limit)) return AddResult::kFull;
+  uint32_t held0 = held_bytes();
   if (seq == end) {
     append(data, len);
     drain_ooo();  // drops the out-of-order copies the append covered
+    account(held0);
     return AddResult::kAppended;
   }
   // After a hole: keep aside only the uncovered parts, so out-of-order
@@ -87,6 +96,7 @@ StreamBuffer::AddResult StreamBuffer::add(uint32_t seq, const uint8_t* data, uin
     ooo_.emplace(p.off, std::vector<uint8_t>(src, src + p.len));
     ooo_bytes_ += p.len;
   }
+  account(held0);
   return AddResult::kOutOfOrder;
 }
 
@@ -112,6 +122,7 @@ void StreamBuffer::release(uint32_t upto) {
   uint32_t end = contig_end();
   if (!after(upto, base_)) return;
   if (after(upto, end)) upto = end;  // cannot release what we never held
+  uint32_t held0 = held_bytes();
   uint32_t n = upto - base_;
   start_ += n;
   base_ = upto;
@@ -126,6 +137,7 @@ void StreamBuffer::release(uint32_t upto) {
     for (auto& kv : ooo_) shifted.emplace(kv.first - n, std::move(kv.second));
     ooo_.swap(shifted);
   }
+  account(held0);
 }
 
 const uint8_t* StreamBuffer::at(uint32_t seq) const {

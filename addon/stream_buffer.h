@@ -17,11 +17,24 @@
 
 namespace t2cp {
 
+// Bytes held by all the flows' buffers together, against one budget, so many
+// lagging flows cannot take more memory than configured (--memory).
+struct MemoryPool {
+  uint64_t used = 0;
+  uint64_t limit = 0;
+};
+
 class StreamBuffer {
  public:
   enum class AddResult { kAppended, kDuplicate, kOutOfOrder, kFull };
 
-  void reset(uint32_t base_seq, uint32_t limit_bytes);
+  StreamBuffer() = default;
+  StreamBuffer(const StreamBuffer&) = delete;
+  StreamBuffer& operator=(const StreamBuffer&) = delete;
+  ~StreamBuffer() { clear(); }  // gives its bytes back to the pool
+
+  // limit_bytes bounds this flow; pool, when given, bounds all flows.
+  void reset(uint32_t base_seq, uint32_t limit_bytes, MemoryPool* pool = nullptr);
   // Store [seq, seq+len). Parts already held are ignored (duplicates).
   AddResult add(uint32_t seq, const uint8_t* data, uint32_t len);
   // Forget everything before `upto` (the replica acknowledged it).
@@ -41,7 +54,10 @@ class StreamBuffer {
   void append(const uint8_t* data, uint32_t len);
   template <typename Fn> void for_each_uncovered(uint32_t off, uint32_t len, Fn fn) const;
   void drain_ooo();
+  // Adds what held_bytes() changed by since `before` to the pool.
+  void account(uint32_t held0);
 
+  MemoryPool* pool_ = nullptr;
   uint32_t base_ = 0;
   uint32_t limit_ = 0;
   std::vector<uint8_t> buf_;

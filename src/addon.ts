@@ -18,6 +18,8 @@ export interface EngineOptions {
   captureBuffer: number;
   maxFlows: number;
   flowBufferLimit: number;
+  /** Bytes all flows' buffers may hold together. */
+  memoryLimit: number;
   handshakeTimeoutMs: number;
   idleTimeoutS: number;
   eventBatchMs: number;

@@ -28,6 +28,7 @@ export interface BackupConfig {
   queue: number;
   maxFlows: number;
   flowBuffer: number;
+  memory: number;
   captureBuffer: number;
   queueMaxLen: number;
   handshakeTimeoutMs: number;
@@ -44,7 +45,8 @@ const DEFAULTS: Omit<BackupConfig, 'mirrorIf' | 'vip' | 'ports'> = {
   instance: 'main',
   queue: 7300,
   maxFlows: 65536,
-  flowBuffer: 16 << 20,
+  flowBuffer: 256 << 20,
+  memory: 1 << 30,
   captureBuffer: 128 << 20,
   queueMaxLen: 8192,
   handshakeTimeoutMs: 10000,
@@ -70,8 +72,10 @@ export const BACKUP_OPTIONS: OptionSpec[] = [
     help: `NFQUEUE number for the replica's output; default ${DEFAULTS.queue}` },
   { key: 'maxFlows', flag: '--max-flows', kind: 'int', arg: 'N', min: 1, max: 4_000_000,
     help: `flows tracked at once; beyond, new flows are refused (counted, reported unprotected); default ${DEFAULTS.maxFlows}` },
-  { key: 'flowBuffer', flag: '--flow-buffer', kind: 'bytes', arg: 'BYTES', min: 65536, max: 1 << 30,
-    help: 'client bytes held per flow while the replica lags (k/m/g suffixes); default 16m' },
+  { key: 'flowBuffer', flag: '--flow-buffer', kind: 'bytes', arg: 'BYTES', min: 65536, max: 2 ** 31,
+    help: 'client bytes held per flow while the replica lags (k/m/g suffixes); default 256m' },
+  { key: 'memory', flag: '--memory', kind: 'bytes', arg: 'BYTES', min: 1 << 20, max: 2 ** 40,
+    help: 'client bytes held by all flows together; beyond, the lagging flow is lost (reported); default 1g' },
   { key: 'captureBuffer', flag: '--capture-buffer', kind: 'bytes', arg: 'BYTES', min: 1 << 20, max: 2 ** 31 - 1,
     help: 'kernel capture ring on the mirror port; with GRO on, each slot takes a 64 KiB super-frame, so it holds ~2000 frames; default 128m' },
   { key: 'queueMaxLen', flag: '--queue-maxlen', kind: 'int', arg: 'N', min: 64, max: 1 << 20,
@@ -222,6 +226,7 @@ export function engineOptions(c: BackupConfig): EngineOptions {
     captureBuffer: c.captureBuffer,
     maxFlows: c.maxFlows,
     flowBufferLimit: c.flowBuffer,
+    memoryLimit: c.memory,
     handshakeTimeoutMs: c.handshakeTimeoutMs,
     idleTimeoutS: c.idleTimeoutS,
     eventBatchMs: 20,

@@ -855,6 +855,39 @@ void test_map_sack() {
 
 }  // namespace
 
+
+// Several flows share one memory budget: a buffer refuses bytes the pool
+// cannot take even below its own limit, release and clear give bytes back,
+// and a destroyed buffer returns what it held.
+void test_memory_pool() {
+  MemoryPool pool;
+  pool.limit = 100;
+  uint8_t d[80];
+  fill_random(d, sizeof d);
+  const uint32_t B = 0xFFFFFFF0u;  // across the wrap
+  {
+    StreamBuffer a, b;
+    a.reset(B, 1000, &pool);
+    b.reset(7, 1000, &pool);
+    CHECK(a.add(B, d, 60) == StreamBuffer::AddResult::kAppended);
+    CHECK_EQ(pool.used, 60u);
+    CHECK(b.add(7, d, 50) == StreamBuffer::AddResult::kFull);  // 110 > 100
+    CHECK_EQ(pool.used, 60u);
+    CHECK(b.add(7, d, 40) == StreamBuffer::AddResult::kAppended);
+    CHECK_EQ(pool.used, 100u);
+    CHECK(b.add(57, d, 10) == StreamBuffer::AddResult::kFull);  // out of order counts too
+    a.release(B + 30);
+    CHECK_EQ(pool.used, 70u);
+    CHECK(b.add(57, d, 10) == StreamBuffer::AddResult::kOutOfOrder);
+    CHECK_EQ(pool.used, 80u);
+    CHECK(b.add(47, d, 10) == StreamBuffer::AddResult::kAppended);  // fills the hole, drains
+    CHECK_EQ(pool.used, 90u);
+    a.clear();
+    CHECK_EQ(pool.used, 60u);
+  }
+  CHECK_EQ(pool.used, 0u);  // b's destructor gave its 60 bytes back
+}
+
 int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -871,6 +904,7 @@ int main(int argc, char** argv) {
   run_test("stream buffer: release clamps and no-ops", test_release_clamps);
   run_test("stream buffer: byte limit", test_limit);
   run_test("stream buffer: reset and clear", test_reset_and_clear);
+  run_test("stream buffer: shared memory pool", test_memory_pool);
   run_test("stream buffer: idle flow gives back a large buffer", test_idle_flow_gives_back_memory);
   run_test("stream buffer: random streams, fixed cuts", test_random_fixed_cuts);
   run_test("stream buffer: random streams, fixed cuts, tight limit", test_random_fixed_cuts_tight_limit);
