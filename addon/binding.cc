@@ -83,7 +83,6 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
       InstanceMethod<&EngineWrap::Stop>("stop"),
       InstanceMethod<&EngineWrap::Counters>("counters"),
       InstanceMethod<&EngineWrap::Latency>("latency"),
-      InstanceMethod<&EngineWrap::FlowCount>("flowCount"),
       InstanceMethod<&EngineWrap::RequestFlowStats>("requestFlowStats"),
     });
   }
@@ -179,11 +178,6 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
     o.Set("buckets", b);
     o.Set("maxNs", Napi::Number::New(env, double(h.max_ns.load())));
     return o;
-  }
-
-  // Approximate while running (the engine thread mutates the table); exact after stop().
-  Napi::Value FlowCount(const Napi::CallbackInfo& info) {
-    return Napi::Number::New(info.Env(), double(engine_->ctx().counters.get(k_flows_new)));
   }
 
   Napi::Value RequestFlowStats(const Napi::CallbackInfo& info) {

@@ -33,7 +33,7 @@ void IncomingProcessor::on_mirror_frame(const uint8_t* frame, size_t caplen, uin
     c.mirror_parse[static_cast<int>(e)].fetch_add(1, std::memory_order_relaxed);
     return;
   }
-  if (caplen > 1518) c.add(k_mirror_superframes);
+  if (caplen > kMaxPlainFrame) c.add(k_mirror_superframes);
   if (s.daddr == ctx_.cfg.vip && ctx_.port_set.test(s.dport)) on_client_segment(s, capture_ns);
   else if (s.saddr == ctx_.cfg.vip && ctx_.port_set.test(s.sport)) on_primary_segment(s);
   else c.add(k_mirror_not_replicated);

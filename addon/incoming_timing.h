@@ -2,11 +2,16 @@
 // files (incoming_processor.cc: what the mirror shows; incoming_injection.cc:
 // what the replica is given). Each constant carries its unit and its reason.
 #pragma once
+#include <cstddef>
 #include <cstdint>
 
 #include "flow_table.h"
 
 namespace t2cp {
+
+// Longest frame one MTU makes, bytes: 1500 + Ethernet header 14 + VLAN tag 4.
+// Anything longer on the mirror is a GRO/TSO super-frame (counted).
+constexpr size_t kMaxPlainFrame = 1518;
 
 // Largest payload cut into one injected segment, bytes: IPv4 maximum 65535
 // less IPv4 (20), TCP (20) and timestamp (12) headers, rounded down.

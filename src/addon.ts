@@ -40,7 +40,6 @@ export interface NativeEngine {
   stop(): void;
   counters(): Record<string, number>;
   latency(): LatencyHistogram;
-  flowCount(): number;
   requestFlowStats(): void;
 }
 
