@@ -43,15 +43,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "storm_common.h"
+
 #define MAX_BUFFERED (16u * 1024 * 1024) /* largest Q body or reply -- MAX_BUFFERED in protocol.ts */
 #define PRNG_U32_BLOCK 4096              /* Prng.u32() refills by this many stream bytes -- protocol.ts */
 #define READ_CHUNK (64 * 1024)           /* bytes per read() */
-#define LOG_BUFFER (1 << 20)             /* stdio buffer of the log, bytes */
 #define MAX_EVENTS 256                   /* epoll events per wait */
 #define MAX_LOCALS 64                    /* --local addresses */
 #define SUMMARY_ERRORS 5                 /* failures listed in the summary -- client.ts */
@@ -179,14 +179,6 @@ static void json_string(FILE *f, const char *s) {
     else fputc(ch, f);
   }
   fputc('"', f);
-}
-
-static void hex_digest(EVP_MD_CTX *md, char out[65]) {
-  uint8_t d[32];
-  EVP_DigestFinal_ex(md, d, NULL);
-  static const char digits[] = "0123456789abcdef";
-  for (int i = 0; i < 32; i++) out[2 * i] = digits[d[i] >> 4], out[2 * i + 1] = digits[d[i] & 15];
-  out[64] = '\0';
 }
 
 static void note_error(uint32_t index, const char *error) {
@@ -364,15 +356,6 @@ static void usage(void) {
   exit(2);
 }
 
-static const char *option(char **argv, int argc, int *i, const char *name) {
-  size_t n = strlen(name);
-  if (strncmp(argv[*i], name, n) != 0) return NULL;
-  if (argv[*i][n] == '=') return argv[*i] + n + 1;
-  if (argv[*i][n] != '\0') return NULL;
-  if (*i + 1 >= argc) usage();
-  return argv[++*i];
-}
-
 static unsigned long long number(const char *s, const char **rest, unsigned long long max) {
   char *end;
   errno = 0;
@@ -427,20 +410,10 @@ int main(int argc, char **argv) {
     }
   }
 
-  struct rlimit rl;
-  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-    rl.rlim_cur = rl.rlim_max;
-    setrlimit(RLIMIT_NOFILE, &rl);
-  }
+  raise_nofile_limit();
   signal(SIGPIPE, SIG_IGN);
-  log_file = fopen(log_path, "a");
-  if (!log_file) die(log_path);
-  setvbuf(log_file, NULL, _IOFBF, LOG_BUFFER);
-  sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
-  aes_ctr = EVP_CIPHER_fetch(NULL, "AES-128-CTR", NULL);
-  scratch_md = EVP_MD_CTX_new();
-  cipher = EVP_CIPHER_CTX_new();
-  if (!sha256_md || !aes_ctr || !scratch_md || !cipher) {
+  log_file = open_log(log_path);
+  if (!fetch_crypto(&sha256_md, &aes_ctr, &scratch_md, &cipher)) {
     fputs("storm_client: libcrypto has no SHA256 or AES-128-CTR\n", stderr);
     return 2;
   }

@@ -34,15 +34,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "storm_common.h"
+
 #define MAX_BUFFERED (16u * 1024 * 1024) /* largest Q body or reply -- MAX_BUFFERED in protocol.ts */
 #define READ_CHUNK (64 * 1024)           /* bytes per read(); CHUNK in protocol.ts */
 #define OUT_HIGH (4u * 1024 * 1024)      /* unsent reply bytes above which we stop reading (our own) */
-#define LOG_BUFFER (1 << 20)             /* stdio buffer of the log, bytes */
 #define MAX_EVENTS 256                   /* epoll events per wait */
 
 enum end_reason { END_NONE, END_FIN, END_RST, END_ERROR, END_PROTOCOL, END_SIGTERM };
@@ -97,15 +97,6 @@ static void *xrealloc(void *p, size_t n) {
     exit(1);
   }
   return q;
-}
-
-static void hex_digest(EVP_MD_CTX *md, char out[65]) {
-  uint8_t d[32];
-  unsigned n = 0;
-  EVP_DigestFinal_ex(md, d, &n);
-  static const char digits[] = "0123456789abcdef";
-  for (int i = 0; i < 32; i++) out[2 * i] = digits[d[i] >> 4], out[2 * i + 1] = digits[d[i] & 15];
-  out[64] = '\0';
 }
 
 static void log_conn(struct conn *c, enum end_reason end, bool still_open) {
@@ -316,16 +307,6 @@ static void usage(void) {
   exit(2);
 }
 
-/** Value of option `name` at argv[*i] (`--name V` or `--name=V`), else NULL. */
-static const char *option(char **argv, int argc, int *i, const char *name) {
-  size_t n = strlen(name);
-  if (strncmp(argv[*i], name, n) != 0) return NULL;
-  if (argv[*i][n] == '=') return argv[*i] + n + 1;
-  if (argv[*i][n] != '\0') return NULL;
-  if (*i + 1 >= argc) usage();
-  return argv[++*i];
-}
-
 static long number(const char *s, long min, long max) {
   char *end;
   errno = 0;
@@ -345,21 +326,10 @@ int main(int argc, char **argv) {
   }
   if (!listen_port || !log_path) usage();
 
-  // As many fds as we may: every open connection holds one.
-  struct rlimit rl;
-  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-    rl.rlim_cur = rl.rlim_max;
-    setrlimit(RLIMIT_NOFILE, &rl);
-  }
-  log_file = fopen(log_path, "a");
-  if (!log_file) die(log_path);
-  setvbuf(log_file, NULL, _IOFBF, LOG_BUFFER);
+  raise_nofile_limit(); // as many fds as we may: every open connection holds one
+  log_file = open_log(log_path);
 
-  sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
-  aes_ctr = EVP_CIPHER_fetch(NULL, "AES-128-CTR", NULL);
-  scratch_md = EVP_MD_CTX_new();
-  keystream = EVP_CIPHER_CTX_new();
-  if (!sha256_md || !aes_ctr || !scratch_md || !keystream) {
+  if (!fetch_crypto(&sha256_md, &aes_ctr, &scratch_md, &keystream)) {
     fputs("storm_server: libcrypto has no SHA256 or AES-128-CTR\n", stderr);
     return 1;
   }
