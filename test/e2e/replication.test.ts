@@ -100,7 +100,7 @@ for (const sc of replicationScenarios) {
       // Zero packets from the backup: none on the LAN, and at the client
       // every segment from the VIP belongs to the primary's sequence space.
       expect(await countPackets(`${dir}/leak.pcap`)).toBe(0);
-      const received = new Map(clientLog.map((c) => [c.local ?? '', c.rxBytes]));
+      const received = new Map(clientLog.map((c) => [`${c.local}>${c.remote.split(':')[1]}`, c.rxBytes]));
       expect(await countPackets(`${dir}/client.pcap`)).toBeGreaterThan(0);
       expect(await foreignSegments(`${dir}/client.pcap`, received)).toEqual([]);
 

@@ -9,7 +9,11 @@ import { readPackets } from './harness.js';
 
 const LINE = /IP (\S+) > (\S+): Flags \[([^\]]*)\], seq (\d+)(?::(\d+))?/;
 
-/** `received` maps the client's "ip:port" to the bytes it read on that connection. */
+/**
+ * `received` maps "clientip:port>serverport" to the bytes the client read on
+ * that connection (the kernel may reuse a client port toward another server
+ * port, so the client's address alone is not a connection).
+ */
 export async function foreignSegments(file: string, received: Map<string, number>): Promise<string[]> {
   const isn = new Map<string, number>();
   const foreign: string[] = [];
@@ -26,7 +30,8 @@ export async function foreignSegments(file: string, received: Map<string, number
     }
     const base = isn.get(conn);
     const client = m[2]!.replace(/\.(\d+):?$/, ':$1');
-    const bytes = received.get(client);
+    const serverPort = m[1]!.slice(m[1]!.lastIndexOf('.') + 1);
+    const bytes = received.get(`${client}>${serverPort}`);
     // Segments before the SYN-ACK cannot be judged (capture started late).
     if (base === undefined || bytes === undefined) {
       foreign.push(`unjudged (no SYN-ACK or unknown connection ${client}): ${l}`);
