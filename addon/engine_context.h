@@ -80,6 +80,5 @@ struct EngineContext {
   }
 };
 
-uint64_t realtime_ns();
 
 }  // namespace t2cp

@@ -4,11 +4,13 @@
 
 namespace t2cp {
 
-uint64_t realtime_us() {
+uint64_t realtime_ns() {
   timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
-  return uint64_t(ts.tv_sec) * 1000000u + uint64_t(ts.tv_nsec) / 1000u;
+  return uint64_t(ts.tv_sec) * 1000000000u + uint64_t(ts.tv_nsec);
 }
+
+uint64_t realtime_us() { return realtime_ns() / 1000u; }
 
 template <typename T> static void put(uint8_t* p, size_t off, T v) { std::memcpy(p + off, &v, sizeof v); }
 

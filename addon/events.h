@@ -43,7 +43,7 @@ enum class EventReason : uint8_t {
   kIdleTimeout = 7,
   kGap = 8,              // client bytes the primary has but we never captured
   kBufferFull = 9,       // per-flow buffer limit: the replica lost bytes
-  kDiverged = 10,        // replica's sent stream length differs at close
+  // 10 was 'diverged': a closed event's detail = 1 says it instead
   kPrimaryRst = 11,      // primary reset; replica reset by us
   kCaptureDrop = 12,     // the capture dropped frames while this flow was active
                          // and nothing since proved the flow intact

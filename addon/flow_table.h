@@ -53,7 +53,7 @@ struct Flow {
   FlowKey key{};
   uint32_t id = 0;
   FlowState state = FlowState::kSynSeen;
-  uint64_t created_us = 0, last_seen_us = 0;
+  uint64_t last_seen_us = 0;
   uint64_t handshake_us = 0;               // the replica's handshake began (again)
   uint8_t handshake_restarts = 0;
 
@@ -76,7 +76,7 @@ struct Flow {
   uint32_t p_isn = 0, p_synack_tsval = 0;
   uint32_t p_snd_nxt = 0;                  // highest seq+len sent by the primary
   uint32_t p_rcv_nxt = 0;                  // highest ack the primary sent (client space)
-  bool p_fin = false, p_rst = false;
+  bool p_rst = false;
 
   // --- replica, from NFQUEUE (backup space) ---
   bool b_synack = false;

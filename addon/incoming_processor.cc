@@ -5,17 +5,10 @@
 #include "incoming_processor.h"
 
 #include <cstring>
-#include <ctime>
 
 #include "incoming_timing.h"
 
 namespace t2cp {
-
-uint64_t realtime_ns() {
-  timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return uint64_t(ts.tv_sec) * 1000000000u + uint64_t(ts.tv_nsec);
-}
 
 void IncomingProcessor::pcap_callback(u_char* self, const pcap_pkthdr* h, const u_char* bytes) {
   // PCAP_TSTAMP_PRECISION_NANO: tv_usec holds nanoseconds.
@@ -47,7 +40,7 @@ void IncomingProcessor::start_flow(const FlowKey& k, const Segment& s, uint64_t 
     return;
   }
   uint64_t now = realtime_us();
-  f->created_us = f->last_seen_us = f->last_progress_us = f->handshake_us = now;
+  f->last_seen_us = f->last_progress_us = f->handshake_us = now;
   f->c_isn = s.seq;
   f->syn_options_len = s.options_len;
   std::memcpy(f->syn_options, s.options, s.options_len);
@@ -98,7 +91,7 @@ void IncomingProcessor::on_client_segment(const Segment& s, uint64_t capture_ns)
       ctx_.counters.add(k_mirror_unknown_flow);
       return;
     }
-    f->created_us = f->last_seen_us = realtime_us();
+    f->last_seen_us = realtime_us();
     make_unprotected(*f, EventReason::kMidStream);
     return;
   }
@@ -179,7 +172,6 @@ void IncomingProcessor::on_primary_segment(const Segment& s) {
       f->gap_seq = s.ack;
     }
   }
-  if (s.flags & kFin) f->p_fin = true;
   if (s.flags & kRst) {
     f->p_rst = true;
     if (!f->primary_rst_us) f->primary_rst_us = realtime_us();

@@ -179,7 +179,7 @@ export function parseBackupArgs(argv: string[]): BackupConfig {
     for (const [k, v] of Object.entries(json)) {
       const spec = byKey.get(k);
       if (!spec) throw configError(`config file ${file}: unknown key '${k}' (known: ${[...byKey.keys()].join(', ')})`);
-      fromFile[spec.key] = convert(spec, spec.kind === 'bytes' || spec.kind === 'bool' ? v : v, `config file ${file}:`);
+      fromFile[spec.key] = convert(spec, v, `config file ${file}:`);
     }
   }
   const merged = { ...DEFAULTS, ...fromFile, ...values } as Record<string, unknown>;

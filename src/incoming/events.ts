@@ -24,7 +24,6 @@ export const EventReason = {
   7: 'idle-timeout',
   8: 'gap',
   9: 'buffer-full',
-  10: 'diverged',
   11: 'primary-rst',
   12: 'capture-drop',
   13: 'replica-reset',
