@@ -14,6 +14,7 @@
 #include "counters.h"
 #include "engine.h"
 #include "incoming_capture.h"
+#include "recovery_fence.h"
 
 namespace t2cp {
 
@@ -84,6 +85,8 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
       InstanceMethod<&EngineWrap::Counters>("counters"),
       InstanceMethod<&EngineWrap::Latency>("latency"),
       InstanceMethod<&EngineWrap::RequestFlowStats>("requestFlowStats"),
+      InstanceMethod<&EngineWrap::Takeover>("takeover"),
+      InstanceMethod<&EngineWrap::TakeoverReportJs>("takeoverReport"),
     });
   }
 
@@ -185,9 +188,114 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
     return info.Env().Undefined();
   }
 
+  // takeover({vipIf, finishTimeoutMs, garpCount, garpIntervalMs}): starts
+  // failure recovery on the engine thread; progress arrives as events.
+  Napi::Value Takeover(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!info[0].IsObject()) throw_error(env, "T2CP_CONFIG", "takeover(options)");
+    Napi::Object o = info[0].As<Napi::Object>();
+    TakeoverConfig c;
+    c.vip_if = get_str(o, "vipIf");
+    c.finish_timeout_ms = get_u32(o, "finishTimeoutMs", c.finish_timeout_ms);
+    c.garp_count = get_u32(o, "garpCount", c.garp_count);
+    c.garp_interval_ms = get_u32(o, "garpIntervalMs", c.garp_interval_ms);
+    std::string err;
+    if (!engine_->request_takeover(c, &err)) throw_error(env, "T2CP_TAKEOVER", err);
+    return env.Undefined();
+  }
+
+  Napi::Value TakeoverReportJs(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    TakeoverReport r = engine_->takeover_report();
+    static const char* const kStates[] = {"idle", "running", "done", "failed"};
+    static const char* const kSteps[kTakeoverSteps] = {"freeze", "finish", "active", "ip-takeover", "connections"};
+    Napi::Object o = Napi::Object::New(env);
+    auto num = [&](const char* k, double v) { o.Set(k, Napi::Number::New(env, v)); };
+    o.Set("state", kStates[static_cast<int>(r.state)]);
+    if (!r.error.empty()) o.Set("error", r.error);
+    num("requestedUs", double(r.requested_us));
+    Napi::Array steps = Napi::Array::New(env);
+    for (int i = 0; i < kTakeoverSteps; i++) {
+      if (!r.step_start_us[i]) continue;
+      Napi::Object s = Napi::Object::New(env);
+      s.Set("n", i + 1);
+      s.Set("name", kSteps[i]);
+      s.Set("startUs", double(r.step_start_us[i]));
+      if (r.step_end_us[i]) {
+        s.Set("endUs", double(r.step_end_us[i]));
+        s.Set("us", double(r.step_end_us[i] - r.step_start_us[i]));
+      }
+      steps.Set(steps.Length(), s);
+    }
+    o.Set("steps", steps);
+    num("flowsTakenOver", r.flows_taken_over);
+    num("flowsLost", r.flows_lost);
+    num("flowsUnprotected", r.flows_unprotected);
+    num("handshakesDropped", r.handshakes_dropped);
+    num("flowsResumedWithData", r.flows_resumed_with_data);
+    num("bytesResent", double(r.bytes_resent));
+    num("bytesFedWhileFinishing", double(r.bytes_fed_while_finishing));
+    if (r.stall_final) {
+      Napi::Object s = Napi::Object::New(env);
+      s.Set("flows", r.stall_flows);
+      s.Set("medianUs", double(r.stall_us_median));
+      s.Set("maxUs", double(r.stall_us_max));
+      o.Set("stall", s);
+    }
+    return o;
+  }
+
   std::unique_ptr<Engine> engine_;
   Napi::FunctionReference on_events_;
   Napi::ThreadSafeFunction tsfn_;
+};
+
+// new Fence({role: 'gateway'|'primary', table, vip, mac?}): owned nft tables
+// that silence a replaced primary (recovery_fence.h). install(), remove().
+class FenceWrap : public Napi::ObjectWrap<FenceWrap> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "Fence", {
+      InstanceMethod<&FenceWrap::Install>("install"),
+      InstanceMethod<&FenceWrap::Remove>("remove"),
+      InstanceMethod<&FenceWrap::Installed>("installed"),
+    });
+  }
+
+  FenceWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<FenceWrap>(info) {
+    Napi::Env env = info.Env();
+    if (!info[0].IsObject()) throw_error(env, "T2CP_CONFIG", "new Fence(options)");
+    Napi::Object o = info[0].As<Napi::Object>();
+    std::string role = get_str(o, "role");
+    if (role != "gateway" && role != "primary") throw_error(env, "T2CP_CONFIG", "fence role must be gateway or primary");
+    cfg_.role = role == "gateway" ? FenceConfig::Role::kGateway : FenceConfig::Role::kPrimary;
+    cfg_.table = get_str(o, "table");
+    std::string vip = get_str(o, "vip");
+    if (inet_pton(AF_INET, vip.c_str(), &cfg_.vip) != 1) throw_error(env, "T2CP_CONFIG", "fence vip is not an IPv4 address: " + vip);
+    std::string mac = get_str(o, "mac");
+    unsigned m[6];
+    if (cfg_.role == FenceConfig::Role::kGateway &&
+        sscanf(mac.c_str(), "%x:%x:%x:%x:%x:%x", &m[0], &m[1], &m[2], &m[3], &m[4], &m[5]) != 6)
+      throw_error(env, "T2CP_CONFIG", "gateway fence needs the old primary's MAC (aa:bb:cc:dd:ee:ff), got '" + mac + "'");
+    for (int i = 0; i < 6 && cfg_.role == FenceConfig::Role::kGateway; i++) cfg_.mac[i] = uint8_t(m[i]);
+  }
+
+ private:
+  Napi::Value Install(const Napi::CallbackInfo& info) {
+    std::string err;
+    NftStatus s = fence_.install(cfg_, &err);
+    if (s != NftStatus::kOk)
+      throw_error(info.Env(), s == NftStatus::kBusy ? "T2CP_BUSY" : s == NftStatus::kPermission ? "T2CP_PERMISSION" : "T2CP_NFTABLES", err);
+    return info.Env().Undefined();
+  }
+  Napi::Value Remove(const Napi::CallbackInfo& info) {
+    fence_.remove();
+    return info.Env().Undefined();
+  }
+  Napi::Value Installed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), fence_.installed()); }
+
+  FenceConfig cfg_;
+  FenceTables fence_;
 };
 
 Napi::Value SetErrorClass(const Napi::CallbackInfo& info) {
@@ -220,6 +328,7 @@ Napi::Value CaptureFilter(const Napi::CallbackInfo& info) {
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Engine", EngineWrap::Define(env));
+  exports.Set("Fence", FenceWrap::Define(env));
   exports.Set("setErrorClass", Napi::Function::New(env, SetErrorClass));
   exports.Set("names", Napi::Function::New(env, Names));
   exports.Set("captureFilter", Napi::Function::New(env, CaptureFilter));

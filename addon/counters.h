@@ -47,7 +47,20 @@ namespace t2cp {
   X(flow_buffer_full)        /* client bytes lost: flow or memory limit hit */     \
   X(buffered_bytes)          /* gauge: client bytes held for lagging replicas */   \
   X(gaps)                    /* primary acked client bytes never captured */       \
-  X(events_dropped)          /* event queue to JS full */
+  X(events_dropped)          /* event queue to JS full */                         \
+  X(out_keep_full)           /* replica data unacked by the client not kept: limit */\
+  X(takeover_syn_ignored)    /* client SYNs on the mirror during a takeover */     \
+  X(active_in_packets)       /* client packets translated after takeover */       \
+  X(active_out_packets)      /* replica packets translated after takeover */      \
+  X(active_passthrough)      /* packets of flows not taken over, left untouched */ \
+  X(active_ack_clamped)      /* client ack beyond the new owner's snd_nxt, held */ \
+  X(active_sack_dropped)     /* SACK blocks outside the new owner's sent range */  \
+  X(active_truncated)        /* queued packet not copied whole: left untouched */  \
+  X(resume_segments)         /* kept data sent to clients at takeover */           \
+  X(resume_bytes)                                                                  \
+  X(resume_acks)             /* ACKs sent to clients at takeover */                \
+  X(resume_errors)           /* raw send failed */                                 \
+  X(garp_sent)               /* gratuitous ARPs for the VIP */
 
 enum Counter : int {
 #define T2CP_COUNTER_ENUM(name) k_##name,

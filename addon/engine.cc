@@ -19,7 +19,9 @@ constexpr uint64_t kStatsUs = 100000;
 // with the queue so neither side starves the other.
 constexpr int kCaptureBatch = 512;
 
-Engine::Engine(const EngineConfig& cfg) : ctx_(cfg), incoming_(ctx_), outgoing_(ctx_, incoming_) {}
+Engine::Engine(const EngineConfig& cfg)
+    : ctx_(cfg), incoming_(ctx_), active_(ctx_), outgoing_(ctx_, incoming_, active_),
+      recovery_(ctx_, incoming_, active_, nfq_, nft_, capture_) {}
 
 Engine::~Engine() { stop(); }
 
@@ -80,8 +82,11 @@ void Engine::stop() {
   if (wake_fd_ >= 0) close(wake_fd_);
   wake_fd_ = -1;
   // Reverse order of start: stop observing, drop the VIP, then the rules.
+  // After a takeover the VIP added to the real interface goes too: without
+  // the translation nothing could serve the taken-over flows anyway.
   capture_.close();
   ctx_.tun.close();
+  recovery_.release_vip();
   nfq_.close();
   nft_.remove();
 }
@@ -146,9 +151,15 @@ void Engine::run() {
       last_work_us = realtime_us();
     }
     uint64_t now = realtime_us();
+    recovery_.poll(now);
+    if (ctx_.mode == EngineMode::kActive) fds[0].fd = -1;  // the capture closed
     if (now >= next_tick) {
-      incoming_.on_tick(now);
-      ctx_.drain_dirty([&](Flow& f) { incoming_.pump(f); });
+      if (ctx_.mode == EngineMode::kActive) {
+        active_.on_tick(now);
+      } else {
+        incoming_.on_tick(now);
+        ctx_.drain_dirty([&](Flow& f) { incoming_.pump(f); });
+      }
       next_tick = now + kTickUs;
     }
     if (now >= next_stats) {

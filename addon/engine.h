@@ -19,6 +19,8 @@
 #include "outgoing_nfqueue.h"
 #include "outgoing_nftables.h"
 #include "outgoing_processor.h"
+#include "recovery_active_mode.h"
+#include "recovery_takeover.h"
 
 namespace t2cp {
 
@@ -43,6 +45,14 @@ class Engine {
   void events_taken() { notified_.store(false); }
 
   EngineContext& ctx() { return ctx_; }
+  // Failure recovery: start the takeover (runs on the engine thread).
+  bool request_takeover(const TakeoverConfig& cfg, std::string* err) {
+    if (!running()) { *err = "the engine is not running"; return false; }
+    if (!recovery_.request(cfg, err)) return false;
+    wake();
+    return true;
+  }
+  TakeoverReport takeover_report() const { return recovery_.report(); }
   bool removed_stale_table() const { return removed_stale_; }
   // Whether the engine thread runs SCHED_FIFO (false if not asked or refused).
   bool realtime() const { return realtime_; }
@@ -55,10 +65,12 @@ class Engine {
 
   EngineContext ctx_;
   IncomingProcessor incoming_;
+  ActiveMode active_;
   OutgoingProcessor outgoing_;
   NftTables nft_;
   NfQueue nfq_;
   Capture capture_;
+  FailureRecovery recovery_;
   std::thread thread_;
   int wake_fd_ = -1;
   std::atomic<bool> stopping_{false};

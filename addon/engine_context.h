@@ -18,6 +18,13 @@
 
 namespace t2cp {
 
+// What the engine does with the replicated flows.
+enum class EngineMode : uint8_t {
+  kReplicating,  // feed the replica, drop its output
+  kFrozen,       // takeover steps 1-2: no new flows, finish feeding the rest
+  kActive,       // takeover step 3 on: translate both directions, never inject
+};
+
 struct EngineConfig {
   std::string mirror_if;
   uint32_t vip = 0;                       // network order
@@ -56,6 +63,7 @@ struct EngineContext {
     for (uint16_t p : c.ports) port_set.set(p);
   }
   EngineConfig cfg;
+  EngineMode mode = EngineMode::kReplicating;
   std::bitset<65536> port_set;
   Counters counters;
   MemoryPool stream_memory;               // before flows: their buffers return bytes to it

@@ -38,6 +38,17 @@ void EventQueue::emit_key(EventType t, EventReason r, const FlowKey& k) {
   put<uint64_t>(p, 16, realtime_us());
 }
 
+void EventQueue::emit_takeover(EventReason r, uint64_t detail) {
+  std::lock_guard<std::mutex> g(mu_);
+  uint8_t* p = slot();
+  if (!p) return;
+  std::memset(p, 0, kEventSize);
+  put<uint8_t>(p, 0, static_cast<uint8_t>(EventType::kTakeover));
+  put<uint8_t>(p, 1, static_cast<uint8_t>(r));
+  put<uint64_t>(p, 16, realtime_us());
+  put<uint64_t>(p, 56, detail);
+}
+
 void EventQueue::emit(EventType t, EventReason r, const Flow& f, uint64_t detail) {
   std::lock_guard<std::mutex> g(mu_);
   uint8_t* p = slot();

@@ -29,6 +29,8 @@ class EventQueue {
   explicit EventQueue(Counters& c) : counters_(c) {}
 
   void emit(EventType t, EventReason r, const Flow& f, uint64_t detail = 0);
+  // Failure recovery progress: not about one flow.
+  void emit_takeover(EventReason r, uint64_t detail);
   // For refusals where no Flow exists (table full).
   void emit_key(EventType t, EventReason r, const FlowKey& k);
 

@@ -30,6 +30,7 @@ enum class EventType : uint8_t {
   kClosed = 4,        // FIN/RST on both sides or timeout; flow forgotten
   kAnomaly = 5,       // something the operator should see (see reason)
   kStats = 6,         // answer to requestFlowStats(): one per live flow
+  kTakeover = 7,      // failure recovery progress (reason: step; detail: µs)
 };
 
 enum class EventReason : uint8_t {
@@ -48,6 +49,12 @@ enum class EventReason : uint8_t {
   kCaptureDrop = 12,     // the capture dropped frames while this flow was active
                          // and nothing since proved the flow intact
   kReplicaReset = 13,    // the replica reset its copy, the primary did not
+  kTakeoverIncomplete = 14,  // at takeover the replica lacked acknowledged bytes
+  // Takeover steps (type kTakeover; detail = the step's duration, µs).
+  kStepFreeze = 21, kStepFinish = 22, kStepActive = 23, kStepIpTakeover = 24, kStepConnections = 25,
+  kTakeoverDone = 30,    // detail: µs from request to the end of step 5
+  kTakeoverFailed = 31,
+  kStallMeasured = 32,   // the report's client-visible stall figures are final
 };
 
 }  // namespace t2cp

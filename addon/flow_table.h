@@ -77,6 +77,10 @@ struct Flow {
   uint32_t p_snd_nxt = 0;                  // highest seq+len sent by the primary
   uint32_t p_rcv_nxt = 0;                  // highest ack the primary sent (client space)
   bool p_rst = false;
+  uint8_t p_wscale = 0;                    // the shift the client applies to server windows
+  uint32_t p_tsval = 0;                    // latest primary TSval (the client's ts_recent)
+  uint64_t p_last_data_us = 0;             // last primary data segment: the client's last byte
+  uint16_t c_mss = 536;                    // the client's SYN MSS (RFC 9293 default)
 
   // --- replica, from NFQUEUE (backup space) ---
   bool b_synack = false;
@@ -88,6 +92,11 @@ struct Flow {
   bool b_fin = false, b_rst = false;
   uint64_t b_rst_us = 0;
   uint32_t b_fin_seq = 0;
+  // The replica's data the client has not acknowledged (backup space): what
+  // the primary may never have sent. Resent at takeover so the client does
+  // not wait for the replica's retransmission timer.
+  StreamBuffer out;
+  bool out_incomplete = false;             // some of it could not be kept
 
   // --- what we gave the replica ---
   uint32_t seq_delta = 0;                  // b_isn - p_isn
@@ -107,6 +116,12 @@ struct Flow {
   // Progress in bytes, 64-bit so multi-GiB transfers do not wrap (events).
   uint64_t c2s_primary = 0, c2s_backup = 0, s2c_primary = 0, s2c_backup = 0;
   bool dirty = false;                      // queued for pump()
+
+  // --- after takeover (recovery_active_mode), primary space to the client ---
+  bool active = false;                     // translated for the rest of its life
+  uint32_t ts_out_delta = 0;               // replica TSval - this = the client's view
+  uint32_t p_tsval_at_active = 0;          // echoes up to this are of the primary's clock
+  uint64_t first_active_data_us = 0;       // first byte the client got from us
 };
 
 class FlowTable {

@@ -32,9 +32,9 @@ class Capture {
   std::string open(const CaptureConfig& cfg);
   void close();
   int fd() const { return fd_; }
-  // Deliver up to `max` frames to cb(user, header, bytes). Returns the count,
+  // Deliver up to `max` frames (none once closed) to cb(user, header, bytes). Returns the count,
   // or -1 on a capture error.
-  int dispatch(int max, pcap_handler cb, u_char* user) { return pcap_dispatch(p_, max, cb, user); }
+  int dispatch(int max, pcap_handler cb, u_char* user) { return p_ ? pcap_dispatch(p_, max, cb, user) : 0; }
   // Kernel drop counters since open.
   bool stats(uint64_t* kernel_drops, uint64_t* if_drops);
 

@@ -102,6 +102,7 @@ bool IncomingProcessor::inject_syn(Flow& f) {
 }
 
 void IncomingProcessor::pump(Flow& f) {
+  if (ctx_.mode == EngineMode::kActive) return;  // the replica talks to the client itself now
   if (f.state != FlowState::kSynchronised && f.state != FlowState::kClosing) return;
   uint64_t now = realtime_us();
   if (f.c_rst && !f.rst_injected) {

@@ -49,6 +49,7 @@ void IncomingProcessor::start_flow(const FlowKey& k, const Segment& s, uint64_t 
   f->c_ts_ok = s.opt.has_ts;
   f->c_tsval = s.opt.tsval;
   f->c_ws_ok = s.opt.has_wscale;
+  if (s.opt.has_mss) f->c_mss = s.opt.mss;
   f->data.reset(s.seq + 1, ctx_.cfg.flow_buffer_limit, &ctx_.stream_memory);
   f->inj_nxt = f->b_rcv_nxt = s.seq + 1;
   f->pending_capture_ns = capture_ns;
@@ -69,6 +70,12 @@ void IncomingProcessor::on_client_segment(const Segment& s, uint64_t capture_ns)
   Flow* f = ctx_.flows.find(k);
   bool syn = (s.flags & (kSyn | kAck)) == kSyn;
   if (syn) {
+    if (ctx_.mode != EngineMode::kReplicating) {
+      // Takeover under way: a connection opened now is the new owner's own,
+      // answered by its stack once the VIP moved (the client repeats its SYN).
+      ctx_.counters.add(k_takeover_syn_ignored);
+      return;
+    }
     if (f && f->state == FlowState::kSynSeen && s.seq == f->c_isn) {
       f->pending_capture_ns = capture_ns;  // the client retransmitted its SYN
       inject_syn(*f);
@@ -106,6 +113,7 @@ void IncomingProcessor::on_client_segment(const Segment& s, uint64_t capture_ns)
   if ((s.flags & kAck) && (!f->c_ack_seen || after(s.ack, f->c_ack_p))) {
     f->c_ack_p = s.ack;
     f->c_ack_seen = true;
+    if (f->state != FlowState::kSynSeen) f->out.forget_before(s.ack + f->seq_delta);
   }
   if (s.opt.sack_count) {
     f->c_sack_count = s.opt.sack_count;
@@ -148,11 +156,15 @@ void IncomingProcessor::on_primary_segment(const Segment& s) {
       f->p_synack_tsval = s.opt.tsval;
       f->p_snd_nxt = s.seq + 1;
       f->p_rcv_nxt = s.ack;
+      f->p_wscale = (f->c_ws_ok && s.opt.has_wscale) ? s.opt.wscale : 0;
+      f->p_tsval = s.opt.tsval;
       try_synchronise(*f);
     }
     return;
   }
   if (!f->p_synack) return;
+  if (s.opt.has_ts && after(s.opt.tsval, f->p_tsval)) f->p_tsval = s.opt.tsval;
+  if (s.payload_len) f->p_last_data_us = realtime_us();
   uint32_t end = s.seq + s.payload_len + ((s.flags & kFin) ? 1 : 0);
   if (after(end, f->p_snd_nxt)) {
     f->s2c_primary += end - f->p_snd_nxt - ((s.flags & kFin) ? 1 : 0);  // data bytes only
@@ -183,6 +195,7 @@ void IncomingProcessor::try_synchronise(Flow& f) {
   if (f.state != FlowState::kSynSeen || !f.p_synack || !f.b_synack) return;
   f.seq_delta = f.b_isn - f.p_isn;
   f.ts_delta = f.b_synack_tsval - f.p_synack_tsval;
+  f.out.reset(f.b_isn + 1, ctx_.cfg.flow_buffer_limit, &ctx_.stream_memory);
   f.state = FlowState::kSynchronised;
   if (!f.handshake_restarts) {  // a restarted handshake was reported the first time
     ctx_.counters.add(k_flows_synchronised);

@@ -42,6 +42,8 @@ class IncomingProcessor {
   static void pcap_callback(u_char* self, const pcap_pkthdr* h, const u_char* bytes);
 
   void make_unprotected(Flow& f, EventReason why);
+  // The replica lost bytes it can never get: report, reset its copy, unprotect.
+  void lose_flow(Flow& f, EventReason why, uint64_t detail);
   // Whether the replica's connection certainly completed its handshake: it
   // acknowledged client bytes or sent its own.
   static bool replica_established(const Flow& f);
@@ -53,8 +55,6 @@ class IncomingProcessor {
   void on_client_segment(const Segment& s, uint64_t capture_ns);
   void on_primary_segment(const Segment& s);
   void start_flow(const FlowKey& k, const Segment& s, uint64_t capture_ns);
-  // The replica lost bytes it can never get: report, reset its copy, unprotect.
-  void lose_flow(Flow& f, EventReason why, uint64_t detail);
   void tick_flow(Flow& f, uint64_t now_us);
   void check_gap(Flow& f, uint64_t now_us);
   // End of the client data captured in order (FIN included).

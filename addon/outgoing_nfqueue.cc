@@ -14,9 +14,11 @@ extern "C" {
 
 namespace t2cp {
 
-// Socket receive buffer, bytes: bursts of a fast replica (thousands of
-// headers-only messages of ~200 bytes) must not overrun it.
-constexpr int kRcvBuf = 16 << 20;
+// Socket receive buffer, bytes: a burst of a fast replica's TSO packets,
+// copied whole (up to 64 KiB each), must not overrun it.
+constexpr int kRcvBuf = 64 << 20;
+// One netlink datagram holds at least one whole 64 KiB packet message.
+constexpr size_t kRecvBytes = 256 << 10;
 // recvfrom() calls per receive(), each up to 16 netlink pages of messages.
 constexpr int kMaxReadsPerCall = 32;
 
@@ -44,7 +46,8 @@ bool NfQueue::send_config(nlmsghdr* nlh, std::string* err) {
 
 std::string NfQueue::open(uint16_t queue_num, uint32_t max_len) {
   queue_ = queue_num;
-  buf_.resize(MNL_SOCKET_BUFFER_SIZE * 16);
+  buf_.resize(kRecvBytes);
+  verdict_buf_.resize(kCopyBytes + 4096);
   nl_ = mnl_socket_open2(NETLINK_NETFILTER, SOCK_CLOEXEC);
   if (!nl_) return std::string("cannot open netfilter netlink socket: ") + strerror(errno);
   if (mnl_socket_bind(nl_, 0, MNL_SOCKET_AUTOPID) < 0) {
@@ -66,8 +69,8 @@ std::string NfQueue::open(uint16_t queue_num, uint32_t max_len) {
   nlh = nfq_nlmsg_put(b, NFQNL_MSG_CONFIG, queue_);
   nfq_nlmsg_cfg_put_params(nlh, NFQNL_COPY_PACKET, kCopyBytes);
   nfq_nlmsg_cfg_put_qmaxlen(nlh, max_len);
-  // GSO: take the replica's TSO super-packets whole instead of making the
-  // kernel segment them just to show us headers.
+  // GSO: while replicating, take the replica's TSO super-packets whole
+  // instead of making the kernel segment packets that are dropped anyway.
   mnl_attr_put_u32(nlh, NFQA_CFG_FLAGS, htonl(NFQA_CFG_F_GSO));
   mnl_attr_put_u32(nlh, NFQA_CFG_MASK, htonl(NFQA_CFG_F_GSO));
   if (!send_config(nlh, &err)) { close(); return err; }
@@ -85,29 +88,68 @@ void NfQueue::close() {
   nl_ = nullptr;
 }
 
+std::string NfQueue::set_active() {
+  char b[MNL_SOCKET_BUFFER_SIZE];
+  nlmsghdr* nlh = nfq_nlmsg_put(b, NFQNL_MSG_CONFIG, queue_);
+  mnl_attr_put_u32(nlh, NFQA_CFG_FLAGS, htonl(0));
+  mnl_attr_put_u32(nlh, NFQA_CFG_MASK, htonl(NFQA_CFG_F_GSO));
+  // The reply would race with queued packets on this socket: no ACK asked,
+  // the kernel reports a failure only as an error message we would skip.
+  if (mnl_socket_sendto(nl_, nlh, nlh->nlmsg_len) < 0)
+    return std::string("NFQUEUE: leaving GSO mode failed: ") + strerror(errno);
+  return "";
+}
+
+void NfQueue::flush_drops() {
+  if (!drop_pending_) return;
+  // One verdict for every queued packet with an id up to drop_upto_: the
+  // ones accepted in between already left the queue.
+  char b[MNL_SOCKET_BUFFER_SIZE];
+  nlmsghdr* nlh = nfq_nlmsg_put(b, NFQNL_MSG_VERDICT_BATCH, queue_);
+  nfq_nlmsg_verdict_put(nlh, drop_upto_, NF_DROP);
+  mnl_socket_sendto(nl_, nlh, nlh->nlmsg_len);
+  drop_pending_ = false;
+}
+
+void NfQueue::verdict(uint32_t id, Verdict v, const uint8_t* pkt, uint32_t len) {
+  if (v == Verdict::kDrop) {
+    drop_pending_ = true;
+    drop_upto_ = id;
+    return;
+  }
+  flush_drops();
+  nlmsghdr* nlh = nfq_nlmsg_put(verdict_buf_.data(), NFQNL_MSG_VERDICT, queue_);
+  nfq_nlmsg_verdict_put(nlh, int(id), NF_ACCEPT);
+  if (v == Verdict::kAcceptRewritten) nfq_nlmsg_verdict_put_pkt(nlh, pkt, len);
+  mnl_socket_sendto(nl_, nlh, nlh->nlmsg_len);
+}
+
 struct Dispatch {
+  NfQueue* q;
   NfQueue::Handler h;
   void* user;
-  uint32_t last_id;
   int count;
 };
 
-static int on_packet(const nlmsghdr* nlh, void* data) {
+int NfQueue::on_message(const nlmsghdr* nlh, void* data) {
   auto* d = static_cast<Dispatch*>(data);
   nlattr* attr[NFQA_MAX + 1] = {};
   if (nfq_nlmsg_parse(nlh, attr) < 0 || !attr[NFQA_PACKET_HDR]) return MNL_CB_OK;
   auto* ph = static_cast<nfqnl_msg_packet_hdr*>(mnl_attr_get_payload(attr[NFQA_PACKET_HDR]));
-  d->last_id = ntohl(ph->packet_id);
+  uint32_t id = ntohl(ph->packet_id);
   d->count++;
-  if (attr[NFQA_PAYLOAD]) {
-    d->h(d->user, static_cast<const uint8_t*>(mnl_attr_get_payload(attr[NFQA_PAYLOAD])),
-         mnl_attr_get_payload_len(attr[NFQA_PAYLOAD]));
+  if (!attr[NFQA_PAYLOAD]) {
+    d->q->verdict(id, Verdict::kDrop, nullptr, 0);
+    return MNL_CB_OK;
   }
+  auto* pkt = static_cast<uint8_t*>(mnl_attr_get_payload(attr[NFQA_PAYLOAD]));
+  uint32_t len = mnl_attr_get_payload_len(attr[NFQA_PAYLOAD]);
+  d->q->verdict(id, d->h(d->user, pkt, len), pkt, len);
   return MNL_CB_OK;
 }
 
 int NfQueue::receive(Handler h, void* user, uint64_t* enobufs) {
-  Dispatch d{h, user, 0, 0};
+  Dispatch d{this, h, user, 0};
   // Bounded so a flood on the queue cannot starve the capture side.
   for (int reads = 0; reads < kMaxReadsPerCall; reads++) {
     ssize_t n = mnl_socket_recvfrom(nl_, buf_.data(), buf_.size());
@@ -115,15 +157,9 @@ int NfQueue::receive(Handler h, void* user, uint64_t* enobufs) {
       if (errno == ENOBUFS) { (*enobufs)++; continue; }
       break;  // EAGAIN: drained
     }
-    mnl_cb_run(buf_.data(), n, 0, portid_, on_packet, &d);
+    mnl_cb_run(buf_.data(), n, 0, portid_, &NfQueue::on_message, &d);
   }
-  if (d.count > 0) {
-    // One verdict for every packet with an id up to last_id: drop.
-    char b[MNL_SOCKET_BUFFER_SIZE];
-    nlmsghdr* nlh = nfq_nlmsg_put(b, NFQNL_MSG_VERDICT_BATCH, queue_);
-    nfq_nlmsg_verdict_put(nlh, d.last_id, NF_DROP);
-    mnl_socket_sendto(nl_, nlh, nlh->nlmsg_len);
-  }
+  flush_drops();
   return d.count;
 }
 

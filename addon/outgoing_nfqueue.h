@@ -1,13 +1,20 @@
 // Outgoing traffic processor, user side: the NFQUEUE the owned nft table
-// sends the replica's output to. Every packet is read (headers only), handed
-// to the caller, and dropped with one batch verdict per read burst. An
+// sends the replica's output to (and, after a takeover, the clients' input).
+//
+// While replicating, every packet is read whole (the payload of data the
+// client has not acknowledged yet is kept for the takeover) and dropped: an
 // NFQUEUE drop counts as sent for the replica's TCP, unlike an nft drop.
+// Consecutive drops share one batch verdict. In active mode the handler
+// rewrites packets in place and accepts them; the kernel then segments GSO
+// packets before queueing (set_active), so a rewritten packet never needs
+// checksum offload.
 //
 // No fail-open flag, on purpose: if the queue overflows the kernel drops the
-// packet (the replica retransmits later), it never lets it out.
+// packet (TCP retransmits later), it never lets a replica's packet out.
 //
-// Call order: open() on the JS thread, receive() on the engine thread only,
-// close() after the engine thread stopped (closing unbinds the queue).
+// Call order: open() on the JS thread, receive() and set_active() on the
+// engine thread only, close() after the engine thread stopped (closing
+// unbinds the queue).
 #pragma once
 #include <libmnl/libmnl.h>
 
@@ -19,9 +26,12 @@ namespace t2cp {
 
 class NfQueue {
  public:
-  // Per packet: pointer to the IPv4 header and the bytes copied (at most
-  // kCopyBytes; the IPv4 total length says how long the packet really is).
-  using Handler = void (*)(void* user, const uint8_t* ip, size_t copied);
+  enum class Verdict : uint8_t { kDrop, kAccept, kAcceptRewritten };
+  // Per packet: the IPv4 header and the bytes copied (the whole packet up to
+  // 64 KiB; the IPv4 total length says how long it really is). The handler
+  // may rewrite the bytes in place, keeping their length, and return
+  // kAcceptRewritten to send them back.
+  using Handler = Verdict (*)(void* user, uint8_t* ip, size_t copied);
 
   ~NfQueue() { close(); }
   // Returns "" or a one-line error naming the problem and the fix.
@@ -29,18 +39,26 @@ class NfQueue {
   void close();
   int fd() const { return nl_ ? mnl_socket_get_fd(nl_) : -1; }
   // Read every message available now, call h for each packet, issue the
-  // drop verdict. Returns packets handled; *enobufs counts netlink overruns.
+  // verdicts. Returns packets handled; *enobufs counts netlink overruns.
   int receive(Handler h, void* user, uint64_t* enobufs);
+  // Takeover: GSO packets are segmented by the kernel from now on, so each
+  // rewritten packet is one wire segment. "" or a one-line error.
+  std::string set_active();
 
-  // Headers are all the outgoing processor needs: 60 (IPv4) + 60 (TCP).
-  static constexpr uint32_t kCopyBytes = 128;
+  static constexpr uint32_t kCopyBytes = 0xffff;  // the most NFQUEUE copies
 
  private:
   bool send_config(struct nlmsghdr* nlh, std::string* err);
+  void flush_drops();
+  static int on_message(const struct nlmsghdr* nlh, void* data);
+  void verdict(uint32_t id, Verdict v, const uint8_t* pkt, uint32_t len);
   mnl_socket* nl_ = nullptr;
   uint32_t portid_ = 0;
   uint16_t queue_ = 0;
   std::vector<char> buf_;
+  std::vector<char> verdict_buf_;
+  bool drop_pending_ = false;
+  uint32_t drop_upto_ = 0;         // highest id waiting for the batch drop
 };
 
 }  // namespace t2cp

@@ -61,6 +61,12 @@ class NftTables {
   // Create both tables in one netlink batch (all or nothing). On failure,
   // *err gets one line naming the cause and nothing stays installed.
   NftStatus install(const NftConfig& cfg, std::string* err);
+  // Takeover (failure recovery, step 3): delete the arp table and add chain
+  // `in` (hook prerouting, priority -150) queueing ip daddr <vip> tcp dport
+  // <port> to the same queue, in one batch. False and *err on failure.
+  // Thread: the caller of install() or, while that thread leaves the object
+  // alone, the engine thread.
+  bool enter_active(std::string* err);
   // Delete both tables and close the owning socket. Idempotent.
   void remove();
   bool installed() const { return fd_ >= 0; }
@@ -71,6 +77,7 @@ class NftTables {
  private:
   int fd_ = -1;                  // owning NETLINK_NETFILTER socket
   std::string table_;
+  NftConfig cfg_;
   uint32_t portid_ = 0;          // fd_'s netlink port id = NFTA_TABLE_OWNER
   uint32_t seq_ = 0;             // last netlink sequence number used on fd_
   bool removed_stale_ = false;

@@ -1,9 +1,33 @@
 #include "outgoing_processor.h"
 
+#include <algorithm>
+
 #include "packet.h"
 #include "seq.h"
 
 namespace t2cp {
+
+NfQueue::Verdict OutgoingProcessor::on_packet(uint8_t* ip, size_t copied) {
+  if (ctx_.mode == EngineMode::kActive) return active_.on_packet(ip, copied);
+  on_replica_packet(ip, copied);
+  return NfQueue::Verdict::kDrop;  // every replica packet; never reaches the network
+}
+
+void OutgoingProcessor::keep_unacknowledged(Flow& f, const Segment& s, size_t copied) {
+  if (!s.payload_len || f.state == FlowState::kSynSeen) return;
+  // What the client acknowledged (mapped) the client has: nothing to keep.
+  uint32_t client_has = f.c_ack_seen ? f.c_ack_p + f.seq_delta : f.b_isn + 1;
+  if (!after(s.seq + s.payload_len, client_has)) return;
+  size_t present = std::min(copied, size_t(s.ip_len)) - size_t(s.payload - s.ip);
+  if (present < s.payload_len) {
+    f.out_incomplete = true;
+    return;
+  }
+  if (f.out.add(s.seq, s.payload, s.payload_len) == StreamBuffer::AddResult::kFull && !f.out_incomplete) {
+    f.out_incomplete = true;
+    ctx_.counters.add(k_out_keep_full);
+  }
+}
 
 void OutgoingProcessor::on_replica_packet(const uint8_t* ip, size_t copied) {
   Counters& c = ctx_.counters;
@@ -68,6 +92,7 @@ void OutgoingProcessor::on_replica_packet(const uint8_t* ip, size_t copied) {
         f->b_isn = s.seq;
         f->b_snd_nxt = s.seq + 1;
         f->seq_delta = f->b_isn - f->p_isn;
+        f->out.reset(f->b_isn + 1, ctx_.cfg.flow_buffer_limit, &ctx_.stream_memory);
       }
       f->ack_wanted = true;
       f->inj_nxt = f->b_rcv_nxt;
@@ -80,6 +105,7 @@ void OutgoingProcessor::on_replica_packet(const uint8_t* ip, size_t copied) {
   if (!f->b_synack) return;
   if (s.opt.has_ts && after(s.opt.tsval, f->b_tsval)) f->b_tsval = s.opt.tsval;
   uint32_t end = s.seq + s.payload_len + ((s.flags & kFin) ? 1 : 0);
+  keep_unacknowledged(*f, s, copied);
   if (after(end, f->b_snd_nxt)) {
     f->s2c_backup += end - f->b_snd_nxt - ((s.flags & kFin) ? 1 : 0);  // data bytes only
     f->b_snd_nxt = end;

@@ -140,6 +140,11 @@ void StreamBuffer::release(uint32_t upto) {
   account(held0);
 }
 
+void StreamBuffer::forget_before(uint32_t upto) {
+  release(upto);
+  if (end_ == start_ && ooo_.empty() && after(upto, base_)) base_ = upto;
+}
+
 const uint8_t* StreamBuffer::at(uint32_t seq) const {
   if (before(seq, base_) || !before(seq, contig_end())) return nullptr;
   return buf_.data() + start_ + (seq - base_);

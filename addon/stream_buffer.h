@@ -39,6 +39,9 @@ class StreamBuffer {
   AddResult add(uint32_t seq, const uint8_t* data, uint32_t len);
   // Forget everything before `upto` (the replica acknowledged it).
   void release(uint32_t upto);
+  // release(upto), and when nothing is held move the start to upto even
+  // beyond what was held: bytes before it will never be wanted.
+  void forget_before(uint32_t upto);
   // Pointer to the byte at `seq` if it lies in [base, contig_end), else null.
   const uint8_t* at(uint32_t seq) const;
 

@@ -2,7 +2,12 @@
 // checks every reply against the protocol's definition, and logs one JSON line per session.
 //
 //   node dist/scripts/client.js --server IP:PORT --workload JSON --log FILE
-//                               [--deadline-ms N] [--local IP[,IP...]]
+//                               [--deadline-ms N] [--local IP[,IP...]] [--timeline FILE]
+//
+// Each log line also says the longest pause of the session's progress (bytes received, or the
+// socket taking more bytes to send) and when it began: a failover shows there as the
+// client-visible stall. --timeline writes, at exit, the bytes received and sent by all sessions
+// per 10 ms bin (JSON), for pictures and the failover benchmark.
 //
 // Exits 0 only when every session was ok. The workload schema is `Workload` below; sizes come
 // from a PRNG seeded per session by (workload seed, session index), so runs are reproducible.
@@ -30,9 +35,34 @@ export interface Workload { seed?: number; concurrency?: number; sessions: Sessi
 /** A reply the client waits for; `next(n)` gives the next n bytes its body must hold. */
 interface Expectation { op: string; len: number; next(n: number): Buffer; done(): void; fail(e: Error): void }
 
+/** Progress of every session per TIMELINE_BIN_MS bin, since the client started. */
+const TIMELINE_BIN_MS = 10;
+const timeline = { startMs: Date.now(), rx: [] as number[], tx: [] as number[] };
+function binAdd(series: number[], n: number): void {
+  const i = Math.floor((Date.now() - timeline.startMs) / TIMELINE_BIN_MS);
+  while (series.length <= i) series.push(0);
+  series[i] += n;
+}
+
+/** The longest pause between two signs of progress of one connection. */
+class ProgressGap {
+  private last = 0;
+  maxMs = 0;
+  atMs = 0; // wall clock when the longest pause began
+  tick(): void {
+    const now = Date.now();
+    if (this.last && now - this.last > this.maxMs) {
+      this.maxMs = now - this.last;
+      this.atMs = this.last;
+    }
+    this.last = now;
+  }
+}
+
 class Conn implements FrameHandler {
   readonly tx = new Tally();
   readonly rx = new Tally();
+  readonly gap = new ProgressGap();
   local: string | null = null;
   mismatch: string | null = null;
   private readonly parser = new FrameParser(SERVER_OPS, this);
@@ -52,6 +82,8 @@ class Conn implements FrameHandler {
     sock.setNoDelay(true);
     sock.on('data', (c: Buffer) => {
       this.rx.update(c);
+      this.gap.tick();
+      binAdd(timeline.rx, c.length);
       try { this.parser.push(c); } catch (e) { this.abort(e as Error); }
     });
     sock.on('error', (e) => this.abort(e));
@@ -110,7 +142,11 @@ class Conn implements FrameHandler {
   async send(b: Buffer): Promise<void> {
     if (this.fatal) throw this.fatal;
     this.tx.update(b);
-    if (this.sock.write(b)) return;
+    const taken = (): void => {
+      this.gap.tick();
+      binAdd(timeline.tx, b.length);
+    };
+    if (this.sock.write(b, (err) => { if (!err) taken(); })) return;
     await new Promise<void>((resolve) => {
       const done = (): void => { this.sock.off('drain', done); this.sock.off('close', done); resolve(); };
       this.sock.on('drain', done);
@@ -203,6 +239,7 @@ const { values } = parseArgs({
   options: {
     server: { type: 'string' }, workload: { type: 'string' }, log: { type: 'string' },
     'deadline-ms': { type: 'string', default: '120000' }, local: { type: 'string' },
+    timeline: { type: 'string' },
   },
 });
 if (!values.server || !values.workload || !values.log) {
@@ -274,13 +311,14 @@ async function runOne(spec: SessionSpec, index: number): Promise<ClientLogLine> 
   const line: ClientLogLine = {
     session: index, kind: spec.kind, local: c.local, remote: `${host}:${port}`,
     txBytes: c.tx.bytes, txSha256: c.tx.digest(), rxBytes: c.rx.bytes, rxSha256: c.rx.digest(),
-    ok: error === null, error, ms: Date.now() - t0,
+    ok: error === null, error, ms: Date.now() - t0, maxGapMs: c.gap.maxMs, maxGapAtMs: c.gap.atMs,
   };
   fs.writeSync(logFd, JSON.stringify(line) + '\n');
   return line;
 }
 clearTimeout(timer);
 
+if (values.timeline) fs.writeFileSync(values.timeline, JSON.stringify({ binMs: TIMELINE_BIN_MS, ...timeline }));
 const failed = results.filter((r) => !r.ok);
 process.stdout.write(JSON.stringify({
   sessions: results.length, ok: results.length - failed.length, failed: failed.length,

@@ -70,14 +70,20 @@ export async function startService(tb: Testbed, ns: string, ports: number[], log
 
 export interface ClientRun { code: number | null; summary: unknown; stdout: string; stderr: string }
 
-export interface ClientOptions { deadlineMs?: number; local?: string[]; cpus?: string }
+export interface ClientOptions { deadlineMs?: number; local?: string[]; cpus?: string; timeline?: string }
 
-/** Runs the workload client in `ns` to completion (it has its own deadline; ours is 10 s later). */
-export async function runClient(tb: Testbed, ns: string, server: string, workload: Workload, log: string, opts: ClientOptions = {}): Promise<ClientRun> {
+/** Starts the workload client in `ns`; `finished` resolves when it exits (its own deadline, ours 10 s later). */
+export function startClient(tb: Testbed, ns: string, server: string, workload: Workload, log: string, opts: ClientOptions = {}): { child: ChildProcess; finished: Promise<ClientRun> } {
   const deadlineMs = opts.deadlineMs ?? 60_000;
   const child = tb.spawn(ns, [...pinned(opts.cpus), 'node', distScript('client'), '--server', server, '--workload', JSON.stringify(workload),
-    '--log', log, '--deadline-ms', String(deadlineMs), ...(opts.local ? ['--local', opts.local.join(',')] : [])]);
-  return finishClient(child, deadlineMs);
+    '--log', log, '--deadline-ms', String(deadlineMs), ...(opts.local ? ['--local', opts.local.join(',')] : []),
+    ...(opts.timeline ? ['--timeline', opts.timeline] : [])]);
+  return { child, finished: finishClient(child, deadlineMs) };
+}
+
+/** Runs the workload client in `ns` to completion. */
+export function runClient(tb: Testbed, ns: string, server: string, workload: Workload, log: string, opts: ClientOptions = {}): Promise<ClientRun> {
+  return startClient(tb, ns, server, workload, log, opts).finished;
 }
 
 /** Waits for a client program (its own deadline, ours 10 s later) and reads its summary line. */

@@ -237,4 +237,7 @@ export interface ClientLogLine {
   ok: boolean;
   error: string | null;
   ms: number;
+  /** Longest pause of progress (received bytes or bytes taken by the socket), and its start (wall ms). */
+  maxGapMs?: number;
+  maxGapAtMs?: number;
 }

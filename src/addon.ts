@@ -35,16 +35,52 @@ export interface LatencyHistogram {
   maxNs: number;
 }
 
+/** Failure recovery's options (addon/recovery_takeover.h). */
+export interface TakeoverOptions {
+  /** The real interface that gets the VIP. */
+  vipIf: string;
+  finishTimeoutMs: number;
+  garpCount: number;
+  garpIntervalMs: number;
+}
+
+export interface TakeoverStep { n: number; name: 'freeze' | 'finish' | 'active' | 'ip-takeover' | 'connections'; startUs: number; endUs?: number; us?: number }
+
+/** The engine's part of the takeover record (addon/recovery_takeover.h TakeoverReport). */
+export interface NativeTakeoverReport {
+  state: 'idle' | 'running' | 'done' | 'failed';
+  error?: string;
+  requestedUs: number;
+  steps: TakeoverStep[];
+  flowsTakenOver: number;
+  flowsLost: number;
+  flowsUnprotected: number;
+  handshakesDropped: number;
+  flowsResumedWithData: number;
+  bytesResent: number;
+  bytesFedWhileFinishing: number;
+  /** Present once measured (2 s after step 5): primary's last data to the new owner's first, per flow. */
+  stall?: { flows: number; medianUs: number; maxUs: number };
+}
+
 export interface NativeEngine {
   start(): { removedStaleTable: boolean; realtime: boolean };
   stop(): void;
   counters(): Record<string, number>;
   latency(): LatencyHistogram;
   requestFlowStats(): void;
+  /** Starts the takeover on the engine thread; progress arrives as 'takeover' events. */
+  takeover(options: TakeoverOptions): void;
+  takeoverReport(): NativeTakeoverReport;
 }
+
+/** Owned nft tables that silence a replaced primary (addon/recovery_fence.h). */
+export interface FenceOptions { role: 'gateway' | 'primary'; table: string; vip: string; mac?: string }
+export interface NativeFence { install(): void; remove(): void; installed(): boolean }
 
 interface Addon {
   Engine: new (options: EngineOptions, onEvents: (batch: Buffer) => void) => NativeEngine;
+  Fence: new (options: FenceOptions) => NativeFence;
   setErrorClass(cls: typeof T2cpError): void;
   names(): { counters: string[]; parseErrors: string[]; eventSize: number };
   captureFilter(vip: string, ports: number[]): string;

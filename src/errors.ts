@@ -16,6 +16,10 @@ export type ErrorCode =
   | 'T2CP_TUN'
   | 'T2CP_CAPTURE'
   | 'T2CP_ADDON'           // the native addon is missing or does not load
+  | 'T2CP_AUTH'            // control messages refused: the peers' keys differ
+  | 'T2CP_TIMEOUT'         // a control request got no answer in time
+  | 'T2CP_TAKEOVER'        // the takeover could not run or failed midway
+  | 'T2CP_REFUSED'         // the peer answered that it will not (e.g. a takeover report with ok: false)
   | 'T2CP_SYSTEM';
 
 export class T2cpError extends Error {

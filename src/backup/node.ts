@@ -6,12 +6,18 @@ import { engineOptions, type BackupConfig } from '../config.js';
 import { decodeEvents, type FlowEvent } from '../incoming/events.js';
 import { summarizeLatency } from '../incoming/latency.js';
 import type { Logger } from '../log.js';
-import { preflight } from './preflight.js';
+import { preflight, defaultRouteInterface } from './preflight.js';
+import { BackupControl } from './control.js';
+import { TakeoverRun, type TakeoverRecord, type TakeoverTrigger } from './recovery.js';
+import type { BackupState } from '../control/index.js';
 
 export class BackupNode {
   private engine: NativeEngine | undefined;
   private timers: NodeJS.Timeout[] = [];
   private listeners: Array<(e: FlowEvent) => void> = [];
+  private run: TakeoverRun | undefined;
+  private control: BackupControl | undefined;
+  private failed = false;
 
   constructor(
     readonly cfg: BackupConfig,
@@ -49,6 +55,41 @@ export class BackupNode {
     }
   }
 
+  /** Open the control endpoint (when a key is configured): TAKEOVER requests, heartbeats to the detector. */
+  async startControl(): Promise<void> {
+    if (!this.cfg.keyFile) return;
+    this.control = await BackupControl.open(
+      { keyFile: this.cfg.keyFile, port: this.cfg.controlPort, detector: this.cfg.detector, instance: this.cfg.instance, heartbeatMs: this.cfg.heartbeatMs },
+      this,
+      this.log,
+    );
+    this.log.info('control endpoint open', { port: this.cfg.controlPort, detector: this.cfg.detector ? `${this.cfg.detector.address}:${this.cfg.detector.port}` : 'none' });
+  }
+
+  state(): BackupState {
+    if (this.failed) return 'failed';
+    if (!this.run?.started) return 'standby';
+    return this.run.current() ? 'active' : 'taking-over';
+  }
+
+  /** Failure recovery: start the takeover, or join the one running; resolves with its record. */
+  takeover(trigger: TakeoverTrigger): Promise<TakeoverRecord> {
+    if (this.run?.started) return this.run.done();
+    if (!this.engine) return Promise.reject(new Error('the backup is not running'));
+    const vipIf = this.cfg.vipIf ?? defaultRouteInterface();
+    this.run = new TakeoverRun(
+      this.engine,
+      { vipIf, finishTimeoutMs: this.cfg.finishTimeoutMs, garpCount: this.cfg.garpCount, garpIntervalMs: this.cfg.garpIntervalMs },
+      this.log,
+      this.cfg.report,
+    );
+    this.run.start(trigger);
+    this.run.done().catch(() => {
+      this.failed = true;
+    });
+    return this.run.done();
+  }
+
   counters(): Record<string, number> {
     return this.engine?.counters() ?? {};
   }
@@ -58,6 +99,8 @@ export class BackupNode {
   }
 
   stop(): void {
+    void this.control?.close();
+    this.control = undefined;
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
     if (!this.engine) return;
@@ -69,6 +112,8 @@ export class BackupNode {
 
   private deliver(batch: Buffer): void {
     for (const e of decodeEvents(batch)) {
+      this.run?.onEvent(e);
+      if (e.type === 'takeover') continue;
       this.logEvent(e);
       for (const fn of this.listeners) fn(e);
     }

@@ -48,3 +48,18 @@ export function preflight(cfg: BackupConfig): void {
     throw new T2cpError('no /dev/net/tun: load the tun module (modprobe tun)', 'T2CP_KERNEL_FEATURE');
   }
 }
+
+/** The interface of the IPv4 default route (/proc/net/route): where the VIP goes at takeover unless --vip-if says. */
+export function defaultRouteInterface(): string {
+  let table = '';
+  try {
+    table = readFileSync('/proc/net/route', 'utf8');
+  } catch {
+    /* no procfs: fall through */
+  }
+  for (const line of table.split('\n').slice(1)) {
+    const [iface, dest, , , , , , mask] = line.trim().split(/\s+/);
+    if (dest === '00000000' && mask === '00000000' && iface) return iface;
+  }
+  throw new T2cpError('no default route to find the interface the VIP moves to at takeover: give --vip-if IF', 'T2CP_CONFIG');
+}

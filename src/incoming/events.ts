@@ -10,6 +10,7 @@ export const EventType = {
   4: 'closed',
   5: 'anomaly',
   6: 'stats',
+  7: 'takeover',
 } as const;
 export type EventTypeName = (typeof EventType)[keyof typeof EventType];
 
@@ -27,6 +28,16 @@ export const EventReason = {
   11: 'primary-rst',
   12: 'capture-drop',
   13: 'replica-reset',
+  14: 'takeover-incomplete',
+  // takeover events: the step that ended (detail: its duration, µs)
+  21: 'freeze',
+  22: 'finish',
+  23: 'active',
+  24: 'ip-takeover',
+  25: 'connections',
+  30: 'takeover-done',
+  31: 'takeover-failed',
+  32: 'stall-measured',
 } as const;
 export type EventReasonName = (typeof EventReason)[keyof typeof EventReason];
 

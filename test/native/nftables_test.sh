@@ -16,7 +16,7 @@ fi
 mkdir -p build/native
 g++ -std=c++17 -O1 -g -Wall -Wextra -Wno-unused-parameter \
   -fsanitize=address,undefined -fno-omit-frame-pointer \
-  -Iaddon addon/outgoing_nftables.cc test/native/nftables_test.cc \
+  -Iaddon addon/nft_batch.cc addon/outgoing_nftables.cc test/native/nftables_test.cc \
   -lmnl -o build/native/nftables_test
 
 NS="t2nf$RANDOM$$"

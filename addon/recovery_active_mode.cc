@@ -1,0 +1,187 @@
+#include "recovery_active_mode.h"
+
+#include <arpa/inet.h>
+
+#include <cstring>
+
+#include "sequence_map.h"
+
+namespace t2cp {
+namespace {
+
+constexpr uint8_t kOptEol = 0, kOptNop = 1, kOptSack = 5, kOptTs = 8;  // RFC 9293, 2018, 7323
+
+uint32_t load32(const uint8_t* p) { uint32_t v; std::memcpy(&v, p, 4); return ntohl(v); }
+void store32(uint8_t* p, uint32_t v) { v = htonl(v); std::memcpy(p, &v, 4); }
+void store16(uint8_t* p, uint16_t v) { v = htons(v); std::memcpy(p, &v, 2); }
+
+// Calls fn(kind, option pointer, length) for each TCP option of a segment
+// that parse_ipv4 accepted (so lengths are sane).
+template <typename Fn> void for_each_option(uint8_t* tcp, uint32_t tcp_hdr_len, Fn fn) {
+  uint32_t i = 20;
+  while (i < tcp_hdr_len) {
+    uint8_t kind = tcp[i];
+    if (kind == kOptEol) return;
+    if (kind == kOptNop) { i++; continue; }
+    uint8_t len = tcp[i + 1];
+    fn(kind, tcp + i, len);
+    i += len;
+  }
+}
+
+void finish_checksum(uint8_t* ip, const Segment& s) {
+  uint8_t* tcp = ip + s.ip_hdr_len;
+  uint16_t c = tcp_checksum_ipv4(s.saddr, s.daddr, tcp, s.ip_len - s.ip_hdr_len);
+  std::memcpy(tcp + 16, &c, 2);
+}
+
+}  // namespace
+
+bool ActiveMode::can_take_over(const Flow& f) {
+  bool paired = f.p_synack && f.b_synack;
+  return paired && (f.state == FlowState::kSynchronised || f.state == FlowState::kClosing ||
+                    (f.state == FlowState::kClosed && !f.rst_injected));
+}
+
+void ActiveMode::enter(Flow& f) {
+  f.active = true;
+  f.p_tsval_at_active = f.p_tsval;
+  // The client's ts_recent is the primary's latest TSval: the backup's clock
+  // must read at least that (PAWS drops older ones). The handshake offset
+  // keeps the clock continuous when it suffices.
+  uint32_t seen = f.b_tsval - f.ts_delta;
+  f.ts_out_delta = before(seen, f.p_tsval) ? f.b_tsval - f.p_tsval : f.ts_delta;
+  f.out_incomplete = f.out_incomplete || f.out.has_out_of_order();
+}
+
+uint32_t ActiveMode::client_window(const Flow& f) {
+  uint64_t bytes = uint64_t(f.b_window);  // already scaled by the backup's shift
+  uint64_t w = bytes >> f.p_wscale;
+  return w > 65535 ? 65535 : uint32_t(w);
+}
+
+NfQueue::Verdict ActiveMode::on_packet(uint8_t* ip, size_t len) {
+  Counters& c = ctx_.counters;
+  Segment s;
+  ParseError e = parse_ipv4(ip, len, /*allow_truncated_payload=*/false, &s);
+  if (e != ParseError::kOk) {
+    // Not ours to judge: the stack decides about a malformed packet.
+    if (e == ParseError::kTruncatedIp) c.add(k_active_truncated);
+    else c.backup_parse[static_cast<int>(e)].fetch_add(1, std::memory_order_relaxed);
+    return NfQueue::Verdict::kAccept;
+  }
+  bool to_vip = s.daddr == ctx_.cfg.vip && ctx_.port_set.test(s.dport);
+  FlowKey k = to_vip ? FlowKey{s.saddr, s.sport, s.dport} : FlowKey{s.daddr, s.dport, s.sport};
+  Flow* f = ctx_.flows.find(k);
+  if (!f || !f->active) {
+    c.add(k_active_passthrough);
+    return NfQueue::Verdict::kAccept;
+  }
+  if (to_vip && (s.flags & (kSyn | kAck)) == kSyn) {
+    // The client reuses the port for a new connection: a local one now.
+    ctx_.flows.erase(k);
+    c.add(k_active_passthrough);
+    return NfQueue::Verdict::kAccept;
+  }
+  if (to_vip) translate_in(*f, ip, s);
+  else translate_out(*f, ip, s);
+  finish_checksum(ip, s);
+  return NfQueue::Verdict::kAcceptRewritten;
+}
+
+void ActiveMode::translate_in(Flow& f, uint8_t* ip, const Segment& s) {
+  ctx_.counters.add(k_active_in_packets);
+  uint8_t* tcp = ip + s.ip_hdr_len;
+  uint64_t now = realtime_us();
+  f.last_seen_us = now;
+  uint32_t ack_b = f.b_rcv_nxt;
+  if (s.flags & kAck) {
+    bool clamped;
+    ack_b = map_ack(s.ack, f.seq_delta, f.b_snd_nxt, &clamped);
+    if (clamped) ctx_.counters.add(k_active_ack_clamped);
+    store32(tcp + 8, ack_b);
+    if (after(s.ack, f.c_ack_p)) f.c_ack_p = s.ack;
+  }
+  for_each_option(tcp, s.tcp_hdr_len, [&](uint8_t kind, uint8_t* o, uint8_t olen) {
+    if (kind == kOptTs) {
+      uint32_t tsecr = load32(o + 6);
+      uint32_t d = after(tsecr, f.p_tsval_at_active) ? f.ts_out_delta : f.ts_delta;
+      store32(o + 6, map_tsecr(tsecr, d, f.b_synack_tsval, f.b_tsval));
+      f.c_tsval = load32(o + 2);
+    } else if (kind == kOptSack) {
+      SackBlock in[kMaxSackBlocks], out[kMaxSackBlocks];
+      int n = (olen - 2) / 8, dropped = 0;
+      for (int i = 0; i < n; i++) in[i] = {load32(o + 2 + 8 * i), load32(o + 6 + 8 * i)};
+      int kept = map_sack(in, n, f.seq_delta, ack_b, f.b_snd_nxt, out, &dropped);
+      ctx_.counters.add(k_active_sack_dropped, dropped);
+      // Fewer blocks: a shorter option, the freed bytes become NOPs.
+      o[1] = kept ? uint8_t(2 + 8 * kept) : 0;
+      for (int i = 0; i < kept; i++) { store32(o + 2 + 8 * i, out[i].left); store32(o + 6 + 8 * i, out[i].right); }
+      if (!kept) std::memset(o, kOptNop, olen);
+      else std::memset(o + 2 + 8 * kept, kOptNop, olen - 2 - 8 * kept);
+    }
+  });
+  f.c2s_primary = f.c2s_backup;  // one server now
+  if (s.flags & kFin) { f.c_fin = true; f.c_fin_seq = s.seq + s.payload_len; }
+  if (s.flags & kRst) f.c_rst = true;
+  note_closing(f, now);
+}
+
+void ActiveMode::translate_out(Flow& f, uint8_t* ip, const Segment& s) {
+  ctx_.counters.add(k_active_out_packets);
+  uint8_t* tcp = ip + s.ip_hdr_len;
+  uint64_t now = realtime_us();
+  store32(tcp + 4, s.seq - f.seq_delta);
+  uint32_t end = s.seq + s.payload_len + ((s.flags & kFin) ? 1 : 0);
+  if (after(end, f.b_snd_nxt)) {
+    f.s2c_backup += end - f.b_snd_nxt - ((s.flags & kFin) ? 1 : 0);
+    f.b_snd_nxt = end;
+  }
+  if ((s.flags & kAck) && after(s.ack, f.b_rcv_nxt)) {
+    f.c2s_backup += s.ack - f.b_rcv_nxt;
+    f.b_rcv_nxt = s.ack;
+  }
+  if (!(s.flags & kSyn)) {
+    f.b_window = uint32_t(s.window) << f.b_wscale;
+    store16(tcp + 14, uint16_t(client_window(f)));
+  }
+  for_each_option(tcp, s.tcp_hdr_len, [&](uint8_t kind, uint8_t* o, uint8_t) {
+    if (kind != kOptTs) return;
+    uint32_t tsval = load32(o + 2);
+    if (after(tsval, f.b_tsval)) f.b_tsval = tsval;
+    store32(o + 2, tsval - f.ts_out_delta);
+  });
+  if (s.payload_len && !f.first_active_data_us) f.first_active_data_us = now;
+  f.s2c_primary = f.s2c_backup;
+  if (s.flags & kFin) { f.b_fin = true; f.b_fin_seq = s.seq + s.payload_len; }
+  if (s.flags & kRst) f.b_rst = true;
+  f.last_seen_us = now;
+  note_closing(f, now);
+}
+
+void ActiveMode::note_closing(Flow& f, uint64_t now_us) {
+  if (f.state == FlowState::kClosed) return;
+  bool reset = f.c_rst || f.b_rst;
+  if (!reset && !(f.c_fin && f.b_fin)) {
+    if (f.c_fin || f.b_fin) f.state = FlowState::kClosing;
+    return;
+  }
+  f.state = FlowState::kClosed;
+  f.closed_us = now_us;
+  ctx_.counters.add(k_flows_closed);
+  ctx_.events.emit(EventType::kClosed, reset ? EventReason::kRst : EventReason::kFin, f);
+}
+
+void ActiveMode::on_tick(uint64_t now) {
+  uint64_t idle_us = uint64_t(ctx_.cfg.idle_timeout_s) * 1000000;
+  ctx_.flows.erase_if([&](Flow& f) {
+    if (!f.active) return f.state == FlowState::kClosed || f.state == FlowState::kUnprotected;
+    if (f.state == FlowState::kClosed) return now - f.closed_us > kActiveLingerUs;
+    if (now - f.last_seen_us <= idle_us) return false;
+    ctx_.counters.add(k_flows_expired);
+    ctx_.events.emit(EventType::kClosed, EventReason::kIdleTimeout, f);
+    return true;
+  });
+}
+
+}  // namespace t2cp

@@ -1,0 +1,59 @@
+// Failure recovery, active mode (paper 001, "active mode entry"): after a
+// takeover the backup's own TCP talks to the clients, but every flow it took
+// over keeps the primary's numbers on the client's side for as long as it
+// lives. The owned nft table queues both directions of the service ports
+// (outgoing_nftables enter_active); this rewrites the taken-over flows' packets
+// in place and accepts them, and lets every other packet (connections opened
+// after the takeover) pass untouched.
+//
+//   client -> backup   ack, SACK blocks: primary space -> backup space (ack
+//                      clamped to what the backup sent: the kernel drops a
+//                      segment acking unsent data, payload included);
+//                      TSecr: the client's view of the clock -> the backup's.
+//   backup -> client   seq: backup space -> primary space; TSval: the
+//                      backup's clock, shifted so the client's PAWS check
+//                      never sees it go back; window: rescaled from the
+//                      backup's window shift to the primary's (the one the
+//                      client applies).
+//
+// Thread: engine thread only.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "engine_context.h"
+#include "outgoing_nfqueue.h"
+
+namespace t2cp {
+
+// How long a taken-over flow that closed keeps being translated, µs: the
+// backup's side may sit in TIME_WAIT (60 s, TCP_TIMEWAIT_LEN) and answer a
+// retransmitted FIN, which must still carry the primary's numbers.
+constexpr uint64_t kActiveLingerUs = 60000000;
+
+class ActiveMode {
+ public:
+  explicit ActiveMode(EngineContext& ctx) : ctx_(ctx) {}
+
+  // Takeover step 3, per flow: translate it from now on.
+  void enter(Flow& f);
+  // Whether a flow can be taken over: both handshakes paired, not lost.
+  static bool can_take_over(const Flow& f);
+  // One queued packet (whole, from its IPv4 header).
+  NfQueue::Verdict on_packet(uint8_t* ip, size_t len);
+  // Expiry of taken-over flows (closed + linger, or idle).
+  void on_tick(uint64_t now_us);
+
+  // The client's view of the replica's state, for packets built at takeover.
+  static uint32_t client_window(const Flow& f);
+  static uint32_t client_tsval(const Flow& f) { return f.b_tsval - f.ts_out_delta; }
+
+ private:
+  void translate_in(Flow& f, uint8_t* ip, const Segment& s);
+  void translate_out(Flow& f, uint8_t* ip, const Segment& s);
+  void note_closing(Flow& f, uint64_t now_us);
+
+  EngineContext& ctx_;
+};
+
+}  // namespace t2cp

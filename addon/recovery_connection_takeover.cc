@@ -1,0 +1,99 @@
+#include "recovery_connection_takeover.h"
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "outgoing_nftables.h"
+#include "recovery_active_mode.h"
+
+namespace t2cp {
+namespace {
+
+constexpr uint32_t kTsOptionBytes = 12;   // NOP NOP TS(10), RFC 7323 appendix A
+constexpr uint32_t kMinSegment = 88;      // 536 less headers would do; never below this
+
+}  // namespace
+
+ConnectionTakeover::~ConnectionTakeover() {
+  if (fd_ >= 0) close(fd_);
+}
+
+std::string ConnectionTakeover::open() {
+  if (fd_ >= 0) return "";
+  fd_ = socket(AF_INET, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_RAW);  // IP_HDRINCL implied
+  if (fd_ < 0) return std::string("cannot open a raw socket: ") + strerror(errno);
+  uint32_t mark = kInjectMark;
+  if (setsockopt(fd_, SOL_SOCKET, SO_MARK, &mark, sizeof mark) < 0)
+    return std::string("cannot mark the raw socket: ") + strerror(errno);
+  return "";
+}
+
+bool ConnectionTakeover::send(const SegmentSpec& sp) {
+  size_t n = build_segment(sp, pkt_, sizeof pkt_);
+  sockaddr_in to{};
+  to.sin_family = AF_INET;
+  to.sin_addr.s_addr = sp.daddr;
+  if (n == 0 || sendto(fd_, pkt_, n, 0, reinterpret_cast<sockaddr*>(&to), sizeof to) != ssize_t(n)) {
+    ctx_.counters.add(k_resume_errors);
+    return false;
+  }
+  return true;
+}
+
+void ConnectionTakeover::resume(Flow& f) {
+  if (fd_ < 0) return;
+  SegmentSpec base;
+  base.saddr = ctx_.cfg.vip;
+  base.daddr = f.key.client_ip;
+  base.sport = f.key.server_port;
+  base.dport = f.key.client_port;
+  base.ack = f.b_rcv_nxt;
+  base.flags = kAck;
+  base.window = uint16_t(ActiveMode::client_window(f));
+  if (f.c_ts_ok) {
+    base.has_ts = true;
+    base.tsval = ActiveMode::client_tsval(f);
+    base.tsecr = f.c_tsval;
+  }
+  // Data: from what the client acknowledged to what the replica produced.
+  uint32_t from = f.c_ack_p + f.seq_delta, end = f.out.contig_end();
+  bool have_from = !before(from, f.out.base()) && f.out.at(from) != nullptr;
+  uint32_t mss = f.c_mss > kMinSegment ? f.c_mss : kMinSegment;
+  if (f.c_ts_ok) mss -= kTsOptionBytes;
+  if (have_from) {
+    for (uint32_t seq = from; before(seq, end);) {
+      uint32_t len = end - seq < mss ? end - seq : mss;
+      SegmentSpec sp = base;
+      sp.seq = seq - f.seq_delta;
+      sp.payload = f.out.at(seq);
+      sp.payload_len = len;
+      sp.ip_id = ip_id_++;
+      seq += len;
+      if (!before(seq, end)) sp.flags |= kPsh;
+      if (!send(sp)) break;
+      ctx_.counters.add(k_resume_segments);
+      ctx_.counters.add(k_resume_bytes, len);
+      if (!f.first_active_data_us) f.first_active_data_us = realtime_us();
+    }
+  }
+  // The replica's FIN, if the client has not acknowledged it.
+  bool fin_due = f.b_fin && !after(f.c_ack_p + f.seq_delta, f.b_fin_seq);
+  SegmentSpec ack = base;
+  uint32_t snd = f.b_snd_nxt - f.seq_delta - (f.b_fin ? 1 : 0);
+  // A pure ACK below the client's rcv_wup is discarded as old: never go
+  // below what the client acknowledged.
+  ack.seq = before(snd, f.c_ack_p) ? f.c_ack_p : snd;
+  if (fin_due) {
+    ack.seq = f.b_fin_seq - f.seq_delta;
+    ack.flags |= kFin;
+  }
+  ack.ip_id = ip_id_++;
+  if (send(ack)) ctx_.counters.add(k_resume_acks);
+  f.out.clear();  // the replica's own stack retransmits from here on
+}
+
+}  // namespace t2cp

@@ -1,0 +1,117 @@
+// Failure recovery at the backup (paper 001): the takeover as a numbered,
+// timed state machine run on the engine thread, in a fixed order
+// (keepalived's vrrp_state_become_master habit):
+//
+//   1 freeze       no new flow is replicated (a SYN now belongs to the new
+//                  owner's stack); the replica's output is still dropped, so
+//                  nothing is answered twice.
+//   2 finish       feed every replica what the mirror caught and wait until
+//                  it acknowledged all of it (bounded by finish_timeout_ms).
+//                  A flow whose replica lacks bytes the primary acknowledged
+//                  can never be completed (the client will not send them
+//                  again): it is lost, reported, its replica copy reset.
+//   3 active       the queue switches to per-segment copies, the table
+//                  queues the clients' input too and stops hiding the VIP
+//                  from ARP; every taken-over flow is translated from now
+//                  on (recovery_active_mode); injection stops.
+//   4 ip takeover  VIP/32 on the real interface, the TUN closed, gratuitous
+//                  ARP now and garp_count-1 more times every
+//                  garp_interval_ms.
+//   5 connections  every taken-over flow resumes (recovery_connection_takeover).
+//
+// Each step's start and end are recorded (CLOCK_REALTIME µs) and reported
+// as an event; the report is read by JS through report().
+//
+// Call order: request() from the JS thread; poll() on the engine thread
+// each loop; report() from any thread.
+#pragma once
+#include <cstdint>
+#include <mutex>
+#include <string>
+
+#include "engine_context.h"
+#include "incoming_capture.h"
+#include "incoming_processor.h"
+#include "outgoing_nfqueue.h"
+#include "outgoing_nftables.h"
+#include "recovery_active_mode.h"
+#include "recovery_connection_takeover.h"
+#include "recovery_ip_takeover.h"
+
+namespace t2cp {
+
+struct TakeoverConfig {
+  std::string vip_if;             // the real interface that gets the VIP
+  uint32_t finish_timeout_ms = 500;
+  uint32_t garp_count = 5;
+  uint32_t garp_interval_ms = 20;
+};
+
+constexpr int kTakeoverSteps = 5;
+
+struct TakeoverReport {
+  enum class State : uint8_t { kIdle, kRunning, kDone, kFailed } state = State::kIdle;
+  std::string error;
+  uint64_t requested_us = 0;
+  uint64_t step_start_us[kTakeoverSteps] = {}, step_end_us[kTakeoverSteps] = {};
+  uint32_t flows_taken_over = 0;      // translated from step 3 on
+  uint32_t flows_lost = 0;            // replica lacked acknowledged bytes
+  uint32_t flows_unprotected = 0;     // known unprotected when it began
+  uint32_t handshakes_dropped = 0;    // not yet paired: the client's SYN goes to the new owner
+  uint32_t flows_resumed_with_data = 0;
+  uint64_t bytes_resent = 0;
+  uint64_t bytes_fed_while_finishing = 0;
+  // Client-visible stall per taken-over flow that got data after the
+  // takeover within kStallWindowUs: the primary's last data segment (mirror)
+  // to our first one. Computed once, kStallWindowUs after step 5.
+  bool stall_final = false;
+  uint32_t stall_flows = 0;
+  uint64_t stall_us_median = 0, stall_us_max = 0;
+};
+
+class FailureRecovery {
+ public:
+  FailureRecovery(EngineContext& ctx, IncomingProcessor& in, ActiveMode& active, NfQueue& nfq, NftTables& nft,
+                  Capture& capture)
+      : ctx_(ctx), in_(in), active_(active), nfq_(nfq), nft_(nft), capture_(capture), conn_(ctx) {}
+
+  // False (and *err) if a takeover already ran or runs.
+  bool request(const TakeoverConfig& cfg, std::string* err);
+  // Advance the steps; returns true while it wants the loop not to sleep long.
+  void poll(uint64_t now_us);
+  TakeoverReport report() const;
+  // After the engine thread stopped: give the VIP back if we added it.
+  void release_vip() { ip_.remove_vip(); }
+
+ private:
+  void begin_step(int n, uint64_t now_us);
+  void end_step(int n, uint64_t now_us);
+  bool all_finished();
+  void settle_unfinished();
+  bool go_active(std::string* err);
+  void fail(const std::string& why, uint64_t now_us);
+  void finalize_stall();
+
+  EngineContext& ctx_;
+  IncomingProcessor& in_;
+  ActiveMode& active_;
+  NfQueue& nfq_;
+  NftTables& nft_;
+  Capture& capture_;
+  ConnectionTakeover conn_;
+  IpTakeover ip_;
+
+  mutable std::mutex mu_;
+  bool requested_ = false;          // under mu_
+  TakeoverConfig cfg_;              // under mu_ until taken by poll()
+  TakeoverReport report_;           // written under mu_
+
+  int step_ = 0;                    // engine thread: the step running, 0 none
+  uint64_t finish_deadline_us_ = 0;
+  uint32_t garp_left_ = 0;
+  uint64_t next_garp_us_ = 0;
+  uint64_t stall_due_us_ = 0;
+  uint64_t fed_at_freeze_ = 0;
+};
+
+}  // namespace t2cp

@@ -1,0 +1,51 @@
+// The ways the primary fails in the takeover tests, demo and benchmark, each
+// done inside the testbed's primary namespace (so nothing outside the run is
+// touched) and each undoable, to bring the old primary back:
+//
+//   link-down  its interface goes down: nothing in, nothing out; the switch
+//              port loses carrier, so the mirror sees nothing either.
+//   freeze     every packet in and out dropped by an nft table of the run
+//              (a hung host); the switch still delivers and mirrors what the
+//              clients send it.
+//   planned    nothing breaks: `t2cp takeover` on the backup asks for the switch.
+import type { Testbed } from './testbed.js';
+
+export type FailureKind = 'link-down' | 'freeze' | 'planned' | 'keepalived';
+
+/** The nft table name of a freeze: per run (the testbed prefix), nft's alphabet. */
+export const freezeTable = (tb: Testbed): string => `${tb.prefix.replace(/[^A-Za-z0-9_]/g, '_')}freeze`;
+
+async function must(tb: Testbed, ns: string, argv: string[]): Promise<void> {
+  const r = await tb.exec(ns, argv);
+  if (r.code !== 0) throw new Error(`\`${argv.join(' ')}\` in ${ns} failed: ${r.stderr.trim()}`);
+}
+
+/** Breaks the primary; returns the wall-clock ms just before the break took effect. */
+export async function failPrimary(tb: Testbed, kind: 'link-down' | 'freeze'): Promise<number> {
+  const t = Date.now();
+  if (kind === 'link-down') {
+    await must(tb, tb.ns.primary, ['ip', 'link', 'set', tb.ifaces.primaryLan, 'down']);
+  } else {
+    const table = freezeTable(tb);
+    const rules = [
+      `add table inet ${table}`,
+      `add chain inet ${table} in { type filter hook prerouting priority -500; policy drop; }`,
+      `add chain inet ${table} out { type filter hook output priority -500; policy drop; }`,
+      `add table arp ${table}`,
+      `add chain arp ${table} in { type filter hook input priority 0; policy drop; }`,
+      `add chain arp ${table} out { type filter hook output priority 0; policy drop; }`,
+    ].join('\n');
+    await must(tb, tb.ns.primary, ['sh', '-c', `printf '%s\\n' "$0" | nft -f -`, rules]);
+  }
+  return t;
+}
+
+/** Brings the old primary back as it was (link up, or the freeze lifted). */
+export async function restorePrimary(tb: Testbed, kind: 'link-down' | 'freeze'): Promise<void> {
+  if (kind === 'link-down') {
+    await must(tb, tb.ns.primary, ['ip', 'link', 'set', tb.ifaces.primaryLan, 'up']);
+  } else {
+    await must(tb, tb.ns.primary, ['nft', 'delete', 'table', 'inet', freezeTable(tb)]);
+    await must(tb, tb.ns.primary, ['nft', 'delete', 'table', 'arp', freezeTable(tb)]);
+  }
+}

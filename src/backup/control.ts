@@ -1,0 +1,111 @@
+// The backup's control endpoint: one authenticated Channel (src/control) on
+// --control-port. It answers TAKEOVER — from the failure detector, or from
+// `t2cp takeover` on this host (planned switch, manual, or keepalived's
+// notify_master hook) — and sends BACKUP_HEARTBEAT to the detector.
+//
+// A planned request from `t2cp takeover` goes to the detector when one is
+// configured, so that the primary stands down first (the detector orders
+// it); without a detector (keepalived is the source of truth) the backup
+// takes over at once. A TAKEOVER repeated for the same epoch (UDP repeats)
+// gets the same answer: the takeover runs once.
+//
+// Call order: await BackupControl.open(), then close(). Node event loop.
+import { T2cpError } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { Endpoint } from '../options.js';
+import { Channel, loadKey, type BackupState, type Received } from '../control/index.js';
+import type { TakeoverRecord, TakeoverTrigger } from './recovery.js';
+
+export interface ControlOptions {
+  keyFile: string;
+  port: number;
+  detector?: Endpoint;
+  instance: string;
+  heartbeatMs: number;
+}
+
+/** What the control endpoint needs from the backup node. */
+export interface TakeoverTarget {
+  state(): BackupState;
+  /** Start (or join) the takeover; resolves with its record. */
+  takeover(trigger: TakeoverTrigger): Promise<TakeoverRecord>;
+}
+
+export class BackupControl {
+  private timer: NodeJS.Timeout | undefined;
+  private epoch = 0;
+  private planned: Received<'TAKEOVER'> | undefined;
+
+  private constructor(
+    private readonly ch: Channel,
+    private readonly opts: ControlOptions,
+    private readonly node: TakeoverTarget,
+    private readonly log: Logger,
+  ) {
+    ch.onMessage((r) => this.onMessage(r));
+    if (opts.detector) {
+      const beat = () => ch.send(opts.detector!, 'BACKUP_HEARTBEAT', { state: node.state(), epoch: this.epoch });
+      beat();
+      this.timer = setInterval(beat, opts.heartbeatMs);
+    }
+  }
+
+  static async open(opts: ControlOptions, node: TakeoverTarget, log: Logger): Promise<BackupControl> {
+    const { key, warning } = loadKey(opts.keyFile);
+    if (warning) log.warn(warning);
+    const ch = await Channel.open({ key, sender: `backup:${opts.instance}`, bind: { address: '0.0.0.0', port: opts.port } });
+    return new BackupControl(ch, opts, node, log);
+  }
+
+  counters(): ReturnType<Channel['counters']> {
+    return this.ch.counters();
+  }
+
+  async close(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    await this.ch.close();
+  }
+
+  private fromLocalCli(r: Received): boolean {
+    return r.from.address === '127.0.0.1' && !(this.opts.detector && r.from.address === this.opts.detector.address && r.from.port === this.opts.detector.port);
+  }
+
+  private onMessage(r: Received): void {
+    if (r.msg.type !== 'TAKEOVER') return;
+    const m = r as Received<'TAKEOVER'>;
+    const body = m.msg.body as typeof m.msg.body & { lastHeardUs?: unknown; decidedUs?: unknown };
+    const local = this.fromLocalCli(r);
+    if (local && body.planned && this.opts.detector && this.node.state() === 'standby') {
+      // Planned: the detector makes the primary stand down, then sends us
+      // the TAKEOVER that we execute (and answer the CLI then).
+      this.planned = m;
+      this.ch.send(this.opts.detector, 'TAKEOVER', { epoch: body.epoch, reason: body.reason, planned: true });
+      this.log.info('takeover: planned request passed to the detector', { reason: body.reason });
+      return;
+    }
+    if (body.epoch > this.epoch) this.epoch = body.epoch;
+    const trigger: TakeoverTrigger = {
+      source: local ? (body.reason.startsWith('keepalived') ? 'keepalived' : 'cli') : 'detector',
+      reason: body.reason,
+      epoch: body.epoch,
+      planned: body.planned,
+      lastHeardUs: typeof body.lastHeardUs === 'number' ? body.lastHeardUs : undefined,
+      decidedUs: typeof body.decidedUs === 'number' ? body.decidedUs : m.msg.sentUs,
+    };
+    const answer = (to: Endpoint, rec: TakeoverRecord | undefined, error?: string) =>
+      this.ch.send(to, 'TAKEOVER_REPORT', { epoch: this.epoch, ok: !!rec, ...(rec ? { report: rec } : {}), ...(error ? { error } : {}) } as never);
+    this.node.takeover(trigger).then(
+      (rec) => {
+        answer(r.from, rec);
+        if (this.planned) answer(this.planned.from, rec);
+        this.planned = undefined;
+      },
+      (e: unknown) => {
+        const msg = e instanceof T2cpError ? e.message : String(e);
+        answer(r.from, undefined, msg);
+        if (this.planned) answer(this.planned.from, undefined, msg);
+        this.planned = undefined;
+      },
+    );
+  }
+}
