@@ -256,11 +256,14 @@ NftStatus NftTables::install(const NftConfig& cfg, std::string* err) {
   }
 
   // 2. Create everything in one batch.
-  Batch b(&seq_, 6 + cfg.ports.size());
+  Batch b(&seq_, 7 + cfg.ports.size());
   put_new_table(b, NFPROTO_IPV4, cfg.table, What::kIpTable);
   put_base_chain(b, NFPROTO_IPV4, cfg.table, kChain, NF_INET_LOCAL_OUT, kIpOutPriority,
                  What::kIpChain);
   put_mark_exempt_rule(b, cfg.table);
+  // Empty until a takeover (enter_active): created now so the takeover only
+  // adds rules, which is fast.
+  put_base_chain(b, NFPROTO_IPV4, cfg.table, kInChain, NF_INET_PRE_ROUTING, kIpInPriority, What::kInChain);
   for (uint16_t port : cfg.ports)
     put_queue_rule(b, cfg.table, kChain, false, cfg.vip, port, cfg.queue_num);
   put_new_table(b, NFPROTO_ARP, cfg.table, What::kArpTable);
@@ -281,11 +284,15 @@ bool NftTables::enter_active(std::string* err) {
     *err = "nftables: not installed";
     return false;
   }
-  // One batch: the backup may answer ARP for the VIP from now on, and the
-  // clients' packets of replicated flows go through the interceptor.
-  Batch b(&seq_, 2 + cfg_.ports.size());
-  put_del_table(b, NFPROTO_ARP, table_);
-  put_base_chain(b, NFPROTO_IPV4, table_, kInChain, NF_INET_PRE_ROUTING, kIpInPriority, What::kInChain);
+  // One batch of rule changes only (a table or chain deletion would wait for
+  // an RCU grace period, tens of ms on a busy host): the backup may answer
+  // ARP for the VIP from now on, and the clients' packets of replicated
+  // flows go through the interceptor.
+  Batch b(&seq_, 1 + cfg_.ports.size());
+  nlmsghdr* flush = b.open(NFT_MSG_DELRULE, 0, NFPROTO_ARP, What::kArpRule);
+  mnl_attr_put_strz(flush, NFTA_RULE_TABLE, table_.c_str());
+  mnl_attr_put_strz(flush, NFTA_RULE_CHAIN, kChain);
+  b.close(flush);
   for (uint16_t port : cfg_.ports) put_queue_rule(b, table_, kInChain, true, cfg_.vip, port, cfg_.queue_num);
   Outcome o = run_batch(fd_, b);
   if (o.err) {

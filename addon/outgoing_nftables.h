@@ -9,6 +9,8 @@
 //       drop would fail the send with EPERM and desynchronise the replica.
 //       Packets carrying kInjectMark are exempt (the recovery path re-sends
 //       through the stack with it).
+//                      chain in: hook prerouting, priority -150, empty; after
+//       a takeover: ip daddr <vip> tcp dport <port> -> the same queue.
 //   table arp <name>  (flags owner)  chain out: hook output, priority 0
 //       arp sender-ip == <vip>  ->  drop. The VIP is a local address on the
 //       backup while it replicates; without this the backup would answer ARP
@@ -61,9 +63,10 @@ class NftTables {
   // Create both tables in one netlink batch (all or nothing). On failure,
   // *err gets one line naming the cause and nothing stays installed.
   NftStatus install(const NftConfig& cfg, std::string* err);
-  // Takeover (failure recovery, step 3): delete the arp table and add chain
-  // `in` (hook prerouting, priority -150) queueing ip daddr <vip> tcp dport
-  // <port> to the same queue, in one batch. False and *err on failure.
+  // Takeover (failure recovery, step 3): flush the arp chain and fill chain
+  // `in` (hook prerouting, priority -150, empty until now) with rules
+  // queueing ip daddr <vip> tcp dport <port> to the same queue, in one
+  // batch. False and *err on failure.
   // Thread: the caller of install() or, while that thread leaves the object
   // alone, the engine thread.
   bool enter_active(std::string* err);

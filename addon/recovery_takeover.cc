@@ -172,7 +172,6 @@ void FailureRecovery::poll(uint64_t now) {
     begin_step(4, realtime_us());
     err = ip_.add_vip(cfg_.vip_if, ctx_.cfg.vip);
     if (!err.empty()) return fail(err, realtime_us());
-    ctx_.tun.close();  // its VIP goes with it; the real interface holds it now
     if (ip_.send_garp()) ctx_.counters.add(k_garp_sent);
     garp_left_ = cfg_.garp_count > 0 ? cfg_.garp_count - 1 : 0;
     next_garp_us_ = realtime_us() + uint64_t(cfg_.garp_interval_ms) * 1000;
@@ -198,6 +197,9 @@ void FailureRecovery::poll(uint64_t now) {
     ctx_.events.emit_takeover(EventReason::kTakeoverDone, end - report_.requested_us);
     step_ = 6;
     stall_due_us_ = end + kStallWindowUs;
+    // Out of the timed path (unregistering a device waits for RCU): the TUN
+    // goes, its VIP with it; the real interface holds the VIP already.
+    ctx_.tun.close();
     return;
   }
   if (step_ == 6) {

@@ -14,10 +14,10 @@
 //                  queues the clients' input too and stops hiding the VIP
 //                  from ARP; every taken-over flow is translated from now
 //                  on (recovery_active_mode); injection stops.
-//   4 ip takeover  VIP/32 on the real interface, the TUN closed, gratuitous
-//                  ARP now and garp_count-1 more times every
-//                  garp_interval_ms.
+//   4 ip takeover  VIP/32 on the real interface, gratuitous ARP now and
+//                  garp_count-1 more times every garp_interval_ms.
 //   5 connections  every taken-over flow resumes (recovery_connection_takeover).
+//   then           the TUN is closed (slow, and nothing waits for it).
 //
 // Each step's start and end are recorded (CLOCK_REALTIME µs) and reported
 // as an event; the report is read by JS through report().

@@ -24,4 +24,5 @@ const mixed: Workload = {
 
 export const takeoverScenarios: TakeoverScenario[] = [
   { name: 'host freeze, manual takeover', failure: 'freeze', failAfterMs: 800, workload: mixed },
+  { name: 'link down, manual takeover', failure: 'link-down', failAfterMs: 800, workload: mixed },
 ];
