@@ -15,6 +15,7 @@
 #include "engine.h"
 #include "incoming_capture.h"
 #include "recovery_fence.h"
+#include "traffic_recorder.h"
 
 namespace t2cp {
 
@@ -298,6 +299,76 @@ class FenceWrap : public Napi::ObjectWrap<FenceWrap> {
   FenceTables fence_;
 };
 
+// new Recorder({lanIf, vip, ports, windowMs, maxBytes}): the gateway's
+// traffic recorder (traffic_recorder.h). start(), resupply(sinceUs) ->
+// {packets, bytes}, counters(), stop().
+class RecorderWrap : public Napi::ObjectWrap<RecorderWrap> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "Recorder", {
+      InstanceMethod<&RecorderWrap::Start>("start"),
+      InstanceMethod<&RecorderWrap::Stop>("stop"),
+      InstanceMethod<&RecorderWrap::Resupply>("resupply"),
+      InstanceMethod<&RecorderWrap::CountersJs>("counters"),
+    });
+  }
+
+  RecorderWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<RecorderWrap>(info) {
+    Napi::Env env = info.Env();
+    if (!info[0].IsObject()) throw_error(env, "T2CP_CONFIG", "new Recorder(options)");
+    Napi::Object o = info[0].As<Napi::Object>();
+    cfg_.ifname = get_str(o, "lanIf");
+    std::string vip = get_str(o, "vip");
+    if (inet_pton(AF_INET, vip.c_str(), &cfg_.vip) != 1) throw_error(env, "T2CP_CONFIG", "recorder vip is not an IPv4 address: " + vip);
+    Napi::Value ports = o.Get("ports");
+    if (!ports.IsArray()) throw_error(env, "T2CP_CONFIG", "recorder ports must be an array");
+    Napi::Array pa = ports.As<Napi::Array>();
+    for (uint32_t i = 0; i < pa.Length(); i++) cfg_.ports.push_back(static_cast<uint16_t>(pa.Get(i).As<Napi::Number>().Uint32Value()));
+    cfg_.window_ms = get_u32(o, "windowMs", cfg_.window_ms);
+    Napi::Value mb = o.Get("maxBytes");
+    if (mb.IsNumber()) cfg_.max_bytes = static_cast<uint64_t>(mb.As<Napi::Number>().Int64Value());
+  }
+
+ private:
+  Napi::Value Start(const Napi::CallbackInfo& info) {
+    std::string err = rec_.start(cfg_);
+    if (!err.empty()) throw_error(info.Env(), err.find("does not exist") != std::string::npos ? "T2CP_NO_INTERFACE" : "T2CP_CAPTURE", err);
+    return info.Env().Undefined();
+  }
+  Napi::Value Stop(const Napi::CallbackInfo& info) {
+    rec_.stop();
+    return info.Env().Undefined();
+  }
+  Napi::Value Resupply(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    uint64_t since = info[0].IsNumber() ? uint64_t(info[0].As<Napi::Number>().Int64Value()) : 0;
+    uint64_t packets = 0;
+    uint64_t bytes = rec_.resupply(since, &packets);
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("packets", double(packets));
+    o.Set("bytes", double(bytes));
+    return o;
+  }
+  Napi::Value CountersJs(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    const RecorderCounters& c = rec_.counters();
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("recorded_packets", double(c.recorded_packets.load()));
+    o.Set("recorded_bytes", double(c.recorded_bytes.load()));
+    o.Set("evicted_packets", double(c.evicted_packets.load()));
+    o.Set("resupplied_packets", double(c.resupplied_packets.load()));
+    o.Set("resupplied_bytes", double(c.resupplied_bytes.load()));
+    o.Set("send_errors", double(c.send_errors.load()));
+    o.Set("malformed", double(c.malformed.load()));
+    o.Set("capture_drops", double(c.capture_drops.load()));
+    o.Set("held_bytes", double(rec_.held_bytes()));
+    return o;
+  }
+
+  RecorderConfig cfg_;
+  TrafficRecorder rec_;
+};
+
 Napi::Value SetErrorClass(const Napi::CallbackInfo& info) {
   g_error_class = Napi::Persistent(info[0].As<Napi::Function>());
   return info.Env().Undefined();
@@ -329,6 +400,7 @@ Napi::Value CaptureFilter(const Napi::CallbackInfo& info) {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Engine", EngineWrap::Define(env));
   exports.Set("Fence", FenceWrap::Define(env));
+  exports.Set("Recorder", RecorderWrap::Define(env));
   exports.Set("setErrorClass", Napi::Function::New(env, SetErrorClass));
   exports.Set("names", Napi::Function::New(env, Names));
   exports.Set("captureFilter", Napi::Function::New(env, CaptureFilter));

@@ -101,7 +101,8 @@ void Engine::wake() {
 void Engine::maybe_notify(uint64_t now_us) {
   size_t n = ctx_.events.pending();
   if (n == 0 || notified_.load()) return;
-  if (now_us - ctx_.events.oldest_us() < uint64_t(ctx_.cfg.event_batch_ms) * 1000 && n < 1024) return;
+  if (!ctx_.events.urgent() && now_us - ctx_.events.oldest_us() < uint64_t(ctx_.cfg.event_batch_ms) * 1000 && n < 1024)
+    return;
   notified_.store(true);
   if (notify_) notify_();
 }

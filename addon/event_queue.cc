@@ -43,6 +43,7 @@ void EventQueue::emit_takeover(EventReason r, uint64_t detail) {
   uint8_t* p = slot();
   if (!p) return;
   std::memset(p, 0, kEventSize);
+  urgent_.store(true, std::memory_order_relaxed);
   put<uint8_t>(p, 0, static_cast<uint8_t>(EventType::kTakeover));
   put<uint8_t>(p, 1, static_cast<uint8_t>(r));
   put<uint64_t>(p, 16, realtime_us());
@@ -72,6 +73,7 @@ size_t EventQueue::take(std::vector<uint8_t>* out) {
   std::lock_guard<std::mutex> g(mu_);
   out->clear();
   out->swap(buf_);
+  urgent_.store(false, std::memory_order_relaxed);
   return count_.exchange(0, std::memory_order_relaxed);
 }
 

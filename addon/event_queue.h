@@ -37,6 +37,8 @@ class EventQueue {
   // Swap the pending records out; returns how many.
   size_t take(std::vector<uint8_t>* out);
   size_t pending() const { return count_.load(std::memory_order_relaxed); }
+  // A takeover event waits: deliver without the batching delay.
+  bool urgent() const { return urgent_.load(std::memory_order_relaxed); }
   uint64_t oldest_us() const { return oldest_us_.load(std::memory_order_relaxed); }
 
  private:
@@ -46,6 +48,7 @@ class EventQueue {
   std::vector<uint8_t> buf_;
   std::atomic<size_t> count_{0};
   std::atomic<uint64_t> oldest_us_{0};
+  std::atomic<bool> urgent_{false};
 };
 
 }  // namespace t2cp

@@ -12,24 +12,26 @@ constexpr int kSnapLen = 262144;
 std::string capture_filter(const CaptureConfig& cfg) {
   char vip[INET_ADDRSTRLEN];
   inet_ntop(AF_INET, &cfg.vip, vip, sizeof vip);
-  std::string f = "tcp and host ";
+  const char* dir = cfg.outbound ? "dst " : "";
+  std::string f = std::string("tcp and ") + dir + "host ";
   f += vip;
   f += " and (";
   for (size_t i = 0; i < cfg.ports.size(); i++) {
     if (i) f += " or ";
-    f += "port " + std::to_string(cfg.ports[i]);
+    f += std::string(dir) + "port " + std::to_string(cfg.ports[i]);
   }
   return f + ")";
 }
 
 std::string Capture::open(const CaptureConfig& cfg) {
   if (if_nametoindex(cfg.ifname.c_str()) == 0)
-    return "mirror interface '" + cfg.ifname + "' does not exist: pass --mirror-if with an interface listed by `ip link`";
+    return cfg.outbound ? "interface '" + cfg.ifname + "' does not exist: pass --lan-if with the interface toward the servers"
+                        : "mirror interface '" + cfg.ifname + "' does not exist: pass --mirror-if with an interface listed by `ip link`";
   char errbuf[PCAP_ERRBUF_SIZE] = "";
   p_ = pcap_create(cfg.ifname.c_str(), errbuf);
   if (!p_) return std::string("cannot capture on ") + cfg.ifname + ": " + errbuf;
   pcap_set_snaplen(p_, kSnapLen);
-  pcap_set_promisc(p_, 1);             // mirrored frames carry other hosts' MACs
+  pcap_set_promisc(p_, cfg.outbound ? 0 : 1);  // mirrored frames carry other hosts' MACs
   pcap_set_immediate_mode(p_, 1);      // latency: no block timeout batching
   pcap_set_buffer_size(p_, static_cast<int>(cfg.buffer_bytes));
   pcap_set_tstamp_precision(p_, PCAP_TSTAMP_PRECISION_NANO);
@@ -42,10 +44,11 @@ std::string Capture::open(const CaptureConfig& cfg) {
   }
   if (pcap_datalink(p_) != DLT_EN10MB) {
     close();
-    return "mirror interface '" + cfg.ifname + "' is not Ethernet: mirror to an Ethernet port";
+    return "interface '" + cfg.ifname + "' is not Ethernet";
   }
-  // The mirror port only receives: frames we might send never matter.
-  pcap_setdirection(p_, PCAP_D_IN);
+  // The mirror port only receives: frames we might send never matter. The
+  // recorder wants only what this host sends toward the servers.
+  pcap_setdirection(p_, cfg.outbound ? PCAP_D_OUT : PCAP_D_IN);
   bpf_program prog;
   std::string filter = capture_filter(cfg);
   if (pcap_compile(p_, &prog, filter.c_str(), 1, PCAP_NETMASK_UNKNOWN) < 0 || pcap_setfilter(p_, &prog) < 0) {

@@ -19,10 +19,14 @@ struct CaptureConfig {
   uint32_t vip = 0;                // network order
   std::vector<uint16_t> ports;
   uint32_t buffer_bytes = 64u << 20;
+  // false: what arrives (the mirror port, promiscuous); true: what this host
+  // sends toward the VIP (the gateway's traffic recorder).
+  bool outbound = false;
 };
 
 // The BPF filter text for a configuration, e.g.
-// "tcp and host 198.18.1.10 and (port 7000 or port 6379)".
+// "tcp and host 198.18.1.10 and (port 7000 or port 6379)"; outbound:
+// "tcp and dst host 198.18.1.10 and (dst port 7000 or dst port 6379)".
 std::string capture_filter(const CaptureConfig& cfg);
 
 class Capture {

@@ -78,9 +78,20 @@ export interface NativeEngine {
 export interface FenceOptions { role: 'gateway' | 'primary'; table: string; vip: string; mac?: string }
 export interface NativeFence { install(): void; remove(): void; installed(): boolean }
 
+/** The gateway's traffic recorder (addon/traffic_recorder.h). */
+export interface RecorderOptions { lanIf: string; vip: string; ports: number[]; windowMs: number; maxBytes: number }
+export interface NativeRecorder {
+  start(): void;
+  stop(): void;
+  /** Re-send what the clients sent toward the VIP since `sinceUs` (wall clock µs). */
+  resupply(sinceUs: number): { packets: number; bytes: number };
+  counters(): Record<string, number>;
+}
+
 interface Addon {
   Engine: new (options: EngineOptions, onEvents: (batch: Buffer) => void) => NativeEngine;
   Fence: new (options: FenceOptions) => NativeFence;
+  Recorder: new (options: RecorderOptions) => NativeRecorder;
   setErrorClass(cls: typeof T2cpError): void;
   names(): { counters: string[]; parseErrors: string[]; eventSize: number };
   captureFilter(vip: string, ports: number[]): string;

@@ -1,0 +1,169 @@
+#include "traffic_recorder.h"
+
+#include <arpa/inet.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "event_queue.h"
+#include "packet.h"
+
+namespace t2cp {
+namespace {
+
+constexpr size_t kEthHeader = 14;
+constexpr int kBatch = 256;       // frames per pcap_dispatch
+constexpr int kPollMs = 50;       // bounds how late stop() is seen
+
+void store16(uint8_t* p, uint16_t v) { v = htons(v); std::memcpy(p, &v, 2); }
+void store32(uint8_t* p, uint32_t v) { v = htonl(v); std::memcpy(p, &v, 4); }
+
+}  // namespace
+
+std::string TrafficRecorder::start(const RecorderConfig& cfg) {
+  cfg_ = cfg;
+  CaptureConfig cc{cfg.ifname, cfg.vip, cfg.ports, 64u << 20, /*outbound=*/true};
+  std::string err = capture_.open(cc);
+  if (!err.empty()) return err;
+  int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  ifreq r{};
+  std::strncpy(r.ifr_name, cfg.ifname.c_str(), IFNAMSIZ - 1);
+  if (s >= 0 && ioctl(s, SIOCGIFMTU, &r) == 0 && r.ifr_mtu >= 576) mtu_ = uint32_t(r.ifr_mtu);
+  if (s >= 0) close(s);
+  raw_fd_ = socket(AF_INET, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_RAW);  // IP_HDRINCL implied
+  if (raw_fd_ < 0) {
+    capture_.close();
+    return std::string("traffic recorder: cannot open a raw socket: ") + strerror(errno) + " (run as root)";
+  }
+  wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  stopping_.store(false);
+  thread_ = std::thread([this] { run(); });
+  return "";
+}
+
+void TrafficRecorder::stop() {
+  if (thread_.joinable()) {
+    stopping_.store(true);
+    uint64_t one = 1;
+    ssize_t w = write(wake_fd_, &one, sizeof one);
+    (void)w;
+    thread_.join();
+  }
+  capture_.close();
+  if (wake_fd_ >= 0) close(wake_fd_);
+  if (raw_fd_ >= 0) close(raw_fd_);
+  wake_fd_ = raw_fd_ = -1;
+  std::lock_guard<std::mutex> g(mu_);
+  ring_.clear();
+  ring_bytes_ = 0;
+}
+
+// Thread: recorder.
+void TrafficRecorder::run() {
+  pollfd fds[2] = {{capture_.fd(), POLLIN, 0}, {wake_fd_, POLLIN, 0}};
+  while (!stopping_.load()) {
+    poll(fds, 2, kPollMs);
+    while (capture_.dispatch(kBatch, &TrafficRecorder::on_frame, reinterpret_cast<u_char*>(this)) > 0) {
+    }
+    uint64_t kd, id;
+    if (capture_.stats(&kd, &id)) counters_.capture_drops.store(kd + id);
+  }
+}
+
+void TrafficRecorder::on_frame(u_char* self, const pcap_pkthdr* h, const u_char* bytes) {
+  auto* r = reinterpret_cast<TrafficRecorder*>(self);
+  // PCAP_TSTAMP_PRECISION_NANO (Capture::open): tv_usec holds nanoseconds.
+  uint64_t us = uint64_t(h->ts.tv_sec) * 1000000u + uint64_t(h->ts.tv_usec) / 1000u;
+  if (h->caplen <= kEthHeader) {
+    r->counters_.malformed.fetch_add(1);
+    return;
+  }
+  r->record(us, bytes + kEthHeader, h->caplen - kEthHeader);
+}
+
+void TrafficRecorder::record(uint64_t us, const uint8_t* ip, size_t len) {
+  Segment s;
+  if (parse_ipv4(ip, len, false, &s) != ParseError::kOk) {
+    counters_.malformed.fetch_add(1);
+    return;
+  }
+  if (s.payload_len == 0) return;  // pure ACKs carry nothing to resupply
+  std::lock_guard<std::mutex> g(mu_);
+  ring_.push_back({us, std::vector<uint8_t>(ip, ip + s.ip_len)});
+  ring_bytes_ += s.ip_len;
+  counters_.recorded_packets.fetch_add(1, std::memory_order_relaxed);
+  counters_.recorded_bytes.fetch_add(s.payload_len, std::memory_order_relaxed);
+  uint64_t oldest_ok = us > uint64_t(cfg_.window_ms) * 1000 ? us - uint64_t(cfg_.window_ms) * 1000 : 0;
+  while (!ring_.empty() && (ring_bytes_ > cfg_.max_bytes || ring_.front().us < oldest_ok)) {
+    ring_bytes_ -= ring_.front().ip.size();
+    ring_.pop_front();
+    counters_.evicted_packets.fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
+uint64_t TrafficRecorder::held_bytes() const {
+  std::lock_guard<std::mutex> g(mu_);
+  return ring_bytes_;
+}
+
+uint64_t TrafficRecorder::send_cut(const std::vector<uint8_t>& pkt, uint64_t* packets) {
+  Segment s;
+  if (parse_ipv4(pkt.data(), pkt.size(), false, &s) != ParseError::kOk) return 0;
+  const uint32_t hdrs = s.ip_hdr_len + s.tcp_hdr_len;
+  const uint32_t mss = mtu_ > hdrs + 8 ? mtu_ - hdrs : 8;
+  uint8_t out[65536];
+  uint64_t sent = 0;
+  for (uint32_t off = 0; off < s.payload_len; off += mss) {
+    uint32_t n = s.payload_len - off < mss ? s.payload_len - off : mss;
+    bool last = off + n >= s.payload_len;
+    std::memcpy(out, pkt.data(), hdrs);
+    std::memcpy(out + hdrs, s.payload + off, n);
+    uint8_t* tcp = out + s.ip_hdr_len;
+    store16(out + 2, uint16_t(hdrs + n));
+    store16(out + 4, ip_id_++);
+    store32(tcp + 4, s.seq + off);
+    uint8_t flags = s.flags;
+    if (!last) flags &= uint8_t(~(kFin | kPsh));
+    if (off) flags &= uint8_t(~kCwr);
+    tcp[13] = flags;
+    uint16_t c = ipv4_header_checksum(out, s.ip_hdr_len);
+    std::memcpy(out + 10, &c, 2);
+    c = tcp_checksum_ipv4(s.saddr, s.daddr, tcp, s.tcp_hdr_len + n);
+    std::memcpy(tcp + 16, &c, 2);
+    sockaddr_in to{};
+    to.sin_family = AF_INET;
+    to.sin_addr.s_addr = s.daddr;
+    if (sendto(raw_fd_, out, hdrs + n, 0, reinterpret_cast<sockaddr*>(&to), sizeof to) != ssize_t(hdrs + n)) {
+      counters_.send_errors.fetch_add(1);
+      continue;
+    }
+    sent += n;
+    (*packets)++;
+  }
+  return sent;
+}
+
+// Thread: JS. Copies the packets to send under the lock, sends without it.
+uint64_t TrafficRecorder::resupply(uint64_t since_us, uint64_t* packets) {
+  std::vector<std::vector<uint8_t>> todo;
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    for (const Entry& e : ring_)
+      if (e.us >= since_us) todo.push_back(e.ip);
+  }
+  uint64_t bytes = 0;
+  *packets = 0;
+  for (const auto& p : todo) bytes += send_cut(p, packets);
+  counters_.resupplied_packets.fetch_add(*packets);
+  counters_.resupplied_bytes.fetch_add(bytes);
+  return bytes;
+}
+
+}  // namespace t2cp

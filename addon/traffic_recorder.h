@@ -1,0 +1,78 @@
+// Traffic recorder (paper 001): runs on the gateway, keeps the last
+// window_ms of what the clients sent toward the VIP, and sends it again on
+// request. After a takeover the new owner thereby gets every client segment
+// the dead primary swallowed, at once, instead of when each client's
+// retransmission timer fires (200 ms at the least, backed off further during
+// the outage). Segments the new owner already has are duplicates its TCP
+// drops; the rest fill its holes.
+//
+// It captures this host's own output on the LAN interface (libpcap,
+// outbound, BPF "tcp and dst host VIP and (dst port P ...)") on its own
+// thread, into a ring bounded by time and bytes. resupply() re-sends the
+// packets captured since a given time through a raw IP socket, cut to the
+// interface's MTU (forwarded GSO super-packets are whole in the capture)
+// with every checksum computed.
+//
+// Call order: start(), then resupply()/counters() from the JS thread at any
+// time, stop() (also the destructor).
+#pragma once
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "incoming_capture.h"
+
+namespace t2cp {
+
+struct RecorderConfig {
+  std::string ifname;            // the gateway's interface toward the servers
+  uint32_t vip = 0;              // network order
+  std::vector<uint16_t> ports;
+  uint32_t window_ms = 2000;     // how far back resupply can reach
+  uint64_t max_bytes = 256u << 20;
+};
+
+struct RecorderCounters {
+  std::atomic<uint64_t> recorded_packets{0}, recorded_bytes{0}, evicted_packets{0};
+  std::atomic<uint64_t> resupplied_packets{0}, resupplied_bytes{0}, send_errors{0}, malformed{0};
+  std::atomic<uint64_t> capture_drops{0};
+};
+
+class TrafficRecorder {
+ public:
+  ~TrafficRecorder() { stop(); }
+  // "" or a one-line error naming the problem and the fix.
+  std::string start(const RecorderConfig& cfg);
+  void stop();
+  // Re-send every recorded packet captured at or after since_us (CLOCK_REALTIME
+  // µs). Returns the payload bytes sent; *packets the wire packets.
+  uint64_t resupply(uint64_t since_us, uint64_t* packets);
+  const RecorderCounters& counters() const { return counters_; }
+  uint64_t held_bytes() const;
+
+ private:
+  struct Entry { uint64_t us; std::vector<uint8_t> ip; };
+  void run();
+  static void on_frame(u_char* self, const pcap_pkthdr* h, const u_char* bytes);
+  void record(uint64_t us, const uint8_t* ip, size_t len);
+  // Cut one recorded packet to the MTU and send each piece; payload bytes sent.
+  uint64_t send_cut(const std::vector<uint8_t>& ip, uint64_t* packets);
+
+  RecorderConfig cfg_;
+  Capture capture_;
+  RecorderCounters counters_;
+  mutable std::mutex mu_;
+  std::deque<Entry> ring_;       // under mu_
+  uint64_t ring_bytes_ = 0;      // under mu_
+  std::thread thread_;
+  std::atomic<bool> stopping_{false};
+  int wake_fd_ = -1, raw_fd_ = -1;
+  uint32_t mtu_ = 1500;
+  uint16_t ip_id_ = 0;
+};
+
+}  // namespace t2cp
