@@ -4,12 +4,16 @@ import { backupHelp, parseBackupArgs } from './config.js';
 import { T2cpError } from './errors.js';
 import { createLogger } from './log.js';
 import { BackupNode } from './backup/node.js';
+import { runGateway, runPrimary, runTakeover } from './cli-control.js';
 
 const USAGE = `usage: t2cp <command> [options]
 
 commands:
   backup     replicate the primary's client flows into this host's copy of the service
-  help       this text; \`t2cp backup --help\` for the backup's options
+  gateway    the failure detector, on the gateway: watches the primary, orders the takeover
+  primary    the agent on the primary: heartbeats, service checks, stands down when replaced
+  takeover   ask the backup (on this host) to take over now: a planned switch
+  help       this text; \`t2cp <command> --help\` for a command's options
 
 t2cp-ar: client-transparent TCP active replication for Linux.`;
 
@@ -50,13 +54,23 @@ function runBackup(argv: string[]): void {
       fail(e);
     }
   });
+  node.startControl().catch((e: unknown) => {
+    node.stop();
+    fail(e);
+  });
 }
 
-function main(argv: string[]): void {
+function main(argv: string[]): void | Promise<void> {
   const [cmd, ...rest] = argv;
   switch (cmd) {
     case 'backup':
       return runBackup(rest);
+    case 'gateway':
+      return runGateway(rest);
+    case 'primary':
+      return runPrimary(rest);
+    case 'takeover':
+      return runTakeover(rest);
     case undefined:
     case 'help':
     case '--help':
@@ -69,7 +83,8 @@ function main(argv: string[]): void {
 }
 
 try {
-  main(process.argv.slice(2));
+  const running = main(process.argv.slice(2));
+  if (running) running.catch(fail);
 } catch (e) {
   fail(e);
 }

@@ -1,24 +1,10 @@
-// Options of `t2cp backup`: one table drives flag parsing, the config file,
-// defaults, validation and --help, so they cannot drift apart. Every error
-// names the option and says how to fix it.
-import { readFileSync } from 'node:fs';
-import net from 'node:net';
-import ipaddr from 'ipaddr.js';
+// Options of `t2cp backup`: its table for the shared option parser
+// (options.ts), which drives flag parsing, the config file, defaults,
+// validation and --help, so they cannot drift apart. Every error names the
+// option and says how to fix it.
 import { configError } from './errors.js';
+import { checkInstance, helpText, parseOptions, type CommandSpec, type Endpoint, type OptionSpec } from './options.js';
 import type { EngineOptions } from './addon.js';
-
-type Kind = 'string' | 'ipv4' | 'ports' | 'int' | 'bytes' | 'bool';
-
-interface OptionSpec {
-  key: keyof BackupConfig;
-  flag: string;
-  kind: Kind;
-  arg?: string;
-  help: string;
-  required?: boolean;
-  min?: number;
-  max?: number;
-}
 
 export interface BackupConfig {
   mirrorIf: string;
@@ -39,9 +25,25 @@ export interface BackupConfig {
   busyPollUs: number;
   logFlows: boolean;
   json: boolean;
+  /** Takeover control plane (issue 3): the shared key; without it the control endpoint stays off. */
+  keyFile?: string;
+  /** UDP port of the control endpoint (TAKEOVER from the detector or `t2cp takeover`), on all addresses. */
+  controlPort: number;
+  /** The failure detector (`t2cp gateway`), which receives BACKUP_HEARTBEAT. */
+  detector?: Endpoint;
+  /** BACKUP_HEARTBEAT interval, ms. */
+  heartbeatMs: number;
+  /** The real interface the VIP moves to at takeover (default: the default route's). */
+  vipIf?: string;
+  /** Takeover step 2's bound: time the replicas get to take what the mirror caught, ms. */
+  finishTimeoutMs: number;
+  garpCount: number;
+  garpIntervalMs: number;
+  /** Takeover records are appended here as JSON lines. */
+  report?: string;
 }
 
-const DEFAULTS: Omit<BackupConfig, 'mirrorIf' | 'vip' | 'ports'> = {
+const DEFAULTS: Omit<BackupConfig, 'mirrorIf' | 'vip' | 'ports' | 'keyFile' | 'detector' | 'vipIf' | 'report'> = {
   instance: 'main',
   queue: 7300,
   maxFlows: 65536,
@@ -57,9 +59,14 @@ const DEFAULTS: Omit<BackupConfig, 'mirrorIf' | 'vip' | 'ports'> = {
   busyPollUs: 50,
   logFlows: false,
   json: false,
+  controlPort: 7391,
+  heartbeatMs: 100,
+  finishTimeoutMs: 500,
+  garpCount: 5,
+  garpIntervalMs: 20,
 };
 
-export const BACKUP_OPTIONS: OptionSpec[] = [
+export const BACKUP_OPTIONS: OptionSpec<BackupConfig>[] = [
   { key: 'mirrorIf', flag: '--mirror-if', kind: 'string', arg: 'IF', required: true,
     help: "interface on the switch's mirror port: receives a copy of the primary's traffic" },
   { key: 'vip', flag: '--vip', kind: 'ipv4', arg: 'ADDR', required: true,
@@ -95,123 +102,52 @@ export const BACKUP_OPTIONS: OptionSpec[] = [
   { key: 'logFlows', flag: '--log-flows', kind: 'bool',
     help: 'log every flow event (new, synchronised, closed); anomalies are always logged' },
   { key: 'json', flag: '--json', kind: 'bool', help: 'log as JSON lines instead of text' },
+  { key: 'keyFile', flag: '--key-file', kind: 'string', arg: 'FILE',
+    help: 'shared key of the takeover control plane (hex or raw bytes; the same file on gateway, primary and backup); without it the control endpoint is off' },
+  { key: 'controlPort', flag: '--control-port', kind: 'int', arg: 'PORT', min: 1, max: 65535,
+    help: `UDP port (all addresses) where TAKEOVER requests arrive from the detector and \`t2cp takeover\`; default ${DEFAULTS.controlPort}` },
+  { key: 'detector', flag: '--detector', kind: 'endpoint', arg: 'ADDR:PORT', defaultPort: 7390,
+    help: 'the failure detector (`t2cp gateway`) that gets this backup\'s heartbeats; needs --key-file' },
+  { key: 'heartbeatMs', flag: '--heartbeat', kind: 'int', arg: 'MS', min: 1, max: 60000,
+    help: `interval of this backup's heartbeats to the detector; default ${DEFAULTS.heartbeatMs}` },
+  { key: 'vipIf', flag: '--vip-if', kind: 'string', arg: 'IF',
+    help: 'real interface that receives the VIP at takeover; default: the interface of the default route' },
+  { key: 'finishTimeoutMs', flag: '--finish-timeout', kind: 'int', arg: 'MS', min: 0, max: 60000,
+    help: `takeover step 2: how long the replicas may take to absorb what the mirror caught; default ${DEFAULTS.finishTimeoutMs}` },
+  { key: 'garpCount', flag: '--garp-count', kind: 'int', arg: 'N', min: 1, max: 100,
+    help: `gratuitous ARPs for the VIP at takeover; default ${DEFAULTS.garpCount}` },
+  { key: 'garpIntervalMs', flag: '--garp-interval', kind: 'int', arg: 'MS', min: 1, max: 10000,
+    help: `time between them; default ${DEFAULTS.garpIntervalMs}` },
+  { key: 'report', flag: '--report', kind: 'string', arg: 'FILE',
+    help: 'append each takeover record (JSON line) to FILE' },
 ];
 
-function parseBytes(v: string): number | undefined {
-  const m = /^(\d+)([kmg]?)$/i.exec(v.trim());
-  if (!m) return undefined;
-  const mult = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 }[m[2]!.toLowerCase() as '' | 'k' | 'm' | 'g'];
-  return Number(m[1]) * mult;
-}
-
-function convert(spec: OptionSpec, raw: unknown, where: string): unknown {
-  const name = `${where} ${spec.flag}`;
-  switch (spec.kind) {
-    case 'bool':
-      if (typeof raw === 'boolean') return raw;
-      throw configError(`${name} must be true or false`);
-    case 'string':
-      if (typeof raw === 'string' && raw.length > 0) return raw;
-      throw configError(`${name} needs a value`);
-    case 'ipv4': {
-      const s = String(raw);
-      if (!net.isIPv4(s)) throw configError(`${name} '${s}' is not an IPv4 address: give one like 198.18.1.10`);
-      const range = ipaddr.parse(s).range();
-      if (range === 'unspecified' || range === 'broadcast' || range === 'multicast' || range === 'loopback')
-        throw configError(`${name} '${s}' is a ${range} address: give the unicast address clients connect to`);
-      return s;
-    }
-    case 'ports': {
-      const parts = Array.isArray(raw) ? raw.map(String) : String(raw).split(',').map((p) => p.trim()).filter(Boolean);
-      if (parts.length === 0) throw configError(`${name} is empty: list the service ports, e.g. ${spec.flag} 7000,6379`);
-      const ports = parts.map((p) => {
-        const n = Number(p);
-        if (!Number.isInteger(n) || n < 1 || n > 65535) throw configError(`${name}: '${p}' is not a TCP port (1-65535)`);
-        return n;
-      });
-      if (ports.length > 64) throw configError(`${name}: at most 64 ports`);
-      return [...new Set(ports)];
-    }
-    case 'int':
-    case 'bytes': {
-      const n = spec.kind === 'bytes' && typeof raw === 'string' ? parseBytes(raw) : Number(raw);
-      if (n === undefined || !Number.isInteger(n)) throw configError(`${name} '${String(raw)}' is not ${spec.kind === 'bytes' ? 'a size like 16m' : 'an integer'}`);
-      if ((spec.min !== undefined && n < spec.min) || (spec.max !== undefined && n > spec.max))
-        throw configError(`${name} ${n} is out of range: use ${spec.min}..${spec.max}`);
-      return n;
-    }
-  }
-}
-
-/** Parse `t2cp backup` arguments (after the subcommand), with an optional --config FILE (JSON, same names in camelCase). */
-export function parseBackupArgs(argv: string[]): BackupConfig {
-  const values: Partial<Record<keyof BackupConfig, unknown>> = {};
-  const byFlag = new Map(BACKUP_OPTIONS.map((o) => [o.flag, o]));
-  let file: string | undefined;
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    const [flag, inline] = a.startsWith('--') && a.includes('=') ? [a.slice(0, a.indexOf('=')), a.slice(a.indexOf('=') + 1)] : [a, undefined];
-    if (flag === '--config') {
-      file = inline ?? argv[++i];
-      if (!file) throw configError('--config needs a file name');
-      continue;
-    }
-    const spec = byFlag.get(flag);
-    if (!spec) throw configError(`unknown option '${a}': see t2cp backup --help`);
-    if (spec.kind === 'bool') {
-      values[spec.key] = true;
-      continue;
-    }
-    const v = inline ?? argv[++i];
-    if (v === undefined || (inline === undefined && v.startsWith('--'))) throw configError(`${flag} needs a value (${spec.arg})`);
-    values[spec.key] = convert(spec, v, 'option');
-  }
-  const fromFile: Partial<Record<keyof BackupConfig, unknown>> = {};
-  if (file) {
-    let json: unknown;
-    try {
-      json = JSON.parse(readFileSync(file, 'utf8'));
-    } catch (e) {
-      throw configError(`config file ${file}: ${(e as Error).message}`);
-    }
-    if (typeof json !== 'object' || json === null || Array.isArray(json)) throw configError(`config file ${file}: expected a JSON object`);
-    const byKey = new Map(BACKUP_OPTIONS.map((o) => [o.key as string, o]));
-    for (const [k, v] of Object.entries(json)) {
-      const spec = byKey.get(k);
-      if (!spec) throw configError(`config file ${file}: unknown key '${k}' (known: ${[...byKey.keys()].join(', ')})`);
-      fromFile[spec.key] = convert(spec, v, `config file ${file}:`);
-    }
-  }
-  const merged = { ...DEFAULTS, ...fromFile, ...values } as Record<string, unknown>;
-  for (const o of BACKUP_OPTIONS) {
-    if (o.required && merged[o.key] === undefined) throw configError(`missing ${o.flag} ${o.arg}: ${o.help}`);
-  }
-  const cfg = merged as unknown as BackupConfig;
-  if (!/^[A-Za-z0-9_]{1,10}$/.test(cfg.instance))
-    throw configError(`--instance '${cfg.instance}' must be 1-10 letters, digits or _ (it names a TUN device, 15 chars max)`);
-  return cfg;
-}
-
-export function backupHelp(): string {
-  const lines = BACKUP_OPTIONS.map((o) => {
-    const left = `  ${o.flag}${o.arg ? ' ' + o.arg : ''}`;
-    return `${left.padEnd(28)}${o.required ? '(required) ' : ''}${o.help}`;
-  });
-  return [
-    'usage: t2cp backup --mirror-if IF --vip ADDR --ports LIST [options]',
-    '',
+export const BACKUP_COMMAND: CommandSpec<BackupConfig> = {
+  name: 'backup',
+  synopsis: 'usage: t2cp backup --mirror-if IF --vip ADDR --ports LIST [options]',
+  about: [
     'Runs on the backup host next to an identical copy of the service. Every TCP',
     "connection a client opens to VIP:port on the primary is also opened, fed and",
     "read by the local copy, byte for byte; nothing the local copy sends on those",
     'connections leaves this host. Stops cleanly on SIGINT/SIGTERM, removing its',
     'nft tables, queue and TUN device (the kernel removes them even on a crash).',
     'SIGUSR1 logs the counters at once.',
-    '',
-    'options:',
-    ...lines,
-    `  ${'--config FILE'.padEnd(26)}JSON object with the same options in camelCase (${BACKUP_OPTIONS.map((o) => o.key).slice(0, 3).join(', ')}, ...); flags win`,
-    `  ${'--help'.padEnd(26)}this text`,
-  ].join('\n');
+  ],
+  options: BACKUP_OPTIONS,
+  defaults: DEFAULTS,
+  validate: (c) => {
+    checkInstance(c.instance);
+    if (c.detector && !c.keyFile) throw configError('--detector needs --key-file FILE: the detector only accepts messages signed with the shared key');
+  },
+};
+
+/** Parse `t2cp backup` arguments (after the subcommand), with an optional --config FILE (JSON, same names in camelCase). */
+export function parseBackupArgs(argv: string[]): BackupConfig {
+  return parseOptions(BACKUP_COMMAND, argv);
+}
+
+export function backupHelp(): string {
+  return helpText(BACKUP_COMMAND);
 }
 
 export function engineOptions(c: BackupConfig): EngineOptions {

@@ -1,0 +1,84 @@
+// The control-plane subcommands of `t2cp` (cli.ts dispatches here):
+// `gateway` (failure detector), `primary` (agent), `takeover` (planned switch).
+// Each parses its options, loads the key, builds its role and runs it until
+// SIGINT/SIGTERM; errors propagate to cli.ts, which prints one line and exits.
+import { PrimaryAgent, type PrimaryAgentOptions } from './agent/primary-node.js';
+import { createPrimaryFence } from './agent/primary-fence.js';
+import { serviceStatus } from './agent/service-status.js';
+import { GATEWAY_COMMAND, heartbeatTiming, PRIMARY_COMMAND, TAKEOVER_COMMAND, type GatewayConfig, type PrimaryConfig } from './config-takeover.js';
+import { loadKey } from './control/key.js';
+import { requestTakeover } from './control/takeover-request.js';
+import { createGatewayFence } from './detector/gateway-fence.js';
+import { GatewayNode, type GatewayNodeOptions } from './detector/gateway-node.js';
+import { T2cpError } from './errors.js';
+import { createLogger, type Logger } from './log.js';
+import { helpText, parseOptions, type CommandSpec } from './options.js';
+
+export function gatewayNodeOptions(c: GatewayConfig, key: Buffer): GatewayNodeOptions {
+  return {
+    instance: c.instance, key, listen: c.listen, primary: c.primary, backup: c.backup, mode: c.mode, timing: heartbeatTiming(c),
+    backupTimeoutUs: c.backupTimeoutMs * 1000, takeoverTimeoutUs: c.takeoverTimeoutMs * 1000, standDownTimeoutUs: c.standDownTimeoutMs * 1000,
+    ...(c.report ? { reportFile: c.report } : {}), ...(c.primaryMac ? { primaryMac: c.primaryMac } : {}),
+  };
+}
+
+export function primaryAgentOptions(c: PrimaryConfig, key: Buffer): PrimaryAgentOptions {
+  return { instance: c.instance, key, listen: c.listen, detector: c.detector, intervalMs: c.intervalMs, selfFenceAfterMs: c.selfFenceAfterMs };
+}
+
+function wantsHelp<C>(cmd: CommandSpec<C>, argv: string[]): boolean {
+  if (!argv.includes('--help') && !argv.includes('-h')) return false;
+  process.stdout.write(helpText(cmd) + '\n');
+  return true;
+}
+
+function untilSignal(log: Logger, stop: () => Promise<void>, counters: () => Record<string, unknown>): void {
+  let stopping = false;
+  const onSignal = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info('signal', { signal });
+    stop().finally(() => process.exit(0));
+  };
+  process.on('SIGINT', () => onSignal('SIGINT'));
+  process.on('SIGTERM', () => onSignal('SIGTERM'));
+  process.on('SIGUSR1', () => log.info('counters', counters()));
+}
+
+export async function runGateway(argv: string[]): Promise<void> {
+  if (wantsHelp(GATEWAY_COMMAND, argv)) return;
+  const cfg = parseOptions(GATEWAY_COMMAND, argv);
+  const log = createLogger(cfg.instance, cfg.json);
+  const { key, warning } = loadKey(cfg.keyFile);
+  if (warning) log.warn(warning);
+  const node = new GatewayNode(gatewayNodeOptions(cfg, key), createGatewayFence(cfg, log), log);
+  await node.start();
+  untilSignal(log, () => node.stop(), () => ({ ...node.stats, state: node.states.state, epoch: node.states.epoch, rejected: node.channelCounters()?.rejected }));
+}
+
+export async function runPrimary(argv: string[]): Promise<void> {
+  if (wantsHelp(PRIMARY_COMMAND, argv)) return;
+  const cfg = parseOptions(PRIMARY_COMMAND, argv);
+  const log = createLogger(cfg.instance, cfg.json);
+  const { key, warning } = loadKey(cfg.keyFile);
+  if (warning) log.warn(warning);
+  const watch = {
+    ports: cfg.ports,
+    ...(cfg.vip ? { vip: cfg.vip } : {}),
+    ...(cfg.servicePid ? { pid: cfg.servicePid } : {}),
+    ...(cfg.servicePidfile ? { pidfile: cfg.servicePidfile } : {}),
+  };
+  const agent = new PrimaryAgent(primaryAgentOptions(cfg, key), createPrimaryFence(cfg, log), log, () => serviceStatus(watch));
+  await agent.start();
+  untilSignal(log, () => agent.stop(), () => ({ ...agent.stats, fence: agent.fenced, epoch: agent.epoch, rejected: agent.channelCounters()?.rejected }));
+}
+
+export async function runTakeover(argv: string[]): Promise<void> {
+  if (wantsHelp(TAKEOVER_COMMAND, argv)) return;
+  const cfg = parseOptions(TAKEOVER_COMMAND, argv);
+  const { key, warning } = loadKey(cfg.keyFile);
+  if (warning) process.stderr.write(`t2cp: warning: ${warning}\n`);
+  const report = await requestTakeover({ control: cfg.control, key, reason: cfg.reason, timeoutMs: cfg.timeoutMs });
+  process.stdout.write(JSON.stringify(report, null, cfg.json ? undefined : 2) + '\n');
+  if (!report.ok) throw new T2cpError(`the backup did not take over (epoch ${report.epoch}): ${report.error ?? 'no reason given'}`, 'T2CP_REFUSED');
+}

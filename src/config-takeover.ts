@@ -1,0 +1,199 @@
+// Options of the takeover's control-plane commands — `t2cp gateway` (the
+// failure detector), `t2cp primary` (the agent on the primary) and
+// `t2cp takeover` (a planned switch) — as tables for the shared option parser
+// (options.ts). Shared by all three: --key-file (required), --instance, --json.
+import { configError } from './errors.js';
+import { checkInstance, type CommandSpec, type Endpoint, type OptionSpec } from './options.js';
+import type { HeartbeatMode, HeartbeatTiming } from './detector/heartbeat.js';
+
+export const GATEWAY_PORT = 7390;
+export const CONTROL_PORT = 7391;
+export const AGENT_PORT = 7392;
+
+interface Shared {
+  keyFile: string;
+  instance: string;
+  json: boolean;
+}
+
+function shared<C extends Shared>(): OptionSpec<C>[] {
+  return [
+    { key: 'keyFile', flag: '--key-file', kind: 'string', arg: 'FILE', required: true,
+      help: 'shared key of the control plane: hex (`openssl rand -hex 32`) or raw bytes; the same file on gateway, primary and backup' },
+    { key: 'instance', flag: '--instance', kind: 'string', arg: 'NAME', help: 'names this instance in logs and messages; default main' },
+    { key: 'json', flag: '--json', kind: 'bool', help: 'log as JSON lines instead of text' },
+  ] as OptionSpec<C>[];
+}
+
+interface Timing {
+  intervalMs: number;
+  softMisses: number;
+  hardMisses: number;
+  /** Absent: interval / 2. */
+  probeIntervalMs?: number;
+}
+
+function timingOptions<C extends Timing>(): OptionSpec<C>[] {
+  return [
+    { key: 'intervalMs', flag: '--interval', kind: 'int', arg: 'MS', min: 1, max: 60000,
+      help: 'heartbeat interval; the agent and the detector must agree; default 10' },
+    { key: 'softMisses', flag: '--soft-misses', kind: 'int', arg: 'N', min: 1, max: 1000,
+      help: 'heartbeats missed (each half an interval late) before the primary is suspect and probed; default 1' },
+    { key: 'hardMisses', flag: '--hard-misses', kind: 'int', arg: 'N', min: 2, max: 1000,
+      help: 'intervals of total silence before the host is dead, and bad service reports in a row before the service is; default 3' },
+    { key: 'probeIntervalMs', flag: '--probe-interval', kind: 'int', arg: 'MS', min: 1, max: 60000,
+      help: 'probe period while suspect; default interval/2' },
+  ] as OptionSpec<C>[];
+}
+
+const TIMING_DEFAULTS = { intervalMs: 10, softMisses: 1, hardMisses: 3 };
+
+function checkTiming(c: Timing): void {
+  if (c.hardMisses <= c.softMisses)
+    throw configError(`--hard-misses ${c.hardMisses} must exceed --soft-misses ${c.softMisses}: the probes between the two timeouts are what tell a loaded network from a dead host`);
+  if (c.probeIntervalMs !== undefined && c.probeIntervalMs > c.intervalMs)
+    throw configError(`--probe-interval ${c.probeIntervalMs} exceeds --interval ${c.intervalMs}: a suspect primary is probed faster than it heartbeats, or the soft timeout gains nothing`);
+}
+
+export function heartbeatTiming(c: Timing): HeartbeatTiming {
+  return {
+    intervalUs: c.intervalMs * 1000,
+    softMisses: c.softMisses,
+    hardMisses: c.hardMisses,
+    probeIntervalUs: c.probeIntervalMs !== undefined ? c.probeIntervalMs * 1000 : c.intervalMs * 500,
+  };
+}
+
+// ---- t2cp gateway ----------------------------------------------------------
+
+export interface GatewayConfig extends Shared, Timing {
+  listen: Endpoint;
+  primary: Endpoint;
+  backup: Endpoint;
+  mode: HeartbeatMode;
+  backupTimeoutMs: number;
+  takeoverTimeoutMs: number;
+  standDownTimeoutMs: number;
+  report?: string;
+  primaryMac?: string;
+}
+
+export const GATEWAY_COMMAND: CommandSpec<GatewayConfig> = {
+  name: 'gateway',
+  synopsis: 'usage: t2cp gateway --key-file FILE --primary ADDR[:PORT] --backup ADDR[:PORT] [options]',
+  about: [
+    'The failure detector, on the gateway in front of the primary and the backup.',
+    'It hears the primary agent (`t2cp primary`) every interval, probes it when a',
+    'heartbeat is late, and declares it dead only after the hard timeout (or its',
+    'service dead after as many bad reports); then it fences the old primary at',
+    'the gateway and orders the backup to take over (TAKEOVER, epoch + 1), and',
+    'orders the old primary to stand down whenever it is heard again. Every state',
+    'transition is logged with its time; each takeover writes one JSON record.',
+  ],
+  options: [
+    ...shared<GatewayConfig>(),
+    { key: 'listen', flag: '--listen', kind: 'bind', arg: 'ADDR:PORT', defaultPort: GATEWAY_PORT,
+      help: `where the detector listens (UDP); default 0.0.0.0:${GATEWAY_PORT}` },
+    { key: 'primary', flag: '--primary', kind: 'endpoint', arg: 'ADDR:PORT', defaultPort: AGENT_PORT, required: true,
+      help: `the primary agent's address (its --listen); port default ${AGENT_PORT}` },
+    { key: 'backup', flag: '--backup', kind: 'endpoint', arg: 'ADDR:PORT', defaultPort: CONTROL_PORT, required: true,
+      help: `the backup's control endpoint (its --control-port); port default ${CONTROL_PORT}` },
+    { key: 'mode', flag: '--mode', kind: 'choice', arg: 'MODE', choices: ['push', 'pull', 'both'],
+      help: 'push: heartbeats only; pull: probe every interval; both: heartbeats, probes when suspect; default both' },
+    ...timingOptions<GatewayConfig>(),
+    { key: 'backupTimeoutMs', flag: '--backup-timeout', kind: 'int', arg: 'MS', min: 1, max: 600000,
+      help: 'the backup is silent (a takeover impossible) when not heard this long; default 1000' },
+    { key: 'takeoverTimeoutMs', flag: '--takeover-timeout', kind: 'int', arg: 'MS', min: 1, max: 600000,
+      help: 'a takeover not reported done by the backup this long after the verdict has FAILED; default 5000' },
+    { key: 'standDownTimeoutMs', flag: '--stand-down-timeout', kind: 'int', arg: 'MS', min: 1, max: 60000,
+      help: 'planned takeover: wait this long for the primary to stand down (and for the gateway fence) before ordering the backup anyway; default 500' },
+    { key: 'report', flag: '--report', kind: 'string', arg: 'FILE', help: 'append each takeover record (JSON line) to FILE' },
+    { key: 'primaryMac', flag: '--primary-mac', kind: 'mac', arg: 'MAC', help: "the primary's MAC, handed to the gateway fence" },
+  ],
+  defaults: {
+    instance: 'main', json: false, listen: { address: '0.0.0.0', port: GATEWAY_PORT }, mode: 'both', ...TIMING_DEFAULTS,
+    backupTimeoutMs: 1000, takeoverTimeoutMs: 5000, standDownTimeoutMs: 500,
+  },
+  validate: (c) => {
+    checkInstance(c.instance);
+    checkTiming(c);
+    if (c.primary.address === c.backup.address && c.primary.port === c.backup.port)
+      throw configError('--primary and --backup are the same endpoint: give the agent\'s and the backup\'s own addresses');
+  },
+};
+
+// ---- t2cp primary ----------------------------------------------------------
+
+export interface PrimaryConfig extends Shared {
+  listen: Endpoint;
+  detector: Endpoint;
+  intervalMs: number;
+  ports: number[];
+  vip?: string;
+  servicePid?: number;
+  servicePidfile?: string;
+  selfFenceAfterMs: number;
+}
+
+export const PRIMARY_COMMAND: CommandSpec<PrimaryConfig> = {
+  name: 'primary',
+  synopsis: 'usage: t2cp primary --key-file FILE --detector ADDR[:PORT] --ports LIST [options]',
+  about: [
+    'The agent on the primary host. It sends a heartbeat to the failure detector',
+    'every interval and answers its probes at once, each saying whether the service',
+    'process lives and its ports listen. Told to stand down (the backup took over),',
+    'it fences this host off the clients and stays fenced: only a restart of the',
+    'agent lifts it, after which the detector is asked who is active first.',
+  ],
+  options: [
+    ...shared<PrimaryConfig>(),
+    { key: 'detector', flag: '--detector', kind: 'endpoint', arg: 'ADDR:PORT', defaultPort: GATEWAY_PORT, required: true,
+      help: `the failure detector (\`t2cp gateway\`); port default ${GATEWAY_PORT}` },
+    { key: 'listen', flag: '--listen', kind: 'bind', arg: 'ADDR:PORT', defaultPort: AGENT_PORT,
+      help: `where the agent listens; the detector's --primary; default 0.0.0.0:${AGENT_PORT}` },
+    { key: 'intervalMs', flag: '--interval', kind: 'int', arg: 'MS', min: 1, max: 60000, help: 'heartbeat interval, as the detector\'s; default 10' },
+    { key: 'ports', flag: '--ports', kind: 'ports', arg: 'LIST', required: true,
+      help: 'service ports that must be listening (on the VIP or 0.0.0.0) for the service to count as up' },
+    { key: 'vip', flag: '--vip', kind: 'ipv4', arg: 'ADDR', help: 'service address; without it a listener on any address counts' },
+    { key: 'servicePid', flag: '--service-pid', kind: 'int', arg: 'N', min: 1, max: 2 ** 22, help: 'the service process; without it (or a pidfile) only the ports count' },
+    { key: 'servicePidfile', flag: '--service-pidfile', kind: 'string', arg: 'FILE', help: 'file holding the service pid, read again at every check' },
+    { key: 'selfFenceAfterMs', flag: '--self-fence-after', kind: 'int', arg: 'MS', min: 0, max: 600000,
+      help: 'fence this host when the detector was not heard this long (it is polled); 0 (default) off. The gateway is on the clients\' path: a primary that cannot hear it cannot serve them either, but the backup may' },
+  ],
+  defaults: { instance: 'main', json: false, listen: { address: '0.0.0.0', port: AGENT_PORT }, intervalMs: 10, selfFenceAfterMs: 0 },
+  validate: (c) => {
+    checkInstance(c.instance);
+    if (c.servicePid !== undefined && c.servicePidfile !== undefined)
+      throw configError('--service-pid and --service-pidfile exclude each other: give one');
+    if (c.selfFenceAfterMs > 0 && c.selfFenceAfterMs < 4 * c.intervalMs)
+      throw configError(`--self-fence-after ${c.selfFenceAfterMs} is shorter than 4 intervals (${4 * c.intervalMs} ms): the agent polls the detector 4 times in that time`);
+  },
+};
+
+// ---- t2cp takeover ---------------------------------------------------------
+
+export interface TakeoverConfig extends Shared {
+  control: Endpoint;
+  reason: string;
+  timeoutMs: number;
+}
+
+export const TAKEOVER_COMMAND: CommandSpec<TakeoverConfig> = {
+  name: 'takeover',
+  synopsis: 'usage: t2cp takeover --key-file FILE [--control ADDR:PORT] [--reason TEXT] [--timeout MS]',
+  about: [
+    'Asks the backup to take over now (a planned switch). Run it on the backup host:',
+    'the backup asks the detector, which has the primary stand down first. Prints',
+    "the backup's takeover report as JSON; exit 0 when it took over, 1 otherwise.",
+    "Also the hook for keepalived's notify_master.",
+  ],
+  options: [
+    ...shared<TakeoverConfig>(),
+    { key: 'control', flag: '--control', kind: 'endpoint', arg: 'ADDR:PORT', defaultPort: CONTROL_PORT,
+      help: `the backup's control endpoint; default 127.0.0.1:${CONTROL_PORT}` },
+    { key: 'reason', flag: '--reason', kind: 'string', arg: 'TEXT', help: 'why, for the records; default manual' },
+    { key: 'timeoutMs', flag: '--timeout', kind: 'int', arg: 'MS', min: 1, max: 600000, help: 'give up without a report after MS; default 10000' },
+  ],
+  defaults: { instance: 'main', json: false, control: { address: '127.0.0.1', port: CONTROL_PORT }, reason: 'manual', timeoutMs: 10000 },
+  validate: (c) => checkInstance(c.instance),
+};

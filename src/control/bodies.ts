@@ -1,0 +1,110 @@
+// The vocabulary of the control plane: message types, their codes on the wire
+// and the JSON body each carries. decode() (messages.ts) checks every body
+// against its type here, after the MAC: an authenticated message whose body
+// does not fit its type is rejected as 'bad-body'. Extra fields are allowed
+// (a newer peer may add some); missing or mistyped ones are not.
+
+/** Type codes on the wire (one byte). Arrows say who sends to whom. */
+export const MessageType = {
+  HEARTBEAT: 1,        // primary agent -> detector, every interval (push)
+  PROBE: 2,            // detector -> primary agent (pull)
+  PROBE_REPLY: 3,      // primary agent -> detector, at once
+  TAKEOVER: 4,         // detector or `t2cp takeover` -> backup; backup -> detector for a planned one
+  TAKEOVER_REPORT: 5,  // backup -> whoever sent the TAKEOVER
+  STAND_DOWN: 6,       // detector -> old primary agent
+  STAND_DOWN_ACK: 7,   // old primary agent -> detector, once fenced
+  BACKUP_HEARTBEAT: 8, // backup -> detector
+  STATUS: 9,           // anyone -> detector
+  STATUS_REPLY: 10,    // detector -> asker
+} as const;
+
+export type MessageTypeName = keyof typeof MessageType;
+export type MessageTypeCode = (typeof MessageType)[MessageTypeName];
+
+export const MESSAGE_TYPE_NAMES: ReadonlyMap<number, MessageTypeName> = new Map(
+  (Object.entries(MessageType) as [MessageTypeName, number][]).map(([n, c]) => [c, n]),
+);
+
+/** The device states of the detector (device-states.ts), as STATUS_REPLY carries them. */
+export const DEVICE_STATES = ['PROBING', 'PRIMARY_ACTIVE', 'SUSPECT', 'TAKING_OVER', 'BACKUP_ACTIVE', 'FAILED'] as const;
+export type DeviceState = (typeof DEVICE_STATES)[number];
+
+/** What a backup says of itself in BACKUP_HEARTBEAT. */
+export const BACKUP_STATES = ['standby', 'taking-over', 'active', 'failed'] as const;
+export type BackupState = (typeof BACKUP_STATES)[number];
+
+/** Which side the detector holds to be serving the clients. */
+export type ActiveSide = 'primary' | 'backup';
+
+/** The primary agent's view of itself, in HEARTBEAT and PROBE_REPLY. */
+export interface AgentReport {
+  /** The service process lives (not gone, not a zombie). */
+  alive: boolean;
+  /** Every configured service port has a listening socket. */
+  listening: boolean;
+  /** The agent's fence is engaged: this primary does not answer clients. */
+  fenced: boolean;
+  /** Latest epoch the agent knows (0 before any takeover). */
+  epoch: number;
+}
+
+export interface TakeoverRequest {
+  /** The epoch this takeover creates; 0 from a requester that does not know it (`t2cp takeover`, a backup asking). */
+  epoch: number;
+  reason: string;
+  /** Planned: the primary is alive and is asked to stand down first. */
+  planned: boolean;
+}
+
+/** The backup's account of a takeover. Keep it a summary: a datagram holds < 64 KiB. */
+export interface TakeoverReport {
+  epoch: number;
+  ok: boolean;
+  error?: string;
+  [field: string]: unknown;
+}
+
+export interface BodyOf {
+  HEARTBEAT: AgentReport;
+  PROBE: { seq: number; epoch: number; active: ActiveSide };
+  PROBE_REPLY: AgentReport & { seq: number };
+  TAKEOVER: TakeoverRequest;
+  TAKEOVER_REPORT: TakeoverReport;
+  STAND_DOWN: { epoch: number };
+  STAND_DOWN_ACK: { epoch: number };
+  BACKUP_HEARTBEAT: { state: BackupState; epoch: number };
+  STATUS: Record<string, unknown>;
+  STATUS_REPLY: { state: DeviceState; epoch: number; active: ActiveSide; backup: string };
+}
+
+type FieldKind = 'bool' | 'uint' | 'string' | readonly string[];
+type Schema = Record<string, FieldKind>;
+
+const agent: Schema = { alive: 'bool', listening: 'bool', fenced: 'bool', epoch: 'uint' };
+const SCHEMAS: Record<MessageTypeName, Schema> = {
+  HEARTBEAT: agent,
+  PROBE: { seq: 'uint', epoch: 'uint', active: ['primary', 'backup'] },
+  PROBE_REPLY: { ...agent, seq: 'uint' },
+  TAKEOVER: { epoch: 'uint', reason: 'string', planned: 'bool' },
+  TAKEOVER_REPORT: { epoch: 'uint', ok: 'bool' },
+  STAND_DOWN: { epoch: 'uint' },
+  STAND_DOWN_ACK: { epoch: 'uint' },
+  BACKUP_HEARTBEAT: { state: BACKUP_STATES, epoch: 'uint' },
+  STATUS: {},
+  STATUS_REPLY: { state: DEVICE_STATES, epoch: 'uint', active: ['primary', 'backup'], backup: 'string' },
+};
+
+function fits(v: unknown, kind: FieldKind): boolean {
+  if (kind === 'bool') return typeof v === 'boolean';
+  if (kind === 'uint') return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+  if (kind === 'string') return typeof v === 'string';
+  return typeof v === 'string' && kind.includes(v);
+}
+
+/** Does `body` (parsed JSON) carry what a message of `type` must? */
+export function bodyFits(type: MessageTypeName, body: unknown): boolean {
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) return false;
+  const b = body as Record<string, unknown>;
+  for (const [field, kind] of Object.entries(SCHEMAS[type])) if (!fits(b[field], kind)) return false;
+  return true;
+}

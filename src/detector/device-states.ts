@@ -1,0 +1,155 @@
+// Device states of the failure detector, as Duplex (`002_…`) keeps them: one
+// explicit machine for the pair, with a fixed table of legal transitions,
+// plus the backup's own state as the detector last heard it. Pure (the clock
+// is injected); the gateway node drives it from one event loop.
+//
+//   PROBING ──primary heard──> PRIMARY_ACTIVE <──heard again── SUSPECT
+//                                   │ └─────soft timeout──────────>┘ │
+//                                   └──hard timeout / service dead / planned──> TAKING_OVER
+//   TAKING_OVER ──backup's report──> BACKUP_ACTIVE
+//   TAKING_OVER ──no report in time / refused──> FAILED
+//   PRIMARY_ACTIVE, SUSPECT ──verdict, but the backup is not standing by──> FAILED
+//   FAILED ──primary heard (no takeover issued)──> PRIMARY_ACTIVE
+//   FAILED ──backup standing by again / planned──> TAKING_OVER;  ──late report──> BACKUP_ACTIVE
+//
+// BACKUP_ACTIVE is final for a detector's life: there is no failback; a pair
+// is put back by restarting its roles. The epoch counts takeovers begun; once
+// one is begun the active side is the backup, for good.
+//
+// Every transition (device or backup) is recorded with the wall clock (ISO)
+// and monotonic µs since the detector started, and its cause; it is logged
+// and handed to subscribers (tools, tests) in order.
+import type { ActiveSide, BackupState, DeviceState } from '../control/bodies.js';
+import { isoOfUs, type Clock } from '../control/clock.js';
+import type { Logger } from '../log.js';
+
+export type { DeviceState };
+/** The backup as the detector knows it: what it last said, or silent (not heard for --backup-timeout). */
+export type BackupView = BackupState | 'unknown' | 'silent';
+
+export interface Transition {
+  /** 1, 2, ... in the order they happened. */
+  seq: number;
+  subject: 'device' | 'backup';
+  from: string;
+  to: string;
+  cause: string;
+  epoch: number;
+  /** Wall clock. */
+  at: string;
+  wallUs: number;
+  /** Monotonic µs since the detector started. */
+  sinceStartUs: number;
+}
+
+const NEXT: Record<DeviceState, readonly DeviceState[]> = {
+  PROBING: ['PRIMARY_ACTIVE', 'TAKING_OVER'],
+  PRIMARY_ACTIVE: ['SUSPECT', 'TAKING_OVER', 'FAILED'],
+  SUSPECT: ['PRIMARY_ACTIVE', 'TAKING_OVER', 'FAILED'],
+  TAKING_OVER: ['BACKUP_ACTIVE', 'FAILED'],
+  BACKUP_ACTIVE: [],
+  FAILED: ['PRIMARY_ACTIVE', 'TAKING_OVER', 'BACKUP_ACTIVE'],
+};
+
+/** Transitions kept for history(); older ones are still logged. */
+const HISTORY_MAX = 1000;
+
+export class DeviceStates {
+  private current: DeviceState = 'PROBING';
+  private backupView: BackupView = 'unknown';
+  private epochNo: number;
+  private side: ActiveSide = 'primary';
+  private seq = 0;
+  private readonly startUs: number;
+  private readonly past: Transition[] = [];
+  private subscribers: Array<(t: Transition) => void> = [];
+
+  constructor(
+    private readonly clock: Clock,
+    private readonly log?: Logger,
+    startEpoch = 0,
+  ) {
+    this.startUs = clock.monoUs();
+    this.epochNo = startEpoch;
+  }
+
+  get state(): DeviceState {
+    return this.current;
+  }
+
+  get backup(): BackupView {
+    return this.backupView;
+  }
+
+  get epoch(): number {
+    return this.epochNo;
+  }
+
+  /** Who should serve the clients: the backup as soon as a takeover was begun. */
+  get activeSide(): ActiveSide {
+    return this.side;
+  }
+
+  /** Subscribe to transitions; returns the unsubscribe function. */
+  subscribe(fn: (t: Transition) => void): () => void {
+    this.subscribers.push(fn);
+    return () => {
+      this.subscribers = this.subscribers.filter((s) => s !== fn);
+    };
+  }
+
+  history(): readonly Transition[] {
+    return this.past;
+  }
+
+  can(to: DeviceState): boolean {
+    if (!NEXT[this.current].includes(to)) return false;
+    // A FAILED pair goes back to the primary only if no takeover was ever begun.
+    if (this.current === 'FAILED' && to === 'PRIMARY_ACTIVE') return this.side === 'primary';
+    if (this.current === 'FAILED' && to === 'BACKUP_ACTIVE') return this.side === 'backup';
+    return true;
+  }
+
+  /** Take a transition; throws on one the table forbids (a bug in the caller). Use beginTakeover() for TAKING_OVER. */
+  move(to: Exclude<DeviceState, 'TAKING_OVER'>, cause: string): void {
+    this.go(to, cause);
+  }
+
+  /** Enter TAKING_OVER with a new epoch, which it returns. */
+  beginTakeover(cause: string): number {
+    if (!this.can('TAKING_OVER')) throw new Error(`device state ${this.current} -> TAKING_OVER is not a legal transition`);
+    this.epochNo++;
+    this.side = 'backup';
+    this.go('TAKING_OVER', cause);
+    return this.epochNo;
+  }
+
+  /** Record what the backup said of itself, or that it fell silent. No-op when unchanged. */
+  setBackup(view: BackupView, cause: string): void {
+    if (view === this.backupView) return;
+    const from = this.backupView;
+    this.backupView = view;
+    this.record('backup', from, view, cause);
+  }
+
+  private go(to: DeviceState, cause: string): void {
+    if (!this.can(to)) throw new Error(`device state ${this.current} -> ${to} is not a legal transition (${cause})`);
+    const from = this.current;
+    this.current = to;
+    this.record('device', from, to, cause);
+  }
+
+  private record(subject: Transition['subject'], from: string, to: string, cause: string): void {
+    const wallUs = this.clock.wallUs();
+    const t: Transition = {
+      seq: ++this.seq, subject, from, to, cause, epoch: this.epochNo,
+      at: isoOfUs(wallUs), wallUs, sinceStartUs: this.clock.monoUs() - this.startUs,
+    };
+    this.past.push(t);
+    if (this.past.length > HISTORY_MAX) this.past.shift();
+    const fields = { from, to, cause, epoch: t.epoch, at: t.at, sinceStartUs: t.sinceStartUs };
+    if (subject === 'device') this.log?.info('device state', fields);
+    else this.log?.info('backup state', fields);
+    for (const fn of [...this.subscribers]) fn(t);
+  }
+}

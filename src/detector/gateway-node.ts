@@ -1,0 +1,263 @@
+// Gateway node role: the failure detector's wiring (thin, like conntrackd's
+// sync-mode.c). One Channel on --listen; the heartbeat monitor watches the
+// primary agent, the device states say where the pair stands, the takeover
+// coordinator runs each takeover; this file moves messages and timer ticks
+// between them and the socket, and performs their actions.
+//
+// Call order: new GatewayNode(opts, fence, log), await start(), ... await
+// stop(). Everything on the Node event loop; nothing blocks it but appending
+// a takeover record to --report.
+//
+// Peers are known by address: messages from --primary are the agent's, from
+// --backup the backup control endpoint's (it must send from its control
+// socket). STATUS is answered to anyone holding the key.
+//
+// Timers: one timeout, set for the earliest thing due (monitor, coordinator,
+// backup silence). When it fires, the work runs from setImmediate, i.e. after
+// the event loop's poll phase: datagrams already in the socket are read
+// before silence is judged.
+import { Channel, sameEndpoint, type ChannelCounters, type Received } from '../control/channel.js';
+import { systemClock, type Clock } from '../control/clock.js';
+import type { Message } from '../control/messages.js';
+import type { Logger } from '../log.js';
+import type { Endpoint } from '../options.js';
+import { DeviceStates } from './device-states.js';
+import { engageFence, type GatewayFence } from './gateway-fence.js';
+import { HeartbeatMonitor, type DeadVerdict, type HeartbeatAction, type HeartbeatMode, type HeartbeatTiming } from './heartbeat.js';
+import { appendRecord, TakeoverCoordinator, type CoordinatorAction, type TakeoverRecord, type TakeoverStart } from './takeover.js';
+
+export interface GatewayNodeOptions {
+  instance: string;
+  key: Buffer;
+  listen: Endpoint;
+  primary: Endpoint;
+  backup: Endpoint;
+  mode: HeartbeatMode;
+  timing: HeartbeatTiming;
+  backupTimeoutUs: number;
+  takeoverTimeoutUs: number;
+  standDownTimeoutUs: number;
+  reportFile?: string;
+  primaryMac?: string;
+  clock?: Clock;
+}
+
+const ms = (us: number): number => Math.round(us / 100) / 10;
+
+export class GatewayNode {
+  readonly states: DeviceStates;
+  readonly stats = { heartbeats: 0, probeReplies: 0, probes: 0, unexpected: 0, plannedIgnored: 0 };
+  private ch: Channel | undefined;
+  private readonly clock: Clock;
+  private readonly monitor: HeartbeatMonitor;
+  private readonly takeover: TakeoverCoordinator;
+  private timer: NodeJS.Timeout | undefined;
+  private timerDueUs = Infinity;
+  private stopped = false;
+  private backupHeardUs: number;
+  private probeSeq = 0;
+  /** A verdict that found no backup standing by: begun when one is heard again. */
+  private pending: Omit<TakeoverStart, 'epoch'> | undefined;
+  private fenceEngaged = false;
+  private readonly records: TakeoverRecord[] = [];
+  private recordListeners: Array<(r: TakeoverRecord) => void> = [];
+
+  constructor(
+    private readonly opts: GatewayNodeOptions,
+    private readonly fence: GatewayFence,
+    private readonly log: Logger,
+  ) {
+    this.clock = opts.clock ?? systemClock;
+    this.states = new DeviceStates(this.clock, log);
+    this.monitor = new HeartbeatMonitor(opts.timing, opts.mode, this.clock.monoUs());
+    this.takeover = new TakeoverCoordinator(this.clock, {
+      resendUs: opts.timing.intervalUs, standDownTimeoutUs: opts.standDownTimeoutUs, takeoverTimeoutUs: opts.takeoverTimeoutUs,
+    });
+    this.backupHeardUs = this.clock.monoUs();
+  }
+
+  async start(): Promise<void> {
+    this.ch = await Channel.open({ key: this.opts.key, sender: `gateway:${this.opts.instance}`, bind: this.opts.listen, clock: this.clock });
+    this.ch.onMessage((r) => this.onMessage(r));
+    const now = this.clock.monoUs();
+    this.monitor.rearm(now);
+    this.backupHeardUs = now;
+    const a = this.ch.address();
+    this.log.info('failure detector listening', {
+      listen: `${a.address}:${a.port}`, primary: `${this.opts.primary.address}:${this.opts.primary.port}`,
+      backup: `${this.opts.backup.address}:${this.opts.backup.port}`, mode: this.opts.mode, intervalUs: this.opts.timing.intervalUs,
+    });
+    this.schedule();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    await this.ch?.close();
+    if (this.fenceEngaged) {
+      try {
+        this.fence.release();
+      } catch (e) {
+        this.log.error('gateway fence release failed', { error: (e as Error).message });
+      }
+    }
+    this.log.info('failure detector stopped', { ...this.stats, stalls: this.monitor.stalls, ...this.ch?.counters().rejected });
+  }
+
+  address(): Endpoint {
+    return this.ch!.address();
+  }
+
+  channelCounters(): ChannelCounters | undefined {
+    return this.ch?.counters();
+  }
+
+  takeovers(): readonly TakeoverRecord[] {
+    return this.records;
+  }
+
+  /** Called with each takeover record once its outcome is known. */
+  onTakeover(fn: (r: TakeoverRecord) => void): void {
+    this.recordListeners.push(fn);
+  }
+
+  private onMessage({ msg, from, atUs }: Received): void {
+    if (msg.type === 'STATUS') {
+      const s = this.states;
+      this.ch!.send(from, 'STATUS_REPLY', { state: s.state, epoch: s.epoch, active: s.activeSide, backup: s.backup });
+    } else if (sameEndpoint(from, this.opts.primary)) this.fromPrimary(msg, atUs);
+    else if (sameEndpoint(from, this.opts.backup)) this.fromBackup(msg, atUs);
+    else this.stats.unexpected++;
+    this.schedule();
+  }
+
+  private fromPrimary(msg: Message, now: number): void {
+    if (msg.type === 'HEARTBEAT' || msg.type === 'PROBE_REPLY') {
+      if (msg.type === 'HEARTBEAT') this.stats.heartbeats++;
+      else this.stats.probeReplies++;
+      // Once a takeover is begun the old primary is only ever told to stand down.
+      if (this.states.activeSide === 'backup') return this.run(this.takeover.primaryHeard(msg.body));
+      if (this.monitor.liveness === 'dead' && this.states.state === 'FAILED') this.monitor.rearm(now);
+      this.onMonitor(msg.type === 'HEARTBEAT' ? this.monitor.heartbeat(now, msg.body) : this.monitor.probeReply(now, msg.body));
+    } else if (msg.type === 'STAND_DOWN_ACK') this.run(this.takeover.standDownAck(msg.body.epoch));
+    else this.stats.unexpected++;
+  }
+
+  private fromBackup(msg: Message, now: number): void {
+    if (msg.type === 'BACKUP_HEARTBEAT') {
+      this.backupHeardUs = now;
+      const before = this.states.backup;
+      this.states.setBackup(msg.body.state, 'heard');
+      if (msg.body.state === 'active' && before !== 'active' && this.states.activeSide === 'primary')
+        this.log.error('the backup says it is active, but this detector ordered no takeover: two servers may answer', { epoch: msg.body.epoch });
+      if (this.pending && msg.body.state === 'standby' && this.states.state === 'FAILED' && this.states.activeSide === 'primary') {
+        const p = this.pending;
+        this.pending = undefined;
+        this.begin(p, `${p.reason}; the backup is standing by again`);
+      }
+    } else if (msg.type === 'TAKEOVER' && msg.body.planned) this.planned(msg.body.reason);
+    else if (msg.type === 'TAKEOVER_REPORT') this.run(this.takeover.report(msg.body));
+    else this.stats.unexpected++;
+  }
+
+  private planned(reason: string): void {
+    const s = this.states.state;
+    if (s === 'TAKING_OVER' || s === 'BACKUP_ACTIVE') {
+      this.stats.plannedIgnored++;
+      this.log.info('planned takeover request ignored: one is under way or done', { state: s, epoch: this.states.epoch });
+      return;
+    }
+    this.pending = undefined;
+    this.begin({ cause: 'planned', reason }, `planned: ${reason}`);
+  }
+
+  private onMonitor(actions: HeartbeatAction[]): void {
+    const s = this.states;
+    for (const a of actions) {
+      if (a.kind === 'alive' && (s.state === 'PROBING' || s.state === 'FAILED')) {
+        this.pending = undefined;
+        s.move('PRIMARY_ACTIVE', s.state === 'PROBING' ? 'primary heard' : 'primary heard again; no takeover was begun');
+      } else if (a.kind === 'recovered' && s.state === 'SUSPECT') s.move('PRIMARY_ACTIVE', `heard again after ${ms(a.silentUs)} ms`);
+      else if (a.kind === 'suspect' && s.state === 'PRIMARY_ACTIVE') s.move('SUSPECT', `nothing heard for ${ms(a.silentUs)} ms (soft timeout)`);
+      else if (a.kind === 'probe') {
+        this.stats.probes++;
+        this.ch!.send(this.opts.primary, 'PROBE', { seq: ++this.probeSeq, epoch: s.epoch, active: s.activeSide });
+      } else if (a.kind === 'dead') this.verdict(a);
+    }
+  }
+
+  private verdict(a: DeadVerdict): void {
+    const reason = a.cause === 'host'
+      ? `primary host silent for ${ms(a.detectionUs)} ms (hard timeout)`
+      : `primary service down in ${this.opts.timing.hardMisses} reports in a row`;
+    const start = { cause: a.cause, reason, lastHeardUs: a.cause === 'host' ? a.lastHeardUs : a.lastHealthyUs };
+    if (this.states.backup !== 'standby') {
+      this.pending = start;
+      if (this.states.can('FAILED')) this.states.move('FAILED', `takeover impossible, the backup is ${this.states.backup}: ${reason}`);
+      return;
+    }
+    this.begin(start, reason);
+  }
+
+  private begin(start: Omit<TakeoverStart, 'epoch'>, cause: string): void {
+    this.monitor.halt(); // the old primary is only told to stand down from now on
+    const epoch = this.states.beginTakeover(cause);
+    this.log.warn('takeover begins', { epoch, cause: start.cause, reason: start.reason });
+    this.run(this.takeover.start({ ...start, epoch }));
+  }
+
+  private run(actions: CoordinatorAction[]): void {
+    for (const a of actions) {
+      if (a.kind === 'send-stand-down') this.ch?.send(this.opts.primary, 'STAND_DOWN', a.body);
+      else if (a.kind === 'send-takeover') this.ch?.send(this.opts.backup, 'TAKEOVER', a.body);
+      else if (a.kind === 'engage-fence') this.engageFence();
+      else this.finished(a.record);
+    }
+  }
+
+  private engageFence(): void {
+    void engageFence(this.fence, this.opts.primaryMac).then((error) => {
+      if (error === undefined) this.fenceEngaged = true;
+      else this.log.error('gateway fence failed: the takeover goes on without it', { error });
+      this.run(this.takeover.fenceDone(error));
+      this.schedule();
+    });
+  }
+
+  private finished(rec: TakeoverRecord): void {
+    const s = this.states;
+    const ok = rec.outcome === 'active' || rec.outcome === 'active-late';
+    if (ok && s.can('BACKUP_ACTIVE')) s.move('BACKUP_ACTIVE', `the backup reports the takeover done (epoch ${rec.epoch})`);
+    else if (!ok && s.can('FAILED')) s.move('FAILED', rec.failure ?? rec.outcome);
+    if (ok) this.log.info('takeover record', { ...rec });
+    else this.log.error('takeover record', { ...rec });
+    this.records.push(rec);
+    if (this.opts.reportFile) appendRecord(this.opts.reportFile, rec, this.log);
+    for (const fn of [...this.recordListeners]) fn(rec);
+  }
+
+  private tick(): void {
+    if (this.stopped) return;
+    const now = this.clock.monoUs();
+    this.onMonitor(this.monitor.tick(now));
+    this.run(this.takeover.tick());
+    if (this.states.backup !== 'silent' && now - this.backupHeardUs >= this.opts.backupTimeoutUs)
+      this.states.setBackup('silent', `not heard for ${ms(now - this.backupHeardUs)} ms`);
+    this.schedule();
+  }
+
+  private schedule(): void {
+    if (this.stopped) return;
+    const backupDue = this.states.backup === 'silent' ? Infinity : this.backupHeardUs + this.opts.backupTimeoutUs;
+    const due = Math.min(this.monitor.nextDueUs(), this.takeover.nextDueUs(), backupDue);
+    if (due === Infinity || (this.timer && due >= this.timerDueUs)) return;
+    clearTimeout(this.timer);
+    this.timerDueUs = due;
+    const delayMs = Math.max(0, Math.ceil((due - this.clock.monoUs()) / 1000));
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.timerDueUs = Infinity;
+      setImmediate(() => this.tick());
+    }, delayMs);
+  }
+}

@@ -1,0 +1,225 @@
+// The control plane over real UDP on 127.0.0.1 (ephemeral ports, no root): a
+// real primary agent, a real failure detector, and a small fake backup
+// endpoint (a Channel answering TAKEOVER with TAKEOVER_REPORT). Between the
+// detector and the backup sits a tap, a UDP relay that keeps a copy of every
+// datagram the detector sends, for the replay test. 10 ms heartbeats, 3 misses.
+import { randomBytes } from 'node:crypto';
+import dgram from 'node:dgram';
+import { afterEach, describe, expect, it } from 'vitest';
+import { PrimaryAgent } from '../../src/agent/primary-node.js';
+import type { BackupState } from '../../src/control/bodies.js';
+import { Channel, sameEndpoint } from '../../src/control/channel.js';
+import { systemClock } from '../../src/control/clock.js';
+import { encode } from '../../src/control/messages.js';
+import { requestTakeover } from '../../src/control/takeover-request.js';
+import type { Transition } from '../../src/detector/device-states.js';
+import { GatewayNode } from '../../src/detector/gateway-node.js';
+import type { Logger } from '../../src/log.js';
+import type { Endpoint } from '../../src/options.js';
+
+const key = randomBytes(32);
+const LO = '127.0.0.1';
+const INTERVAL_MS = 10;
+const HARD_US = 3 * INTERVAL_MS * 1000;
+/** What a loaded 2-CPU machine may add to the hard timeout before the verdict. */
+const SLACK_US = 300_000;
+const quiet: Logger = { info: () => {}, warn: () => {}, error: () => {} };
+const cleanups: Array<() => Promise<void> | void> = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+async function waitUntil(cond: () => boolean, timeoutMs: number, what: string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 2));
+  }
+}
+
+async function udp(): Promise<dgram.Socket> {
+  const s = dgram.createSocket('udp4');
+  await new Promise<void>((r) => s.bind(0, LO, r));
+  cleanups.push(() => new Promise<void>((r) => s.close(() => r())));
+  return s;
+}
+
+const endpointOf = (s: dgram.Socket): Endpoint => ({ address: LO, port: s.address().port });
+
+/** Relays detector <-> backup, keeping what the detector sent. */
+async function tap(detector: Endpoint, backup: () => Endpoint): Promise<{ at: Endpoint; captured: Buffer[] }> {
+  const s = await udp();
+  const captured: Buffer[] = [];
+  s.on('message', (buf, r) => {
+    const from = { address: r.address, port: r.port };
+    if (sameEndpoint(from, detector)) {
+      captured.push(Buffer.from(buf));
+      s.send(buf, backup().port, LO);
+    } else s.send(buf, detector.port, LO);
+  });
+  return { at: endpointOf(s), captured };
+}
+
+/** The backup's control endpoint, reduced to what the detector and `t2cp takeover` need. */
+class FakeBackup {
+  state: BackupState = 'standby';
+  epoch = 0;
+  readonly epochs = new Set<number>();
+  ordersAccepted = 0;
+  firstOrderUs = 0;
+  private cli: Endpoint | undefined;
+  private timer: NodeJS.Timeout;
+  constructor(readonly ch: Channel, detector: Endpoint) {
+    ch.onMessage(({ msg, from }) => {
+      if (msg.type !== 'TAKEOVER') return;
+      if (sameEndpoint(from, detector)) {
+        this.ordersAccepted++;
+        if (this.firstOrderUs === 0) this.firstOrderUs = systemClock.monoUs();
+        this.epochs.add(msg.body.epoch);
+        this.state = 'active';
+        this.epoch = msg.body.epoch;
+        const report = { epoch: this.epoch, ok: true, flows: 0 };
+        ch.send(from, 'TAKEOVER_REPORT', report);
+        if (this.cli) ch.send(this.cli, 'TAKEOVER_REPORT', report);
+        this.cli = undefined;
+      } else if (msg.body.planned) {
+        this.cli = from; // `t2cp takeover`: ask the detector, answer when ordered
+        ch.send(detector, 'TAKEOVER', { epoch: 0, reason: msg.body.reason, planned: true });
+      }
+    });
+    this.timer = setInterval(() => ch.send(detector, 'BACKUP_HEARTBEAT', { state: this.state, epoch: this.epoch }), INTERVAL_MS);
+  }
+  stop(): Promise<void> {
+    clearInterval(this.timer);
+    return this.ch.close();
+  }
+}
+
+function fence() {
+  const f = { engaged: 0, released: 0, engagedAtUs: 0, engage: () => {}, release: () => {} };
+  f.engage = () => {
+    f.engaged++;
+    f.engagedAtUs = systemClock.monoUs();
+  };
+  f.release = () => void f.released++;
+  return f;
+}
+
+async function pair(agentFence = fence()) {
+  const reserve = await udp(); // the detector's port, reserved then freed
+  const detectorAt = endpointOf(reserve);
+  await new Promise<void>((r) => reserve.close(() => r()));
+  cleanups.pop();
+  const backupCh = await Channel.open({ key, sender: 'backup:test', bind: { address: LO, port: 0 } });
+  const t = await tap(detectorAt, () => backupCh.address());
+  const backup = new FakeBackup(backupCh, t.at);
+  cleanups.push(() => backup.stop());
+  const newAgent = (port: number, f = agentFence) =>
+    new PrimaryAgent({ instance: 'test', key, listen: { address: LO, port }, detector: detectorAt, intervalMs: INTERVAL_MS, selfFenceAfterMs: 0 },
+      f, quiet, () => ({ alive: true, listening: true }));
+  const agent = newAgent(0);
+  await agent.start();
+  cleanups.push(() => agent.stop());
+  const gatewayFence = fence();
+  const detector = new GatewayNode({
+    instance: 'test', key, listen: detectorAt, primary: agent.address(), backup: t.at, mode: 'both',
+    timing: { intervalUs: INTERVAL_MS * 1000, softMisses: 1, hardMisses: 3, probeIntervalUs: INTERVAL_MS * 500 },
+    backupTimeoutUs: 1_000_000, takeoverTimeoutUs: 3_000_000, standDownTimeoutUs: 500_000,
+  }, gatewayFence, quiet);
+  const transitions: Array<Transition & { monoUs: number }> = [];
+  detector.states.subscribe((tr) => transitions.push({ ...tr, monoUs: systemClock.monoUs() }));
+  await detector.start();
+  cleanups.push(() => detector.stop());
+  await waitUntil(() => detector.states.state === 'PRIMARY_ACTIVE' && detector.states.backup === 'standby', 3000, 'primary and backup heard');
+  return { detector, agent, agentAt: agent.address(), backup, backupCh, tap: t, agentFence, gatewayFence, transitions, newAgent };
+}
+
+describe('control plane on loopback (10 ms heartbeats)', () => {
+  it('a silent primary is declared dead within the hard timeout; the backup gets exactly one epoch; forged and replayed TAKEOVERs are refused', async () => {
+    const p = await pair();
+    // Steady first: a few dozen heartbeats, and no takeover from jitter alone.
+    await waitUntil(() => p.detector.stats.heartbeats >= 30, 3000, '30 heartbeats');
+    expect(p.detector.states.state).not.toBe('TAKING_OVER');
+    expect(p.detector.takeovers()).toEqual([]);
+    const stoppedUs = systemClock.monoUs();
+    await p.agent.stop();
+    await waitUntil(() => p.detector.states.state === 'BACKUP_ACTIVE', 3000, 'BACKUP_ACTIVE');
+    const verdict = p.transitions.find((t) => t.to === 'TAKING_OVER')!;
+    expect(verdict.epoch).toBe(1);
+    expect(verdict.monoUs - stoppedUs).toBeLessThanOrEqual(HARD_US + SLACK_US);
+    const rec = p.detector.takeovers()[0]!;
+    expect(rec).toMatchObject({ epoch: 1, cause: 'host', outcome: 'active', fence: { result: 'engaged' }, backupReport: { epoch: 1, ok: true } });
+    expect(rec.detectionLatencyUs).toBeGreaterThanOrEqual(HARD_US);
+    expect(p.gatewayFence.engaged).toBe(1);
+    expect([...p.backup.epochs]).toEqual([1]);
+
+    // A forged TAKEOVER (another key) and a captured real one sent again: refused, counted, no new epoch.
+    const captured = p.tap.captured.filter((b) => b[5] === 4 /* TAKEOVER */);
+    expect(captured.length).toBeGreaterThan(0);
+    const before = p.backup.ordersAccepted;
+    const attacker = await udp();
+    const to = p.backupCh.address();
+    attacker.send(encode(randomBytes(32), 'gateway:test', Date.now() * 1000, 99, 'TAKEOVER', { epoch: 2, reason: 'forged', planned: false }), to.port, LO);
+    attacker.send(captured[0]!, to.port, LO);
+    attacker.send(captured.at(-1)!, to.port, LO);
+    await waitUntil(() => p.backupCh.counters().rejected['bad-mac'] === 1 && p.backupCh.counters().rejected.replay === 2, 2000, 'refusals counted');
+    expect(p.backup.ordersAccepted).toBe(before);
+    expect([...p.backup.epochs]).toEqual([1]);
+
+    // The old primary comes back: it asks first, learns it was replaced, and fences at once.
+    const fence2 = fence();
+    const again = p.newAgent(p.agentAt.port, fence2);
+    await again.start();
+    cleanups.push(() => again.stop());
+    await waitUntil(() => again.fenced === 'stand-down', 2000, 'the old primary to stand down');
+    expect(again.epoch).toBe(1);
+    expect(fence2.engaged).toBe(1);
+    expect(p.detector.states.state).toBe('BACKUP_ACTIVE');
+  });
+
+  it('planned (`t2cp takeover` through the backup): the primary stands down before the backup is ordered', async () => {
+    const p = await pair();
+    const report = await requestTakeover({ control: p.backupCh.address(), key, reason: 'maintenance', timeoutMs: 3000 });
+    expect(report).toMatchObject({ epoch: 1, ok: true });
+    expect(p.agent.fenced).toBe('stand-down');
+    expect(p.agentFence.engaged).toBe(1);
+    expect(p.agentFence.engagedAtUs).toBeLessThan(p.backup.firstOrderUs);
+    await waitUntil(() => p.detector.states.state === 'BACKUP_ACTIVE', 2000, 'BACKUP_ACTIVE');
+    const rec = p.detector.takeovers()[0]!;
+    expect(rec).toMatchObject({ cause: 'planned', planned: true, standDown: { acked: true }, outcome: 'active', detectionLatencyUs: null });
+    expect(rec.takeoverSentAfterUs!).toBeGreaterThanOrEqual(rec.standDown.afterUs!);
+    const decisive = p.transitions.filter((t) => ['TAKING_OVER', 'BACKUP_ACTIVE', 'FAILED'].includes(t.to)).map((t) => t.to);
+    expect(decisive).toEqual(['TAKING_OVER', 'BACKUP_ACTIVE']);
+    // Well past the hard timeout, the fenced old primary still heartbeating: nothing more happens.
+    const heard = p.detector.stats.heartbeats;
+    await waitUntil(() => p.detector.stats.heartbeats >= heard + 10, 2000, '10 more heartbeats');
+    expect(p.detector.states.state).toBe('BACKUP_ACTIVE');
+    expect(p.detector.takeovers()).toHaveLength(1);
+    expect([...p.backup.epochs]).toEqual([1]);
+  });
+
+  it('planned, but the primary cannot fence: the backup is ordered at --stand-down-timeout, no second verdict meanwhile', async () => {
+    const broken = fence();
+    broken.engage = () => {
+      throw new Error('no nft here');
+    };
+    const p = await pair(broken);
+    const report = await requestTakeover({ control: p.backupCh.address(), key, reason: 'maintenance', timeoutMs: 3000 });
+    expect(report).toMatchObject({ epoch: 1, ok: true });
+    expect(p.agent.fenced).toBe('none');
+    expect(p.agent.stats.fenceErrors).toBeGreaterThan(1); // tried again at every STAND_DOWN
+    await waitUntil(() => p.detector.takeovers().length === 1, 2000, 'the record');
+    const rec = p.detector.takeovers()[0]!;
+    expect(rec.standDown).toEqual({ acked: false, afterUs: null });
+    expect(rec.takeoverSentAfterUs!).toBeGreaterThanOrEqual(500_000);
+    expect(p.detector.states.history().filter((t) => t.to === 'TAKING_OVER')).toHaveLength(1);
+  });
+
+  it('`t2cp takeover` with the wrong key times out and says why', async () => {
+    const p = await pair();
+    await expect(requestTakeover({ control: p.backupCh.address(), key: randomBytes(32), reason: 'x', timeoutMs: 300, resendMs: 100 }))
+      .rejects.toMatchObject({ code: 'T2CP_TIMEOUT' });
+    expect(p.backupCh.counters().rejected['bad-mac']).toBeGreaterThanOrEqual(1);
+    expect(p.detector.states.state).toBe('PRIMARY_ACTIVE');
+  });
+});
