@@ -252,14 +252,17 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
 };
 
 // new Fence({role: 'gateway'|'primary', table, vip, mac?}): owned nft tables
-// that silence a replaced primary (recovery_fence.h). install(), remove().
+// that silence a replaced primary (recovery_fence.h). prepare() (tables and
+// empty chains: slow), engage() (the drop rules: fast), release(), remove().
 class FenceWrap : public Napi::ObjectWrap<FenceWrap> {
  public:
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "Fence", {
-      InstanceMethod<&FenceWrap::Install>("install"),
+      InstanceMethod<&FenceWrap::Prepare>("prepare"),
+      InstanceMethod<&FenceWrap::Engage>("engage"),
+      InstanceMethod<&FenceWrap::Release>("release"),
       InstanceMethod<&FenceWrap::Remove>("remove"),
-      InstanceMethod<&FenceWrap::Installed>("installed"),
+      InstanceMethod<&FenceWrap::Engaged>("engaged"),
     });
   }
 
@@ -274,28 +277,49 @@ class FenceWrap : public Napi::ObjectWrap<FenceWrap> {
     std::string vip = get_str(o, "vip");
     if (inet_pton(AF_INET, vip.c_str(), &cfg_.vip) != 1) throw_error(env, "T2CP_CONFIG", "fence vip is not an IPv4 address: " + vip);
     std::string mac = get_str(o, "mac");
-    unsigned m[6];
-    if (cfg_.role == FenceConfig::Role::kGateway &&
-        sscanf(mac.c_str(), "%x:%x:%x:%x:%x:%x", &m[0], &m[1], &m[2], &m[3], &m[4], &m[5]) != 6)
-      throw_error(env, "T2CP_CONFIG", "gateway fence needs the old primary's MAC (aa:bb:cc:dd:ee:ff), got '" + mac + "'");
-    for (int i = 0; i < 6 && cfg_.role == FenceConfig::Role::kGateway; i++) cfg_.mac[i] = uint8_t(m[i]);
+    if (!mac.empty()) set_mac(env, mac);
   }
 
  private:
-  Napi::Value Install(const Napi::CallbackInfo& info) {
-    std::string err;
-    NftStatus s = fence_.install(cfg_, &err);
+  void set_mac(Napi::Env env, const std::string& mac) {
+    unsigned m[6];
+    if (sscanf(mac.c_str(), "%x:%x:%x:%x:%x:%x", &m[0], &m[1], &m[2], &m[3], &m[4], &m[5]) != 6)
+      throw_error(env, "T2CP_CONFIG", "gateway fence needs the old primary's MAC (aa:bb:cc:dd:ee:ff), got '" + mac + "'");
+    for (int i = 0; i < 6; i++) cfg_.mac[i] = uint8_t(m[i]);
+    has_mac_ = true;
+  }
+  void check(Napi::Env env, NftStatus s, const std::string& err) {
     if (s != NftStatus::kOk)
-      throw_error(info.Env(), s == NftStatus::kBusy ? "T2CP_BUSY" : s == NftStatus::kPermission ? "T2CP_PERMISSION" : "T2CP_NFTABLES", err);
+      throw_error(env, s == NftStatus::kBusy ? "T2CP_BUSY" : s == NftStatus::kPermission ? "T2CP_PERMISSION" : "T2CP_NFTABLES", err);
+  }
+  Napi::Value Prepare(const Napi::CallbackInfo& info) {
+    std::string err;
+    check(info.Env(), fence_.prepare(cfg_, &err), err);
+    return info.Env().Undefined();
+  }
+  // engage(mac?): a gateway fence may learn the MAC only now.
+  Napi::Value Engage(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    std::string err;
+    if (info[0].IsString()) set_mac(env, info[0].As<Napi::String>().Utf8Value());
+    else if (cfg_.role == FenceConfig::Role::kGateway && !has_mac_)
+      throw_error(env, "T2CP_CONFIG", "gateway fence: the old primary's MAC is unknown");
+    check(env, fence_.prepare(cfg_, &err), err);
+    check(env, fence_.engage(&err, cfg_.role == FenceConfig::Role::kGateway ? cfg_.mac : nullptr), err);
+    return env.Undefined();
+  }
+  Napi::Value Release(const Napi::CallbackInfo& info) {
+    fence_.release();
     return info.Env().Undefined();
   }
   Napi::Value Remove(const Napi::CallbackInfo& info) {
     fence_.remove();
     return info.Env().Undefined();
   }
-  Napi::Value Installed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), fence_.installed()); }
+  Napi::Value Engaged(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), fence_.engaged()); }
 
   FenceConfig cfg_;
+  bool has_mac_ = false;
   FenceTables fence_;
 };
 

@@ -140,7 +140,9 @@ void Engine::run() {
       uint64_t enobufs = 0;
       int q = nfq_.receive(&OutgoingProcessor::nfqueue_callback, &outgoing_, &enobufs);
       if (enobufs) ctx_.counters.add(k_nfqueue_enobufs, enobufs);
-      int m = capture_.dispatch(kCaptureBatch, &IncomingProcessor::pcap_callback, reinterpret_cast<u_char*>(&incoming_));
+      int m = ctx_.mode == EngineMode::kActive
+                  ? 0
+                  : capture_.dispatch(kCaptureBatch, &IncomingProcessor::pcap_callback, reinterpret_cast<u_char*>(&incoming_));
       // Latency is sampled only for packets served in the pass that captured
       // them: what waits on purpose (for a SYN-ACK, the replica's window or
       // its output) is not interceptor latency.
@@ -153,7 +155,7 @@ void Engine::run() {
     }
     uint64_t now = realtime_us();
     recovery_.poll(now);
-    if (ctx_.mode == EngineMode::kActive) fds[0].fd = -1;  // the capture closed
+    if (ctx_.mode == EngineMode::kActive) fds[0].fd = -1;  // the capture is not read any more
     if (now >= next_tick) {
       if (ctx_.mode == EngineMode::kActive) {
         active_.on_tick(now);
@@ -165,7 +167,7 @@ void Engine::run() {
     }
     if (now >= next_stats) {
       uint64_t kd, id;
-      if (capture_.stats(&kd, &id)) {
+      if (ctx_.mode != EngineMode::kActive && capture_.stats(&kd, &id)) {
         if (kd > ctx_.counters.get(k_capture_kernel_drops)) incoming_.on_capture_drops(now);
         ctx_.counters.set(k_capture_kernel_drops, kd);
         ctx_.counters.set(k_capture_if_drops, id);

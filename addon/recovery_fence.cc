@@ -9,6 +9,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <vector>
 
 #include "nft_batch.h"
 
@@ -47,8 +48,8 @@ void put_table(Batch& b, uint8_t family, const std::string& name) {
 
 }  // namespace
 
-NftStatus FenceTables::install(const FenceConfig& cfg, std::string* err) {
-  if (installed()) return NftStatus::kOk;
+NftStatus FenceTables::prepare(const FenceConfig& cfg, std::string* err) {
+  if (prepared()) return NftStatus::kOk;
   if (!valid_table_name(cfg.table)) {
     *err = "fence: bad table name \"" + cfg.table + "\": use 1-31 characters from [A-Za-z0-9_]";
     return NftStatus::kError;
@@ -70,29 +71,16 @@ NftStatus FenceTables::install(const FenceConfig& cfg, std::string* err) {
            " is held by another running t2cp (" + strerror(o.err) + "): stop it or use another --instance";
     return NftStatus::kBusy;
   }
-  Batch b(&seq_, 10);
-  const uint32_t vip = cfg.vip;
+  Batch b(&seq_, 6);
   put_table(b, NFPROTO_IPV4, cfg.table);
   put_table(b, NFPROTO_ARP, cfg.table);
   if (cfg.role == FenceConfig::Role::kGateway) {
     put_base_chain(b, NFPROTO_IPV4, cfg.table, "fwd", NF_INET_FORWARD, kPriority, What::kFenceChain);
-    Match ip[] = {{NFT_PAYLOAD_LL_HEADER, kEtherSaddrOffset, cfg.mac, 6},
-                  {NFT_PAYLOAD_NETWORK_HEADER, kIpSaddrOffset, &vip, 4}};
-    put_drop_rule(b, NFPROTO_IPV4, cfg.table, "fwd", ip, 2);
     put_base_chain(b, NFPROTO_ARP, cfg.table, "in", NF_ARP_IN, kPriority, What::kFenceChain);
-    Match arp[] = {{NFT_PAYLOAD_NETWORK_HEADER, kArpShaOffset, cfg.mac, 6},
-                   {NFT_PAYLOAD_NETWORK_HEADER, kArpSpaOffset, &vip, 4}};
-    put_drop_rule(b, NFPROTO_ARP, cfg.table, "in", arp, 2);
   } else {
     put_base_chain(b, NFPROTO_IPV4, cfg.table, "out", NF_INET_LOCAL_OUT, kPriority, What::kFenceChain);
-    Match out[] = {{NFT_PAYLOAD_NETWORK_HEADER, kIpSaddrOffset, &vip, 4}};
-    put_drop_rule(b, NFPROTO_IPV4, cfg.table, "out", out, 1);
     put_base_chain(b, NFPROTO_IPV4, cfg.table, "in", NF_INET_PRE_ROUTING, kPriority, What::kFenceChain);
-    Match in[] = {{NFT_PAYLOAD_NETWORK_HEADER, kIpDaddrOffset, &vip, 4}};
-    put_drop_rule(b, NFPROTO_IPV4, cfg.table, "in", in, 1);
     put_base_chain(b, NFPROTO_ARP, cfg.table, "out", NF_ARP_OUT, kPriority, What::kFenceChain);
-    Match arp[] = {{NFT_PAYLOAD_NETWORK_HEADER, kArpSpaOffset, &vip, 4}};
-    put_drop_rule(b, NFPROTO_ARP, cfg.table, "out", arp, 1);
   }
   Outcome o = run_batch(fd, b);
   if (o.err) {
@@ -103,7 +91,59 @@ NftStatus FenceTables::install(const FenceConfig& cfg, std::string* err) {
   }
   fd_ = fd;
   table_ = cfg.table;
+  cfg_ = cfg;
   return NftStatus::kOk;
+}
+
+NftStatus FenceTables::engage(std::string* err, const uint8_t* mac) {
+  if (!prepared()) {
+    *err = "fence: not prepared";
+    return NftStatus::kError;
+  }
+  if (engaged_) return NftStatus::kOk;
+  if (mac) std::memcpy(cfg_.mac, mac, 6);
+  Batch b(&seq_, 4);
+  const uint32_t vip = cfg_.vip;
+  if (cfg_.role == FenceConfig::Role::kGateway) {
+    Match ip[] = {{NFT_PAYLOAD_LL_HEADER, kEtherSaddrOffset, cfg_.mac, 6},
+                  {NFT_PAYLOAD_NETWORK_HEADER, kIpSaddrOffset, &vip, 4}};
+    put_drop_rule(b, NFPROTO_IPV4, table_, "fwd", ip, 2);
+    Match arp[] = {{NFT_PAYLOAD_NETWORK_HEADER, kArpShaOffset, cfg_.mac, 6},
+                   {NFT_PAYLOAD_NETWORK_HEADER, kArpSpaOffset, &vip, 4}};
+    put_drop_rule(b, NFPROTO_ARP, table_, "in", arp, 2);
+  } else {
+    Match out[] = {{NFT_PAYLOAD_NETWORK_HEADER, kIpSaddrOffset, &vip, 4}};
+    put_drop_rule(b, NFPROTO_IPV4, table_, "out", out, 1);
+    Match in[] = {{NFT_PAYLOAD_NETWORK_HEADER, kIpDaddrOffset, &vip, 4}};
+    put_drop_rule(b, NFPROTO_IPV4, table_, "in", in, 1);
+    Match arp[] = {{NFT_PAYLOAD_NETWORK_HEADER, kArpSpaOffset, &vip, 4}};
+    put_drop_rule(b, NFPROTO_ARP, table_, "out", arp, 1);
+  }
+  Outcome o = run_batch(fd_, b);
+  if (o.err) {
+    *err = std::string("fence: adding the drop rules failed: ") + strerror(o.err);
+    return NftStatus::kError;
+  }
+  engaged_ = true;
+  return NftStatus::kOk;
+}
+
+void FenceTables::release() {
+  if (!prepared() || !engaged_) return;
+  struct Chain { uint8_t family; const char* name; };
+  static const Chain kGateway[] = {{NFPROTO_IPV4, "fwd"}, {NFPROTO_ARP, "in"}};
+  static const Chain kPrimary[] = {{NFPROTO_IPV4, "out"}, {NFPROTO_IPV4, "in"}, {NFPROTO_ARP, "out"}};
+  const bool gw = cfg_.role == FenceConfig::Role::kGateway;
+  Batch b(&seq_, 3);
+  for (const Chain& ch : gw ? std::vector<Chain>(kGateway, kGateway + 2) : std::vector<Chain>(kPrimary, kPrimary + 3)) {
+    // DELRULE naming only the table and the chain flushes that chain.
+    nlmsghdr* nlh = b.open(NFT_MSG_DELRULE, 0, ch.family, What::kFenceRule);
+    mnl_attr_put_strz(nlh, NFTA_RULE_TABLE, table_.c_str());
+    mnl_attr_put_strz(nlh, NFTA_RULE_CHAIN, ch.name);
+    b.close(nlh);
+  }
+  run_batch(fd_, b);
+  engaged_ = false;
 }
 
 void FenceTables::remove() {
@@ -115,6 +155,7 @@ void FenceTables::remove() {
   }
   ::close(fd_);
   fd_ = -1;
+  engaged_ = false;
   table_.clear();
 }
 

@@ -15,8 +15,11 @@
 //                   The old primary stands down: it neither answers for the
 //                   VIP nor sends anything from it.
 //
-// install() removes an unowned stale copy of the same name first; a table
-// owned by a live socket is kBusy. Thread: one thread at a time.
+// prepare() creates the tables and chains, empty (slow: registering hooks
+// waits for the kernel); engage() adds the drop rules in one batch (fast, at
+// the moment it matters); release() flushes them. prepare() removes an
+// unowned stale copy of the same name first; a table owned by a live socket
+// is kBusy. Thread: one thread at a time.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -40,14 +43,21 @@ class FenceTables {
   FenceTables& operator=(const FenceTables&) = delete;
 
   // All or nothing; *err names the cause and the fix.
-  NftStatus install(const FenceConfig& cfg, std::string* err);
-  void remove();  // idempotent
-  bool installed() const { return fd_ >= 0; }
+  NftStatus prepare(const FenceConfig& cfg, std::string* err);
+  // The drop rules (prepare()d first); idempotent. mac: the gateway fence's
+  // old primary, when learnt only now (else the configured one).
+  NftStatus engage(std::string* err, const uint8_t* mac = nullptr);
+  void release();  // flush the rules, keep the tables
+  void remove();   // delete the tables; idempotent
+  bool prepared() const { return fd_ >= 0; }
+  bool engaged() const { return engaged_; }
 
  private:
   int fd_ = -1;
   uint32_t portid_ = 0, seq_ = 0;
   std::string table_;
+  FenceConfig cfg_;
+  bool engaged_ = false;
 };
 
 }  // namespace t2cp

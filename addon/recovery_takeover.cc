@@ -112,8 +112,7 @@ bool FailureRecovery::go_active(std::string* err) {
     active_.enter(f);
     n++;
   });
-  ctx_.mode = EngineMode::kActive;
-  capture_.close();  // the mirror shows a dead primary from now on
+  ctx_.mode = EngineMode::kActive;  // the mirror is ignored from now on (it shows a dead primary)
   std::lock_guard<std::mutex> g(mu_);
   report_.flows_taken_over = n;
   return true;
@@ -197,9 +196,11 @@ void FailureRecovery::poll(uint64_t now) {
     ctx_.events.emit_takeover(EventReason::kTakeoverDone, end - report_.requested_us);
     step_ = 6;
     stall_due_us_ = end + kStallWindowUs;
-    // Out of the timed path (unregistering a device waits for RCU): the TUN
-    // goes, its VIP with it; the real interface holds the VIP already.
+    // Out of the timed path (unregistering a device waits for RCU, unmapping
+    // the capture ring takes tens of ms): the TUN goes, its VIP with it (the
+    // real interface holds the VIP already), and the capture.
     ctx_.tun.close();
+    capture_.close();
     return;
   }
   if (step_ == 6) {

@@ -2,20 +2,13 @@
 // namespace (as a user would), with --json, and collects what it logs:
 // flow events, counters at exit. Used by the e2e tests, the demo and bench.
 import type { ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { readFileSync } from 'node:fs';
+import { distCli, type LogRecord } from './t2cp-process.js';
 import { pinned } from './processes.js';
 import type { Testbed } from './testbed.js';
 import { GiveUp, waitFor } from './wait.js';
 
-export interface LogRecord {
-  t: string;
-  level: string;
-  instance: string;
-  msg: string;
-  [k: string]: unknown;
-}
+export { distCli, type LogRecord };
 
 export interface BackupProcess {
   child: ChildProcess;
@@ -29,13 +22,6 @@ export interface BackupProcess {
   cpuSeconds(): number;
   /** SIGTERM by PID, wait for exit; resolves with the counters it logged when it stopped. */
   stop(): Promise<Record<string, number>>;
-}
-
-/** The compiled CLI, whether this module runs from scripts/ (vitest) or dist/scripts/. */
-export function distCli(): string {
-  let dir = path.dirname(fileURLToPath(import.meta.url));
-  while (!existsSync(path.join(dir, 'package.json')) && path.dirname(dir) !== dir) dir = path.dirname(dir);
-  return path.join(dir, 'dist', 'src', 'cli.js');
 }
 
 export async function startBackup(

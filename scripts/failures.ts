@@ -49,3 +49,17 @@ export async function restorePrimary(tb: Testbed, kind: 'link-down' | 'freeze'):
     await must(tb, tb.ns.primary, ['nft', 'delete', 'table', 'arp', freezeTable(tb)]);
   }
 }
+
+/**
+ * Test instrument: the primary's packets from the VIP leave with DSCP CS1,
+ * the backup's with 0, so a capture at the client tells who answered each
+ * segment (both speak the same sequence space after a takeover).
+ */
+export async function markPrimaryReplies(tb: Testbed): Promise<void> {
+  const table = `${tb.prefix.replace(/[^A-Za-z0-9_]/g, '_')}mark`;
+  await must(tb, tb.ns.primary, ['nft', `add table ip ${table}; add chain ip ${table} post { type filter hook postrouting priority 0; }; ` +
+    `add rule ip ${table} post ip saddr ${tb.addr.vip} ip dscp set cs1`]);
+}
+
+/** tcpdump filter: IPv4 DSCP CS1 (TOS byte 0x20 in its six high bits). */
+export const FROM_PRIMARY = 'ip[1] & 0xfc == 0x20';

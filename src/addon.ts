@@ -76,7 +76,15 @@ export interface NativeEngine {
 
 /** Owned nft tables that silence a replaced primary (addon/recovery_fence.h). */
 export interface FenceOptions { role: 'gateway' | 'primary'; table: string; vip: string; mac?: string }
-export interface NativeFence { install(): void; remove(): void; installed(): boolean }
+export interface NativeFence {
+  /** Tables and empty chains (slow: hook registration); before it is needed. */
+  prepare(): void;
+  /** The drop rules, in one fast batch (prepares first if needed); `mac`: a gateway fence's old primary. */
+  engage(mac?: string): void;
+  release(): void;
+  remove(): void;
+  engaged(): boolean;
+}
 
 /** The gateway's traffic recorder (addon/traffic_recorder.h). */
 export interface RecorderOptions { lanIf: string; vip: string; ports: number[]; windowMs: number; maxBytes: number }

@@ -12,6 +12,8 @@ import { createGatewayFence } from './detector/gateway-fence.js';
 import { GatewayNode, type GatewayNodeOptions } from './detector/gateway-node.js';
 import { T2cpError } from './errors.js';
 import { createLogger, type Logger } from './log.js';
+import { spawnSync } from 'node:child_process';
+import { addon, type NativeRecorder } from './addon.js';
 import { helpText, parseOptions, type CommandSpec } from './options.js';
 
 export function gatewayNodeOptions(c: GatewayConfig, key: Buffer): GatewayNodeOptions {
@@ -51,9 +53,36 @@ export async function runGateway(argv: string[]): Promise<void> {
   const log = createLogger(cfg.instance, cfg.json);
   const { key, warning } = loadKey(cfg.keyFile);
   if (warning) log.warn(warning);
-  const node = new GatewayNode(gatewayNodeOptions(cfg, key), createGatewayFence(cfg, log), log);
-  await node.start();
-  untilSignal(log, () => node.stop(), () => ({ ...node.stats, state: node.states.state, epoch: node.states.epoch, rejected: node.channelCounters()?.rejected }));
+  const recorder = startRecorder(cfg, log);
+  const node = new GatewayNode({ ...gatewayNodeOptions(cfg, key), ...(recorder ? { recorder } : {}) }, createGatewayFence(cfg, log), log);
+  try {
+    await node.start();
+  } catch (e) {
+    recorder?.stop();
+    throw e;
+  }
+  untilSignal(log, async () => {
+    await node.stop();
+    recorder?.stop();
+  }, () => ({ ...node.stats, state: node.states.state, epoch: node.states.epoch, rejected: node.channelCounters()?.rejected, recorder: recorder?.counters() }));
+}
+
+/** The traffic recorder on the interface toward the servers, unless --record-window 0. */
+function startRecorder(cfg: GatewayConfig, log: Logger): NativeRecorder | undefined {
+  if (cfg.recordWindowMs === 0) return undefined;
+  const lanIf = cfg.lanIf ?? routeInterface(cfg.backup.address);
+  const rec = new (addon().Recorder)({ lanIf, vip: cfg.vip, ports: cfg.ports, windowMs: cfg.recordWindowMs, maxBytes: cfg.recordMaxBytes });
+  rec.start();
+  log.info('traffic recorder on', { lanIf, windowMs: cfg.recordWindowMs });
+  return rec;
+}
+
+/** The interface this host reaches `addr` through (`ip route get`). */
+function routeInterface(addr: string): string {
+  const r = spawnSync('ip', ['-o', 'route', 'get', addr], { encoding: 'utf8', timeout: 5000 });
+  const dev = / dev (\S+)/.exec(r.stdout ?? '')?.[1];
+  if (!dev) throw new T2cpError(`cannot tell the interface toward ${addr} (ip route get: ${(r.stderr ?? '').trim() || 'no route'}): give --lan-if IF`, 'T2CP_CONFIG');
+  return dev;
 }
 
 export async function runPrimary(argv: string[]): Promise<void> {

@@ -76,6 +76,12 @@ export interface GatewayConfig extends Shared, Timing {
   standDownTimeoutMs: number;
   report?: string;
   primaryMac?: string;
+  vip: string;
+  ports: number[];
+  /** The interface toward the servers (traffic recorder, fence); absent: the route to --backup's. */
+  lanIf?: string;
+  recordWindowMs: number;
+  recordMaxBytes: number;
 }
 
 export const GATEWAY_COMMAND: CommandSpec<GatewayConfig> = {
@@ -108,11 +114,19 @@ export const GATEWAY_COMMAND: CommandSpec<GatewayConfig> = {
     { key: 'standDownTimeoutMs', flag: '--stand-down-timeout', kind: 'int', arg: 'MS', min: 1, max: 60000,
       help: 'planned takeover: wait this long for the primary to stand down (and for the gateway fence) before ordering the backup anyway; default 500' },
     { key: 'report', flag: '--report', kind: 'string', arg: 'FILE', help: 'append each takeover record (JSON line) to FILE' },
-    { key: 'primaryMac', flag: '--primary-mac', kind: 'mac', arg: 'MAC', help: "the primary's MAC, handed to the gateway fence" },
+    { key: 'primaryMac', flag: '--primary-mac', kind: 'mac', arg: 'MAC', help: "the primary's MAC for the gateway fence; default: learnt from this host's ARP entry for the VIP" },
+    { key: 'vip', flag: '--vip', kind: 'ipv4', arg: 'ADDR', required: true, help: 'the service address the clients use' },
+    { key: 'ports', flag: '--ports', kind: 'ports', arg: 'LIST', required: true, help: 'the replicated service ports (as given to t2cp backup)' },
+    { key: 'lanIf', flag: '--lan-if', kind: 'string', arg: 'IF',
+      help: "interface toward the servers: the traffic recorder keeps what the clients send there; default: the route to --backup's" },
+    { key: 'recordWindowMs', flag: '--record-window', kind: 'int', arg: 'MS', min: 0, max: 600000,
+      help: 'how far back the traffic recorder keeps client segments to resupply after a takeover (0: off); default 2000' },
+    { key: 'recordMaxBytes', flag: '--record-max', kind: 'bytes', arg: 'BYTES', min: 1 << 20, max: 2 ** 40,
+      help: 'bound of the recorder\'s memory; default 256m' },
   ],
   defaults: {
     instance: 'main', json: false, listen: { address: '0.0.0.0', port: GATEWAY_PORT }, mode: 'both', ...TIMING_DEFAULTS,
-    backupTimeoutMs: 1000, takeoverTimeoutMs: 5000, standDownTimeoutMs: 500,
+    backupTimeoutMs: 1000, takeoverTimeoutMs: 5000, standDownTimeoutMs: 500, recordWindowMs: 2000, recordMaxBytes: 256 << 20,
   },
   validate: (c) => {
     checkInstance(c.instance);
@@ -129,7 +143,7 @@ export interface PrimaryConfig extends Shared {
   detector: Endpoint;
   intervalMs: number;
   ports: number[];
-  vip?: string;
+  vip: string;
   servicePid?: number;
   servicePidfile?: string;
   selfFenceAfterMs: number;
@@ -154,7 +168,8 @@ export const PRIMARY_COMMAND: CommandSpec<PrimaryConfig> = {
     { key: 'intervalMs', flag: '--interval', kind: 'int', arg: 'MS', min: 1, max: 60000, help: 'heartbeat interval, as the detector\'s; default 10' },
     { key: 'ports', flag: '--ports', kind: 'ports', arg: 'LIST', required: true,
       help: 'service ports that must be listening (on the VIP or 0.0.0.0) for the service to count as up' },
-    { key: 'vip', flag: '--vip', kind: 'ipv4', arg: 'ADDR', help: 'service address; without it a listener on any address counts' },
+    { key: 'vip', flag: '--vip', kind: 'ipv4', arg: 'ADDR', required: true,
+      help: 'service address: the fence silences it when this primary stands down; its listeners (or 0.0.0.0) count as listening' },
     { key: 'servicePid', flag: '--service-pid', kind: 'int', arg: 'N', min: 1, max: 2 ** 22, help: 'the service process; without it (or a pidfile) only the ports count' },
     { key: 'servicePidfile', flag: '--service-pidfile', kind: 'string', arg: 'FILE', help: 'file holding the service pid, read again at every check' },
     { key: 'selfFenceAfterMs', flag: '--self-fence-after', kind: 'int', arg: 'MS', min: 0, max: 600000,

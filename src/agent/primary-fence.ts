@@ -5,7 +5,7 @@
 // a self-fence, once the detector confirms this primary is the active one.
 // Both calls on the agent's event loop; engage() may throw (the agent then
 // does not acknowledge the stand-down, and tries again at the next one).
-import { T2cpError } from '../errors.js';
+import { addon, type NativeFence } from '../addon.js';
 import type { PrimaryConfig } from '../config-takeover.js';
 import type { Logger } from '../log.js';
 
@@ -15,9 +15,25 @@ export interface PrimaryFence {
 }
 
 /**
- * The one place the CLI gets its primary fence from. NOT WIRED YET: the native
- * implementation replaces this body. No no-op default, on purpose.
+ * The primary's fence: owned nft tables (addon/recovery_fence.h) dropping
+ * everything from and to the VIP on this host, and its ARP announcements.
+ * Owned by the agent's process: the kernel removes them when it exits, and
+ * the agent asks the detector who is active at its next start.
  */
-export function createPrimaryFence(_cfg: PrimaryConfig, _log: Logger): PrimaryFence {
-  throw new T2cpError('the primary fence is not wired yet (src/agent/primary-fence.ts createPrimaryFence): `t2cp primary` cannot run without it', 'T2CP_SYSTEM');
+export function createPrimaryFence(cfg: PrimaryConfig, log: Logger): PrimaryFence {
+  // Tables and chains now, the rules when told to stand down: adding rules is fast.
+  const fence: NativeFence = new (addon().Fence)({ role: 'primary', table: `t2cp_pri_${cfg.instance}`, vip: cfg.vip });
+  fence.prepare();
+  return {
+    engage() {
+      if (fence.engaged()) return;
+      fence.engage();
+      log.warn('fence engaged: this host no longer answers for the VIP', { vip: cfg.vip });
+    },
+    release() {
+      if (!fence.engaged()) return;
+      fence.release();
+      log.info('fence released', { vip: cfg.vip });
+    },
+  };
 }

@@ -7,6 +7,8 @@
 // without it and the record says so — a broken fence must not keep a dead
 // primary's clients waiting; the primary agent's own fence is the second line.
 // Both are called on the detector's event loop.
+import { readFileSync } from 'node:fs';
+import { addon, type NativeFence } from '../addon.js';
 import { T2cpError } from '../errors.js';
 import type { GatewayConfig } from '../config-takeover.js';
 import type { Logger } from '../log.js';
@@ -26,12 +28,52 @@ export async function engageFence(f: GatewayFence, oldPrimaryMac?: string): Prom
   }
 }
 
+/** This host's ARP entry for `ip` (/proc/net/arp), when complete. */
+export function arpEntry(ip: string, table = readArpTable()): string | undefined {
+  for (const line of table.split('\n').slice(1)) {
+    const [addr, , flags, mac] = line.trim().split(/\s+/);
+    // Flags 0x2 (ATF_COM): resolved; 00:00:... is an incomplete entry.
+    if (addr === ip && mac && (Number(flags) & 2) && mac !== '00:00:00:00:00:00') return mac;
+  }
+  return undefined;
+}
+
+function readArpTable(): string {
+  try {
+    return readFileSync('/proc/net/arp', 'utf8');
+  } catch {
+    return '';
+  }
+}
+
+// How often the primary's MAC is read from the ARP table while it serves, ms.
+const LEARN_MS = 200;
+
 /**
- * The one place the CLI gets its gateway fence from. NOT WIRED YET: the
- * native implementation (nftables on the gateway) replaces this body. There
- * is deliberately no no-op default: a detector without a fence must not look
- * as safe as one with it.
+ * The gateway fence: owned nft tables (addon/recovery_fence.h) dropping
+ * what the old primary's MAC sends from the VIP, forwarded or ARP. The MAC
+ * is --primary-mac, or the one this gateway resolved the VIP to while the
+ * primary served (learnt every LEARN_MS: at takeover the entry may already
+ * be stale or failed).
  */
-export function createGatewayFence(_cfg: GatewayConfig, _log: Logger): GatewayFence {
-  throw new T2cpError('the gateway fence is not wired yet (src/detector/gateway-fence.ts createGatewayFence): `t2cp gateway` cannot run without it', 'T2CP_SYSTEM');
+export function createGatewayFence(cfg: GatewayConfig, log: Logger): GatewayFence {
+  let learnt = cfg.primaryMac ?? arpEntry(cfg.vip);
+  const timer = cfg.primaryMac ? undefined : setInterval(() => { learnt = arpEntry(cfg.vip) ?? learnt; }, LEARN_MS);
+  timer?.unref();
+  // Tables and chains now, the rules at takeover: adding rules is fast.
+  const fence: NativeFence = new (addon().Fence)({ role: 'gateway', table: `t2cp_gw_${cfg.instance}`, vip: cfg.vip });
+  fence.prepare();
+  return {
+    engage(oldPrimaryMac?: string) {
+      if (timer) clearInterval(timer);
+      const mac = oldPrimaryMac ?? learnt;
+      if (!mac) throw new T2cpError(`gateway fence: the primary's MAC is unknown (no ARP entry for ${cfg.vip} yet): give --primary-mac`, 'T2CP_CONFIG');
+      fence.engage(mac);
+      log.info('gateway fence engaged', { mac, vip: cfg.vip });
+    },
+    release() {
+      if (timer) clearInterval(timer);
+      fence.remove();
+    },
+  };
 }

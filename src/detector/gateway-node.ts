@@ -40,6 +40,8 @@ export interface GatewayNodeOptions {
   reportFile?: string;
   primaryMac?: string;
   clock?: Clock;
+  /** The traffic recorder: re-sends what the clients sent toward the VIP since a wall-clock µs. */
+  recorder?: { resupply(sinceWallUs: number): { packets: number; bytes: number } };
 }
 
 const ms = (us: number): number => Math.round(us / 100) / 10;
@@ -227,6 +229,13 @@ export class GatewayNode {
   private finished(rec: TakeoverRecord): void {
     const s = this.states;
     const ok = rec.outcome === 'active' || rec.outcome === 'active-late';
+    if (ok && this.opts.recorder) {
+      // From a little before the primary was last heard (or, planned, the
+      // verdict): what the clients sent since may have died with it.
+      const margin = 2 * this.opts.timing.intervalUs + 10_000;
+      const sinceUs = this.clock.wallUs() - (rec.reportAfterUs ?? 0) - (rec.detectionLatencyUs ?? 0) - margin;
+      rec.resupplied = { ...this.opts.recorder.resupply(sinceUs), sinceUs };
+    }
     if (ok && s.can('BACKUP_ACTIVE')) s.move('BACKUP_ACTIVE', `the backup reports the takeover done (epoch ${rec.epoch})`);
     else if (!ok && s.can('FAILED')) s.move('FAILED', rec.failure ?? rec.outcome);
     if (ok) this.log.info('takeover record', { ...rec });

@@ -58,6 +58,8 @@ export interface TakeoverRecord {
   reportAfterUs: number | null;
   failure?: string;
   backupReport: TakeoverReport | null;
+  /** What the traffic recorder sent the new owner again once it was active (client segments the old primary swallowed). */
+  resupplied?: { packets: number; bytes: number; sinceUs: number };
 }
 
 export type CoordinatorAction =

@@ -26,7 +26,9 @@ export function useLab(name: string, opts: { testbed?: TestbedOptions; perTest?:
   });
   after(async () => {
     await lab.tb?.teardown();
-    if (lab.dir) fs.rmSync(lab.dir, { recursive: true, force: true });
+    // T2CP_KEEP_LAB=1 keeps the logs and captures for a post-mortem.
+    if (lab.dir && process.env.T2CP_KEEP_LAB) console.log(`lab kept: ${lab.dir}`);
+    else if (lab.dir) fs.rmSync(lab.dir, { recursive: true, force: true });
   });
   return lab;
 }

@@ -5,6 +5,10 @@ import type { Workload } from '../../scripts/client.js';
 export interface TakeoverScenario {
   name: string;
   failure: 'link-down' | 'freeze' | 'planned';
+  /** false: no detector; the test asks `t2cp takeover` itself (a cluster manager's way). */
+  detector: boolean;
+  /** The old primary comes back after the takeover and must stand down. */
+  comesBack: boolean;
   /** Time the sessions run before the failure, ms. */
   failAfterMs: number;
   workload: Workload;
@@ -23,6 +27,8 @@ const mixed: Workload = {
 };
 
 export const takeoverScenarios: TakeoverScenario[] = [
-  { name: 'host freeze, manual takeover', failure: 'freeze', failAfterMs: 800, workload: mixed },
-  { name: 'link down, manual takeover', failure: 'link-down', failAfterMs: 800, workload: mixed },
+  { name: 'link down', failure: 'link-down', detector: true, comesBack: true, failAfterMs: 800, workload: mixed },
+  { name: 'host freeze', failure: 'freeze', detector: true, comesBack: true, failAfterMs: 800, workload: mixed },
+  { name: 'planned (t2cp takeover)', failure: 'planned', detector: true, comesBack: false, failAfterMs: 800, workload: mixed },
+  { name: 'host freeze, no detector, manual t2cp takeover', failure: 'freeze', detector: false, comesBack: false, failAfterMs: 800, workload: mixed },
 ];

@@ -1,0 +1,90 @@
+// The whole takeover deployment on the testbed, as the README describes it:
+// the same service on the primary and the backup, `t2cp backup` next to the
+// backup's copy, `t2cp primary` (the agent) next to the primary's, and
+// `t2cp gateway` (failure detector + traffic recorder) on the gateway, all
+// sharing one key. Used by the takeover e2e tests, the demo and the bench.
+//
+// Call order: startTakeoverLab() (resolves once the detector sees the
+// primary active and the backup standing by), then fail() once, then stop().
+import { chmodSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import type { ChildProcess } from 'node:child_process';
+import { startBackup, type BackupProcess } from './backup-process.js';
+import { failPrimary, type FailureKind } from './failures.js';
+import { startService } from './processes.js';
+import { startT2cp, distCli, type T2cpProcess } from './t2cp-process.js';
+import type { Testbed } from './testbed.js';
+
+export interface TakeoverLabOptions {
+  ports: number[];
+  /** Heartbeat interval of the agent and the detector, ms (the issue's figure: 10). */
+  intervalMs?: number;
+  hardMisses?: number;
+  instance?: string;
+  /** Extra options for `t2cp backup`. */
+  backupArgs?: string[];
+  /** Pin the services (primary, backup) to CPUs. */
+  cpus?: { primary?: string; backup?: string };
+  /** false: no gateway detector and no agent (keepalived or a manual trigger decides). */
+  detector?: boolean;
+}
+
+export interface TakeoverLab {
+  keyFile: string;
+  backup: BackupProcess;
+  gateway?: T2cpProcess;
+  agent?: T2cpProcess;
+  services: { primary: ChildProcess; backup: ChildProcess };
+  logs: { primary: string; backup: string; gatewayReport: string; backupReport: string };
+  /** Breaks the primary (or asks for a planned switch); resolves with the wall-clock ms of the failure. */
+  fail(kind: Exclude<FailureKind, 'keepalived'>): Promise<number>;
+  stop(): Promise<void>;
+}
+
+export async function startTakeoverLab(tb: Testbed, dir: string, o: TakeoverLabOptions): Promise<TakeoverLab> {
+  const instance = o.instance ?? 'tko';
+  const interval = String(o.intervalMs ?? 10);
+  const keyFile = `${dir}/control.key`;
+  writeFileSync(keyFile, randomBytes(32).toString('hex') + '\n');
+  chmodSync(keyFile, 0o600);
+  const logs = { primary: `${dir}/primary.jsonl`, backup: `${dir}/backup.jsonl`, gatewayReport: `${dir}/gateway-report.jsonl`, backupReport: `${dir}/backup-report.jsonl` };
+  const ports = o.ports.join(',');
+  const primary = await startService(tb, tb.ns.primary, o.ports, logs.primary, { cpus: o.cpus?.primary });
+  const replica = await startService(tb, tb.ns.backup, o.ports, logs.backup, { cpus: o.cpus?.backup });
+  const withDetector = o.detector !== false;
+  const backup = await startBackup(tb, {
+    ports: o.ports, instance,
+    extra: ['--key-file', keyFile, '--vip-if', tb.ifaces.backupLan, '--report', logs.backupReport, '--heartbeat', '20',
+      ...(withDetector ? ['--detector', tb.addr.gatewayLan] : []), ...(o.backupArgs ?? [])],
+  });
+  let gateway: T2cpProcess | undefined;
+  let agent: T2cpProcess | undefined;
+  if (withDetector) {
+    gateway = await startT2cp(tb, tb.ns.gateway, ['gateway', '--key-file', keyFile, '--instance', instance,
+      '--primary', tb.addr.primary, '--backup', tb.addr.backup, '--vip', tb.addr.vip, '--ports', ports,
+      '--interval', interval, '--hard-misses', String(o.hardMisses ?? 3), '--report', logs.gatewayReport],
+    (r) => r.msg === 'failure detector listening');
+    agent = await startT2cp(tb, tb.ns.primary, ['primary', '--key-file', keyFile, '--instance', instance,
+      '--detector', tb.addr.gatewayLan, '--ports', ports, '--vip', tb.addr.vip, '--service-pid', String(primary.child.pid),
+      '--interval', interval],
+    (r) => r.msg === 'primary agent started');
+    await gateway.waitForRecord((r) => r.msg === 'device state' && r.to === 'PRIMARY_ACTIVE', 'primary active');
+    await gateway.waitForRecord((r) => r.msg === 'backup state' && r.to === 'standby', 'backup standing by');
+  }
+  return {
+    keyFile, backup, gateway, agent, logs,
+    services: { primary: primary.child, backup: replica.child },
+    async fail(kind) {
+      if (kind !== 'planned') return failPrimary(tb, kind);
+      const t = Date.now();
+      const r = await tb.exec(tb.ns.backup, ['node', distCli(), 'takeover', '--key-file', keyFile, '--reason', 'planned by the test'], { timeoutMs: 20_000 });
+      if (r.code !== 0) throw new Error(`t2cp takeover failed (${r.code}): ${r.stderr.trim()}`);
+      return t;
+    },
+    async stop() {
+      await agent?.stop();
+      await gateway?.stop();
+      await backup.stop();
+    },
+  };
+}
