@@ -90,8 +90,15 @@ export class BackupNode {
     return this.run.done();
   }
 
+  /** The engine's counters, and the control endpoint's (control_accepted, control_rejected_<reason>). */
   counters(): Record<string, number> {
-    return this.engine?.counters() ?? {};
+    const c: Record<string, number> = { ...(this.engine?.counters() ?? {}) };
+    const ctl = this.control?.counters();
+    if (ctl) {
+      c.control_accepted = ctl.accepted;
+      for (const [reason, v] of Object.entries(ctl.rejected)) c[`control_rejected_${reason.replace(/-/g, '_')}`] = v;
+    }
+    return c;
   }
 
   nonZeroCounters(): Record<string, number> {
