@@ -35,6 +35,9 @@ class Capture {
   // Returns "" or a one-line error naming the problem and the fix.
   std::string open(const CaptureConfig& cfg);
   void close();
+  // Hand the open handle over (to be closed elsewhere: unmapping a large
+  // ring takes tens of ms); the object is closed afterwards.
+  pcap_t* release() { pcap_t* p = p_; p_ = nullptr; fd_ = -1; return p; }
   int fd() const { return fd_; }
   // Deliver up to `max` frames (none once closed) to cb(user, header, bytes). Returns the count,
   // or -1 on a capture error.

@@ -24,6 +24,8 @@ class Tun {
   // Returns "" or a one-line error naming the problem and the fix.
   std::string open(const std::string& name, uint32_t vip);
   void close();
+  // Hand the descriptor over (closing it unregisters the device: slow).
+  int release() { int fd = fd_; fd_ = -1; name_.clear(); return fd; }
   // One IPv4 packet in; false if the kernel refused it (errno kept).
   bool write(const uint8_t* pkt, size_t len);
   const std::string& name() const { return name_; }

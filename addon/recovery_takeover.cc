@@ -1,5 +1,7 @@
 #include "recovery_takeover.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <vector>
 
@@ -151,7 +153,8 @@ void FailureRecovery::poll(uint64_t now) {
     end_step(1, realtime_us());
     begin_step(2, realtime_us());
     finish_deadline_us_ = now + uint64_t(cfg_.finish_timeout_ms) * 1000;
-    return;  // the loop feeds the replicas; poll() checks again next time
+    // Unless every replica has all it needs already, the loop feeds them and
+    // poll() checks again next time.
   }
   if (step_ == 2) {
     if (!all_finished() && now < finish_deadline_us_) return;
@@ -196,11 +199,14 @@ void FailureRecovery::poll(uint64_t now) {
     ctx_.events.emit_takeover(EventReason::kTakeoverDone, end - report_.requested_us);
     step_ = 6;
     stall_due_us_ = end + kStallWindowUs;
-    // Out of the timed path (unregistering a device waits for RCU, unmapping
-    // the capture ring takes tens of ms): the TUN goes, its VIP with it (the
-    // real interface holds the VIP already), and the capture.
-    ctx_.tun.close();
-    capture_.close();
+    // The TUN goes, its VIP with it (the real interface holds the VIP
+    // already), and the capture, off this thread (see the header).
+    int tun_fd = ctx_.tun.release();
+    pcap_t* cap = capture_.release();
+    cleanup_ = std::thread([tun_fd, cap] {
+      if (cap) pcap_close(cap);
+      if (tun_fd >= 0) close(tun_fd);
+    });
     return;
   }
   if (step_ == 6) {

@@ -17,7 +17,10 @@
 //   4 ip takeover  VIP/32 on the real interface, gratuitous ARP now and
 //                  garp_count-1 more times every garp_interval_ms.
 //   5 connections  every taken-over flow resumes (recovery_connection_takeover).
-//   then           the TUN is closed (slow, and nothing waits for it).
+//   then           the TUN and the capture are closed on a thread of their
+//                  own: unregistering a device and unmapping the capture
+//                  ring take tens of ms, which the engine thread (now
+//                  translating every packet) must not wait for.
 //
 // Each step's start and end are recorded (CLOCK_REALTIME µs) and reported
 // as an event; the report is read by JS through report().
@@ -28,6 +31,7 @@
 #include <cstdint>
 #include <mutex>
 #include <string>
+#include <thread>
 
 #include "engine_context.h"
 #include "incoming_capture.h"
@@ -80,8 +84,13 @@ class FailureRecovery {
   // Advance the steps; returns true while it wants the loop not to sleep long.
   void poll(uint64_t now_us);
   TakeoverReport report() const;
-  // After the engine thread stopped: give the VIP back if we added it.
-  void release_vip() { ip_.remove_vip(); }
+  // After the engine thread stopped: wait for the cleanup thread, give the
+  // VIP back if we added it.
+  void release_vip() {
+    if (cleanup_.joinable()) cleanup_.join();
+    ip_.remove_vip();
+  }
+  ~FailureRecovery() { if (cleanup_.joinable()) cleanup_.join(); }
 
  private:
   void begin_step(int n, uint64_t now_us);
@@ -112,6 +121,7 @@ class FailureRecovery {
   uint64_t next_garp_us_ = 0;
   uint64_t stall_due_us_ = 0;
   uint64_t fed_at_freeze_ = 0;
+  std::thread cleanup_;
 };
 
 }  // namespace t2cp

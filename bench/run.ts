@@ -7,6 +7,9 @@
 //   (b) capture-to-injection latency p50/p99 from the addon's own timestamps.
 //   (c) new connections per second with every one synchronised on the
 //       backup, as a ratio to the same storm with replication off.
+//   (d) failover (bench/failover.ts): detection, takeover and client-visible
+//       stall at 10 ms heartbeats under idle and bulk load, and connections
+//       kept, beside IP-only failover by keepalived (bench/ip-only.ts).
 //
 // Every trial runs the client (and t2cp) as fresh processes; one figure per
 // line. Nothing here is a test assertion.
@@ -19,6 +22,8 @@ import { runClient, runStorm, startService } from '../scripts/processes.js';
 import { compareReplicas, readLog, type ClientLogLine, type ServiceLogLine } from '../scripts/replica-check.js';
 import { createTestbed, type Testbed } from '../scripts/testbed.js';
 import { waitFor } from '../scripts/wait.js';
+import { runT2cpFailover, type FailoverTrial } from './failover.js';
+import { formatIpOnly, runIpOnly } from './ip-only.js';
 
 const MB = 1 << 20;
 const PORT = 7000;
@@ -185,8 +190,43 @@ async function benchConnections(tb: Testbed, dir: string): Promise<void> {
   line('conn_backup_byte_exact', exact ? 'yes' : 'NO');
 }
 
-/** T2CP_BENCH_ONLY=bulk,latency,conn runs a subset. */
-const ONLY = new Set((process.env.T2CP_BENCH_ONLY ?? 'bulk,latency,conn').split(','));
+/** Every failover trial uses up a fresh testbed (the primary stays failed). */
+async function benchFailover(dir: string): Promise<void> {
+  const stats = (xs: number[]): string => {
+    const f = xs.filter(Number.isFinite);
+    return `median ${+median(xs).toFixed(1)} max ${+Math.max(...xs).toFixed(1)}${f.length < xs.length ? ` (${xs.length - f.length} ∞)` : ''}`;
+  };
+  for (const load of ['idle', 'bulk'] as const) {
+    const trials: FailoverTrial[] = [];
+    for (let i = 0; i < TRIALS; i++) {
+      const tb = await createTestbed({ offloads: true });
+      try {
+        trials.push(await runT2cpFailover(tb, { dir, failure: 'link-down', load }));
+      } finally {
+        await tb.teardown();
+      }
+    }
+    const stalls = trials.flatMap((t) => t.stallMs);
+    line(`failover_t2cp_${load}_detection_ms`, stats(trials.map((t) => t.detectionMs)), '10 ms heartbeats, 3 misses');
+    line(`failover_t2cp_${load}_takeover_ms`, stats(trials.map((t) => t.takeoverMs)), 'backup: request to step 5 done');
+    line(`failover_t2cp_${load}_stall_ms`, stats(stalls), 'client: last reply before the failure to the first after');
+    line(`failover_t2cp_${load}_connections_kept`, `${trials.reduce((a, t) => a + t.kept, 0)}/${trials.reduce((a, t) => a + t.total, 0)}`);
+    line(`failover_t2cp_${load}_resupplied_kb`, stats(trials.map((t) => t.resuppliedBytes / 1024)), 'traffic recorder at the gateway');
+    if (load === 'bulk') line('failover_t2cp_bulk_transfers_exact', trials.every((t) => t.bulkOk) ? 'yes' : 'NO');
+  }
+  for (const advertIntMs of [10, 100]) {
+    const tb = await createTestbed({ offloads: true });
+    try {
+      const r = await runIpOnly(tb, { dir, advertIntMs, connections: 20 });
+      process.stdout.write(formatIpOnly(r).replace(/ip_only_/g, `ip_only_${advertIntMs}ms_`) + '\n');
+    } finally {
+      await tb.teardown();
+    }
+  }
+}
+
+/** T2CP_BENCH_ONLY=bulk,latency,conn,failover runs a subset. */
+const ONLY = new Set((process.env.T2CP_BENCH_ONLY ?? 'bulk,latency,conn,failover').split(','));
 
 async function main(): Promise<void> {
   if (process.getuid?.() !== 0) throw new Error('the benchmark builds network namespaces: run it as root');
@@ -200,6 +240,10 @@ async function main(): Promise<void> {
     if (ONLY.has('conn')) await benchConnections(tb, dir);
   } finally {
     await tb.teardown();
+  }
+  try {
+    if (ONLY.has('failover')) await benchFailover(dir);
+  } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
 }

@@ -20,24 +20,27 @@ async function must(tb: Testbed, ns: string, argv: string[]): Promise<void> {
   if (r.code !== 0) throw new Error(`\`${argv.join(' ')}\` in ${ns} failed: ${r.stderr.trim()}`);
 }
 
-/** Breaks the primary; returns the wall-clock ms just before the break took effect. */
+/**
+ * Breaks the primary; resolves with the wall-clock ms when the break took
+ * effect, read by the shell that made it right after the command returned
+ * (spawning the command takes far longer than the command itself).
+ */
 export async function failPrimary(tb: Testbed, kind: 'link-down' | 'freeze'): Promise<number> {
-  const t = Date.now();
-  if (kind === 'link-down') {
-    await must(tb, tb.ns.primary, ['ip', 'link', 'set', tb.ifaces.primaryLan, 'down']);
-  } else {
-    const table = freezeTable(tb);
-    const rules = [
-      `add table inet ${table}`,
-      `add chain inet ${table} in { type filter hook prerouting priority -500; policy drop; }`,
-      `add chain inet ${table} out { type filter hook output priority -500; policy drop; }`,
-      `add table arp ${table}`,
-      `add chain arp ${table} in { type filter hook input priority 0; policy drop; }`,
-      `add chain arp ${table} out { type filter hook output priority 0; policy drop; }`,
-    ].join('\n');
-    await must(tb, tb.ns.primary, ['sh', '-c', `printf '%s\\n' "$0" | nft -f -`, rules]);
-  }
-  return t;
+  const table = freezeTable(tb);
+  const rules = [
+    `add table inet ${table}`,
+    `add chain inet ${table} in { type filter hook prerouting priority -500; policy drop; }`,
+    `add chain inet ${table} out { type filter hook output priority -500; policy drop; }`,
+    `add table arp ${table}`,
+    `add chain arp ${table} in { type filter hook input priority 0; policy drop; }`,
+    `add chain arp ${table} out { type filter hook output priority 0; policy drop; }`,
+  ].join('\n');
+  // $1: the rules of a freeze (the script's only argument).
+  const cmd = kind === 'link-down' ? `ip link set ${tb.ifaces.primaryLan} down` : `printf '%s\\n' "$1" | nft -f -`;
+  const r = await tb.exec(tb.ns.primary, ['bash', '-c', `${cmd} || exit 1; echo \${EPOCHREALTIME/[.,]/}`, 'fail', rules]);
+  const afterUs = Number(r.stdout.trim().split('\n').pop());
+  if (r.code !== 0 || !afterUs) throw new Error(`${kind} of the primary failed: ${r.stderr.trim()}`);
+  return afterUs / 1000;
 }
 
 /** Brings the old primary back as it was (link up, or the freeze lifted). */

@@ -68,6 +68,17 @@ export async function startService(tb: Testbed, ns: string, ports: number[], log
   return { child, output };
 }
 
+/** The plain echo service (scripts/echo-service.ts) in `ns`, resolved once it listens: the failover benchmarks' probe target. */
+export async function startEcho(tb: Testbed, ns: string, port: number, cpus?: string): Promise<ChildProcess> {
+  const child = tb.spawn(ns, [...pinned(cpus), 'node', `${repoRoot}dist/scripts/echo-service.js`, '--port', String(port)]);
+  const output = collect(child);
+  await waitFor(() => {
+    if (child.exitCode !== null) throw new GiveUp(`echo service in ${ns} exited: ${output.stderr}`);
+    return output.stdout.includes('ready\n');
+  }, { timeoutMs: 10_000, what: `echo service in ${ns}` });
+  return child;
+}
+
 export interface ClientRun { code: number | null; summary: unknown; stdout: string; stderr: string }
 
 export interface ClientOptions { deadlineMs?: number; local?: string[]; cpus?: string; timeline?: string }

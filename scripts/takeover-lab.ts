@@ -11,7 +11,7 @@ import { randomBytes } from 'node:crypto';
 import type { ChildProcess } from 'node:child_process';
 import { startBackup, type BackupProcess } from './backup-process.js';
 import { failPrimary, type FailureKind } from './failures.js';
-import { startService } from './processes.js';
+import { startEcho, startService } from './processes.js';
 import { startT2cp, distCli, type T2cpProcess } from './t2cp-process.js';
 import type { Testbed } from './testbed.js';
 
@@ -27,6 +27,8 @@ export interface TakeoverLabOptions {
   cpus?: { primary?: string; backup?: string };
   /** false: no gateway detector and no agent (keepalived or a manual trigger decides). */
   detector?: boolean;
+  /** Also run the echo service (scripts/echo-service.ts) on both hosts on this port, replicated too. */
+  echoPort?: number;
 }
 
 export interface TakeoverLab {
@@ -48,12 +50,17 @@ export async function startTakeoverLab(tb: Testbed, dir: string, o: TakeoverLabO
   writeFileSync(keyFile, randomBytes(32).toString('hex') + '\n');
   chmodSync(keyFile, 0o600);
   const logs = { primary: `${dir}/primary.jsonl`, backup: `${dir}/backup.jsonl`, gatewayReport: `${dir}/gateway-report.jsonl`, backupReport: `${dir}/backup-report.jsonl` };
-  const ports = o.ports.join(',');
+  const replicated = o.echoPort ? [...o.ports, o.echoPort] : o.ports;
+  const ports = replicated.join(',');
   const primary = await startService(tb, tb.ns.primary, o.ports, logs.primary, { cpus: o.cpus?.primary });
   const replica = await startService(tb, tb.ns.backup, o.ports, logs.backup, { cpus: o.cpus?.backup });
+  if (o.echoPort) {
+    await startEcho(tb, tb.ns.primary, o.echoPort, o.cpus?.primary);
+    await startEcho(tb, tb.ns.backup, o.echoPort, o.cpus?.backup);
+  }
   const withDetector = o.detector !== false;
   const backup = await startBackup(tb, {
-    ports: o.ports, instance,
+    ports: replicated, instance, cpus: o.cpus?.backup,
     extra: ['--key-file', keyFile, '--vip-if', tb.ifaces.backupLan, '--report', logs.backupReport, '--heartbeat', '20',
       ...(withDetector ? ['--detector', tb.addr.gatewayLan] : []), ...(o.backupArgs ?? [])],
   });

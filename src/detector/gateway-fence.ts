@@ -52,13 +52,16 @@ const LEARN_MS = 200;
 /**
  * The gateway fence: owned nft tables (addon/recovery_fence.h) dropping
  * what the old primary's MAC sends from the VIP, forwarded or ARP. The MAC
- * is --primary-mac, or the one this gateway resolved the VIP to while the
- * primary served (learnt every LEARN_MS: at takeover the entry may already
- * be stale or failed).
+ * is --primary-mac, or the one this gateway resolved the VIP (else the
+ * primary agent's address) to while the primary served (learnt every
+ * LEARN_MS: at takeover the entry may already be stale or failed).
  */
 export function createGatewayFence(cfg: GatewayConfig, log: Logger): GatewayFence {
-  let learnt = cfg.primaryMac ?? arpEntry(cfg.vip);
-  const timer = cfg.primaryMac ? undefined : setInterval(() => { learnt = arpEntry(cfg.vip) ?? learnt; }, LEARN_MS);
+  // The VIP's entry, or else the agent's: the VIP lives on the primary host
+  // (an entry for the VIP exists only once clients were routed to it).
+  const lookup = (): string | undefined => arpEntry(cfg.vip) ?? arpEntry(cfg.primary.address);
+  let learnt = cfg.primaryMac ?? lookup();
+  const timer = cfg.primaryMac ? undefined : setInterval(() => { learnt = lookup() ?? learnt; }, LEARN_MS);
   timer?.unref();
   // Tables and chains now, the rules at takeover: adding rules is fast.
   const fence: NativeFence = new (addon().Fence)({ role: 'gateway', table: `t2cp_gw_${cfg.instance}`, vip: cfg.vip });

@@ -1,0 +1,86 @@
+// Failover as a client sees it, t2cp beside IP-only, measured in one run on
+// the namespace testbed (`npm run bench`, T2CP_BENCH_ONLY=failover):
+//
+//   t2cp     the whole deployment (scripts/takeover-lab.ts): 10 ms heartbeats,
+//            3 misses, the primary's link goes down (or its host freezes);
+//            idle, or with bulk transfers both ways running meanwhile.
+//   ip-only  keepalived (VRRPv3) moves the VIP by itself (bench/ip-only.ts),
+//            nothing replicates.
+//
+// Both are probed by the same client (scripts/echo-client.ts): N connections
+// to an echo service, 3/4 of them sending 16 bytes every 10 ms, every reply
+// checked. Client-visible stall = last reply before the failure to the first
+// after, per active connection; a reset connection is not kept (stall ∞).
+// Every trial on a fresh testbed, every process fresh. Nothing is asserted.
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Workload } from '../scripts/client.js';
+import { failPrimary } from '../scripts/failures.js';
+import { collect, repoRoot, startClient, waitForExit } from '../scripts/processes.js';
+import { readLog } from '../scripts/replica-check.js';
+import { startTakeoverLab } from '../scripts/takeover-lab.js';
+import type { Testbed } from '../scripts/testbed.js';
+import { GiveUp, waitFor } from '../scripts/wait.js';
+
+export interface FailoverTrial {
+  mode: 't2cp';
+  failure: 'link-down' | 'freeze';
+  load: 'idle' | 'bulk';
+  detectionMs: number;
+  takeoverMs: number;
+  stallMs: number[];
+  kept: number;
+  total: number;
+  resuppliedBytes: number;
+  bulkOk: boolean | null;
+}
+
+const ECHO_PORT = 7100;
+const BULK_PORT = 7000;
+const bulk: Workload = { seed: 5, sessions: [{ kind: 'download', bytes: 400 << 20 }, { kind: 'upload', bytes: 400 << 20 }] };
+
+interface EchoSummary { ev: 'summary'; conns: Array<{ kind: string; outcome: string; stallMs: number | null; lastBeforeMs: number | null }> }
+
+export async function runT2cpFailover(tb: Testbed, o: { dir: string; failure: 'link-down' | 'freeze'; load: 'idle' | 'bulk'; connections?: number }): Promise<FailoverTrial> {
+  const dir = fs.mkdtempSync(path.join(o.dir, `t2cp-${o.failure}-${o.load}-`));
+  const total = o.connections ?? 20;
+  const idle = Math.floor(total / 4);
+  const pair = await startTakeoverLab(tb, dir, { ports: [BULK_PORT], echoPort: ECHO_PORT, instance: 'bench', intervalMs: 10, hardMisses: 3 });
+  const client = tb.spawn(tb.ns.client, ['node', `${repoRoot}dist/scripts/echo-client.js`, '--server', `${tb.addr.vip}:${ECHO_PORT}`,
+    '--active', String(total - idle), '--idle', String(idle), '--interval-ms', '10', '--deadline-ms', '60000'], { stdio: ['pipe', 'pipe', 'pipe'] });
+  const out = collect(client);
+  const events = (): Array<{ ev: string; [k: string]: unknown }> => out.stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { ev: string });
+  try {
+    await waitFor(() => {
+      if (client.exitCode !== null) throw new GiveUp(`echo client exited: ${out.stderr}`);
+      return events().some((e) => e.ev === 'established');
+    }, { timeoutMs: 20_000, what: 'echo connections established' });
+    const load = o.load === 'bulk' ? startClient(tb, tb.ns.client, `${tb.addr.vip}:${BULK_PORT}`, bulk, `${dir}/bulk.jsonl`, { deadlineMs: 60_000 }) : undefined;
+    await new Promise((r) => setTimeout(r, 500));
+    const failMs = await failPrimary(tb, o.failure);
+    client.stdin!.write(`fail ${failMs}\n`);
+    const rec = await waitFor(() => readLog<{ takeoverUs: number }>(pair.logs.backupReport)[0], { timeoutMs: 15_000, what: 'the takeover record' });
+    client.stdin!.write('probe\n');
+    await waitFor(() => events().filter((e) => e.ev === 'resolved').length >= total, { timeoutMs: 10_000, what: 'every connection decided' }).catch(() => undefined);
+    client.stdin!.write('stop\n');
+    await waitForExit(client, 10_000);
+    const bulkRun = load ? await load.finished : undefined;
+    const summary = events().find((e) => e.ev === 'summary') as EchoSummary | undefined;
+    if (!summary) throw new Error(`echo client gave no summary: ${out.stderr}`);
+    const gw = readLog<{ detectionLatencyUs: number | null; resupplied?: { bytes: number } }>(pair.logs.gatewayReport)[0];
+    const active = summary.conns.filter((c) => c.kind === 'active');
+    return {
+      mode: 't2cp', failure: o.failure, load: o.load,
+      detectionMs: (gw?.detectionLatencyUs ?? NaN) / 1000,
+      takeoverMs: rec.takeoverUs / 1000,
+      stallMs: active.map((c) => (c.outcome === 'kept' && c.stallMs !== null ? c.stallMs : Infinity)),
+      kept: summary.conns.filter((c) => c.outcome === 'kept').length,
+      total,
+      resuppliedBytes: gw?.resupplied?.bytes ?? 0,
+      bulkOk: bulkRun ? bulkRun.code === 0 : null,
+    };
+  } finally {
+    if (client.exitCode === null) client.kill('SIGTERM');
+    await pair.stop();
+  }
+}
