@@ -1,20 +1,28 @@
 // The control-plane subcommands of `t2cp` (cli.ts dispatches here):
-// `gateway` (failure detector), `primary` (agent), `takeover` (planned switch).
-// Each parses its options, loads the key, builds its role and runs it until
-// SIGINT/SIGTERM; errors propagate to cli.ts, which prints one line and exits.
+// `gateway` (failure detector), `primary` (agent), `takeover` (planned switch),
+// `stand-down` (the primary's keepalived hook). Each parses its options, loads
+// the key, builds its role and runs it until SIGINT/SIGTERM (the last two: one
+// request, one answer); errors propagate to cli.ts, which prints one line and
+// exits.
 import { PrimaryAgent, type PrimaryAgentOptions } from './agent/primary-node.js';
 import { createPrimaryFence } from './agent/primary-fence.js';
 import { serviceStatus } from './agent/service-status.js';
-import { GATEWAY_COMMAND, heartbeatTiming, PRIMARY_COMMAND, TAKEOVER_COMMAND, type GatewayConfig, type PrimaryConfig } from './config-takeover.js';
+import { bootNowUs, processStartBootUs } from './agent/vrrp-guard.js';
+import {
+  GATEWAY_COMMAND, heartbeatTiming, PRIMARY_COMMAND, STAND_DOWN_COMMAND, TAKEOVER_COMMAND,
+  type GatewayConfig, type PrimaryConfig, type StandDownConfig,
+} from './config-takeover.js';
 import { loadKey } from './control/key.js';
+import { requestStandDown } from './control/stand-down-request.js';
 import { requestTakeover } from './control/takeover-request.js';
 import { createGatewayFence } from './detector/gateway-fence.js';
 import { GatewayNode, type GatewayNodeOptions } from './detector/gateway-node.js';
-import { T2cpError } from './errors.js';
+import { configError, T2cpError } from './errors.js';
 import { createLogger, type Logger } from './log.js';
 import { spawnSync } from 'node:child_process';
+import os from 'node:os';
 import { addon, type NativeRecorder } from './addon.js';
-import { helpText, parseOptions, type CommandSpec } from './options.js';
+import { endpointText, helpText, parseOptions, type CommandSpec } from './options.js';
 
 export function gatewayNodeOptions(c: GatewayConfig, key: Buffer): GatewayNodeOptions {
   return {
@@ -25,7 +33,7 @@ export function gatewayNodeOptions(c: GatewayConfig, key: Buffer): GatewayNodeOp
 }
 
 export function primaryAgentOptions(c: PrimaryConfig, key: Buffer): PrimaryAgentOptions {
-  return { instance: c.instance, key, listen: c.listen, detector: c.detector, intervalMs: c.intervalMs, selfFenceAfterMs: c.selfFenceAfterMs };
+  return { instance: c.instance, key, listen: c.listen, ...(c.detector ? { detector: c.detector } : {}), intervalMs: c.intervalMs, selfFenceAfterMs: c.selfFenceAfterMs };
 }
 
 function wantsHelp<C>(cmd: CommandSpec<C>, argv: string[]): boolean {
@@ -110,4 +118,30 @@ export async function runTakeover(argv: string[]): Promise<void> {
   const report = await requestTakeover({ control: cfg.control, key, reason: cfg.reason, timeoutMs: cfg.timeoutMs });
   process.stdout.write(JSON.stringify(report, null, cfg.json ? undefined : 2) + '\n');
   if (!report.ok) throw new T2cpError(`the backup did not take over (epoch ${report.epoch}): ${report.error ?? 'no reason given'}`, 'T2CP_REFUSED');
+}
+
+/** `t2cp stand-down`: one STAND_DOWN to the agent on this host, one line (or the ack as JSON) on stdout. */
+export async function runStandDown(argv: string[]): Promise<void> {
+  if (wantsHelp(STAND_DOWN_COMMAND, argv)) return;
+  const cfg = parseOptions(STAND_DOWN_COMMAND, argv);
+  checkLocal(cfg);
+  const { key, warning } = loadKey(cfg.keyFile);
+  if (warning) process.stderr.write(`t2cp: warning: ${warning}\n`);
+  // When keepalived started this hook: orders it against the other hooks (agent/vrrp-guard.ts).
+  const hookStartUs = processStartBootUs() ?? bootNowUs();
+  const ack = await requestStandDown({
+    agent: cfg.agent, key, epoch: cfg.epoch, timeoutMs: cfg.timeoutMs,
+    ...(cfg.vrrpState ? { vrrp: cfg.vrrpState } : {}), ...(hookStartUs !== undefined ? { hookStartUs } : {}),
+  });
+  const line = cfg.json ? JSON.stringify(ack)
+    : `t2cp: ${ack.note ?? (ack.fenced ? 'stood down: this primary no longer answers for the VIP' : 'answered')} (fence ${ack.fenced ? 'engaged' : 'not engaged'}, epoch ${ack.epoch})`;
+  process.stdout.write(line + '\n');
+}
+
+/** The agent takes a stand-down only from 127.0.0.1: it must be on this host. */
+function checkLocal(cfg: StandDownConfig): void {
+  const a = cfg.agent.address;
+  const own = Object.values(os.networkInterfaces()).flat().some((i) => i?.family === 'IPv4' && i.address === a);
+  if (!a.startsWith('127.') && !own)
+    throw configError(`--agent ${endpointText(cfg.agent)} is not on this host: run t2cp stand-down on the primary, where the agent takes it from 127.0.0.1`);
 }

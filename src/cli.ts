@@ -4,7 +4,7 @@ import { backupHelp, parseBackupArgs } from './config.js';
 import { T2cpError } from './errors.js';
 import { createLogger } from './log.js';
 import { BackupNode } from './backup/node.js';
-import { runGateway, runPrimary, runTakeover } from './cli-control.js';
+import { runGateway, runPrimary, runStandDown, runTakeover } from './cli-control.js';
 
 const USAGE = `usage: t2cp <command> [options]
 
@@ -12,7 +12,10 @@ commands:
   backup     replicate the primary's client flows into this host's copy of the service
   gateway    the failure detector, on the gateway: watches the primary, orders the takeover
   primary    the agent on the primary: heartbeats, service checks, stands down when replaced
-  takeover   ask the backup (on this host) to take over now: a planned switch
+  takeover   ask the backup (on this host) to take over now: a planned switch;
+             keepalived's notify_master on the backup host
+  stand-down tell the primary agent (on this host) to stand down; keepalived's
+             notify_master/backup/fault/stop on the primary host (--vrrp-state)
   help       this text; \`t2cp <command> --help\` for a command's options
 
 t2cp-ar: client-transparent TCP active replication for Linux.`;
@@ -71,6 +74,8 @@ function main(argv: string[]): void | Promise<void> {
       return runPrimary(rest);
     case 'takeover':
       return runTakeover(rest);
+    case 'stand-down':
+      return runStandDown(rest);
     case undefined:
     case 'help':
     case '--help':

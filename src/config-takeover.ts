@@ -1,7 +1,9 @@
 // Options of the takeover's control-plane commands — `t2cp gateway` (the
-// failure detector), `t2cp primary` (the agent on the primary) and
-// `t2cp takeover` (a planned switch) — as tables for the shared option parser
-// (options.ts). Shared by all three: --key-file (required), --instance, --json.
+// failure detector), `t2cp primary` (the agent on the primary),
+// `t2cp takeover` (a planned switch) and `t2cp stand-down` (the primary's
+// keepalived hook) — as tables for the shared option parser (options.ts).
+// Shared by all four: --key-file (required), --instance, --json.
+import { VRRP_HOOK_STATES, type VrrpHookState } from './control/bodies.js';
 import { configError } from './errors.js';
 import { checkInstance, type CommandSpec, type Endpoint, type OptionSpec } from './options.js';
 import type { HeartbeatMode, HeartbeatTiming } from './detector/heartbeat.js';
@@ -140,7 +142,8 @@ export const GATEWAY_COMMAND: CommandSpec<GatewayConfig> = {
 
 export interface PrimaryConfig extends Shared {
   listen: Endpoint;
-  detector: Endpoint;
+  /** Absent: keepalived decides who serves (see STAND_DOWN_COMMAND). */
+  detector?: Endpoint;
   intervalMs: number;
   ports: number[];
   vip: string;
@@ -151,20 +154,26 @@ export interface PrimaryConfig extends Shared {
 
 export const PRIMARY_COMMAND: CommandSpec<PrimaryConfig> = {
   name: 'primary',
-  synopsis: 'usage: t2cp primary --key-file FILE --detector ADDR[:PORT] --ports LIST [options]',
+  synopsis: 'usage: t2cp primary --key-file FILE --vip ADDR --ports LIST [--detector ADDR[:PORT]] [options]',
   about: [
-    'The agent on the primary host. It sends a heartbeat to the failure detector',
-    'every interval and answers its probes at once, each saying whether the service',
-    'process lives and its ports listen. Told to stand down (the backup took over),',
-    'it fences this host off the clients and stays fenced: only a restart of the',
-    'agent lifts it, after which the detector is asked who is active first.',
+    'The agent on the primary host. With --detector it sends a heartbeat to the',
+    'failure detector every interval and answers its probes at once, each saying',
+    'whether the service process lives and its ports listen. Told to stand down',
+    '(the backup took over), it fences this host off the clients and stays fenced:',
+    'only a restart of the agent lifts it, after which the detector is asked who is',
+    'active first.',
+    '',
+    'Without --detector (keepalived decides who serves) it sends nothing and only',
+    'listens: `t2cp stand-down` on this host (keepalived\'s notify hooks) makes it',
+    'stand down; see `t2cp stand-down --help` for the hooks and the startup rule.',
+    'A stand-down from 127.0.0.1 is accepted with a detector too.',
   ],
   options: [
     ...shared<PrimaryConfig>(),
-    { key: 'detector', flag: '--detector', kind: 'endpoint', arg: 'ADDR:PORT', defaultPort: GATEWAY_PORT, required: true,
-      help: `the failure detector (\`t2cp gateway\`); port default ${GATEWAY_PORT}` },
+    { key: 'detector', flag: '--detector', kind: 'endpoint', arg: 'ADDR:PORT', defaultPort: GATEWAY_PORT,
+      help: `the failure detector (\`t2cp gateway\`); port default ${GATEWAY_PORT}. Without it: no heartbeats, no status query, no self-fence; only local commands act` },
     { key: 'listen', flag: '--listen', kind: 'bind', arg: 'ADDR:PORT', defaultPort: AGENT_PORT,
-      help: `where the agent listens; the detector's --primary; default 0.0.0.0:${AGENT_PORT}` },
+      help: `where the agent listens; the detector's --primary, \`t2cp stand-down\`'s --agent; default 0.0.0.0:${AGENT_PORT}` },
     { key: 'intervalMs', flag: '--interval', kind: 'int', arg: 'MS', min: 1, max: 60000, help: 'heartbeat interval, as the detector\'s; default 10' },
     { key: 'ports', flag: '--ports', kind: 'ports', arg: 'LIST', required: true,
       help: 'service ports that must be listening (on the VIP or 0.0.0.0) for the service to count as up' },
@@ -173,13 +182,15 @@ export const PRIMARY_COMMAND: CommandSpec<PrimaryConfig> = {
     { key: 'servicePid', flag: '--service-pid', kind: 'int', arg: 'N', min: 1, max: 2 ** 22, help: 'the service process; without it (or a pidfile) only the ports count' },
     { key: 'servicePidfile', flag: '--service-pidfile', kind: 'string', arg: 'FILE', help: 'file holding the service pid, read again at every check' },
     { key: 'selfFenceAfterMs', flag: '--self-fence-after', kind: 'int', arg: 'MS', min: 0, max: 600000,
-      help: 'fence this host when the detector was not heard this long (it is polled); 0 (default) off. The gateway is on the clients\' path: a primary that cannot hear it cannot serve them either, but the backup may' },
+      help: 'fence this host when the detector was not heard this long (it is polled); 0 (default) off; needs --detector. The gateway is on the clients\' path: a primary that cannot hear it cannot serve them either, but the backup may' },
   ],
   defaults: { instance: 'main', json: false, listen: { address: '0.0.0.0', port: AGENT_PORT }, intervalMs: 10, selfFenceAfterMs: 0 },
   validate: (c) => {
     checkInstance(c.instance);
     if (c.servicePid !== undefined && c.servicePidfile !== undefined)
       throw configError('--service-pid and --service-pidfile exclude each other: give one');
+    if (c.selfFenceAfterMs > 0 && c.detector === undefined)
+      throw configError(`--self-fence-after ${c.selfFenceAfterMs} needs --detector: it fences when the detector falls silent, and without one nothing is heard; with keepalived, stand down from its hooks (t2cp stand-down)`);
     if (c.selfFenceAfterMs > 0 && c.selfFenceAfterMs < 4 * c.intervalMs)
       throw configError(`--self-fence-after ${c.selfFenceAfterMs} is shorter than 4 intervals (${4 * c.intervalMs} ms): the agent polls the detector 4 times in that time`);
   },
@@ -210,5 +221,53 @@ export const TAKEOVER_COMMAND: CommandSpec<TakeoverConfig> = {
     { key: 'timeoutMs', flag: '--timeout', kind: 'int', arg: 'MS', min: 1, max: 600000, help: 'give up without a report after MS; default 10000' },
   ],
   defaults: { instance: 'main', json: false, control: { address: '127.0.0.1', port: CONTROL_PORT }, reason: 'manual', timeoutMs: 10000 },
+  validate: (c) => checkInstance(c.instance),
+};
+
+// ---- t2cp stand-down -------------------------------------------------------
+
+export interface StandDownConfig extends Shared {
+  agent: Endpoint;
+  epoch: number;
+  timeoutMs: number;
+  vrrpState?: VrrpHookState;
+}
+
+export const STAND_DOWN_COMMAND: CommandSpec<StandDownConfig> = {
+  name: 'stand-down',
+  synopsis: 'usage: t2cp stand-down --key-file FILE [--vrrp-state STATE] [--agent ADDR:PORT] [--epoch N] [--timeout MS]',
+  about: [
+    'Tells the primary agent (`t2cp primary`) on this host to stand down: it fences',
+    'this host off the clients, for good, as when the detector orders it. Sent from',
+    '127.0.0.1, again every 100 ms until the agent answers; exit 0 when it answered',
+    '(fenced, or the reason it did nothing), 1 otherwise, 2 for a wrong option.',
+    '',
+    "keepalived as the source of truth: the hooks of the primary host's vrrp_instance",
+    "(keepalived runs them as argv, no shell; give t2cp's full path; the backup",
+    'host has notify_master "t2cp takeover --key-file K --reason keepalived"):',
+    '  notify_master "t2cp stand-down --key-file K --vrrp-state MASTER"',
+    '  notify_backup "t2cp stand-down --key-file K --vrrp-state BACKUP"',
+    '  notify_fault  "t2cp stand-down --key-file K --vrrp-state FAULT"',
+    '  notify_stop   "t2cp stand-down --key-file K --vrrp-state STOP"',
+    'The rule: FAULT and STOP stand down; MASTER is only recorded (never fences, never',
+    'unfences); BACKUP stands down only when a MASTER of this host, since the agent',
+    'started, came before it. keepalived passes every instance through BACKUP once',
+    'at startup, before it can be MASTER: that BACKUP is answered "ignored". Order is',
+    'when keepalived started each hook, not when its message arrived. An agent',
+    'restarted while this host is MASTER ignores BACKUP until the next MASTER.',
+    'Use state BACKUP and nopreempt on both hosts: a primary that stood down never',
+    'serves again until its agent is restarted, so it must not take mastership back.',
+  ],
+  options: [
+    ...shared<StandDownConfig>(),
+    { key: 'vrrpState', flag: '--vrrp-state', kind: 'choice', arg: 'STATE', choices: VRRP_HOOK_STATES,
+      help: "the keepalived state this hook reports (MASTER, BACKUP, FAULT, STOP): the agent applies the rule above; without it the agent stands down at once" },
+    { key: 'agent', flag: '--agent', kind: 'endpoint', arg: 'ADDR:PORT', defaultPort: AGENT_PORT,
+      help: `the agent's --listen, on this host; default 127.0.0.1:${AGENT_PORT}` },
+    { key: 'epoch', flag: '--epoch', kind: 'int', arg: 'N', min: 0, max: Number.MAX_SAFE_INTEGER,
+      help: 'the epoch to report (the agent keeps the highest it heard); default 0' },
+    { key: 'timeoutMs', flag: '--timeout', kind: 'int', arg: 'MS', min: 1, max: 600000, help: 'give up after MS without an answer; default 5000' },
+  ],
+  defaults: { instance: 'main', json: false, agent: { address: '127.0.0.1', port: AGENT_PORT }, epoch: 0, timeoutMs: 5000 },
   validate: (c) => checkInstance(c.instance),
 };

@@ -1,12 +1,14 @@
 // Primary agent role (`t2cp primary`): the monitored side of the failure
-// detector's heartbeat. Thin wiring: one Channel on --listen, a heartbeat
-// timer, the service check (service-status.ts) and the fence.
+// detector's heartbeat, and the primary's end of keepalived's notify hooks.
+// Thin wiring: one Channel on --listen, a heartbeat timer, the service check
+// (service-status.ts), the fence and the keepalived rule (vrrp-guard.ts).
 //
 // Call order: new PrimaryAgent(opts, fence, log, service), await start(), ...
 // await stop(). All on the Node event loop. stop() ends heartbeats and closes
 // the socket; it leaves the fence as it is (the fence's own lifetime decides:
 // an owned kernel table goes with the process).
 //
+// With a detector (--detector):
 // - HEARTBEAT to the detector every interval (push); PROBE answered at once
 //   with PROBE_REPLY (pull). Both carry {alive, listening, fenced, epoch}.
 // - STAND_DOWN {epoch}: engage the fence, log, answer STAND_DOWN_ACK, and
@@ -22,21 +24,41 @@
 //   STATUS four times per period, since in push mode the detector says nothing
 //   to a healthy primary. Off by default: with it, a detector outage fences a
 //   healthy primary and stops the service for everyone.
-import type { ActiveSide, AgentReport } from '../control/bodies.js';
+//
+// Without a detector (keepalived decides who serves): no heartbeat, no STATUS,
+// no self-fence (the configuration refuses --self-fence-after); the agent only
+// listens for commands.
+//
+// In both modes: STAND_DOWN from 127.0.0.1 (other than the detector's own
+// endpoint) is a local request, from `t2cp stand-down` (a person, or one of
+// keepalived's notify hooks), signed with the same key; the Channel checks
+// the MAC and refuses replays and stale copies as for the detector. Without
+// `vrrp` in the body it stands down at once. With it (--vrrp-state), the
+// keepalived rule of vrrp-guard.ts decides: FAULT and STOP stand down; MASTER
+// is recorded; BACKUP stands down only when a MASTER of this host came before
+// it, since keepalived passes every instance through BACKUP once at startup.
+// Every local request is answered with STAND_DOWN_ACK {epoch, fenced, note?,
+// error?}: error when the fence failed (tried again at the next copy, which
+// the CLI sends every 100 ms). STAND_DOWN from anywhere else: counted
+// (stats.unexpected), not answered.
+import { VRRP_HOOK_STATES, type ActiveSide, type AgentReport } from '../control/bodies.js';
 import { Channel, sameEndpoint, type ChannelCounters, type Received } from '../control/channel.js';
 import { systemClock, type Clock } from '../control/clock.js';
+import type { MessageOf } from '../control/messages.js';
 import type { ServiceStatus } from '../detector/heartbeat.js';
 import type { Logger } from '../log.js';
 import type { Endpoint } from '../options.js';
 import type { PrimaryFence } from './primary-fence.js';
+import { bootNowUs, VrrpGuard } from './vrrp-guard.js';
 
 export interface PrimaryAgentOptions {
   instance: string;
   key: Buffer;
   listen: Endpoint;
-  detector: Endpoint;
+  /** Absent: keepalived decides who serves; no heartbeat, no STATUS, no self-fence. */
+  detector?: Endpoint;
   intervalMs: number;
-  /** 0: off. */
+  /** 0: off. Needs a detector. */
   selfFenceAfterMs: number;
   clock?: Clock;
 }
@@ -48,7 +70,9 @@ export type FenceState = 'none' | 'self' | 'stand-down';
 const STATUS_RETRY_MS = 100;
 
 export class PrimaryAgent {
-  readonly stats = { heartbeats: 0, probes: 0, standDowns: 0, unexpected: 0, fenceErrors: 0 };
+  readonly stats = { heartbeats: 0, probes: 0, standDowns: 0, localStandDowns: 0, vrrpIgnored: 0, unexpected: 0, fenceErrors: 0 };
+  /** The keepalived rule for local requests with a VRRP state. */
+  readonly vrrp = new VrrpGuard();
   private ch: Channel | undefined;
   private readonly clock: Clock;
   private timers: NodeJS.Timeout[] = [];
@@ -57,6 +81,7 @@ export class PrimaryAgent {
   private statusAnswered = false;
   private lastDetectorUs = 0;
   private lastPollUs = 0;
+  private lastFenceError = '';
 
   constructor(
     private readonly opts: PrimaryAgentOptions,
@@ -65,6 +90,7 @@ export class PrimaryAgent {
     private readonly service: () => ServiceStatus,
   ) {
     this.clock = opts.clock ?? systemClock;
+    if (opts.selfFenceAfterMs > 0 && !opts.detector) throw new Error('self-fencing needs a detector');
   }
 
   get fenced(): FenceState {
@@ -88,7 +114,12 @@ export class PrimaryAgent {
     this.ch.onMessage((r) => this.onMessage(r));
     this.lastDetectorUs = this.clock.monoUs();
     const a = this.ch.address();
-    this.log.info('primary agent started', { listen: `${a.address}:${a.port}`, detector: `${this.opts.detector.address}:${this.opts.detector.port}`, intervalMs: this.opts.intervalMs });
+    const d = this.opts.detector;
+    if (!d) {
+      this.log.info('primary agent started without a detector: only local commands (t2cp stand-down) act', { listen: `${a.address}:${a.port}` });
+      return;
+    }
+    this.log.info('primary agent started', { listen: `${a.address}:${a.port}`, detector: `${d.address}:${d.port}`, intervalMs: this.opts.intervalMs });
     this.askStatus();
     this.beat();
     this.timers.push(setInterval(() => this.beat(), this.opts.intervalMs));
@@ -110,11 +141,11 @@ export class PrimaryAgent {
 
   private beat(): void {
     this.stats.heartbeats++;
-    this.ch?.send(this.opts.detector, 'HEARTBEAT', this.report());
+    if (this.opts.detector) this.ch?.send(this.opts.detector, 'HEARTBEAT', this.report());
   }
 
   private askStatus(): void {
-    this.ch?.send(this.opts.detector, 'STATUS', {});
+    if (this.opts.detector) this.ch?.send(this.opts.detector, 'STATUS', {});
   }
 
   /** STATUS until first answered, then (self-fencing on) every quarter period; and the self-fence check. */
@@ -130,8 +161,9 @@ export class PrimaryAgent {
   }
 
   private onMessage({ msg, from }: Received): void {
-    if (!sameEndpoint(from, this.opts.detector)) {
-      this.stats.unexpected++;
+    if (!this.opts.detector || !sameEndpoint(from, this.opts.detector)) {
+      if (msg.type === 'STAND_DOWN' && from.address === '127.0.0.1') this.localStandDown(msg, from);
+      else this.stats.unexpected++;
       return;
     }
     if (msg.type === 'PROBE') {
@@ -151,6 +183,38 @@ export class PrimaryAgent {
     } else this.stats.unexpected++;
   }
 
+  /** STAND_DOWN from this host (`t2cp stand-down`): the keepalived rule, then always an answer. */
+  private localStandDown(msg: MessageOf<'STAND_DOWN'>, from: Endpoint): void {
+    const { epoch, vrrp, hookStartUs } = msg.body;
+    const startOk = hookStartUs === undefined || (Number.isSafeInteger(hookStartUs) && hookStartUs >= 0);
+    if ((vrrp !== undefined && !VRRP_HOOK_STATES.includes(vrrp)) || !startOk) {
+      this.stats.unexpected++; // a newer CLI's state, or garbage from a key holder: no action, no answer
+      return;
+    }
+    this.stats.standDowns++;
+    this.stats.localStandDowns++;
+    this.epochNo = Math.max(this.epochNo, epoch);
+    const verdict = this.vrrp.decide(vrrp, hookStartUs ?? bootNowUs() ?? Number.MAX_SAFE_INTEGER);
+    const answer = (extra: { note?: string; error?: string }) =>
+      this.ch!.send(from, 'STAND_DOWN_ACK', { epoch: this.epochNo, fenced: this.fence !== 'none', ...extra });
+    if (verdict.act === 'ignore') {
+      this.stats.vrrpIgnored++;
+      this.log.info('local stand-down ignored', { vrrp, note: verdict.note, fence: this.fence });
+      answer({ note: verdict.note });
+    } else if (verdict.act === 'record') {
+      if (this.fence === 'stand-down')
+        this.log.warn('keepalived says this host is MASTER, but this primary stood down for good: it does not serve; the backup does', { epoch: this.epochNo });
+      else this.log.info('keepalived MASTER recorded', { fence: this.fence });
+      answer({ note: verdict.note });
+    } else if (this.fence === 'stand-down') {
+      answer({ note: 'already stood down' });
+    } else if (this.engage('stand-down', `${verdict.cause} (t2cp stand-down${vrrp ? ` --vrrp-state ${vrrp}` : ''})`)) {
+      answer({});
+    } else {
+      answer({ error: `the fence failed: ${this.lastFenceError}` });
+    }
+  }
+
   /** The detector spoke, saying which side is active in which epoch. */
   private heard(epoch: number, active: ActiveSide): void {
     this.lastDetectorUs = this.clock.monoUs();
@@ -165,18 +229,21 @@ export class PrimaryAgent {
     }
   }
 
-  private engage(kind: 'self' | 'stand-down', cause: string): void {
+  /** False when the fence failed (logged, counted, its message in lastFenceError). */
+  private engage(kind: 'self' | 'stand-down', cause: string): boolean {
     if (this.fence === 'none') {
       try {
         this.fenceImpl.engage();
       } catch (e) {
         this.stats.fenceErrors++;
-        this.log.error('fence failed', { cause, error: (e as Error).message });
-        return;
+        this.lastFenceError = (e as Error).message;
+        this.log.error('fence failed', { cause, error: this.lastFenceError });
+        return false;
       }
     }
     this.fence = kind;
     this.log.warn('fenced: this primary no longer answers clients', { fence: kind, cause, epoch: this.epochNo });
+    return true;
   }
 
   private release(cause: string): void {

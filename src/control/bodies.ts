@@ -11,8 +11,8 @@ export const MessageType = {
   PROBE_REPLY: 3,      // primary agent -> detector, at once
   TAKEOVER: 4,         // detector or `t2cp takeover` -> backup; backup -> detector for a planned one
   TAKEOVER_REPORT: 5,  // backup -> whoever sent the TAKEOVER
-  STAND_DOWN: 6,       // detector -> old primary agent
-  STAND_DOWN_ACK: 7,   // old primary agent -> detector, once fenced
+  STAND_DOWN: 6,       // detector, or `t2cp stand-down` on the primary's host -> primary agent
+  STAND_DOWN_ACK: 7,   // primary agent -> whoever sent the STAND_DOWN (the detector: once fenced)
   BACKUP_HEARTBEAT: 8, // backup -> detector
   STATUS: 9,           // anyone -> detector
   STATUS_REPLY: 10,    // detector -> asker
@@ -32,6 +32,10 @@ export type DeviceState = (typeof DEVICE_STATES)[number];
 /** What a backup says of itself in BACKUP_HEARTBEAT. */
 export const BACKUP_STATES = ['standby', 'taking-over', 'active', 'failed'] as const;
 export type BackupState = (typeof BACKUP_STATES)[number];
+
+/** The keepalived states a local hook reports in STAND_DOWN (`t2cp stand-down --vrrp-state`). */
+export const VRRP_HOOK_STATES = ['MASTER', 'BACKUP', 'FAULT', 'STOP'] as const;
+export type VrrpHookState = (typeof VRRP_HOOK_STATES)[number];
 
 /** Which side the detector holds to be serving the clients. */
 export type ActiveSide = 'primary' | 'backup';
@@ -70,8 +74,13 @@ export interface BodyOf {
   PROBE_REPLY: AgentReport & { seq: number };
   TAKEOVER: TakeoverRequest;
   TAKEOVER_REPORT: TakeoverReport;
-  STAND_DOWN: { epoch: number };
-  STAND_DOWN_ACK: { epoch: number };
+  /** vrrp and hookStartUs only from a local hook (the agent checks them; see agent/vrrp-guard.ts). */
+  STAND_DOWN: { epoch: number; vrrp?: VrrpHookState; hookStartUs?: number };
+  /**
+   * To a local request also: fenced (the agent's fence after the request), note (why nothing
+   * changed), error (the fence failed: the agent tries again at the next STAND_DOWN).
+   */
+  STAND_DOWN_ACK: { epoch: number; fenced?: boolean; note?: string; error?: string };
   BACKUP_HEARTBEAT: { state: BackupState; epoch: number };
   STATUS: Record<string, unknown>;
   STATUS_REPLY: { state: DeviceState; epoch: number; active: ActiveSide; backup: string };

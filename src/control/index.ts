@@ -1,5 +1,6 @@
 // The control plane of the takeover, for the roles that speak it (gateway
-// detector, primary agent, backup control endpoint, `t2cp takeover`).
+// detector, primary agent, backup control endpoint, `t2cp takeover`,
+// `t2cp stand-down`).
 // Typical use, on the event loop that owns it:
 //   const { key, warning } = loadKey(cfg.keyFile);          // once, at start
 //   const ch = await Channel.open({ key, sender: 'backup:main', bind: { address: '0.0.0.0', port: 7391 } });
@@ -10,10 +11,12 @@ export { Channel, sameEndpoint, type ChannelCounters, type ChannelOptions, type 
 export { FakeClock, isoOfUs, systemClock, type Clock } from './clock.js';
 export { loadKey, parseKey, MIN_KEY_BYTES, type LoadedKey } from './key.js';
 export { decode, encode, DECODE_REJECTIONS, type DecodeRejection, type DecodeResult, type Message, type MessageOf } from './messages.js';
+export { exchange, type ExchangeOptions, type ExchangeResult } from './request.js';
+export { requestStandDown, type StandDownAck, type StandDownRequestOptions } from './stand-down-request.js';
 export { requestTakeover, type TakeoverRequestOptions } from './takeover-request.js';
 export { ReplayGuard, REPLAY_REJECTIONS, DEFAULT_MAX_SKEW_US, type ReplayRejection } from './replay.js';
 export {
-  MessageType, BACKUP_STATES, DEVICE_STATES,
+  MessageType, BACKUP_STATES, DEVICE_STATES, VRRP_HOOK_STATES,
   type ActiveSide, type AgentReport, type BackupState, type BodyOf, type DeviceState, type MessageTypeName,
-  type TakeoverReport, type TakeoverRequest,
+  type TakeoverReport, type TakeoverRequest, type VrrpHookState,
 } from './bodies.js';

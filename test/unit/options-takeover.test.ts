@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { GATEWAY_COMMAND, heartbeatTiming, PRIMARY_COMMAND, TAKEOVER_COMMAND } from '../../src/config-takeover.js';
+import { GATEWAY_COMMAND, heartbeatTiming, PRIMARY_COMMAND, STAND_DOWN_COMMAND, TAKEOVER_COMMAND } from '../../src/config-takeover.js';
 import { T2cpError } from '../../src/errors.js';
 import { helpText, parseOptions, type CommandSpec } from '../../src/options.js';
 
@@ -17,7 +17,7 @@ function errorOf<C>(cmd: CommandSpec<C>, argv: string[]): T2cpError {
   throw new Error('expected an error');
 }
 
-const gw = ['--key-file', 'k', '--primary', '10.0.0.2', '--backup', '10.0.0.3'];
+const gw = ['--key-file', 'k', '--primary', '10.0.0.2', '--backup', '10.0.0.3', '--vip', '198.18.1.10', '--ports', '7000'];
 
 describe('t2cp gateway / primary / takeover options', () => {
   it('gateway: defaults, ports filled in, timing in µs with probe interval = interval / 2', () => {
@@ -34,7 +34,7 @@ describe('t2cp gateway / primary / takeover options', () => {
   });
 
   it('gateway: errors name the option and the fix', () => {
-    expect(errorOf(GATEWAY_COMMAND, ['--primary', '10.0.0.2', '--backup', '10.0.0.3']).message).toMatch(/missing --key-file FILE.*openssl rand/);
+    expect(errorOf(GATEWAY_COMMAND, gw.slice(2)).message).toMatch(/missing --key-file FILE.*openssl rand/);
     expect(errorOf(GATEWAY_COMMAND, [...gw, '--interval', '0']).message).toMatch(/--interval 0 is out of range: use 1\.\./);
     expect(errorOf(GATEWAY_COMMAND, [...gw, '--hard-misses', '2', '--soft-misses', '2']).message).toMatch(/--hard-misses 2 must exceed --soft-misses 2/);
     expect(errorOf(GATEWAY_COMMAND, [...gw, '--probe-interval', '20']).message).toMatch(/--probe-interval 20 exceeds --interval 10/);
@@ -44,11 +44,11 @@ describe('t2cp gateway / primary / takeover options', () => {
     expect(errorOf(GATEWAY_COMMAND, [...gw, '--backup', '0.0.0.0']).message).toMatch(/unspecified address/);
     expect(errorOf(GATEWAY_COMMAND, [...gw, '--backup', '10.0.0.2:7392']).message).toMatch(/same endpoint/);
     expect(errorOf(GATEWAY_COMMAND, [...gw, '--primary-mac', 'zz']).message).toMatch(/not a MAC address/);
-    expect(errorOf(GATEWAY_COMMAND, [...gw, '--vip', '1.2.3.4']).message).toMatch(/unknown option '--vip': see t2cp gateway --help/);
+    expect(errorOf(GATEWAY_COMMAND, [...gw, '--vipp', '1.2.3.4']).message).toMatch(/unknown option '--vipp': see t2cp gateway --help/);
   });
 
   it('primary: defaults and checks', () => {
-    const base = ['--key-file', 'k', '--detector', '10.0.0.1', '--ports', '7000'];
+    const base = ['--key-file', 'k', '--detector', '10.0.0.1', '--ports', '7000', '--vip', '198.18.1.10'];
     expect(parseOptions(PRIMARY_COMMAND, base)).toMatchObject({
       detector: { address: '10.0.0.1', port: 7390 }, listen: { address: '0.0.0.0', port: 7392 }, ports: [7000], intervalMs: 10, selfFenceAfterMs: 0,
     });
@@ -62,7 +62,7 @@ describe('t2cp gateway / primary / takeover options', () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 't2cp-cfg-'));
     try {
       const f = path.join(dir, 'g.json');
-      fs.writeFileSync(f, JSON.stringify({ keyFile: '/etc/t2cp.key', primary: '10.0.0.2:8000', backup: { address: '10.0.0.3', port: 8001 }, hardMisses: 5 }));
+      fs.writeFileSync(f, JSON.stringify({ keyFile: '/etc/t2cp.key', primary: '10.0.0.2:8000', backup: { address: '10.0.0.3', port: 8001 }, hardMisses: 5, vip: '198.18.1.10', ports: [7000] }));
       expect(parseOptions(GATEWAY_COMMAND, ['--config', f, '--hard-misses', '4'])).toMatchObject({
         keyFile: '/etc/t2cp.key', primary: { port: 8000 }, backup: { port: 8001 }, hardMisses: 4,
       });
@@ -72,7 +72,7 @@ describe('t2cp gateway / primary / takeover options', () => {
   });
 
   it('--help lists every option of each command', () => {
-    for (const cmd of [GATEWAY_COMMAND, PRIMARY_COMMAND, TAKEOVER_COMMAND] as CommandSpec<unknown>[]) {
+    for (const cmd of [GATEWAY_COMMAND, PRIMARY_COMMAND, TAKEOVER_COMMAND, STAND_DOWN_COMMAND] as CommandSpec<unknown>[]) {
       const h = helpText(cmd);
       expect(h).toMatch(new RegExp(`^usage: t2cp ${cmd.name}`));
       for (const o of cmd.options) expect(h).toContain(o.flag);
