@@ -11,11 +11,14 @@
 // to an echo service, 3/4 of them sending 16 bytes every 10 ms, every reply
 // checked. Client-visible stall = last reply before the failure to the first
 // after, per active connection; a reset connection is not kept (stall ∞).
+// For t2cp it is read off a capture at the client (kernel timestamps): under
+// bulk load the client process reads replies late, which would blur it.
 // Every trial on a fresh testbed, every process fresh. Nothing is asserted.
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Workload } from '../scripts/client.js';
 import { failPrimary } from '../scripts/failures.js';
+import { readPackets, startCapture } from '../scripts/capture.js';
 import { collect, repoRoot, startClient, waitForExit } from '../scripts/processes.js';
 import { readLog } from '../scripts/replica-check.js';
 import { startTakeoverLab } from '../scripts/takeover-lab.js';
@@ -41,6 +44,27 @@ const bulk: Workload = { seed: 5, sessions: [{ kind: 'download', bytes: 400 << 2
 
 interface EchoSummary { ev: 'summary'; conns: Array<{ kind: string; outcome: string; stallMs: number | null; lastBeforeMs: number | null }> }
 
+/**
+ * Per connection (client port), from a capture at the client: the longest
+ * time without a data segment from the server within [failMs - 50 ms,
+ * failMs + 1 s] (kernel timestamps). Not "last before / first after the
+ * failure instant": under bulk load segments the primary sent before it
+ * died still trickle out of the queues after it.
+ */
+export async function stallsFromCapture(file: string, failMs: number): Promise<number[]> {
+  const times = new Map<string, number[]>();
+  for (const l of await readPackets(file, '', ['-tt'])) {
+    const m = /^(\d+\.\d+) IP \S+ > (\S+): .* length (\d+)/.exec(l);
+    if (!m || m[3] === '0') continue;
+    const t = Number(m[1]) * 1000;
+    if (t < failMs - 50 || t > failMs + 1000) continue;
+    const conn = m[2]!;
+    if (!times.has(conn)) times.set(conn, []);
+    times.get(conn)!.push(t);
+  }
+  return [...times.values()].map((ts) => ts.slice(1).reduce((gap, t, i) => Math.max(gap, t - ts[i]!), 0));
+}
+
 export async function runT2cpFailover(tb: Testbed, o: { dir: string; failure: 'link-down' | 'freeze'; load: 'idle' | 'bulk'; connections?: number }): Promise<FailoverTrial> {
   const dir = fs.mkdtempSync(path.join(o.dir, `t2cp-${o.failure}-${o.load}-`));
   const total = o.connections ?? 20;
@@ -49,6 +73,8 @@ export async function runT2cpFailover(tb: Testbed, o: { dir: string; failure: 'l
   const client = tb.spawn(tb.ns.client, ['node', `${repoRoot}dist/scripts/echo-client.js`, '--server', `${tb.addr.vip}:${ECHO_PORT}`,
     '--active', String(total - idle), '--idle', String(idle), '--interval-ms', '10', '--deadline-ms', '60000'], { stdio: ['pipe', 'pipe', 'pipe'] });
   const out = collect(client);
+  const cap = await startCapture(tb, tb.ns.client, 'c0', `tcp and src host ${tb.addr.vip} and src port ${ECHO_PORT}`, `${dir}/echo.pcap`);
+  let failedAt = 0;
   const events = (): Array<{ ev: string; [k: string]: unknown }> => out.stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { ev: string });
   try {
     await waitFor(() => {
@@ -58,6 +84,7 @@ export async function runT2cpFailover(tb: Testbed, o: { dir: string; failure: 'l
     const load = o.load === 'bulk' ? startClient(tb, tb.ns.client, `${tb.addr.vip}:${BULK_PORT}`, bulk, `${dir}/bulk.jsonl`, { deadlineMs: 60_000 }) : undefined;
     await new Promise((r) => setTimeout(r, 500));
     const failMs = await failPrimary(tb, o.failure);
+    failedAt = failMs;
     client.stdin!.write(`fail ${failMs}\n`);
     const rec = await waitFor(() => readLog<{ takeoverUs: number }>(pair.logs.backupReport)[0], { timeoutMs: 15_000, what: 'the takeover record' });
     client.stdin!.write('probe\n');
@@ -65,6 +92,7 @@ export async function runT2cpFailover(tb: Testbed, o: { dir: string; failure: 'l
     client.stdin!.write('stop\n');
     await waitForExit(client, 10_000);
     const bulkRun = load ? await load.finished : undefined;
+    await cap.stop();
     const summary = events().find((e) => e.ev === 'summary') as EchoSummary | undefined;
     if (!summary) throw new Error(`echo client gave no summary: ${out.stderr}`);
     const gw = readLog<{ detectionLatencyUs: number | null; resupplied?: { bytes: number } }>(pair.logs.gatewayReport)[0];
@@ -73,7 +101,8 @@ export async function runT2cpFailover(tb: Testbed, o: { dir: string; failure: 'l
       mode: 't2cp', failure: o.failure, load: o.load,
       detectionMs: (gw?.detectionLatencyUs ?? NaN) / 1000,
       takeoverMs: rec.takeoverUs / 1000,
-      stallMs: active.map((c) => (c.outcome === 'kept' && c.stallMs !== null ? c.stallMs : Infinity)),
+      stallMs: active.some((c) => c.outcome !== 'kept') ? active.map((c) => (c.outcome === 'kept' ? 0 : Infinity)).map((x) => x || NaN)
+        : await stallsFromCapture(`${dir}/echo.pcap`, failedAt),
       kept: summary.conns.filter((c) => c.outcome === 'kept').length,
       total,
       resuppliedBytes: gw?.resupplied?.bytes ?? 0,
