@@ -14,6 +14,7 @@ import { failPrimary, type FailureKind } from './failures.js';
 import { startEcho, startService } from './processes.js';
 import { startT2cp, distCli, type T2cpProcess } from './t2cp-process.js';
 import type { Testbed } from './testbed.js';
+import { ensureKeepalived, startKeepalived, type Keepalived } from './keepalived.js';
 
 export interface TakeoverLabOptions {
   ports: number[];
@@ -25,8 +26,14 @@ export interface TakeoverLabOptions {
   backupArgs?: string[];
   /** Pin the services (primary, backup) to CPUs. */
   cpus?: { primary?: string; backup?: string };
-  /** false: no gateway detector and no agent (keepalived or a manual trigger decides). */
-  detector?: boolean;
+  /**
+   * Who decides the takeover: 'detector' (default): `t2cp gateway` and the
+   * agent; 'keepalived': VRRP between the two hosts, its notify hooks run
+   * `t2cp takeover` on the backup and `t2cp stand-down` on the primary (the
+   * agent runs without a detector); 'manual': nothing, the caller runs
+   * `t2cp takeover`.
+   */
+  trigger?: 'detector' | 'keepalived' | 'manual';
   /** Also run the echo service (scripts/echo-service.ts) on both hosts on this port, replicated too. */
   echoPort?: number;
 }
@@ -36,6 +43,7 @@ export interface TakeoverLab {
   backup: BackupProcess;
   gateway?: T2cpProcess;
   agent?: T2cpProcess;
+  keepalived?: { primary: Keepalived; backup: Keepalived };
   services: { primary: ChildProcess; backup: ChildProcess };
   logs: { primary: string; backup: string; gatewayReport: string; backupReport: string };
   /** Breaks the primary (or asks for a planned switch); resolves with the wall-clock ms of the failure. */
@@ -58,7 +66,8 @@ export async function startTakeoverLab(tb: Testbed, dir: string, o: TakeoverLabO
     await startEcho(tb, tb.ns.primary, o.echoPort, o.cpus?.primary);
     await startEcho(tb, tb.ns.backup, o.echoPort, o.cpus?.backup);
   }
-  const withDetector = o.detector !== false;
+  const trigger = o.trigger ?? 'detector';
+  const withDetector = trigger === 'detector';
   const backup = await startBackup(tb, {
     ports: replicated, instance, cpus: o.cpus?.backup,
     extra: ['--key-file', keyFile, '--vip-if', tb.ifaces.backupLan, '--report', logs.backupReport, '--heartbeat', '20',
@@ -66,6 +75,13 @@ export async function startTakeoverLab(tb: Testbed, dir: string, o: TakeoverLabO
   });
   let gateway: T2cpProcess | undefined;
   let agent: T2cpProcess | undefined;
+  let keepalived: TakeoverLab['keepalived'];
+  if (trigger === 'keepalived') {
+    agent = await startT2cp(tb, tb.ns.primary, ['primary', '--key-file', keyFile, '--instance', instance,
+      '--ports', ports, '--vip', tb.addr.vip, '--service-pid', String(primary.child.pid)],
+    (r) => String(r.msg).startsWith('primary agent started'));
+    keepalived = await startVrrpPair(tb, dir, keyFile, o.intervalMs ?? 10);
+  }
   if (withDetector) {
     gateway = await startT2cp(tb, tb.ns.gateway, ['gateway', '--key-file', keyFile, '--instance', instance,
       '--primary', tb.addr.primary, '--backup', tb.addr.backup, '--vip', tb.addr.vip, '--ports', ports,
@@ -79,7 +95,7 @@ export async function startTakeoverLab(tb: Testbed, dir: string, o: TakeoverLabO
     await gateway.waitForRecord((r) => r.msg === 'backup state' && r.to === 'standby', 'backup standing by');
   }
   return {
-    keyFile, backup, gateway, agent, logs,
+    keyFile, backup, gateway, agent, keepalived, logs,
     services: { primary: primary.child, backup: replica.child },
     async fail(kind) {
       if (kind !== 'planned') return failPrimary(tb, kind);
@@ -89,9 +105,36 @@ export async function startTakeoverLab(tb: Testbed, dir: string, o: TakeoverLabO
       return t;
     },
     async stop() {
+      await keepalived?.backup.stop();
+      await keepalived?.primary.stop();
       await agent?.stop();
       await gateway?.stop();
       await backup.stop();
     },
   };
+}
+
+/**
+ * keepalived as the source of truth (VRRPv3, unicast, nopreempt, the given
+ * advert interval): the primary (priority 150) becomes master first; its
+ * hooks report every state to the agent (`t2cp stand-down --vrrp-state`),
+ * which stands down on FAULT, STOP, or BACKUP after MASTER; the backup's
+ * notify_master runs `t2cp takeover`.
+ */
+async function startVrrpPair(tb: Testbed, dir: string, keyFile: string, advertIntMs: number): Promise<{ primary: Keepalived; backup: Keepalived }> {
+  ensureKeepalived();
+  const t2cp = (...args: string[]): string[] => [process.execPath, distCli(), ...args, '--key-file', keyFile];
+  const standDown = (state: string): string[] => t2cp('stand-down', '--vrrp-state', state);
+  const common = { iface: tb.ifaces.primaryLan, vrid: 61, advertIntMs, preempt: false };
+  const primary = await startKeepalived(tb, tb.ns.primary, dir, {
+    ...common, role: 'primary', priority: 150, peerAddr: tb.addr.backup, srcAddr: tb.addr.primary,
+    notifyMaster: standDown('MASTER'), notifyBackup: standDown('BACKUP'), notifyFault: standDown('FAULT'),
+  });
+  await primary.waitForState('MASTER', { timeoutMs: 15_000 });
+  const backup = await startKeepalived(tb, tb.ns.backup, dir, {
+    ...common, role: 'backup', priority: 100, peerAddr: tb.addr.primary, srcAddr: tb.addr.backup,
+    notifyMaster: t2cp('takeover', '--reason', 'keepalived: MASTER'),
+  });
+  await backup.waitForState('BACKUP', { timeoutMs: 15_000 });
+  return { primary, backup };
 }

@@ -5,8 +5,8 @@ import type { Workload } from '../../scripts/client.js';
 export interface TakeoverScenario {
   name: string;
   failure: 'link-down' | 'freeze' | 'planned';
-  /** false: no detector; the test asks `t2cp takeover` itself (a cluster manager's way). */
-  detector: boolean;
+  /** Who decides: the gateway's detector, keepalived (VRRP hooks), or the test running `t2cp takeover`. */
+  trigger: 'detector' | 'keepalived' | 'manual';
   /** The old primary comes back after the takeover and must stand down. */
   comesBack: boolean;
   /** Time the sessions run before the failure, ms. */
@@ -27,8 +27,9 @@ const mixed: Workload = {
 };
 
 export const takeoverScenarios: TakeoverScenario[] = [
-  { name: 'link down', failure: 'link-down', detector: true, comesBack: true, failAfterMs: 800, workload: mixed },
-  { name: 'host freeze', failure: 'freeze', detector: true, comesBack: true, failAfterMs: 800, workload: mixed },
-  { name: 'planned (t2cp takeover)', failure: 'planned', detector: true, comesBack: false, failAfterMs: 800, workload: mixed },
-  { name: 'host freeze, no detector, manual t2cp takeover', failure: 'freeze', detector: false, comesBack: false, failAfterMs: 800, workload: mixed },
+  { name: 'link down', failure: 'link-down', trigger: 'detector', comesBack: true, failAfterMs: 800, workload: mixed },
+  { name: 'host freeze', failure: 'freeze', trigger: 'detector', comesBack: true, failAfterMs: 800, workload: mixed },
+  { name: 'planned (t2cp takeover)', failure: 'planned', trigger: 'detector', comesBack: false, failAfterMs: 800, workload: mixed },
+  { name: 'link down, keepalived decides', failure: 'link-down', trigger: 'keepalived', comesBack: true, failAfterMs: 800, workload: mixed },
+  { name: 'host freeze, no detector, manual t2cp takeover', failure: 'freeze', trigger: 'manual', comesBack: false, failAfterMs: 800, workload: mixed },
 ];

@@ -21,7 +21,7 @@ import { takeoverScenarios } from './takeover-scenarios.js';
 const INSTANCE = 'tko';
 const PORT = 7000;
 
-interface EngineRecord { engine: { flowsTakenOver: number; flowsLost: number; state: string; stall?: { medianUs: number } } }
+interface EngineRecord { trigger: { source: string }; engine: { flowsTakenOver: number; flowsLost: number; state: string; stall?: { medianUs: number } } }
 
 for (const sc of takeoverScenarios) {
   describe(`takeover: ${sc.name}`, () => {
@@ -30,7 +30,7 @@ for (const sc of takeoverScenarios) {
     it('every protected connection carries on byte-exact, answered by one server only', async () => {
       const { tb, dir } = lab;
       await markPrimaryReplies(tb);
-      const pair = await startTakeoverLab(tb, dir, { ports: [PORT], instance: INSTANCE, detector: sc.detector });
+      const pair = await startTakeoverLab(tb, dir, { ports: [PORT], instance: INSTANCE, trigger: sc.trigger });
       const atClient = await startCapture(tb, tb.ns.client, 'c0', `tcp and src host ${tb.addr.vip}`, `${dir}/client.pcap`);
       const client = startClient(tb, tb.ns.client, `${tb.addr.vip}:${PORT}`, sc.workload, `${dir}/client.jsonl`,
         { deadlineMs: 60_000, timeline: `${dir}/timeline.json` });
@@ -39,7 +39,7 @@ for (const sc of takeoverScenarios) {
       await new Promise((r) => setTimeout(r, sc.failAfterMs));
 
       await pair.fail(sc.failure);
-      if (!sc.detector) {
+      if (sc.trigger === 'manual') {
         const r = await tb.exec(tb.ns.backup, ['node', distCli(), 'takeover', '--key-file', pair.keyFile, '--reason', 'manual'], { timeoutMs: 20_000 });
         expect(r.code, r.stderr).toBe(0);
       }
@@ -51,7 +51,7 @@ for (const sc of takeoverScenarios) {
 
       const run = await client.finished;
       await atClient.stop();
-      const gatewayRecord = sc.detector ? readLog<Record<string, unknown>>(pair.logs.gatewayReport)[0] : undefined;
+      const gatewayRecord = sc.trigger === 'detector' ? readLog<Record<string, unknown>>(pair.logs.gatewayReport)[0] : undefined;
       await pair.stop();
 
       const clientLog = readLog<ClientLogLine>(`${dir}/client.jsonl`);
@@ -63,7 +63,8 @@ for (const sc of takeoverScenarios) {
       expect(check.exact).toBe(sessions);
       expect(record.engine.flowsTakenOver).toBe(sessions);
       expect(record.engine.flowsLost).toBe(0);
-      if (sc.detector) expect(gatewayRecord?.outcome).toBe('active');
+      if (sc.trigger === 'detector') expect(gatewayRecord?.outcome).toBe('active');
+      expect(record.trigger.source).toBe({ detector: 'detector', keepalived: 'keepalived', manual: 'cli' }[sc.trigger]);
 
       // One server answers: once the backup's first segment reached the client, none of the primary's.
       const fromBackup = await readPackets(`${dir}/client.pcap`, `not (${FROM_PRIMARY})`, ['-tt']);
