@@ -18,7 +18,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Workload } from '../scripts/client.js';
 import { failPrimary } from '../scripts/failures.js';
-import { readPackets, startCapture } from '../scripts/capture.js';
+import { silencesAround, startCapture } from '../scripts/capture.js';
 import { collect, repoRoot, startClient, waitForExit } from '../scripts/processes.js';
 import { readLog } from '../scripts/replica-check.js';
 import { startTakeoverLab } from '../scripts/takeover-lab.js';
@@ -43,27 +43,6 @@ const BULK_PORT = 7000;
 const bulk: Workload = { seed: 5, sessions: [{ kind: 'download', bytes: 400 << 20 }, { kind: 'upload', bytes: 400 << 20 }] };
 
 interface EchoSummary { ev: 'summary'; conns: Array<{ kind: string; outcome: string; stallMs: number | null; lastBeforeMs: number | null }> }
-
-/**
- * Per connection (client port), from a capture at the client: the longest
- * time without a data segment from the server within [failMs - 50 ms,
- * failMs + 1 s] (kernel timestamps). Not "last before / first after the
- * failure instant": under bulk load segments the primary sent before it
- * died still trickle out of the queues after it.
- */
-export async function stallsFromCapture(file: string, failMs: number): Promise<number[]> {
-  const times = new Map<string, number[]>();
-  for (const l of await readPackets(file, '', ['-tt'])) {
-    const m = /^(\d+\.\d+) IP \S+ > (\S+): .* length (\d+)/.exec(l);
-    if (!m || m[3] === '0') continue;
-    const t = Number(m[1]) * 1000;
-    if (t < failMs - 50 || t > failMs + 1000) continue;
-    const conn = m[2]!;
-    if (!times.has(conn)) times.set(conn, []);
-    times.get(conn)!.push(t);
-  }
-  return [...times.values()].map((ts) => ts.slice(1).reduce((gap, t, i) => Math.max(gap, t - ts[i]!), 0));
-}
 
 export async function runT2cpFailover(tb: Testbed, o: { dir: string; failure: 'link-down' | 'freeze'; load: 'idle' | 'bulk'; connections?: number }): Promise<FailoverTrial> {
   const dir = fs.mkdtempSync(path.join(o.dir, `t2cp-${o.failure}-${o.load}-`));
@@ -102,7 +81,7 @@ export async function runT2cpFailover(tb: Testbed, o: { dir: string; failure: 'l
       detectionMs: (gw?.detectionLatencyUs ?? NaN) / 1000,
       takeoverMs: rec.takeoverUs / 1000,
       stallMs: active.some((c) => c.outcome !== 'kept') ? active.map((c) => (c.outcome === 'kept' ? 0 : Infinity)).map((x) => x || NaN)
-        : await stallsFromCapture(`${dir}/echo.pcap`, failedAt),
+        : await silencesAround(`${dir}/echo.pcap`, failedAt),
       kept: summary.conns.filter((c) => c.outcome === 'kept').length,
       total,
       resuppliedBytes: gw?.resupplied?.bytes ?? 0,

@@ -50,3 +50,24 @@ export async function countPackets(file: string, filter = ''): Promise<number> {
 export async function frameLengths(file: string, filter = ''): Promise<number[]> {
   return (await readPackets(file, filter, ['-e'])).map((l) => Number(/length (\d+)/.exec(l)?.[1] ?? NaN));
 }
+
+/**
+ * Per connection (client port), from a capture at the client: the longest
+ * time without a data segment from the server within [failMs - 50 ms,
+ * failMs + 1 s] (kernel timestamps). Not "last before / first after the
+ * failure instant": under bulk load segments the primary sent before it
+ * died still trickle out of the queues after it.
+ */
+export async function silencesAround(file: string, failMs: number): Promise<number[]> {
+  const times = new Map<string, number[]>();
+  for (const l of await readPackets(file, '', ['-tt'])) {
+    const m = /^(\d+\.\d+) IP \S+ > (\S+): .* length (\d+)/.exec(l);
+    if (!m || m[3] === '0') continue;
+    const t = Number(m[1]) * 1000;
+    if (t < failMs - 50 || t > failMs + 1000) continue;
+    const conn = m[2]!;
+    if (!times.has(conn)) times.set(conn, []);
+    times.get(conn)!.push(t);
+  }
+  return [...times.values()].map((ts) => ts.slice(1).reduce((gap, t, i) => Math.max(gap, t - ts[i]!), 0));
+}

@@ -1,18 +1,26 @@
-// `npm run demo`: the replication data path on the built-in namespace testbed.
-// A client runs request/response sessions and bulk transfers through the
-// gateway to the primary; `t2cp backup` replays every flow into the backup's
-// copy of the same service. The screen shows, live, each flow's progress on
-// the primary and on the backup; at the end every stream's digest is
-// compared and the LAN capture is checked for packets from the backup.
+// `npm run demo`: the whole story on the built-in namespace testbed. A client
+// runs request/response sessions, bulk transfers and idle connections through
+// the gateway to the primary; `t2cp backup` replays every flow into the
+// backup's copy of the service (the live table shows primary vs backup
+// progress per flow); then the primary dies (its link goes down), the
+// failure detector on the gateway declares it dead, the backup takes over,
+// and the sessions finish. At the end: the takeover record, every stream
+// checked byte for byte against what the backup's service read and wrote,
+// proof that only one server answered, and a picture of the client's
+// throughput around the failover (SVG, and PNG when rsvg-convert exists).
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { type FlowRow, renderFlows, verdict } from './demo-view.js';
-import { startBackup } from './backup-process.js';
-import { countPackets, startCapture } from './capture.js';
-import { compareReplicas, readLog, type ClientLogLine, type ServiceLogLine } from './replica-check.js';
-import { collect, distScript, startService, waitForExit } from './processes.js';
+import { type FlowRow, renderFlows } from './demo-view.js';
+import { demoTimeline, writeDemoPicture, type BackupRecord, type ClientTimeline, type GatewayRecord } from './demo-timeline.js';
+import { countPackets, readPackets, silencesAround, startCapture } from './capture.js';
+import { FROM_PRIMARY, markPrimaryReplies } from './failures.js';
+import { readLog, type ClientLogLine, type ServiceLogLine } from './replica-check.js';
+import { startClient } from './processes.js';
+import { compareTakeover } from './takeover-check.js';
+import { startTakeoverLab } from './takeover-lab.js';
 import { createTestbed } from './testbed.js';
+import { waitFor } from './wait.js';
 import type { Workload } from './client.js';
 
 const MB = 1 << 20;
@@ -20,14 +28,18 @@ const PORTS = [7000, 6379];
 const WORKLOAD: Workload = {
   seed: 7,
   sessions: [
-    { kind: 'upload', bytes: 400 * MB },
-    { kind: 'download', bytes: 400 * MB },
-    { kind: 'rr', times: 12, count: 120, intervalMs: 80, reqSize: [16, 2000], respSize: [16, 30000] },
-    { kind: 'rr', times: 12, count: 120, intervalMs: 80, reqSize: [16, 2000], respSize: [16, 30000], port: 6379 },
-    { kind: 'idle', times: 4, holdMs: 8000 },
+    { kind: 'upload', bytes: 1200 * MB },
+    { kind: 'download', bytes: 1200 * MB },
+    { kind: 'rr', times: 12, count: 100, intervalMs: 50, reqSize: [16, 2000], respSize: [16, 30000] },
+    { kind: 'rr', times: 12, count: 100, intervalMs: 50, reqSize: [16, 2000], respSize: [16, 30000], port: 6379 },
+    { kind: 'idle', times: 4, holdMs: 6000 },
   ],
 };
+const SESSIONS = WORKLOAD.sessions.reduce((n, s) => n + (s.times ?? 1), 0);
+const FAIL_AFTER_MS = 1500;
 const DEADLINE_MS = 120_000;
+/** Where the picture goes: ./t2cp-demo/ in the directory the demo runs from. */
+const OUT_DIR = path.resolve('t2cp-demo');
 
 async function main(): Promise<void> {
   if (process.getuid?.() !== 0) throw new Error('the demo builds network namespaces: run it as root');
@@ -36,32 +48,31 @@ async function main(): Promise<void> {
   const tb = await createTestbed({ offloads: true });
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 't2cp-demo-'));
   try {
-    const primary = await startService(tb, tb.ns.primary, PORTS, `${dir}/primary.jsonl`);
-    const replica = await startService(tb, tb.ns.backup, PORTS, `${dir}/backup.jsonl`);
-    const backup = await startBackup(tb, { ports: PORTS, instance: 'demo', extra: ['--flow-stats', '500'] });
-    out.write(`primary ${tb.addr.primary} holds VIP ${tb.addr.vip}; backup ${tb.addr.backup} replicates ports ${PORTS.join(',')} from its mirror port\n`);
-    const backupMac = await tb.mac(tb.ns.backup, tb.ifaces.backupLan);
-    const leak = await startCapture(tb, tb.ns.gateway, 'gs', `tcp and ether src ${backupMac}`, `${dir}/leak.pcap`);
+    await markPrimaryReplies(tb); // DSCP CS1 on the primary's segments: the client capture tells who answered
+    const pair = await startTakeoverLab(tb, dir, { ports: PORTS, instance: 'demo', backupArgs: ['--flow-stats', '500'] });
+    out.write(`primary ${tb.addr.primary} holds VIP ${tb.addr.vip}; backup ${tb.addr.backup} replicates ports ${PORTS.join(',')} ` +
+      `from its mirror port; failure detector on the gateway (10 ms heartbeats, dead after 3 missed)\n`);
+    const atClient = await startCapture(tb, tb.ns.client, 'c0', `tcp and src host ${tb.addr.vip}`, `${dir}/client.pcap`);
+    const client = startClient(tb, tb.ns.client, `${tb.addr.vip}:${PORTS[0]}`, WORKLOAD, `${dir}/client.jsonl`,
+      { deadlineMs: DEADLINE_MS, timeline: `${dir}/timeline.json` });
 
-    const client = tb.spawn(tb.ns.client, ['node', distScript('client'), '--server', `${tb.addr.vip}:${PORTS[0]}`,
-      '--workload', JSON.stringify(WORKLOAD), '--log', `${dir}/client.jsonl`, '--deadline-ms', String(DEADLINE_MS)]);
-    const clientOut = collect(client);
     const rows = new Map<string, FlowRow>();
     let seen = 0;
     let drawn = 0;
+    let status = 'replicating';
     const redraw = (): void => {
-      for (const r of backup.records.slice(seen)) {
+      for (const r of pair.backup.records.slice(seen)) {
         if (typeof r.flow !== 'string') continue;
         const row = rows.get(r.flow) ?? { flow: r.flow, state: 'new', c2sPrimary: 0, c2sBackup: 0, s2cPrimary: 0, s2cBackup: 0 };
         row.state = r.msg === 'flow stats' ? (row.state === 'closed' ? 'closed' : 'live') : r.msg.replace('flow ', '');
         for (const k of ['c2sPrimary', 'c2sBackup', 's2cPrimary', 's2cBackup'] as const) if (typeof r[k] === 'number') row[k] = r[k] as number;
         rows.set(r.flow, row);
       }
-      seen = backup.records.length;
-      const text = renderFlows([...rows.values()], {
-        synchronised: backup.flows('synchronised').length,
-        closed: backup.flows('closed').length,
-        unprotected: backup.flows('unprotected').length,
+      seen = pair.backup.records.length;
+      const text = `[${status}]\n` + renderFlows([...rows.values()], {
+        synchronised: pair.backup.flows('synchronised').length,
+        closed: pair.backup.flows('closed').length,
+        unprotected: pair.backup.flows('unprotected').length,
       });
       if (out.isTTY) {
         if (drawn) out.write(`\x1b[${drawn}A\x1b[J`);
@@ -72,28 +83,66 @@ async function main(): Promise<void> {
       }
     };
     const timer = setInterval(redraw, 500);
-    const code = await waitForExit(client, DEADLINE_MS + 10_000);
-    await new Promise((r) => setTimeout(r, 700));
+    const say = (s: string): void => {
+      if (out.isTTY && drawn) out.write(`\x1b[${drawn}A\x1b[J`);
+      drawn = 0;
+      out.write(s + '\n');
+    };
+
+    await waitFor(() => pair.backup.flows('synchronised').length >= SESSIONS, { timeoutMs: 20_000, what: 'every session replicated' });
+    await new Promise((r) => setTimeout(r, FAIL_AFTER_MS));
+    status = 'the primary is dead: taking over';
+    const failMs = await pair.fail('link-down');
+    say(`\n*** ${new Date(failMs).toISOString()}: the primary's link goes down (its host is gone for the clients) ***\n`);
+    const record = await waitFor(() => readLog<BackupRecord>(pair.logs.backupReport)[0], { timeoutMs: 15_000, what: 'the takeover record' });
+    const gateway = readLog<GatewayRecord>(pair.logs.gatewayReport)[0];
+    status = 'the backup serves every connection';
+    say(takeoverSummary(record, gateway));
+
+    const run = await client.finished;
     redraw();
     clearInterval(timer);
+    await atClient.stop();
+    await pair.stop();
 
-    primary.child.kill('SIGTERM');
-    replica.child.kill('SIGTERM');
-    await Promise.all([waitForExit(primary.child, 5000), waitForExit(replica.child, 5000)]);
-    const counters = await backup.stop();
-    await leak.stop();
-    out.write(`\nclient finished (exit ${code}): ${clientOut.stdout.trim().split('\n').pop() ?? ''}\n`);
-    const report = compareReplicas(
-      readLog<ServiceLogLine>(`${dir}/primary.jsonl`),
-      readLog<ServiceLogLine>(`${dir}/backup.jsonl`),
-      readLog<ClientLogLine>(`${dir}/client.jsonl`),
-    );
-    out.write(verdict(report, await countPackets(`${dir}/leak.pcap`), counters));
-    if (!report.ok) process.exitCode = 1;
+    const clientLog = readLog<ClientLogLine>(`${dir}/client.jsonl`);
+    const check = compareTakeover(clientLog, readLog<ServiceLogLine>(pair.logs.backup));
+    const fromBackup = await readPackets(`${dir}/client.pcap`, `not (${FROM_PRIMARY})`, ['-tt']);
+    const firstBackupMs = fromBackup.length ? Number(fromBackup[0]!.split(' ')[0]) * 1000 : Infinity;
+    const lateFromPrimary = (await readPackets(`${dir}/client.pcap`, FROM_PRIMARY, ['-tt'])).filter((l) => Number(l.split(' ')[0]) * 1000 >= firstBackupMs).length;
+    const resets = clientLog.filter((l) => /reset|ECONNRESET/i.test(l.error ?? '')).length;
+    const stalls = await silencesAround(`${dir}/client.pcap`, failMs);
+    const sorted = [...stalls].sort((a, b) => a - b);
+    const footer = [
+      `${check.exact}/${check.sessions} sessions byte-exact end to end, ${resets} reset; after the takeover ${lateFromPrimary} segments from the old primary`,
+      `client-visible stall: median ${sorted[Math.floor((sorted.length - 1) / 2)]?.toFixed(1)} ms, max ${sorted[sorted.length - 1]?.toFixed(1)} ms over ${sorted.length} connections`,
+    ];
+    const timeline = JSON.parse(fs.readFileSync(`${dir}/timeline.json`, 'utf8')) as ClientTimeline;
+    fs.mkdirSync(OUT_DIR, { recursive: true });
+    const files = writeDemoPicture(path.join(OUT_DIR, 'timeline'), demoTimeline({ failMs, timeline, gateway, backup: record, stallsMs: stalls, footer }));
+
+    out.write(`\nclient finished (exit ${run.code}): ${run.stdout.trim().split('\n').pop() ?? ''}\n`);
+    for (const l of footer) out.write(l + '\n');
+    for (const m of check.mismatches.slice(0, 5)) out.write(`  ${m}\n`);
+    out.write(`picture: ${files.join(', ')}\n`);
+    const ok = check.ok && run.code === 0 && lateFromPrimary === 0 && (await countPackets(`${dir}/client.pcap`)) > 0;
+    out.write(ok ? 'RESULT: the primary died and every connection carried on, byte-exact, answered by the backup alone.\n' : 'RESULT: FAILED (see above)\n');
+    if (!ok) process.exitCode = 1;
   } finally {
     await tb.teardown();
     fs.rmSync(dir, { recursive: true, force: true });
   }
+}
+
+function takeoverSummary(b: BackupRecord, g: GatewayRecord | undefined): string {
+  const ms = (us: number | null | undefined): string => (us === null || us === undefined ? '?' : `${(us / 1000).toFixed(1)} ms`);
+  const lines = ['takeover record:'];
+  if (g) lines.push(`  detection   ${ms(g.detectionLatencyUs)} from the last heartbeat heard to the verdict`);
+  for (const s of b.engine.steps) lines.push(`  step ${s.name.padEnd(12)} ${ms(s.endUs !== undefined ? s.endUs - s.startUs : undefined)}`);
+  lines.push(`  takeover    ${ms(b.takeoverUs)} in all; ${b.engine.flowsTakenOver} flows taken over, ${b.engine.flowsLost} lost, ` +
+    `${b.engine.bytesResent} B of the replica's unacknowledged data resent`);
+  if (g?.resupplied) lines.push(`  resupplied  ${g.resupplied.bytes} B of client segments the dead primary swallowed (traffic recorder)`);
+  return lines.join('\n') + '\n';
 }
 
 main().catch((e: unknown) => {

@@ -1,0 +1,62 @@
+// The demo's picture: the client's throughput over time (from the client's
+// --timeline bins) with the failover's events and spans (from the gateway's
+// and the backup's takeover records), as an SVG, and a PNG beside it when
+// rsvg-convert is installed. Pure but for writing the files.
+import { spawnSync } from 'node:child_process';
+import { writeTimelineSvg, type TimelineEvent, type TimelineInput, type TimelineSpan } from './timeline-svg.js';
+
+export interface ClientTimeline { binMs: number; startMs: number; rx: number[]; tx: number[] }
+export interface GatewayRecord { verdictAt: string; detectionLatencyUs: number | null; reportAfterUs: number | null; resupplied?: { bytes: number } }
+export interface BackupRecord {
+  takeoverUs?: number;
+  engine: { requestedUs: number; steps: Array<{ name: string; startUs: number; endUs?: number }>; flowsTakenOver: number; flowsLost: number; bytesResent: number };
+}
+
+export interface DemoFacts {
+  failMs: number;
+  timeline: ClientTimeline;
+  gateway?: GatewayRecord;
+  backup: BackupRecord;
+  /** Client-visible stall per connection (longest silence around the failure), ms. */
+  stallsMs: number[];
+  footer: string[];
+}
+
+const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)] ?? NaN;
+
+export function demoTimeline(f: DemoFacts): TimelineInput {
+  const series = (label: string, bins: number[]) => ({
+    label,
+    points: bins.map((b, i) => ({ tMs: f.timeline.startMs + i * f.timeline.binMs, bytesPerS: (b * 1000) / f.timeline.binMs })),
+  });
+  const events: TimelineEvent[] = [{ tMs: f.failMs, label: 'primary\'s link down', kind: 'failure' }];
+  const spans: TimelineSpan[] = [];
+  if (f.gateway) {
+    const verdictMs = Date.parse(f.gateway.verdictAt);
+    events.push({ tMs: verdictMs, label: 'detector: primary dead', kind: 'detection' });
+    if (f.gateway.detectionLatencyUs) spans.push({ fromMs: verdictMs - f.gateway.detectionLatencyUs / 1000, toMs: verdictMs, label: 'detection (last heartbeat → verdict)' });
+  }
+  for (const s of f.backup.engine.steps) events.push({ tMs: (s.endUs ?? s.startUs) / 1000, label: `step ${s.name}`, kind: 'step' });
+  const last = f.backup.engine.steps[f.backup.engine.steps.length - 1];
+  if (last?.endUs) spans.push({ fromMs: f.backup.engine.requestedUs / 1000, toMs: last.endUs / 1000, label: 'takeover (5 steps)' });
+  const stall = median(f.stallsMs);
+  if (Number.isFinite(stall)) {
+    events.push({ tMs: f.failMs + stall, label: 'clients resume', kind: 'resumed' });
+    spans.push({ fromMs: f.failMs, toMs: f.failMs + stall, label: `client-visible stall (median ${stall.toFixed(0)} ms)` });
+  }
+  return {
+    title: 't2cp-ar: the primary dies, its clients carry on',
+    subtitle: `${f.backup.engine.flowsTakenOver} connections taken over, ${f.backup.engine.flowsLost} lost; detection ${((f.gateway?.detectionLatencyUs ?? 0) / 1000).toFixed(1)} ms, takeover ${((f.backup.takeoverUs ?? 0) / 1000).toFixed(1)} ms`,
+    series: [series('server → client', f.timeline.rx), series('client → server', f.timeline.tx)],
+    events,
+    spans,
+    footer: f.footer,
+  };
+}
+
+/** Writes file.svg, and file.png if rsvg-convert is there; returns the files written. */
+export function writeDemoPicture(base: string, input: TimelineInput): string[] {
+  writeTimelineSvg(`${base}.svg`, input);
+  const png = spawnSync('rsvg-convert', ['-o', `${base}.png`, `${base}.svg`], { timeout: 30_000 });
+  return png.status === 0 ? [`${base}.svg`, `${base}.png`] : [`${base}.svg`];
+}
