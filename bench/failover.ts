@@ -44,11 +44,21 @@ const bulk: Workload = { seed: 5, sessions: [{ kind: 'download', bytes: 400 << 2
 
 interface EchoSummary { ev: 'summary'; conns: Array<{ kind: string; outcome: string; stallMs: number | null; lastBeforeMs: number | null }> }
 
-export async function runT2cpFailover(tb: Testbed, o: { dir: string; failure: 'link-down' | 'freeze'; load: 'idle' | 'bulk'; connections?: number }): Promise<FailoverTrial> {
+export interface FailoverOptions {
+  dir: string;
+  failure: 'link-down' | 'freeze';
+  load: 'idle' | 'bulk';
+  connections?: number;
+  /** false: the gateway's traffic recorder off (--record-window 0), to see what it buys. */
+  recorder?: boolean;
+}
+
+export async function runT2cpFailover(tb: Testbed, o: FailoverOptions): Promise<FailoverTrial> {
   const dir = fs.mkdtempSync(path.join(o.dir, `t2cp-${o.failure}-${o.load}-`));
   const total = o.connections ?? 20;
   const idle = Math.floor(total / 4);
-  const pair = await startTakeoverLab(tb, dir, { ports: [BULK_PORT], echoPort: ECHO_PORT, instance: 'bench', intervalMs: 10, hardMisses: 3 });
+  const pair = await startTakeoverLab(tb, dir, { ports: [BULK_PORT], echoPort: ECHO_PORT, instance: 'bench', intervalMs: 10, hardMisses: 3,
+    gatewayArgs: o.recorder === false ? ['--record-window', '0'] : [] });
   const client = tb.spawn(tb.ns.client, ['node', `${repoRoot}dist/scripts/echo-client.js`, '--server', `${tb.addr.vip}:${ECHO_PORT}`,
     '--active', String(total - idle), '--idle', String(idle), '--interval-ms', '10', '--deadline-ms', '60000'], { stdio: ['pipe', 'pipe', 'pipe'] });
   const out = collect(client);

@@ -24,6 +24,8 @@ export interface TakeoverLabOptions {
   instance?: string;
   /** Extra options for `t2cp backup`. */
   backupArgs?: string[];
+  /** Extra options for `t2cp gateway`. */
+  gatewayArgs?: string[];
   /** Pin the services (primary, backup) to CPUs. */
   cpus?: { primary?: string; backup?: string };
   /**
@@ -85,7 +87,7 @@ export async function startTakeoverLab(tb: Testbed, dir: string, o: TakeoverLabO
   if (withDetector) {
     gateway = await startT2cp(tb, tb.ns.gateway, ['gateway', '--key-file', keyFile, '--instance', instance,
       '--primary', tb.addr.primary, '--backup', tb.addr.backup, '--vip', tb.addr.vip, '--ports', ports,
-      '--interval', interval, '--hard-misses', String(o.hardMisses ?? 3), '--report', logs.gatewayReport],
+      '--interval', interval, '--hard-misses', String(o.hardMisses ?? 3), '--report', logs.gatewayReport, ...(o.gatewayArgs ?? [])],
     (r) => r.msg === 'failure detector listening');
     agent = await startT2cp(tb, tb.ns.primary, ['primary', '--key-file', keyFile, '--instance', instance,
       '--detector', tb.addr.gatewayLan, '--ports', ports, '--vip', tb.addr.vip, '--service-pid', String(primary.child.pid),

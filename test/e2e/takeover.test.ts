@@ -56,7 +56,9 @@ for (const sc of takeoverScenarios) {
 
       const clientLog = readLog<ClientLogLine>(`${dir}/client.jsonl`);
       const rrGaps = clientLog.filter((l) => l.kind === 'rr').map((l) => l.maxGapMs ?? 0).sort((a, b) => a - b);
-      console.log(`takeover ${sc.name}: rr sessions' longest pause, ms: ${rrGaps.join(' ')}\n  backup: ${JSON.stringify(record)}\n  gateway: ${JSON.stringify(gatewayRecord)}`);
+      const steps = (record as unknown as { engine: { steps: Array<{ name: string; us?: number }> } }).engine.steps.map((s) => `${s.name} ${s.us ?? '?'} µs`).join(', ');
+      console.log(`takeover ${sc.name}: ${steps}; rr sessions' longest pause, ms: ${rrGaps.join(' ')}` +
+        (gatewayRecord ? `; detection ${gatewayRecord.detectionLatencyUs} µs, resupplied ${JSON.stringify(gatewayRecord.resupplied)}` : ''));
       const check = compareTakeover(clientLog, readLog<ServiceLogLine>(pair.logs.backup));
       expect(check.mismatches).toEqual([]);
       expect(run.code, run.stderr).toBe(0);

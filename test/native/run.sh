@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Native tier: builds the packet-layer tests, the replication-logic tests and
-# the fuzz target under AddressSanitizer + UBSan into build/native/, runs
+# Native tier: builds the packet-layer tests, the replication-logic tests,
+# the active-mode (takeover) translation tests and the fuzz target under AddressSanitizer + UBSan into build/native/, runs
 # packet_test and replication_test, then fuzzes the parser for S seconds
 # (libFuzzer when clang++ can link it, otherwise the standalone driver built
 # with g++). Exits non-zero on any failure.
@@ -30,6 +30,10 @@ echo "native: building packet_test (g++)"
 g++ "${common[@]}" "$src/packet_test.cc" "$root/addon/packet.cc" -o "$out/packet_test"
 echo "native: building replication_test (g++)"
 g++ "${common[@]}" "$src/replication_test.cc" "$root/addon/stream_buffer.cc" -o "$out/replication_test"
+echo "native: building active_mode_test (g++)"
+g++ "${common[@]}" "$src/active_mode_test.cc" "$root/addon/recovery_active_mode.cc" "$root/addon/packet.cc" \
+  "$root/addon/event_queue.cc" "$root/addon/flow_table.cc" "$root/addon/stream_buffer.cc" "$root/addon/incoming_tun.cc" \
+  -o "$out/active_mode_test"
 
 # libFuzzer needs clang++ and its compiler-rt; probe by linking an empty target.
 fuzz_mode=standalone
@@ -68,6 +72,13 @@ if [ "$repl_status" -ne 0 ]; then
   echo "native: replication_test failed (exit $repl_status); see $repl_log" >&2
 fi
 
+active_status=0
+active_log="$out/active_mode_test.log"
+"$out/active_mode_test" > "$active_log" 2>&1 || active_status=$?
+grep -v '^ok ' "$active_log" || true
+active_summary="$(tail -n 1 "$active_log")"
+[ "$active_status" -eq 0 ] || echo "native: active_mode_test failed (exit $active_status); see $active_log" >&2
+
 corpus="$(mktemp -d)"
 trap 'rm -rf "$corpus"' EXIT
 "$out/packet_test" --write-corpus "$corpus"
@@ -88,9 +99,11 @@ else
   tail -n 40 "$out/fuzz.log" >&2
   echo "packet_test: $summary"
   echo "replication_test: $repl_summary"
+  echo "active_mode_test: $active_summary"
   exit 1
 fi
 
 echo "packet_test: $summary"
 echo "replication_test: $repl_summary"
-[ "$repl_status" -eq 0 ] || exit 1
+echo "active_mode_test: $active_summary"
+[ "$repl_status" -eq 0 ] && [ "$active_status" -eq 0 ] || exit 1

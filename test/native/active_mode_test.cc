@@ -1,0 +1,209 @@
+// Native tests of active mode (addon/recovery_active_mode.cc): after a
+// takeover every segment of a taken-over flow is rewritten between the
+// primary's numbers (what the client knows) and the replica's. Built and run
+// under ASan/UBSan by test/native/run.sh; same harness (check.h).
+//
+// Segments are built with build_segment(), passed through
+// ActiveMode::on_packet() as NFQUEUE would hand them over, and parsed again:
+// every field must be mapped, the checksum valid, and nothing else touched.
+// The flows' sequence spaces cross the 2^32 wrap. A last test throws mutated
+// segments at it (must never crash, never break a checksum it rewrote).
+#include <cstring>
+#include <vector>
+
+#define CHECK_EQ_HEX
+#include "check.h"
+#include "engine_context.h"
+#include "packet.h"
+#include "recovery_active_mode.h"
+
+using namespace t2cp;
+
+namespace {
+
+constexpr uint32_t kVip = 0x0a0112c6;     // 198.18.1.10 in network order (little-endian host)
+constexpr uint32_t kClient = 0x020012c6;  // 198.18.0.2
+constexpr uint16_t kPort = 7000, kClientPort = 40000;
+
+struct Fixture {
+  EngineConfig cfg;
+  std::unique_ptr<EngineContext> ctx;
+  std::unique_ptr<ActiveMode> am;
+  Flow* f = nullptr;
+  Fixture() {
+    cfg.vip = kVip;
+    cfg.ports = {kPort};
+    ctx = std::make_unique<EngineContext>(cfg);
+    am = std::make_unique<ActiveMode>(*ctx);
+    f = ctx->flows.insert(FlowKey{kClient, kClientPort, kPort});
+    f->state = FlowState::kSynchronised;
+    f->p_synack = f->b_synack = true;
+    f->p_isn = 0xFFFFFF00u;               // the primary's numbers cross the wrap
+    f->b_isn = 0x12345678u;
+    f->seq_delta = f->b_isn - f->p_isn;
+    f->b_snd_nxt = f->b_isn + 1 + 5000;   // the replica sent 5000 bytes
+    f->b_rcv_nxt = 0x700;                 // client space
+    f->c_ack_p = f->p_isn + 1 + 3000;     // the client acknowledged 3000 of them
+    f->c_ts_ok = true;
+    f->p_synack_tsval = 1000;
+    f->b_synack_tsval = 0xFFFFFFF0u;      // the replica's clock crosses the wrap too
+    f->ts_delta = f->b_synack_tsval - f->p_synack_tsval;
+    f->b_tsval = f->b_synack_tsval + 400;
+    f->p_tsval = 1000 + 400;
+    f->b_wscale = 7;
+    f->p_wscale = 9;
+    f->b_window = 1000u << 7;
+    am->enter(*f);
+  }
+};
+
+std::vector<uint8_t> segment(const SegmentSpec& sp) {
+  std::vector<uint8_t> b(2048);
+  b.resize(build_segment(sp, b.data(), b.size()));
+  return b;
+}
+
+SegmentSpec from_backup(const Flow& f, uint32_t offset, uint32_t len) {
+  static uint8_t payload[1400];
+  SegmentSpec sp;
+  sp.saddr = kVip; sp.daddr = kClient; sp.sport = kPort; sp.dport = kClientPort;
+  sp.seq = f.b_isn + 1 + offset; sp.ack = f.b_rcv_nxt; sp.flags = kAck | kPsh; sp.window = 1000;
+  sp.has_ts = true; sp.tsval = f.b_tsval + 5; sp.tsecr = 777;
+  sp.payload = payload; sp.payload_len = len;
+  return sp;
+}
+
+SegmentSpec from_client(const Flow& f) {
+  SegmentSpec sp;
+  sp.saddr = kClient; sp.daddr = kVip; sp.sport = kClientPort; sp.dport = kPort;
+  sp.seq = f.b_rcv_nxt; sp.ack = f.c_ack_p + 1000; sp.flags = kAck; sp.window = 500;
+  sp.has_ts = true; sp.tsval = 888; sp.tsecr = f.p_tsval;
+  return sp;
+}
+
+Segment parse(std::vector<uint8_t>& b) {
+  Segment s;
+  CHECK(parse_ipv4(b.data(), b.size(), false, &s) == ParseError::kOk);
+  CHECK(tcp_checksum_ok_ipv4(b.data()));
+  return s;
+}
+
+void test_out_rewrites_seq_ts_window() {
+  Fixture x;
+  auto b = segment(from_backup(*x.f, 3000, 1000));
+  CHECK(x.am->on_packet(b.data(), b.size()) == NfQueue::Verdict::kAcceptRewritten);
+  Segment s = parse(b);
+  CHECK_EQ(s.seq, x.f->p_isn + 1 + 3000);               // primary space, across the wrap
+  CHECK_EQ(s.ack, 0x700u);                              // client space: untouched
+  CHECK(!before(s.opt.tsval, 1400u));                   // never behind the client's ts_recent
+  CHECK_EQ(s.opt.tsecr, 777u);                          // the client's own clock: untouched
+  CHECK_EQ(s.window, uint16_t((1000u << 7) >> 9));      // rescaled to the primary's shift
+  CHECK_EQ(s.payload_len, 1000u);
+  CHECK_EQ(x.ctx->counters.get(k_active_out_packets), 1u);
+}
+
+void test_in_maps_ack_tsecr_and_sack() {
+  Fixture x;
+  SegmentSpec sp = from_client(*x.f);
+  sp.sack_count = 2;
+  sp.sack[0] = {x.f->p_isn + 1 + 4200, x.f->p_isn + 1 + 4600};  // within what the replica sent
+  sp.sack[1] = {x.f->p_isn + 1 + 6000, x.f->p_isn + 1 + 7000};  // beyond it: must go
+  auto b = segment(sp);
+  CHECK(x.am->on_packet(b.data(), b.size()) == NfQueue::Verdict::kAcceptRewritten);
+  Segment s = parse(b);
+  CHECK_EQ(s.ack, x.f->b_isn + 1 + 4000);
+  CHECK_EQ(s.opt.sack_count, uint8_t(1));
+  CHECK_EQ(s.opt.sack[0].left, x.f->b_isn + 1 + 4200);
+  CHECK_EQ(s.opt.sack[0].right, x.f->b_isn + 1 + 4600);
+  CHECK_EQ(s.opt.tsecr, x.f->b_synack_tsval + 400);     // the primary's echo in the replica's clock
+  CHECK_EQ(s.opt.tsval, 888u);
+  CHECK_EQ(s.seq, 0x700u);
+  CHECK_EQ(x.ctx->counters.get(k_active_sack_dropped), 1u);
+}
+
+void test_in_ack_beyond_replica_is_clamped() {
+  Fixture x;
+  SegmentSpec sp = from_client(*x.f);
+  sp.ack = x.f->p_isn + 1 + 9000;  // the primary sent more than the replica has
+  auto b = segment(sp);
+  x.am->on_packet(b.data(), b.size());
+  Segment s = parse(b);
+  CHECK_EQ(s.ack, x.f->b_snd_nxt);
+  CHECK_EQ(x.ctx->counters.get(k_active_ack_clamped), 1u);
+}
+
+void test_unknown_flow_and_new_syn_pass_untouched() {
+  Fixture x;
+  SegmentSpec sp = from_client(*x.f);
+  sp.sport = 40001;  // not taken over: a connection opened after the takeover
+  auto b = segment(sp);
+  auto copy = b;
+  CHECK(x.am->on_packet(b.data(), b.size()) == NfQueue::Verdict::kAccept);
+  CHECK(b == copy);
+  SegmentSpec syn = from_client(*x.f);
+  syn.flags = kSyn;
+  syn.ack = 0;
+  auto s = segment(syn);
+  CHECK(x.am->on_packet(s.data(), s.size()) == NfQueue::Verdict::kAccept);
+  CHECK(x.ctx->flows.find(FlowKey{kClient, kClientPort, kPort}) == nullptr);  // the port is reused
+}
+
+void test_enter_keeps_paws() {
+  Fixture x;
+  // The replica's clock lags the primary's by 50 ms in the handshake offset's terms.
+  x.f->b_tsval = x.f->ts_delta + x.f->p_tsval - 50;
+  x.am->enter(*x.f);
+  CHECK_EQ(ActiveMode::client_tsval(*x.f), x.f->p_tsval);
+  // A clock that runs ahead keeps the handshake offset (continuity).
+  Fixture y;
+  y.f->b_tsval = y.f->ts_delta + y.f->p_tsval + 50;
+  y.am->enter(*y.f);
+  CHECK_EQ(y.f->ts_out_delta, y.f->ts_delta);
+}
+
+void test_fin_then_fin_closes() {
+  Fixture x;
+  SegmentSpec fin = from_backup(*x.f, 5000, 0);
+  fin.flags = kAck | kFin;
+  auto a = segment(fin);
+  x.am->on_packet(a.data(), a.size());
+  SegmentSpec cfin = from_client(*x.f);
+  cfin.flags = kAck | kFin;
+  auto b = segment(cfin);
+  x.am->on_packet(b.data(), b.size());
+  CHECK(x.f->state == FlowState::kClosed);
+  CHECK_EQ(x.ctx->counters.get(k_flows_closed), 1u);
+}
+
+void test_malformed_and_mutated_never_crash() {
+  Fixture x;
+  uint64_t rewritten_bad = 0;
+  for (int i = 0; i < 20000; i++) {
+    auto b = segment(i % 2 ? from_backup(*x.f, uint32_t(rnd() % 6000), uint32_t(rnd() % 1400))
+                           : from_client(*x.f));
+    int flips = 1 + int(rnd() % 4);
+    for (int k = 0; k < flips; k++) b[rnd() % b.size()] ^= uint8_t(1u << (rnd() % 8));
+    if (rnd() % 4 == 0) b.resize(rnd() % b.size());
+    if (x.am->on_packet(b.data(), b.size()) == NfQueue::Verdict::kAcceptRewritten && !tcp_checksum_ok_ipv4(b.data()))
+      rewritten_bad++;
+    if (!x.ctx->flows.find(FlowKey{kClient, kClientPort, kPort})) {
+      x = Fixture();  // a mutated SYN reopened the port: start over
+    }
+  }
+  CHECK_EQ(rewritten_bad, 0u);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc == 3 && std::strcmp(argv[1], "--seed") == 0) set_seed(argv[2]);
+  print_seed("active_mode_test");
+  run_test("active: replica -> client: seq, TSval, window rescaled; checksum valid", test_out_rewrites_seq_ts_window);
+  run_test("active: client -> replica: ack, TSecr, SACK blocks (one dropped)", test_in_maps_ack_tsecr_and_sack);
+  run_test("active: a client ack beyond the replica's snd_nxt is clamped", test_in_ack_beyond_replica_is_clamped);
+  run_test("active: other flows and a new SYN pass untouched", test_unknown_flow_and_new_syn_pass_untouched);
+  run_test("active: entering keeps the client's PAWS check happy", test_enter_keeps_paws);
+  run_test("active: FIN both ways closes the flow", test_fin_then_fin_closes);
+  run_test("active: mutated and truncated segments never crash or leave a bad checksum", test_malformed_and_mutated_never_crash);
+  return finish();
+}
