@@ -8,8 +8,9 @@
 //            nothing replicates.
 //
 // Both are probed by the same client (scripts/echo-client.ts): N connections
-// to an echo service, 3/4 of them sending 16 bytes every 10 ms, every reply
-// checked. Client-visible stall = last reply before the failure to the first
+// to an echo service, 3/4 of them sending 16 bytes every 10 ms, strictly one
+// at a time (the next only once the previous was answered, as a Redis or SSH
+// client waits), every reply checked. Client-visible stall = last reply before the failure to the first
 // after, per active connection; a reset connection is not kept (stall ∞).
 // For t2cp it is read off a capture at the client (kernel timestamps): under
 // bulk load the client process reads replies late, which would blur it.
@@ -60,7 +61,8 @@ export async function runT2cpFailover(tb: Testbed, o: FailoverOptions): Promise<
   const pair = await startTakeoverLab(tb, dir, { ports: [BULK_PORT], echoPort: ECHO_PORT, instance: 'bench', intervalMs: 10, hardMisses: 3,
     gatewayArgs: o.recorder === false ? ['--record-window', '0'] : [] });
   const client = tb.spawn(tb.ns.client, ['node', `${repoRoot}dist/scripts/echo-client.js`, '--server', `${tb.addr.vip}:${ECHO_PORT}`,
-    '--active', String(total - idle), '--idle', String(idle), '--interval-ms', '10', '--deadline-ms', '60000'], { stdio: ['pipe', 'pipe', 'pipe'] });
+    '--active', String(total - idle), '--idle', String(idle), '--interval-ms', '10', '--max-unanswered', '1', '--deadline-ms', '60000'],
+  { stdio: ['pipe', 'pipe', 'pipe'] });
   const out = collect(client);
   const cap = await startCapture(tb, tb.ns.client, 'c0', `tcp and src host ${tb.addr.vip} and src port ${ECHO_PORT}`, `${dir}/echo.pcap`);
   let failedAt = 0;
@@ -84,7 +86,8 @@ export async function runT2cpFailover(tb: Testbed, o: FailoverOptions): Promise<
     await cap.stop();
     const summary = events().find((e) => e.ev === 'summary') as EchoSummary | undefined;
     if (!summary) throw new Error(`echo client gave no summary: ${out.stderr}`);
-    const gw = readLog<{ detectionLatencyUs: number | null; resupplied?: { bytes: number } }>(pair.logs.gatewayReport)[0];
+    const gw = await waitFor(() => readLog<{ detectionLatencyUs: number | null; resupplied?: { bytes: number } }>(pair.logs.gatewayReport)[0],
+      { timeoutMs: 10_000, what: 'the detector\'s takeover record' });
     const active = summary.conns.filter((c) => c.kind === 'active');
     return {
       mode: 't2cp', failure: o.failure, load: o.load,

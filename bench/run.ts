@@ -98,6 +98,10 @@ async function trial(tb: Testbed, dir: string, name: string, load: Load, replica
   const clientLog = readLog<ClientLogLine>(`${d}/client.jsonl`);
   const report = compareReplicas(readLog<ServiceLogLine>(`${d}/primary.jsonl`), replicate ? readLog<ServiceLogLine>(`${d}/backup.jsonl`) : null, clientLog);
   if (run.code !== 0) throw new Error(`${name}: client failed: ${run.stderr || JSON.stringify(run.summary)}`);
+  if (!report.ok) {
+    process.stdout.write(`# ${name}: replica not exact: ${[...report.mismatches, ...report.clientErrors, ...report.unknownOnBackup].slice(0, 5).join('; ')}` +
+      ` (${report.mismatches.length} mismatches; t2cp counters: unprotected ${counters.flows_unprotected ?? 0}, expired ${counters.flows_expired ?? 0})\n`);
+  }
   const summary = run.summary as { ms: number; sessions: number };
   return {
     ms: summary.ms,

@@ -94,8 +94,9 @@ async function main(): Promise<void> {
     status = 'the primary is dead: taking over';
     const failMs = await pair.fail('link-down');
     say(`\n*** ${new Date(failMs).toISOString()}: the primary's link goes down (its host is gone for the clients) ***\n`);
-    const record = await waitFor(() => readLog<BackupRecord>(pair.logs.backupReport)[0], { timeoutMs: 15_000, what: 'the takeover record' });
-    const gateway = readLog<GatewayRecord>(pair.logs.gatewayReport)[0];
+    // The detector writes its record once the backup's final report (with the stall) came.
+    const gateway = await waitFor(() => readLog<GatewayRecord>(pair.logs.gatewayReport)[0], { timeoutMs: 15_000, what: 'the takeover record' });
+    const record = await waitFor(() => readLog<BackupRecord>(pair.logs.backupReport)[0], { timeoutMs: 5_000, what: 'the backup\'s record' });
     status = 'the backup serves every connection';
     say(takeoverSummary(record, gateway));
 

@@ -4,7 +4,8 @@
 //   node dist/scripts/echo-client.js --server IP:PORT --active N --idle M
 //                                    [--interval-ms 10] [--deadline-ms 60000] [--local IP[,IP...]]
 //
-// Active connections send a 16-byte request every interval (at most 64 unanswered); idle ones send
+// Active connections send a 16-byte request every interval (at most --max-unanswered, default 64,
+// unanswered: 1 makes strict request/response, as a Redis or SSH client waits); idle ones send
 // nothing until told to. Commands on stdin, one per line:
 //   fail MS   the failure happened at MS (wall clock, ms since the epoch, fractional); from now on a
 //             new connection is tried every 20 ms until one is echoed (when the service is back)
@@ -25,7 +26,7 @@ import { parseArgs } from 'node:util';
 const { values } = parseArgs({
   options: {
     server: { type: 'string' }, active: { type: 'string', default: '0' }, idle: { type: 'string', default: '0' },
-    'interval-ms': { type: 'string', default: '10' }, 'deadline-ms': { type: 'string', default: '60000' },
+    'interval-ms': { type: 'string', default: '10' }, 'max-unanswered': { type: 'string', default: '64' }, 'deadline-ms': { type: 'string', default: '60000' },
     local: { type: 'string' },
   },
 });
@@ -35,15 +36,15 @@ const nActive = Number(values.active);
 const nIdle = Number(values.idle);
 const intervalMs = Number(values['interval-ms']);
 const deadlineMs = Number(values['deadline-ms']);
+const MAX_UNANSWERED = Number(values['max-unanswered']);
 const locals = values.local ? values.local.split(',') : [undefined];
 if (!net.isIPv4(host ?? '') || !(port > 0 && port < 65536) || !(nActive + nIdle >= 1 && nActive + nIdle <= 10_000)
-  || !(intervalMs >= 1) || !(deadlineMs >= 1000)) {
-  process.stderr.write('usage: echo-client.js --server IP:PORT --active N --idle M [--interval-ms N] [--deadline-ms N] [--local IP,...]\n');
+  || !(intervalMs >= 1) || !(deadlineMs >= 1000) || !(Number.isInteger(MAX_UNANSWERED) && MAX_UNANSWERED >= 1)) {
+  process.stderr.write('usage: echo-client.js --server IP:PORT --active N --idle M [--interval-ms N] [--max-unanswered N] [--deadline-ms N] [--local IP,...]\n');
   process.exit(2);
 }
 
 const REQ = 16;
-const MAX_UNANSWERED = 64;
 const CONNECT_TIMEOUT_MS = 10_000;
 const NEW_CONN_EVERY_MS = 20;
 const NEW_CONN_TIMEOUT_MS = 2_000;

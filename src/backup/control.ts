@@ -7,7 +7,9 @@
 // configured, so that the primary stands down first (the detector orders
 // it); without a detector (keepalived is the source of truth) the backup
 // takes over at once. A TAKEOVER repeated for the same epoch (UDP repeats)
-// gets the same answer: the takeover runs once.
+// gets the same answer: the takeover runs once. ~2 s after it, a final
+// TAKEOVER_REPORT (final: true, with the client-visible stall) goes to the
+// detector, which writes its one record of the takeover then.
 //
 // Call order: await BackupControl.open(), then close(). Node event loop.
 import { T2cpError } from '../errors.js';
@@ -29,6 +31,8 @@ export interface TakeoverTarget {
   state(): BackupState;
   /** Start (or join) the takeover; resolves with its record. */
   takeover(trigger: TakeoverTrigger): Promise<TakeoverRecord>;
+  /** Called with the final record (the client-visible stall measured). */
+  onTakeoverFinal(fn: (r: TakeoverRecord) => void): void;
 }
 
 export class BackupControl {
@@ -43,6 +47,10 @@ export class BackupControl {
     private readonly log: Logger,
   ) {
     ch.onMessage((r) => this.onMessage(r));
+    // The detector writes one record per takeover: it waits for this final report.
+    node.onTakeoverFinal((rec) => {
+      if (opts.detector) ch.send(opts.detector, 'TAKEOVER_REPORT', { epoch: this.epoch, ok: true, final: true, report: rec } as never);
+    });
     if (opts.detector) {
       const beat = () => ch.send(opts.detector!, 'BACKUP_HEARTBEAT', { state: node.state(), epoch: this.epoch });
       beat();

@@ -72,6 +72,12 @@ export class BackupNode {
     return this.run.current() ? 'active' : 'taking-over';
   }
 
+  private finalListeners: Array<(r: TakeoverRecord) => void> = [];
+
+  onTakeoverFinal(fn: (r: TakeoverRecord) => void): void {
+    this.finalListeners.push(fn);
+  }
+
   /** Failure recovery: start the takeover, or join the one running; resolves with its record. */
   takeover(trigger: TakeoverTrigger): Promise<TakeoverRecord> {
     if (this.run?.started) return this.run.done();
@@ -83,6 +89,7 @@ export class BackupNode {
       this.log,
       this.cfg.report,
     );
+    for (const fn of this.finalListeners) this.run.onFinal(fn);
     this.run.start(trigger);
     this.run.done().catch(() => {
       this.failed = true;

@@ -44,6 +44,7 @@ export class TakeoverRun {
   private readonly finished: Promise<TakeoverRecord>;
   private trigger: TakeoverTrigger | undefined;
   private record: TakeoverRecord | undefined;
+  private finalListeners: Array<(r: TakeoverRecord) => void> = [];
 
   constructor(
     private readonly engine: NativeEngine,
@@ -71,6 +72,11 @@ export class TakeoverRun {
 
   done(): Promise<TakeoverRecord> {
     return this.finished;
+  }
+
+  /** Called once with the final record (client-visible stall included), ~2 s after step 5. */
+  onFinal(fn: (r: TakeoverRecord) => void): void {
+    this.finalListeners.push(fn);
   }
 
   /** The record so far (undefined before step 5 ended). */
@@ -101,6 +107,7 @@ export class TakeoverRun {
       this.record = this.build(this.engine.takeoverReport());
       this.log.info('takeover report', { ...this.record });
       if (this.reportFile) appendFileSync(this.reportFile, JSON.stringify(this.record) + '\n');
+      for (const fn of this.finalListeners) fn(this.record);
     }
   }
 

@@ -19,6 +19,7 @@
 import { Channel, sameEndpoint, type ChannelCounters, type Received } from '../control/channel.js';
 import { systemClock, type Clock } from '../control/clock.js';
 import type { Message } from '../control/messages.js';
+import type { TakeoverReport } from '../control/bodies.js';
 import type { Logger } from '../log.js';
 import type { Endpoint } from '../options.js';
 import { DeviceStates } from './device-states.js';
@@ -45,6 +46,8 @@ export interface GatewayNodeOptions {
 }
 
 const ms = (us: number): number => Math.round(us / 100) / 10;
+/** How long a takeover record waits for the backup's final report (its stall figure comes ~2 s after step 5), ms. */
+const FINAL_REPORT_WAIT_MS = 4000;
 
 export class GatewayNode {
   readonly states: DeviceStates;
@@ -63,6 +66,9 @@ export class GatewayNode {
   private fenceEngaged = false;
   private readonly records: TakeoverRecord[] = [];
   private recordListeners: Array<(r: TakeoverRecord) => void> = [];
+  /** A takeover done whose record waits for the backup's final report. */
+  private unwritten: TakeoverRecord | undefined;
+  private finalTimer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly opts: GatewayNodeOptions,
@@ -95,6 +101,7 @@ export class GatewayNode {
   async stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.timer);
+    if (this.unwritten) this.writeRecord(this.unwritten); // stopped before the final report: write what there is
     await this.ch?.close();
     if (this.fenceEngaged) {
       try {
@@ -158,6 +165,7 @@ export class GatewayNode {
         this.begin(p, `${p.reason}; the backup is standing by again`);
       }
     } else if (msg.type === 'TAKEOVER' && msg.body.planned) this.planned(msg.body.reason);
+    else if (msg.type === 'TAKEOVER_REPORT' && (msg.body as { final?: unknown }).final === true) this.finalReport(msg.body);
     else if (msg.type === 'TAKEOVER_REPORT') this.run(this.takeover.report(msg.body));
     else this.stats.unexpected++;
   }
@@ -238,11 +246,32 @@ export class GatewayNode {
     }
     if (ok && s.can('BACKUP_ACTIVE')) s.move('BACKUP_ACTIVE', `the backup reports the takeover done (epoch ${rec.epoch})`);
     else if (!ok && s.can('FAILED')) s.move('FAILED', rec.failure ?? rec.outcome);
+    this.records.push(rec);
+    for (const fn of [...this.recordListeners]) fn(rec);
+    if (!ok) return this.writeRecord(rec);
+    // The backup measures the client-visible stall ~2 s after its step 5 and
+    // sends its final report then: one record with everything is written
+    // when it arrives (or without it after FINAL_REPORT_WAIT_MS).
+    this.unwritten = rec;
+    this.finalTimer = setTimeout(() => this.writeRecord(rec), FINAL_REPORT_WAIT_MS);
+  }
+
+  private finalReport(body: TakeoverReport): void {
+    const rec = this.unwritten;
+    if (!rec || body.epoch !== rec.epoch) return;
+    rec.backupReport = body;
+    this.writeRecord(rec);
+  }
+
+  private writeRecord(rec: TakeoverRecord): void {
+    if (this.unwritten === rec) {
+      this.unwritten = undefined;
+      clearTimeout(this.finalTimer);
+    }
+    const ok = rec.outcome === 'active' || rec.outcome === 'active-late';
     if (ok) this.log.info('takeover record', { ...rec });
     else this.log.error('takeover record', { ...rec });
-    this.records.push(rec);
     if (this.opts.reportFile) appendRecord(this.opts.reportFile, rec, this.log);
-    for (const fn of [...this.recordListeners]) fn(rec);
   }
 
   private tick(): void {

@@ -51,7 +51,9 @@ for (const sc of takeoverScenarios) {
 
       const run = await client.finished;
       await atClient.stop();
-      const gatewayRecord = sc.trigger === 'detector' ? readLog<Record<string, unknown>>(pair.logs.gatewayReport)[0] : undefined;
+      const gatewayRecord = sc.trigger === 'detector'
+        ? await waitFor(() => readLog<Record<string, unknown>>(pair.logs.gatewayReport)[0], { timeoutMs: 10_000, what: 'the detector\'s record' })
+        : undefined;
       await pair.stop();
 
       const clientLog = readLog<ClientLogLine>(`${dir}/client.jsonl`);
@@ -65,7 +67,15 @@ for (const sc of takeoverScenarios) {
       expect(check.exact).toBe(sessions);
       expect(record.engine.flowsTakenOver).toBe(sessions);
       expect(record.engine.flowsLost).toBe(0);
-      if (sc.trigger === 'detector') expect(gatewayRecord?.outcome).toBe('active');
+      if (sc.trigger === 'detector') {
+        // One record with everything: detection, the backup's steps and flows, and its final stall figure.
+        expect(gatewayRecord?.outcome).toBe('active');
+        expect(typeof gatewayRecord?.detectionLatencyUs === 'number' || sc.failure === 'planned').toBe(true);
+        const final = gatewayRecord?.backupReport as { final?: boolean; report?: { engine?: { stall?: unknown; steps?: unknown[] } } } | undefined;
+        expect(final?.final).toBe(true);
+        expect(final?.report?.engine?.steps).toHaveLength(5);
+        expect(final?.report?.engine?.stall).toBeDefined();
+      }
       expect(record.trigger.source).toBe({ detector: 'detector', keepalived: 'keepalived', manual: 'cli' }[sc.trigger]);
 
       // One server answers: once the backup's first segment reached the client, none of the primary's.
