@@ -69,8 +69,9 @@ std::string NfQueue::open(uint16_t queue_num, uint32_t max_len) {
   nlh = nfq_nlmsg_put(b, NFQNL_MSG_CONFIG, queue_);
   nfq_nlmsg_cfg_put_params(nlh, NFQNL_COPY_PACKET, kCopyBytes);
   nfq_nlmsg_cfg_put_qmaxlen(nlh, max_len);
-  // GSO: while replicating, take the replica's TSO super-packets whole
-  // instead of making the kernel segment packets that are dropped anyway.
+  // GSO: take TSO/GRO super-packets whole: while replicating the kernel need
+  // not segment packets that are dropped anyway, after a takeover one rewrite
+  // serves up to 64 KiB.
   mnl_attr_put_u32(nlh, NFQA_CFG_FLAGS, htonl(NFQA_CFG_F_GSO));
   mnl_attr_put_u32(nlh, NFQA_CFG_MASK, htonl(NFQA_CFG_F_GSO));
   if (!send_config(nlh, &err)) { close(); return err; }
@@ -86,18 +87,6 @@ std::string NfQueue::open(uint16_t queue_num, uint32_t max_len) {
 void NfQueue::close() {
   if (nl_) mnl_socket_close(nl_);  // closing the socket unbinds the queue
   nl_ = nullptr;
-}
-
-std::string NfQueue::set_active() {
-  char b[MNL_SOCKET_BUFFER_SIZE];
-  nlmsghdr* nlh = nfq_nlmsg_put(b, NFQNL_MSG_CONFIG, queue_);
-  mnl_attr_put_u32(nlh, NFQA_CFG_FLAGS, htonl(0));
-  mnl_attr_put_u32(nlh, NFQA_CFG_MASK, htonl(NFQA_CFG_F_GSO));
-  // The reply would race with queued packets on this socket: no ACK asked,
-  // the kernel reports a failure only as an error message we would skip.
-  if (mnl_socket_sendto(nl_, nlh, nlh->nlmsg_len) < 0)
-    return std::string("NFQUEUE: leaving GSO mode failed: ") + strerror(errno);
-  return "";
 }
 
 void NfQueue::flush_drops() {

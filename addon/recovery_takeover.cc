@@ -105,8 +105,6 @@ void FailureRecovery::settle_unfinished() {
 }
 
 bool FailureRecovery::go_active(std::string* err) {
-  *err = nfq_.set_active();
-  if (!err->empty()) return false;
   if (!nft_.enter_active(err)) return false;
   uint32_t n = 0;
   ctx_.flows.for_each([&](Flow& f) {

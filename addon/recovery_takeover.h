@@ -10,9 +10,8 @@
 //                  A flow whose replica lacks bytes the primary acknowledged
 //                  can never be completed (the client will not send them
 //                  again): it is lost, reported, its replica copy reset.
-//   3 active       the queue switches to per-segment copies, the table
-//                  queues the clients' input too and stops hiding the VIP
-//                  from ARP; every taken-over flow is translated from now
+//   3 active       the table queues the clients' input too and stops hiding
+//                  the VIP from ARP; every taken-over flow is translated from now
 //                  on (recovery_active_mode); injection stops.
 //   4 ip takeover  VIP/32 on the real interface, gratuitous ARP now and
 //                  garp_count-1 more times every garp_interval_ms.

@@ -37,13 +37,24 @@ export interface FailoverTrial {
   total: number;
   resuppliedBytes: number;
   bulkOk: boolean | null;
+  /** Bulk load: the download's rate in the 400 ms after the takeover (from failure + 150 ms) over the 400 ms before the failure. */
+  downloadAfterVsBefore: number | null;
 }
 
 const ECHO_PORT = 7100;
 const BULK_PORT = 7000;
-const bulk: Workload = { seed: 5, sessions: [{ kind: 'download', bytes: 400 << 20 }, { kind: 'upload', bytes: 400 << 20 }] };
+const bulk: Workload = { seed: 5, sessions: [{ kind: 'download', bytes: 1000 << 20 }, { kind: 'upload', bytes: 400 << 20 }] };
 
 interface EchoSummary { ev: 'summary'; conns: Array<{ kind: string; outcome: string; stallMs: number | null; lastBeforeMs: number | null }> }
+
+/** The client's received bytes (--timeline bins) in [fail + 150, fail + 550) ms over [fail - 450, fail - 50) ms. */
+function rateRatio(file: string, failMs: number): number | null {
+  const t = JSON.parse(fs.readFileSync(file, 'utf8')) as { binMs: number; startMs: number; rx: number[] };
+  const sum = (from: number, to: number): number =>
+    t.rx.reduce((a, b, i) => { const at = t.startMs + i * t.binMs; return at >= from && at < to ? a + b : a; }, 0);
+  const before = sum(failMs - 450, failMs - 50);
+  return before > 0 ? sum(failMs + 150, failMs + 550) / before : null;
+}
 
 export interface FailoverOptions {
   dir: string;
@@ -72,7 +83,9 @@ export async function runT2cpFailover(tb: Testbed, o: FailoverOptions): Promise<
       if (client.exitCode !== null) throw new GiveUp(`echo client exited: ${out.stderr}`);
       return events().some((e) => e.ev === 'established');
     }, { timeoutMs: 20_000, what: 'echo connections established' });
-    const load = o.load === 'bulk' ? startClient(tb, tb.ns.client, `${tb.addr.vip}:${BULK_PORT}`, bulk, `${dir}/bulk.jsonl`, { deadlineMs: 60_000 }) : undefined;
+    const load = o.load === 'bulk'
+      ? startClient(tb, tb.ns.client, `${tb.addr.vip}:${BULK_PORT}`, bulk, `${dir}/bulk.jsonl`, { deadlineMs: 60_000, timeline: `${dir}/bulk-timeline.json` })
+      : undefined;
     await new Promise((r) => setTimeout(r, 500));
     const failMs = await failPrimary(tb, o.failure);
     failedAt = failMs;
@@ -99,6 +112,7 @@ export async function runT2cpFailover(tb: Testbed, o: FailoverOptions): Promise<
       total,
       resuppliedBytes: gw?.resupplied?.bytes ?? 0,
       bulkOk: bulkRun ? bulkRun.code === 0 : null,
+      downloadAfterVsBefore: bulkRun ? rateRatio(`${dir}/bulk-timeline.json`, failedAt) : null,
     };
   } finally {
     if (client.exitCode === null) client.kill('SIGTERM');

@@ -219,7 +219,11 @@ async function benchFailover(dir: string): Promise<void> {
     line(`failover_t2cp_${variant}_stall_ms`, stats(stalls), 'client: longest silence around the failure, per connection (capture)');
     line(`failover_t2cp_${variant}_connections_kept`, `${trials.reduce((a, t) => a + t.kept, 0)}/${trials.reduce((a, t) => a + t.total, 0)}`);
     line(`failover_t2cp_${variant}_resupplied_kb`, stats(trials.map((t) => t.resuppliedBytes / 1024)), 'traffic recorder at the gateway');
-    if (variant === 'bulk') line('failover_t2cp_bulk_transfers_exact', trials.every((t) => t.bulkOk) ? 'yes' : 'NO');
+    if (variant === 'bulk') {
+      line('failover_t2cp_bulk_transfers_exact', trials.every((t) => t.bulkOk) ? 'yes' : 'NO');
+      const ratios = trials.map((t) => t.downloadAfterVsBefore ?? NaN);
+      line('failover_t2cp_bulk_download_after_vs_before', median(ratios), `trials ${ratios.map((x) => x.toFixed(2)).join(' ')}; translated in user space after the takeover`);
+    }
   }
   for (const advertIntMs of [10, 100]) {
     const tb = await createTestbed({ offloads: true });
