@@ -25,17 +25,20 @@ import type { Workload } from './client.js';
 
 const MB = 1 << 20;
 const PORTS = [7000, 6379];
-const WORKLOAD: Workload = {
-  seed: 7,
+// Two client processes, as two kinds of users: one moving bulk data, one
+// running interactive sessions (a single Node process doing both would
+// measure its own busy event loop, not the failover).
+const BULK: Workload = { seed: 7, sessions: [{ kind: 'upload', bytes: 600 * MB }, { kind: 'download', bytes: 1200 * MB }] };
+const INTERACTIVE: Workload = {
+  seed: 8,
   sessions: [
-    { kind: 'upload', bytes: 1200 * MB },
-    { kind: 'download', bytes: 1200 * MB },
     { kind: 'rr', times: 12, count: 100, intervalMs: 50, reqSize: [16, 2000], respSize: [16, 30000] },
     { kind: 'rr', times: 12, count: 100, intervalMs: 50, reqSize: [16, 2000], respSize: [16, 30000], port: 6379 },
     { kind: 'idle', times: 4, holdMs: 6000 },
   ],
 };
-const SESSIONS = WORKLOAD.sessions.reduce((n, s) => n + (s.times ?? 1), 0);
+const count = (w: Workload): number => w.sessions.reduce((n, s) => n + (s.times ?? 1), 0);
+const SESSIONS = count(BULK) + count(INTERACTIVE);
 const FAIL_AFTER_MS = 1500;
 const DEADLINE_MS = 120_000;
 /** Where the picture goes: ./t2cp-demo/ in the directory the demo runs from. */
@@ -53,8 +56,9 @@ async function main(): Promise<void> {
     out.write(`primary ${tb.addr.primary} holds VIP ${tb.addr.vip}; backup ${tb.addr.backup} replicates ports ${PORTS.join(',')} ` +
       `from its mirror port; failure detector on the gateway (10 ms heartbeats, dead after 3 missed)\n`);
     const atClient = await startCapture(tb, tb.ns.client, 'c0', `tcp and src host ${tb.addr.vip}`, `${dir}/client.pcap`);
-    const client = startClient(tb, tb.ns.client, `${tb.addr.vip}:${PORTS[0]}`, WORKLOAD, `${dir}/client.jsonl`,
+    const bulk = startClient(tb, tb.ns.client, `${tb.addr.vip}:${PORTS[0]}`, BULK, `${dir}/bulk.jsonl`,
       { deadlineMs: DEADLINE_MS, timeline: `${dir}/timeline.json` });
+    const client = startClient(tb, tb.ns.client, `${tb.addr.vip}:${PORTS[0]}`, INTERACTIVE, `${dir}/client.jsonl`, { deadlineMs: DEADLINE_MS });
 
     const rows = new Map<string, FlowRow>();
     let seen = 0;
@@ -101,12 +105,13 @@ async function main(): Promise<void> {
     say(takeoverSummary(record, gateway));
 
     const run = await client.finished;
+    const bulkRun = await bulk.finished;
     redraw();
     clearInterval(timer);
     await atClient.stop();
     await pair.stop();
 
-    const clientLog = readLog<ClientLogLine>(`${dir}/client.jsonl`);
+    const clientLog = [...readLog<ClientLogLine>(`${dir}/bulk.jsonl`), ...readLog<ClientLogLine>(`${dir}/client.jsonl`)];
     const check = compareTakeover(clientLog, readLog<ServiceLogLine>(pair.logs.backup));
     const fromBackup = await readPackets(`${dir}/client.pcap`, `not (${FROM_PRIMARY})`, ['-tt']);
     const firstBackupMs = fromBackup.length ? Number(fromBackup[0]!.split(' ')[0]) * 1000 : Infinity;
@@ -122,11 +127,11 @@ async function main(): Promise<void> {
     fs.mkdirSync(OUT_DIR, { recursive: true });
     const files = writeDemoPicture(path.join(OUT_DIR, 'timeline'), demoTimeline({ failMs, timeline, gateway, backup: record, stallsMs: stalls, footer }));
 
-    out.write(`\nclient finished (exit ${run.code}): ${run.stdout.trim().split('\n').pop() ?? ''}\n`);
+    out.write(`\nclients finished (exit ${run.code}, ${bulkRun.code}): ${run.stdout.trim().split('\n').pop() ?? ''} ${bulkRun.stdout.trim().split('\n').pop() ?? ''}\n`);
     for (const l of footer) out.write(l + '\n');
     for (const m of check.mismatches.slice(0, 5)) out.write(`  ${m}\n`);
     out.write(`picture: ${files.join(', ')}\n`);
-    const ok = check.ok && run.code === 0 && lateFromPrimary === 0 && (await countPackets(`${dir}/client.pcap`)) > 0;
+    const ok = check.ok && run.code === 0 && bulkRun.code === 0 && lateFromPrimary === 0 && (await countPackets(`${dir}/client.pcap`)) > 0;
     out.write(ok ? 'RESULT: the primary died and every connection carried on, byte-exact, answered by the backup alone.\n' : 'RESULT: FAILED (see above)\n');
     if (!ok) process.exitCode = 1;
   } finally {

@@ -47,6 +47,13 @@ export function preflight(cfg: BackupConfig): void {
   if (!existsSync('/dev/net/tun')) {
     throw new T2cpError('no /dev/net/tun: load the tun module (modprobe tun)', 'T2CP_KERNEL_FEATURE');
   }
+  // With the control endpoint on, a takeover may come at any time: the
+  // interface that gets the VIP must be known now, not found missing then.
+  if (cfg.keyFile) {
+    const vipIf = cfg.vipIf ?? defaultRouteInterface();
+    if (!existsSync(`/sys/class/net/${vipIf}`))
+      throw new T2cpError(`--vip-if '${vipIf}' does not exist: give the interface that takes the VIP at takeover (listed by \`ip link\`)`, 'T2CP_NO_INTERFACE');
+  }
 }
 
 /** The interface of the IPv4 default route (/proc/net/route): where the VIP goes at takeover unless --vip-if says. */

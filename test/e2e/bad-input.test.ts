@@ -71,6 +71,15 @@ describe('bad input: a clear one-line error and nothing installed', () => {
     await expectNothingLeft(tb, instance);
   });
 
+  it('with takeover on, a --vip-if that does not exist is refused at start, not at the takeover (T2CP_NO_INTERFACE)', async () => {
+    const instance = 'novipif';
+    const keyFile = `${dir}/control.key`;
+    await tb.exec(tb.ns.backup, ['sh', '-c', `head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n' > ${keyFile}; chmod 600 ${keyFile}`]);
+    const r = await runBackupCli(tb, [...flagsToArgv(validBackupArgs(tb, instance)), '--key-file', keyFile, '--vip-if', 'nosuch1']);
+    expectRefused(r, { exit: 1, code: 'T2CP_NO_INTERFACE', says: [/--vip-if 'nosuch1'/, /does not exist/, /takeover/] });
+    await expectNothingLeft(tb, instance);
+  });
+
   it('a mirror interface that does not exist is named, with where to look (T2CP_NO_INTERFACE)', async () => {
     const instance = 'noif';
     const r = await runBackupCli(tb, flagsToArgv({ ...validBackupArgs(tb, instance), '--mirror-if': 'nosuch0' }));
