@@ -40,3 +40,22 @@ describe('takeover: the primary\'s service dies, its host lives', () => {
     expect((await readPackets(`${dir}/after.pcap`)).length).toBeGreaterThan(0);
   });
 });
+
+describe('takeover: a crash of the detector or the agent leaves nothing behind', () => {
+  const lab = useLab('tkocrash');
+
+  it('their fence tables go with them (SIGKILL)', async () => {
+    const { tb, dir } = lab;
+    const pair = await startTakeoverLab(tb, dir, { ports: [PORT], instance: 'tko' });
+    const t2cpTables = async (ns: string): Promise<string[]> =>
+      (await tb.exec(ns, ['nft', 'list', 'tables'])).stdout.split('\n').filter((l) => l.includes('t2cp_'));
+    // Prepared at start (tables and empty chains), so a takeover only adds rules.
+    expect(await t2cpTables(tb.ns.gateway)).not.toEqual([]);
+    expect(await t2cpTables(tb.ns.primary)).not.toEqual([]);
+    pair.gateway!.child.kill('SIGKILL');
+    pair.agent!.child.kill('SIGKILL');
+    await waitFor(async () => (await t2cpTables(tb.ns.gateway)).length === 0 && (await t2cpTables(tb.ns.primary)).length === 0,
+      { timeoutMs: 5_000, what: 'the kernel removing the owned tables' });
+    await pair.stop();
+  });
+});

@@ -85,6 +85,11 @@ for (const sc of takeoverScenarios) {
       const lateFromPrimary = (await readPackets(`${dir}/client.pcap`, FROM_PRIMARY, ['-tt'])).filter((l) => Number(l.split(' ')[0]) >= firstBackup);
       expect(lateFromPrimary).toEqual([]);
       expect(await kernelLeftovers(tb, INSTANCE)).toEqual([]);
+      // The fences went with the detector and the agent.
+      for (const ns of [tb.ns.gateway, tb.ns.primary]) {
+        const tables = (await tb.exec(ns, ['nft', 'list', 'tables'])).stdout;
+        expect(tables.split('\n').filter((l) => l.includes('t2cp_'))).toEqual([]);
+      }
     });
   });
 }
