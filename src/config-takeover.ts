@@ -88,7 +88,7 @@ export interface GatewayConfig extends Shared, Timing {
 
 export const GATEWAY_COMMAND: CommandSpec<GatewayConfig> = {
   name: 'gateway',
-  synopsis: 'usage: t2cp gateway --key-file FILE --primary ADDR[:PORT] --backup ADDR[:PORT] [options]',
+  synopsis: 'usage: t2cp gateway --key-file FILE --primary ADDR[:PORT] --backup ADDR[:PORT] --vip ADDR --ports LIST [options]',
   about: [
     'The failure detector, on the gateway in front of the primary and the backup.',
     'It hears the primary agent (`t2cp primary`) every interval, probes it when a',
@@ -97,6 +97,9 @@ export const GATEWAY_COMMAND: CommandSpec<GatewayConfig> = {
     'the gateway and orders the backup to take over (TAKEOVER, epoch + 1), and',
     'orders the old primary to stand down whenever it is heard again. Every state',
     'transition is logged with its time; each takeover writes one JSON record.',
+    'Its traffic recorder keeps the last --record-window of what the clients send',
+    'toward the VIP and sends it again to the backup once it took over, so that',
+    'nothing the dead primary swallowed waits for a client\'s retransmission timer.',
   ],
   options: [
     ...shared<GatewayConfig>(),
