@@ -235,6 +235,8 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
     num("handshakesDropped", r.handshakes_dropped);
     num("flowsResumedWithData", r.flows_resumed_with_data);
     num("bytesResent", double(r.bytes_resent));
+    num("replicaLagBytesTotal", double(r.replica_lag_bytes_total));
+    num("replicaLagBytesMax", double(r.replica_lag_bytes_max));
     num("bytesFedWhileFinishing", double(r.bytes_fed_while_finishing));
     if (r.stall_final) {
       Napi::Object s = Napi::Object::New(env);

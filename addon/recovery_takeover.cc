@@ -107,14 +107,23 @@ void FailureRecovery::settle_unfinished() {
 bool FailureRecovery::go_active(std::string* err) {
   if (!nft_.enter_active(err)) return false;
   uint32_t n = 0;
+  uint64_t lag_total = 0, lag_max = 0;
   ctx_.flows.for_each([&](Flow& f) {
     if (!ActiveMode::can_take_over(f)) return;
     active_.enter(f);
     n++;
+    uint32_t made = f.b_snd_nxt - f.seq_delta;  // the replica's snd_nxt in the primary's numbers
+    if (after(f.p_snd_nxt, made)) {
+      uint64_t lag = f.p_snd_nxt - made;
+      lag_total += lag;
+      lag_max = std::max(lag_max, lag);
+    }
   });
   ctx_.mode = EngineMode::kActive;  // the mirror is ignored from now on (it shows a dead primary)
   std::lock_guard<std::mutex> g(mu_);
   report_.flows_taken_over = n;
+  report_.replica_lag_bytes_total = lag_total;
+  report_.replica_lag_bytes_max = lag_max;
   return true;
 }
 

@@ -63,6 +63,10 @@ struct TakeoverReport {
   uint32_t handshakes_dropped = 0;    // not yet paired: the client's SYN goes to the new owner
   uint32_t flows_resumed_with_data = 0;
   uint64_t bytes_resent = 0;
+  // Server bytes the primary had sent that the replica had not produced yet:
+  // the clients get no new byte on such a flow until the new owner has made
+  // them again (the deterministic service replays them).
+  uint64_t replica_lag_bytes_total = 0, replica_lag_bytes_max = 0;
   uint64_t bytes_fed_while_finishing = 0;
   // Client-visible stall per taken-over flow that got data after the
   // takeover within kStallWindowUs: the primary's last data segment (mirror)

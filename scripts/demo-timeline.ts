@@ -9,7 +9,7 @@ export interface ClientTimeline { binMs: number; startMs: number; rx: number[]; 
 export interface GatewayRecord { verdictAt: string; detectionLatencyUs: number | null; reportAfterUs: number | null; resupplied?: { bytes: number } }
 export interface BackupRecord {
   takeoverUs?: number;
-  engine: { requestedUs: number; steps: Array<{ name: string; startUs: number; endUs?: number }>; flowsTakenOver: number; flowsLost: number; bytesResent: number };
+  engine: { requestedUs: number; steps: Array<{ name: string; startUs: number; endUs?: number }>; flowsTakenOver: number; flowsLost: number; bytesResent: number; replicaLagBytesMax?: number };
 }
 
 export interface DemoFacts {

@@ -148,6 +148,7 @@ function takeoverSummary(b: BackupRecord, g: GatewayRecord | undefined): string 
   lines.push(`  takeover    ${ms(b.takeoverUs)} in all; ${b.engine.flowsTakenOver} flows taken over, ${b.engine.flowsLost} lost, ` +
     `${b.engine.bytesResent} B of the replica's unacknowledged data resent`);
   if (g?.resupplied) lines.push(`  resupplied  ${g.resupplied.bytes} B of client segments the dead primary swallowed (traffic recorder)`);
+  if (b.engine.replicaLagBytesMax) lines.push(`  replica lag ${(b.engine.replicaLagBytesMax / (1 << 20)).toFixed(1)} MiB at most: served bytes the backup's copy makes again before its clients see new ones`);
   return lines.join('\n') + '\n';
 }
 

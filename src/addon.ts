@@ -59,6 +59,9 @@ export interface NativeTakeoverReport {
   flowsResumedWithData: number;
   bytesResent: number;
   bytesFedWhileFinishing: number;
+  /** Server bytes the primary had sent beyond what the replica had made, over all flows / the worst flow: re-made before clients see new data. */
+  replicaLagBytesTotal: number;
+  replicaLagBytesMax: number;
   /** Present once measured (2 s after step 5): primary's last data to the new owner's first, per flow. */
   stall?: { flows: number; medianUs: number; maxUs: number };
 }
