@@ -150,6 +150,7 @@ void Engine::run() {
         incoming_.pump(f);
         f.pending_capture_ns = 0;
       });
+      if (!ctx_.promote.empty()) incoming_.promote_waiting();
       if (q <= 0 && m <= 0) break;
       last_work_us = realtime_us();
     }
@@ -162,6 +163,7 @@ void Engine::run() {
       } else {
         incoming_.on_tick(now);
         ctx_.drain_dirty([&](Flow& f) { incoming_.pump(f); });
+        if (!ctx_.promote.empty()) incoming_.promote_waiting();
       }
       next_tick = now + kTickUs;
     }

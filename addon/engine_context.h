@@ -74,6 +74,8 @@ struct EngineContext {
   // Flows touched since the last pump, by key: a flow may be erased (port
   // reuse) while listed, so no pointers are kept.
   std::vector<FlowKey> dirty;
+  // Flows finished on the replica whose key has a waiting successor.
+  std::vector<FlowKey> promote;
 
   void mark_dirty(Flow& f) {
     if (!f.dirty) { f.dirty = true; dirty.push_back(f.key); }

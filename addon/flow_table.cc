@@ -12,4 +12,11 @@ Flow* FlowTable::insert(const FlowKey& k) {
   return raw;
 }
 
+std::unique_ptr<Flow> FlowTable::make_detached(const FlowKey& k) {
+  auto f = std::make_unique<Flow>();
+  f->key = k;
+  f->id = next_id_++;
+  return f;
+}
+
 }  // namespace t2cp

@@ -116,6 +116,11 @@ struct Flow {
   // Progress in bytes, 64-bit so multi-GiB transfers do not wrap (events).
   uint64_t c2s_primary = 0, c2s_backup = 0, s2c_primary = 0, s2c_backup = 0;
   bool dirty = false;                      // queued for pump()
+  // A new connection on the same key (the client reused the 4-tuple) while
+  // the replica still holds this one: it waits, detached from the table,
+  // its segments kept, until this one is finished on the replica; then it
+  // takes this one's place and its SYN is injected (promote_waiting).
+  std::unique_ptr<Flow> successor;
 
   // --- after takeover (recovery_active_mode), primary space to the client ---
   bool active = false;                     // translated for the rest of its life
@@ -134,6 +139,10 @@ class FlowTable {
   }
   // nullptr when the table is full.
   Flow* insert(const FlowKey& k);
+  // A flow with an id, not in the table (a waiting successor).
+  std::unique_ptr<Flow> make_detached(const FlowKey& k);
+  // Put f in k's place (the previous flow is destroyed). Not while iterating.
+  void replace(const FlowKey& k, std::unique_ptr<Flow> f) { map_[k] = std::move(f); }
   void erase(const FlowKey& k) { map_.erase(k); }
   size_t size() const { return map_.size(); }
   uint32_t max() const { return max_; }

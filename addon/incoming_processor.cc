@@ -39,6 +39,12 @@ void IncomingProcessor::start_flow(const FlowKey& k, const Segment& s, uint64_t 
     ctx_.events.emit_key(EventType::kUnprotected, EventReason::kTableFull, k);
     return;
   }
+  init_flow(*f, s, capture_ns);
+  inject_syn(*f);
+}
+
+void IncomingProcessor::init_flow(Flow& fr, const Segment& s, uint64_t capture_ns) {
+  Flow* f = &fr;
   uint64_t now = realtime_us();
   f->last_seen_us = f->last_progress_us = f->handshake_us = now;
   f->c_isn = s.seq;
@@ -55,7 +61,25 @@ void IncomingProcessor::start_flow(const FlowKey& k, const Segment& s, uint64_t 
   f->pending_capture_ns = capture_ns;
   ctx_.counters.add(k_flows_new);
   ctx_.events.emit(EventType::kNew, EventReason::kNone, *f);
-  inject_syn(*f);
+}
+
+void IncomingProcessor::note_finished(Flow& f) {
+  if (f.successor) ctx_.promote.push_back(f.key);
+}
+
+void IncomingProcessor::promote_waiting() {
+  for (const FlowKey& k : ctx_.promote) {
+    Flow* old = ctx_.flows.find(k);
+    if (!old || !old->successor) continue;
+    if (old->state != FlowState::kClosed && old->state != FlowState::kUnprotected) continue;
+    std::unique_ptr<Flow> next = std::move(old->successor);
+    next->handshake_us = next->last_progress_us = realtime_us();
+    ctx_.flows.replace(k, std::move(next));  // the old flow's linger ends here
+    Flow* f = ctx_.flows.find(k);
+    inject_syn(*f);
+    ctx_.mark_dirty(*f);
+  }
+  ctx_.promote.clear();
 }
 
 void IncomingProcessor::make_unprotected(Flow& f, EventReason why) {
@@ -63,6 +87,7 @@ void IncomingProcessor::make_unprotected(Flow& f, EventReason why) {
   f.data.clear();
   ctx_.counters.add(k_flows_unprotected);
   ctx_.events.emit(EventType::kUnprotected, why, f);
+  note_finished(f);
 }
 
 void IncomingProcessor::on_client_segment(const Segment& s, uint64_t capture_ns) {
@@ -81,12 +106,43 @@ void IncomingProcessor::on_client_segment(const Segment& s, uint64_t capture_ns)
       inject_syn(*f);
       return;
     }
+    if (f && (f->state == FlowState::kSynchronised || f->state == FlowState::kClosing || f->successor)) {
+      // The client reused the 4-tuple (the primary finished the old
+      // connection) while the replica still holds it: a SYN now would hit
+      // the old socket. The new connection waits for the old one's end, at
+      // the end of the chain of those already waiting.
+      Flow* last = f;
+      while (last->successor) {
+        if (last->successor->c_isn == s.seq) return;  // a waiting one's SYN again
+        last = last->successor.get();
+      }
+      std::unique_ptr<Flow> next = ctx_.flows.make_detached(k);
+      init_flow(*next, s, capture_ns);
+      last->successor = std::move(next);
+      ctx_.counters.add(k_flows_reused_tuple);
+      return;
+    }
     if (f) {  // the client reuses the port: the old flow is over
       if (f->state != FlowState::kClosed && f->state != FlowState::kUnprotected)
         ctx_.events.emit(EventType::kClosed, EventReason::kNone, *f);
       ctx_.flows.erase(k);
     }
     start_flow(k, s, capture_ns);
+    return;
+  }
+  // A segment of a waiting successor: its sequence numbers lie beyond the
+  // older connections' (a reusing client starts the new ISN past the old
+  // snd_nxt), so the latest generation it does not precede is its own.
+  bool detached = false;
+  for (Flow* n = f ? f->successor.get() : nullptr; n; n = n->successor.get()) {
+    if (before(s.seq, n->c_isn)) break;
+    f = n;
+    detached = true;
+  }
+  if (f && f->state != FlowState::kUnprotected && before(s.seq, f->c_isn)) {
+    // A late segment of an older connection on this key (replaced after the
+    // replica finished it): its numbers mean nothing to this one.
+    ctx_.counters.add(k_segments_older_generation);
     return;
   }
   if (!f) {
@@ -138,7 +194,7 @@ void IncomingProcessor::on_client_segment(const Segment& s, uint64_t capture_ns)
   if (s.flags & kRst) f->c_rst = true;
   if (f->state == FlowState::kSynSeen) ctx_.counters.add(k_segments_held_handshake);
   if (!f->pending_capture_ns) f->pending_capture_ns = capture_ns;
-  ctx_.mark_dirty(*f);
+  if (!detached) ctx_.mark_dirty(*f);  // a waiting successor is pumped once promoted
 }
 
 void IncomingProcessor::on_primary_segment(const Segment& s) {
@@ -146,6 +202,18 @@ void IncomingProcessor::on_primary_segment(const Segment& s) {
   Flow* f = ctx_.flows.find(k);
   if (!f) {
     ctx_.counters.add(k_mirror_unknown_flow);
+    return;
+  }
+  // The primary's side of a waiting successor acknowledges its client's
+  // numbers, beyond the older connections'.
+  bool detached = false;
+  for (Flow* n = f->successor.get(); n && (s.flags & kAck); n = n->successor.get()) {
+    if (before(s.ack, n->c_isn + 1)) break;
+    f = n;
+    detached = true;
+  }
+  if ((s.flags & kAck) && f->state != FlowState::kUnprotected && before(s.ack, f->c_isn + 1)) {
+    ctx_.counters.add(k_segments_older_generation);  // the primary's side of an older connection
     return;
   }
   if (f->state == FlowState::kUnprotected || f->state == FlowState::kClosed) return;
@@ -187,7 +255,7 @@ void IncomingProcessor::on_primary_segment(const Segment& s) {
   if (s.flags & kRst) {
     f->p_rst = true;
     if (!f->primary_rst_us) f->primary_rst_us = realtime_us();
-    ctx_.mark_dirty(*f);
+    if (!detached) ctx_.mark_dirty(*f);
   }
 }
 
@@ -219,6 +287,7 @@ void IncomingProcessor::check_closed(Flow& f, uint64_t now_us) {
   f.closed_us = now_us;
   f.data.clear();
   ctx_.counters.add(k_flows_closed);
+  note_finished(f);
   // Both services wrote the same number of bytes, or the replica diverged.
   bool diverged = f.p_synack && f.b_synack && !reset && f.s2c_primary != f.s2c_backup;
   ctx_.events.emit(EventType::kClosed, reset ? EventReason::kRst : EventReason::kFin, f, diverged ? 1 : 0);

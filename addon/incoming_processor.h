@@ -38,6 +38,9 @@ class IncomingProcessor {
   void on_capture_drops(uint64_t now_us);
   // Periodic: re-injection, window probes, timeouts, expiry.
   void on_tick(uint64_t now_us);
+  // Successors whose predecessor finished on the replica take its place and
+  // get their SYN injected. Call outside any iteration over the flows.
+  void promote_waiting();
 
   static void pcap_callback(u_char* self, const pcap_pkthdr* h, const u_char* bytes);
 
@@ -55,6 +58,10 @@ class IncomingProcessor {
   void on_client_segment(const Segment& s, uint64_t capture_ns);
   void on_primary_segment(const Segment& s);
   void start_flow(const FlowKey& k, const Segment& s, uint64_t capture_ns);
+  // A flow's client-side state from its SYN; reports it new.
+  void init_flow(Flow& f, const Segment& s, uint64_t capture_ns);
+  // After its predecessor on the same key is done on the replica.
+  void note_finished(Flow& f);
   void tick_flow(Flow& f, uint64_t now_us);
   void check_gap(Flow& f, uint64_t now_us);
   // End of the client data captured in order (FIN included).

@@ -44,6 +44,12 @@ void OutgoingProcessor::on_replica_packet(const uint8_t* ip, size_t copied) {
     c.add(k_backup_unknown_flow);
     return;
   }
+  if ((s.flags & kAck) && before(s.ack, f->c_isn + 1)) {
+    // The replica's side of an older connection on this key (a FIN or ACK
+    // sent again after the flow was replaced by the key's next connection).
+    c.add(k_segments_older_generation);
+    return;
+  }
   if (s.flags & kRst) {
     c.add(k_backup_rst);
     if (f->state == FlowState::kSynSeen) {

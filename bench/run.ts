@@ -33,9 +33,7 @@ const STORM_CONNECTIONS = Number(process.env.T2CP_BENCH_CONNECTIONS ?? 20000);
 // Six storms of 20,000 connections within a minute leave ~100,000 client
 // sockets in TIME_WAIT toward VIP:port; with 8 client addresses connect()
 // then hunts for a free port and the sixth storm crawled at ~500/s,
-// replicated or not (measured). 16 addresses leave room. (Not
-// net.ipv4.tcp_tw_reuse: a client reusing a 4-tuple within a second, while
-// the replica still holds the old connection, breaks both — see Known limits.)
+// replicated or not (measured). 16 addresses leave room.
 const CLIENT_ADDRS = 16;
 // Two hosts on one machine: the client and the primary on one CPU, the
 // backup's service and t2cp on the other (see pinned() in scripts/processes.ts).
