@@ -77,6 +77,12 @@ NfQueue::Verdict ActiveMode::on_packet(uint8_t* ip, size_t len) {
     c.add(k_active_passthrough);
     return NfQueue::Verdict::kAccept;
   }
+  if (to_vip && f->c_fin && after(s.seq, f->c_fin_seq + 1)) {
+    // Beyond the client's FIN: a newer connection on this key (the client
+    // reused the 4-tuple), not the one taken over.
+    c.add(k_active_passthrough);
+    return NfQueue::Verdict::kAccept;
+  }
   if (to_vip && (s.flags & (kSyn | kAck)) == kSyn) {
     // The client reuses the port for a new connection: a local one now.
     ctx_.flows.erase(k);

@@ -78,6 +78,18 @@ void FailureRecovery::settle_unfinished() {
   uint32_t lost = 0, dropped = 0, unprotected = 0;
   std::vector<FlowKey> forget;
   ctx_.flows.for_each([&](Flow& f) {
+    // Connections waiting for the replica to finish an older one on the same
+    // key never reached the replica: lost if the primary answered them.
+    for (Flow* n = f.successor.get(); n; n = n->successor.get()) {
+      if (n->p_synack) {
+        lost++;
+        ctx_.counters.add(k_flows_unprotected);
+        ctx_.events.emit(EventType::kUnprotected, EventReason::kTakeoverIncomplete, *n);
+      } else {
+        dropped++;
+      }
+    }
+    f.successor.reset();
     if (f.state == FlowState::kUnprotected) { unprotected++; return; }
     if (f.state == FlowState::kSynSeen) {
       if (f.p_synack) {
