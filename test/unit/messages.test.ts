@@ -2,7 +2,7 @@ import { createHmac } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { MessageType, type BodyOf, type MessageTypeName } from '../../src/control/bodies.js';
 import { loadKey, parseKey } from '../../src/control/key.js';
 import { decode, encode, MAC_LEN, MIN_LEN, type DecodeResult } from '../../src/control/messages.js';
@@ -145,6 +145,7 @@ describe('ReplayGuard', () => {
 
 describe('key file', () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 't2cp-key-'));
+  afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
   const write = (name: string, content: string | Buffer, mode = 0o600) => {
     const f = path.join(dir, name);
     fs.writeFileSync(f, content, { mode });
