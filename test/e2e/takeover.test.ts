@@ -75,6 +75,9 @@ for (const sc of takeoverScenarios) {
         expect(final?.final).toBe(true);
         expect(final?.report?.engine?.steps).toHaveLength(5);
         expect(final?.report?.engine?.stall).toBeDefined();
+        // A planned switch: the primary stood down before the backup was told to take over.
+        if (sc.failure === 'planned') expect((gatewayRecord?.standDown as { acked?: boolean } | undefined)?.acked).toBe(true);
+        expect((gatewayRecord?.fence as { result?: string } | undefined)?.result).toBe('engaged');
       }
       expect(record.trigger.source).toBe({ detector: 'detector', keepalived: 'keepalived', manual: 'cli' }[sc.trigger]);
 
