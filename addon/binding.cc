@@ -10,6 +10,7 @@
 #include <arpa/inet.h>
 
 #include <memory>
+#include <vector>
 
 #include "counters.h"
 #include "engine.h"
@@ -49,15 +50,28 @@ std::string get_str(const Napi::Object& o, const char* key) {
   return v.IsString() ? v.As<Napi::String>().Utf8Value() : std::string();
 }
 
+// An IPv4 address (network order) from a dotted-quad string value; `what`
+// names it in the error.
+uint32_t to_ipv4(Napi::Env env, const std::string& text, const char* what) {
+  uint32_t a = 0;
+  if (inet_pton(AF_INET, text.c_str(), &a) != 1) throw_error(env, "T2CP_CONFIG", std::string(what) + " is not an IPv4 address: " + text);
+  return a;
+}
+
+// A port list from a JS array of numbers; `what` names it in the error.
+std::vector<uint16_t> to_ports(Napi::Env env, const Napi::Value& v, const char* what) {
+  if (!v.IsArray()) throw_error(env, "T2CP_CONFIG", std::string(what) + " must be an array");
+  Napi::Array pa = v.As<Napi::Array>();
+  std::vector<uint16_t> ports;
+  for (uint32_t i = 0; i < pa.Length(); i++) ports.push_back(static_cast<uint16_t>(pa.Get(i).As<Napi::Number>().Uint32Value()));
+  return ports;
+}
+
 EngineConfig read_config(Napi::Env env, const Napi::Object& o) {
   EngineConfig c;
   c.mirror_if = get_str(o, "mirrorIf");
-  std::string vip = get_str(o, "vip");
-  if (inet_pton(AF_INET, vip.c_str(), &c.vip) != 1) throw_error(env, "T2CP_CONFIG", "vip is not an IPv4 address: " + vip);
-  Napi::Value ports = o.Get("ports");
-  if (!ports.IsArray()) throw_error(env, "T2CP_CONFIG", "ports must be an array");
-  Napi::Array pa = ports.As<Napi::Array>();
-  for (uint32_t i = 0; i < pa.Length(); i++) c.ports.push_back(static_cast<uint16_t>(pa.Get(i).As<Napi::Number>().Uint32Value()));
+  c.vip = to_ipv4(env, get_str(o, "vip"), "vip");
+  c.ports = to_ports(env, o.Get("ports"), "ports");
   c.tun_name = get_str(o, "tunName");
   c.nft_table = get_str(o, "nftTable");
   c.queue_num = static_cast<uint16_t>(get_u32(o, "queueNum", 0));
@@ -276,8 +290,7 @@ class FenceWrap : public Napi::ObjectWrap<FenceWrap> {
     if (role != "gateway" && role != "primary") throw_error(env, "T2CP_CONFIG", "fence role must be gateway or primary");
     cfg_.role = role == "gateway" ? FenceConfig::Role::kGateway : FenceConfig::Role::kPrimary;
     cfg_.table = get_str(o, "table");
-    std::string vip = get_str(o, "vip");
-    if (inet_pton(AF_INET, vip.c_str(), &cfg_.vip) != 1) throw_error(env, "T2CP_CONFIG", "fence vip is not an IPv4 address: " + vip);
+    cfg_.vip = to_ipv4(env, get_str(o, "vip"), "fence vip");
     std::string mac = get_str(o, "mac");
     if (!mac.empty()) set_mac(env, mac);
   }
@@ -326,8 +339,8 @@ class FenceWrap : public Napi::ObjectWrap<FenceWrap> {
 };
 
 // new Recorder({lanIf, vip, ports, windowMs, maxBytes}): the gateway's
-// traffic recorder (traffic_recorder.h). start(), resupply(sinceUs) ->
-// {packets, bytes}, counters(), stop().
+// traffic recorder (traffic_recorder.h). start(), resupply(sinceUs) (done
+// on the recorder's thread; counters() says what it sent), stop().
 class RecorderWrap : public Napi::ObjectWrap<RecorderWrap> {
  public:
   static Napi::Function Define(Napi::Env env) {
@@ -344,12 +357,8 @@ class RecorderWrap : public Napi::ObjectWrap<RecorderWrap> {
     if (!info[0].IsObject()) throw_error(env, "T2CP_CONFIG", "new Recorder(options)");
     Napi::Object o = info[0].As<Napi::Object>();
     cfg_.ifname = get_str(o, "lanIf");
-    std::string vip = get_str(o, "vip");
-    if (inet_pton(AF_INET, vip.c_str(), &cfg_.vip) != 1) throw_error(env, "T2CP_CONFIG", "recorder vip is not an IPv4 address: " + vip);
-    Napi::Value ports = o.Get("ports");
-    if (!ports.IsArray()) throw_error(env, "T2CP_CONFIG", "recorder ports must be an array");
-    Napi::Array pa = ports.As<Napi::Array>();
-    for (uint32_t i = 0; i < pa.Length(); i++) cfg_.ports.push_back(static_cast<uint16_t>(pa.Get(i).As<Napi::Number>().Uint32Value()));
+    cfg_.vip = to_ipv4(env, get_str(o, "vip"), "recorder vip");
+    cfg_.ports = to_ports(env, o.Get("ports"), "recorder ports");
     cfg_.window_ms = get_u32(o, "windowMs", cfg_.window_ms);
     Napi::Value mb = o.Get("maxBytes");
     if (mb.IsNumber()) cfg_.max_bytes = static_cast<uint64_t>(mb.As<Napi::Number>().Int64Value());
@@ -366,14 +375,8 @@ class RecorderWrap : public Napi::ObjectWrap<RecorderWrap> {
     return info.Env().Undefined();
   }
   Napi::Value Resupply(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    uint64_t since = info[0].IsNumber() ? uint64_t(info[0].As<Napi::Number>().Int64Value()) : 0;
-    uint64_t packets = 0;
-    uint64_t bytes = rec_.resupply(since, &packets);
-    Napi::Object o = Napi::Object::New(env);
-    o.Set("packets", double(packets));
-    o.Set("bytes", double(bytes));
-    return o;
+    rec_.request_resupply(info[0].IsNumber() ? uint64_t(info[0].As<Napi::Number>().Int64Value()) : 0);
+    return info.Env().Undefined();
   }
   Napi::Value CountersJs(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
@@ -416,10 +419,8 @@ Napi::Value Names(const Napi::CallbackInfo& info) {
 // captureFilter(vip, ports): the BPF text the engine compiles (for --help and logs).
 Napi::Value CaptureFilter(const Napi::CallbackInfo& info) {
   CaptureConfig c;
-  std::string vip = info[0].As<Napi::String>().Utf8Value();
-  inet_pton(AF_INET, vip.c_str(), &c.vip);
-  Napi::Array pa = info[1].As<Napi::Array>();
-  for (uint32_t i = 0; i < pa.Length(); i++) c.ports.push_back(static_cast<uint16_t>(pa.Get(i).As<Napi::Number>().Uint32Value()));
+  c.vip = to_ipv4(info.Env(), info[0].ToString().Utf8Value(), "vip");
+  c.ports = to_ports(info.Env(), info[1], "ports");
   return Napi::String::New(info.Env(), capture_filter(c));
 }
 

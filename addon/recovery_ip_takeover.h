@@ -24,7 +24,6 @@ class IpTakeover {
   void remove_vip();
   // One announcement; false if the send failed.
   bool send_garp();
-  bool vip_added() const { return added_; }
 
  private:
   std::string ifname_;

@@ -84,7 +84,7 @@ class FailureRecovery {
 
   // False (and *err) if a takeover already ran or runs.
   bool request(const TakeoverConfig& cfg, std::string* err);
-  // Advance the steps; returns true while it wants the loop not to sleep long.
+  // Advance the steps (engine thread, every loop).
   void poll(uint64_t now_us);
   TakeoverReport report() const;
   // After the engine thread stopped: wait for the cleanup thread, give the

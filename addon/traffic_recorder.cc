@@ -70,6 +70,12 @@ void TrafficRecorder::run() {
   pollfd fds[2] = {{capture_.fd(), POLLIN, 0}, {wake_fd_, POLLIN, 0}};
   while (!stopping_.load()) {
     poll(fds, 2, kPollMs);
+    if (fds[1].revents & POLLIN) {
+      uint64_t v;
+      ssize_t r = read(wake_fd_, &v, sizeof v);
+      (void)r;
+    }
+    if (uint64_t since = resupply_since_.exchange(0)) resupply(since);
     while (capture_.dispatch(kBatch, &TrafficRecorder::on_frame, reinterpret_cast<u_char*>(this)) > 0) {
     }
     uint64_t kd, id;
@@ -150,20 +156,26 @@ uint64_t TrafficRecorder::send_cut(const std::vector<uint8_t>& pkt, uint64_t* pa
   return sent;
 }
 
-// Thread: JS. Copies the packets to send under the lock, sends without it.
-uint64_t TrafficRecorder::resupply(uint64_t since_us, uint64_t* packets) {
+// Thread: JS. The sending happens on the recorder thread.
+void TrafficRecorder::request_resupply(uint64_t since_us) {
+  resupply_since_.store(since_us ? since_us : 1);
+  uint64_t one = 1;
+  ssize_t w = write(wake_fd_, &one, sizeof one);
+  (void)w;
+}
+
+// Thread: recorder (the only one touching the ring besides record()).
+void TrafficRecorder::resupply(uint64_t since_us) {
   std::vector<std::vector<uint8_t>> todo;
   {
     std::lock_guard<std::mutex> g(mu_);
     for (const Entry& e : ring_)
       if (e.us >= since_us) todo.push_back(e.ip);
   }
-  uint64_t bytes = 0;
-  *packets = 0;
-  for (const auto& p : todo) bytes += send_cut(p, packets);
-  counters_.resupplied_packets.fetch_add(*packets);
+  uint64_t bytes = 0, packets = 0;
+  for (const auto& p : todo) bytes += send_cut(p, &packets);
+  counters_.resupplied_packets.fetch_add(packets);
   counters_.resupplied_bytes.fetch_add(bytes);
-  return bytes;
 }
 
 }  // namespace t2cp

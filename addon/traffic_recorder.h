@@ -8,13 +8,14 @@
 //
 // It captures this host's own output on the LAN interface (libpcap,
 // outbound, BPF "tcp and dst host VIP and (dst port P ...)") on its own
-// thread, into a ring bounded by time and bytes. resupply() re-sends the
-// packets captured since a given time through a raw IP socket, cut to the
-// interface's MTU (forwarded GSO super-packets are whole in the capture)
-// with every checksum computed.
+// thread, into a ring bounded by time and bytes. request_resupply() has that
+// thread re-send the packets captured since a given time through a raw IP
+// socket, cut to the interface's MTU (forwarded GSO super-packets are whole
+// in the capture) with every checksum computed; the JS thread only asks and
+// later reads the resupplied_* counters.
 //
-// Call order: start(), then resupply()/counters() from the JS thread at any
-// time, stop() (also the destructor).
+// Call order: start(), then request_resupply()/counters() from the JS thread
+// at any time, stop() (also the destructor).
 #pragma once
 #include <atomic>
 #include <cstdint>
@@ -48,9 +49,9 @@ class TrafficRecorder {
   // "" or a one-line error naming the problem and the fix.
   std::string start(const RecorderConfig& cfg);
   void stop();
-  // Re-send every recorded packet captured at or after since_us (CLOCK_REALTIME
-  // µs). Returns the payload bytes sent; *packets the wire packets.
-  uint64_t resupply(uint64_t since_us, uint64_t* packets);
+  // Have the recorder thread re-send every recorded packet captured at or
+  // after since_us (CLOCK_REALTIME µs); counted in resupplied_packets/bytes.
+  void request_resupply(uint64_t since_us);
   const RecorderCounters& counters() const { return counters_; }
   uint64_t held_bytes() const;
 
@@ -59,6 +60,7 @@ class TrafficRecorder {
   void run();
   static void on_frame(u_char* self, const pcap_pkthdr* h, const u_char* bytes);
   void record(uint64_t us, const uint8_t* ip, size_t len);
+  void resupply(uint64_t since_us);
   // Cut one recorded packet to the MTU and send each piece; payload bytes sent.
   uint64_t send_cut(const std::vector<uint8_t>& ip, uint64_t* packets);
 
@@ -70,6 +72,7 @@ class TrafficRecorder {
   uint64_t ring_bytes_ = 0;      // under mu_
   std::thread thread_;
   std::atomic<bool> stopping_{false};
+  std::atomic<uint64_t> resupply_since_{0};  // 0: nothing asked
   int wake_fd_ = -1, raw_fd_ = -1;
   uint32_t mtu_ = 1500;
   uint16_t ip_id_ = 0;

@@ -94,8 +94,8 @@ export interface RecorderOptions { lanIf: string; vip: string; ports: number[]; 
 export interface NativeRecorder {
   start(): void;
   stop(): void;
-  /** Re-send what the clients sent toward the VIP since `sinceUs` (wall clock µs). */
-  resupply(sinceUs: number): { packets: number; bytes: number };
+  /** Have the recorder's thread re-send what the clients sent toward the VIP since `sinceUs` (wall clock µs); counters() says what it sent. */
+  resupply(sinceUs: number): void;
   counters(): Record<string, number>;
 }
 

@@ -55,12 +55,18 @@ function untilSignal(log: Logger, stop: () => Promise<void>, counters: () => Rec
   process.on('SIGUSR1', () => log.info('counters', counters()));
 }
 
-export async function runGateway(argv: string[]): Promise<void> {
-  if (wantsHelp(GATEWAY_COMMAND, argv)) return;
-  const cfg = parseOptions(GATEWAY_COMMAND, argv);
+/** A long-running role's start: its options, its logger and the shared key (a warning about the key file logged). */
+function startRole<C extends { instance: string; json: boolean; keyFile: string }>(cmd: CommandSpec<C>, argv: string[]): { cfg: C; log: Logger; key: Buffer } {
+  const cfg = parseOptions(cmd, argv);
   const log = createLogger(cfg.instance, cfg.json);
   const { key, warning } = loadKey(cfg.keyFile);
   if (warning) log.warn(warning);
+  return { cfg, log, key };
+}
+
+export async function runGateway(argv: string[]): Promise<void> {
+  if (wantsHelp(GATEWAY_COMMAND, argv)) return;
+  const { cfg, log, key } = startRole(GATEWAY_COMMAND, argv);
   const recorder = startRecorder(cfg, log);
   const node = new GatewayNode({ ...gatewayNodeOptions(cfg, key), ...(recorder ? { recorder } : {}) }, createGatewayFence(cfg, log), log);
   try {
@@ -95,10 +101,7 @@ function routeInterface(addr: string): string {
 
 export async function runPrimary(argv: string[]): Promise<void> {
   if (wantsHelp(PRIMARY_COMMAND, argv)) return;
-  const cfg = parseOptions(PRIMARY_COMMAND, argv);
-  const log = createLogger(cfg.instance, cfg.json);
-  const { key, warning } = loadKey(cfg.keyFile);
-  if (warning) log.warn(warning);
+  const { cfg, log, key } = startRole(PRIMARY_COMMAND, argv);
   const watch = {
     ports: cfg.ports,
     ...(cfg.vip ? { vip: cfg.vip } : {}),

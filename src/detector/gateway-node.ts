@@ -41,8 +41,8 @@ export interface GatewayNodeOptions {
   reportFile?: string;
   primaryMac?: string;
   clock?: Clock;
-  /** The traffic recorder: re-sends what the clients sent toward the VIP since a wall-clock µs. */
-  recorder?: { resupply(sinceWallUs: number): { packets: number; bytes: number } };
+  /** The traffic recorder: re-sends (on its own thread) what the clients sent toward the VIP since a wall-clock µs. */
+  recorder?: { resupply(sinceWallUs: number): void; counters(): Record<string, number> };
 }
 
 const ms = (us: number): number => Math.round(us / 100) / 10;
@@ -242,7 +242,8 @@ export class GatewayNode {
       // verdict): what the clients sent since may have died with it.
       const margin = 2 * this.opts.timing.intervalUs + 10_000;
       const sinceUs = this.clock.wallUs() - (rec.reportAfterUs ?? 0) - (rec.detectionLatencyUs ?? 0) - margin;
-      rec.resupplied = { ...this.opts.recorder.resupply(sinceUs), sinceUs };
+      this.opts.recorder.resupply(sinceUs);
+      rec.resupplied = { packets: 0, bytes: 0, sinceUs }; // filled in when the record is written
     }
     if (ok && s.can('BACKUP_ACTIVE')) s.move('BACKUP_ACTIVE', `the backup reports the takeover done (epoch ${rec.epoch})`);
     else if (!ok && s.can('FAILED')) s.move('FAILED', rec.failure ?? rec.outcome);
@@ -267,6 +268,11 @@ export class GatewayNode {
     if (this.unwritten === rec) {
       this.unwritten = undefined;
       clearTimeout(this.finalTimer);
+    }
+    if (rec.resupplied && this.opts.recorder) {
+      // Sent by then (the recorder's thread took ms; the record waits seconds).
+      const c = this.opts.recorder.counters();
+      rec.resupplied = { ...rec.resupplied, packets: c.resupplied_packets ?? 0, bytes: c.resupplied_bytes ?? 0 };
     }
     const ok = rec.outcome === 'active' || rec.outcome === 'active-late';
     if (ok) this.log.info('takeover record', { ...rec });
