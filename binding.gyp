@@ -17,6 +17,7 @@
         "addon/outgoing_processor.cc",
         "addon/packet.cc",
         "addon/recovery_active_mode.cc",
+        "addon/recovery_active_mode_kernel.cc",
         "addon/recovery_connection_takeover.cc",
         "addon/recovery_fence.cc",
         "addon/recovery_ip_takeover.cc",
@@ -28,7 +29,17 @@
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
       "cflags_cc!": ["-fno-exceptions", "-fno-rtti"],
       "cflags_cc": ["-std=c++17", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fexceptions"],
-      "libraries": ["-lpcap", "-lnetfilter_queue", "-lmnl"]
+      "libraries": ["-lpcap", "-lnetfilter_queue", "-lmnl", "-lbpf"],
+      "actions": [
+        {
+          "action_name": "active_mode_translator",
+          "inputs": ["addon/recovery_active_mode.bpf.c", "addon/recovery_active_mode_maps.h"],
+          "outputs": ["<(PRODUCT_DIR)/recovery_active_mode.bpf.o"],
+          "action": ["clang", "-O2", "-g", "-Wall", "-target", "bpf",
+                     "-I/usr/include/<!(gcc -print-multiarch)", "-Iaddon",
+                     "-c", "addon/recovery_active_mode.bpf.c", "-o", "<@(_outputs)"]
+        }
+      ]
     }
   ]
 }

@@ -88,6 +88,11 @@ EngineConfig read_config(Napi::Env env, const Napi::Object& o) {
   c.event_batch_ms = get_u32(o, "eventBatchMs", c.event_batch_ms);
   c.rt_priority = get_u32(o, "rtPriority", c.rt_priority);
   c.busy_poll_us = get_u32(o, "busyPollUs", c.busy_poll_us);
+  c.active_if = get_str(o, "activeIf");
+  c.active_object = get_str(o, "activeObject");
+  std::string mode = get_str(o, "activeMode");
+  using AT = EngineConfig::ActiveTranslator;
+  c.active_translator = mode == "kernel" ? AT::kKernel : mode == "queue" ? AT::kQueue : AT::kAuto;
   return c;
 }
 
@@ -139,6 +144,8 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
     Napi::Object r = Napi::Object::New(env);
     r.Set("removedStaleTable", Napi::Boolean::New(env, engine_->removed_stale_table()));
     r.Set("realtime", Napi::Boolean::New(env, engine_->realtime()));
+    r.Set("activeTranslator", engine_->active_translator());
+    if (!engine_->kernel_fallback().empty()) r.Set("kernelFallback", engine_->kernel_fallback());
     return r;
   }
 
@@ -244,6 +251,7 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
     }
     o.Set("steps", steps);
     num("flowsTakenOver", r.flows_taken_over);
+    if (r.state == TakeoverReport::State::kDone) o.Set("translator", r.translated_in_kernel ? "kernel" : "queue");
     num("flowsLost", r.flows_lost);
     num("flowsUnprotected", r.flows_unprotected);
     num("handshakesDropped", r.handshakes_dropped);
@@ -424,6 +432,15 @@ Napi::Value CaptureFilter(const Napi::CallbackInfo& info) {
   return Napi::String::New(info.Env(), capture_filter(c));
 }
 
+// tcxPrograms(ifname): tc programs attached to it through tcx (ours are the
+// active-mode translator's), for leftover checks.
+Napi::Value TcxPrograms(const Napi::CallbackInfo& info) {
+  std::string err;
+  int n = KernelTranslator::attached(info[0].ToString().Utf8Value(), &err);
+  if (n < 0) throw_error(info.Env(), "T2CP_BPF", err);
+  return Napi::Number::New(info.Env(), n);
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Engine", EngineWrap::Define(env));
   exports.Set("Fence", FenceWrap::Define(env));
@@ -431,6 +448,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setErrorClass", Napi::Function::New(env, SetErrorClass));
   exports.Set("names", Napi::Function::New(env, Names));
   exports.Set("captureFilter", Napi::Function::New(env, CaptureFilter));
+  exports.Set("tcxPrograms", Napi::Function::New(env, TcxPrograms));
   return exports;
 }
 

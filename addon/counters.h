@@ -58,6 +58,7 @@ namespace t2cp {
   X(active_ack_clamped)      /* client ack beyond the new owner's snd_nxt, held */ \
   X(active_sack_dropped)     /* SACK blocks outside the new owner's sent range */  \
   X(active_truncated)        /* queued packet not copied whole: left untouched */  \
+  X(active_unparsed)         /* VIP packet the kernel translator could not read */ \
   X(resume_segments)         /* kept data sent to clients at takeover */           \
   X(resume_bytes)                                                                  \
   X(resume_acks)             /* ACKs sent to clients at takeover */                \

@@ -21,7 +21,7 @@ constexpr int kCaptureBatch = 512;
 
 Engine::Engine(const EngineConfig& cfg)
     : ctx_(cfg), incoming_(ctx_), active_(ctx_), outgoing_(ctx_, incoming_, active_),
-      recovery_(ctx_, incoming_, active_, nfq_, nft_, capture_) {}
+      recovery_(ctx_, incoming_, active_, kernel_, nfq_, nft_, capture_) {}
 
 Engine::~Engine() { stop(); }
 
@@ -32,6 +32,7 @@ bool Engine::start(EngineError* err) {
     err->message = std::move(msg);
     capture_.close();
     ctx_.tun.close();
+    kernel_.close();
     nfq_.close();
     nft_.remove();
     return false;
@@ -56,6 +57,14 @@ bool Engine::start(EngineError* err) {
   CaptureConfig cc{ctx_.cfg.mirror_if, ctx_.cfg.vip, ctx_.cfg.ports, ctx_.cfg.capture_buffer};
   msg = capture_.open(cc);
   if (!msg.empty()) return fail(msg.find("does not exist") != std::string::npos ? "T2CP_NO_INTERFACE" : "T2CP_CAPTURE", msg);
+  // The active-mode translator is loaded (verified by the kernel) and
+  // attached now, with no flow: the takeover only fills its map.
+  using AT = EngineConfig::ActiveTranslator;
+  if (!ctx_.cfg.active_if.empty() && ctx_.cfg.active_translator != AT::kQueue) {
+    msg = kernel_.open(ctx_.cfg.active_object, ctx_.cfg.active_if, ctx_.cfg.vip, ctx_.cfg.max_flows);
+    if (!msg.empty() && ctx_.cfg.active_translator == AT::kKernel) return fail("T2CP_KERNEL_FEATURE", msg + " (or --active-mode queue)");
+    kernel_fallback_ = msg;
+  }
   wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (wake_fd_ < 0) return fail("T2CP_SYSTEM", "eventfd failed");
   stopping_.store(false);
@@ -87,8 +96,14 @@ void Engine::stop() {
   capture_.close();
   ctx_.tun.close();
   recovery_.release_vip();
+  kernel_.close();
   nfq_.close();
   nft_.remove();
+}
+
+const char* Engine::active_translator() const {
+  if (ctx_.cfg.active_if.empty()) return "";
+  return kernel_.ready() ? "kernel" : "queue";
 }
 
 void Engine::wake() {

@@ -20,6 +20,7 @@
 #include "outgoing_nftables.h"
 #include "outgoing_processor.h"
 #include "recovery_active_mode.h"
+#include "recovery_active_mode_kernel.h"
 #include "recovery_takeover.h"
 
 namespace t2cp {
@@ -56,6 +57,10 @@ class Engine {
   bool removed_stale_table() const { return removed_stale_; }
   // Whether the engine thread runs SCHED_FIFO (false if not asked or refused).
   bool realtime() const { return realtime_; }
+  // Which translator a takeover would use: "kernel", "queue", or "" (no
+  // takeover configured); and why the kernel's could not be used, if not.
+  const char* active_translator() const;
+  const std::string& kernel_fallback() const { return kernel_fallback_; }
 
  private:
   void run();
@@ -69,6 +74,8 @@ class Engine {
   OutgoingProcessor outgoing_;
   NftTables nft_;
   NfQueue nfq_;
+  KernelTranslator kernel_;
+  std::string kernel_fallback_;
   Capture capture_;
   FailureRecovery recovery_;
   std::thread thread_;

@@ -62,6 +62,8 @@ struct Flow {
   uint8_t syn_options[40]; uint8_t syn_options_len = 0;  // replayed verbatim
   uint16_t syn_window = 0;
   bool c_ts_ok = false, c_ws_ok = false;   // client offered timestamps / wscale
+  uint8_t c_syn_wscale = 0;                // the shift the client offered
+  uint8_t c_shift = 0;                     // the shift it applies to its windows (both SYNs had wscale)
   uint32_t c_tsval = 0;                    // latest client TSval (never goes back: PAWS)
   uint16_t c_window = 0;                   // latest raw client window
   uint32_t c_ack_p = 0; bool c_ack_seen = false;  // highest ack (primary space)

@@ -39,6 +39,7 @@ bool IncomingProcessor::inject(Flow& f, uint32_t seq, uint8_t flags, const uint8
   uint32_t ack = 0;
   if (replica_ack(f, &ack)) {
     sp.ack = ack;
+    sp.window = map_window(f.c_window, f.c_shift, f.c_ack_p + f.seq_delta, ack);
     flags |= kAck;
     f.ack_given = ack;
     f.ack_given_valid = true;

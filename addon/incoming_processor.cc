@@ -55,6 +55,7 @@ void IncomingProcessor::init_flow(Flow& fr, const Segment& s, uint64_t capture_n
   f->c_ts_ok = s.opt.has_ts;
   f->c_tsval = s.opt.tsval;
   f->c_ws_ok = s.opt.has_wscale;
+  f->c_syn_wscale = s.opt.has_wscale ? s.opt.wscale : 0;
   if (s.opt.has_mss) f->c_mss = s.opt.mss;
   f->data.reset(s.seq + 1, ctx_.cfg.flow_buffer_limit, &ctx_.stream_memory);
   f->inj_nxt = f->b_rcv_nxt = s.seq + 1;

@@ -117,6 +117,7 @@ const char* describe(What w) {
     case What::kArpRule: return "adding the arp drop rule";
     case What::kDelTable: return "deleting a table";
     case What::kInChain: return "creating chain ip in";
+    case What::kFlushChain: return "flushing chain ip out";
     default: break;
   }
   return "?";
@@ -279,21 +280,29 @@ NftStatus NftTables::install(const NftConfig& cfg, std::string* err) {
   return NftStatus::kOk;
 }
 
-bool NftTables::enter_active(std::string* err) {
+bool NftTables::enter_active(ActiveRules rules, std::string* err) {
   if (fd_ < 0) {
     *err = "nftables: not installed";
     return false;
   }
   // One batch of rule changes only (a table or chain deletion would wait for
   // an RCU grace period, tens of ms on a busy host): the backup may answer
-  // ARP for the VIP from now on, and the clients' packets of replicated
-  // flows go through the interceptor.
-  Batch b(&seq_, 1 + cfg_.ports.size());
-  nlmsghdr* flush = b.open(NFT_MSG_DELRULE, 0, NFPROTO_ARP, What::kArpRule);
-  mnl_attr_put_strz(flush, NFTA_RULE_TABLE, table_.c_str());
-  mnl_attr_put_strz(flush, NFTA_RULE_CHAIN, kChain);
-  b.close(flush);
-  for (uint16_t port : cfg_.ports) put_queue_rule(b, table_, kInChain, true, cfg_.vip, port, cfg_.queue_num);
+  // ARP for the VIP from now on, and the taken-over flows' packets go either
+  // through the interceptor (both directions queued) or, when the kernel
+  // translates them, straight out (chain out emptied).
+  Batch b(&seq_, 2 + cfg_.ports.size());
+  auto flush = [&](uint8_t family, const char* chain, What what) {
+    nlmsghdr* m = b.open(NFT_MSG_DELRULE, 0, family, what);
+    mnl_attr_put_strz(m, NFTA_RULE_TABLE, table_.c_str());
+    mnl_attr_put_strz(m, NFTA_RULE_CHAIN, chain);
+    b.close(m);
+  };
+  flush(NFPROTO_ARP, kChain, What::kArpRule);
+  if (rules == ActiveRules::kQueueBoth) {
+    for (uint16_t port : cfg_.ports) put_queue_rule(b, table_, kInChain, true, cfg_.vip, port, cfg_.queue_num);
+  } else {
+    flush(NFPROTO_IPV4, kChain, What::kFlushChain);
+  }
   Outcome o = run_batch(fd_, b);
   if (o.err) {
     *err = std::string("nftables: entering active mode: ") + describe(o.what) + " failed: " + strerror(o.err);

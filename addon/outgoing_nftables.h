@@ -63,13 +63,15 @@ class NftTables {
   // Create both tables in one netlink batch (all or nothing). On failure,
   // *err gets one line naming the cause and nothing stays installed.
   NftStatus install(const NftConfig& cfg, std::string* err);
-  // Takeover (failure recovery, step 3): flush the arp chain and fill chain
-  // `in` (hook prerouting, priority -150, empty until now) with rules
-  // queueing ip daddr <vip> tcp dport <port> to the same queue, in one
-  // batch. False and *err on failure.
+  // Takeover (failure recovery, step 3), in one batch: flush the arp chain,
+  // then either (kQueueBoth) fill chain `in` (hook prerouting, priority -150,
+  // empty until now) with rules queueing ip daddr <vip> tcp dport <port> to
+  // the same queue, or (kNone: the kernel translator has the flows) flush
+  // chain `out`. False and *err on failure.
   // Thread: the caller of install() or, while that thread leaves the object
   // alone, the engine thread.
-  bool enter_active(std::string* err);
+  enum class ActiveRules { kQueueBoth, kNone };
+  bool enter_active(ActiveRules rules, std::string* err);
   // Delete both tables and close the owning socket. Idempotent.
   void remove();
   bool installed() const { return fd_ >= 0; }

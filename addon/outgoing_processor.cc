@@ -82,6 +82,7 @@ void OutgoingProcessor::on_replica_packet(const uint8_t* ip, size_t copied) {
       // Window scaling applies only if both SYNs carried the option; the
       // SYN-ACK's own window field is never scaled (RFC 7323 2.2).
       f->b_wscale = (f->c_ws_ok && s.opt.has_wscale) ? s.opt.wscale : 0;
+      f->c_shift = (f->c_ws_ok && s.opt.has_wscale) ? f->c_syn_wscale : 0;
       f->b_window = s.window;
       f->b_rcv_nxt = s.ack;
       f->retries = 0;

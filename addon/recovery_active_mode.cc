@@ -2,7 +2,11 @@
 
 #include <arpa/inet.h>
 
+#include <time.h>
+
+#include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "sequence_map.h"
 
@@ -61,6 +65,9 @@ uint32_t ActiveMode::client_window(const Flow& f) {
 }
 
 NfQueue::Verdict ActiveMode::on_packet(uint8_t* ip, size_t len) {
+  // Queued before step 3 emptied the rules: the kernel's translator rewrites
+  // it on its way out.
+  if (kernel_) return NfQueue::Verdict::kAccept;
   Counters& c = ctx_.counters;
   Segment s;
   ParseError e = parse_ipv4(ip, len, /*allow_truncated_payload=*/false, &s);
@@ -104,7 +111,10 @@ void ActiveMode::translate_in(Flow& f, uint8_t* ip, const Segment& s) {
   if (s.flags & kAck) {
     bool clamped;
     ack_b = map_ack(s.ack, f.seq_delta, f.b_snd_nxt, &clamped);
-    if (clamped) ctx_.counters.add(k_active_ack_clamped);
+    if (clamped) {
+      ctx_.counters.add(k_active_ack_clamped);
+      store16(tcp + 14, map_window(s.window, f.c_shift, s.ack + f.seq_delta, ack_b));
+    }
     store32(tcp + 8, ack_b);
     if (after(s.ack, f.c_ack_p)) f.c_ack_p = s.ack;
   }
@@ -178,14 +188,57 @@ void ActiveMode::note_closing(Flow& f, uint64_t now_us) {
   ctx_.events.emit(EventType::kClosed, reset ? EventReason::kRst : EventReason::kFin, f);
 }
 
+// The kernel translator's view of each taken-over flow: what the new owner
+// sent and acknowledged, FIN/RST both ways, when it was last seen; and its
+// counters into ours.
+void ActiveMode::sync_from_kernel(uint64_t now) {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  uint64_t mono_ns = uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
+  auto wall_us = [&](uint64_t ns) { return ns >= mono_ns ? now : now - (mono_ns - ns) / 1000; };
+  std::vector<FlowKey> reused;
+  ctx_.flows.for_each([&](Flow& f) {
+    if (!f.active) return;
+    t2cp_active_flow v;
+    if (!kernel_->read(f.key, &v)) { reused.push_back(f.key); return; }
+    if (after(v.b_snd_nxt, f.b_snd_nxt)) { f.s2c_backup += v.b_snd_nxt - f.b_snd_nxt; f.b_snd_nxt = v.b_snd_nxt; }
+    if (after(v.b_rcv_nxt, f.b_rcv_nxt)) { f.c2s_backup += v.b_rcv_nxt - f.b_rcv_nxt; f.b_rcv_nxt = v.b_rcv_nxt; }
+    if (after(v.b_tsval, f.b_tsval)) f.b_tsval = v.b_tsval;
+    f.s2c_primary = f.s2c_backup;
+    f.c2s_primary = f.c2s_backup;
+    if (v.c_fin && !f.c_fin) { f.c_fin = true; f.c_fin_seq = v.c_fin_seq; }
+    f.c_rst = f.c_rst || v.c_rst;
+    f.b_fin = f.b_fin || v.b_fin;
+    f.b_rst = f.b_rst || v.b_rst;
+    f.last_seen_us = std::max(f.last_seen_us, wall_us(v.last_seen_ns));
+    if (v.first_data_ns && !f.first_active_data_us) f.first_active_data_us = wall_us(v.first_data_ns);
+    note_closing(f, now);
+  });
+  // The program let a new connection through on the key and forgot the old one.
+  for (const FlowKey& k : reused) ctx_.flows.erase(k);
+  uint64_t st[T2CP_ACTIVE_STAT_COUNT];
+  kernel_->stats(st);
+  Counters& c = ctx_.counters;
+  c.set(k_active_in_packets, st[T2CP_ACTIVE_IN_PACKETS]);
+  c.set(k_active_out_packets, st[T2CP_ACTIVE_OUT_PACKETS]);
+  c.set(k_active_passthrough, st[T2CP_ACTIVE_PASSTHROUGH]);
+  c.set(k_active_ack_clamped, st[T2CP_ACTIVE_ACK_CLAMPED]);
+  c.set(k_active_sack_dropped, st[T2CP_ACTIVE_SACK_DROPPED]);
+  c.set(k_active_unparsed, st[T2CP_ACTIVE_UNPARSED]);
+}
+
 void ActiveMode::on_tick(uint64_t now) {
+  if (kernel_) sync_from_kernel(now);
   uint64_t idle_us = uint64_t(ctx_.cfg.idle_timeout_s) * 1000000;
   ctx_.flows.erase_if([&](Flow& f) {
     if (!f.active) return f.state == FlowState::kClosed || f.state == FlowState::kUnprotected;
-    if (f.state == FlowState::kClosed) return now - f.closed_us > kActiveLingerUs;
-    if (now - f.last_seen_us <= idle_us) return false;
-    ctx_.counters.add(k_flows_expired);
-    ctx_.events.emit(EventType::kClosed, EventReason::kIdleTimeout, f);
+    bool expired = f.state == FlowState::kClosed ? now - f.closed_us > kActiveLingerUs : now - f.last_seen_us > idle_us;
+    if (!expired) return false;
+    if (f.state != FlowState::kClosed) {
+      ctx_.counters.add(k_flows_expired);
+      ctx_.events.emit(EventType::kClosed, EventReason::kIdleTimeout, f);
+    }
+    if (kernel_) kernel_->remove(f.key);
     return true;
   });
 }

@@ -8,13 +8,20 @@
 //
 //   client -> backup   ack, SACK blocks: primary space -> backup space (ack
 //                      clamped to what the backup sent: the kernel drops a
-//                      segment acking unsent data, payload included);
+//                      segment acking unsent data, payload included; the
+//                      window then widened to keep the client's right edge);
 //                      TSecr: the client's view of the clock -> the backup's.
 //   backup -> client   seq: backup space -> primary space; TSval: the
 //                      backup's clock, shifted so the client's PAWS check
 //                      never sees it go back; window: rescaled from the
 //                      backup's window shift to the primary's (the one the
 //                      client applies).
+//
+// The same translation runs in the kernel when it can
+// (recovery_active_mode.bpf.c, attached by recovery_active_mode_kernel): the
+// queue then carries nothing of the taken-over flows (but the replica's last
+// packets queued before step 3, passed on to the kernel's translator), and
+// on_tick() reads their progress from the kernel's map instead.
 //
 // Thread: engine thread only.
 #pragma once
@@ -23,6 +30,7 @@
 
 #include "engine_context.h"
 #include "outgoing_nfqueue.h"
+#include "recovery_active_mode_kernel.h"
 
 namespace t2cp {
 
@@ -43,6 +51,10 @@ class ActiveMode {
   NfQueue::Verdict on_packet(uint8_t* ip, size_t len);
   // Expiry of taken-over flows (closed + linger, or idle).
   void on_tick(uint64_t now_us);
+  // From step 3 on, the kernel translates (kernel is ready and has every
+  // taken-over flow).
+  void use_kernel(KernelTranslator* kernel) { kernel_ = kernel; }
+  bool in_kernel() const { return kernel_ != nullptr; }
 
   // The client's view of the replica's state, for packets built at takeover.
   static uint32_t client_window(const Flow& f);
@@ -52,8 +64,10 @@ class ActiveMode {
   void translate_in(Flow& f, uint8_t* ip, const Segment& s);
   void translate_out(Flow& f, uint8_t* ip, const Segment& s);
   void note_closing(Flow& f, uint64_t now_us);
+  void sync_from_kernel(uint64_t now_us);
 
   EngineContext& ctx_;
+  KernelTranslator* kernel_ = nullptr;
 };
 
 }  // namespace t2cp

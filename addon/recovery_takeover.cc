@@ -117,12 +117,15 @@ void FailureRecovery::settle_unfinished() {
 }
 
 bool FailureRecovery::go_active(std::string* err) {
-  if (!nft_.enter_active(err)) return false;
+  bool in_kernel = kernel_.ready();
   uint32_t n = 0;
   uint64_t lag_total = 0, lag_max = 0;
+  bool added = true;
   ctx_.flows.for_each([&](Flow& f) {
     if (!ActiveMode::can_take_over(f)) return;
     active_.enter(f);
+    // The map holds max_flows entries: as many as the table.
+    if (in_kernel) added = kernel_.add(f) && added;
     n++;
     uint32_t made = f.b_snd_nxt - f.seq_delta;  // the replica's snd_nxt in the primary's numbers
     if (after(f.p_snd_nxt, made)) {
@@ -131,9 +134,19 @@ bool FailureRecovery::go_active(std::string* err) {
       lag_max = std::max(lag_max, lag);
     }
   });
+  if (!added) {
+    *err = "the kernel translator's flow map refused a flow";
+    return false;
+  }
+  // The kernel has every flow before the queue rules go: no packet of a
+  // taken-over flow leaves untranslated.
+  if (!nft_.enter_active(in_kernel ? NftTables::ActiveRules::kNone : NftTables::ActiveRules::kQueueBoth, err))
+    return false;
+  if (in_kernel) active_.use_kernel(&kernel_);
   ctx_.mode = EngineMode::kActive;  // the mirror is ignored from now on (it shows a dead primary)
   std::lock_guard<std::mutex> g(mu_);
   report_.flows_taken_over = n;
+  report_.translated_in_kernel = in_kernel;
   report_.replica_lag_bytes_total = lag_total;
   report_.replica_lag_bytes_max = lag_max;
   return true;

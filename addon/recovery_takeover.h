@@ -10,9 +10,11 @@
 //                  A flow whose replica lacks bytes the primary acknowledged
 //                  can never be completed (the client will not send them
 //                  again): it is lost, reported, its replica copy reset.
-//   3 active       the table queues the clients' input too and stops hiding
-//                  the VIP from ARP; every taken-over flow is translated from now
-//                  on (recovery_active_mode); injection stops.
+//   3 active       every taken-over flow is translated from now on, by the
+//                  kernel (its map gets the flows, the table stops queueing
+//                  the replica's output) or else through the queue (the
+//                  table queues the clients' input too); the table stops
+//                  hiding the VIP from ARP; injection stops.
 //   4 ip takeover  VIP/32 on the real interface, gratuitous ARP now and
 //                  garp_count-1 more times every garp_interval_ms.
 //   5 connections  every taken-over flow resumes (recovery_connection_takeover).
@@ -58,6 +60,7 @@ struct TakeoverReport {
   uint64_t requested_us = 0;
   uint64_t step_start_us[kTakeoverSteps] = {}, step_end_us[kTakeoverSteps] = {};
   uint32_t flows_taken_over = 0;      // translated from step 3 on
+  bool translated_in_kernel = false;  // by recovery_active_mode.bpf.c, else the queue
   uint32_t flows_lost = 0;            // replica lacked acknowledged bytes
   uint32_t flows_unprotected = 0;     // known unprotected when it began
   uint32_t handshakes_dropped = 0;    // not yet paired: the client's SYN goes to the new owner
@@ -78,9 +81,9 @@ struct TakeoverReport {
 
 class FailureRecovery {
  public:
-  FailureRecovery(EngineContext& ctx, IncomingProcessor& in, ActiveMode& active, NfQueue& nfq, NftTables& nft,
-                  Capture& capture)
-      : ctx_(ctx), in_(in), active_(active), nfq_(nfq), nft_(nft), capture_(capture), conn_(ctx) {}
+  FailureRecovery(EngineContext& ctx, IncomingProcessor& in, ActiveMode& active, KernelTranslator& kernel,
+                  NfQueue& nfq, NftTables& nft, Capture& capture)
+      : ctx_(ctx), in_(in), active_(active), kernel_(kernel), nfq_(nfq), nft_(nft), capture_(capture), conn_(ctx) {}
 
   // False (and *err) if a takeover already ran or runs.
   bool request(const TakeoverConfig& cfg, std::string* err);
@@ -107,6 +110,7 @@ class FailureRecovery {
   EngineContext& ctx_;
   IncomingProcessor& in_;
   ActiveMode& active_;
+  KernelTranslator& kernel_;
   NfQueue& nfq_;
   NftTables& nft_;
   Capture& capture_;

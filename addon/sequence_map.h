@@ -19,6 +19,17 @@ inline uint32_t map_ack(uint32_t ack_p, uint32_t delta, uint32_t b_snd_nxt, bool
   return *clamped ? b_snd_nxt : a;
 }
 
+// The client's window for the replica when its ack was held back (ack_given
+// before ack_mapped): the same right edge, so a replica behind the primary
+// may send as far as the client could take, not only a window beyond its own
+// snd_nxt — else a lagging replica crawls a client window per round trip.
+// Raw field in, raw field out (the client's shift), at most 65535.
+inline uint16_t map_window(uint16_t window, uint8_t shift, uint32_t ack_mapped, uint32_t ack_given) {
+  if (!after(ack_mapped, ack_given)) return window;
+  uint64_t w = uint64_t(window) + ((ack_mapped - ack_given) >> shift);
+  return w > 65535 ? 65535 : uint16_t(w);
+}
+
 // The TSecr the replica may see for a client's echo of a primary TSval: the
 // primary's clock shifted to the replica's by the SYN-ACK pair, kept within
 // [replica's SYN-ACK TSval, replica's latest TSval] so it never echoes a

@@ -37,23 +37,31 @@ export interface FailoverTrial {
   total: number;
   resuppliedBytes: number;
   bulkOk: boolean | null;
-  /** Bulk load: the download's rate in the 400 ms after the takeover (from failure + 150 ms) over the 400 ms before the failure. */
+  /** Bulk load: the download's rate in the 400 ms after the takeover (from failure + 150 ms) over its rate in the second before the failure. */
   downloadAfterVsBefore: number | null;
+  /** The same, 1 to 2 s after the failure (once the replica caught up). */
+  downloadLaterVsBefore: number | null;
 }
 
 const ECHO_PORT = 7100;
 const BULK_PORT = 7000;
-const bulk: Workload = { seed: 5, sessions: [{ kind: 'download', bytes: 1000 << 20 }, { kind: 'upload', bytes: 400 << 20 }] };
+const bulk: Workload = { seed: 5, sessions: [{ kind: 'download', bytes: 2000 << 20 }, { kind: 'upload', bytes: 400 << 20 }] };
 
 interface EchoSummary { ev: 'summary'; conns: Array<{ kind: string; outcome: string; stallMs: number | null; lastBeforeMs: number | null }> }
 
-/** The client's received bytes (--timeline bins) in [fail + 150, fail + 550) ms over [fail - 450, fail - 50) ms. */
-function rateRatio(file: string, failMs: number): number | null {
+/** Time the bulk transfers run before the failure, ms: past their start-up, at their steady rate. */
+const BULK_LEAD_MS = 2500;
+
+/**
+ * The download's rate as the client received it (--timeline bins) in [fail + from, fail + from + span) ms,
+ * over its rate in the second before the failure ([fail - 1050, fail - 50) ms).
+ */
+function rateRatio(file: string, failMs: number, fromMs: number, spanMs: number): number | null {
   const t = JSON.parse(fs.readFileSync(file, 'utf8')) as { binMs: number; startMs: number; rx: number[] };
   const sum = (from: number, to: number): number =>
     t.rx.reduce((a, b, i) => { const at = t.startMs + i * t.binMs; return at >= from && at < to ? a + b : a; }, 0);
-  const before = sum(failMs - 450, failMs - 50);
-  return before > 0 ? sum(failMs + 150, failMs + 550) / before : null;
+  const before = sum(failMs - 1050, failMs - 50) / 1000;
+  return before > 0 ? sum(failMs + fromMs, failMs + fromMs + spanMs) / spanMs / before : null;
 }
 
 export interface FailoverOptions {
@@ -63,6 +71,8 @@ export interface FailoverOptions {
   connections?: number;
   /** false: the gateway's traffic recorder off (--record-window 0), to see what it buys. */
   recorder?: boolean;
+  /** `t2cp backup --active-mode`: who translates the taken-over flows (default: the kernel). */
+  activeMode?: 'kernel' | 'queue';
 }
 
 export async function runT2cpFailover(tb: Testbed, o: FailoverOptions): Promise<FailoverTrial> {
@@ -70,7 +80,7 @@ export async function runT2cpFailover(tb: Testbed, o: FailoverOptions): Promise<
   const total = o.connections ?? 20;
   const idle = Math.floor(total / 4);
   const pair = await startTakeoverLab(tb, dir, { ports: [BULK_PORT], echoPort: ECHO_PORT, instance: 'bench', intervalMs: 10, hardMisses: 3,
-    gatewayArgs: o.recorder === false ? ['--record-window', '0'] : [] });
+    gatewayArgs: o.recorder === false ? ['--record-window', '0'] : [], backupArgs: ['--active-mode', o.activeMode ?? 'kernel'] });
   const client = tb.spawn(tb.ns.client, ['node', `${repoRoot}dist/scripts/echo-client.js`, '--server', `${tb.addr.vip}:${ECHO_PORT}`,
     '--active', String(total - idle), '--idle', String(idle), '--interval-ms', '10', '--max-unanswered', '1', '--deadline-ms', '60000'],
   { stdio: ['pipe', 'pipe', 'pipe'] });
@@ -86,7 +96,7 @@ export async function runT2cpFailover(tb: Testbed, o: FailoverOptions): Promise<
     const load = o.load === 'bulk'
       ? startClient(tb, tb.ns.client, `${tb.addr.vip}:${BULK_PORT}`, bulk, `${dir}/bulk.jsonl`, { deadlineMs: 60_000, timeline: `${dir}/bulk-timeline.json` })
       : undefined;
-    await new Promise((r) => setTimeout(r, 500));
+    await new Promise((r) => setTimeout(r, load ? BULK_LEAD_MS : 500));
     const failMs = await failPrimary(tb, o.failure);
     failedAt = failMs;
     client.stdin!.write(`fail ${failMs}\n`);
@@ -112,7 +122,8 @@ export async function runT2cpFailover(tb: Testbed, o: FailoverOptions): Promise<
       total,
       resuppliedBytes: gw?.resupplied?.bytes ?? 0,
       bulkOk: bulkRun ? bulkRun.code === 0 : null,
-      downloadAfterVsBefore: bulkRun ? rateRatio(`${dir}/bulk-timeline.json`, failedAt) : null,
+      downloadAfterVsBefore: bulkRun ? rateRatio(`${dir}/bulk-timeline.json`, failedAt, 150, 400) : null,
+      downloadLaterVsBefore: bulkRun ? rateRatio(`${dir}/bulk-timeline.json`, failedAt, 1000, 1000) : null,
     };
   } finally {
     if (client.exitCode === null) client.kill('SIGTERM');

@@ -206,13 +206,17 @@ async function benchFailover(dir: string): Promise<void> {
   };
   // 'idle_no_recorder': what the clients see without the traffic recorder's resupply (only the
   // backup's ACKs and resent output): a request lost with the primary waits for the client's RTO.
-  for (const variant of ['idle', 'bulk', 'idle_no_recorder'] as const) {
-    const load = variant === 'bulk' ? 'bulk' : 'idle';
+  // 'bulk_queue': the same with the taken-over flows translated through NFQUEUE in user space
+  // (--active-mode queue) instead of by the kernel's tc programs.
+  for (const variant of ['idle', 'bulk', 'bulk_queue', 'idle_no_recorder'] as const) {
+    if (ONLY_FAILOVER && !ONLY_FAILOVER.has(variant)) continue;
+    const load = variant.startsWith('bulk') ? 'bulk' : 'idle';
     const trials: FailoverTrial[] = [];
     for (let i = 0; i < TRIALS; i++) {
       const tb = await createTestbed({ offloads: true });
       try {
-        trials.push(await runT2cpFailover(tb, { dir, failure: 'link-down', load, recorder: variant !== 'idle_no_recorder' }));
+        trials.push(await runT2cpFailover(tb, { dir, failure: 'link-down', load, recorder: variant !== 'idle_no_recorder',
+          activeMode: variant === 'bulk_queue' ? 'queue' : 'kernel' }));
       } finally {
         await tb.teardown();
       }
@@ -223,10 +227,13 @@ async function benchFailover(dir: string): Promise<void> {
     line(`failover_t2cp_${variant}_stall_ms`, stats(stalls), 'client: longest silence around the failure, per connection (capture)');
     line(`failover_t2cp_${variant}_connections_kept`, `${trials.reduce((a, t) => a + t.kept, 0)}/${trials.reduce((a, t) => a + t.total, 0)}`);
     line(`failover_t2cp_${variant}_resupplied_kb`, stats(trials.map((t) => t.resuppliedBytes / 1024)), 'traffic recorder at the gateway');
-    if (variant === 'bulk') {
-      line('failover_t2cp_bulk_transfers_exact', trials.every((t) => t.bulkOk) ? 'yes' : 'NO');
+    if (load === 'bulk') {
+      const by = variant === 'bulk' ? 'the kernel (tc programs)' : 'user space (NFQUEUE)';
+      line(`failover_t2cp_${variant}_transfers_exact`, trials.every((t) => t.bulkOk) ? 'yes' : 'NO');
       const ratios = trials.map((t) => t.downloadAfterVsBefore ?? NaN);
-      line('failover_t2cp_bulk_download_after_vs_before', median(ratios), `trials ${ratios.map((x) => x.toFixed(2)).join(' ')}; translated in user space after the takeover`);
+      line(`failover_t2cp_${variant}_download_after_vs_before`, median(ratios), `trials ${ratios.map((x) => x.toFixed(2)).join(' ')}; rate 0.15-0.55 s after the failure vs the second before; translated by ${by}`);
+      const later = trials.map((t) => t.downloadLaterVsBefore ?? NaN);
+      line(`failover_t2cp_${variant}_download_later_vs_before`, median(later), `trials ${later.map((x) => x.toFixed(2)).join(' ')}; rate 1-2 s after the failure vs the second before`);
     }
   }
   for (const advertIntMs of [10, 100]) {
@@ -240,8 +247,9 @@ async function benchFailover(dir: string): Promise<void> {
   }
 }
 
-/** T2CP_BENCH_ONLY=bulk,latency,conn,failover runs a subset. */
+/** T2CP_BENCH_ONLY=bulk,latency,conn,failover runs a subset; T2CP_BENCH_FAILOVER=idle,bulk,bulk_queue,idle_no_recorder a subset of that. */
 const ONLY = new Set((process.env.T2CP_BENCH_ONLY ?? 'bulk,latency,conn,failover').split(','));
+const ONLY_FAILOVER = process.env.T2CP_BENCH_FAILOVER ? new Set(process.env.T2CP_BENCH_FAILOVER.split(',')) : undefined;
 
 async function main(): Promise<void> {
   if (process.getuid?.() !== 0) throw new Error('the benchmark builds network namespaces: run it as root');

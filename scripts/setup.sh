@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-apt_pkgs=(libpcap-dev libssl-dev libnetfilter-queue-dev libmnl-dev nftables iptables iproute2 tcpdump ethtool g++ make python3 kmod clang libclang-rt-14-dev keepalived librsvg2-bin)
+apt_pkgs=(libpcap-dev libssl-dev libnetfilter-queue-dev libmnl-dev libbpf-dev nftables iptables iproute2 tcpdump ethtool g++ make python3 kmod clang libclang-rt-14-dev keepalived librsvg2-bin)
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -35,8 +35,10 @@ export function distCli(): string {
   return path.join(dir, 'dist', 'src', 'cli.js');
 }
 
-export async function startT2cp(tb: Testbed, ns: string, args: string[], ready: (r: LogRecord) => boolean, opts: { cpus?: string; what?: string } = {}): Promise<T2cpProcess> {
-  const child = tb.spawn(ns, [...pinned(opts.cpus), 'node', distCli(), ...args, '--json']);
+/** `wrap`: a command the CLI runs under (e.g. setpriv dropping capabilities). */
+export async function startT2cp(tb: Testbed, ns: string, args: string[], ready: (r: LogRecord) => boolean,
+  opts: { cpus?: string; what?: string; wrap?: string[] } = {}): Promise<T2cpProcess> {
+  const child = tb.spawn(ns, [...pinned(opts.cpus), ...(opts.wrap ?? []), 'node', distCli(), ...args, '--json']);
   const records: LogRecord[] = [];
   let partial = '';
   let err = '';

@@ -27,6 +27,12 @@ export interface EngineOptions {
   rtPriority: number;
   /** Microseconds the engine thread spins after work before it sleeps; 0 never spins. */
   busyPollUs: number;
+  /** Interface that gets the VIP at a takeover ('' : no takeover configured, no translator attached). */
+  activeIf: string;
+  /** Active mode's translator: the kernel's (tcx programs on activeIf), the queue's, or the kernel's when it loads. */
+  activeMode: 'auto' | 'kernel' | 'queue';
+  /** The kernel translator's object file (activeModeObject()). */
+  activeObject: string;
 }
 
 export interface LatencyHistogram {
@@ -53,6 +59,8 @@ export interface NativeTakeoverReport {
   requestedUs: number;
   steps: TakeoverStep[];
   flowsTakenOver: number;
+  /** Who translates the taken-over flows (once done). */
+  translator?: 'kernel' | 'queue';
   flowsLost: number;
   flowsUnprotected: number;
   handshakesDropped: number;
@@ -67,7 +75,14 @@ export interface NativeTakeoverReport {
 }
 
 export interface NativeEngine {
-  start(): { removedStaleTable: boolean; realtime: boolean };
+  start(): {
+    removedStaleTable: boolean;
+    realtime: boolean;
+    /** Who will translate after a takeover; '' when none is configured. */
+    activeTranslator: 'kernel' | 'queue' | '';
+    /** Why the kernel translator could not be used (with --active-mode auto). */
+    kernelFallback?: string;
+  };
   stop(): void;
   counters(): Record<string, number>;
   latency(): LatencyHistogram;
@@ -106,6 +121,8 @@ interface Addon {
   setErrorClass(cls: typeof T2cpError): void;
   names(): { counters: string[]; parseErrors: string[]; eventSize: number };
   captureFilter(vip: string, ports: number[]): string;
+  /** tc programs attached to the interface through tcx (the active-mode translator's, while a backup runs). */
+  tcxPrograms(ifname: string): number;
 }
 
 function repoRoot(): string {
@@ -117,6 +134,11 @@ function repoRoot(): string {
     dir = up;
   }
   return dir;
+}
+
+/** The kernel translator (addon/recovery_active_mode.bpf.c), built next to the addon. */
+export function activeModeObject(): string {
+  return path.join(repoRoot(), 'build', 'Release', 'recovery_active_mode.bpf.o');
 }
 
 function load(): Addon {

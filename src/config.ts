@@ -4,7 +4,10 @@
 // option and says how to fix it.
 import { configError } from './errors.js';
 import { checkInstance, helpText, parseOptions, type CommandSpec, type Endpoint, type OptionSpec } from './options.js';
-import type { EngineOptions } from './addon.js';
+import { activeModeObject, type EngineOptions } from './addon.js';
+
+export const ACTIVE_MODES = ['auto', 'kernel', 'queue'] as const;
+export type ActiveMode = (typeof ACTIVE_MODES)[number];
 
 export interface BackupConfig {
   mirrorIf: string;
@@ -39,6 +42,8 @@ export interface BackupConfig {
   finishTimeoutMs: number;
   garpCount: number;
   garpIntervalMs: number;
+  /** Who translates the taken-over flows: the kernel (tc programs on --vip-if), the queue (user space), or the kernel when it can. */
+  activeMode: ActiveMode;
   /** Takeover records are appended here as JSON lines. */
   report?: string;
 }
@@ -64,6 +69,7 @@ const DEFAULTS: Omit<BackupConfig, 'mirrorIf' | 'vip' | 'ports' | 'keyFile' | 'd
   finishTimeoutMs: 500,
   garpCount: 5,
   garpIntervalMs: 20,
+  activeMode: 'auto',
 };
 
 export const BACKUP_OPTIONS: OptionSpec<BackupConfig>[] = [
@@ -118,6 +124,8 @@ export const BACKUP_OPTIONS: OptionSpec<BackupConfig>[] = [
     help: `gratuitous ARPs for the VIP at takeover; default ${DEFAULTS.garpCount}` },
   { key: 'garpIntervalMs', flag: '--garp-interval', kind: 'int', arg: 'MS', min: 1, max: 10000,
     help: `time between them; default ${DEFAULTS.garpIntervalMs}` },
+  { key: 'activeMode', flag: '--active-mode', kind: 'choice', arg: 'MODE', choices: ACTIVE_MODES,
+    help: 'after a takeover, who translates the taken-over connections: kernel (tc programs on --vip-if, Linux 6.6+), queue (NFQUEUE, in this process), auto (kernel when it loads at start, else queue); default auto' },
   { key: 'report', flag: '--report', kind: 'string', arg: 'FILE',
     help: 'append each takeover record (JSON line) to FILE' },
 ];
@@ -155,7 +163,8 @@ export function backupHelp(): string {
   return helpText(BACKUP_COMMAND);
 }
 
-export function engineOptions(c: BackupConfig): EngineOptions {
+/** `activeIf`: where the VIP goes at a takeover ('' when none can happen: no key). */
+export function engineOptions(c: BackupConfig, activeIf = ''): EngineOptions {
   return {
     mirrorIf: c.mirrorIf,
     vip: c.vip,
@@ -173,5 +182,8 @@ export function engineOptions(c: BackupConfig): EngineOptions {
     eventBatchMs: 20,
     rtPriority: c.rtPriority,
     busyPollUs: c.busyPollUs,
+    activeIf,
+    activeMode: c.activeMode,
+    activeObject: activeModeObject(),
   };
 }

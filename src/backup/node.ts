@@ -31,13 +31,14 @@ export class BackupNode {
 
   start(): void {
     preflight(this.cfg);
-    const opts = engineOptions(this.cfg);
+    const opts = engineOptions(this.cfg, this.cfg.keyFile ? this.vipIf() : '');
     const engine = new (addon().Engine)(opts, (batch) => this.deliver(batch));
-    const { removedStaleTable, realtime } = engine.start();
+    const { removedStaleTable, realtime, activeTranslator, kernelFallback } = engine.start();
     this.engine = engine;
     if (this.cfg.rtPriority > 0 && !realtime)
       this.log.warn('could not make the packet thread SCHED_FIFO: latency will follow the scheduler', { rtPriority: this.cfg.rtPriority });
     if (removedStaleTable) this.log.warn('removed a stale nft table left by an earlier run', { table: opts.nftTable });
+    if (kernelFallback) this.log.warn('the kernel cannot translate taken-over connections: the queue will (slower)', { why: kernelFallback });
     this.log.info('replicating', {
       vip: this.cfg.vip,
       ports: this.cfg.ports.join(','),
@@ -46,6 +47,7 @@ export class BackupNode {
       table: opts.nftTable,
       tun: opts.tunName,
       queue: opts.queueNum,
+      ...(activeTranslator ? { afterTakeover: activeTranslator, vipIf: opts.activeIf } : {}),
     });
     if (this.cfg.statusIntervalS > 0) {
       this.timers.push(setInterval(() => this.log.info('counters', this.nonZeroCounters()), this.cfg.statusIntervalS * 1000));
@@ -82,7 +84,7 @@ export class BackupNode {
   takeover(trigger: TakeoverTrigger): Promise<TakeoverRecord> {
     if (this.run?.started) return this.run.done();
     if (!this.engine) return Promise.reject(new Error('the backup is not running'));
-    const vipIf = this.cfg.vipIf ?? defaultRouteInterface();
+    const vipIf = this.vipIf();
     this.run = new TakeoverRun(
       this.engine,
       { vipIf, finishTimeoutMs: this.cfg.finishTimeoutMs, garpCount: this.cfg.garpCount, garpIntervalMs: this.cfg.garpIntervalMs },
@@ -95,6 +97,10 @@ export class BackupNode {
       this.failed = true;
     });
     return this.run.done();
+  }
+
+  private vipIf(): string {
+    return this.cfg.vipIf ?? defaultRouteInterface();
   }
 
   /** The engine's counters, and the control endpoint's (control_accepted, control_rejected_<reason>). */

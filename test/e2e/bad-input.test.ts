@@ -40,6 +40,8 @@ const optionErrors: { name: string; change: (flags: Record<string, string>) => s
     says: [/--ports/, /'99999'/, /1-65535/] },
   { name: 'an unknown option', change: (f) => [...flagsToArgv(f), '--mirror-iface', 'm0'],
     says: [/unknown option '--mirror-iface'/, /t2cp backup --help/] },
+  { name: 'an unknown active mode', change: (f) => [...flagsToArgv(f), '--active-mode', 'fast'],
+    says: [/--active-mode/, /'fast'/, /auto, kernel, queue/] },
   { name: 'a missing required option', change: (f) => { const { '--vip': _vip, ...rest } = f; return flagsToArgv(rest); },
     says: [/missing --vip/, /ADDR/] },
 ];
@@ -71,10 +73,17 @@ describe('bad input: a clear one-line error and nothing installed', () => {
     await expectNothingLeft(tb, instance);
   });
 
-  it('with takeover on, a --vip-if that does not exist is refused at start, not at the takeover (T2CP_NO_INTERFACE)', async () => {
-    const instance = 'novipif';
+  /** A control key for the backup (takeover on: the active-mode translator is attached at start). */
+  const controlKey = async (): Promise<string> => {
     const keyFile = `${dir}/control.key`;
     await tb.exec(tb.ns.backup, ['sh', '-c', `head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n' > ${keyFile}; chmod 600 ${keyFile}`]);
+    return keyFile;
+  };
+  const withTakeover = async (): Promise<string[]> => ['--key-file', await controlKey(), '--vip-if', tb.ifaces.backupLan];
+
+  it('with takeover on, a --vip-if that does not exist is refused at start, not at the takeover (T2CP_NO_INTERFACE)', async () => {
+    const instance = 'novipif';
+    const keyFile = await controlKey();
     const r = await runBackupCli(tb, [...flagsToArgv(validBackupArgs(tb, instance)), '--key-file', keyFile, '--vip-if', 'nosuch1']);
     expectRefused(r, { exit: 1, code: 'T2CP_NO_INTERFACE', says: [/--vip-if 'nosuch1'/, /does not exist/, /takeover/] });
     await expectNothingLeft(tb, instance);
@@ -111,6 +120,32 @@ describe('bad input: a clear one-line error and nothing installed', () => {
       await expectNothingLeft(tb, instance);
     });
   }
+
+  // Without CAP_BPF (and CAP_SYS_ADMIN) the kernel refuses to load the active-mode translator.
+  const noBpf = ['setpriv', '--bounding-set=-bpf,-sys_admin'];
+
+  it('without BPF, --active-mode kernel is refused at start with the way out (T2CP_KERNEL_FEATURE)', async () => {
+    const instance = 'nobpf';
+    const r = await runBackupCli(tb, [...flagsToArgv(validBackupArgs(tb, instance)), ...await withTakeover(), '--active-mode', 'kernel'], noBpf);
+    expectRefused(r, { exit: 1, code: 'T2CP_KERNEL_FEATURE', says: [/active-mode translator/, /CAP_BPF/, /--active-mode queue/] });
+    await expectNothingLeft(tb, instance);
+  });
+
+  it('without BPF, --active-mode auto replicates and says the queue will translate after a takeover', async () => {
+    const instance = 'autoq';
+    const b = await startBackup(tb, { ports: [PORT], instance, extra: await withTakeover(), wrap: noBpf });
+    try {
+      expect(b.records.find((r) => r.msg === 'replicating')?.afterTakeover).toBe('queue');
+      expect(b.records.some((r) => /the kernel cannot translate/.test(r.msg) && /CAP_BPF/.test(String(r.why)))).toBe(true);
+      const run = await runWorkload(workload(2, 3, 0), 'autoq.jsonl');
+      expect(run.code, run.stderr).toBe(0);
+      await waitFor(() => b.flows('closed').length >= 2, { timeoutMs: 10_000, what: 'both sessions replicated and closed' });
+    } finally {
+      await b.stop();
+    }
+    expect(b.child.exitCode).toBe(0);
+    await expectNothingLeft(tb, instance);
+  });
 
   it('a kernel without TUN is refused with `modprobe tun` (T2CP_KERNEL_FEATURE)', async () => {
     const instance = 'notun';
@@ -171,7 +206,10 @@ describe('bad input: a clear one-line error and nothing installed', () => {
 
   it('a crash (SIGKILL) leaves nothing behind, and the same instance restarts cleanly', async () => {
     const instance = 'crash';
-    const crashed = await startBackup(tb, { ports: [PORT], instance });
+    // Takeover on: the active-mode translator's tc programs are attached too.
+    const crashed = await startBackup(tb, { ports: [PORT], instance, extra: await withTakeover() });
+    expect(crashed.records.find((r) => r.msg === 'replicating')?.afterTakeover).toBe('kernel');
+    expect((await kernelLeftovers(tb, instance)).filter((l) => l.startsWith('tcx:'))).toEqual([`tcx: 2 program(s) on ${tb.ifaces.backupLan}`]);
     crashed.child.kill('SIGKILL');
     await waitForExit(crashed.child, 5_000);
     expect(crashed.child.signalCode).toBe('SIGKILL');

@@ -1,7 +1,10 @@
 // What `t2cp backup` may leave in the backup's kernel, listed so a test can
 // assert there is none: its nft tables, its TUN device, the VIP as a local
-// address, a bound NFQUEUE.
+// address, a bound NFQUEUE, the active-mode translator's tc programs.
+import { fileURLToPath } from 'node:url';
 import type { Testbed } from '../../scripts/testbed.js';
+
+const addonModule = fileURLToPath(new URL('../../dist/src/addon.js', import.meta.url));
 
 export async function kernelLeftovers(tb: Testbed, instance: string): Promise<string[]> {
   const found: string[] = [];
@@ -13,5 +16,9 @@ export async function kernelLeftovers(tb: Testbed, instance: string): Promise<st
   for (const l of addrs.stdout.split('\n')) if (l.includes(` ${tb.addr.vip}/`)) found.push(`address: ${l.trim()}`);
   const queues = await tb.exec(tb.ns.backup, ['cat', '/proc/net/netfilter/nfnetlink_queue']);
   for (const l of queues.stdout.split('\n')) if (l.trim()) found.push(`nfqueue: ${l.trim()}`);
+  const tcx = await tb.exec(tb.ns.backup, ['node', '--input-type=module', '-e',
+    `import { addon } from '${addonModule}'; console.log(addon().tcxPrograms('${tb.ifaces.backupLan}'))`]);
+  if (tcx.code !== 0) found.push(`tcx query failed: ${tcx.stderr.trim()}`);
+  else if (tcx.stdout.trim() !== '0') found.push(`tcx: ${tcx.stdout.trim()} program(s) on ${tb.ifaces.backupLan}`);
   return found;
 }

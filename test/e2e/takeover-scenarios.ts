@@ -12,6 +12,8 @@ export interface TakeoverScenario {
   /** Time the sessions run before the failure, ms. */
   failAfterMs: number;
   workload: Workload;
+  /** `t2cp backup --active-mode`: who translates after the takeover (default: the kernel). */
+  activeMode?: 'kernel' | 'queue';
 }
 
 // Request/response every 10 ms for ~4 s, bulk both ways (large enough to be
@@ -31,5 +33,5 @@ export const takeoverScenarios: TakeoverScenario[] = [
   { name: 'host freeze', failure: 'freeze', trigger: 'detector', comesBack: true, failAfterMs: 800, workload: mixed },
   { name: 'planned (t2cp takeover)', failure: 'planned', trigger: 'detector', comesBack: false, failAfterMs: 800, workload: mixed },
   { name: 'link down, keepalived decides', failure: 'link-down', trigger: 'keepalived', comesBack: true, failAfterMs: 800, workload: mixed },
-  { name: 'host freeze, no detector, manual t2cp takeover', failure: 'freeze', trigger: 'manual', comesBack: false, failAfterMs: 800, workload: mixed },
+  { name: 'host freeze, no detector, manual t2cp takeover, queue translator', failure: 'freeze', trigger: 'manual', comesBack: false, failAfterMs: 800, workload: mixed, activeMode: 'queue' },
 ];

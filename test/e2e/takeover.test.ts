@@ -21,7 +21,7 @@ import { takeoverScenarios } from './takeover-scenarios.js';
 const INSTANCE = 'tko';
 const PORT = 7000;
 
-interface EngineRecord { trigger: { source: string }; engine: { flowsTakenOver: number; flowsLost: number; state: string; stall?: { medianUs: number } } }
+interface EngineRecord { trigger: { source: string }; engine: { flowsTakenOver: number; flowsLost: number; state: string; translator?: string; stall?: { medianUs: number } } }
 
 for (const sc of takeoverScenarios) {
   describe(`takeover: ${sc.name}`, () => {
@@ -30,7 +30,8 @@ for (const sc of takeoverScenarios) {
     it('every protected connection carries on byte-exact, answered by one server only', async () => {
       const { tb, dir } = lab;
       await markPrimaryReplies(tb);
-      const pair = await startTakeoverLab(tb, dir, { ports: [PORT], instance: INSTANCE, trigger: sc.trigger });
+      const activeMode = sc.activeMode ?? 'kernel';
+      const pair = await startTakeoverLab(tb, dir, { ports: [PORT], instance: INSTANCE, trigger: sc.trigger, backupArgs: ['--active-mode', activeMode] });
       const atClient = await startCapture(tb, tb.ns.client, 'c0', `tcp and src host ${tb.addr.vip}`, `${dir}/client.pcap`);
       const client = startClient(tb, tb.ns.client, `${tb.addr.vip}:${PORT}`, sc.workload, `${dir}/client.jsonl`,
         { deadlineMs: 60_000, timeline: `${dir}/timeline.json` });
@@ -66,6 +67,7 @@ for (const sc of takeoverScenarios) {
       expect(run.code, run.stderr).toBe(0);
       expect(check.exact).toBe(sessions);
       expect(record.engine.flowsTakenOver).toBe(sessions);
+      expect(record.engine.translator).toBe(activeMode);
       expect(record.engine.flowsLost).toBe(0);
       if (sc.trigger === 'detector') {
         // One record with everything: detection, the backup's steps and flows, and its final stall figure.

@@ -130,6 +130,8 @@ void test_in_ack_beyond_replica_is_clamped() {
   Segment s = parse(b);
   CHECK_EQ(s.ack, x.f->b_snd_nxt);
   CHECK_EQ(x.ctx->counters.get(k_active_ack_clamped), 1u);
+  // The window keeps the client's right edge: 4000 bytes held back, shift 0.
+  CHECK_EQ(s.window, uint16_t(sp.window + 4000));
 }
 
 void test_unknown_flow_and_new_syn_pass_untouched() {

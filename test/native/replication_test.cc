@@ -715,6 +715,35 @@ void test_map_ack() {
   }
 }
 
+void test_map_window() {
+  // Not clamped: the client's window as it is.
+  CHECK_EQ(map_window(500, 7, 0x1000u, 0x1000u), uint16_t(500));
+  // Held back by 1 MiB with shift 7: the right edge stays, 8192 more units.
+  CHECK_EQ(map_window(500, 7, 0x100000u + 0x20u, 0x20u), uint16_t(500 + 8192));
+  // Across the 2^32 wrap.
+  CHECK_EQ(map_window(10, 0, 0x10u, 0xFFFFFFF0u), uint16_t(10 + 0x20));
+  // Never beyond the field.
+  CHECK_EQ(map_window(60000, 2, 0x40000000u, 0u), uint16_t(65535));
+  // Random: the right edge in bytes is kept, to within one unit of the shift, while it fits.
+  for (int i = 0; i < 100000; ++i) {
+    uint8_t shift = uint8_t(rnd_below(15));
+    uint16_t w = uint16_t(rnd_below(65536));
+    uint32_t given = rnd32(), lag = rnd_below(1u << 24);
+    uint16_t got = map_window(w, shift, given + lag, given);
+    uint64_t want_bytes = (uint64_t(w) << shift) + lag;
+    if (want_bytes >> shift <= 65535) {
+      CHECK(uint64_t(got) << shift <= want_bytes);
+      CHECK(want_bytes - (uint64_t(got) << shift) < (1ull << shift));
+    } else {
+      CHECK_EQ(got, uint16_t(65535));
+    }
+    if (g_check_failures) {
+      NOTE("shift %u window %u lag %u\n", shift, w, lag);
+      return;
+    }
+  }
+}
+
 void test_map_tsecr() {
   // Primary SYN-ACK TSval 0xFFFFFFF0, replica's 0x10: ts_delta 0x20.
   const uint32_t p_first = 0xFFFFFFF0u, b_first = 0x10u, ts_delta = b_first - p_first;
@@ -916,6 +945,7 @@ int main(int argc, char** argv) {
   run_test("BUG: stream buffer: limit counts waiting out-of-order bytes twice",
            test_bug_limit_counts_waiting_bytes_twice);
   run_test("sequence map: map_ack", test_map_ack);
+  run_test("sequence map: map_window keeps the client's right edge when the ack is held back", test_map_window);
   run_test("sequence map: map_tsecr", test_map_tsecr);
   run_test("sequence map: map_sack", test_map_sack);
   return finish();

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Native tier: builds the packet-layer tests, the replication-logic tests,
-# the active-mode (takeover) translation tests and the fuzz target under AddressSanitizer + UBSan into build/native/, runs
+# the active-mode (takeover) translation tests (the engine's, and the
+# kernel's against it: needs root and the built addon's BPF object) and the fuzz target under AddressSanitizer + UBSan into build/native/, runs
 # packet_test and replication_test, then fuzzes the parser for S seconds
 # (libFuzzer when clang++ can link it, otherwise the standalone driver built
 # with g++). Exits non-zero on any failure.
@@ -30,10 +31,13 @@ echo "native: building packet_test (g++)"
 g++ "${common[@]}" "$src/packet_test.cc" "$root/addon/packet.cc" -o "$out/packet_test"
 echo "native: building replication_test (g++)"
 g++ "${common[@]}" "$src/replication_test.cc" "$root/addon/stream_buffer.cc" -o "$out/replication_test"
+# Active mode (the engine's translator, which also drives the kernel's).
+active_srcs=("$root/addon/recovery_active_mode.cc" "$root/addon/recovery_active_mode_kernel.cc" "$root/addon/packet.cc"
+  "$root/addon/event_queue.cc" "$root/addon/flow_table.cc" "$root/addon/stream_buffer.cc" "$root/addon/incoming_tun.cc")
 echo "native: building active_mode_test (g++)"
-g++ "${common[@]}" "$src/active_mode_test.cc" "$root/addon/recovery_active_mode.cc" "$root/addon/packet.cc" \
-  "$root/addon/event_queue.cc" "$root/addon/flow_table.cc" "$root/addon/stream_buffer.cc" "$root/addon/incoming_tun.cc" \
-  -o "$out/active_mode_test"
+g++ "${common[@]}" "$src/active_mode_test.cc" "${active_srcs[@]}" -lbpf -o "$out/active_mode_test"
+echo "native: building active_mode_kernel_test (g++, libbpf)"
+g++ "${common[@]}" "$src/active_mode_kernel_test.cc" "${active_srcs[@]}" -lbpf -o "$out/active_mode_kernel_test"
 
 # libFuzzer needs clang++ and its compiler-rt; probe by linking an empty target.
 fuzz_mode=standalone
@@ -79,6 +83,14 @@ grep -v '^ok ' "$active_log" || true
 active_summary="$(tail -n 1 "$active_log")"
 [ "$active_status" -eq 0 ] || echo "native: active_mode_test failed (exit $active_status); see $active_log" >&2
 
+# The kernel's translator (BPF, run by the kernel) against the engine's.
+kernel_status=0
+kernel_log="$out/active_mode_kernel_test.log"
+"$out/active_mode_kernel_test" "$root/build/Release/recovery_active_mode.bpf.o" > "$kernel_log" 2>&1 || kernel_status=$?
+grep -v '^ok ' "$kernel_log" || true
+kernel_summary="$(tail -n 1 "$kernel_log")"
+[ "$kernel_status" -eq 0 ] || echo "native: active_mode_kernel_test failed (exit $kernel_status); see $kernel_log" >&2
+
 corpus="$(mktemp -d)"
 trap 'rm -rf "$corpus"' EXIT
 "$out/packet_test" --write-corpus "$corpus"
@@ -100,10 +112,12 @@ else
   echo "packet_test: $summary"
   echo "replication_test: $repl_summary"
   echo "active_mode_test: $active_summary"
+  echo "active_mode_kernel_test: $kernel_summary"
   exit 1
 fi
 
 echo "packet_test: $summary"
 echo "replication_test: $repl_summary"
 echo "active_mode_test: $active_summary"
-[ "$repl_status" -eq 0 ] && [ "$active_status" -eq 0 ] || exit 1
+echo "active_mode_kernel_test: $kernel_summary"
+[ "$repl_status" -eq 0 ] && [ "$active_status" -eq 0 ] && [ "$kernel_status" -eq 0 ] || exit 1
