@@ -15,6 +15,7 @@
 #include "counters.h"
 #include "engine.h"
 #include "incoming_capture.h"
+#include "incoming_timing.h"
 #include "recovery_fence.h"
 #include "traffic_recorder.h"
 
@@ -27,6 +28,11 @@ const char* const kCounterNames[kCounterCount] = {
 };
 
 namespace {
+
+// Payload bytes per resupplied piece: a RESUPPLY_DATA datagram (the packet in
+// base64 inside the JSON body, plus the header and MAC) stays within one
+// 1500-byte frame, so nothing relies on IP fragments.
+constexpr uint32_t kResupplyPiece = 900;
 
 Napi::FunctionReference g_error_class;  // src/errors.ts T2cpError, set at load
 
@@ -88,6 +94,8 @@ EngineConfig read_config(Napi::Env env, const Napi::Object& o) {
   c.event_batch_ms = get_u32(o, "eventBatchMs", c.event_batch_ms);
   c.rt_priority = get_u32(o, "rtPriority", c.rt_priority);
   c.busy_poll_us = get_u32(o, "busyPollUs", c.busy_poll_us);
+  c.slice_us = get_u32(o, "sliceUs", c.slice_us);
+  c.resupply = o.Get("resupply").ToBoolean().Value();
   c.active_if = get_str(o, "activeIf");
   c.active_object = get_str(o, "activeObject");
   std::string mode = get_str(o, "activeMode");
@@ -105,6 +113,7 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
       InstanceMethod<&EngineWrap::Counters>("counters"),
       InstanceMethod<&EngineWrap::Latency>("latency"),
       InstanceMethod<&EngineWrap::RequestFlowStats>("requestFlowStats"),
+      InstanceMethod<&EngineWrap::Supply>("supply"),
       InstanceMethod<&EngineWrap::Takeover>("takeover"),
       InstanceMethod<&EngineWrap::TakeoverReportJs>("takeoverReport"),
     });
@@ -203,6 +212,14 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
     o.Set("buckets", b);
     o.Set("maxNs", Napi::Number::New(env, double(h.max_ns.load())));
     return o;
+  }
+
+  // supply(packet: Buffer): a client segment resupplied by the gateway.
+  Napi::Value Supply(const Napi::CallbackInfo& info) {
+    if (!info[0].IsBuffer()) throw_error(info.Env(), "T2CP_CONFIG", "supply(packet: Buffer)");
+    Napi::Buffer<uint8_t> b = info[0].As<Napi::Buffer<uint8_t>>();
+    engine_->supply(std::vector<uint8_t>(b.Data(), b.Data() + b.Length()));
+    return info.Env().Undefined();
   }
 
   Napi::Value RequestFlowStats(const Napi::CallbackInfo& info) {
@@ -356,6 +373,7 @@ class RecorderWrap : public Napi::ObjectWrap<RecorderWrap> {
       InstanceMethod<&RecorderWrap::Start>("start"),
       InstanceMethod<&RecorderWrap::Stop>("stop"),
       InstanceMethod<&RecorderWrap::Resupply>("resupply"),
+      InstanceMethod<&RecorderWrap::Lookup>("lookup"),
       InstanceMethod<&RecorderWrap::CountersJs>("counters"),
     });
   }
@@ -386,6 +404,20 @@ class RecorderWrap : public Napi::ObjectWrap<RecorderWrap> {
     rec_.request_resupply(info[0].IsNumber() ? uint64_t(info[0].As<Napi::Number>().Int64Value()) : 0);
     return info.Env().Undefined();
   }
+  // lookup({client, clientPort, vipPort, from, to}): recorded client
+  // segments carrying [from, to) of that flow, as packets (Buffers).
+  Napi::Value Lookup(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!info[0].IsObject()) throw_error(env, "T2CP_CONFIG", "lookup({client, clientPort, vipPort, from, to})");
+    Napi::Object o = info[0].As<Napi::Object>();
+    uint32_t client = to_ipv4(env, get_str(o, "client"), "client");
+    auto pieces = rec_.lookup(client, uint16_t(get_u32(o, "clientPort", 0)), uint16_t(get_u32(o, "vipPort", 0)),
+                              get_u32(o, "from", 0), get_u32(o, "to", 0), kResupplyPiece, kResupplyMaxBytes);
+    Napi::Array a = Napi::Array::New(env, pieces.size());
+    for (size_t i = 0; i < pieces.size(); i++) a.Set(uint32_t(i), Napi::Buffer<uint8_t>::Copy(env, pieces[i].data(), pieces[i].size()));
+    return a;
+  }
+
   Napi::Value CountersJs(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     const RecorderCounters& c = rec_.counters();
@@ -398,6 +430,9 @@ class RecorderWrap : public Napi::ObjectWrap<RecorderWrap> {
     o.Set("send_errors", double(c.send_errors.load()));
     o.Set("malformed", double(c.malformed.load()));
     o.Set("capture_drops", double(c.capture_drops.load()));
+    o.Set("lookups", double(c.lookups.load()));
+    o.Set("looked_up_packets", double(c.looked_up_packets.load()));
+    o.Set("looked_up_bytes", double(c.looked_up_bytes.load()));
     o.Set("held_bytes", double(rec_.held_bytes()));
     return o;
   }

@@ -49,6 +49,10 @@ namespace t2cp {
   X(flow_buffer_full)        /* client bytes lost: flow or memory limit hit */     \
   X(buffered_bytes)          /* gauge: client bytes held for lagging replicas */   \
   X(gaps)                    /* primary acked client bytes never captured */       \
+  X(resupply_asked)          /* requests to the gateway's recorder for a gap */     \
+  X(resupply_packets)        /* client segments it resupplied */                   \
+  X(resupply_bytes)          /* ... their payload bytes (duplicates included) */   \
+  X(resupply_ignored)        /* resupplied for no flow we replicate, or malformed */\
   X(events_dropped)          /* event queue to JS full */                         \
   X(out_keep_full)           /* replica data unacked by the client not kept: limit */\
   X(takeover_syn_ignored)    /* client SYNs on the mirror during a takeover */     \
@@ -63,7 +67,8 @@ namespace t2cp {
   X(resume_bytes)                                                                  \
   X(resume_acks)             /* ACKs sent to clients at takeover */                \
   X(resume_errors)           /* raw send failed */                                 \
-  X(garp_sent)               /* gratuitous ARPs for the VIP */
+  X(garp_sent)               /* gratuitous ARPs for the VIP */                     \
+  X(engine_slice_us)         /* gauge: EEVDF slice the packet thread got, 0 none */
 
 enum Counter : int {
 #define T2CP_COUNTER_ENUM(name) k_##name,

@@ -10,8 +10,10 @@
 #include <atomic>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "engine_context.h"
 #include "incoming_capture.h"
@@ -54,6 +56,17 @@ class Engine {
     return true;
   }
   TakeoverReport takeover_report() const { return recovery_.report(); }
+  // A client segment the gateway's traffic recorder resupplied (whole IPv4
+  // packet), for the engine thread to feed like a mirrored one.
+  // Thread: JS.
+  void supply(std::vector<uint8_t> packet) {
+    {
+      std::lock_guard<std::mutex> g(supply_mu_);
+      if (supplied_.size() >= kMaxSupplied) return;  // a flood: the gap's own timeout decides
+      supplied_.push_back(std::move(packet));
+    }
+    wake();
+  }
   bool removed_stale_table() const { return removed_stale_; }
   // Whether the engine thread runs SCHED_FIFO (false if not asked or refused).
   bool realtime() const { return realtime_; }
@@ -84,6 +97,11 @@ class Engine {
   std::atomic<bool> stats_requested_{false};
   std::atomic<bool> notified_{false};
   std::function<void()> notify_;
+  // Resupplied segments waiting for the engine thread; bounded (1 MiB of
+  // requests in ~1 KiB pieces, times a few flows).
+  static constexpr size_t kMaxSupplied = 8192;
+  std::mutex supply_mu_;
+  std::vector<std::vector<uint8_t>> supplied_;
   bool removed_stale_ = false;
   bool realtime_ = false;
 };

@@ -15,7 +15,9 @@
 //  32   8   c2s_backup  client bytes the replica acknowledged
 //  40   8   s2c_primary bytes the primary sent
 //  48   8   s2c_backup  bytes the replica sent (and we dropped)
-//  56   8   detail      reason-specific (e.g. gap start offset)
+//  56   8   detail      reason-specific (e.g. gap start offset; for
+//                       kResupply: length << 32 | first client seq, length
+//                       at most 2^20 so the value stays below 2^53)
 #pragma once
 #include <cstdint>
 
@@ -31,6 +33,7 @@ enum class EventType : uint8_t {
   kAnomaly = 5,       // something the operator should see (see reason)
   kStats = 6,         // answer to requestFlowStats(): one per live flow
   kTakeover = 7,      // failure recovery progress (reason: step; detail: µs)
+  kResupply = 8,      // ask the traffic recorder (reason kGap; detail: bytes << 32 | first seq)
 };
 
 enum class EventReason : uint8_t {

@@ -113,6 +113,7 @@ struct Flow {
   uint64_t pending_capture_ns = 0;         // capture time of the oldest unserved packet
   bool reported_gap = false;
   uint64_t gap_suspect_us = 0; uint32_t gap_seq = 0;  // primary acked bytes we lack, since
+  uint64_t resupply_asked_us = 0;          // last request to the recorder for them
   uint64_t drop_suspect_us = 0;            // capture dropped frames while active, since
   uint64_t closed_us = 0, primary_rst_us = 0;
   // Progress in bytes, 64-bit so multi-GiB transfers do not wrap (events).

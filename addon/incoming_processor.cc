@@ -4,6 +4,7 @@
 // unprotected). Part 2, incoming_injection.cc, gives the replica its segments.
 #include "incoming_processor.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "incoming_timing.h"
@@ -135,11 +136,7 @@ void IncomingProcessor::on_client_segment(const Segment& s, uint64_t capture_ns)
   // older connections' (a reusing client starts the new ISN past the old
   // snd_nxt), so the latest generation it does not precede is its own.
   bool detached = false;
-  for (Flow* n = f ? f->successor.get() : nullptr; n; n = n->successor.get()) {
-    if (before(s.seq, n->c_isn)) break;
-    f = n;
-    detached = true;
-  }
+  f = generation_of(f, s.seq, &detached);
   if (f && f->state != FlowState::kUnprotected && before(s.seq, f->c_isn)) {
     // A late segment of an older connection on this key (replaced after the
     // replica finished it): its numbers mean nothing to this one.
@@ -177,25 +174,58 @@ void IncomingProcessor::on_client_segment(const Segment& s, uint64_t capture_ns)
     std::memcpy(f->c_sack, s.opt.sack, sizeof(SackBlock) * s.opt.sack_count);
     f->c_sack_fresh = true;
   }
+  if (!add_client_bytes(*f, s)) return;
+  if (s.flags & kRst) f->c_rst = true;
+  if (f->state == FlowState::kSynSeen) ctx_.counters.add(k_segments_held_handshake);
+  if (!f->pending_capture_ns) f->pending_capture_ns = capture_ns;
+  if (!detached) ctx_.mark_dirty(*f);  // a waiting successor is pumped once promoted
+}
+
+Flow* IncomingProcessor::generation_of(Flow* f, uint32_t seq, bool* detached) {
+  *detached = false;
+  for (Flow* n = f ? f->successor.get() : nullptr; n; n = n->successor.get()) {
+    if (before(seq, n->c_isn)) break;
+    f = n;
+    *detached = true;
+  }
+  return f;
+}
+
+bool IncomingProcessor::add_client_bytes(Flow& f, const Segment& s) {
   if (s.payload_len) {
-    switch (f->data.add(s.seq, s.payload, s.payload_len)) {
+    switch (f.data.add(s.seq, s.payload, s.payload_len)) {
       case StreamBuffer::AddResult::kAppended: break;
       case StreamBuffer::AddResult::kDuplicate: ctx_.counters.add(k_segments_duplicate); break;
       case StreamBuffer::AddResult::kOutOfOrder: ctx_.counters.add(k_segments_out_of_order); break;
       case StreamBuffer::AddResult::kFull:
         ctx_.counters.add(k_flow_buffer_full);
-        lose_flow(*f, EventReason::kBufferFull, f->data.held_bytes());
-        return;
+        lose_flow(f, EventReason::kBufferFull, f.data.held_bytes());
+        return false;
     }
   }
   if (s.flags & kFin) {
-    f->c_fin = true;
-    f->c_fin_seq = s.seq + s.payload_len;
+    f.c_fin = true;
+    f.c_fin_seq = s.seq + s.payload_len;
   }
-  if (s.flags & kRst) f->c_rst = true;
-  if (f->state == FlowState::kSynSeen) ctx_.counters.add(k_segments_held_handshake);
-  if (!f->pending_capture_ns) f->pending_capture_ns = capture_ns;
-  if (!detached) ctx_.mark_dirty(*f);  // a waiting successor is pumped once promoted
+  return true;
+}
+
+void IncomingProcessor::on_resupplied(const uint8_t* ip, size_t len) {
+  Segment s;
+  Flow* f = nullptr;
+  bool detached = false;
+  if (parse_ipv4(ip, len, false, &s) == ParseError::kOk && s.daddr == ctx_.cfg.vip && ctx_.port_set.test(s.dport))
+    f = generation_of(ctx_.flows.find(FlowKey{s.saddr, s.sport, s.dport}), s.seq, &detached);
+  // Only for a connection the replica has open and the engine still feeds.
+  bool fed = f && !before(s.seq, f->c_isn + 1) && ctx_.mode != EngineMode::kActive &&
+             (f->state == FlowState::kSynchronised || f->state == FlowState::kClosing);
+  if (!fed) {
+    ctx_.counters.add(k_resupply_ignored);
+    return;
+  }
+  ctx_.counters.add(k_resupply_packets);
+  ctx_.counters.add(k_resupply_bytes, s.payload_len);
+  if (add_client_bytes(*f, s) && !detached) ctx_.mark_dirty(*f);
 }
 
 void IncomingProcessor::on_primary_segment(const Segment& s) {
@@ -248,8 +278,10 @@ void IncomingProcessor::on_primary_segment(const Segment& s) {
     // The primary acknowledged client bytes: if we do not hold them yet the
     // capture may have lost them, or the mirror merely delivers them late
     // (it may reorder the two directions). tick_flow decides after a grace.
-    if (after(s.ack, captured_end(*f)) && !f->gap_suspect_us) {
-      f->gap_suspect_us = realtime_us();
+    // The suspicion keeps its start (the grace counts from it) and covers
+    // the latest ack.
+    if (after(s.ack, captured_end(*f))) {
+      if (!f->gap_suspect_us) f->gap_suspect_us = realtime_us();
       f->gap_seq = s.ack;
     }
   }
@@ -302,12 +334,30 @@ uint32_t IncomingProcessor::captured_end(const Flow& f) {
 void IncomingProcessor::check_gap(Flow& f, uint64_t now) {
   if (!f.gap_suspect_us) return;
   if (!after(f.gap_seq, captured_end(f))) {
-    f.gap_suspect_us = 0;  // the bytes arrived: the mirror was only late
+    f.gap_suspect_us = f.resupply_asked_us = 0;  // the bytes arrived: late on the mirror, or resupplied
+    // The primary may have acknowledged more since, all of it missing too:
+    // a suspicion of its own (no later ack may come to raise it).
+    if (!after(f.p_rcv_nxt, captured_end(f))) return;
+    f.gap_suspect_us = now;
+    f.gap_seq = f.p_rcv_nxt;
     return;
   }
-  if (now - f.gap_suspect_us < kGapGraceUs || f.reported_gap) return;
-  // Still missing: the capture lost client bytes the primary has. Without the
-  // traffic recorder's resupply, the replica cannot get past this point.
+  uint64_t waited = now - f.gap_suspect_us;
+  uint64_t grace = ctx_.cfg.resupply ? kResupplyGraceUs : kGapGraceUs;
+  if (ctx_.cfg.resupply && waited >= kResupplyAskUs && waited < grace &&
+      (!f.resupply_asked_us || now - f.resupply_asked_us >= kResupplyRepeatUs)) {
+    // Only the holes: what came out of order is held already.
+    for (const auto& [from, end] : f.data.holes(f.gap_seq, kResupplyMaxHoles)) {
+      uint32_t bytes = std::min<uint32_t>(end - from, kResupplyMaxBytes);
+      ctx_.events.emit(EventType::kResupply, EventReason::kGap, f, (uint64_t(bytes) << 32) | from);
+      ctx_.counters.add(k_resupply_asked);
+    }
+    f.resupply_asked_us = now;
+  }
+  if (waited < grace || f.reported_gap) return;
+  // Still missing: the capture lost client bytes the primary has, and the
+  // traffic recorder (if any) did not have them: the replica cannot get past
+  // this point.
   f.reported_gap = true;
   ctx_.counters.add(k_gaps);
   lose_flow(f, EventReason::kGap, captured_end(f) - (f.c_isn + 1));

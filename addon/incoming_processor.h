@@ -36,6 +36,9 @@ class IncomingProcessor {
   // must prove it lost nothing (a primary ack within what we hold), or it is
   // reported and unprotected.
   void on_capture_drops(uint64_t now_us);
+  // A client segment the gateway's traffic recorder sent again (whole IPv4
+  // packet): fills a gap the capture left, as the mirror would have.
+  void on_resupplied(const uint8_t* ip, size_t len);
   // Periodic: re-injection, window probes, timeouts, expiry.
   void on_tick(uint64_t now_us);
   // Successors whose predecessor finished on the replica take its place and
@@ -56,6 +59,11 @@ class IncomingProcessor {
 
  private:
   void on_client_segment(const Segment& s, uint64_t capture_ns);
+  // The generation of f's key that s belongs to (waiting successors lie
+  // beyond the older connections' numbers); *detached if not f itself.
+  static Flow* generation_of(Flow* f, uint32_t seq, bool* detached);
+  // s's payload and FIN into f's stream; false if f was lost (buffer full).
+  bool add_client_bytes(Flow& f, const Segment& s);
   void on_primary_segment(const Segment& s);
   void start_flow(const FlowKey& k, const Segment& s, uint64_t capture_ns);
   // A flow's client-side state from its SYN; reports it new.

@@ -40,6 +40,17 @@ constexpr uint64_t kPrimaryRstGraceUs = 1000000;
 // How long client bytes the primary acknowledged may be missing from the
 // capture before they count as lost (the mirror may deliver them late), µs.
 constexpr uint64_t kGapGraceUs = 500000;
+// Meanwhile (with a traffic recorder at the gateway) the missing bytes are
+// asked for this long after the primary acknowledged them — the mirror is
+// rarely later — and again every kResupplyRepeatUs until they came, for at
+// most kResupplyGraceUs (within the recorder's default 2 s window), µs.
+constexpr uint64_t kResupplyAskUs = 20000;
+constexpr uint64_t kResupplyRepeatUs = 200000;
+constexpr uint64_t kResupplyGraceUs = 1500000;
+// The most one request asks for, bytes (a few lost GRO super-frames), and
+// the most holes of one flow asked for at once.
+constexpr uint32_t kResupplyMaxBytes = 1u << 20;
+constexpr size_t kResupplyMaxHoles = 16;
 // After capture drops: flows seen this recently are suspected, µs (the drop
 // counter is read every 100 ms, frames sit in the ring a little longer).
 constexpr uint64_t kDropSuspectWindowUs = 300000;

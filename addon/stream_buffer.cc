@@ -150,4 +150,17 @@ const uint8_t* StreamBuffer::at(uint32_t seq) const {
   return buf_.data() + start_ + (seq - base_);
 }
 
+std::vector<std::pair<uint32_t, uint32_t>> StreamBuffer::holes(uint32_t upto, size_t max) const {
+  std::vector<std::pair<uint32_t, uint32_t>> out;
+  uint32_t at = contig_end();
+  for (const auto& [off, bytes] : ooo_) {
+    if (out.size() >= max || !before(at, upto)) return out;
+    uint32_t first = base_ + off, end = first + uint32_t(bytes.size());
+    if (after(first, at)) out.emplace_back(at, before(first, upto) ? first : upto);
+    if (after(end, at)) at = end;
+  }
+  if (out.size() < max && before(at, upto)) out.emplace_back(at, upto);
+  return out;
+}
+
 }  // namespace t2cp

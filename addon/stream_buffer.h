@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <map>
+#include <utility>
 #include <vector>
 
 #include "seq.h"
@@ -51,6 +52,9 @@ class StreamBuffer {
   bool has_out_of_order() const { return !ooo_.empty(); }
   // First sequence number after the hole, when out-of-order data waits.
   uint32_t ooo_first() const { return ooo_.empty() ? contig_end() : base_ + ooo_.begin()->first; }
+  // The holes in [contig_end, upto) — what is missing before upto — in
+  // order, at most max of them: [first, end) each.
+  std::vector<std::pair<uint32_t, uint32_t>> holes(uint32_t upto, size_t max) const;
   void clear();
 
  private:

@@ -14,6 +14,7 @@
 
 #include "event_queue.h"
 #include "packet.h"
+#include "seq.h"
 
 namespace t2cp {
 namespace {
@@ -100,7 +101,8 @@ void TrafficRecorder::record(uint64_t us, const uint8_t* ip, size_t len) {
     counters_.malformed.fetch_add(1);
     return;
   }
-  if (s.payload_len == 0) return;  // pure ACKs carry nothing to resupply
+  // Pure ACKs carry nothing to resupply; a FIN alone does (it takes a number).
+  if (s.payload_len == 0 && !(s.flags & kFin)) return;
   std::lock_guard<std::mutex> g(mu_);
   ring_.push_back({us, std::vector<uint8_t>(ip, ip + s.ip_len)});
   ring_bytes_ += s.ip_len;
@@ -119,17 +121,16 @@ uint64_t TrafficRecorder::held_bytes() const {
   return ring_bytes_;
 }
 
-uint64_t TrafficRecorder::send_cut(const std::vector<uint8_t>& pkt, uint64_t* packets) {
-  Segment s;
-  if (parse_ipv4(pkt.data(), pkt.size(), false, &s) != ParseError::kOk) return 0;
+template <typename Fn>
+void TrafficRecorder::cut(const uint8_t* pkt, const Segment& s, uint32_t begin, uint32_t end, uint32_t max_payload,
+                          Fn fn) {
   const uint32_t hdrs = s.ip_hdr_len + s.tcp_hdr_len;
-  const uint32_t mss = mtu_ > hdrs + 8 ? mtu_ - hdrs : 8;
   uint8_t out[65536];
-  uint64_t sent = 0;
-  for (uint32_t off = 0; off < s.payload_len; off += mss) {
-    uint32_t n = s.payload_len - off < mss ? s.payload_len - off : mss;
+  uint32_t off = begin;
+  do {  // a FIN alone (begin == end) is one piece too
+    uint32_t n = end - off < max_payload ? end - off : max_payload;
     bool last = off + n >= s.payload_len;
-    std::memcpy(out, pkt.data(), hdrs);
+    std::memcpy(out, pkt, hdrs);
     std::memcpy(out + hdrs, s.payload + off, n);
     uint8_t* tcp = out + s.ip_hdr_len;
     store16(out + 2, uint16_t(hdrs + n));
@@ -143,17 +144,58 @@ uint64_t TrafficRecorder::send_cut(const std::vector<uint8_t>& pkt, uint64_t* pa
     std::memcpy(out + 10, &c, 2);
     c = tcp_checksum_ipv4(s.saddr, s.daddr, tcp, s.tcp_hdr_len + n);
     std::memcpy(tcp + 16, &c, 2);
+    fn(out, hdrs + n, n);
+    off += n;
+  } while (off < end);
+}
+
+uint64_t TrafficRecorder::send_cut(const std::vector<uint8_t>& pkt, uint64_t* packets) {
+  Segment s;
+  if (parse_ipv4(pkt.data(), pkt.size(), false, &s) != ParseError::kOk) return 0;
+  const uint32_t hdrs = s.ip_hdr_len + s.tcp_hdr_len;
+  uint64_t sent = 0;
+  cut(pkt.data(), s, 0, s.payload_len, mtu_ > hdrs + 8 ? mtu_ - hdrs : 8, [&](uint8_t* out, uint32_t len, uint32_t n) {
     sockaddr_in to{};
     to.sin_family = AF_INET;
     to.sin_addr.s_addr = s.daddr;
-    if (sendto(raw_fd_, out, hdrs + n, 0, reinterpret_cast<sockaddr*>(&to), sizeof to) != ssize_t(hdrs + n)) {
+    if (sendto(raw_fd_, out, len, 0, reinterpret_cast<sockaddr*>(&to), sizeof to) != ssize_t(len)) {
       counters_.send_errors.fetch_add(1);
-      continue;
+      return;
     }
     sent += n;
     (*packets)++;
-  }
+  });
   return sent;
+}
+
+std::vector<std::vector<uint8_t>> TrafficRecorder::lookup(uint32_t client_ip, uint16_t client_port, uint16_t vip_port,
+                                                          uint32_t from, uint32_t to, uint32_t max_payload,
+                                                          size_t max_total) {
+  counters_.lookups.fetch_add(1);
+  if (max_payload == 0) max_payload = 1;
+  std::vector<std::vector<uint8_t>> pieces;
+  size_t total = 0;
+  std::lock_guard<std::mutex> g(mu_);
+  for (const Entry& e : ring_) {
+    Segment s;
+    if (parse_ipv4(e.ip.data(), e.ip.size(), false, &s) != ParseError::kOk) continue;
+    if (s.saddr != client_ip || s.sport != client_port || s.dport != vip_port) continue;
+    // The part of [from, to) this segment carries, as offsets into its payload.
+    uint32_t seg_end = s.seq + s.payload_len;
+    uint32_t lo = after(from, s.seq) ? from : s.seq, hi = before(to, seg_end) ? to : seg_end;
+    bool fin_wanted = (s.flags & kFin) && !before(seg_end, from) && !after(seg_end, to);
+    if (!before(lo, hi) && !fin_wanted) continue;
+    if (!before(lo, hi)) lo = hi = seg_end;
+    cut(e.ip.data(), s, lo - s.seq, hi - s.seq, max_payload, [&](uint8_t* out, uint32_t len, uint32_t n) {
+      if (total + n > max_total) return;
+      pieces.emplace_back(out, out + len);
+      total += n;
+    });
+    if (total >= max_total) break;
+  }
+  counters_.looked_up_packets.fetch_add(pieces.size());
+  counters_.looked_up_bytes.fetch_add(total);
+  return pieces;
 }
 
 // Thread: JS. The sending happens on the recorder thread.

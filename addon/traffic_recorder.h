@@ -14,8 +14,12 @@
 // in the capture) with every checksum computed; the JS thread only asks and
 // later reads the resupplied_* counters.
 //
-// Call order: start(), then request_resupply()/counters() from the JS thread
-// at any time, stop() (also the destructor).
+// While the backup replicates, a segment its mirror capture lost is asked
+// for by flow and sequence range (lookup(), from the detector's JS thread):
+// the pieces go to the backup over the authenticated control channel.
+//
+// Call order: start(), then request_resupply()/lookup()/counters() from the
+// JS thread at any time, stop() (also the destructor).
 #pragma once
 #include <atomic>
 #include <cstdint>
@@ -26,6 +30,7 @@
 #include <vector>
 
 #include "incoming_capture.h"
+#include "packet.h"
 
 namespace t2cp {
 
@@ -41,6 +46,7 @@ struct RecorderCounters {
   std::atomic<uint64_t> recorded_packets{0}, recorded_bytes{0}, evicted_packets{0};
   std::atomic<uint64_t> resupplied_packets{0}, resupplied_bytes{0}, send_errors{0}, malformed{0};
   std::atomic<uint64_t> capture_drops{0};
+  std::atomic<uint64_t> lookups{0}, looked_up_packets{0}, looked_up_bytes{0};
 };
 
 class TrafficRecorder {
@@ -52,6 +58,14 @@ class TrafficRecorder {
   // Have the recorder thread re-send every recorded packet captured at or
   // after since_us (CLOCK_REALTIME µs); counted in resupplied_packets/bytes.
   void request_resupply(uint64_t since_us);
+  // Recorded client segments of one flow (client address network order,
+  // ports host order) carrying bytes of [from, to) in client sequence
+  // numbers, or its FIN at `to`, cut to at most max_payload bytes each, at
+  // most max_total bytes in all: whole IPv4/TCP packets, lengths and
+  // checksums right.
+  // Thread: JS (the ring's mutex).
+  std::vector<std::vector<uint8_t>> lookup(uint32_t client_ip, uint16_t client_port, uint16_t vip_port, uint32_t from,
+                                           uint32_t to, uint32_t max_payload, size_t max_total);
   const RecorderCounters& counters() const { return counters_; }
   uint64_t held_bytes() const;
 
@@ -63,6 +77,11 @@ class TrafficRecorder {
   void resupply(uint64_t since_us);
   // Cut one recorded packet to the MTU and send each piece; payload bytes sent.
   uint64_t send_cut(const std::vector<uint8_t>& ip, uint64_t* packets);
+  // Calls fn(piece, length) for the payload of s (its packet at pkt) between
+  // offsets [begin, end), in pieces of at most max_payload bytes, each a
+  // packet of its own (IP length, id, seq, flags and checksums set).
+  template <typename Fn>
+  void cut(const uint8_t* pkt, const Segment& s, uint32_t begin, uint32_t end, uint32_t max_payload, Fn fn);
 
   RecorderConfig cfg_;
   Capture capture_;

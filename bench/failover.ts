@@ -3,7 +3,8 @@
 //
 //   t2cp     the whole deployment (scripts/takeover-lab.ts): 10 ms heartbeats,
 //            3 misses, the primary's link goes down (or its host freezes);
-//            idle, or with bulk transfers both ways running meanwhile.
+//            idle, with bulk transfers both ways running meanwhile, or with
+//            one download alone (its rate before and after the takeover).
 //   ip-only  keepalived (VRRPv3) moves the VIP by itself (bench/ip-only.ts),
 //            nothing replicates.
 //
@@ -29,7 +30,7 @@ import { GiveUp, waitFor } from '../scripts/wait.js';
 export interface FailoverTrial {
   mode: 't2cp';
   failure: 'link-down' | 'freeze';
-  load: 'idle' | 'bulk';
+  load: 'idle' | 'bulk' | 'download';
   detectionMs: number;
   takeoverMs: number;
   stallMs: number[];
@@ -37,37 +38,46 @@ export interface FailoverTrial {
   total: number;
   resuppliedBytes: number;
   bulkOk: boolean | null;
-  /** Bulk load: the download's rate in the 400 ms after the takeover (from failure + 150 ms) over its rate in the second before the failure. */
-  downloadAfterVsBefore: number | null;
-  /** The same, 1 to 2 s after the failure (once the replica caught up). */
-  downloadLaterVsBefore: number | null;
+  /**
+   * Bulk load: the download's rate as the client received it, MB/s: in the second before the
+   * failure, 0.15-0.55 s after it (the takeover and catching up), 1-2 s after it (served by the backup).
+   */
+  download: { before: number; after: number; later: number; t2cpCpu: number } | null;
 }
 
 const ECHO_PORT = 7100;
 const BULK_PORT = 7000;
-const bulk: Workload = { seed: 5, sessions: [{ kind: 'download', bytes: 2000 << 20 }, { kind: 'upload', bytes: 400 << 20 }] };
+const loads: Record<'bulk' | 'download', Workload> = {
+  bulk: { seed: 5, sessions: [{ kind: 'download', bytes: 2000 << 20 }, { kind: 'upload', bytes: 400 << 20 }] },
+  download: { seed: 5, sessions: [{ kind: 'download', bytes: 2000 << 20 }] },
+};
 
 interface EchoSummary { ev: 'summary'; conns: Array<{ kind: string; outcome: string; stallMs: number | null; lastBeforeMs: number | null }> }
 
 /** Time the bulk transfers run before the failure, ms: past their start-up, at their steady rate. */
 const BULK_LEAD_MS = 2500;
 
-/**
- * The download's rate as the client received it (--timeline bins) in [fail + from, fail + from + span) ms,
- * over its rate in the second before the failure ([fail - 1050, fail - 50) ms).
- */
-function rateRatio(file: string, failMs: number, fromMs: number, spanMs: number): number | null {
+/** CPU seconds a process used between two wall-clock times (ms) still ahead. */
+async function cpuBetween(cpuSeconds: () => number, fromMs: number, toMs: number): Promise<number> {
+  await new Promise((r) => setTimeout(r, Math.max(0, fromMs - Date.now())));
+  const a = cpuSeconds();
+  await new Promise((r) => setTimeout(r, Math.max(0, toMs - Date.now())));
+  return cpuSeconds() - a;
+}
+
+/** The download's rate as the client received it (--timeline bins), MB/s, around the failure. */
+function downloadRates(file: string, failMs: number): { before: number; after: number; later: number } {
   const t = JSON.parse(fs.readFileSync(file, 'utf8')) as { binMs: number; startMs: number; rx: number[] };
-  const sum = (from: number, to: number): number =>
-    t.rx.reduce((a, b, i) => { const at = t.startMs + i * t.binMs; return at >= from && at < to ? a + b : a; }, 0);
-  const before = sum(failMs - 1050, failMs - 50) / 1000;
-  return before > 0 ? sum(failMs + fromMs, failMs + fromMs + spanMs) / spanMs / before : null;
+  const rate = (from: number, to: number): number =>
+    t.rx.reduce((a, b, i) => { const at = t.startMs + i * t.binMs; return at >= failMs + from && at < failMs + to ? a + b : a; }, 0) /
+    (1 << 20) / ((to - from) / 1000);
+  return { before: rate(-1050, -50), after: rate(150, 550), later: rate(1000, 2000) };
 }
 
 export interface FailoverOptions {
   dir: string;
   failure: 'link-down' | 'freeze';
-  load: 'idle' | 'bulk';
+  load: 'idle' | 'bulk' | 'download';
   connections?: number;
   /** false: the gateway's traffic recorder off (--record-window 0), to see what it buys. */
   recorder?: boolean;
@@ -93,13 +103,15 @@ export async function runT2cpFailover(tb: Testbed, o: FailoverOptions): Promise<
       if (client.exitCode !== null) throw new GiveUp(`echo client exited: ${out.stderr}`);
       return events().some((e) => e.ev === 'established');
     }, { timeoutMs: 20_000, what: 'echo connections established' });
-    const load = o.load === 'bulk'
-      ? startClient(tb, tb.ns.client, `${tb.addr.vip}:${BULK_PORT}`, bulk, `${dir}/bulk.jsonl`, { deadlineMs: 60_000, timeline: `${dir}/bulk-timeline.json` })
+    const load = o.load !== 'idle'
+      ? startClient(tb, tb.ns.client, `${tb.addr.vip}:${BULK_PORT}`, loads[o.load], `${dir}/bulk.jsonl`, { deadlineMs: 60_000, timeline: `${dir}/bulk-timeline.json` })
       : undefined;
     await new Promise((r) => setTimeout(r, load ? BULK_LEAD_MS : 500));
     const failMs = await failPrimary(tb, o.failure);
     failedAt = failMs;
     client.stdin!.write(`fail ${failMs}\n`);
+    // t2cp's own CPU while it serves the taken-over transfers, 1-2 s after the failure.
+    const cpuLater = load ? cpuBetween(pair.backup.cpuSeconds, failMs + 1000, failMs + 2000) : Promise.resolve(NaN);
     const rec = await waitFor(() => readLog<{ takeoverUs: number }>(pair.logs.backupReport)[0], { timeoutMs: 15_000, what: 'the takeover record' });
     client.stdin!.write('probe\n');
     await waitFor(() => events().filter((e) => e.ev === 'resolved').length >= total, { timeoutMs: 10_000, what: 'every connection decided' }).catch(() => undefined);
@@ -122,8 +134,7 @@ export async function runT2cpFailover(tb: Testbed, o: FailoverOptions): Promise<
       total,
       resuppliedBytes: gw?.resupplied?.bytes ?? 0,
       bulkOk: bulkRun ? bulkRun.code === 0 : null,
-      downloadAfterVsBefore: bulkRun ? rateRatio(`${dir}/bulk-timeline.json`, failedAt, 150, 400) : null,
-      downloadLaterVsBefore: bulkRun ? rateRatio(`${dir}/bulk-timeline.json`, failedAt, 1000, 1000) : null,
+      download: bulkRun ? { ...downloadRates(`${dir}/bulk-timeline.json`, failedAt), t2cpCpu: await cpuLater } : null,
     };
   } finally {
     if (client.exitCode === null) client.kill('SIGTERM');

@@ -147,6 +147,31 @@ async function benchBulk(tb: Testbed, dir: string): Promise<void> {
 }
 
 /**
+ * (a') Bulk server→client: the replica makes the same download from the
+ * client's acks (mirrored, mapped, held back to what it sent). What matters
+ * is whether it keeps up: how long after the client got the last byte the
+ * replica had made it too (a replica behind at a takeover makes its client
+ * wait while it catches up).
+ */
+async function benchDownload(tb: Testbed, dir: string): Promise<void> {
+  const download: Load = { workload: { seed: 2, sessions: [{ kind: 'download', bytes: BULK_BYTES }] } };
+  const off: number[] = [], on: number[] = [], behind: number[] = [];
+  const replicated: Trial[] = [];
+  for (let i = 0; i < TRIALS; i++) {
+    off.push(BULK_BYTES / MB / ((await trial(tb, dir, `down-off-${i}`, download, false)).ms / 1000));
+    const t = await trial(tb, dir, `down-on-${i}`, download, true);
+    on.push(BULK_BYTES / MB / (t.ms / 1000));
+    behind.push(Math.max(0, t.settledMs - t.ms));
+    replicated.push(t);
+  }
+  line('bulk_s2c_unreplicated_MBps', median(off), trials(off));
+  line('bulk_s2c_replicated_MBps', median(on), trials(on));
+  line('bulk_s2c_ratio', median(on) / median(off));
+  line('bulk_s2c_replica_behind_ms', median(behind), `${trials(behind)}; replica done after the client, counters polled every 100 ms`);
+  line('bulk_s2c_backup_byte_exact', replicated.every((t) => t.exact) ? 'yes' : 'NO');
+}
+
+/**
  * (b) Latency from paced request/response sessions (small segments, the
  * machine not saturated: on 2 shared CPUs an unpaced load measures the
  * scheduler, not the interceptor). Default settings, then the packet thread
@@ -159,6 +184,7 @@ async function benchLatency(tb: Testbed, dir: string): Promise<void> {
   const rr: Load = { workload: { seed: 2, sessions: [{ kind: 'rr', times: 20, count: 300, intervalMs: 5, reqSize: [16, 1400], respSize: [16, 1400] }] } };
   const variants = [
     ['default', []],
+    ['slice', ['--slice', '100']],
     ['rt', ['--rt-priority', '10']],
     ['rt_spin', ['--rt-priority', '10', '--busy-poll', '500']],
   ] as const;
@@ -206,35 +232,42 @@ async function benchFailover(dir: string): Promise<void> {
   };
   // 'idle_no_recorder': what the clients see without the traffic recorder's resupply (only the
   // backup's ACKs and resent output): a request lost with the primary waits for the client's RTO.
-  // 'bulk_queue': the same with the taken-over flows translated through NFQUEUE in user space
-  // (--active-mode queue) instead of by the kernel's tc programs.
-  for (const variant of ['idle', 'bulk', 'bulk_queue', 'idle_no_recorder'] as const) {
+  // 'download': one download alone, for its rate after the takeover; '_queue': the taken-over
+  // flows translated through NFQUEUE in user space (--active-mode queue) instead of by the
+  // kernel's tc programs.
+  const laterRate: Record<string, number> = {};
+  for (const variant of ['idle', 'bulk', 'download', 'download_queue', 'idle_no_recorder'] as const) {
     if (ONLY_FAILOVER && !ONLY_FAILOVER.has(variant)) continue;
-    const load = variant.startsWith('bulk') ? 'bulk' : 'idle';
-    const trials: FailoverTrial[] = [];
+    const load = variant.startsWith('bulk') ? 'bulk' : variant.startsWith('download') ? 'download' : 'idle';
+    const runs: FailoverTrial[] = [];
     for (let i = 0; i < TRIALS; i++) {
       const tb = await createTestbed({ offloads: true });
       try {
-        trials.push(await runT2cpFailover(tb, { dir, failure: 'link-down', load, recorder: variant !== 'idle_no_recorder',
-          activeMode: variant === 'bulk_queue' ? 'queue' : 'kernel' }));
+        runs.push(await runT2cpFailover(tb, { dir, failure: 'link-down', load, recorder: variant !== 'idle_no_recorder',
+          activeMode: variant.endsWith('_queue') ? 'queue' : 'kernel' }));
       } finally {
         await tb.teardown();
       }
     }
-    const stalls = trials.flatMap((t) => t.stallMs);
-    line(`failover_t2cp_${variant}_detection_ms`, stats(trials.map((t) => t.detectionMs)), '10 ms heartbeats, 3 misses');
-    line(`failover_t2cp_${variant}_takeover_ms`, stats(trials.map((t) => t.takeoverMs)), 'backup: request to step 5 done');
+    const stalls = runs.flatMap((t) => t.stallMs);
+    line(`failover_t2cp_${variant}_detection_ms`, stats(runs.map((t) => t.detectionMs)), '10 ms heartbeats, 3 misses');
+    line(`failover_t2cp_${variant}_takeover_ms`, stats(runs.map((t) => t.takeoverMs)), 'backup: request to step 5 done');
     line(`failover_t2cp_${variant}_stall_ms`, stats(stalls), 'client: longest silence around the failure, per connection (capture)');
-    line(`failover_t2cp_${variant}_connections_kept`, `${trials.reduce((a, t) => a + t.kept, 0)}/${trials.reduce((a, t) => a + t.total, 0)}`);
-    line(`failover_t2cp_${variant}_resupplied_kb`, stats(trials.map((t) => t.resuppliedBytes / 1024)), 'traffic recorder at the gateway');
-    if (load === 'bulk') {
-      const by = variant === 'bulk' ? 'the kernel (tc programs)' : 'user space (NFQUEUE)';
-      line(`failover_t2cp_${variant}_transfers_exact`, trials.every((t) => t.bulkOk) ? 'yes' : 'NO');
-      const ratios = trials.map((t) => t.downloadAfterVsBefore ?? NaN);
-      line(`failover_t2cp_${variant}_download_after_vs_before`, median(ratios), `trials ${ratios.map((x) => x.toFixed(2)).join(' ')}; rate 0.15-0.55 s after the failure vs the second before; translated by ${by}`);
-      const later = trials.map((t) => t.downloadLaterVsBefore ?? NaN);
-      line(`failover_t2cp_${variant}_download_later_vs_before`, median(later), `trials ${later.map((x) => x.toFixed(2)).join(' ')}; rate 1-2 s after the failure vs the second before`);
+    line(`failover_t2cp_${variant}_connections_kept`, `${runs.reduce((a, t) => a + t.kept, 0)}/${runs.reduce((a, t) => a + t.total, 0)}`);
+    line(`failover_t2cp_${variant}_resupplied_kb`, stats(runs.map((t) => t.resuppliedBytes / 1024)), 'traffic recorder at the gateway');
+    if (load !== 'idle') {
+      const by = variant.endsWith('_queue') ? 'user space (NFQUEUE)' : 'the kernel (tc programs)';
+      line(`failover_t2cp_${variant}_transfers_exact`, runs.every((t) => t.bulkOk) ? 'yes' : 'NO');
+      const rates = (k: 'before' | 'after' | 'later' | 't2cpCpu'): number[] => runs.map((t) => t.download?.[k] ?? NaN);
+      line(`failover_t2cp_${variant}_download_before_MBps`, median(rates('before')), `${trials(rates('before'))}; the second before the failure`);
+      line(`failover_t2cp_${variant}_download_after_MBps`, median(rates('after')), `${trials(rates('after'))}; 0.15-0.55 s after it`);
+      line(`failover_t2cp_${variant}_download_later_MBps`, median(rates('later')), `${trials(rates('later'))}; 1-2 s after it, translated by ${by}`);
+      line(`failover_t2cp_${variant}_t2cp_cpu_later_s`, median(rates('t2cpCpu')), `${rates('t2cpCpu').map((x) => x.toFixed(2)).join(' ')}; CPU seconds of t2cp over those 1-2 s`);
+      laterRate[variant] = median(rates('later'));
     }
+  }
+  if (laterRate.download && laterRate.download_queue) {
+    line('failover_t2cp_download_later_kernel_vs_queue', laterRate.download / laterRate.download_queue, 'taken-over download 1-2 s after the failure, same run');
   }
   for (const advertIntMs of [10, 100]) {
     const tb = await createTestbed({ offloads: true });
@@ -247,8 +280,8 @@ async function benchFailover(dir: string): Promise<void> {
   }
 }
 
-/** T2CP_BENCH_ONLY=bulk,latency,conn,failover runs a subset; T2CP_BENCH_FAILOVER=idle,bulk,bulk_queue,idle_no_recorder a subset of that. */
-const ONLY = new Set((process.env.T2CP_BENCH_ONLY ?? 'bulk,latency,conn,failover').split(','));
+/** T2CP_BENCH_ONLY=bulk,download,latency,conn,failover runs a subset; T2CP_BENCH_FAILOVER=idle,bulk,download,download_queue,idle_no_recorder a subset of that. */
+const ONLY = new Set((process.env.T2CP_BENCH_ONLY ?? 'bulk,download,latency,conn,failover').split(','));
 const ONLY_FAILOVER = process.env.T2CP_BENCH_FAILOVER ? new Set(process.env.T2CP_BENCH_FAILOVER.split(',')) : undefined;
 
 async function main(): Promise<void> {
@@ -259,6 +292,7 @@ async function main(): Promise<void> {
     process.stdout.write(`# t2cp-ar bench: ${TRIALS} trials each, alternating baseline and replicated; ${CPUS} CPUs; ` +
       `client+primary on CPU ${PRIMARY_CPUS ?? 'any'}, backup service+t2cp on CPU ${BACKUP_CPUS ?? 'any'}\n`);
     if (ONLY.has('bulk')) await benchBulk(tb, dir);
+    if (ONLY.has('download')) await benchDownload(tb, dir);
     if (ONLY.has('latency')) await benchLatency(tb, dir);
     if (ONLY.has('conn')) await benchConnections(tb, dir);
   } finally {

@@ -27,6 +27,10 @@ export interface EngineOptions {
   rtPriority: number;
   /** Microseconds the engine thread spins after work before it sleeps; 0 never spins. */
   busyPollUs: number;
+  /** EEVDF slice the engine thread asks for, µs (wakeup preemption of longer-slice tasks); 0: the kernel's default. */
+  sliceUs: number;
+  /** A traffic recorder can resupply what the capture lost: the engine asks ('resupply' events) before it gives a flow up. */
+  resupply: boolean;
   /** Interface that gets the VIP at a takeover ('' : no takeover configured, no translator attached). */
   activeIf: string;
   /** Active mode's translator: the kernel's (tcx programs on activeIf), the queue's, or the kernel's when it loads. */
@@ -87,6 +91,8 @@ export interface NativeEngine {
   counters(): Record<string, number>;
   latency(): LatencyHistogram;
   requestFlowStats(): void;
+  /** A client segment (IPv4 packet) the gateway's traffic recorder resupplied; fed to its flow like a captured one. */
+  supply(packet: Buffer): void;
   /** Starts the takeover on the engine thread; progress arrives as 'takeover' events. */
   takeover(options: TakeoverOptions): void;
   takeoverReport(): NativeTakeoverReport;
@@ -111,6 +117,8 @@ export interface NativeRecorder {
   stop(): void;
   /** Have the recorder's thread re-send what the clients sent toward the VIP since `sinceUs` (wall clock µs); counters() says what it sent. */
   resupply(sinceUs: number): void;
+  /** Recorded client segments of one flow carrying client bytes [from, to), as packets cut to fit one frame each. */
+  lookup(q: { client: string; clientPort: number; vipPort: number; from: number; to: number }): Buffer[];
   counters(): Record<string, number>;
 }
 

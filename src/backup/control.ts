@@ -11,6 +11,10 @@
 // TAKEOVER_REPORT (final: true, with the client-visible stall) goes to the
 // detector, which writes its one record of the takeover then.
 //
+// While replicating, client bytes the mirror capture lost are asked of the
+// detector's traffic recorder (RESUPPLY_REQUEST); the segments it had come
+// back one per datagram (RESUPPLY_DATA) and go to the engine as captured.
+//
 // Call order: await BackupControl.open(), then close(). Node event loop.
 import { T2cpError } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -33,7 +37,12 @@ export interface TakeoverTarget {
   takeover(trigger: TakeoverTrigger): Promise<TakeoverRecord>;
   /** Called with the final record (the client-visible stall measured). */
   onTakeoverFinal(fn: (r: TakeoverRecord) => void): void;
+  /** A client segment the traffic recorder resupplied (IPv4 packet). */
+  supply(packet: Buffer): void;
 }
+
+/** The flow and client bytes a resupply request asks for. */
+export interface ResupplyWanted { client: string; clientPort: number; vipPort: number; from: number; bytes: number }
 
 export class BackupControl {
   private timer: NodeJS.Timeout | undefined;
@@ -69,6 +78,18 @@ export class BackupControl {
     return this.ch.counters();
   }
 
+  /** Ask the detector's traffic recorder for client bytes the capture lost; false without a detector. */
+  requestResupply(w: ResupplyWanted): boolean {
+    if (!this.opts.detector) return false;
+    this.ch.send(this.opts.detector, 'RESUPPLY_REQUEST', w);
+    return true;
+  }
+
+  private fromDetector(r: Received): boolean {
+    const d = this.opts.detector;
+    return !!d && r.from.address === d.address && r.from.port === d.port;
+  }
+
   async close(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     await this.ch.close();
@@ -79,6 +100,7 @@ export class BackupControl {
   }
 
   private onMessage(r: Received): void {
+    if (r.msg.type === 'RESUPPLY_DATA' && this.fromDetector(r)) return this.node.supply(Buffer.from(r.msg.body.packet, 'base64'));
     if (r.msg.type !== 'TAKEOVER') return;
     const m = r as Received<'TAKEOVER'>;
     const body = m.msg.body as typeof m.msg.body & { lastHeardUs?: unknown; decidedUs?: unknown };

@@ -3,7 +3,7 @@
 // conntrackd's sync-mode.c: the work is in the addon.
 import { addon, type NativeEngine } from '../addon.js';
 import { engineOptions, type BackupConfig } from '../config.js';
-import { decodeEvents, type FlowEvent } from '../incoming/events.js';
+import { decodeEvents, resupplyRange, type FlowEvent } from '../incoming/events.js';
 import { summarizeLatency } from '../incoming/latency.js';
 import type { Logger } from '../log.js';
 import { preflight, defaultRouteInterface } from './preflight.js';
@@ -130,10 +130,19 @@ export class BackupNode {
     this.engine = undefined;
   }
 
+  /** A client segment the gateway's traffic recorder resupplied. */
+  supply(packet: Buffer): void {
+    this.engine?.supply(packet);
+  }
+
   private deliver(batch: Buffer): void {
     for (const e of decodeEvents(batch)) {
       this.run?.onEvent(e);
       if (e.type === 'takeover') continue;
+      if (e.type === 'resupply') {
+        const [client, port] = e.client.split(':');
+        this.control?.requestResupply({ client: client!, clientPort: Number(port), vipPort: e.serverPort, ...resupplyRange(e) });
+      }
       this.logEvent(e);
       for (const fn of this.listeners) fn(e);
     }

@@ -16,6 +16,8 @@ export const MessageType = {
   BACKUP_HEARTBEAT: 8, // backup -> detector
   STATUS: 9,           // anyone -> detector
   STATUS_REPLY: 10,    // detector -> asker
+  RESUPPLY_REQUEST: 11, // backup -> detector: client bytes of a flow the mirror capture lost
+  RESUPPLY_DATA: 12,   // detector -> backup: one recorded client segment (traffic recorder)
 } as const;
 
 export type MessageTypeName = keyof typeof MessageType;
@@ -84,6 +86,10 @@ export interface BodyOf {
   BACKUP_HEARTBEAT: { state: BackupState; epoch: number };
   STATUS: Record<string, unknown>;
   STATUS_REPLY: { state: DeviceState; epoch: number; active: ActiveSide; backup: string };
+  /** The flow (client address and port, service port) and the client sequence numbers [from, from + bytes). */
+  RESUPPLY_REQUEST: { client: string; clientPort: number; vipPort: number; from: number; bytes: number };
+  /** The segment as the gateway forwarded it (IPv4 + TCP, base64), cut to fit one frame. */
+  RESUPPLY_DATA: { packet: string };
 }
 
 type FieldKind = 'bool' | 'uint' | 'string' | readonly string[];
@@ -101,6 +107,8 @@ const SCHEMAS: Record<MessageTypeName, Schema> = {
   BACKUP_HEARTBEAT: { state: BACKUP_STATES, epoch: 'uint' },
   STATUS: {},
   STATUS_REPLY: { state: DEVICE_STATES, epoch: 'uint', active: ['primary', 'backup'], backup: 'string' },
+  RESUPPLY_REQUEST: { client: 'string', clientPort: 'uint', vipPort: 'uint', from: 'uint', bytes: 'uint' },
+  RESUPPLY_DATA: { packet: 'string' },
 };
 
 function fits(v: unknown, kind: FieldKind): boolean {

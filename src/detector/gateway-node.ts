@@ -18,7 +18,7 @@
 // before silence is judged.
 import { Channel, sameEndpoint, type ChannelCounters, type Received } from '../control/channel.js';
 import { systemClock, type Clock } from '../control/clock.js';
-import type { Message } from '../control/messages.js';
+import type { Message, MessageOf } from '../control/messages.js';
 import type { TakeoverReport } from '../control/bodies.js';
 import type { Logger } from '../log.js';
 import type { Endpoint } from '../options.js';
@@ -26,6 +26,9 @@ import { DeviceStates } from './device-states.js';
 import { engageFence, type GatewayFence } from './gateway-fence.js';
 import { HeartbeatMonitor, type DeadVerdict, type HeartbeatAction, type HeartbeatMode, type HeartbeatTiming } from './heartbeat.js';
 import { appendRecord, TakeoverCoordinator, type CoordinatorAction, type TakeoverRecord, type TakeoverStart } from './takeover.js';
+
+/** RESUPPLY_DATA datagrams sent per millisecond at most (~29 MB/s of client bytes in 900-byte pieces). */
+const RESUPPLY_BURST = 32;
 
 export interface GatewayNodeOptions {
   instance: string;
@@ -42,7 +45,12 @@ export interface GatewayNodeOptions {
   primaryMac?: string;
   clock?: Clock;
   /** The traffic recorder: re-sends (on its own thread) what the clients sent toward the VIP since a wall-clock µs. */
-  recorder?: { resupply(sinceWallUs: number): void; counters(): Record<string, number> };
+  recorder?: {
+    resupply(sinceWallUs: number): void;
+    /** Recorded segments of one flow carrying client bytes [from, to), one frame each. */
+    lookup(q: { client: string; clientPort: number; vipPort: number; from: number; to: number }): Buffer[];
+    counters(): Record<string, number>;
+  };
 }
 
 const ms = (us: number): number => Math.round(us / 100) / 10;
@@ -51,7 +59,7 @@ const FINAL_REPORT_WAIT_MS = 4000;
 
 export class GatewayNode {
   readonly states: DeviceStates;
-  readonly stats = { heartbeats: 0, probeReplies: 0, probes: 0, unexpected: 0, plannedIgnored: 0 };
+  readonly stats = { heartbeats: 0, probeReplies: 0, probes: 0, unexpected: 0, plannedIgnored: 0, resupplyRequests: 0, resupplySegments: 0 };
   private ch: Channel | undefined;
   private readonly clock: Clock;
   private readonly monitor: HeartbeatMonitor;
@@ -68,6 +76,10 @@ export class GatewayNode {
   private recordListeners: Array<(r: TakeoverRecord) => void> = [];
   /** A takeover done whose record waits for the backup's final report. */
   private unwritten: TakeoverRecord | undefined;
+  private readonly resupplyQueue: Array<{ packet: Buffer; doneKey?: string }> = [];
+  /** Requests whose pieces are still queued. */
+  private readonly resupplyPending = new Set<string>();
+  private resupplyTimer: NodeJS.Timeout | undefined;
   private finalTimer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -101,6 +113,7 @@ export class GatewayNode {
   async stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.timer);
+    clearTimeout(this.resupplyTimer);
     if (this.unwritten) this.writeRecord(this.unwritten); // stopped before the final report: write what there is
     await this.ch?.close();
     if (this.fenceEngaged) {
@@ -164,10 +177,40 @@ export class GatewayNode {
         this.pending = undefined;
         this.begin(p, `${p.reason}; the backup is standing by again`);
       }
-    } else if (msg.type === 'TAKEOVER' && msg.body.planned) this.planned(msg.body.reason);
+    } else if (msg.type === 'RESUPPLY_REQUEST') this.resupplyBackup(msg.body);
+    else if (msg.type === 'TAKEOVER' && msg.body.planned) this.planned(msg.body.reason);
     else if (msg.type === 'TAKEOVER_REPORT' && (msg.body as { final?: unknown }).final === true) this.finalReport(msg.body);
     else if (msg.type === 'TAKEOVER_REPORT') this.run(this.takeover.report(msg.body));
     else this.stats.unexpected++;
+  }
+
+  /** The backup's capture lost client bytes of a flow: send it what the recorder has of them. */
+  private resupplyBackup(q: MessageOf<'RESUPPLY_REQUEST'>['body']): void {
+    this.stats.resupplyRequests++;
+    if (!this.opts.recorder) return;
+    // A request repeated while its answer still waits in the queue adds nothing.
+    const key = `${q.client}:${q.clientPort}:${q.vipPort}:${q.from}:${q.bytes}`;
+    if (this.resupplyPending.has(key)) return;
+    const to = (q.from + q.bytes) % 2 ** 32;
+    const pieces = this.opts.recorder.lookup({ client: q.client, clientPort: q.clientPort, vipPort: q.vipPort, from: q.from, to });
+    if (!pieces.length) return;
+    this.resupplyPending.add(key);
+    pieces.forEach((packet, i) => this.resupplyQueue.push({ packet, doneKey: i === pieces.length - 1 ? key : undefined }));
+    if (!this.resupplyTimer) this.sendResupply();
+  }
+
+  /**
+   * RESUPPLY_DATA, paced: a burst of thousands of datagrams would overflow the backup's UDP receive
+   * buffer (what is lost there is asked for again, but the flow's time runs).
+   */
+  private sendResupply(): void {
+    this.resupplyTimer = undefined;
+    for (const { packet, doneKey } of this.resupplyQueue.splice(0, RESUPPLY_BURST)) {
+      this.ch?.send(this.opts.backup, 'RESUPPLY_DATA', { packet: packet.toString('base64') });
+      this.stats.resupplySegments++;
+      if (doneKey) this.resupplyPending.delete(doneKey);
+    }
+    if (this.resupplyQueue.length && !this.stopped) this.resupplyTimer = setTimeout(() => this.sendResupply(), 1);
   }
 
   private planned(reason: string): void {

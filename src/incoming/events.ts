@@ -11,6 +11,7 @@ export const EventType = {
   5: 'anomaly',
   6: 'stats',
   7: 'takeover',
+  8: 'resupply',
 } as const;
 export type EventTypeName = (typeof EventType)[keyof typeof EventType];
 
@@ -58,6 +59,11 @@ export interface FlowEvent {
   s2cPrimary: number;
   s2cBackup: number;
   detail: number;
+}
+
+/** A 'resupply' event's detail: the client bytes [from, from + bytes) wanted (addon/events.h). */
+export function resupplyRange(e: FlowEvent): { from: number; bytes: number } {
+  return { from: e.detail % 2 ** 32, bytes: Math.floor(e.detail / 2 ** 32) };
 }
 
 export function decodeEvents(buf: Buffer): FlowEvent[] {

@@ -522,6 +522,32 @@ void test_limit() {
   CHECK_EQ(sb.held_bytes(), 0u);
 }
 
+void test_holes() {
+  uint8_t d[100];
+  fill_random(d, sizeof d);
+  StreamBuffer sb;
+  sb.reset(0xFFFFFFF0u, 1000);                               // across the wrap
+  CHECK_RESULT(sb.add(0xFFFFFFF0u, d, 10), Result::kAppended); // contig_end 0xFFFFFFFA
+  CHECK_RESULT(sb.add(0x10u, d, 10), Result::kOutOfOrder);     // [0x10, 0x1A)
+  CHECK_RESULT(sb.add(0x30u, d, 5), Result::kOutOfOrder);      // [0x30, 0x35)
+  auto h = sb.holes(0x40u, 8);
+  CHECK_EQ(h.size(), size_t(3));
+  if (h.size() == 3) {
+    CHECK_EQ(h[0].first, 0xFFFFFFFAu); CHECK_EQ(h[0].second, 0x10u);
+    CHECK_EQ(h[1].first, 0x1Au);       CHECK_EQ(h[1].second, 0x30u);
+    CHECK_EQ(h[2].first, 0x35u);       CHECK_EQ(h[2].second, 0x40u);
+  }
+  // Up to a point inside held data: the holes before it only; a limit on their number.
+  CHECK_EQ(sb.holes(0x12u, 8).size(), size_t(1));
+  CHECK_EQ(sb.holes(0x40u, 2).size(), size_t(2));
+  // Nothing missing: no hole.
+  CHECK_EQ(sb.holes(0xFFFFFFF5u, 8).size(), size_t(0));
+  CHECK_RESULT(sb.add(0xFFFFFFFAu, d, 0x16), Result::kAppended); // fills the first hole, drains [0x10, 0x1A)
+  h = sb.holes(0x35u, 8);
+  CHECK_EQ(h.size(), size_t(1));
+  if (h.size() == 1) { CHECK_EQ(h[0].first, 0x1Au); CHECK_EQ(h[0].second, 0x30u); }
+}
+
 void test_reset_and_clear() {
   uint8_t d[100];
   fill_random(d, sizeof d);
@@ -933,6 +959,7 @@ int main(int argc, char** argv) {
   run_test("stream buffer: release clamps and no-ops", test_release_clamps);
   run_test("stream buffer: byte limit", test_limit);
   run_test("stream buffer: reset and clear", test_reset_and_clear);
+  run_test("stream buffer: the holes before a point, across the wrap", test_holes);
   run_test("stream buffer: shared memory pool", test_memory_pool);
   run_test("stream buffer: idle flow gives back a large buffer", test_idle_flow_gives_back_memory);
   run_test("stream buffer: random streams, fixed cuts", test_random_fixed_cuts);

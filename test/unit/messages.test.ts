@@ -25,6 +25,8 @@ const samples: { [K in MessageTypeName]: BodyOf[K] } = {
   BACKUP_HEARTBEAT: { state: 'standby', epoch: 0 },
   STATUS: {},
   STATUS_REPLY: { state: 'PRIMARY_ACTIVE', epoch: 0, active: 'primary', backup: 'standby' },
+  RESUPPLY_REQUEST: { client: '198.18.0.2', clientPort: 40000, vipPort: 7000, from: 4294967000, bytes: 1448 },
+  RESUPPLY_DATA: { packet: Buffer.alloc(940, 0x45).toString('base64') },
 };
 
 /** Recompute the MAC, as a key holder who sends something malformed would. */
@@ -56,6 +58,13 @@ describe('control messages', () => {
       const r = decode(encode(key, 'gateway:main', BOOT, 42, type, body, NOW), key);
       expect(r, type).toEqual({ ok: true, msg: { type, sender: 'gateway:main', boot: BOOT, counter: 42, sentUs: NOW, body } });
     }
+  });
+
+  it('a RESUPPLY_DATA datagram with the largest piece fits one 1500-byte frame (no IP fragments)', () => {
+    // 900 payload bytes (kResupplyPiece, addon/binding.cc) behind 20 + 60 bytes of headers, the longest sender name.
+    const packet = Buffer.alloc(20 + 60 + 900, 0xa5).toString('base64');
+    const datagram = encode(key, 'g'.repeat(64), BOOT, 1, 'RESUPPLY_DATA', { packet }, NOW);
+    expect(datagram.length).toBeLessThanOrEqual(1500 - 20 - 8);
   });
 
   it('refuses with each reason', () => {
