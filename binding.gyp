@@ -4,6 +4,9 @@
       "target_name": "t2cp",
       "sources": [
         "addon/binding.cc",
+        "addon/binding_engine.cc",
+        "addon/binding_gateway.cc",
+        "addon/binding_util.cc",
         "addon/engine.cc",
         "addon/event_queue.cc",
         "addon/flow_table.cc",

@@ -54,9 +54,10 @@ export const replicationScenarios: ReplicationScenario[] = [
     mustCount: ['mirror_superframes', 'flows_synchronised'],
   },
   {
-    name: 'offloads off (every segment on the wire)',
+    name: 'offloads off (every segment on the wire), the packet thread on a short slice',
     offloads: false, ports: [7000, 6379], workload: mixed(12), deadlineMs: 90_000,
-    mustCount: ['flows_synchronised'],
+    backupArgs: ['--slice', '100'],
+    mustCount: ['flows_synchronised', 'engine_slice_us'],
   },
   {
     // The replica reads in bursts, far slower than the primary: its window

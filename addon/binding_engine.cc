@@ -1,0 +1,244 @@
+// N-API: the backup's engine (new Engine(options, onEvents)). Options arrive
+// already validated by src/config.ts and are copied once into an
+// EngineConfig; nothing on the per-packet path touches a JS value.
+//
+// Thread: JS main thread, except the lambda given to Engine::set_notify,
+// which runs on the engine thread and only queues a call through the
+// ThreadSafeFunction.
+#include <memory>
+#include <vector>
+
+#include "binding_util.h"
+#include "engine.h"
+
+namespace t2cp {
+namespace {
+
+EngineConfig read_config(Napi::Env env, const Napi::Object& o) {
+  EngineConfig c;
+  c.mirror_if = get_str(o, "mirrorIf");
+  c.vip = to_ipv4(env, get_str(o, "vip"), "vip");
+  c.ports = to_ports(env, o.Get("ports"), "ports");
+  c.tun_name = get_str(o, "tunName");
+  c.nft_table = get_str(o, "nftTable");
+  c.queue_num = static_cast<uint16_t>(get_u32(o, "queueNum", 0));
+  c.queue_max_len = get_u32(o, "queueMaxLen", c.queue_max_len);
+  c.capture_buffer = get_u32(o, "captureBuffer", c.capture_buffer);
+  c.max_flows = get_u32(o, "maxFlows", c.max_flows);
+  c.flow_buffer_limit = get_u32(o, "flowBufferLimit", c.flow_buffer_limit);
+  {
+    Napi::Value m = o.Get("memoryLimit");
+    if (m.IsNumber()) c.memory_limit = static_cast<uint64_t>(m.As<Napi::Number>().Int64Value());
+  }
+  c.handshake_timeout_ms = get_u32(o, "handshakeTimeoutMs", c.handshake_timeout_ms);
+  c.idle_timeout_s = get_u32(o, "idleTimeoutS", c.idle_timeout_s);
+  c.event_batch_ms = get_u32(o, "eventBatchMs", c.event_batch_ms);
+  c.rt_priority = get_u32(o, "rtPriority", c.rt_priority);
+  c.busy_poll_us = get_u32(o, "busyPollUs", c.busy_poll_us);
+  c.slice_us = get_u32(o, "sliceUs", c.slice_us);
+  c.resupply = o.Get("resupply").ToBoolean().Value();
+  c.active_if = get_str(o, "activeIf");
+  c.active_object = get_str(o, "activeObject");
+  std::string mode = get_str(o, "activeMode");
+  using AT = EngineConfig::ActiveTranslator;
+  c.active_translator = mode == "kernel" ? AT::kKernel : mode == "queue" ? AT::kQueue : AT::kAuto;
+  return c;
+}
+
+class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "Engine", {
+      InstanceMethod<&EngineWrap::Start>("start"),
+      InstanceMethod<&EngineWrap::Stop>("stop"),
+      InstanceMethod<&EngineWrap::Counters>("counters"),
+      InstanceMethod<&EngineWrap::Latency>("latency"),
+      InstanceMethod<&EngineWrap::RequestFlowStats>("requestFlowStats"),
+      InstanceMethod<&EngineWrap::Supply>("supply"),
+      InstanceMethod<&EngineWrap::Takeover>("takeover"),
+      InstanceMethod<&EngineWrap::TakeoverReportJs>("takeoverReport"),
+    });
+  }
+
+  // new Engine(config, onEvents(buffer))
+  EngineWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<EngineWrap>(info) {
+    Napi::Env env = info.Env();
+    if (!info[0].IsObject() || !info[1].IsFunction()) throw_error(env, "T2CP_CONFIG", "new Engine(config, onEvents)");
+    engine_ = std::make_unique<Engine>(read_config(env, info[0].As<Napi::Object>()));
+    on_events_ = Napi::Persistent(info[1].As<Napi::Function>());
+  }
+
+  ~EngineWrap() override {
+    if (engine_) engine_->stop();
+    if (tsfn_) tsfn_.Release();
+  }
+
+ private:
+  Napi::Value Start(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (engine_->running()) return env.Undefined();
+    tsfn_ = Napi::ThreadSafeFunction::New(env, on_events_.Value(), "t2cp-events", 0, 1);
+    Engine* eng = engine_.get();
+    Napi::ThreadSafeFunction tsfn = tsfn_;
+    // Thread: engine. Only queues a wake-up for the JS thread.
+    engine_->set_notify([tsfn, this]() mutable {
+      tsfn.NonBlockingCall([this](Napi::Env, Napi::Function) { Deliver(); });
+    });
+    (void)eng;
+    EngineError err;
+    if (!engine_->start(&err)) {
+      tsfn_.Release();
+      tsfn_ = Napi::ThreadSafeFunction();
+      throw_error(env, err.code, err.message);
+    }
+    Napi::Object r = Napi::Object::New(env);
+    r.Set("removedStaleTable", Napi::Boolean::New(env, engine_->removed_stale_table()));
+    r.Set("realtime", Napi::Boolean::New(env, engine_->realtime()));
+    r.Set("activeTranslator", engine_->active_translator());
+    if (!engine_->kernel_fallback().empty()) r.Set("kernelFallback", engine_->kernel_fallback());
+    return r;
+  }
+
+  // Thread: JS. Hands every pending record to onEvents in one Buffer.
+  void Deliver() {
+    if (!engine_) return;
+    std::vector<uint8_t> batch;
+    engine_->ctx().events.take(&batch);
+    engine_->events_taken();
+    if (batch.empty()) return;
+    Napi::Env env = on_events_.Env();
+    Napi::HandleScope scope(env);
+    on_events_.Call({Napi::Buffer<uint8_t>::Copy(env, batch.data(), batch.size())});
+  }
+
+  Napi::Value Stop(const Napi::CallbackInfo& info) {
+    engine_->stop();
+    if (tsfn_) {
+      tsfn_.Release();
+      tsfn_ = Napi::ThreadSafeFunction();
+    }
+    Deliver();  // the last records (closed flows) are not lost
+    return info.Env().Undefined();
+  }
+
+  Napi::Value Counters(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Napi::Object o = Napi::Object::New(env);
+    const auto& c = engine_->ctx().counters;
+    for (int i = 0; i < kCounterCount; i++)
+      o.Set(kCounterNames[i], Napi::Number::New(env, double(c.v[i].load(std::memory_order_relaxed))));
+    for (int i = 1; i < kParseReasons; i++) {
+      o.Set(std::string("mirror_parse_") + kParseErrorNames[i], Napi::Number::New(env, double(c.mirror_parse[i].load())));
+      o.Set(std::string("backup_parse_") + kParseErrorNames[i], Napi::Number::New(env, double(c.backup_parse[i].load())));
+    }
+    o.Set("flows", Napi::Number::New(env, double(engine_->ctx().flows.size())));
+    return o;
+  }
+
+  // { buckets: [[µs, count], ...] (non-empty 1 µs buckets), maxNs }
+  Napi::Value Latency(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    const auto& h = engine_->ctx().latency;
+    Napi::Array b = Napi::Array::New(env);
+    uint32_t k = 0;
+    for (int i = 0; i < kLatencyBuckets; i++) {
+      uint64_t n = h.bucket[i].load(std::memory_order_relaxed);
+      if (!n) continue;
+      Napi::Array pair = Napi::Array::New(env, 2);
+      pair.Set(0u, Napi::Number::New(env, i));
+      pair.Set(1u, Napi::Number::New(env, double(n)));
+      b.Set(k++, pair);
+    }
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("buckets", b);
+    o.Set("maxNs", Napi::Number::New(env, double(h.max_ns.load())));
+    return o;
+  }
+
+  // supply(packet: Buffer): a client segment resupplied by the gateway.
+  Napi::Value Supply(const Napi::CallbackInfo& info) {
+    if (!info[0].IsBuffer()) throw_error(info.Env(), "T2CP_CONFIG", "supply(packet: Buffer)");
+    Napi::Buffer<uint8_t> b = info[0].As<Napi::Buffer<uint8_t>>();
+    engine_->supply(std::vector<uint8_t>(b.Data(), b.Data() + b.Length()));
+    return info.Env().Undefined();
+  }
+
+  Napi::Value RequestFlowStats(const Napi::CallbackInfo& info) {
+    engine_->request_flow_stats();
+    return info.Env().Undefined();
+  }
+
+  // takeover({vipIf, finishTimeoutMs, garpCount, garpIntervalMs}): starts
+  // failure recovery on the engine thread; progress arrives as events.
+  Napi::Value Takeover(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!info[0].IsObject()) throw_error(env, "T2CP_CONFIG", "takeover(options)");
+    Napi::Object o = info[0].As<Napi::Object>();
+    TakeoverConfig c;
+    c.vip_if = get_str(o, "vipIf");
+    c.finish_timeout_ms = get_u32(o, "finishTimeoutMs", c.finish_timeout_ms);
+    c.garp_count = get_u32(o, "garpCount", c.garp_count);
+    c.garp_interval_ms = get_u32(o, "garpIntervalMs", c.garp_interval_ms);
+    std::string err;
+    if (!engine_->request_takeover(c, &err)) throw_error(env, "T2CP_TAKEOVER", err);
+    return env.Undefined();
+  }
+
+  Napi::Value TakeoverReportJs(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    TakeoverReport r = engine_->takeover_report();
+    static const char* const kStates[] = {"idle", "running", "done", "failed"};
+    static const char* const kSteps[kTakeoverSteps] = {"freeze", "finish", "active", "ip-takeover", "connections"};
+    Napi::Object o = Napi::Object::New(env);
+    auto num = [&](const char* k, double v) { o.Set(k, Napi::Number::New(env, v)); };
+    o.Set("state", kStates[static_cast<int>(r.state)]);
+    if (!r.error.empty()) o.Set("error", r.error);
+    num("requestedUs", double(r.requested_us));
+    Napi::Array steps = Napi::Array::New(env);
+    for (int i = 0; i < kTakeoverSteps; i++) {
+      if (!r.step_start_us[i]) continue;
+      Napi::Object s = Napi::Object::New(env);
+      s.Set("n", i + 1);
+      s.Set("name", kSteps[i]);
+      s.Set("startUs", double(r.step_start_us[i]));
+      if (r.step_end_us[i]) {
+        s.Set("endUs", double(r.step_end_us[i]));
+        s.Set("us", double(r.step_end_us[i] - r.step_start_us[i]));
+      }
+      steps.Set(steps.Length(), s);
+    }
+    o.Set("steps", steps);
+    num("flowsTakenOver", r.flows_taken_over);
+    if (r.state == TakeoverReport::State::kDone) o.Set("translator", r.translated_in_kernel ? "kernel" : "queue");
+    num("flowsLost", r.flows_lost);
+    num("flowsUnprotected", r.flows_unprotected);
+    num("handshakesDropped", r.handshakes_dropped);
+    num("flowsResumedWithData", r.flows_resumed_with_data);
+    num("bytesResent", double(r.bytes_resent));
+    num("replicaLagBytesTotal", double(r.replica_lag_bytes_total));
+    num("replicaLagBytesMax", double(r.replica_lag_bytes_max));
+    num("bytesFedWhileFinishing", double(r.bytes_fed_while_finishing));
+    if (r.stall_final) {
+      Napi::Object s = Napi::Object::New(env);
+      s.Set("flows", r.stall_flows);
+      s.Set("medianUs", double(r.stall_us_median));
+      s.Set("maxUs", double(r.stall_us_max));
+      o.Set("stall", s);
+    }
+    return o;
+  }
+
+  std::unique_ptr<Engine> engine_;
+  Napi::FunctionReference on_events_;
+  Napi::ThreadSafeFunction tsfn_;
+};
+
+// new Fence({role: 'gateway'|'primary', table, vip, mac?}): owned nft tables
+// that silence a replaced primary (recovery_fence.h). prepare() (tables and
+// empty chains: slow), engage() (the drop rules: fast), release(), remove().
+
+}  // namespace
+
+Napi::Function define_engine(Napi::Env env) { return EngineWrap::Define(env); }
+
+}  // namespace t2cp

@@ -1,0 +1,172 @@
+// N-API: what the gateway and the primary's agent use — the fences
+// (new Fence(options)) and the traffic recorder (new Recorder(options)).
+//
+// Thread: JS main thread only.
+#include <memory>
+#include <vector>
+
+#include "binding_util.h"
+#include "incoming_timing.h"
+#include "recovery_fence.h"
+#include "traffic_recorder.h"
+
+namespace t2cp {
+namespace {
+
+// Payload bytes per resupplied piece: a RESUPPLY_DATA datagram (the packet in
+// base64 inside the JSON body, plus the header and MAC) stays within one
+// 1500-byte frame, so nothing relies on IP fragments.
+constexpr uint32_t kResupplyPiece = 900;
+
+class FenceWrap : public Napi::ObjectWrap<FenceWrap> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "Fence", {
+      InstanceMethod<&FenceWrap::Prepare>("prepare"),
+      InstanceMethod<&FenceWrap::Engage>("engage"),
+      InstanceMethod<&FenceWrap::Release>("release"),
+      InstanceMethod<&FenceWrap::Remove>("remove"),
+      InstanceMethod<&FenceWrap::Engaged>("engaged"),
+    });
+  }
+
+  FenceWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<FenceWrap>(info) {
+    Napi::Env env = info.Env();
+    if (!info[0].IsObject()) throw_error(env, "T2CP_CONFIG", "new Fence(options)");
+    Napi::Object o = info[0].As<Napi::Object>();
+    std::string role = get_str(o, "role");
+    if (role != "gateway" && role != "primary") throw_error(env, "T2CP_CONFIG", "fence role must be gateway or primary");
+    cfg_.role = role == "gateway" ? FenceConfig::Role::kGateway : FenceConfig::Role::kPrimary;
+    cfg_.table = get_str(o, "table");
+    cfg_.vip = to_ipv4(env, get_str(o, "vip"), "fence vip");
+    std::string mac = get_str(o, "mac");
+    if (!mac.empty()) set_mac(env, mac);
+  }
+
+ private:
+  void set_mac(Napi::Env env, const std::string& mac) {
+    unsigned m[6];
+    if (sscanf(mac.c_str(), "%x:%x:%x:%x:%x:%x", &m[0], &m[1], &m[2], &m[3], &m[4], &m[5]) != 6)
+      throw_error(env, "T2CP_CONFIG", "gateway fence needs the old primary's MAC (aa:bb:cc:dd:ee:ff), got '" + mac + "'");
+    for (int i = 0; i < 6; i++) cfg_.mac[i] = uint8_t(m[i]);
+    has_mac_ = true;
+  }
+  void check(Napi::Env env, NftStatus s, const std::string& err) {
+    if (s != NftStatus::kOk)
+      throw_error(env, s == NftStatus::kBusy ? "T2CP_BUSY" : s == NftStatus::kPermission ? "T2CP_PERMISSION" : "T2CP_NFTABLES", err);
+  }
+  Napi::Value Prepare(const Napi::CallbackInfo& info) {
+    std::string err;
+    check(info.Env(), fence_.prepare(cfg_, &err), err);
+    return info.Env().Undefined();
+  }
+  // engage(mac?): a gateway fence may learn the MAC only now.
+  Napi::Value Engage(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    std::string err;
+    if (info[0].IsString()) set_mac(env, info[0].As<Napi::String>().Utf8Value());
+    else if (cfg_.role == FenceConfig::Role::kGateway && !has_mac_)
+      throw_error(env, "T2CP_CONFIG", "gateway fence: the old primary's MAC is unknown");
+    check(env, fence_.prepare(cfg_, &err), err);
+    check(env, fence_.engage(&err, cfg_.role == FenceConfig::Role::kGateway ? cfg_.mac : nullptr), err);
+    return env.Undefined();
+  }
+  Napi::Value Release(const Napi::CallbackInfo& info) {
+    fence_.release();
+    return info.Env().Undefined();
+  }
+  Napi::Value Remove(const Napi::CallbackInfo& info) {
+    fence_.remove();
+    return info.Env().Undefined();
+  }
+  Napi::Value Engaged(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), fence_.engaged()); }
+
+  FenceConfig cfg_;
+  bool has_mac_ = false;
+  FenceTables fence_;
+};
+
+// new Recorder({lanIf, vip, ports, windowMs, maxBytes}): the gateway's
+// traffic recorder (traffic_recorder.h). start(), resupply(sinceUs) (done
+// on the recorder's thread; counters() says what it sent), stop().
+class RecorderWrap : public Napi::ObjectWrap<RecorderWrap> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "Recorder", {
+      InstanceMethod<&RecorderWrap::Start>("start"),
+      InstanceMethod<&RecorderWrap::Stop>("stop"),
+      InstanceMethod<&RecorderWrap::Resupply>("resupply"),
+      InstanceMethod<&RecorderWrap::Lookup>("lookup"),
+      InstanceMethod<&RecorderWrap::CountersJs>("counters"),
+    });
+  }
+
+  RecorderWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<RecorderWrap>(info) {
+    Napi::Env env = info.Env();
+    if (!info[0].IsObject()) throw_error(env, "T2CP_CONFIG", "new Recorder(options)");
+    Napi::Object o = info[0].As<Napi::Object>();
+    cfg_.ifname = get_str(o, "lanIf");
+    cfg_.vip = to_ipv4(env, get_str(o, "vip"), "recorder vip");
+    cfg_.ports = to_ports(env, o.Get("ports"), "recorder ports");
+    cfg_.window_ms = get_u32(o, "windowMs", cfg_.window_ms);
+    Napi::Value mb = o.Get("maxBytes");
+    if (mb.IsNumber()) cfg_.max_bytes = static_cast<uint64_t>(mb.As<Napi::Number>().Int64Value());
+  }
+
+ private:
+  Napi::Value Start(const Napi::CallbackInfo& info) {
+    std::string err = rec_.start(cfg_);
+    if (!err.empty()) throw_error(info.Env(), err.find("does not exist") != std::string::npos ? "T2CP_NO_INTERFACE" : "T2CP_CAPTURE", err);
+    return info.Env().Undefined();
+  }
+  Napi::Value Stop(const Napi::CallbackInfo& info) {
+    rec_.stop();
+    return info.Env().Undefined();
+  }
+  Napi::Value Resupply(const Napi::CallbackInfo& info) {
+    rec_.request_resupply(info[0].IsNumber() ? uint64_t(info[0].As<Napi::Number>().Int64Value()) : 0);
+    return info.Env().Undefined();
+  }
+  // lookup({client, clientPort, vipPort, from, to}): recorded client
+  // segments carrying [from, to) of that flow, as packets (Buffers).
+  Napi::Value Lookup(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!info[0].IsObject()) throw_error(env, "T2CP_CONFIG", "lookup({client, clientPort, vipPort, from, to})");
+    Napi::Object o = info[0].As<Napi::Object>();
+    uint32_t client = to_ipv4(env, get_str(o, "client"), "client");
+    auto pieces = rec_.lookup(client, uint16_t(get_u32(o, "clientPort", 0)), uint16_t(get_u32(o, "vipPort", 0)),
+                              get_u32(o, "from", 0), get_u32(o, "to", 0), kResupplyPiece, kResupplyMaxBytes);
+    Napi::Array a = Napi::Array::New(env, pieces.size());
+    for (size_t i = 0; i < pieces.size(); i++) a.Set(uint32_t(i), Napi::Buffer<uint8_t>::Copy(env, pieces[i].data(), pieces[i].size()));
+    return a;
+  }
+
+  Napi::Value CountersJs(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    const RecorderCounters& c = rec_.counters();
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("recorded_packets", double(c.recorded_packets.load()));
+    o.Set("recorded_bytes", double(c.recorded_bytes.load()));
+    o.Set("evicted_packets", double(c.evicted_packets.load()));
+    o.Set("resupplied_packets", double(c.resupplied_packets.load()));
+    o.Set("resupplied_bytes", double(c.resupplied_bytes.load()));
+    o.Set("send_errors", double(c.send_errors.load()));
+    o.Set("malformed", double(c.malformed.load()));
+    o.Set("capture_drops", double(c.capture_drops.load()));
+    o.Set("lookups", double(c.lookups.load()));
+    o.Set("looked_up_packets", double(c.looked_up_packets.load()));
+    o.Set("looked_up_bytes", double(c.looked_up_bytes.load()));
+    o.Set("held_bytes", double(rec_.held_bytes()));
+    return o;
+  }
+
+  RecorderConfig cfg_;
+  TrafficRecorder rec_;
+};
+
+}  // namespace
+
+Napi::Function define_fence(Napi::Env env) { return FenceWrap::Define(env); }
+Napi::Function define_recorder(Napi::Env env) { return RecorderWrap::Define(env); }
+
+}  // namespace t2cp
