@@ -1,7 +1,9 @@
 // The backup's control endpoint: one authenticated Channel (src/control) on
 // --control-port. It answers TAKEOVER — from the failure detector, or from
 // `t2cp takeover` on this host (planned switch, manual, or keepalived's
-// notify_master hook) — and sends BACKUP_HEARTBEAT to the detector.
+// notify_master hook) — and STATUS (`t2cp status`: NODE_STATUS with its
+// state and epoch, to anyone holding the key), and sends BACKUP_HEARTBEAT to
+// the detector.
 //
 // A planned request from `t2cp takeover` goes to the detector when one is
 // configured, so that the primary stands down first (the detector orders
@@ -35,6 +37,13 @@ export interface TakeoverTarget {
   onTakeoverFinal(fn: (r: TakeoverRecord) => void): void;
 }
 
+/** A local request names its cluster manager first in its reason (the keepalived hook, the Pacemaker resource agent). */
+function localSource(reason: string): TakeoverTrigger['source'] {
+  if (reason.startsWith('keepalived')) return 'keepalived';
+  if (reason.startsWith('pacemaker')) return 'pacemaker';
+  return 'cli';
+}
+
 export class BackupControl {
   private timer: NodeJS.Timeout | undefined;
   private epoch = 0;
@@ -65,6 +74,10 @@ export class BackupControl {
     return new BackupControl(ch, opts, node, log);
   }
 
+  address(): Endpoint {
+    return this.ch.address();
+  }
+
   counters(): ReturnType<Channel['counters']> {
     return this.ch.counters();
   }
@@ -79,6 +92,10 @@ export class BackupControl {
   }
 
   private onMessage(r: Received): void {
+    if (r.msg.type === 'STATUS') {
+      this.ch.send(r.from, 'NODE_STATUS', { role: 'backup', state: this.node.state(), epoch: this.epoch });
+      return;
+    }
     if (r.msg.type !== 'TAKEOVER') return;
     const m = r as Received<'TAKEOVER'>;
     const body = m.msg.body as typeof m.msg.body & { lastHeardUs?: unknown; decidedUs?: unknown };
@@ -93,7 +110,7 @@ export class BackupControl {
     }
     if (body.epoch > this.epoch) this.epoch = body.epoch;
     const trigger: TakeoverTrigger = {
-      source: local ? (body.reason.startsWith('keepalived') ? 'keepalived' : 'cli') : 'detector',
+      source: local ? localSource(body.reason) : 'detector',
       reason: body.reason,
       epoch: body.epoch,
       planned: body.planned,

@@ -16,6 +16,7 @@ export const MessageType = {
   BACKUP_HEARTBEAT: 8, // backup -> detector
   STATUS: 9,           // anyone -> detector
   STATUS_REPLY: 10,    // detector -> asker
+  NODE_STATUS: 11,     // backup or primary agent -> whoever sent it a STATUS (`t2cp status`)
 } as const;
 
 export type MessageTypeName = keyof typeof MessageType;
@@ -32,6 +33,10 @@ export type DeviceState = (typeof DEVICE_STATES)[number];
 /** What a backup says of itself in BACKUP_HEARTBEAT. */
 export const BACKUP_STATES = ['standby', 'taking-over', 'active', 'failed'] as const;
 export type BackupState = (typeof BACKUP_STATES)[number];
+
+/** What a primary agent says of itself in NODE_STATUS: its fence (agent/primary-node.ts FenceState). */
+export const PRIMARY_STATES = ['serving', 'self-fenced', 'stood-down'] as const;
+export type PrimaryState = (typeof PRIMARY_STATES)[number];
 
 /** The keepalived states a local hook reports in STAND_DOWN (`t2cp stand-down --vrrp-state`). */
 export const VRRP_HOOK_STATES = ['MASTER', 'BACKUP', 'FAULT', 'STOP'] as const;
@@ -68,6 +73,11 @@ export interface TakeoverReport {
   [field: string]: unknown;
 }
 
+/** A role's answer to STATUS (`t2cp status`, a cluster manager's monitor). */
+export type NodeStatus =
+  | { role: 'backup'; state: BackupState; epoch: number }
+  | { role: 'primary'; state: PrimaryState; epoch: number; service: { alive: boolean; listening: boolean } };
+
 export interface BodyOf {
   HEARTBEAT: AgentReport;
   PROBE: { seq: number; epoch: number; active: ActiveSide };
@@ -84,6 +94,7 @@ export interface BodyOf {
   BACKUP_HEARTBEAT: { state: BackupState; epoch: number };
   STATUS: Record<string, unknown>;
   STATUS_REPLY: { state: DeviceState; epoch: number; active: ActiveSide; backup: string };
+  NODE_STATUS: NodeStatus;
 }
 
 type FieldKind = 'bool' | 'uint' | 'string' | readonly string[];
@@ -101,6 +112,7 @@ const SCHEMAS: Record<MessageTypeName, Schema> = {
   BACKUP_HEARTBEAT: { state: BACKUP_STATES, epoch: 'uint' },
   STATUS: {},
   STATUS_REPLY: { state: DEVICE_STATES, epoch: 'uint', active: ['primary', 'backup'], backup: 'string' },
+  NODE_STATUS: { role: ['primary', 'backup'], state: [...BACKUP_STATES, ...PRIMARY_STATES], epoch: 'uint' },
 };
 
 function fits(v: unknown, kind: FieldKind): boolean {

@@ -25,6 +25,7 @@ const samples: { [K in MessageTypeName]: BodyOf[K] } = {
   BACKUP_HEARTBEAT: { state: 'standby', epoch: 0 },
   STATUS: {},
   STATUS_REPLY: { state: 'PRIMARY_ACTIVE', epoch: 0, active: 'primary', backup: 'standby' },
+  NODE_STATUS: { role: 'primary', state: 'stood-down', epoch: 2, service: { alive: true, listening: true } },
 };
 
 /** Recompute the MAC, as a key holder who sends something malformed would. */
