@@ -45,6 +45,26 @@ export interface T2cpResourceParams {
   monitorS: [number, number];
 }
 
+/** The resource agent's parameters (instance attributes) from the lab's. Pure. */
+export function t2cpAgentParams(p: Pick<T2cpResourceParams, 'primaryNode' | 'keyFile' | 'vip' | 'ports' | 'mirrorIf' | 'vipIf' | 't2cp' | 'instance' | 'logDir' | 'primaryOptions' | 'backupOptions'>): Record<string, string> {
+  return {
+    primary_node: p.primaryNode, key_file: p.keyFile, vip: p.vip, ports: p.ports.join(','), mirror_if: p.mirrorIf, vip_if: p.vipIf,
+    t2cp: p.t2cp, instance: p.instance, log_dir: p.logDir, primary_options: p.primaryOptions, backup_options: p.backupOptions,
+  };
+}
+
+/** The `t2cp` command as installed (a wrapper running this checkout's CLI) and a fresh key, in `dir`. */
+export function t2cpInstall(dir: string): { t2cp: string; keyFile: string } {
+  const keyFile = path.join(dir, 'control.key');
+  writeFileSync(keyFile, randomBytes(32).toString('hex') + '\n', { mode: 0o600 });
+  const bin = path.join(dir, 'bin');
+  mkdirSync(bin, { recursive: true });
+  const t2cp = path.join(bin, 't2cp');
+  writeFileSync(t2cp, `#!/bin/sh\nexec '${process.execPath}' '${distCli()}' "$@"\n`);
+  chmodSync(t2cp, 0o755);
+  return { t2cp, keyFile };
+}
+
 const attr = (v: string): string => v.replace(/&/g, '&amp;').replace(/"/g, '&quot;').replace(/</g, '&lt;');
 const nvpairs = (prefix: string, pairs: Record<string, string>): string =>
   Object.entries(pairs).map(([k, v]) => `<nvpair id="${prefix}-${k}" name="${k}" value="${attr(v)}"/>`).join('');
@@ -55,10 +75,7 @@ const nvpairs = (prefix: string, pairs: Record<string, string>): string =>
  * promoted role where the gateway does not answer, and the primary's VIP `primary-vip`. Pure.
  */
 export function t2cpCibConfiguration(p: T2cpResourceParams): { resources: string; constraints: string } {
-  const params = {
-    primary_node: p.primaryNode, key_file: p.keyFile, vip: p.vip, ports: p.ports.join(','), mirror_if: p.mirrorIf, vip_if: p.vipIf,
-    t2cp: p.t2cp, instance: p.instance, log_dir: p.logDir, primary_options: p.primaryOptions, backup_options: p.backupOptions,
-  };
+  const params = t2cpAgentParams(p);
   const op = (name: string, extra: string): string => `<op id="t2cp-${name}" ${extra}/>`;
   const resources: string[] = [
     '<clone id="t2cp-clone">',
@@ -74,7 +91,7 @@ export function t2cpCibConfiguration(p: T2cpResourceParams): { resources: string
     '</clone>',
     '<clone id="gateway-ping-clone">',
     '<primitive id="gateway-ping" class="ocf" provider="pacemaker" type="ping">',
-    `<instance_attributes id="gateway-ping-params">${nvpairs('gateway-ping-params', { host_list: p.gateway, attempts: '1', timeout: '1', dampen: '0s' })}</instance_attributes>`,
+    `<instance_attributes id="gateway-ping-params">${nvpairs('gateway-ping-params', { host_list: p.gateway, attempts: '2', timeout: '1', dampen: '0s' })}</instance_attributes>`,
     '<operations><op id="gateway-ping-monitor" name="monitor" interval="1s" timeout="10s"/></operations>',
     '</primitive>',
     '</clone>',
@@ -108,7 +125,12 @@ export function t2cpCibConfiguration(p: T2cpResourceParams): { resources: string
 export interface PacemakerLabOptions {
   ports: number[];
   instance: string;
-  /** corosync token, ms: how long a silent node takes to be lost. */
+  /**
+   * corosync token, ms: how long a silent node takes to be lost (plus consensus, 1.2 x token).
+   * Default 1000: on this shared 2-CPU machine corosync was seen unscheduled for 530 ms under load
+   * ("Corosync main process was not scheduled ... Consider token timeout increase"), and at 400 ms
+   * that made the backup take over from a live primary.
+   */
   tokenMs?: number;
 }
 
@@ -133,17 +155,11 @@ export interface PacemakerLab {
 }
 
 const READY_TIMEOUT_MS = 60_000;
+const DEFAULT_TOKEN_MS = 1000;
 
 export async function startPacemakerLab(tb: Testbed, dir: string, o: PacemakerLabOptions): Promise<PacemakerLab> {
   ensurePacemaker();
-  const keyFile = path.join(dir, 'control.key');
-  writeFileSync(keyFile, randomBytes(32).toString('hex') + '\n', { mode: 0o600 });
-  // The `t2cp` command as installed: the resource agent runs it by path.
-  const bin = path.join(dir, 'bin');
-  mkdirSync(bin, { recursive: true });
-  const t2cp = path.join(bin, 't2cp');
-  writeFileSync(t2cp, `#!/bin/sh\nexec '${process.execPath}' '${distCli()}' "$@"\n`);
-  chmodSync(t2cp, 0o755);
+  const { t2cp, keyFile } = t2cpInstall(dir);
   const logs = {
     primary: path.join(dir, 'primary.jsonl'), backup: path.join(dir, 'backup.jsonl'),
     backupDaemon: path.join(dir, 't2cp-backup.log'), primaryDaemon: path.join(dir, 't2cp-primary.log'), backupReport: path.join(dir, 'backup-report.jsonl'),
@@ -166,7 +182,7 @@ export async function startPacemakerLab(tb: Testbed, dir: string, o: PacemakerLa
     { name: NODE_NAMES.backup, ns: tb.ns.backup, addr: tb.addr.backup },
   ];
   const files = {
-    corosyncConf: corosyncConfig(`t2cp-${tb.prefix.replace(/[^a-z0-9]/g, '')}`, members, o.tokenMs ?? 400),
+    corosyncConf: corosyncConfig(`t2cp-${tb.prefix.replace(/[^a-z0-9]/g, '')}`, members, o.tokenMs ?? DEFAULT_TOKEN_MS),
     cib: initialCib(config),
     agents: { t2cp: { t2cp: T2CP_AGENT } },
   };

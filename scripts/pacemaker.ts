@@ -33,6 +33,8 @@ import { GiveUp, waitFor } from './wait.js';
 export const PACEMAKER_PACKAGES = ['pacemaker', 'corosync', 'pacemaker-cli-utils', 'resource-agents', 'iputils-ping'] as const;
 
 const APT_TIMEOUT_MS = 300_000;
+/** Debian's hook that maintainer scripts ask before starting a service (exit 101: forbidden). */
+const POLICY_RC_D = '/usr/sbin/policy-rc.d';
 const OCF_RA_DIR = '/usr/lib/ocf/resource.d';
 
 function missingPackages(): string[] {
@@ -63,11 +65,16 @@ export function ensurePacemaker(): string {
       execFileSync('apt-get', ['-o', 'DPkg::Lock::Timeout=120', ...args], { env, stdio: ['ignore', 'pipe', 'pipe'], timeout: APT_TIMEOUT_MS });
     };
     const install = ['install', '-y', '-qq', '--no-install-recommends', ...missing];
+    // As scripts/setup.sh: no service starts during this install (the system's own cluster stays down).
+    const guard = fs.existsSync(POLICY_RC_D) ? undefined : POLICY_RC_D;
+    if (guard) fs.writeFileSync(guard, '#!/bin/sh\n# t2cp test: no service starts during its apt-get install\nexit 101\n', { mode: 0o755 });
     try {
       apt(install);
     } catch {
       apt(['update', '-qq']); // a fresh machine's package lists may be missing or stale
       apt(install);
+    } finally {
+      if (guard) fs.rmSync(guard, { force: true });
     }
     if (missingPackages().length > 0) throw new Error(`still missing after: ${cmd}`);
   }
@@ -164,6 +171,31 @@ wait
 `;
 }
 
+/** Lays the agents into `dir/ocf/PROVIDER/NAME` (mode 0755) and returns `dir/ocf`, the overlay's upper layer. */
+function layAgents(dir: string, agents: Record<string, Record<string, string>>): string {
+  const root = path.join(dir, 'ocf');
+  for (const [provider, byName] of Object.entries(agents)) {
+    fs.mkdirSync(path.join(root, provider), { recursive: true });
+    for (const [name, src] of Object.entries(byName)) {
+      fs.copyFileSync(src, path.join(root, provider, name));
+      fs.chmodSync(path.join(root, provider, name), 0o755);
+    }
+  }
+  return root;
+}
+
+/**
+ * Runs argv in namespace `ns` with the given agents visible under /usr/lib/ocf/resource.d (a mount
+ * namespace of its own, gone when argv exits): Pacemaker's tools outside a cluster
+ * (crm_resource --validate / --force-*, --show-metadata) against the real testbed.
+ */
+export async function runWithAgents(tb: Testbed, ns: string, dir: string, agents: Record<string, Record<string, string>>, argv: string[]): Promise<ExecResult> {
+  const lower = layAgents(fs.mkdtempSync(path.join(dir, 'agents-')), agents);
+  return tb.exec(ns, ['unshare', '--mount', 'sh', '-c',
+    `mount --make-rprivate / && mount -t overlay t2cp-ocf -o "lowerdir=$1:${OCF_RA_DIR}" ${OCF_RA_DIR} && shift && exec "$@"`,
+    'with-agents', lower, ...argv], { timeoutMs: 60_000 });
+}
+
 export interface NodeFiles {
   corosyncConf: string;
   cib: string;
@@ -223,11 +255,7 @@ export async function startPacemakerNode(tb: Testbed, node: ClusterNode, dir: st
   fs.writeFileSync(path.join(own, 'var/lib/pacemaker/cib/cib.xml'), files.cib, { mode: 0o600 });
   execFileSync('chown', ['-R', hacluster.join(':'), path.join(own, 'var/lib/pacemaker'), path.join(own, 'var/log/pacemaker')]);
   for (const d of pcmkDirs) fs.chmodSync(d, 0o770);
-  for (const [provider, agents] of Object.entries(files.agents)) {
-    const d = sub(`ocf/${provider}`);
-    for (const [name, src] of Object.entries(agents)) fs.copyFileSync(src, path.join(d, name));
-    for (const name of Object.keys(agents)) fs.chmodSync(path.join(d, name), 0o755);
-  }
+  layAgents(own, files.agents);
   const script = path.join(own, 'node.sh');
   fs.writeFileSync(script, nodeScript(), { mode: 0o700 });
 

@@ -11,8 +11,8 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { FROM_PRIMARY, failPrimary, markPrimaryReplies, restorePrimary } from '../../scripts/failures.js';
-import { NODE_NAMES, startPacemakerLab } from '../../scripts/pacemaker-lab.js';
-import { ensurePacemaker } from '../../scripts/pacemaker.js';
+import { NODE_NAMES, startPacemakerLab, T2CP_AGENT, t2cpAgentParams, t2cpCibConfiguration, t2cpInstall } from '../../scripts/pacemaker-lab.js';
+import { ensurePacemaker, initialCib, runWithAgents } from '../../scripts/pacemaker.js';
 import { startClient } from '../../scripts/processes.js';
 import { compareTakeover } from '../../scripts/takeover-check.js';
 import { waitFor } from '../../scripts/wait.js';
@@ -92,7 +92,9 @@ describe('Pacemaker decides the takeover (t2cp resource agent)', () => {
     const stopped = await pcmk.stop();
     expect(stopped).toEqual({ primary: 0, backup: 0 });
 
-    // The takeover e2e's checks.
+    // The takeover e2e's checks; first what the backup reported of flows it could not protect, if any.
+    const unprotected = daemonLog(pcmk.logs.backupDaemon).filter((l) => /unprotected|anomaly/.test(String(l.msg)));
+    expect(unprotected.map((l) => `${l.msg} ${String(l.reason)} ${String(l.flow ?? l.client ?? '')}`)).toEqual([]);
     const clientLog = readLog<ClientLogLine>(`${dir}/client.jsonl`);
     const check = compareTakeover(clientLog, readLog<ServiceLogLine>(pcmk.logs.backup));
     expect(check.mismatches).toEqual([]);
@@ -123,5 +125,46 @@ describe('Pacemaker decides the takeover (t2cp resource agent)', () => {
         .filter((pid) => ![pcmk.services.primary.pid, pcmk.services.backup.pid].includes(pid));
       expect(left, `processes left in ${ns}`).toEqual([]);
     }
+  });
+});
+
+describe('Pacemaker\'s own tooling on the resource agent and the configuration', () => {
+  const lab = useLab('pacemaker-tools');
+
+  it('crm_verify takes the configuration; crm_resource reads the meta-data and runs validate-all on the testbed\'s backup host', async () => {
+    const { tb, dir } = lab;
+    const { t2cp, keyFile } = t2cpInstall(dir);
+    const p = {
+      primaryNode: NODE_NAMES.primary, backupNode: NODE_NAMES.backup, primaryVipIf: 'e0', keyFile, vip: tb.addr.vip, ports: [PORT],
+      mirrorIf: tb.ifaces.mirror, vipIf: tb.ifaces.backupLan, t2cp, instance: INSTANCE, logDir: dir, primaryOptions: '', backupOptions: '',
+      gateway: tb.addr.gatewayLan, monitorS: [10, 11] as [number, number],
+    };
+    fs.writeFileSync(`${dir}/cib.xml`, initialCib(t2cpCibConfiguration(p)));
+    const verify = await tb.exec(tb.ns.backup, ['crm_verify', '--xml-file', `${dir}/cib.xml`, '-V']);
+    expect(verify.code, verify.stderr).toBe(0);
+    expect(verify.stderr).not.toMatch(/error/i);
+
+    const agents = { t2cp: { t2cp: T2CP_AGENT } };
+    const meta = await runWithAgents(tb, tb.ns.backup, dir, agents, ['crm_resource', '--show-metadata', 'ocf:t2cp:t2cp']);
+    expect(meta.code, meta.stderr).toBe(0);
+    for (const param of Object.keys(t2cpAgentParams(p))) expect(meta.stdout).toContain(`<parameter name="${param}"`);
+    expect(meta.stdout).toMatch(/<action name="promote"/);
+
+    // crm_resource --validate maps the agent's exit code to its own: 0 ok, 5 not installed, 6 not configured.
+    const validate = (params: Record<string, string>) => runWithAgents(tb, tb.ns.backup, dir, agents,
+      ['crm_resource', '--validate', '--class', 'ocf', '--provider', 't2cp', '--agent', 't2cp', ...Object.entries(params).filter(([, v]) => v !== '').flatMap(([k, v]) => ['--option', `${k}=${v}`])]);
+    const good = t2cpAgentParams(p);
+    const ok = await validate(good);
+    expect(ok.code, `${ok.stdout}${ok.stderr}`).toBe(0);
+    const { primary_node: _unused, ...noPrimary } = good;
+    const unconfigured = await validate(noPrimary);
+    expect(unconfigured.code).toBe(6);
+    expect(unconfigured.stdout + unconfigured.stderr).toMatch(/parameter primary_node is required/);
+    const noMirror = await validate({ ...good, mirror_if: 'nosuch0' });
+    expect(noMirror.code).toBe(5);
+    expect(noMirror.stdout + noMirror.stderr).toMatch(/interface nosuch0 \(mirror_if\) does not exist/);
+    const withDetector = await validate({ ...good, backup_options: '--detector 198.18.1.1' });
+    expect(withDetector.code).toBe(6);
+    expect(withDetector.stdout + withDetector.stderr).toMatch(/no --detector/);
   });
 });
