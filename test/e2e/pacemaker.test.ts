@@ -71,6 +71,11 @@ describe('Pacemaker decides the takeover (t2cp resource agent)', () => {
     }, { timeoutMs: 30_000, intervalMs: 250, what: 'the cluster merged: t2cp promoted on the backup, unpromoted on the old primary' });
     expect((await pcmk.roleStatus('primary'))?.state).toBe('stood-down');
     expect((await pcmk.roleStatus('backup'))?.state).toBe('active');
+    // No failback: the old primary's promotion score bars it, the backup's outranks anyone's.
+    const score = async (node: string): Promise<string> => (await pcmk.nodes.backup.exec(
+      ['crm_attribute', '--node', node, '--name', 'master-t2cp', '--lifetime', 'reboot', '--query', '--quiet'])).stdout.trim();
+    expect(await score(NODE_NAMES.primary)).toBe('-INFINITY');
+    expect(await score(NODE_NAMES.backup)).toBe('1000');
     // The cluster took the VIP off the old primary before demoting it; t2cp put it on the backup.
     expect(await vipsOn(tb.ns.primary)).toEqual([]);
     expect(await vipsOn(tb.ns.backup)).toEqual([`${tb.addr.vip}/32`]);
