@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-apt_pkgs=(libpcap-dev libssl-dev libnetfilter-queue-dev libmnl-dev libbpf-dev nftables iptables iproute2 tcpdump ethtool g++ make python3 kmod clang libclang-rt-14-dev keepalived librsvg2-bin)
+apt_pkgs=(libpcap-dev libssl-dev libnetfilter-queue-dev libmnl-dev libbpf-dev nftables iptables iproute2 tcpdump ethtool g++ make python3 kmod clang libclang-rt-14-dev keepalived librsvg2-bin
+  pacemaker corosync pacemaker-cli-utils resource-agents iputils-ping)
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -16,8 +17,19 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
   echo "t2cp setup: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
+  # The Pacemaker test runs its own nodes in namespaces: installing corosync and pacemaker must not
+  # start the system's cluster (Debian starts it with a one-node default config). policy-rc.d
+  # (exit 101: action forbidden) stops maintainer scripts from starting services, for this install only.
+  guard=
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    guard=/usr/sbin/policy-rc.d
+    printf '#!/bin/sh\n# t2cp setup: no service starts during its apt-get install\nexit 101\n' >"$guard"
+    chmod 755 "$guard"
+    trap 'rm -f "$guard"' EXIT
+  fi
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  if [ -n "$guard" ]; then rm -f "$guard"; trap - EXIT; fi
 fi
 
 # npm packages: install when absent or when package.json changed since.

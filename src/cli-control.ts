@@ -1,19 +1,20 @@
 // The control-plane subcommands of `t2cp` (cli.ts dispatches here):
 // `gateway` (failure detector), `primary` (agent), `takeover` (planned switch),
-// `stand-down` (the primary's keepalived hook). Each parses its options, loads
-// the key, builds its role and runs it until SIGINT/SIGTERM (the last two: one
-// request, one answer); errors propagate to cli.ts, which prints one line and
-// exits.
+// `stand-down` (the primary's keepalived hook), `status` (a role's state).
+// Each parses its options, loads the key, builds its role and runs it until
+// SIGINT/SIGTERM (the last three: one request, one answer); errors propagate
+// to cli.ts, which prints one line and exits.
 import { PrimaryAgent, type PrimaryAgentOptions } from './agent/primary-node.js';
 import { createPrimaryFence } from './agent/primary-fence.js';
 import { serviceStatus } from './agent/service-status.js';
 import { bootNowUs, processStartBootUs } from './agent/vrrp-guard.js';
 import {
-  GATEWAY_COMMAND, heartbeatTiming, PRIMARY_COMMAND, STAND_DOWN_COMMAND, TAKEOVER_COMMAND,
+  GATEWAY_COMMAND, heartbeatTiming, PRIMARY_COMMAND, STAND_DOWN_COMMAND, STATUS_COMMAND, TAKEOVER_COMMAND,
   type GatewayConfig, type PrimaryConfig, type StandDownConfig,
 } from './config-takeover.js';
 import { loadKey } from './control/key.js';
 import { requestStandDown } from './control/stand-down-request.js';
+import { requestStatus } from './control/status-request.js';
 import { requestTakeover } from './control/takeover-request.js';
 import { createGatewayFence } from './detector/gateway-fence.js';
 import { GatewayNode, type GatewayNodeOptions } from './detector/gateway-node.js';
@@ -139,6 +140,17 @@ export async function runStandDown(argv: string[]): Promise<void> {
   const line = cfg.json ? JSON.stringify(ack)
     : `t2cp: ${ack.note ?? (ack.fenced ? 'stood down: this primary no longer answers for the VIP' : 'answered')} (fence ${ack.fenced ? 'engaged' : 'not engaged'}, epoch ${ack.epoch})`;
   process.stdout.write(line + '\n');
+}
+
+/** `t2cp status`: one STATUS to the backup or the agent, its answer as one line (or JSON) on stdout. */
+export async function runStatus(argv: string[]): Promise<void> {
+  if (wantsHelp(STATUS_COMMAND, argv)) return;
+  const cfg = parseOptions(STATUS_COMMAND, argv);
+  const { key, warning } = loadKey(cfg.keyFile);
+  if (warning) process.stderr.write(`t2cp: warning: ${warning}\n`);
+  const s = await requestStatus({ to: cfg.role === 'backup' ? cfg.control : cfg.agent, role: cfg.role, key, timeoutMs: cfg.timeoutMs });
+  const service = s.role === 'primary' ? `; service ${s.service.alive ? 'alive' : 'dead'}, ${s.service.listening ? 'listening' : 'not listening'}` : '';
+  process.stdout.write((cfg.json ? JSON.stringify(s) : `t2cp: ${s.role} ${s.state} (epoch ${s.epoch}${service})`) + '\n');
 }
 
 /** The agent takes a stand-down only from 127.0.0.1: it must be on this host. */

@@ -4,7 +4,7 @@ import { backupHelp, parseBackupArgs } from './config.js';
 import { T2cpError } from './errors.js';
 import { createLogger } from './log.js';
 import { BackupNode } from './backup/node.js';
-import { runGateway, runPrimary, runStandDown, runTakeover } from './cli-control.js';
+import { runGateway, runPrimary, runStandDown, runStatus, runTakeover } from './cli-control.js';
 
 const USAGE = `usage: t2cp <command> [options]
 
@@ -16,6 +16,8 @@ commands:
              keepalived's notify_master on the backup host
   stand-down tell the primary agent (on this host) to stand down; keepalived's
              notify_master/backup/fault/stop on the primary host (--vrrp-state)
+  status     ask the backup or the primary agent on this host for its state
+             (the Pacemaker resource agent's monitor)
   help       this text; \`t2cp <command> --help\` for a command's options
 
 t2cp-ar: client-transparent TCP active replication for Linux.`;
@@ -76,6 +78,8 @@ function main(argv: string[]): void | Promise<void> {
       return runTakeover(rest);
     case 'stand-down':
       return runStandDown(rest);
+    case 'status':
+      return runStatus(rest);
     case undefined:
     case 'help':
     case '--help':

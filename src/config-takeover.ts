@@ -1,8 +1,9 @@
 // Options of the takeover's control-plane commands — `t2cp gateway` (the
 // failure detector), `t2cp primary` (the agent on the primary),
-// `t2cp takeover` (a planned switch) and `t2cp stand-down` (the primary's
-// keepalived hook) — as tables for the shared option parser (options.ts).
-// Shared by all four: --key-file (required), --instance, --json.
+// `t2cp takeover` (a planned switch), `t2cp stand-down` (the primary's
+// keepalived hook) and `t2cp status` (a role's state, for a cluster manager's
+// monitor) — as tables for the shared option parser (options.ts).
+// Shared by all five: --key-file (required), --instance, --json.
 import { VRRP_HOOK_STATES, type VrrpHookState } from './control/bodies.js';
 import { configError } from './errors.js';
 import { checkInstance, type CommandSpec, type Endpoint, type OptionSpec } from './options.js';
@@ -272,5 +273,42 @@ export const STAND_DOWN_COMMAND: CommandSpec<StandDownConfig> = {
     { key: 'timeoutMs', flag: '--timeout', kind: 'int', arg: 'MS', min: 1, max: 600000, help: 'give up after MS without an answer; default 5000' },
   ],
   defaults: { instance: 'main', json: false, agent: { address: '127.0.0.1', port: AGENT_PORT }, epoch: 0, timeoutMs: 5000 },
+  validate: (c) => checkInstance(c.instance),
+};
+
+// ---- t2cp status -----------------------------------------------------------
+
+export interface StatusConfig extends Shared {
+  role: 'backup' | 'primary';
+  control: Endpoint;
+  agent: Endpoint;
+  timeoutMs: number;
+}
+
+export const STATUS_COMMAND: CommandSpec<StatusConfig> = {
+  name: 'status',
+  synopsis: 'usage: t2cp status --key-file FILE --role backup|primary [--control ADDR:PORT] [--agent ADDR:PORT] [--timeout MS]',
+  about: [
+    'Asks a role on this host what it is doing, through its control socket, and',
+    'prints one line (or, with --json, the answer as JSON):',
+    '  backup:  standby (replicating), taking-over, active (serving the VIP), failed',
+    '  primary: serving, self-fenced, stood-down (fenced for good); and its service',
+    'Exit 0 when the role answered, 1 when it did not (not running, another key),',
+    '2 for a wrong option. Changes nothing: the monitor of a cluster manager',
+    '(the Pacemaker resource agent, scripts/ocf/t2cp) calls it.',
+  ],
+  options: [
+    ...shared<StatusConfig>(),
+    { key: 'role', flag: '--role', kind: 'choice', arg: 'ROLE', choices: ['backup', 'primary'], required: true,
+      help: 'which role to ask: backup (`t2cp backup`) or primary (the agent, `t2cp primary`)' },
+    { key: 'control', flag: '--control', kind: 'endpoint', arg: 'ADDR:PORT', defaultPort: CONTROL_PORT,
+      help: `--role backup: the backup's control endpoint; default 127.0.0.1:${CONTROL_PORT}` },
+    { key: 'agent', flag: '--agent', kind: 'endpoint', arg: 'ADDR:PORT', defaultPort: AGENT_PORT,
+      help: `--role primary: the agent's --listen; default 127.0.0.1:${AGENT_PORT}` },
+    { key: 'timeoutMs', flag: '--timeout', kind: 'int', arg: 'MS', min: 1, max: 600000, help: 'give up without an answer after MS; default 2000' },
+  ],
+  defaults: {
+    instance: 'main', json: false, control: { address: '127.0.0.1', port: CONTROL_PORT }, agent: { address: '127.0.0.1', port: AGENT_PORT }, timeoutMs: 2000,
+  },
   validate: (c) => checkInstance(c.instance),
 };

@@ -29,7 +29,10 @@
 // no self-fence (the configuration refuses --self-fence-after); the agent only
 // listens for commands.
 //
-// In both modes: STAND_DOWN from 127.0.0.1 (other than the detector's own
+// In both modes: STATUS from anyone but the detector (`t2cp status`, a
+// cluster manager's monitor; authenticated like every message) is answered
+// with NODE_STATUS {role: 'primary', state: the fence, epoch, service}.
+// STAND_DOWN from 127.0.0.1 (other than the detector's own
 // endpoint) is a local request, from `t2cp stand-down` (a person, or one of
 // keepalived's notify hooks), signed with the same key; the Channel checks
 // the MAC and refuses replays and stale copies as for the detector. Without
@@ -41,7 +44,7 @@
 // error?}: error when the fence failed (tried again at the next copy, which
 // the CLI sends every 100 ms). STAND_DOWN from anywhere else: counted
 // (stats.unexpected), not answered.
-import { VRRP_HOOK_STATES, type ActiveSide, type AgentReport } from '../control/bodies.js';
+import { VRRP_HOOK_STATES, type ActiveSide, type AgentReport, type PrimaryState } from '../control/bodies.js';
 import { Channel, sameEndpoint, type ChannelCounters, type Received } from '../control/channel.js';
 import { systemClock, type Clock } from '../control/clock.js';
 import type { MessageOf } from '../control/messages.js';
@@ -65,6 +68,9 @@ export interface PrimaryAgentOptions {
 
 /** none; self: this agent's own choice, lifted by the detector's word; stand-down: for good. */
 export type FenceState = 'none' | 'self' | 'stand-down';
+
+/** The fence as NODE_STATUS names it. */
+const STATUS_OF_FENCE: Record<FenceState, PrimaryState> = { none: 'serving', self: 'self-fenced', 'stand-down': 'stood-down' };
 
 /** STATUS retry period until the detector first answers, ms. */
 const STATUS_RETRY_MS = 100;
@@ -163,6 +169,7 @@ export class PrimaryAgent {
   private onMessage({ msg, from }: Received): void {
     if (!this.opts.detector || !sameEndpoint(from, this.opts.detector)) {
       if (msg.type === 'STAND_DOWN' && from.address === '127.0.0.1') this.localStandDown(msg, from);
+      else if (msg.type === 'STATUS') this.answerStatus(from);
       else this.stats.unexpected++;
       return;
     }
@@ -213,6 +220,11 @@ export class PrimaryAgent {
     } else {
       answer({ error: `the fence failed: ${this.lastFenceError}` });
     }
+  }
+
+  private answerStatus(to: Endpoint): void {
+    const { alive, listening } = this.service();
+    this.ch!.send(to, 'NODE_STATUS', { role: 'primary', state: STATUS_OF_FENCE[this.fence], epoch: this.epochNo, service: { alive, listening } });
   }
 
   /** The detector spoke, saying which side is active in which epoch. */

@@ -1,7 +1,9 @@
 // The backup's control endpoint: one authenticated Channel (src/control) on
 // --control-port. It answers TAKEOVER — from the failure detector, or from
 // `t2cp takeover` on this host (planned switch, manual, or keepalived's
-// notify_master hook) — and sends BACKUP_HEARTBEAT to the detector.
+// notify_master hook) — and STATUS (`t2cp status`: NODE_STATUS with its
+// state and epoch, to anyone holding the key), and sends BACKUP_HEARTBEAT to
+// the detector.
 //
 // A planned request from `t2cp takeover` goes to the detector when one is
 // configured, so that the primary stands down first (the detector orders
@@ -44,6 +46,13 @@ export interface TakeoverTarget {
 /** The flow and client bytes a resupply request asks for. */
 export interface ResupplyWanted { client: string; clientPort: number; vipPort: number; from: number; bytes: number }
 
+/** A local request names its cluster manager first in its reason (the keepalived hook, the Pacemaker resource agent). */
+function localSource(reason: string): TakeoverTrigger['source'] {
+  if (reason.startsWith('keepalived')) return 'keepalived';
+  if (reason.startsWith('pacemaker')) return 'pacemaker';
+  return 'cli';
+}
+
 export class BackupControl {
   private timer: NodeJS.Timeout | undefined;
   private epoch = 0;
@@ -74,6 +83,10 @@ export class BackupControl {
     return new BackupControl(ch, opts, node, log);
   }
 
+  address(): Endpoint {
+    return this.ch.address();
+  }
+
   counters(): ReturnType<Channel['counters']> {
     return this.ch.counters();
   }
@@ -101,6 +114,10 @@ export class BackupControl {
 
   private onMessage(r: Received): void {
     if (r.msg.type === 'RESUPPLY_DATA' && this.fromDetector(r)) return this.node.supply(Buffer.from(r.msg.body.packet, 'base64'));
+    if (r.msg.type === 'STATUS') {
+      this.ch.send(r.from, 'NODE_STATUS', { role: 'backup', state: this.node.state(), epoch: this.epoch });
+      return;
+    }
     if (r.msg.type !== 'TAKEOVER') return;
     const m = r as Received<'TAKEOVER'>;
     const body = m.msg.body as typeof m.msg.body & { lastHeardUs?: unknown; decidedUs?: unknown };
@@ -115,7 +132,7 @@ export class BackupControl {
     }
     if (body.epoch > this.epoch) this.epoch = body.epoch;
     const trigger: TakeoverTrigger = {
-      source: local ? (body.reason.startsWith('keepalived') ? 'keepalived' : 'cli') : 'detector',
+      source: local ? localSource(body.reason) : 'detector',
       reason: body.reason,
       epoch: body.epoch,
       planned: body.planned,

@@ -14,7 +14,7 @@ import type { Logger } from '../log.js';
 
 /** What asked for the takeover, and what it knows about the failure. */
 export interface TakeoverTrigger {
-  source: 'detector' | 'cli' | 'keepalived' | 'local';
+  source: 'detector' | 'cli' | 'keepalived' | 'pacemaker' | 'local';
   reason: string;
   epoch: number;
   planned: boolean;

@@ -16,8 +16,9 @@ export const MessageType = {
   BACKUP_HEARTBEAT: 8, // backup -> detector
   STATUS: 9,           // anyone -> detector
   STATUS_REPLY: 10,    // detector -> asker
-  RESUPPLY_REQUEST: 11, // backup -> detector: client bytes of a flow the mirror capture lost
-  RESUPPLY_DATA: 12,   // detector -> backup: one recorded client segment (traffic recorder)
+  NODE_STATUS: 11,     // backup or primary agent -> whoever sent it a STATUS (`t2cp status`)
+  RESUPPLY_REQUEST: 12, // backup -> detector: client bytes of a flow the mirror capture lost
+  RESUPPLY_DATA: 13,   // detector -> backup: one recorded client segment (traffic recorder)
 } as const;
 
 export type MessageTypeName = keyof typeof MessageType;
@@ -34,6 +35,10 @@ export type DeviceState = (typeof DEVICE_STATES)[number];
 /** What a backup says of itself in BACKUP_HEARTBEAT. */
 export const BACKUP_STATES = ['standby', 'taking-over', 'active', 'failed'] as const;
 export type BackupState = (typeof BACKUP_STATES)[number];
+
+/** What a primary agent says of itself in NODE_STATUS: its fence (agent/primary-node.ts FenceState). */
+export const PRIMARY_STATES = ['serving', 'self-fenced', 'stood-down'] as const;
+export type PrimaryState = (typeof PRIMARY_STATES)[number];
 
 /** The keepalived states a local hook reports in STAND_DOWN (`t2cp stand-down --vrrp-state`). */
 export const VRRP_HOOK_STATES = ['MASTER', 'BACKUP', 'FAULT', 'STOP'] as const;
@@ -70,6 +75,11 @@ export interface TakeoverReport {
   [field: string]: unknown;
 }
 
+/** A role's answer to STATUS (`t2cp status`, a cluster manager's monitor). */
+export type NodeStatus =
+  | { role: 'backup'; state: BackupState; epoch: number }
+  | { role: 'primary'; state: PrimaryState; epoch: number; service: { alive: boolean; listening: boolean } };
+
 export interface BodyOf {
   HEARTBEAT: AgentReport;
   PROBE: { seq: number; epoch: number; active: ActiveSide };
@@ -86,6 +96,7 @@ export interface BodyOf {
   BACKUP_HEARTBEAT: { state: BackupState; epoch: number };
   STATUS: Record<string, unknown>;
   STATUS_REPLY: { state: DeviceState; epoch: number; active: ActiveSide; backup: string };
+  NODE_STATUS: NodeStatus;
   /** The flow (client address and port, service port) and the client sequence numbers [from, from + bytes). */
   RESUPPLY_REQUEST: { client: string; clientPort: number; vipPort: number; from: number; bytes: number };
   /** The segment as the gateway forwarded it (IPv4 + TCP, base64), cut to fit one frame. */
@@ -107,6 +118,7 @@ const SCHEMAS: Record<MessageTypeName, Schema> = {
   BACKUP_HEARTBEAT: { state: BACKUP_STATES, epoch: 'uint' },
   STATUS: {},
   STATUS_REPLY: { state: DEVICE_STATES, epoch: 'uint', active: ['primary', 'backup'], backup: 'string' },
+  NODE_STATUS: { role: ['primary', 'backup'], state: [...BACKUP_STATES, ...PRIMARY_STATES], epoch: 'uint' },
   RESUPPLY_REQUEST: { client: 'string', clientPort: 'uint', vipPort: 'uint', from: 'uint', bytes: 'uint' },
   RESUPPLY_DATA: { packet: 'string' },
 };

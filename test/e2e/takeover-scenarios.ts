@@ -18,7 +18,7 @@ export interface TakeoverScenario {
 
 // Request/response every 10 ms for ~4 s, bulk both ways (large enough to be
 // in flight at the failure), idle connections open across it.
-const mixed: Workload = {
+export const mixedWorkload: Workload = {
   seed: 3,
   sessions: [
     { kind: 'rr', times: 8, count: 300, intervalMs: 10, reqSize: [4, 600], respSize: [1, 3000] },
@@ -29,9 +29,9 @@ const mixed: Workload = {
 };
 
 export const takeoverScenarios: TakeoverScenario[] = [
-  { name: 'link down', failure: 'link-down', trigger: 'detector', comesBack: true, failAfterMs: 800, workload: mixed },
-  { name: 'host freeze', failure: 'freeze', trigger: 'detector', comesBack: true, failAfterMs: 800, workload: mixed },
-  { name: 'planned (t2cp takeover)', failure: 'planned', trigger: 'detector', comesBack: false, failAfterMs: 800, workload: mixed },
-  { name: 'link down, keepalived decides', failure: 'link-down', trigger: 'keepalived', comesBack: true, failAfterMs: 800, workload: mixed },
-  { name: 'host freeze, no detector, manual t2cp takeover, queue translator', failure: 'freeze', trigger: 'manual', comesBack: false, failAfterMs: 800, workload: mixed, activeMode: 'queue' },
+  { name: 'link down', failure: 'link-down', trigger: 'detector', comesBack: true, failAfterMs: 800, workload: mixedWorkload },
+  { name: 'host freeze', failure: 'freeze', trigger: 'detector', comesBack: true, failAfterMs: 800, workload: mixedWorkload },
+  { name: 'planned (t2cp takeover)', failure: 'planned', trigger: 'detector', comesBack: false, failAfterMs: 800, workload: mixedWorkload },
+  { name: 'link down, keepalived decides', failure: 'link-down', trigger: 'keepalived', comesBack: true, failAfterMs: 800, workload: mixedWorkload },
+  { name: 'host freeze, no detector, manual t2cp takeover, queue translator', failure: 'freeze', trigger: 'manual', comesBack: false, failAfterMs: 800, workload: mixedWorkload, activeMode: 'queue' },
 ];

@@ -25,6 +25,7 @@ const samples: { [K in MessageTypeName]: BodyOf[K] } = {
   BACKUP_HEARTBEAT: { state: 'standby', epoch: 0 },
   STATUS: {},
   STATUS_REPLY: { state: 'PRIMARY_ACTIVE', epoch: 0, active: 'primary', backup: 'standby' },
+  NODE_STATUS: { role: 'primary', state: 'stood-down', epoch: 2, service: { alive: true, listening: true } },
   RESUPPLY_REQUEST: { client: '198.18.0.2', clientPort: 40000, vipPort: 7000, from: 4294967000, bytes: 1448 },
   RESUPPLY_DATA: { packet: Buffer.alloc(940, 0x45).toString('base64') },
 };
