@@ -53,6 +53,7 @@ function backupNode(): TakeoverTarget & { current: BackupState } {
       return { record: 'takeover' } as unknown as TakeoverRecord;
     },
     onTakeoverFinal: () => {},
+    supply: () => {},
   };
   return node;
 }
