@@ -35,7 +35,6 @@ EngineConfig read_config(Napi::Env env, const Napi::Object& o) {
   c.event_batch_ms = get_u32(o, "eventBatchMs", c.event_batch_ms);
   c.rt_priority = get_u32(o, "rtPriority", c.rt_priority);
   c.busy_poll_us = get_u32(o, "busyPollUs", c.busy_poll_us);
-  c.slice_us = get_u32(o, "sliceUs", c.slice_us);
   c.resupply = o.Get("resupply").ToBoolean().Value();
   c.active_if = get_str(o, "activeIf");
   c.active_object = get_str(o, "activeObject");

@@ -67,8 +67,7 @@ namespace t2cp {
   X(resume_bytes)                                                                  \
   X(resume_acks)             /* ACKs sent to clients at takeover */                \
   X(resume_errors)           /* raw send failed */                                 \
-  X(garp_sent)               /* gratuitous ARPs for the VIP */                     \
-  X(engine_slice_us)         /* gauge: EEVDF slice the packet thread got, 0 none */
+  X(garp_sent)               /* gratuitous ARPs for the VIP */
 
 enum Counter : int {
 #define T2CP_COUNTER_ENUM(name) k_##name,

@@ -4,10 +4,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <sys/eventfd.h>
-#include <sys/syscall.h>
 #include <unistd.h>
-
-#include <cstdint>
 
 namespace t2cp {
 
@@ -21,35 +18,6 @@ constexpr uint64_t kStatsUs = 100000;
 // Frames taken from the capture ring per dispatch call; the loop alternates
 // with the queue so neither side starves the other.
 constexpr int kCaptureBatch = 512;
-
-namespace {
-
-// struct sched_attr (include/uapi/linux/sched/types.h); glibc 2.36 has no
-// wrapper for sched_setattr.
-struct SchedAttr {
-  uint32_t size, sched_policy;
-  uint64_t sched_flags;
-  int32_t sched_nice;
-  uint32_t sched_priority;
-  uint64_t sched_runtime, sched_deadline, sched_period;
-  uint32_t sched_util_min, sched_util_max;
-};
-
-// Asks EEVDF (Linux 6.12+) for a short slice for the calling thread: a task
-// with a shorter slice than the running one preempts it at wakeup
-// (PREEMPT_SHORT), so the packet thread no longer waits for the replica's
-// service to use up its slice, yet stays an ordinary thread (it cannot
-// starve that service, unlike SCHED_FIFO). The kernel clamps it to
-// 100 µs..100 ms; older kernels ignore it.
-bool ask_for_slice(uint32_t slice_us) {
-  SchedAttr a{};
-  a.size = sizeof a;
-  a.sched_policy = SCHED_OTHER;
-  a.sched_runtime = uint64_t(slice_us) * 1000;
-  return syscall(SYS_sched_setattr, 0, &a, 0) == 0;
-}
-
-}  // namespace
 
 Engine::Engine(const EngineConfig& cfg)
     : ctx_(cfg), incoming_(ctx_), active_(ctx_), outgoing_(ctx_, incoming_, active_),
@@ -162,8 +130,6 @@ void Engine::emit_flow_stats() {
 
 // Thread: engine.
 void Engine::run() {
-  if (ctx_.cfg.slice_us && ctx_.cfg.rt_priority == 0 && ask_for_slice(ctx_.cfg.slice_us))
-    ctx_.counters.set(k_engine_slice_us, ctx_.cfg.slice_us);
   pollfd fds[3] = {
       {capture_.fd(), POLLIN, 0},
       {nfq_.fd(), POLLIN, 0},

@@ -42,7 +42,6 @@ struct EngineConfig {
   uint32_t event_batch_ms = 20;
   uint32_t rt_priority = 0;               // SCHED_FIFO priority of the engine thread, 0: none
   uint32_t busy_poll_us = 50;             // spin this long after work before sleeping, 0: never
-  uint32_t slice_us = 0;                  // EEVDF slice asked for the engine thread, 0: the kernel's
   bool resupply = false;                  // a traffic recorder can resupply gaps (kResupply events)
   // Active mode after a takeover: the kernel translator on active_if (tcx),
   // or the NFQUEUE one in the engine. kAuto: the kernel's when it loads.

@@ -184,7 +184,6 @@ async function benchLatency(tb: Testbed, dir: string): Promise<void> {
   const rr: Load = { workload: { seed: 2, sessions: [{ kind: 'rr', times: 20, count: 300, intervalMs: 5, reqSize: [16, 1400], respSize: [16, 1400] }] } };
   const variants = [
     ['default', []],
-    ['slice', ['--slice', '100']],
     ['rt', ['--rt-priority', '10']],
     ['rt_spin', ['--rt-priority', '10', '--busy-poll', '500']],
   ] as const;

@@ -27,8 +27,6 @@ export interface EngineOptions {
   rtPriority: number;
   /** Microseconds the engine thread spins after work before it sleeps; 0 never spins. */
   busyPollUs: number;
-  /** EEVDF slice the engine thread asks for, µs (wakeup preemption of longer-slice tasks); 0: the kernel's default. */
-  sliceUs: number;
   /** A traffic recorder can resupply what the capture lost: the engine asks ('resupply' events) before it gives a flow up. */
   resupply: boolean;
   /** Interface that gets the VIP at a takeover ('' : no takeover configured, no translator attached). */

@@ -26,7 +26,6 @@ export interface BackupConfig {
   flowStatsMs: number;
   rtPriority: number;
   busyPollUs: number;
-  sliceUs: number;
   logFlows: boolean;
   json: boolean;
   /** Takeover control plane (issue 3): the shared key; without it the control endpoint stays off. */
@@ -63,7 +62,6 @@ const DEFAULTS: Omit<BackupConfig, 'mirrorIf' | 'vip' | 'ports' | 'keyFile' | 'd
   flowStatsMs: 0,
   rtPriority: 0,
   busyPollUs: 50,
-  sliceUs: 0,
   logFlows: false,
   json: false,
   controlPort: 7391,
@@ -107,8 +105,6 @@ export const BACKUP_OPTIONS: OptionSpec<BackupConfig>[] = [
     help: 'SCHED_FIFO priority of the packet thread, 0 (default) keeps it ordinary; only with a CPU to itself: it starves a service sharing its CPU' },
   { key: 'busyPollUs', flag: '--busy-poll', kind: 'int', arg: 'US', min: 0, max: 10000,
     help: 'after work, the packet thread spins this long before sleeping (fewer wake-ups under load); default 50' },
-  { key: 'sliceUs', flag: '--slice', kind: 'int', arg: 'US', min: 0, max: 100000,
-    help: 'scheduler slice the packet thread asks for (Linux 6.12+, 100 µs at least): a shorter one than the service\'s lets it preempt on wake-up without being real-time; 0 (default) leaves the kernel\'s' },
   { key: 'logFlows', flag: '--log-flows', kind: 'bool',
     help: 'log every flow event (new, synchronised, closed); anomalies are always logged' },
   { key: 'json', flag: '--json', kind: 'bool', help: 'log as JSON lines instead of text' },
@@ -186,7 +182,6 @@ export function engineOptions(c: BackupConfig, activeIf = ''): EngineOptions {
     eventBatchMs: 20,
     rtPriority: c.rtPriority,
     busyPollUs: c.busyPollUs,
-    sliceUs: c.sliceUs,
     resupply: c.detector !== undefined,
     activeIf,
     activeMode: c.activeMode,
