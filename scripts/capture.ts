@@ -80,3 +80,28 @@ export async function silencesAround(file: string, failMs: number): Promise<numb
   }
   return out;
 }
+
+/**
+ * New payload bytes per bin in a capture, all connections together (a retransmitted byte counts
+ * once), by kernel timestamp: what the wire carried, as opposed to what a busy client program
+ * got around to reading. Relies on tcpdump's relative sequence numbers (transfers below 4 GiB).
+ */
+export async function wireTimeline(file: string, binMs: number): Promise<{ startMs: number; binMs: number; rx: number[] }> {
+  const sent = new Map<string, number>();
+  const rx: number[] = [];
+  let startMs = NaN;
+  for (const l of await readPackets(file, '', ['-tt'])) {
+    const m = /^(\d+\.\d+) IP (\S+ > \S+): .* seq (\d+):(\d+)/.exec(l);
+    if (!m) continue;
+    const t = Number(m[1]) * 1000;
+    if (Number.isNaN(startMs)) startMs = t;
+    const from = Number(m[3]), to = Number(m[4]);
+    const had = sent.get(m[2]!) ?? from;
+    if (to <= had) continue;
+    sent.set(m[2]!, to);
+    const i = Math.floor((t - startMs) / binMs);
+    while (rx.length <= i) rx.push(0);
+    rx[i]! += to - Math.max(had, from);
+  }
+  return { startMs, binMs, rx };
+}

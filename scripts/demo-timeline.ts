@@ -14,7 +14,10 @@ export interface BackupRecord {
 
 export interface DemoFacts {
   failMs: number;
+  /** What the bulk client program read (its --timeline). */
   timeline: ClientTimeline;
+  /** What reached the client's interface from the service (capture, new bytes only). */
+  wire?: { startMs: number; binMs: number; rx: number[] };
   gateway?: GatewayRecord;
   backup: BackupRecord;
   /** Client-visible stall per connection (longest silence around the failure), ms. */
@@ -25,9 +28,9 @@ export interface DemoFacts {
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)] ?? NaN;
 
 export function demoTimeline(f: DemoFacts): TimelineInput {
-  const series = (label: string, bins: number[]) => ({
+  const series = (label: string, t: { startMs: number; binMs: number }, bins: number[]) => ({
     label,
-    points: bins.map((b, i) => ({ tMs: f.timeline.startMs + i * f.timeline.binMs, bytesPerS: (b * 1000) / f.timeline.binMs })),
+    points: bins.map((b, i) => ({ tMs: t.startMs + i * t.binMs, bytesPerS: (b * 1000) / t.binMs })),
   });
   const events: TimelineEvent[] = [{ tMs: f.failMs, label: 'primary\'s link down', kind: 'failure' }];
   const spans: TimelineSpan[] = [];
@@ -48,8 +51,13 @@ export function demoTimeline(f: DemoFacts): TimelineInput {
     title: 't2cp-ar: the primary dies, its clients carry on',
     subtitle: `${f.backup.engine.flowsTakenOver} connections taken over, ${f.backup.engine.flowsLost} lost; detection ${((f.gateway?.detectionLatencyUs ?? 0) / 1000).toFixed(1)} ms, takeover ${((f.backup.takeoverUs ?? 0) / 1000).toFixed(1)} ms`,
     // Received bytes only: the client counts what it sends when the socket
-    // takes it, in bursts that would draw spikes no wire ever carried.
-    series: [series('bulk download, server → client (as the client received it)', f.timeline.rx)],
+    // takes it, in bursts that would draw spikes no wire ever carried. The
+    // wire shows the network; the program's reads lag it when the client's
+    // CPU is busy (it is shared with everything here).
+    series: [
+      ...(f.wire ? [series('service → client, on the wire', f.wire, f.wire.rx)] : []),
+      series('bulk download, read by the client', f.timeline, f.timeline.rx),
+    ],
     events,
     spans,
     footer: f.footer,

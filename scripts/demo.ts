@@ -13,7 +13,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { type FlowRow, renderFlows } from './demo-view.js';
 import { demoTimeline, writeDemoPicture, type BackupRecord, type ClientTimeline, type GatewayRecord } from './demo-timeline.js';
-import { countPackets, readPackets, silencesAround, startCapture } from './capture.js';
+import { countPackets, readPackets, silencesAround, startCapture, wireTimeline } from './capture.js';
 import { FROM_PRIMARY, markPrimaryReplies } from './failures.js';
 import { readLog, type ClientLogLine, type ServiceLogLine } from './replica-check.js';
 import { startClient } from './processes.js';
@@ -124,8 +124,9 @@ async function main(): Promise<void> {
       `client-visible stall: median ${sorted[Math.floor((sorted.length - 1) / 2)]?.toFixed(1)} ms, max ${sorted[sorted.length - 1]?.toFixed(1)} ms over ${sorted.length} connections`,
     ];
     const timeline = JSON.parse(fs.readFileSync(`${dir}/timeline.json`, 'utf8')) as ClientTimeline;
+    const wire = await wireTimeline(`${dir}/client.pcap`, timeline.binMs);
     fs.mkdirSync(OUT_DIR, { recursive: true });
-    const files = writeDemoPicture(path.join(OUT_DIR, 'timeline'), demoTimeline({ failMs, timeline, gateway, backup: record, stallsMs: stalls, footer }));
+    const files = writeDemoPicture(path.join(OUT_DIR, 'timeline'), demoTimeline({ failMs, timeline, wire, gateway, backup: record, stallsMs: stalls, footer }));
 
     out.write(`\nclients finished (exit ${run.code}, ${bulkRun.code}): ${run.stdout.trim().split('\n').pop() ?? ''} ${bulkRun.stdout.trim().split('\n').pop() ?? ''}\n`);
     for (const l of footer) out.write(l + '\n');
