@@ -56,12 +56,20 @@ function untilSignal(log: Logger, stop: () => Promise<void>, counters: () => Rec
   process.on('SIGUSR1', () => log.info('counters', counters()));
 }
 
-/** A long-running role's start: its options, its logger and the shared key (a warning about the key file logged). */
-function startRole<C extends { instance: string; json: boolean; keyFile: string }>(cmd: CommandSpec<C>, argv: string[]): { cfg: C; log: Logger; key: Buffer } {
+/**
+ * A long-running heartbeat role's start: its options, its logger, the shared key (a warning about
+ * the key file logged) and its scheduling priority (--nice; a refusal is logged, not fatal).
+ */
+function startRole<C extends { instance: string; json: boolean; keyFile: string; nice: number }>(cmd: CommandSpec<C>, argv: string[]): { cfg: C; log: Logger; key: Buffer } {
   const cfg = parseOptions(cmd, argv);
   const log = createLogger(cfg.instance, cfg.json);
   const { key, warning } = loadKey(cfg.keyFile);
   if (warning) log.warn(warning);
+  try {
+    os.setPriority(cfg.nice);
+  } catch (e) {
+    log.warn('cannot raise this process\'s priority: heartbeats may wait behind other work on a busy host', { nice: cfg.nice, error: (e as Error).message });
+  }
   return { cfg, log, key };
 }
 

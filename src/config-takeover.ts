@@ -51,6 +51,24 @@ function timingOptions<C extends Timing>(): OptionSpec<C>[] {
 
 const TIMING_DEFAULTS = { intervalMs: 10, softMisses: 1, hardMisses: 3 };
 
+/** The heartbeat roles' scheduling priority (`t2cp gateway`, `t2cp primary`). */
+interface Priority {
+  nice: number;
+}
+
+// At 10 ms heartbeats and 3 misses, 30 ms in which the agent does not run is a
+// dead verdict: on a busy host (measured: the demo's clients starting on two
+// CPUs) an ordinary process can wait that long. A raised priority, as
+// keepalived's vrrp_priority, not real-time (that could starve the service).
+const PRIORITY_DEFAULTS: Priority = { nice: -10 };
+
+function priorityOption<C extends Priority>(): OptionSpec<C>[] {
+  return [
+    { key: 'nice', flag: '--nice', kind: 'int', arg: 'N', min: -20, max: 19,
+      help: `scheduling priority of this process's main thread, as nice(1); default ${PRIORITY_DEFAULTS.nice}: heartbeats and probes must not wait behind the host's other work` },
+  ] as OptionSpec<C>[];
+}
+
 function checkTiming(c: Timing): void {
   if (c.hardMisses <= c.softMisses)
     throw configError(`--hard-misses ${c.hardMisses} must exceed --soft-misses ${c.softMisses}: the probes between the two timeouts are what tell a loaded network from a dead host`);
@@ -69,7 +87,7 @@ export function heartbeatTiming(c: Timing): HeartbeatTiming {
 
 // ---- t2cp gateway ----------------------------------------------------------
 
-export interface GatewayConfig extends Shared, Timing {
+export interface GatewayConfig extends Shared, Timing, Priority {
   listen: Endpoint;
   primary: Endpoint;
   backup: Endpoint;
@@ -104,6 +122,7 @@ export const GATEWAY_COMMAND: CommandSpec<GatewayConfig> = {
   ],
   options: [
     ...shared<GatewayConfig>(),
+    ...priorityOption<GatewayConfig>(),
     { key: 'listen', flag: '--listen', kind: 'bind', arg: 'ADDR:PORT', defaultPort: GATEWAY_PORT,
       help: `where the detector listens (UDP); default 0.0.0.0:${GATEWAY_PORT}` },
     { key: 'primary', flag: '--primary', kind: 'endpoint', arg: 'ADDR:PORT', defaultPort: AGENT_PORT, required: true,
@@ -131,6 +150,7 @@ export const GATEWAY_COMMAND: CommandSpec<GatewayConfig> = {
       help: 'bound of the recorder\'s memory; default 256m' },
   ],
   defaults: {
+    ...PRIORITY_DEFAULTS,
     instance: 'main', json: false, listen: { address: '0.0.0.0', port: GATEWAY_PORT }, mode: 'both', ...TIMING_DEFAULTS,
     backupTimeoutMs: 1000, takeoverTimeoutMs: 5000, standDownTimeoutMs: 500, recordWindowMs: 2000, recordMaxBytes: 256 << 20,
   },
@@ -144,7 +164,7 @@ export const GATEWAY_COMMAND: CommandSpec<GatewayConfig> = {
 
 // ---- t2cp primary ----------------------------------------------------------
 
-export interface PrimaryConfig extends Shared {
+export interface PrimaryConfig extends Shared, Priority {
   listen: Endpoint;
   /** Absent: keepalived decides who serves (see STAND_DOWN_COMMAND). */
   detector?: Endpoint;
@@ -174,6 +194,7 @@ export const PRIMARY_COMMAND: CommandSpec<PrimaryConfig> = {
   ],
   options: [
     ...shared<PrimaryConfig>(),
+    ...priorityOption<PrimaryConfig>(),
     { key: 'detector', flag: '--detector', kind: 'endpoint', arg: 'ADDR:PORT', defaultPort: GATEWAY_PORT,
       help: `the failure detector (\`t2cp gateway\`); port default ${GATEWAY_PORT}. Without it: no heartbeats, no status query, no self-fence; only local commands act` },
     { key: 'listen', flag: '--listen', kind: 'bind', arg: 'ADDR:PORT', defaultPort: AGENT_PORT,
@@ -188,7 +209,7 @@ export const PRIMARY_COMMAND: CommandSpec<PrimaryConfig> = {
     { key: 'selfFenceAfterMs', flag: '--self-fence-after', kind: 'int', arg: 'MS', min: 0, max: 600000,
       help: 'fence this host when the detector was not heard this long (it is polled); 0 (default) off; needs --detector. The gateway is on the clients\' path: a primary that cannot hear it cannot serve them either, but the backup may' },
   ],
-  defaults: { instance: 'main', json: false, listen: { address: '0.0.0.0', port: AGENT_PORT }, intervalMs: 10, selfFenceAfterMs: 0 },
+  defaults: { instance: 'main', json: false, listen: { address: '0.0.0.0', port: AGENT_PORT }, intervalMs: 10, selfFenceAfterMs: 0, ...PRIORITY_DEFAULTS },
   validate: (c) => {
     checkInstance(c.instance);
     if (c.servicePid !== undefined && c.servicePidfile !== undefined)

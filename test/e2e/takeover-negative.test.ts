@@ -4,6 +4,7 @@
 // messages sent to the backup's control port, and heartbeats delayed by a
 // paused agent within the hard timeout. The primary keeps serving (its
 // segments carry DSCP CS1 here) and the sessions end byte-exact.
+import { readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { FROM_PRIMARY, markPrimaryReplies } from '../../scripts/failures.js';
@@ -54,6 +55,11 @@ describe('takeover: what must not trigger one', () => {
     await new Promise((r) => setTimeout(r, 500));
 
     expect(await sendCrafted(tb, pair.keyFile, 7391)).toBe('sent');
+    // The heartbeat roles run at a raised priority (--nice, default -10): a busy host must not
+    // hold their heartbeats and probes back (field 19 of /proc/PID/stat).
+    const niceOf = (pid: number | undefined): number => Number(readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ')[16]);
+    expect(niceOf(pair.agent!.child.pid)).toBe(-10);
+    expect(niceOf(pair.gateway!.child.pid)).toBe(-10);
     // The agent paused for 80 ms: heartbeats late beyond the soft timeout, well within the hard one.
     const pause = await tb.exec(tb.ns.primary, ['sh', '-c', `kill -STOP ${pair.agent!.child.pid}; sleep 0.08; kill -CONT ${pair.agent!.child.pid}`]);
     expect(pause.code).toBe(0);

@@ -25,7 +25,7 @@ describe('t2cp gateway / primary / takeover options', () => {
     expect(c).toMatchObject({
       keyFile: 'k', instance: 'main', json: false, mode: 'both', intervalMs: 10, softMisses: 1, hardMisses: 3,
       listen: { address: '0.0.0.0', port: 7390 }, primary: { address: '10.0.0.2', port: 7392 }, backup: { address: '10.0.0.3', port: 7391 },
-      backupTimeoutMs: 1000, takeoverTimeoutMs: 5000, standDownTimeoutMs: 500,
+      backupTimeoutMs: 1000, takeoverTimeoutMs: 5000, standDownTimeoutMs: 500, nice: -10,
     });
     expect(heartbeatTiming(c)).toEqual({ intervalUs: 10_000, softMisses: 1, hardMisses: 3, probeIntervalUs: 5_000 });
     const d = parseOptions(GATEWAY_COMMAND, [...gw, '--interval=1', '--probe-interval', '1', '--mode', 'pull', '--listen', '127.0.0.1:0', '--primary-mac', '02:00:00:00:00:0A']);
@@ -38,6 +38,7 @@ describe('t2cp gateway / primary / takeover options', () => {
     expect(errorOf(GATEWAY_COMMAND, [...gw, '--interval', '0']).message).toMatch(/--interval 0 is out of range: use 1\.\./);
     expect(errorOf(GATEWAY_COMMAND, [...gw, '--hard-misses', '2', '--soft-misses', '2']).message).toMatch(/--hard-misses 2 must exceed --soft-misses 2/);
     expect(errorOf(GATEWAY_COMMAND, [...gw, '--probe-interval', '20']).message).toMatch(/--probe-interval 20 exceeds --interval 10/);
+    expect(errorOf(GATEWAY_COMMAND, [...gw, '--nice', '-21']).message).toMatch(/--nice -21 is out of range: use -20\.\.19/);
     expect(errorOf(GATEWAY_COMMAND, [...gw, '--mode', 'poll']).message).toMatch(/'poll' is not one of push, pull, both/);
     expect(errorOf(GATEWAY_COMMAND, [...gw, '--primary', '10.0.0.2:99999']).message).toMatch(/port 99999 is out of range/);
     expect(errorOf(GATEWAY_COMMAND, [...gw, '--backup', 'backup.lan:7391']).message).toMatch(/'backup\.lan' is not an IPv4 address/);
