@@ -159,8 +159,10 @@ describe('service in the testbed', () => {
       const clientLog = path.join(dir, 'client.log');
       const idle = runClient(tb, tb.ns.client, `${tb.addr.vip}:6379`, { sessions: [{ kind: 'idle', holdMs: 20_000 }] },
         clientLog, { deadlineMs: 25_000 });
-      await waitFor(() => readLog<ServiceLogLine>(log).length === 1 && tb.exec(tb.ns.primary, ['ss', '-Htn', 'state', 'established', 'sport = :6379'])
-        .then((r) => r.stdout.trim() !== ''), { timeoutMs: 10_000, what: 'the idle connection' });
+      // Established, and its first op read by the service (bytes arrived, none left unread):
+      // a SIGTERM before that would log it with no op.
+      await waitFor(() => readLog<ServiceLogLine>(log).length === 1 && tb.exec(tb.ns.primary, ['ss', '-Htni', 'state', 'established', 'sport = :6379'])
+        .then((r) => /bytes_received:[1-9]/.test(r.stdout) && /^0\s/.test(r.stdout.trim())), { timeoutMs: 10_000, what: 'the idle connection and its first op read' });
       service.kill('SIGTERM');
       expect(await waitForExit(service, 5_000)).toBe(0);
       const lines = readLog<ServiceLogLine>(log);
