@@ -25,10 +25,12 @@ import type { Workload } from './client.js';
 
 const MB = 1 << 20;
 const PORTS = [7000, 6379];
-// Two client processes, as two kinds of users: one moving bulk data, one
-// running interactive sessions (a single Node process doing both would
-// measure its own busy event loop, not the failover).
-const BULK: Workload = { seed: 7, sessions: [{ kind: 'upload', bytes: 600 * MB }, { kind: 'download', bytes: 1200 * MB }] };
+// Three client processes, as three users: an upload, a download, and
+// interactive sessions. A single Node process doing two of them measures its
+// own busy event loop, not the failover: one writing an upload stops reading
+// its download, whose window closes (seen in a capture: zero windows).
+const UPLOAD: Workload = { seed: 7, sessions: [{ kind: 'upload', bytes: 600 * MB }] };
+const DOWNLOAD: Workload = { seed: 9, sessions: [{ kind: 'download', bytes: 1200 * MB }] };
 const INTERACTIVE: Workload = {
   seed: 8,
   sessions: [
@@ -38,7 +40,7 @@ const INTERACTIVE: Workload = {
   ],
 };
 const count = (w: Workload): number => w.sessions.reduce((n, s) => n + (s.times ?? 1), 0);
-const SESSIONS = count(BULK) + count(INTERACTIVE);
+const SESSIONS = count(UPLOAD) + count(DOWNLOAD) + count(INTERACTIVE);
 const FAIL_AFTER_MS = 1500;
 const DEADLINE_MS = 120_000;
 /** Where the picture goes: ./t2cp-demo/ in the directory the demo runs from. */
@@ -56,7 +58,8 @@ async function main(): Promise<void> {
     out.write(`primary ${tb.addr.primary} holds VIP ${tb.addr.vip}; backup ${tb.addr.backup} replicates ports ${PORTS.join(',')} ` +
       `from its mirror port; failure detector on the gateway (10 ms heartbeats, dead after 3 missed)\n`);
     const atClient = await startCapture(tb, tb.ns.client, 'c0', `tcp and src host ${tb.addr.vip}`, `${dir}/client.pcap`);
-    const bulk = startClient(tb, tb.ns.client, `${tb.addr.vip}:${PORTS[0]}`, BULK, `${dir}/bulk.jsonl`,
+    const upload = startClient(tb, tb.ns.client, `${tb.addr.vip}:${PORTS[0]}`, UPLOAD, `${dir}/upload.jsonl`, { deadlineMs: DEADLINE_MS });
+    const download = startClient(tb, tb.ns.client, `${tb.addr.vip}:${PORTS[0]}`, DOWNLOAD, `${dir}/download.jsonl`,
       { deadlineMs: DEADLINE_MS, timeline: `${dir}/timeline.json` });
     const client = startClient(tb, tb.ns.client, `${tb.addr.vip}:${PORTS[0]}`, INTERACTIVE, `${dir}/client.jsonl`, { deadlineMs: DEADLINE_MS });
 
@@ -105,13 +108,13 @@ async function main(): Promise<void> {
     say(takeoverSummary(record, gateway));
 
     const run = await client.finished;
-    const bulkRun = await bulk.finished;
+    const bulkRuns = [await upload.finished, await download.finished];
     redraw();
     clearInterval(timer);
     await atClient.stop();
     await pair.stop();
 
-    const clientLog = [...readLog<ClientLogLine>(`${dir}/bulk.jsonl`), ...readLog<ClientLogLine>(`${dir}/client.jsonl`)];
+    const clientLog = [`${dir}/upload.jsonl`, `${dir}/download.jsonl`, `${dir}/client.jsonl`].flatMap((f) => readLog<ClientLogLine>(f));
     const check = compareTakeover(clientLog, readLog<ServiceLogLine>(pair.logs.backup));
     const fromBackup = await readPackets(`${dir}/client.pcap`, `not (${FROM_PRIMARY})`, ['-tt']);
     const firstBackupMs = fromBackup.length ? Number(fromBackup[0]!.split(' ')[0]) * 1000 : Infinity;
@@ -128,11 +131,12 @@ async function main(): Promise<void> {
     fs.mkdirSync(OUT_DIR, { recursive: true });
     const files = writeDemoPicture(path.join(OUT_DIR, 'timeline'), demoTimeline({ failMs, timeline, wire, gateway, backup: record, stallsMs: stalls, footer }));
 
-    out.write(`\nclients finished (exit ${run.code}, ${bulkRun.code}): ${run.stdout.trim().split('\n').pop() ?? ''} ${bulkRun.stdout.trim().split('\n').pop() ?? ''}\n`);
+    const last = (r: { stdout: string }): string => r.stdout.trim().split('\n').pop() ?? '';
+    out.write(`\nclients finished (exit ${[run, ...bulkRuns].map((r) => r.code).join(', ')}): ${[run, ...bulkRuns].map(last).join(' ')}\n`);
     for (const l of footer) out.write(l + '\n');
     for (const m of check.mismatches.slice(0, 5)) out.write(`  ${m}\n`);
     out.write(`picture: ${files.join(', ')}\n`);
-    const ok = check.ok && run.code === 0 && bulkRun.code === 0 && lateFromPrimary === 0 && (await countPackets(`${dir}/client.pcap`)) > 0;
+    const ok = check.ok && run.code === 0 && bulkRuns.every((r) => r.code === 0) && lateFromPrimary === 0 && (await countPackets(`${dir}/client.pcap`)) > 0;
     out.write(ok ? 'RESULT: the primary died and every connection carried on, byte-exact, answered by the backup alone.\n' : 'RESULT: FAILED (see above)\n');
     if (!ok) process.exitCode = 1;
   } finally {
