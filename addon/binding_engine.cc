@@ -134,10 +134,8 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
     return o;
   }
 
-  // { buckets: [[µs, count], ...] (non-empty 1 µs buckets), maxNs }
-  Napi::Value Latency(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    const auto& h = engine_->ctx().latency;
+  // { buckets: [[µs, count], ...] (non-empty 1 µs buckets), maxNs, dequeue: { the same } }
+  static Napi::Object histogram(Napi::Env env, const LatencyHistogram& h) {
     Napi::Array b = Napi::Array::New(env);
     uint32_t k = 0;
     for (int i = 0; i < kLatencyBuckets; i++) {
@@ -151,6 +149,12 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
     Napi::Object o = Napi::Object::New(env);
     o.Set("buckets", b);
     o.Set("maxNs", Napi::Number::New(env, double(h.max_ns.load())));
+    return o;
+  }
+
+  Napi::Value Latency(const Napi::CallbackInfo& info) {
+    Napi::Object o = histogram(info.Env(), engine_->ctx().latency);
+    o.Set("dequeue", histogram(info.Env(), engine_->ctx().dequeue));
     return o;
   }
 

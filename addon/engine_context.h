@@ -76,6 +76,9 @@ struct EngineContext {
   FlowTable flows;
   EventQueue events;
   LatencyHistogram latency;
+  // Its first part: capture timestamp to the engine thread taking the frame
+  // (wake-up and ring read), for client segments that start a sample.
+  LatencyHistogram dequeue;
   Tun tun;
   // Flows touched since the last pump, by key: a flow may be erased (port
   // reuse) while listed, so no pointers are kept.

@@ -177,7 +177,11 @@ void IncomingProcessor::on_client_segment(const Segment& s, uint64_t capture_ns)
   if (!add_client_bytes(*f, s)) return;
   if (s.flags & kRst) f->c_rst = true;
   if (f->state == FlowState::kSynSeen) ctx_.counters.add(k_segments_held_handshake);
-  if (!f->pending_capture_ns) f->pending_capture_ns = capture_ns;
+  if (!f->pending_capture_ns && capture_ns) {
+    f->pending_capture_ns = capture_ns;
+    uint64_t now = realtime_ns();
+    if (now > capture_ns) ctx_.dequeue.add(now - capture_ns);
+  }
   if (!detached) ctx_.mark_dirty(*f);  // a waiting successor is pumped once promoted
 }
 

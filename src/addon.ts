@@ -41,6 +41,8 @@ export interface LatencyHistogram {
   /** [microseconds, count] for every non-empty 1 µs bucket; the last bucket (4095) holds the rest. */
   buckets: Array<[number, number]>;
   maxNs: number;
+  /** Capture-to-injection's first part: capture timestamp to the engine thread taking the frame. */
+  dequeue?: LatencyHistogram;
 }
 
 /** Failure recovery's options (addon/recovery_takeover.h). */

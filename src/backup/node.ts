@@ -124,7 +124,8 @@ export class BackupNode {
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
     if (!this.engine) return;
-    this.log.info('latency', { ...summarizeLatency(this.engine.latency()) });
+    const latency = this.engine.latency();
+    this.log.info('latency', { ...summarizeLatency(latency), ...(latency.dequeue ? { dequeue: summarizeLatency(latency.dequeue) } : {}) });
     this.engine.stop();  // delivers the last events, removes tables, queue, TUN
     this.log.info('stopped', this.nonZeroCounters());
     this.engine = undefined;
