@@ -41,19 +41,27 @@ export interface ReplicaReport {
 const serviceKey = (l: ServiceLogLine): string => `${l.peer}>${l.port}`;
 const same = (aBytes: number, aSha: string, bBytes: number, bSha: string): boolean => aBytes === bBytes && aSha === bSha;
 
-function index(lines: ServiceLogLine[], side: string, mismatches: string[]): Map<string, ServiceLogLine> {
-  const m = new Map<string, ServiceLogLine>();
-  for (const l of lines) {
-    if (m.has(serviceKey(l))) mismatches.push(`${serviceKey(l)}: logged twice on the ${side}`);
-    m.set(serviceKey(l), l);
-  }
+/** Log lines by connection key; a key holds several when a client reused its 4-tuple. */
+function index(lines: ServiceLogLine[]): Map<string, ServiceLogLine[]> {
+  const m = new Map<string, ServiceLogLine[]>();
+  for (const l of lines) m.set(serviceKey(l), [...(m.get(serviceKey(l)) ?? []), l]);
   return m;
+}
+
+/** Takes the line of `key` that `fits` (else the first left): each line answers one connection. */
+function take(m: Map<string, ServiceLogLine[]>, key: string, fits: (l: ServiceLogLine) => boolean): ServiceLogLine | undefined {
+  const lines = m.get(key);
+  if (!lines?.length) return undefined;
+  const i = Math.max(0, lines.findIndex(fits));
+  return lines.splice(i, 1)[0];
 }
 
 /**
  * Matches connections by the client's address and the service port (a local port may be reused
- * toward another destination port) and checks every stream digest. Pass `backupLog` null when no
- * backup ran: its checks are then computed but not reported as mismatches.
+ * toward another destination port; a 4-tuple reused at once — tcp_tw_reuse — gives one key to
+ * several connections, told apart by what the client sent) and checks every stream digest. Pass
+ * `backupLog` null when no backup ran: its checks are then computed but not reported as
+ * mismatches. Log lines no client connection claims are listed as unknown.
  */
 export function compareReplicas(
   primaryLog: ServiceLogLine[],
@@ -62,8 +70,8 @@ export function compareReplicas(
 ): ReplicaReport {
   const mismatches: string[] = [];
   const clientErrors: string[] = [];
-  const primary = index(primaryLog, 'primary', mismatches);
-  const backup = index(backupLog ?? [], 'backup', mismatches);
+  const primary = index(primaryLog);
+  const backup = index(backupLog ?? []);
   const connections: ConnectionCheck[] = [];
   const seen = new Set<string>();
   for (const c of clientLog) {
@@ -71,8 +79,8 @@ export function compareReplicas(
     if (c.local === null) continue; // never connected: no server could have seen it
     const key = `${c.local}>${c.remote.split(':').pop()}`;
     seen.add(key);
-    const p = primary.get(key);
-    const b = backup.get(key);
+    const p = take(primary, key, (l) => same(l.rxBytes, l.rxSha256, c.txBytes, c.txSha256));
+    const b = take(backup, key, (l) => same(l.rxBytes, l.rxSha256, p?.rxBytes ?? c.txBytes, p?.rxSha256 ?? c.txSha256));
     const check: ConnectionCheck = {
       key, session: c.session, kind: c.kind, clientOk: c.ok, onPrimary: !!p, onBackup: !!b,
       primaryRxMatchesClientTx: !!p && same(p.rxBytes, p.rxSha256, c.txBytes, c.txSha256),
@@ -94,8 +102,9 @@ export function compareReplicas(
       if (!check.backupTxMatchesPrimary) bad('backup tx != primary tx', ` (${b.txBytes} vs ${p.txBytes} bytes)`);
     }
   }
-  const unknownOnPrimary = [...primary.keys()].filter((k) => !seen.has(k));
-  const unknownOnBackup = [...backup.keys()].filter((k) => !seen.has(k));
+  const left = (m: Map<string, ServiceLogLine[]>): string[] => [...m.values()].flat().map(serviceKey);
+  const unknownOnPrimary = left(primary);
+  const unknownOnBackup = left(backup);
   return {
     connections, mismatches, clientErrors, unknownOnPrimary, unknownOnBackup,
     ok: mismatches.length === 0 && clientErrors.length === 0,
