@@ -21,11 +21,12 @@
 // order), and at the end one summary line to stdout as client.ts prints it:
 //   {"sessions","ok","failed","txBytes","rxBytes","ms","errors":[first 5 failures]}
 //
-// Logs key a connection by its local ip:port. On loopback, give several --local addresses
-// (127.0.0.1,127.0.0.2,...): with one, the kernel reuses TIME-WAIT ports within a run past about
-// 14k connections (tcp_tw_reuse=2 applies to loopback), and compareReplicas then reports
-// connections "logged twice". Inside the testbed's namespaces (veth, no reuse) ports stay unique
-// until ~28k connections per local address within 60 s; past that, connect fails EADDRNOTAVAIL.
+// Logs key a connection by its local ip:port (compareReplicas tells a reused port's connections
+// apart by their digests). On loopback, give several --local addresses (127.0.0.1,127.0.0.2,...):
+// with one, the kernel reuses TIME-WAIT ports within a run past about 14k connections
+// (tcp_tw_reuse=2 applies to loopback). Inside the testbed's namespaces (veth, no reuse) ports
+// stay unique until ~28k connections per local address within 60 s; past that, connect fails
+// EADDRNOTAVAIL.
 //
 // Exits 0 iff every connection was ok. At the deadline (default 120000 ms) every connection still
 // open or not yet started is logged with error "deadline" and the client exits 1.

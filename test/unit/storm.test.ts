@@ -90,9 +90,8 @@ const qBody = (respLen: number, filler: Buffer): Buffer => {
   return b;
 };
 
-// Several source addresses, round robin, as the bench uses them. With one address on loopback the
-// kernel may hand out a local port twice within a run (tcp_tw_reuse=2 reuses TIME-WAIT ports on
-// loopback), and compareReplicas, which keys on ip:port, would see one connection logged twice.
+// Several source addresses, round robin, as the bench uses them (with one address on loopback the
+// kernel hands out local ports again within a run: tcp_tw_reuse=2 reuses TIME-WAIT ports there).
 const LOCALS = ['127.0.0.1', '127.0.0.2', '127.0.0.3', '127.0.0.4'];
 
 describe('bench/storm', () => {
