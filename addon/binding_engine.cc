@@ -36,6 +36,10 @@ EngineConfig read_config(Napi::Env env, const Napi::Object& o) {
   c.rt_priority = get_u32(o, "rtPriority", c.rt_priority);
   c.busy_poll_us = get_u32(o, "busyPollUs", c.busy_poll_us);
   c.resupply = o.Get("resupply").ToBoolean().Value();
+  {
+    Napi::Value w = o.Get("lagWarnBytes");
+    if (w.IsNumber()) c.lag_warn_bytes = static_cast<uint64_t>(w.As<Napi::Number>().Int64Value());
+  }
   c.active_if = get_str(o, "activeIf");
   c.active_object = get_str(o, "activeObject");
   std::string mode = get_str(o, "activeMode");

@@ -34,6 +34,7 @@ enum class EventType : uint8_t {
   kStats = 6,         // answer to requestFlowStats(): one per live flow
   kTakeover = 7,      // failure recovery progress (reason: step; detail: µs)
   kResupply = 8,      // ask the traffic recorder (reason kGap; detail: bytes << 32 | first seq)
+  kLagging = 9,       // the replica is behind the primary by detail bytes (either direction)
 };
 
 enum class EventReason : uint8_t {

@@ -114,6 +114,7 @@ struct Flow {
   bool reported_gap = false;
   uint64_t gap_suspect_us = 0; uint32_t gap_seq = 0;  // primary acked bytes we lack, since
   uint64_t resupply_asked_us = 0;          // last request to the recorder for them
+  bool lag_reported = false;               // a kLagging event went out; again once it caught up
   uint64_t drop_suspect_us = 0;            // capture dropped frames while active, since
   uint64_t closed_us = 0, primary_rst_us = 0;
   // Progress in bytes, 64-bit so multi-GiB transfers do not wrap (events).

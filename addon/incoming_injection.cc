@@ -151,6 +151,27 @@ void IncomingProcessor::pump(Flow& f) {
   if (f.c_fin || f.c_rst || f.p_rst || f.b_fin || f.b_rst) check_closed(f, now);
 }
 
+// How far the replica is behind the primary, the worse direction: client
+// bytes the primary acknowledged and the replica not yet (a takeover's step 2
+// must feed them), and server bytes the primary sent and the replica has not
+// made yet (after a takeover the client waits while it makes them again).
+// Reported once per episode: again after it came back under half the mark.
+void IncomingProcessor::check_lag(Flow& f) {
+  uint64_t warn = ctx_.cfg.lag_warn_bytes;
+  if (!warn) return;
+  uint32_t made = f.b_snd_nxt - f.seq_delta;  // primary space
+  uint64_t c2s = after(f.p_rcv_nxt, f.b_rcv_nxt) ? f.p_rcv_nxt - f.b_rcv_nxt : 0;
+  uint64_t s2c = after(f.p_snd_nxt, made) ? f.p_snd_nxt - made : 0;
+  uint64_t lag = std::max(c2s, s2c);
+  if (!f.lag_reported && lag > warn) {
+    f.lag_reported = true;
+    ctx_.counters.add(k_replica_lagging);
+    ctx_.events.emit(EventType::kLagging, EventReason::kNone, f, lag);
+  } else if (f.lag_reported && lag < warn / 2) {
+    f.lag_reported = false;
+  }
+}
+
 void IncomingProcessor::tick_flow(Flow& f, uint64_t now) {
   switch (f.state) {
     case FlowState::kSynSeen:
@@ -167,6 +188,7 @@ void IncomingProcessor::tick_flow(Flow& f, uint64_t now) {
     case FlowState::kClosing:
       check_gap(f, now);
       if (f.state == FlowState::kUnprotected) return;
+      check_lag(f);
       if (f.drop_suspect_us && now - f.drop_suspect_us > kDropVerifyUs) {
         lose_flow(f, EventReason::kCaptureDrop, 0);
         return;

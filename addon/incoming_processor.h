@@ -72,6 +72,7 @@ class IncomingProcessor {
   void note_finished(Flow& f);
   void tick_flow(Flow& f, uint64_t now_us);
   void check_gap(Flow& f, uint64_t now_us);
+  void check_lag(Flow& f);
   // End of the client data captured in order (FIN included).
   static uint32_t captured_end(const Flow& f);
   void check_closed(Flow& f, uint64_t now_us);

@@ -29,6 +29,8 @@ export interface EngineOptions {
   busyPollUs: number;
   /** A traffic recorder can resupply what the capture lost: the engine asks ('resupply' events) before it gives a flow up. */
   resupply: boolean;
+  /** A replica this many bytes behind the primary, either direction, is reported ('lagging' event); 0: never. */
+  lagWarnBytes: number;
   /** Interface that gets the VIP at a takeover ('' : no takeover configured, no translator attached). */
   activeIf: string;
   /** Active mode's translator: the kernel's (tcx programs on activeIf), the queue's, or the kernel's when it loads. */

@@ -26,6 +26,7 @@ export interface BackupConfig {
   flowStatsMs: number;
   rtPriority: number;
   busyPollUs: number;
+  lagWarnBytes: number;
   logFlows: boolean;
   json: boolean;
   /** Takeover control plane (issue 3): the shared key; without it the control endpoint stays off. */
@@ -62,6 +63,7 @@ const DEFAULTS: Omit<BackupConfig, 'mirrorIf' | 'vip' | 'ports' | 'keyFile' | 'd
   flowStatsMs: 0,
   rtPriority: 0,
   busyPollUs: 50,
+  lagWarnBytes: 32 << 20,
   logFlows: false,
   json: false,
   controlPort: 7391,
@@ -105,6 +107,8 @@ export const BACKUP_OPTIONS: OptionSpec<BackupConfig>[] = [
     help: 'SCHED_FIFO priority of the packet thread, 0 (default) keeps it ordinary; only with a CPU to itself: it starves a service sharing its CPU' },
   { key: 'busyPollUs', flag: '--busy-poll', kind: 'int', arg: 'US', min: 0, max: 10000,
     help: 'after work, the packet thread spins this long before sleeping (fewer wake-ups under load); default 50' },
+  { key: 'lagWarnBytes', flag: '--lag-warn', kind: 'bytes', arg: 'BYTES', min: 0, max: 2 ** 40,
+    help: 'warn when a replica falls this far behind the primary, either direction (a takeover then makes its client wait while it catches up); 0 never; default 32m' },
   { key: 'logFlows', flag: '--log-flows', kind: 'bool',
     help: 'log every flow event (new, synchronised, closed); anomalies are always logged' },
   { key: 'json', flag: '--json', kind: 'bool', help: 'log as JSON lines instead of text' },
@@ -183,6 +187,7 @@ export function engineOptions(c: BackupConfig, activeIf = ''): EngineOptions {
     rtPriority: c.rtPriority,
     busyPollUs: c.busyPollUs,
     resupply: c.detector !== undefined,
+    lagWarnBytes: c.lagWarnBytes,
     activeIf,
     activeMode: c.activeMode,
     activeObject: activeModeObject(),

@@ -156,7 +156,8 @@ export class BackupNode {
       Object.assign(fields, { c2sPrimary: e.c2sPrimary, c2sBackup: e.c2sBackup, s2cPrimary: e.s2cPrimary, s2cBackup: e.s2cBackup });
     }
     if (e.type === 'closed' && e.detail === 1) fields.diverged = true;
-    const level = e.type === 'anomaly' || e.type === 'unprotected' ? 'warn' : 'info';
+    if (e.type === 'lagging') fields.behindBytes = e.detail;
+    const level = e.type === 'anomaly' || e.type === 'unprotected' || e.type === 'lagging' ? 'warn' : 'info';
     if (level === 'info' && !this.cfg.logFlows && e.type !== 'stats') return;
     this.log[level](`flow ${e.type}`, fields);
   }

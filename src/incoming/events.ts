@@ -12,6 +12,7 @@ export const EventType = {
   6: 'stats',
   7: 'takeover',
   8: 'resupply',
+  9: 'lagging',
 } as const;
 export type EventTypeName = (typeof EventType)[keyof typeof EventType];
 

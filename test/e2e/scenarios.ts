@@ -60,12 +60,13 @@ export const replicationScenarios: ReplicationScenario[] = [
   },
   {
     // The replica reads in bursts, far slower than the primary: its window
-    // closes and t2cp holds up to a whole upload until it reads again.
+    // closes and t2cp holds up to a whole upload until it reads again — and
+    // reports the replica that far behind (--lag-warn).
     name: 'slow replica (its receive window closes)',
     offloads: true, ports: [7000, 6379], workload: mixed(13, 20 * MB), deadlineMs: 90_000,
     replicaService: ['--read-pause-ms', '40', '--pause-every', String(256 * 1024)],
-    backupArgs: ['--flow-buffer', '64m'],
-    mustCount: ['held_for_window'],
+    backupArgs: ['--flow-buffer', '64m', '--lag-warn', '4m'],
+    mustCount: ['held_for_window', 'replica_lagging'],
   },
   {
     // Too slow for the per-flow buffer: the bytes t2cp cannot hold are lost
