@@ -228,7 +228,10 @@ void ActiveMode::sync_from_kernel(uint64_t now) {
 }
 
 void ActiveMode::on_tick(uint64_t now) {
-  if (kernel_) sync_from_kernel(now);
+  if (kernel_ && now - kernel_synced_us_ >= kKernelSyncUs) {
+    sync_from_kernel(now);
+    kernel_synced_us_ = now;
+  }
   uint64_t idle_us = uint64_t(ctx_.cfg.idle_timeout_s) * 1000000;
   ctx_.flows.erase_if([&](Flow& f) {
     if (!f.active) return f.state == FlowState::kClosed || f.state == FlowState::kUnprotected;

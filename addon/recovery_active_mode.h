@@ -38,6 +38,11 @@ namespace t2cp {
 // backup's side may sit in TIME_WAIT (60 s, TCP_TIMEWAIT_LEN) and answer a
 // retransmitted FIN, which must still carry the primary's numbers.
 constexpr uint64_t kActiveLingerUs = 60000000;
+// How often the kernel translator's map is read back, µs: one map lookup
+// (a syscall) per taken-over flow, so not at every 20 ms timer pass; what it
+// feeds (closing, expiry, counters, the stall estimate 2 s after step 5) can
+// be this late.
+constexpr uint64_t kKernelSyncUs = 500000;
 
 class ActiveMode {
  public:
@@ -68,6 +73,7 @@ class ActiveMode {
 
   EngineContext& ctx_;
   KernelTranslator* kernel_ = nullptr;
+  uint64_t kernel_synced_us_ = 0;
 };
 
 }  // namespace t2cp

@@ -13,11 +13,11 @@ import os from 'node:os';
 import path from 'node:path';
 import { type FlowRow, renderFlows } from './demo-view.js';
 import { demoTimeline, writeDemoPicture, type BackupRecord, type ClientTimeline, type GatewayRecord } from './demo-timeline.js';
-import { countPackets, readPackets, silencesAround, startCapture, wireTimeline } from './capture.js';
-import { FROM_PRIMARY, markPrimaryReplies } from './failures.js';
+import { countPackets, silencesAround, startCapture, wireTimeline } from './capture.js';
+import { markPrimaryReplies } from './failures.js';
 import { readLog, type ClientLogLine, type ServiceLogLine } from './replica-check.js';
 import { startClient } from './processes.js';
-import { compareTakeover } from './takeover-check.js';
+import { answeredByOne, compareTakeover } from './takeover-check.js';
 import { startTakeoverLab } from './takeover-lab.js';
 import { createTestbed } from './testbed.js';
 import { waitFor } from './wait.js';
@@ -116,9 +116,7 @@ async function main(): Promise<void> {
 
     const clientLog = [`${dir}/upload.jsonl`, `${dir}/download.jsonl`, `${dir}/client.jsonl`].flatMap((f) => readLog<ClientLogLine>(f));
     const check = compareTakeover(clientLog, readLog<ServiceLogLine>(pair.logs.backup));
-    const fromBackup = await readPackets(`${dir}/client.pcap`, `not (${FROM_PRIMARY})`, ['-tt']);
-    const firstBackupMs = fromBackup.length ? Number(fromBackup[0]!.split(' ')[0]) * 1000 : Infinity;
-    const lateFromPrimary = (await readPackets(`${dir}/client.pcap`, FROM_PRIMARY, ['-tt'])).filter((l) => Number(l.split(' ')[0]) * 1000 >= firstBackupMs).length;
+    const lateFromPrimary = (await answeredByOne(`${dir}/client.pcap`)).lateFromPrimary.length;
     const resets = clientLog.filter((l) => /reset|ECONNRESET/i.test(l.error ?? '')).length;
     const stalls = await silencesAround(`${dir}/client.pcap`, failMs);
     const sorted = [...stalls].sort((a, b) => a - b);

@@ -1,8 +1,23 @@
 // After a takeover the backup served every connection to its end: each
 // client session's streams must equal, byte for byte, what the backup's copy
 // of the service read and wrote on that connection (the primary's log stops
-// at its failure). Pure besides readLog; used by the e2e tests and the demo.
+// at its failure). And only one server answered: after the backup's first
+// segment reached the client, none of the primary's did (answeredByOne, from
+// a capture at the client). Used by the e2e tests and the demo.
+import { readPackets } from './capture.js';
+import { FROM_PRIMARY } from './failures.js';
 import type { ClientLogLine, ServiceLogLine } from './protocol.js';
+
+/**
+ * Segments a capture at the client holds from the backup, and the primary's (marked by
+ * markPrimaryReplies) that arrived at or after the backup's first: none, if one server answers.
+ */
+export async function answeredByOne(pcap: string): Promise<{ fromBackup: number; lateFromPrimary: string[] }> {
+  const fromBackup = await readPackets(pcap, `not (${FROM_PRIMARY})`, ['-tt']);
+  const firstBackup = fromBackup.length ? Number(fromBackup[0]!.split(' ')[0]) : Infinity;
+  const lateFromPrimary = (await readPackets(pcap, FROM_PRIMARY, ['-tt'])).filter((l) => Number(l.split(' ')[0]) >= firstBackup);
+  return { fromBackup: fromBackup.length, lateFromPrimary };
+}
 
 export interface TakeoverCheck {
   sessions: number;

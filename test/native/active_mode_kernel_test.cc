@@ -26,14 +26,13 @@
 #include "packet.h"
 #include "recovery_active_mode.h"
 #include "recovery_active_mode_kernel.h"
+#include "active_mode_common.h"
 
 using namespace t2cp;
+using namespace t2cp_test;
 
 namespace {
 
-constexpr uint32_t kVip = 0x0a0112c6;     // 198.18.1.10 in network order (little-endian host)
-constexpr uint32_t kClient = 0x020012c6;  // 198.18.0.2
-constexpr uint16_t kPort = 7000, kClientPort = 40000;
 constexpr size_t kEth = 14;
 
 // Loaded once (the verifier's work): every Pair rewrites the one map entry.
@@ -75,12 +74,6 @@ struct Pair {
     CHECK(kt.add(*f));
   }
 };
-
-std::vector<uint8_t> build(const SegmentSpec& sp) {
-  std::vector<uint8_t> b(2048);
-  b.resize(build_segment(sp, b.data(), b.size()));
-  return b;
-}
 
 SegmentSpec random_from_backup(const Flow& f) {
   static uint8_t payload[1400];
@@ -158,7 +151,7 @@ void test_same_rewrite_as_the_engine() {
     Pair p;
     for (int i = 0; i < 60; i++) {
       bool out = chance(50);
-      std::vector<uint8_t> b = build(out ? random_from_backup(*p.f) : random_from_client(*p.f));
+      std::vector<uint8_t> b = segment(out ? random_from_backup(*p.f) : random_from_client(*p.f));
       std::vector<uint8_t> engine = b;
       p.am->on_packet(engine.data(), engine.size());
       std::vector<uint8_t> kernel = run_prog(out ? p.kt.egress_fd() : p.kt.ingress_fd(), b);
@@ -187,15 +180,15 @@ void test_untouched_packets() {
   uint64_t st0[T2CP_ACTIVE_STAT_COUNT];
   p.kt.stats(st0);
   // Our own resent segments (kInjectMark) are already in the primary's numbers.
-  std::vector<uint8_t> resent = build(random_from_backup(*p.f));
+  std::vector<uint8_t> resent = segment(random_from_backup(*p.f));
   CHECK(run_prog(p.kt.egress_fd(), resent, kInjectMark) == resent);
   // A mirrored frame for another host's MAC is not ours.
-  std::vector<uint8_t> mirrored = build(random_from_client(*p.f));
+  std::vector<uint8_t> mirrored = segment(random_from_client(*p.f));
   CHECK(run_prog(p.kt.ingress_fd(), mirrored, 0, true) == mirrored);
   // Another client's connection (opened after the takeover) passes as it is.
   SegmentSpec other = random_from_client(*p.f);
   other.sport = kClientPort + 1;
-  std::vector<uint8_t> o = build(other);
+  std::vector<uint8_t> o = segment(other);
   CHECK(run_prog(p.kt.ingress_fd(), o) == o);
   // A new SYN on the taken-over port: passes, and the flow is forgotten.
   SegmentSpec syn = random_from_client(*p.f);
@@ -203,7 +196,7 @@ void test_untouched_packets() {
   syn.ack = 0;
   syn.sack_count = 0;
   syn.payload_len = 0;
-  std::vector<uint8_t> s = build(syn);
+  std::vector<uint8_t> s = segment(syn);
   CHECK(run_prog(p.kt.ingress_fd(), s) == s);
   t2cp_active_flow v;
   CHECK(!p.kt.read(p.f->key, &v));
@@ -220,7 +213,7 @@ void test_mutated_segments_never_misrewrite() {
   uint64_t broken = 0;
   for (int i = 0; i < 3000; i++) {
     bool out = chance(50);
-    std::vector<uint8_t> b = build(out ? random_from_backup(*p->f) : random_from_client(*p->f));
+    std::vector<uint8_t> b = segment(out ? random_from_backup(*p->f) : random_from_client(*p->f));
     size_t tcp = size_t(b[0] & 0x0f) * 4;
     // Mutate the TCP header's options and flags only, then make the checksum valid again.
     for (int k = 0; k < 3; k++) b[tcp + 12 + rnd_below(uint32_t(std::min<size_t>(b.size() - tcp - 12, 48)))] ^= uint8_t(1u << rnd_below(8));

@@ -16,14 +16,13 @@
 #include "engine_context.h"
 #include "packet.h"
 #include "recovery_active_mode.h"
+#include "active_mode_common.h"
 
 using namespace t2cp;
+using namespace t2cp_test;
 
 namespace {
 
-constexpr uint32_t kVip = 0x0a0112c6;     // 198.18.1.10 in network order (little-endian host)
-constexpr uint32_t kClient = 0x020012c6;  // 198.18.0.2
-constexpr uint16_t kPort = 7000, kClientPort = 40000;
 
 struct Fixture {
   EngineConfig cfg;
@@ -56,12 +55,6 @@ struct Fixture {
     am->enter(*f);
   }
 };
-
-std::vector<uint8_t> segment(const SegmentSpec& sp) {
-  std::vector<uint8_t> b(2048);
-  b.resize(build_segment(sp, b.data(), b.size()));
-  return b;
-}
 
 SegmentSpec from_backup(const Flow& f, uint32_t offset, uint32_t len) {
   static uint8_t payload[1400];

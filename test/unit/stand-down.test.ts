@@ -14,6 +14,7 @@ import { requestStandDown } from '../../src/control/stand-down-request.js';
 import { T2cpError } from '../../src/errors.js';
 import type { Logger } from '../../src/log.js';
 import { helpText, parseOptions, type Endpoint } from '../../src/options.js';
+import { rejectionOf } from './rejection.js';
 
 const key = randomBytes(32);
 const LO = '127.0.0.1';
@@ -42,16 +43,6 @@ async function agentWithout(f = fence(), detector?: Endpoint) {
 const ask = (agent: Endpoint, extra: { vrrp?: VrrpHookState; hookStartUs?: number; epoch?: number; key?: Buffer; timeoutMs?: number } = {}) =>
   requestStandDown({ agent, key: extra.key ?? key, epoch: extra.epoch ?? 0, timeoutMs: extra.timeoutMs ?? 3000, ...extra });
 
-async function errorOf(p: Promise<unknown>): Promise<T2cpError> {
-  try {
-    await p;
-  } catch (e) {
-    expect(e).toBeInstanceOf(T2cpError);
-    return e as T2cpError;
-  }
-  throw new Error('expected an error');
-}
-
 describe('primary agent without a detector, `t2cp stand-down` on loopback', () => {
   it('sends nothing, and a local stand-down engages the fence and is acknowledged, again for every copy', async () => {
     const { agent, fence: f, at } = await agentWithout();
@@ -73,7 +64,7 @@ describe('primary agent without a detector, `t2cp stand-down` on loopback', () =
 
   it('a STAND_DOWN with the wrong key is refused and counted; a replayed one too; the fence stays off', async () => {
     const { agent, fence: f, at } = await agentWithout();
-    const e = await errorOf(ask(at, { key: randomBytes(32), timeoutMs: 350 }));
+    const e = await rejectionOf(ask(at, { key: randomBytes(32), timeoutMs: 350 }));
     expect(e.code).toBe('T2CP_TIMEOUT');
     expect(e.message).toMatch(/no STAND_DOWN_ACK from 127\.0\.0\.1:\d+ within 350 ms: is `t2cp primary` running/);
     expect(agent.channelCounters()!.rejected['bad-mac']).toBeGreaterThanOrEqual(3); // sent again every 100 ms
@@ -105,7 +96,7 @@ describe('primary agent without a detector, `t2cp stand-down` on loopback', () =
       throw new Error('no nft here');
     };
     const { agent, at } = await agentWithout(broken);
-    const e = await errorOf(ask(at, { timeoutMs: 350 }));
+    const e = await rejectionOf(ask(at, { timeoutMs: 350 }));
     expect(e.code).toBe('T2CP_REFUSED');
     expect(e.message).toMatch(/could not stand down within 350 ms: the fence failed: no nft here/);
     expect(agent.stats.fenceErrors).toBeGreaterThan(1);

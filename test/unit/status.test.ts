@@ -14,9 +14,9 @@ import type { TakeoverRecord } from '../../src/backup/recovery.js';
 import type { BackupState } from '../../src/control/bodies.js';
 import { requestStandDown } from '../../src/control/stand-down-request.js';
 import { requestStatus } from '../../src/control/status-request.js';
-import { T2cpError } from '../../src/errors.js';
 import type { Logger } from '../../src/log.js';
 import type { Endpoint } from '../../src/options.js';
+import { rejectionOf } from './rejection.js';
 
 const LO = '127.0.0.1';
 const quiet: Logger = { info: () => {}, warn: () => {}, error: () => {} };
@@ -67,16 +67,6 @@ function runCli(args: string[]): Promise<{ code: number | null; stdout: string; 
   });
 }
 
-async function errorOf(p: Promise<unknown>): Promise<T2cpError> {
-  try {
-    await p;
-  } catch (e) {
-    expect(e).toBeInstanceOf(T2cpError);
-    return e as T2cpError;
-  }
-  throw new Error('expected an error');
-}
-
 describe('t2cp status', () => {
   it('the primary agent says serving, then stood-down after a stand-down, with its service and epoch', async () => {
     const { key } = keyFile();
@@ -101,10 +91,10 @@ describe('t2cp status', () => {
   it('asking the wrong role is refused; the wrong key or nobody listening times out and says why', async () => {
     const { key } = keyFile();
     const { at } = await agent(key);
-    const wrongRole = await errorOf(requestStatus({ to: at, role: 'backup', key, timeoutMs: 2000 }));
+    const wrongRole = await rejectionOf(requestStatus({ to: at, role: 'backup', key, timeoutMs: 2000 }));
     expect(wrongRole.code).toBe('T2CP_REFUSED');
     expect(wrongRole.message).toMatch(/answered as a primary in state 'serving', not as the backup asked for/);
-    const wrongKey = await errorOf(requestStatus({ to: at, role: 'primary', key: randomBytes(32), timeoutMs: 300 }));
+    const wrongKey = await rejectionOf(requestStatus({ to: at, role: 'primary', key: randomBytes(32), timeoutMs: 300 }));
     expect(wrongKey.code).toBe('T2CP_TIMEOUT');
     expect(wrongKey.message).toMatch(/no status from the primary at 127\.0\.0\.1:\d+ within 300 ms/);
   });
