@@ -16,13 +16,14 @@ namespace t2cp {
   X(mirror_superframes)      /* frames longer than one MTU (GRO/TSO) */            \
   X(mirror_unknown_flow)     /* no flow and not a SYN: after an entry expired */   \
   X(mirror_not_replicated)   /* neither end is VIP:port (filter race) */           \
-  X(capture_kernel_drops)    /* pcap_stats ps_drop: socket buffer overflowed */    \
-  X(capture_if_drops)        /* pcap_stats ps_ifdrop */                            \
+  X(capture_kernel_drops)    /* PACKET_STATISTICS: the socket queue overflowed */  \
+  X(capture_if_drops)        /* the mirror interface's own rx_dropped */          \
   X(backup_packets)          /* packets of the backup's replica seen on NFQUEUE */ \
   X(backup_dropped)          /* ... and dropped (never reach the network) */       \
   X(backup_unknown_flow)     /* replica output for a flow we do not know */        \
   X(backup_rst)              /* RST sent by the replica */                         \
   X(nfqueue_enobufs)         /* netlink overruns: the kernel dropped queued pkts */\
+  X(nfqueue_queue_full)      /* replica packets dropped: --queue-maxlen waiting */ \
   X(inject_packets)          /* segments written to the TUN device */              \
   X(inject_bytes)            /* payload bytes injected */                          \
   X(inject_errors)           /* write() to TUN failed */                           \

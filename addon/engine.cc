@@ -12,10 +12,10 @@ namespace t2cp {
 constexpr int kPollMs = 5;
 // Timer pass over every flow (re-injection, probes, expiry), µs.
 constexpr uint64_t kTickUs = 20000;
-// pcap_stats() refresh for the kernel drop counters, µs: often, because a
+// Capture::stats() refresh for the kernel drop counters, µs: often, because a
 // new drop puts the flows active just before under suspicion (on_capture_drops).
 constexpr uint64_t kStatsUs = 100000;
-// Frames taken from the capture ring per dispatch call; the loop alternates
+// Frames taken from the capture socket per dispatch call; the loop alternates
 // with the queue so neither side starves the other.
 constexpr int kCaptureBatch = 512;
 
@@ -164,7 +164,7 @@ void Engine::run() {
       if (enobufs) ctx_.counters.add(k_nfqueue_enobufs, enobufs);
       int m = ctx_.mode == EngineMode::kActive
                   ? 0
-                  : capture_.dispatch(kCaptureBatch, &IncomingProcessor::pcap_callback, reinterpret_cast<u_char*>(&incoming_));
+                  : capture_.dispatch(kCaptureBatch, &IncomingProcessor::capture_callback, &incoming_);
       // Latency is sampled only for packets served in the pass that captured
       // them: what waits on purpose (for a SYN-ACK, the replica's window or
       // its output) is not interceptor latency.
@@ -196,6 +196,8 @@ void Engine::run() {
         ctx_.counters.set(k_capture_kernel_drops, kd);
         ctx_.counters.set(k_capture_if_drops, id);
       }
+      uint64_t full;
+      if (nfq_.kernel_drops(&full)) ctx_.counters.set(k_nfqueue_queue_full, full);
       ctx_.counters.set(k_buffered_bytes, ctx_.stream_memory.used);
       next_stats = now + kStatsUs;
     }

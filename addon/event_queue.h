@@ -20,7 +20,7 @@ namespace t2cp {
 // would be 1.8M; JS drains every few ms, so this only bounds a stalled loop.
 constexpr size_t kMaxPendingEvents = 1u << 20;
 
-// CLOCK_REALTIME, the clock of pcap's capture timestamps (latency samples).
+// CLOCK_REALTIME, the clock of the capture timestamps (latency samples).
 uint64_t realtime_ns();
 uint64_t realtime_us();
 

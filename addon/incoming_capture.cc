@@ -1,13 +1,21 @@
 #include "incoming_capture.h"
 
 #include <arpa/inet.h>
+#include <linux/filter.h>
+#include <net/if_arp.h>
+#include <linux/if_ether.h>
 #include <net/if.h>
+#include <pcap/pcap.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <ctime>
+#include <cstring>
+#include <fstream>
 
 namespace t2cp {
-
-// Larger than any frame the mirror can deliver: GRO/TSO super-frames reach
-// 64 KiB, BIG TCP more. A shorter snaplen would truncate payload we need.
-constexpr int kSnapLen = 262144;
 
 std::string capture_filter(const CaptureConfig& cfg) {
   char vip[INET_ADDRSTRLEN];
@@ -23,63 +31,164 @@ std::string capture_filter(const CaptureConfig& cfg) {
   return f + ")";
 }
 
+// The interface's receive drops (what libpcap reported as ps_ifdrop); 0 when
+// sysfs is not readable here.
+static uint64_t interface_rx_dropped(const std::string& ifname) {
+  std::ifstream in("/sys/class/net/" + ifname + "/statistics/rx_dropped");
+  uint64_t v = 0;
+  return (in >> v) ? v : 0;
+}
+
+// libpcap compiles the filter text for Ethernet frames; the kernel runs the
+// program on every frame before it is queued to the socket.
+static std::string attach_filter(int fd, const std::string& filter) {
+  pcap_t* dead = pcap_open_dead(DLT_EN10MB, static_cast<int>(kCaptureSnapLen));
+  if (!dead) return "cannot compile capture filter: out of memory";
+  bpf_program prog{};
+  std::string err;
+  if (pcap_compile(dead, &prog, filter.c_str(), 1, PCAP_NETMASK_UNKNOWN) < 0) {
+    err = "cannot compile capture filter '" + filter + "': " + pcap_geterr(dead);
+  } else {
+    sock_fprog fprog{};
+    fprog.len = static_cast<unsigned short>(prog.bf_len);
+    fprog.filter = reinterpret_cast<sock_filter*>(prog.bf_insns);  // same layout as struct bpf_insn
+    if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &fprog, sizeof fprog) < 0)
+      err = "cannot install capture filter '" + filter + "': " + strerror(errno);
+    pcap_freecode(&prog);
+  }
+  pcap_close(dead);
+  return err;
+}
+
+Capture::Capture() : frames_(nullptr) {}
+
 std::string Capture::open(const CaptureConfig& cfg) {
-  if (if_nametoindex(cfg.ifname.c_str()) == 0)
+  unsigned ifindex = if_nametoindex(cfg.ifname.c_str());
+  if (ifindex == 0)
     return cfg.outbound ? "interface '" + cfg.ifname + "' does not exist: pass --lan-if with the interface toward the servers"
                         : "mirror interface '" + cfg.ifname + "' does not exist: pass --mirror-if with an interface listed by `ip link`";
-  char errbuf[PCAP_ERRBUF_SIZE] = "";
-  p_ = pcap_create(cfg.ifname.c_str(), errbuf);
-  if (!p_) return std::string("cannot capture on ") + cfg.ifname + ": " + errbuf;
-  pcap_set_snaplen(p_, kSnapLen);
-  pcap_set_promisc(p_, cfg.outbound ? 0 : 1);  // mirrored frames carry other hosts' MACs
-  pcap_set_immediate_mode(p_, 1);      // latency: no block timeout batching
-  pcap_set_buffer_size(p_, static_cast<int>(cfg.buffer_bytes));
-  pcap_set_tstamp_precision(p_, PCAP_TSTAMP_PRECISION_NANO);
-  int rc = pcap_activate(p_);
-  if (rc < 0) {
-    std::string e = std::string("cannot capture on ") + cfg.ifname + ": " + pcap_geterr(p_);
-    if (rc == PCAP_ERROR_PERM_DENIED) e += " (run as root or with CAP_NET_RAW)";
-    close();
-    return e;
-  }
-  if (pcap_datalink(p_) != DLT_EN10MB) {
-    close();
-    return "interface '" + cfg.ifname + "' is not Ethernet";
-  }
-  // The mirror port only receives: frames we might send never matter. The
-  // recorder wants only what this host sends toward the servers.
-  pcap_setdirection(p_, cfg.outbound ? PCAP_D_OUT : PCAP_D_IN);
-  bpf_program prog;
-  std::string filter = capture_filter(cfg);
-  if (pcap_compile(p_, &prog, filter.c_str(), 1, PCAP_NETMASK_UNKNOWN) < 0 || pcap_setfilter(p_, &prog) < 0) {
-    std::string e = "cannot install capture filter '" + filter + "': " + pcap_geterr(p_);
-    close();
-    return e;
-  }
-  pcap_freecode(&prog);
-  if (pcap_setnonblock(p_, 1, errbuf) < 0) {
-    close();
-    return std::string("cannot make capture non-blocking: ") + errbuf;
-  }
-  fd_ = pcap_get_selectable_fd(p_);
+  // Protocol 0: the socket receives nothing until bind() below, after the
+  // filter is in place, so no unfiltered frame is ever queued.
+  fd_ = socket(AF_PACKET, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd_ < 0) {
-    close();
-    return "capture on " + cfg.ifname + " has no pollable descriptor";
+    std::string e = "cannot capture on " + cfg.ifname + ": " + strerror(errno);
+    if (errno == EPERM || errno == EACCES) e += " (run as root or with CAP_NET_RAW)";
+    return e;
   }
+  std::string err;
+  auto fail = [&](const std::string& what) {
+    if (err.empty()) err = "cannot capture on " + cfg.ifname + ": " + what + " (" + strerror(errno) + ")";
+  };
+  ifreq ifr{};
+  strncpy(ifr.ifr_name, cfg.ifname.c_str(), IFNAMSIZ - 1);
+  if (ioctl(fd_, SIOCGIFHWADDR, &ifr) < 0) fail("cannot read its link type");
+  else if (ifr.ifr_hwaddr.sa_family != ARPHRD_ETHER && ifr.ifr_hwaddr.sa_family != ARPHRD_LOOPBACK)
+    err = "interface '" + cfg.ifname + "' is not Ethernet";
+  if (err.empty() && ioctl(fd_, SIOCGIFFLAGS, &ifr) == 0 && !(ifr.ifr_flags & IFF_UP))
+    err = "interface '" + cfg.ifname + "' is down: bring it up with `ip link set " + cfg.ifname + " up`";
+  if (err.empty()) err = attach_filter(fd_, capture_filter(cfg));
+  // The kernel doubles what it is given (bookkeeping overhead), so the queue
+  // holds about --capture-buffer bytes of frames, each charged its real size.
+  int half = static_cast<int>(cfg.buffer_bytes / 2);
+  if (err.empty() && setsockopt(fd_, SOL_SOCKET, SO_RCVBUFFORCE, &half, sizeof half) < 0 &&
+      setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &half, sizeof half) < 0)
+    fail("cannot size its buffer");
+  int on = 1;
+  if (err.empty() && setsockopt(fd_, SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof on) < 0) fail("cannot enable timestamps");
+  // The mirror port only receives: frames this host sends never matter
+  // (also checked per frame below, for kernels without the option).
+  if (err.empty() && !cfg.outbound) setsockopt(fd_, SOL_PACKET, PACKET_IGNORE_OUTGOING, &on, sizeof on);
+  sockaddr_ll sll{};
+  sll.sll_family = AF_PACKET;
+  sll.sll_protocol = htons(ETH_P_ALL);
+  sll.sll_ifindex = static_cast<int>(ifindex);
+  if (err.empty() && bind(fd_, reinterpret_cast<sockaddr*>(&sll), sizeof sll) < 0) fail("cannot bind");
+  if (err.empty() && !cfg.outbound) {
+    // Mirrored frames carry other hosts' MACs. The membership goes with the socket.
+    packet_mreq mr{};
+    mr.mr_ifindex = static_cast<int>(ifindex);
+    mr.mr_type = PACKET_MR_PROMISC;
+    if (setsockopt(fd_, SOL_PACKET, PACKET_ADD_MEMBERSHIP, &mr, sizeof mr) < 0) fail("cannot make it promiscuous");
+  }
+  if (!err.empty()) {
+    close();
+    return err;
+  }
+  outbound_ = cfg.outbound;
+  ifname_ = cfg.ifname;
+  kernel_drops_ = 0;
+  if_drops_ = 0;
+  if_drops_next_ms_ = 0;
+  if_drops_at_open_ = interface_rx_dropped(ifname_);
+  if (!frames_) frames_.reset(new uint8_t[kBatch * kCaptureSnapLen]);
   return "";
 }
 
 void Capture::close() {
-  if (p_) pcap_close(p_);
-  p_ = nullptr;
+  if (fd_ >= 0) ::close(fd_);
   fd_ = -1;
 }
 
+int Capture::dispatch(int max, CaptureHandler cb, void* user) {
+  int delivered = 0;
+  while (fd_ >= 0 && delivered < max) {
+    int want = std::min(kBatch, max - delivered);
+    for (int i = 0; i < want; i++) {
+      iov_[i] = {frames_.get() + size_t(i) * kCaptureSnapLen, kCaptureSnapLen};
+      msgs_[i].msg_hdr = {};
+      msgs_[i].msg_hdr.msg_name = &from_[i];
+      msgs_[i].msg_hdr.msg_namelen = sizeof from_[i];
+      msgs_[i].msg_hdr.msg_iov = &iov_[i];
+      msgs_[i].msg_hdr.msg_iovlen = 1;
+      msgs_[i].msg_hdr.msg_control = control_[i];
+      msgs_[i].msg_hdr.msg_controllen = sizeof control_[i];
+    }
+    // MSG_TRUNC: msg_len is the frame's real length even when longer than the buffer.
+    int n = recvmmsg(fd_, msgs_, static_cast<unsigned>(want), MSG_DONTWAIT | MSG_TRUNC, nullptr);
+    if (n < 0) return (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) ? delivered : (delivered ? delivered : -1);
+    for (int i = 0; i < n; i++) {
+      bool sent_here = from_[i].sll_pkttype == PACKET_OUTGOING;
+      if (sent_here != outbound_) continue;
+      uint64_t ns = 0;  // the kernel's receive time; the clock's now if it gave none
+      for (cmsghdr* c = CMSG_FIRSTHDR(&msgs_[i].msg_hdr); c; c = CMSG_NXTHDR(&msgs_[i].msg_hdr, c)) {
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SO_TIMESTAMPNS) {
+          timespec ts;
+          memcpy(&ts, CMSG_DATA(c), sizeof ts);
+          ns = uint64_t(ts.tv_sec) * 1000000000u + uint64_t(ts.tv_nsec);
+        }
+      }
+      if (!ns) {
+        timespec now;
+        clock_gettime(CLOCK_REALTIME, &now);
+        ns = uint64_t(now.tv_sec) * 1000000000u + uint64_t(now.tv_nsec);
+      }
+      size_t caplen = std::min<size_t>(msgs_[i].msg_len, kCaptureSnapLen);
+      cb(user, static_cast<const uint8_t*>(iov_[i].iov_base), caplen, ns);
+      delivered++;
+    }
+    if (n < want) break;  // the queue is empty
+  }
+  return delivered;
+}
+
 bool Capture::stats(uint64_t* kernel_drops, uint64_t* if_drops) {
-  pcap_stat st{};
-  if (!p_ || pcap_stats(p_, &st) < 0) return false;
-  *kernel_drops = st.ps_drop;
-  *if_drops = st.ps_ifdrop;
+  if (fd_ < 0) return false;
+  tpacket_stats st{};
+  socklen_t len = sizeof st;
+  // The kernel resets its counters at every read: keep the sum.
+  if (getsockopt(fd_, SOL_PACKET, PACKET_STATISTICS, &st, &len) < 0) return false;
+  kernel_drops_ += st.tp_drops;
+  *kernel_drops = kernel_drops_;
+  // sysfs at most twice a second: the recorder asks after every wake-up.
+  timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  uint64_t now_ms = uint64_t(t.tv_sec) * 1000u + uint64_t(t.tv_nsec) / 1000000u;
+  if (now_ms >= if_drops_next_ms_) {
+    uint64_t now = interface_rx_dropped(ifname_);
+    if_drops_ = now >= if_drops_at_open_ ? now - if_drops_at_open_ : 0;
+    if_drops_next_ms_ = now_ms + 500;
+  }
+  *if_drops = if_drops_;
   return true;
 }
 

@@ -11,10 +11,8 @@
 
 namespace t2cp {
 
-void IncomingProcessor::pcap_callback(u_char* self, const pcap_pkthdr* h, const u_char* bytes) {
-  // PCAP_TSTAMP_PRECISION_NANO: tv_usec holds nanoseconds.
-  uint64_t ns = uint64_t(h->ts.tv_sec) * 1000000000u + uint64_t(h->ts.tv_usec);
-  reinterpret_cast<IncomingProcessor*>(self)->on_mirror_frame(bytes, h->caplen, ns);
+void IncomingProcessor::capture_callback(void* self, const uint8_t* frame, size_t caplen, uint64_t capture_ns) {
+  static_cast<IncomingProcessor*>(self)->on_mirror_frame(frame, caplen, capture_ns);
 }
 
 void IncomingProcessor::on_mirror_frame(const uint8_t* frame, size_t caplen, uint64_t capture_ns) {

@@ -13,7 +13,6 @@
 //
 // Thread: engine thread only.
 #pragma once
-#include <pcap/pcap.h>
 
 #include <cstdint>
 
@@ -32,7 +31,7 @@ class IncomingProcessor {
   void try_synchronise(Flow& f);
   // Inject whatever is due for f now.
   void pump(Flow& f);
-  // The capture dropped frames (pcap_stats): every flow active just before
+  // The capture dropped frames (Capture::stats): every flow active just before
   // must prove it lost nothing (a primary ack within what we hold), or it is
   // reported and unprotected.
   void on_capture_drops(uint64_t now_us);
@@ -45,7 +44,7 @@ class IncomingProcessor {
   // get their SYN injected. Call outside any iteration over the flows.
   void promote_waiting();
 
-  static void pcap_callback(u_char* self, const pcap_pkthdr* h, const u_char* bytes);
+  static void capture_callback(void* self, const uint8_t* frame, size_t caplen, uint64_t capture_ns);
 
   void make_unprotected(Flow& f, EventReason why);
   // The replica lost bytes it can never get: report, reset its copy, unprotect.

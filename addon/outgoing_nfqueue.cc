@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <fcntl.h>
 #include <linux/netfilter.h>
@@ -19,8 +20,14 @@ namespace t2cp {
 constexpr int kRcvBuf = 64 << 20;
 // One netlink datagram holds at least one whole 64 KiB packet message.
 constexpr size_t kRecvBytes = 256 << 10;
-// recvfrom() calls per receive(), each up to 16 netlink pages of messages.
-constexpr int kMaxReadsPerCall = 32;
+// Packets per receive(). nfnetlink_queue sends every packet as a datagram of
+// its own, so this is also recvfrom() calls. It was 32 while the capture side
+// took 512 frames per pass: in a connection storm the replica's output (a
+// SYN-ACK, an answer, a FIN per connection) then piled up in the kernel
+// until the queue was full at --queue-maxlen and the kernel dropped the
+// replica's packets (33,000 in one storm of 20,000 connections; its FINs
+// among them, so flows stayed open until TCP sent them again).
+constexpr int kMaxPacketsPerCall = 1024;
 
 bool NfQueue::send_config(nlmsghdr* nlh, std::string* err) {
   nlh->nlmsg_flags |= NLM_F_ACK;
@@ -84,6 +91,27 @@ std::string NfQueue::open(uint16_t queue_num, uint32_t max_len) {
   return "";
 }
 
+bool NfQueue::kernel_drops(uint64_t* queue_full) const {
+  // /proc/net/netfilter/nfnetlink_queue, one line per bound queue of this
+  // network namespace: queue_num peer_portid queue_total copy_mode
+  // copy_range queue_dropped user_dropped id_sequence 1.
+  FILE* f = fopen("/proc/net/netfilter/nfnetlink_queue", "re");
+  if (!f) return false;
+  unsigned num, portid, total, mode, range;
+  unsigned long long dropped, user_dropped, seq;
+  int one;
+  bool found = false;
+  while (!found && fscanf(f, "%u %u %u %u %u %llu %llu %llu %d", &num, &portid, &total, &mode, &range, &dropped,
+                          &user_dropped, &seq, &one) == 9) {
+    if (num == queue_ && portid == portid_) {
+      *queue_full = dropped;
+      found = true;
+    }
+  }
+  fclose(f);
+  return found;
+}
+
 void NfQueue::close() {
   if (nl_) mnl_socket_close(nl_);  // closing the socket unbinds the queue
   nl_ = nullptr;
@@ -140,7 +168,7 @@ int NfQueue::on_message(const nlmsghdr* nlh, void* data) {
 int NfQueue::receive(Handler h, void* user, uint64_t* enobufs) {
   Dispatch d{this, h, user, 0};
   // Bounded so a flood on the queue cannot starve the capture side.
-  for (int reads = 0; reads < kMaxReadsPerCall; reads++) {
+  for (int reads = 0; reads < kMaxPacketsPerCall; reads++) {
     ssize_t n = mnl_socket_recvfrom(nl_, buf_.data(), buf_.size());
     if (n < 0) {
       if (errno == ENOBUFS) { (*enobufs)++; continue; }

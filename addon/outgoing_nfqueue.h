@@ -41,6 +41,9 @@ class NfQueue {
   // Read every message available now, call h for each packet, issue the
   // verdicts. Returns packets handled; *enobufs counts netlink overruns.
   int receive(Handler h, void* user, uint64_t* enobufs);
+  // Packets the kernel dropped since open because --queue-maxlen of them
+  // were waiting for us (read from procfs; false if it cannot be read).
+  bool kernel_drops(uint64_t* queue_full) const;
 
   static constexpr uint32_t kCopyBytes = 0xffff;  // the most NFQUEUE copies
 

@@ -234,9 +234,9 @@ void FailureRecovery::poll(uint64_t now) {
     // The TUN goes, its VIP with it (the real interface holds the VIP
     // already), and the capture, off this thread (see the header).
     int tun_fd = ctx_.tun.release();
-    pcap_t* cap = capture_.release();
-    cleanup_ = std::thread([tun_fd, cap] {
-      if (cap) pcap_close(cap);
+    int cap_fd = capture_.release();
+    cleanup_ = std::thread([tun_fd, cap_fd] {
+      if (cap_fd >= 0) close(cap_fd);
       if (tun_fd >= 0) close(tun_fd);
     });
     return;

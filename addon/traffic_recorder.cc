@@ -20,7 +20,7 @@ namespace t2cp {
 namespace {
 
 constexpr size_t kEthHeader = 14;
-constexpr int kBatch = 256;       // frames per pcap_dispatch
+constexpr int kBatch = 256;       // frames per Capture::dispatch
 constexpr int kPollMs = 50;       // bounds how late stop() is seen
 
 void store16(uint8_t* p, uint16_t v) { v = htons(v); std::memcpy(p, &v, 2); }
@@ -77,22 +77,20 @@ void TrafficRecorder::run() {
       (void)r;
     }
     if (uint64_t since = resupply_since_.exchange(0)) resupply(since);
-    while (capture_.dispatch(kBatch, &TrafficRecorder::on_frame, reinterpret_cast<u_char*>(this)) > 0) {
+    while (capture_.dispatch(kBatch, &TrafficRecorder::on_frame, this) > 0) {
     }
     uint64_t kd, id;
     if (capture_.stats(&kd, &id)) counters_.capture_drops.store(kd + id);
   }
 }
 
-void TrafficRecorder::on_frame(u_char* self, const pcap_pkthdr* h, const u_char* bytes) {
-  auto* r = reinterpret_cast<TrafficRecorder*>(self);
-  // PCAP_TSTAMP_PRECISION_NANO (Capture::open): tv_usec holds nanoseconds.
-  uint64_t us = uint64_t(h->ts.tv_sec) * 1000000u + uint64_t(h->ts.tv_usec) / 1000u;
-  if (h->caplen <= kEthHeader) {
+void TrafficRecorder::on_frame(void* self, const uint8_t* frame, size_t caplen, uint64_t capture_ns) {
+  auto* r = static_cast<TrafficRecorder*>(self);
+  if (caplen <= kEthHeader) {
     r->counters_.malformed.fetch_add(1);
     return;
   }
-  r->record(us, bytes + kEthHeader, h->caplen - kEthHeader);
+  r->record(capture_ns / 1000u, frame + kEthHeader, caplen - kEthHeader);
 }
 
 void TrafficRecorder::record(uint64_t us, const uint8_t* ip, size_t len) {

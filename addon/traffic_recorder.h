@@ -6,7 +6,7 @@
 // the outage). Segments the new owner already has are duplicates its TCP
 // drops; the rest fill its holes.
 //
-// It captures this host's own output on the LAN interface (libpcap,
+// It captures this host's own output on the LAN interface (a packet socket,
 // outbound, BPF "tcp and dst host VIP and (dst port P ...)") on its own
 // thread, into a ring bounded by time and bytes. request_resupply() has that
 // thread re-send the packets captured since a given time through a raw IP
@@ -72,7 +72,7 @@ class TrafficRecorder {
  private:
   struct Entry { uint64_t us; std::vector<uint8_t> ip; };
   void run();
-  static void on_frame(u_char* self, const pcap_pkthdr* h, const u_char* bytes);
+  static void on_frame(void* self, const uint8_t* frame, size_t caplen, uint64_t capture_ns);
   void record(uint64_t us, const uint8_t* ip, size_t len);
   void resupply(uint64_t since_us);
   // Cut one recorded packet to the MTU and send each piece; payload bytes sent.

@@ -92,7 +92,7 @@ export const BACKUP_OPTIONS: OptionSpec<BackupConfig>[] = [
   { key: 'memory', flag: '--memory', kind: 'bytes', arg: 'BYTES', min: 1 << 20, max: 2 ** 40,
     help: 'client bytes held by all flows together; beyond, the lagging flow is lost (reported); default 1g' },
   { key: 'captureBuffer', flag: '--capture-buffer', kind: 'bytes', arg: 'BYTES', min: 1 << 20, max: 2 ** 31 - 1,
-    help: 'kernel capture ring on the mirror port; with GRO on, each slot takes a 64 KiB super-frame, so it holds ~2000 frames; default 128m' },
+    help: 'kernel queue of the mirror port capture (frames waiting for t2cp, each charged its real size); default 128m' },
   { key: 'queueMaxLen', flag: '--queue-maxlen', kind: 'int', arg: 'N', min: 64, max: 1 << 20,
     help: `replica packets the kernel may hold for us; default ${DEFAULTS.queueMaxLen}` },
   { key: 'handshakeTimeoutMs', flag: '--handshake-timeout', kind: 'int', arg: 'MS', min: 100, max: 600000,

@@ -78,7 +78,7 @@ describe('limits: what cannot be replicated is reported, the rest stays exact', 
       ],
     };
     const r = await run(workload, ['--capture-buffer', '1m', '--handshake-timeout', '1000'], async (b) => {
-      // Stop t2cp (SIGSTOP, by PID) while traffic flows: the capture ring
+      // Stop t2cp (SIGSTOP, by PID) while traffic flows: the capture queue
       // overflows in the kernel. Then let it run again.
       await waitFor(() => b.flows('synchronised').length >= 5, { timeoutMs: 10_000, what: 'flows synchronised' });
       b.child.kill('SIGSTOP');
