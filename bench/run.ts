@@ -159,19 +159,21 @@ async function benchBulk(tb: Testbed, dir: string): Promise<void> {
  */
 async function benchDownload(tb: Testbed, dir: string): Promise<void> {
   const download: Load = { workload: { seed: 2, sessions: [{ kind: 'download', bytes: BULK_BYTES }] } };
-  const off: number[] = [], on: number[] = [], behind: number[] = [];
+  const off: number[] = [], on: number[] = [], behind: number[] = [], cpuPerGiB: number[] = [];
   const replicated: Trial[] = [];
   for (let i = 0; i < BULK_TRIALS; i++) {
     off.push(BULK_BYTES / MB / ((await trial(tb, dir, `down-off-${i}`, download, false)).ms / 1000));
     const t = await trial(tb, dir, `down-on-${i}`, download, true);
     on.push(BULK_BYTES / MB / (t.ms / 1000));
     behind.push(Math.max(0, t.settledMs - t.ms));
+    cpuPerGiB.push(t.cpu / (BULK_BYTES / (1 << 30)));
     replicated.push(t);
   }
   line('bulk_s2c_unreplicated_MBps', median(off), trials(off));
   line('bulk_s2c_replicated_MBps', median(on), trials(on));
   line('bulk_s2c_ratio', median(on) / median(off));
   line('bulk_s2c_replica_behind_ms', median(behind), `${trials(behind)}; replica done after the client, counters polled every 100 ms`);
+  line('bulk_s2c_t2cp_cpu_s_per_GiB', median(cpuPerGiB), 'CPU of the t2cp process, busy-poll included');
   line('bulk_s2c_backup_byte_exact', replicated.every((t) => t.exact) ? 'yes' : 'NO');
 }
 
