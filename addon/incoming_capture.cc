@@ -60,8 +60,6 @@ static std::string attach_filter(int fd, const std::string& filter) {
   return err;
 }
 
-Capture::Capture() : frames_(nullptr) {}
-
 std::string Capture::open(const CaptureConfig& cfg) {
   unsigned ifindex = if_nametoindex(cfg.ifname.c_str());
   if (ifindex == 0)
@@ -76,12 +74,12 @@ std::string Capture::open(const CaptureConfig& cfg) {
     return e;
   }
   std::string err;
-  auto fail = [&](const std::string& what) {
-    if (err.empty()) err = "cannot capture on " + cfg.ifname + ": " + what + " (" + strerror(errno) + ")";
+  auto fail = [&](const char* what) {
+    if (err.empty()) err = "cannot capture on " + cfg.ifname + " (" + what + ": " + strerror(errno) + ")";
   };
   ifreq ifr{};
   strncpy(ifr.ifr_name, cfg.ifname.c_str(), IFNAMSIZ - 1);
-  if (ioctl(fd_, SIOCGIFHWADDR, &ifr) < 0) fail("cannot read its link type");
+  if (ioctl(fd_, SIOCGIFHWADDR, &ifr) < 0) fail("reading its link type");
   else if (ifr.ifr_hwaddr.sa_family != ARPHRD_ETHER && ifr.ifr_hwaddr.sa_family != ARPHRD_LOOPBACK)
     err = "interface '" + cfg.ifname + "' is not Ethernet";
   if (err.empty() && ioctl(fd_, SIOCGIFFLAGS, &ifr) == 0 && !(ifr.ifr_flags & IFF_UP))
@@ -92,9 +90,9 @@ std::string Capture::open(const CaptureConfig& cfg) {
   int half = static_cast<int>(cfg.buffer_bytes / 2);
   if (err.empty() && setsockopt(fd_, SOL_SOCKET, SO_RCVBUFFORCE, &half, sizeof half) < 0 &&
       setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &half, sizeof half) < 0)
-    fail("cannot size its buffer");
+    fail("sizing the socket buffer");
   int on = 1;
-  if (err.empty() && setsockopt(fd_, SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof on) < 0) fail("cannot enable timestamps");
+  if (err.empty() && setsockopt(fd_, SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof on) < 0) fail("enabling timestamps");
   // The mirror port only receives: frames this host sends never matter
   // (also checked per frame below, for kernels without the option).
   if (err.empty() && !cfg.outbound) setsockopt(fd_, SOL_PACKET, PACKET_IGNORE_OUTGOING, &on, sizeof on);
@@ -102,13 +100,13 @@ std::string Capture::open(const CaptureConfig& cfg) {
   sll.sll_family = AF_PACKET;
   sll.sll_protocol = htons(ETH_P_ALL);
   sll.sll_ifindex = static_cast<int>(ifindex);
-  if (err.empty() && bind(fd_, reinterpret_cast<sockaddr*>(&sll), sizeof sll) < 0) fail("cannot bind");
+  if (err.empty() && bind(fd_, reinterpret_cast<sockaddr*>(&sll), sizeof sll) < 0) fail("binding to it");
   if (err.empty() && !cfg.outbound) {
     // Mirrored frames carry other hosts' MACs. The membership goes with the socket.
     packet_mreq mr{};
     mr.mr_ifindex = static_cast<int>(ifindex);
     mr.mr_type = PACKET_MR_PROMISC;
-    if (setsockopt(fd_, SOL_PACKET, PACKET_ADD_MEMBERSHIP, &mr, sizeof mr) < 0) fail("cannot make it promiscuous");
+    if (setsockopt(fd_, SOL_PACKET, PACKET_ADD_MEMBERSHIP, &mr, sizeof mr) < 0) fail("making it promiscuous");
   }
   if (!err.empty()) {
     close();

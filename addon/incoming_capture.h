@@ -51,7 +51,7 @@ constexpr size_t kCaptureSnapLen = 262144;
 
 class Capture {
  public:
-  Capture();
+  Capture() = default;
   ~Capture() { close(); }
   Capture(const Capture&) = delete;
   Capture& operator=(const Capture&) = delete;

@@ -96,6 +96,19 @@ describe('bad input: a clear one-line error and nothing installed', () => {
     await expectNothingLeft(tb, instance);
   });
 
+  it('a mirror interface that is down is refused with the command that brings it up (T2CP_CAPTURE)', async () => {
+    const instance = 'down';
+    const must = async (argv: string[]) => expect((await tb.exec(tb.ns.backup, argv)).code).toBe(0);
+    await must(['ip', 'link', 'add', 'dn0', 'type', 'veth', 'peer', 'name', 'dn1']);
+    try {
+      const r = await runBackupCli(tb, flagsToArgv({ ...validBackupArgs(tb, instance), '--mirror-if': 'dn0' }));
+      expectRefused(r, { exit: 1, code: 'T2CP_CAPTURE', says: [/'dn0' is down/, /ip link set dn0 up/] });
+      await expectNothingLeft(tb, instance);
+    } finally {
+      await tb.exec(tb.ns.backup, ['ip', 'link', 'del', 'dn0']);
+    }
+  });
+
   it('the VIP already on a real interface of the backup is refused with the command that removes it (T2CP_VIP_PLACEMENT)', async () => {
     const instance = 'vip';
     const onE0 = `${tb.addr.vip}/32`;
