@@ -174,6 +174,7 @@ async function benchDownload(tb: Testbed, dir: string): Promise<void> {
   line('bulk_s2c_ratio', median(on) / median(off));
   line('bulk_s2c_replica_behind_ms', median(behind), `${trials(behind)}; replica done after the client, counters polled every 100 ms`);
   line('bulk_s2c_t2cp_cpu_s_per_GiB', median(cpuPerGiB), 'CPU of the t2cp process, busy-poll included');
+  line('bulk_s2c_interceptor_lost', replicated.reduce((a, t) => a + losses(t.counters), 0), 'target 0 (capture, gaps, queue overruns)');
   line('bulk_s2c_backup_byte_exact', replicated.every((t) => t.exact) ? 'yes' : 'NO');
 }
 
