@@ -69,7 +69,7 @@ for (const sc of replicationScenarios) {
       const lost = clientLog.filter((c) => lostKinds.has(c.kind));
       const kept = clientLog.filter((c) => !lostKinds.has(c.kind));
       const settled = () => backup.flows('closed').length + backup.flows('unprotected').length >= clientLog.length;
-      const deadline = Date.now() + (sc.settleMs ?? 30_000);
+      const deadline = Date.now() + 30_000;
       while (!settled() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
       primary.child.kill('SIGTERM');
       replica.child.kill('SIGTERM');

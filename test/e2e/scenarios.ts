@@ -29,8 +29,6 @@ export interface ReplicationScenario {
    * every other session stays exact and the client never notices.
    */
   expectLost?: { kinds: string[]; reason: string };
-  /** How long the replica may take to finish every flow after the client did, ms; default 30,000. */
-  settleMs?: number;
 }
 
 const MB = 1 << 20;
@@ -96,10 +94,6 @@ export const replicationScenarios: ReplicationScenario[] = [
     workload: { seed: 17, concurrency: 150, sessions: [{ kind: 'rr', times: 800, count: 2, reqSize: [4, 200], respSize: [1, 200] }] },
     replicaService: ['--backlog', '8'],
     mustCount: ['inject_reinjected'],
-    // The last flows can take tens of seconds (README, Known limits: handshake ACKs a
-    // full accept queue drops silently, sent again at a backed-off interval): measured
-    // 1–40 s in twelve runs, beyond the default 30 s in three.
-    settleMs: 90_000,
   },
   {
     // Injected data lost inside the backup (as under memory pressure): the
