@@ -30,7 +30,7 @@ const PORT = 7000;
 const TRIALS = Number(process.env.T2CP_BENCH_TRIALS ?? 3);
 // (a) and (a'): a 200 MB transfer lasts one second here, and three of them
 // put the upload ratio anywhere between 0.93 and 0.99 from run to run (the
-// target is 0.95); 500 MB × 5 gave 0.977 and 0.981 in two runs.
+// target is 0.95); 500 MB × 5 stays within a few hundredths from run to run.
 const BULK_TRIALS = Number(process.env.T2CP_BENCH_TRIALS ?? 5);
 const BULK_BYTES = Number(process.env.T2CP_BENCH_BULK_MB ?? 500) * MB;
 const STORM_CONNECTIONS = Number(process.env.T2CP_BENCH_CONNECTIONS ?? 20000);
@@ -326,7 +326,7 @@ async function steerMirrorReceive(tb: Testbed, toBackupCpu: boolean): Promise<vo
 
 /**
  * T2CP_BENCH_ONLY=bulk,download,latency,conn,failover runs a subset;
- * T2CP_BENCH_LATENCY=default,no_spin,rt,rt_spin,dedicated and
+ * T2CP_BENCH_LATENCY=default,no_spin,rt,rt_spin,rt_spin_rps and
  * T2CP_BENCH_FAILOVER=idle,bulk,download,download_queue,idle_no_recorder subsets of those.
  */
 const ONLY = new Set((process.env.T2CP_BENCH_ONLY ?? 'bulk,download,latency,conn,failover').split(','));
