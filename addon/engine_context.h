@@ -78,7 +78,8 @@ struct EngineContext {
   EventQueue events;
   LatencyHistogram latency;
   // Its first part: capture timestamp to the engine thread taking the frame
-  // (wake-up and ring read), for client segments that start a sample.
+  // (wake-up and the copy out of the socket), for client segments that
+  // start a sample.
   LatencyHistogram dequeue;
   Tun tun;
   // Flows touched since the last pump, by key: a flow may be erased (port

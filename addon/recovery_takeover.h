@@ -19,9 +19,9 @@
 //                  garp_count-1 more times every garp_interval_ms.
 //   5 connections  every taken-over flow resumes (recovery_connection_takeover).
 //   then           the TUN and the capture are closed on a thread of their
-//                  own: unregistering a device and unmapping the capture
-//                  ring take tens of ms, which the engine thread (now
-//                  translating every packet) must not wait for.
+//                  own: unregistering the TUN device takes tens of ms, which
+//                  the engine thread (now translating every packet) must not
+//                  wait for.
 //
 // Each step's start and end are recorded (CLOCK_REALTIME µs) and reported
 // as an event; the report is read by JS through report().

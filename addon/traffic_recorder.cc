@@ -102,7 +102,7 @@ void TrafficRecorder::record(uint64_t us, const uint8_t* ip, size_t len) {
   // Pure ACKs carry nothing to resupply; a FIN alone does (it takes a number).
   if (s.payload_len == 0 && !(s.flags & kFin)) return;
   std::lock_guard<std::mutex> g(mu_);
-  ring_.push_back({us, std::vector<uint8_t>(ip, ip + s.ip_len)});
+  ring_.push_back({us, flow_key(s.saddr, s.sport, s.dport), std::vector<uint8_t>(ip, ip + s.ip_len)});
   ring_bytes_ += s.ip_len;
   counters_.recorded_packets.fetch_add(1, std::memory_order_relaxed);
   counters_.recorded_bytes.fetch_add(s.payload_len, std::memory_order_relaxed);
@@ -173,11 +173,12 @@ std::vector<std::vector<uint8_t>> TrafficRecorder::lookup(uint32_t client_ip, ui
   if (max_payload == 0) max_payload = 1;
   std::vector<std::vector<uint8_t>> pieces;
   size_t total = 0;
+  const uint64_t key = flow_key(client_ip, client_port, vip_port);
   std::lock_guard<std::mutex> g(mu_);
   for (const Entry& e : ring_) {
+    if (e.key != key) continue;
     Segment s;
     if (parse_ipv4(e.ip.data(), e.ip.size(), false, &s) != ParseError::kOk) continue;
-    if (s.saddr != client_ip || s.sport != client_port || s.dport != vip_port) continue;
     // The part of [from, to) this segment carries, as offsets into its payload.
     uint32_t seg_end = s.seq + s.payload_len;
     uint32_t lo = after(from, s.seq) ? from : s.seq, hi = before(to, seg_end) ? to : seg_end;

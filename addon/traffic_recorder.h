@@ -70,7 +70,13 @@ class TrafficRecorder {
   uint64_t held_bytes() const;
 
  private:
-  struct Entry { uint64_t us; std::vector<uint8_t> ip; };
+  // key: client address and port, VIP port (flow_key()), so that lookup(),
+  // on the JS thread and holding the lock the recorder thread needs, skips
+  // other flows' segments without parsing them again.
+  struct Entry { uint64_t us; uint64_t key; std::vector<uint8_t> ip; };
+  static uint64_t flow_key(uint32_t client_ip, uint16_t client_port, uint16_t vip_port) {
+    return uint64_t(client_ip) << 32 | uint64_t(client_port) << 16 | vip_port;
+  }
   void run();
   static void on_frame(void* self, const uint8_t* frame, size_t caplen, uint64_t capture_ns);
   void record(uint64_t us, const uint8_t* ip, size_t len);

@@ -21,7 +21,7 @@
 import { T2cpError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Endpoint } from '../options.js';
-import { Channel, loadKey, type BackupState, type Received } from '../control/index.js';
+import { Channel, loadKey, sameEndpoint, type BackupState, type Received } from '../control/index.js';
 import type { TakeoverRecord, TakeoverTrigger } from './recovery.js';
 
 export interface ControlOptions {
@@ -99,8 +99,7 @@ export class BackupControl {
   }
 
   private fromDetector(r: Received): boolean {
-    const d = this.opts.detector;
-    return !!d && r.from.address === d.address && r.from.port === d.port;
+    return !!this.opts.detector && sameEndpoint(r.from, this.opts.detector);
   }
 
   async close(): Promise<void> {
@@ -109,7 +108,7 @@ export class BackupControl {
   }
 
   private fromLocalCli(r: Received): boolean {
-    return r.from.address === '127.0.0.1' && !(this.opts.detector && r.from.address === this.opts.detector.address && r.from.port === this.opts.detector.port);
+    return r.from.address === '127.0.0.1' && !this.fromDetector(r);
   }
 
   private onMessage(r: Received): void {

@@ -6,6 +6,11 @@ import type { Testbed } from '../../scripts/testbed.js';
 
 const addonModule = fileURLToPath(new URL('../../dist/src/addon.js', import.meta.url));
 
+/** The nft tables of any t2cp instance in a namespace (`t2cp_*`: the backup's, the fences). */
+export async function t2cpTables(tb: Testbed, ns: string): Promise<string[]> {
+  return (await tb.exec(ns, ['nft', 'list', 'tables'])).stdout.split('\n').filter((l) => l.includes('t2cp_'));
+}
+
 export async function kernelLeftovers(tb: Testbed, instance: string): Promise<string[]> {
   const found: string[] = [];
   const tables = await tb.exec(tb.ns.backup, ['nft', 'list', 'tables']);

@@ -17,7 +17,7 @@ import { startClient } from '../../scripts/processes.js';
 import { answeredByOne, compareTakeover } from '../../scripts/takeover-check.js';
 import { waitFor } from '../../scripts/wait.js';
 import { readLog, readPackets, startCapture, type ClientLogLine, type ServiceLogLine } from './harness.js';
-import { kernelLeftovers } from './leftovers.js';
+import { kernelLeftovers, t2cpTables } from './leftovers.js';
 import { useLab } from './lab.js';
 import { mixedWorkload } from './takeover-scenarios.js';
 
@@ -121,8 +121,7 @@ describe('Pacemaker decides the takeover (t2cp resource agent)', () => {
     // Nothing left behind: the cluster stopped its resources and itself; no VIP anywhere.
     expect(await kernelLeftovers(tb, INSTANCE)).toEqual([]);
     for (const ns of [tb.ns.primary, tb.ns.backup]) {
-      const tables = (await tb.exec(ns, ['nft', 'list', 'tables'])).stdout;
-      expect(tables.split('\n').filter((l) => l.includes('t2cp_'))).toEqual([]);
+      expect(await t2cpTables(tb, ns)).toEqual([]);
       expect(await vipsOn(ns), `the VIP in ${ns}`).toEqual([]);
       const left = execFileSync('ip', ['netns', 'pids', ns], { encoding: 'utf8' }).split('\n').filter(Boolean).map(Number)
         .filter((pid) => ![pcmk.services.primary.pid, pcmk.services.backup.pid].includes(pid));

@@ -10,6 +10,7 @@ import { runClient } from '../../scripts/processes.js';
 import { startTakeoverLab } from '../../scripts/takeover-lab.js';
 import { waitFor } from '../../scripts/wait.js';
 import { readLog, readPackets, startCapture } from './harness.js';
+import { t2cpTables } from './leftovers.js';
 import { useLab } from './lab.js';
 
 const PORT = 7000;
@@ -47,14 +48,12 @@ describe('takeover: a crash of the detector or the agent leaves nothing behind',
   it('their fence tables go with them (SIGKILL)', async () => {
     const { tb, dir } = lab;
     const pair = await startTakeoverLab(tb, dir, { ports: [PORT], instance: 'tko' });
-    const t2cpTables = async (ns: string): Promise<string[]> =>
-      (await tb.exec(ns, ['nft', 'list', 'tables'])).stdout.split('\n').filter((l) => l.includes('t2cp_'));
     // Prepared at start (tables and empty chains), so a takeover only adds rules.
-    expect(await t2cpTables(tb.ns.gateway)).not.toEqual([]);
-    expect(await t2cpTables(tb.ns.primary)).not.toEqual([]);
+    expect(await t2cpTables(tb, tb.ns.gateway)).not.toEqual([]);
+    expect(await t2cpTables(tb, tb.ns.primary)).not.toEqual([]);
     pair.gateway!.child.kill('SIGKILL');
     pair.agent!.child.kill('SIGKILL');
-    await waitFor(async () => (await t2cpTables(tb.ns.gateway)).length === 0 && (await t2cpTables(tb.ns.primary)).length === 0,
+    await waitFor(async () => (await t2cpTables(tb, tb.ns.gateway)).length === 0 && (await t2cpTables(tb, tb.ns.primary)).length === 0,
       { timeoutMs: 5_000, what: 'the kernel removing the owned tables' });
     await pair.stop();
   });

@@ -14,7 +14,7 @@ import { startTakeoverLab } from '../../scripts/takeover-lab.js';
 import { distCli } from '../../scripts/t2cp-process.js';
 import { waitFor } from '../../scripts/wait.js';
 import { readLog, startCapture, type ClientLogLine, type ServiceLogLine } from './harness.js';
-import { kernelLeftovers } from './leftovers.js';
+import { kernelLeftovers, t2cpTables } from './leftovers.js';
 import { useLab } from './lab.js';
 import { takeoverScenarios } from './takeover-scenarios.js';
 
@@ -89,10 +89,7 @@ for (const sc of takeoverScenarios) {
       expect(answered.lateFromPrimary).toEqual([]);
       expect(await kernelLeftovers(tb, INSTANCE)).toEqual([]);
       // The fences went with the detector and the agent.
-      for (const ns of [tb.ns.gateway, tb.ns.primary]) {
-        const tables = (await tb.exec(ns, ['nft', 'list', 'tables'])).stdout;
-        expect(tables.split('\n').filter((l) => l.includes('t2cp_'))).toEqual([]);
-      }
+      for (const ns of [tb.ns.gateway, tb.ns.primary]) expect(await t2cpTables(tb, ns)).toEqual([]);
     });
   });
 }

@@ -38,23 +38,12 @@ constexpr size_t kEth = 14;
 // Loaded once (the verifier's work): every Pair rewrites the one map entry.
 KernelTranslator g_kt;
 
-struct Pair {
-  EngineConfig cfg;
-  std::unique_ptr<EngineContext> ctx;
-  std::unique_ptr<ActiveMode> am;
+struct Pair : OneFlow {
   KernelTranslator& kt = g_kt;
-  Flow* f = nullptr;
 
   // A taken-over flow with random numbers (both spaces anywhere on the
   // circle, either clock ahead, any window shifts), in both translators.
   Pair() {
-    cfg.vip = kVip;
-    cfg.ports = {kPort};
-    ctx = std::make_unique<EngineContext>(cfg);
-    am = std::make_unique<ActiveMode>(*ctx);
-    f = ctx->flows.insert(FlowKey{kClient, kClientPort, kPort});
-    f->state = FlowState::kSynchronised;
-    f->p_synack = f->b_synack = true;
     f->p_isn = rnd32();
     f->b_isn = chance(20) ? f->p_isn - 1 - rnd_below(4096) : rnd32();
     f->seq_delta = f->b_isn - f->p_isn;

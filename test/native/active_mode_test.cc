@@ -24,19 +24,8 @@ using namespace t2cp_test;
 namespace {
 
 
-struct Fixture {
-  EngineConfig cfg;
-  std::unique_ptr<EngineContext> ctx;
-  std::unique_ptr<ActiveMode> am;
-  Flow* f = nullptr;
+struct Fixture : OneFlow {
   Fixture() {
-    cfg.vip = kVip;
-    cfg.ports = {kPort};
-    ctx = std::make_unique<EngineContext>(cfg);
-    am = std::make_unique<ActiveMode>(*ctx);
-    f = ctx->flows.insert(FlowKey{kClient, kClientPort, kPort});
-    f->state = FlowState::kSynchronised;
-    f->p_synack = f->b_synack = true;
     f->p_isn = 0xFFFFFF00u;               // the primary's numbers cross the wrap
     f->b_isn = 0x12345678u;
     f->seq_delta = f->b_isn - f->p_isn;
