@@ -12,7 +12,7 @@ namespace t2cp {
 
 #define T2CP_COUNTERS(X)                                                          \
   X(mirror_packets)          /* frames read from the mirror port */                \
-  X(mirror_bytes)                                                                  \
+  X(mirror_bytes)            /* copied out of the capture (the primary's: headers) */\
   X(mirror_superframes)      /* frames longer than one MTU (GRO/TSO) */            \
   X(mirror_unknown_flow)     /* no flow and not a SYN: after an entry expired */   \
   X(mirror_not_replicated)   /* neither end is VIP:port (filter race) */           \

@@ -14,21 +14,113 @@
 #include <ctime>
 #include <cstring>
 #include <fstream>
+#include <iterator>
 
 namespace t2cp {
 
-std::string capture_filter(const CaptureConfig& cfg) {
+namespace {
+
+// "tcp and dst host VIP and (dst port P or ...)"; dir "src " for the other way.
+std::string direction_filter(const CaptureConfig& cfg, const char* dir) {
   char vip[INET_ADDRSTRLEN];
   inet_ntop(AF_INET, &cfg.vip, vip, sizeof vip);
-  const char* dir = cfg.outbound ? "dst " : "";
-  std::string f = std::string("tcp and ") + dir + "host ";
-  f += vip;
-  f += " and (";
+  std::string f = std::string("tcp and ") + dir + "host " + vip + " and (";
   for (size_t i = 0; i < cfg.ports.size(); i++) {
     if (i) f += " or ";
     f += std::string(dir) + "port " + std::to_string(cfg.ports[i]);
   }
   return f + ")";
+}
+
+// libpcap compiles the filter text for Ethernet frames, with kCaptureSnapLen
+// as what an accepting path returns.
+std::string compile(const std::string& filter, std::vector<sock_filter>* out) {
+  pcap_t* dead = pcap_open_dead(DLT_EN10MB, static_cast<int>(kCaptureSnapLen));
+  if (!dead) return "cannot compile capture filter: out of memory";
+  bpf_program prog{};
+  std::string err;
+  if (pcap_compile(dead, &prog, filter.c_str(), 1, PCAP_NETMASK_UNKNOWN) < 0) {
+    err = "cannot compile capture filter '" + filter + "': " + pcap_geterr(dead);
+  } else {
+    const sock_filter* insns = reinterpret_cast<const sock_filter*>(prog.bf_insns);  // same layout as struct bpf_insn
+    out->assign(insns, insns + prog.bf_len);
+    pcap_freecode(&prog);
+  }
+  pcap_close(dead);
+  return err;
+}
+
+// A return of a libpcap program: it rejects with 0 and accepts with the
+// snaplen it was compiled with.
+enum class Return { kNone, kReject, kAccept, kOther };
+Return return_kind(const sock_filter& in) {
+  if (BPF_CLASS(in.code) != BPF_RET) return Return::kNone;
+  if (in.code != (BPF_RET | BPF_K)) return Return::kOther;
+  return in.k == 0 ? Return::kReject : in.k == kCaptureSnapLen ? Return::kAccept : Return::kOther;
+}
+
+std::string unexpected_return(const std::string& filter) {
+  return "cannot build the capture program: libpcap compiled '" + filter + "' to an unexpected return";
+}
+
+sock_filter stmt(uint16_t code, uint32_t k) { return BPF_STMT(code, k); }
+sock_filter jump(uint16_t code, uint32_t k, uint8_t jt, uint8_t jf) { return BPF_JUMP(code, k, jt, jf); }
+
+// Where the IPv4 total length lies in an untagged Ethernet frame, bytes: the
+// second field of the header after the 14-byte Ethernet header. A frame the
+// from-VIP program accepted is untagged: it checked EtherType IPv4 at byte 12.
+constexpr uint32_t kIpTotalLengthOffset = 14 + 2;
+
+}  // namespace
+
+std::string capture_filter(const CaptureConfig& cfg) {
+  if (cfg.outbound) return direction_filter(cfg, "dst ");
+  return "(" + direction_filter(cfg, "dst ") + ") or (" + direction_filter(cfg, "src ") + ")";
+}
+
+std::string capture_program(const CaptureConfig& cfg, std::vector<sock_filter>* prog) {
+  prog->clear();
+  const std::string to_vip_text = direction_filter(cfg, "dst ");
+  std::vector<sock_filter> to_vip;
+  std::string err = compile(to_vip_text, &to_vip);
+  if (!err.empty()) return err;
+  if (cfg.outbound) {
+    *prog = std::move(to_vip);
+    return "";
+  }
+  const std::string from_vip_text = direction_filter(cfg, "src ");
+  std::vector<sock_filter> from_vip;
+  err = compile(from_vip_text, &from_vip);
+  if (!err.empty()) return err;
+
+  // Layout: to_vip, from_vip, tail. A jump's k counts the instructions after it.
+  const size_t start = to_vip.size(), tail = start + from_vip.size();
+  for (size_t i = 0; i < to_vip.size(); i++) {
+    Return r = return_kind(to_vip[i]);
+    if (r == Return::kOther) return unexpected_return(to_vip_text);
+    if (r == Return::kReject) to_vip[i] = stmt(BPF_JMP | BPF_JA, static_cast<uint32_t>(start - i - 1));
+  }
+  for (size_t i = 0; i < from_vip.size(); i++) {
+    Return r = return_kind(from_vip[i]);
+    if (r == Return::kOther) return unexpected_return(from_vip_text);
+    if (r == Return::kAccept) from_vip[i] = stmt(BPF_JMP | BPF_JA, static_cast<uint32_t>(tail - (start + i) - 1));
+  }
+  const sock_filter tail_insns[] = {
+      stmt(BPF_LD | BPF_H | BPF_ABS, kIpTotalLengthOffset),
+      jump(BPF_JMP | BPF_JEQ | BPF_K, 0, 0, 1),
+      stmt(BPF_RET | BPF_K, static_cast<uint32_t>(kCaptureSnapLen)),  // BIG TCP: whole
+      stmt(BPF_RET | BPF_K, static_cast<uint32_t>(kHeaderSnapLen)),
+  };
+  prog->reserve(tail + std::size(tail_insns));
+  prog->insert(prog->end(), to_vip.begin(), to_vip.end());
+  prog->insert(prog->end(), from_vip.begin(), from_vip.end());
+  prog->insert(prog->end(), std::begin(tail_insns), std::end(tail_insns));
+  if (prog->size() > BPF_MAXINSNS) {
+    prog->clear();
+    return "cannot build the capture program: " + std::to_string(cfg.ports.size()) +
+           " ports make it longer than the kernel's " + std::to_string(BPF_MAXINSNS) + " instructions";
+  }
+  return "";
 }
 
 // The interface's receive drops (what libpcap reported as ps_ifdrop); 0 when
@@ -39,24 +131,17 @@ static uint64_t interface_rx_dropped(const std::string& ifname) {
   return (in >> v) ? v : 0;
 }
 
-// libpcap compiles the filter text for Ethernet frames; the kernel runs the
-// program on every frame before it is queued to the socket.
-static std::string attach_filter(int fd, const std::string& filter) {
-  pcap_t* dead = pcap_open_dead(DLT_EN10MB, static_cast<int>(kCaptureSnapLen));
-  if (!dead) return "cannot compile capture filter: out of memory";
-  bpf_program prog{};
-  std::string err;
-  if (pcap_compile(dead, &prog, filter.c_str(), 1, PCAP_NETMASK_UNKNOWN) < 0) {
-    err = "cannot compile capture filter '" + filter + "': " + pcap_geterr(dead);
-  } else {
-    sock_fprog fprog{};
-    fprog.len = static_cast<unsigned short>(prog.bf_len);
-    fprog.filter = reinterpret_cast<sock_filter*>(prog.bf_insns);  // same layout as struct bpf_insn
-    if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &fprog, sizeof fprog) < 0)
-      err = "cannot install capture filter '" + filter + "': " + strerror(errno);
-    pcap_freecode(&prog);
-  }
-  pcap_close(dead);
+// The kernel runs the program on every frame before it is queued to the
+// socket, and queues only as many bytes as it returns.
+static std::string attach_filter(int fd, const CaptureConfig& cfg) {
+  std::vector<sock_filter> prog;
+  std::string err = capture_program(cfg, &prog);
+  if (!err.empty()) return err;
+  sock_fprog fprog{};
+  fprog.len = static_cast<unsigned short>(prog.size());
+  fprog.filter = prog.data();
+  if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &fprog, sizeof fprog) < 0)
+    err = "cannot install capture filter '" + capture_filter(cfg) + "': " + strerror(errno);
   return err;
 }
 
@@ -84,7 +169,7 @@ std::string Capture::open(const CaptureConfig& cfg) {
     err = "interface '" + cfg.ifname + "' is not Ethernet";
   if (err.empty() && ioctl(fd_, SIOCGIFFLAGS, &ifr) == 0 && !(ifr.ifr_flags & IFF_UP))
     err = "interface '" + cfg.ifname + "' is down: bring it up with `ip link set " + cfg.ifname + " up`";
-  if (err.empty()) err = attach_filter(fd_, capture_filter(cfg));
+  if (err.empty()) err = attach_filter(fd_, cfg);
   // The kernel doubles what it is given (bookkeeping overhead), so the queue
   // holds about --capture-buffer bytes of frames, each charged its real size.
   int half = static_cast<int>(cfg.buffer_bytes / 2);

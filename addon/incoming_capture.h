@@ -1,6 +1,9 @@
 // Incoming traffic processor, capture side: a packet socket on the mirror
-// port with a BPF filter compiled from the configuration (by libpcap), both
-// directions of the primary's traffic for VIP:ports.
+// port with a classic BPF program built from the configuration (compiled by
+// libpcap), both directions of the primary's traffic for VIP:ports: the
+// clients' frames whole, the primary's cut to their headers in the kernel
+// (kHeaderSnapLen), so its payload, which the engine never reads, is never
+// copied out.
 //
 // A plain packet socket read with recvmmsg, not a libpcap ring: the ring
 // that keeps latency low (TPACKET_V2, immediate mode) has one fixed slot per
@@ -13,7 +16,8 @@
 //
 // Call order: open() on the JS thread (errors surface as exceptions there),
 // then dispatch() and stats() only on the engine thread, close() after the
-// engine thread has stopped.
+// engine thread has stopped. capture_filter() and capture_program() keep no
+// state: any thread (open() calls them on the JS thread).
 #pragma once
 #include <linux/if_packet.h>
 #include <sys/socket.h>
@@ -23,6 +27,8 @@
 #include <memory>
 #include <string>
 #include <vector>
+
+struct sock_filter;  // <linux/filter.h>: one classic BPF instruction
 
 namespace t2cp {
 
@@ -36,18 +42,39 @@ struct CaptureConfig {
   bool outbound = false;
 };
 
-// The BPF filter text for a configuration, e.g.
-// "tcp and host 198.18.1.10 and (port 7000 or port 6379)"; outbound:
-// "tcp and dst host 198.18.1.10 and (dst port 7000 or dst port 6379)".
+// The BPF filter text of what a configuration captures (for logs and
+// tcpdump). Outbound, frames toward VIP:ports:
+// "tcp and dst host 198.18.1.10 and (dst port 7000 or dst port 6379)";
+// mirror, those or the ones from VIP:ports:
+// "(tcp and dst host 198.18.1.10 and (dst port 7000 or dst port 6379)) or
+//  (tcp and src host 198.18.1.10 and (src port 7000 or src port 6379))".
 std::string capture_filter(const CaptureConfig& cfg);
-
-// One captured frame: Ethernet header first, `caplen` bytes (shorter than
-// the frame only beyond kCaptureSnapLen), the kernel's receive timestamp.
-using CaptureHandler = void (*)(void* user, const uint8_t* frame, size_t caplen, uint64_t capture_ns);
 
 // Larger than any frame the mirror can deliver: GRO/TSO super-frames reach
 // 64 KiB, BIG TCP more. A shorter buffer would truncate payload we need.
 constexpr size_t kCaptureSnapLen = 262144;
+
+// Bytes the mirror capture keeps of a frame from VIP:ports: the longest
+// header stack parse_ethernet accepts, Ethernet 14 + two VLAN tags 2 x 4 +
+// IPv4 with options 60 + TCP with options 60. The engine reads the primary's
+// headers only; the payload's length is the IPv4 total length's.
+constexpr size_t kHeaderSnapLen = 14 + 2 * 4 + 60 + 60;
+
+// The classic BPF program the capture attaches, into *prog. Outbound: the
+// capture_filter text compiled by libpcap, frames kept whole. Mirror: two
+// libpcap programs spliced into one. The first, frames toward VIP:ports,
+// keeps them whole (returns kCaptureSnapLen); each of its rejections jumps
+// to the second, frames from VIP:ports, whose acceptances jump to a tail
+// that returns kHeaderSnapLen, or kCaptureSnapLen when the IPv4 total length
+// is 0 (BIG TCP: only the frame's own length tells the payload's, and a cut
+// copy would lose it). Anything else returns 0 (dropped).
+// Returns "" or a one-line error.
+std::string capture_program(const CaptureConfig& cfg, std::vector<sock_filter>* prog);
+
+// One captured frame: Ethernet header first, `caplen` bytes (shorter than
+// the frame beyond kCaptureSnapLen, and on the mirror beyond kHeaderSnapLen
+// for a frame from VIP:ports), the kernel's receive timestamp.
+using CaptureHandler = void (*)(void* user, const uint8_t* frame, size_t caplen, uint64_t capture_ns);
 
 class Capture {
  public:

@@ -20,12 +20,20 @@ void IncomingProcessor::on_mirror_frame(const uint8_t* frame, size_t caplen, uin
   c.add(k_mirror_packets);
   c.add(k_mirror_bytes, caplen);
   Segment s;
-  ParseError e = parse_ethernet(frame, caplen, &s);
+  // The capture keeps only the headers of frames from VIP:ports
+  // (kHeaderSnapLen): the primary's payload may be cut, anyone else's not.
+  ParseError e = parse_ethernet(frame, caplen, true, &s);
+  if (e == ParseError::kOk && size_t(s.ip - frame) + s.ip_len > caplen) {
+    bool client = s.daddr == ctx_.cfg.vip && ctx_.port_set.test(s.dport);
+    bool primary = s.saddr == ctx_.cfg.vip && ctx_.port_set.test(s.sport);
+    if (client || !primary) e = ParseError::kTruncatedIp;
+  }
   if (e != ParseError::kOk) {
     c.mirror_parse[static_cast<int>(e)].fetch_add(1, std::memory_order_relaxed);
     return;
   }
-  if (caplen > kMaxPlainFrame) c.add(k_mirror_superframes);
+  // The frame's length on the wire: a cut one's from its IPv4 header.
+  if (std::max(caplen, size_t(s.ip - frame) + s.ip_len) > kMaxPlainFrame) c.add(k_mirror_superframes);
   if (s.daddr == ctx_.cfg.vip && ctx_.port_set.test(s.dport)) on_client_segment(s, capture_ns);
   else if (s.saddr == ctx_.cfg.vip && ctx_.port_set.test(s.sport)) on_primary_segment(s);
   else c.add(k_mirror_not_replicated);

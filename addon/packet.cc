@@ -171,6 +171,10 @@ ParseError parse_ip(const uint8_t* ip, size_t len, bool allow_truncated_payload,
 }  // namespace
 
 ParseError parse_ethernet(const uint8_t* frame, size_t caplen, Segment* out) {
+  return parse_ethernet(frame, caplen, false, out);
+}
+
+ParseError parse_ethernet(const uint8_t* frame, size_t caplen, bool allow_truncated_payload, Segment* out) {
   if (caplen < kEthHdrLen) return ParseError::kTruncatedL2;
   size_t off = kEthHdrLen;
   uint16_t type = be16(frame + 12);
@@ -181,7 +185,7 @@ ParseError parse_ethernet(const uint8_t* frame, size_t caplen, Segment* out) {
     off += kVlanTagLen;
   }
   if (type != kEthIpv4) return ParseError::kNotIpv4;
-  return parse_ip(frame + off, caplen - off, false, true, out);
+  return parse_ip(frame + off, caplen - off, allow_truncated_payload, true, out);
 }
 
 ParseError parse_ipv4(const uint8_t* ip, size_t len, bool allow_truncated_payload, Segment* out) {

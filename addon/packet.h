@@ -98,6 +98,17 @@ extern const char* const kParseErrorNames[static_cast<int>(ParseError::kCount)];
 // total length 0 on a smaller packet is kBadIpHeader.
 ParseError parse_ethernet(const uint8_t* frame, size_t caplen, Segment* out);
 
+// The same, but with allow_truncated_payload a capture that cuts only the
+// payload (the mirror keeps the primary's frames to their headers) parses:
+// payload_len and ip_len are what the IPv4 header announces, and the payload
+// bytes present are min(payload_len, caplen - (payload - frame)). The
+// headers must be complete. The BIG TCP rule is unchanged, so a cut copy of
+// a frame with total length 0 is kBadIpHeader (its length went with the
+// cut). The result is the strict parse's, except that its kTruncatedIp for a
+// cut payload is kOk here: a caller that accepts a cut frame only from one
+// sender reports kTruncatedIp for the others when (ip - frame) + ip_len > caplen.
+ParseError parse_ethernet(const uint8_t* frame, size_t caplen, bool allow_truncated_payload, Segment* out);
+
 // Parse a packet that starts at its IPv4 header (NFQUEUE, TUN). len is the
 // number of bytes available; the IPv4 total length must fit in it unless
 // allow_truncated_payload (NFQUEUE copies only headers): then payload points

@@ -6,7 +6,7 @@
 //                  (seeds built in, plus every file of each DIR).
 //
 // Each input is parsed as an Ethernet frame and as an IPv4 packet (at offset
-// 0 and after a 14-byte L2 header), in both payload modes. A parsed segment
+// 0 and after a 14-byte L2 header), each in both payload modes. A parsed segment
 // must satisfy the layout invariants and survive build_segment -> parse_ipv4
 // with every field intact. A broken invariant aborts with a message.
 #include <cstdint>
@@ -158,6 +158,19 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     Segment t;
     REQUIRE(parse_ipv4(s.ip, static_cast<size_t>(data + size - s.ip), false, &t) == ParseError::kOk);
     REQUIRE(t.ip_len == s.ip_len && t.payload_len == s.payload_len && same_options(t.opt, s.opt));
+  }
+  // Allowing a cut payload (the mirror's primary frames) changes only the
+  // strict parse's kTruncatedIp for a cut payload.
+  Segment l;
+  const ParseError le = parse_ethernet(data, size, true, &l);
+  REQUIRE(static_cast<int>(le) < static_cast<int>(ParseError::kCount));
+  if (le == ParseError::kOk) {
+    check_layout(l, data, size, true);
+    const bool cut = static_cast<size_t>(l.ip - data) + l.ip_len > size;
+    REQUIRE(e == (cut ? ParseError::kTruncatedIp : ParseError::kOk));
+    if (!cut) REQUIRE(l.ip_len == s.ip_len && l.payload_len == s.payload_len && same_options(l.opt, s.opt));
+  } else {
+    REQUIRE(e == le);
   }
   fuzz_ip(data, size);
   if (size >= 14) fuzz_ip(data + 14, size - 14);

@@ -1,6 +1,6 @@
-// Native tier: the packet layer's and the replication logic's C++ tests and the
-// parser fuzzer under ASan/UBSan, built and run by test/native/run.sh (g++;
-// libFuzzer when clang is installed).
+// Native tier: the packet layer's, the mirror capture program's and the
+// replication logic's C++ tests and the parser fuzzer under ASan/UBSan,
+// built and run by test/native/run.sh (g++; libFuzzer when clang is installed).
 
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -43,6 +43,13 @@ describe('native packet layer (ASan/UBSan)', () => {
     expect(result.output, result.output).toMatch(/packet_test: \d+ passed, 0 failed/);
     expect(result.signal, result.output).toBeNull();
     expect(result.code, result.output).toBe(0);
+  });
+
+  it('capture_test passes (the mirror capture keeps the primary\'s headers only)', () => {
+    const m = /capture_test: (\d+) passed, (\d+) failed/.exec(result.output);
+    expect(m, result.output).not.toBeNull();
+    expect(Number(m?.[1])).toBeGreaterThan(0);
+    expect(Number(m?.[2]), result.output).toBe(0);
   });
 
   it('replication_test passes (stream buffer, sequence map)', () => {

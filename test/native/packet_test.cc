@@ -605,6 +605,19 @@ void test_every_truncation() {
       } else {
         CHECK_ERR(e, ParseError::kTruncatedIp);
       }
+      // A cut payload parses when allowed, with the announced length; any
+      // other cut fails as in the strict parse.
+      Segment loose;
+      const ParseError le = parse_ethernet(f.get(), n, true, &loose);
+      if (n >= l2 + ihl + thl) {
+        CHECK_ERR(le, ParseError::kOk);
+        CHECK_EQ(loose.payload_len, 100u);
+        CHECK_EQ(loose.ip_len, ip.size());
+        CHECK(loose.payload == f.get() + l2 + ihl + thl);
+        CHECK_EQ(loose.opt.wscale, 9);
+      } else {
+        CHECK_ERR(le, e);
+      }
     }
     for (size_t n = 0; n <= ip.size(); ++n) {
       auto p = exact_copy(ip.data(), n);
@@ -862,6 +875,70 @@ void test_big_tcp_superframe() {
   CHECK_EQ(seg.payload_len, 65535u - 40);
 }
 
+// The mirror keeps the primary's frames to their headers: parsed with
+// allow_truncated_payload, every header field and the announced payload
+// length are there. The strict parse (a client's frame) of the same bytes is
+// kTruncatedIp, exactly when the announced packet runs past the capture.
+void test_frame_cut_to_headers() {
+  const Bytes ip = sample_ip(1400);  // IPv4 20 + TCP 52 (TS, 2 SACK blocks) + 1400 bytes
+  for (int tags = 0; tags <= 2; ++tags) {
+    const Bytes f = tags == 0 ? ethernet(ip.data(), ip.size())
+                    : tags == 1 ? ethernet(ip.data(), ip.size(), {0x8100})
+                                : ethernet(ip.data(), ip.size(), {0x88A8, 0x8100});
+    const size_t l2 = 14 + 4 * tags;
+    for (size_t n : {l2 + 72, l2 + 73, size_t{142}, f.size() - 1}) {
+      auto b = exact_copy(f.data(), n);
+      Segment cut, strict;
+      CHECK_ERR(parse_ethernet(b.get(), n, true, &cut), ParseError::kOk);
+      CHECK_ERR(parse_ethernet(b.get(), n, &strict), ParseError::kTruncatedIp);
+      CHECK_EQ(cut.payload_len, 1400u);
+      CHECK_EQ(cut.ip_len, ip.size());
+      CHECK(size_t(cut.ip - b.get()) + cut.ip_len > n);  // the caller's test for a cut frame
+      CHECK(cut.saddr == addr(10, 0, 0, 1) && cut.sport == 40000 && cut.dport == 80);
+      CHECK(cut.seq == 1000 && cut.ack == 2000 && cut.window == 512 && cut.flags == (kAck | kPsh));
+      CHECK(cut.opt.has_ts && cut.opt.tsval == 0x01020304 && cut.opt.sack_count == 2);
+    }
+  }
+  // Whole frames parse the same either way; padding is not payload.
+  SegmentSpec a = basic_spec();
+  a.flags = kAck;
+  const Bytes ack = build(a);
+  Bytes padded = ethernet(ack.data(), ack.size());
+  padded.resize(60, 0xEE);
+  Segment s;
+  CHECK_ERR(parse_ethernet(padded.data(), padded.size(), true, &s), ParseError::kOk);
+  CHECK_EQ(s.payload_len, 0u);
+  CHECK(size_t(s.ip - padded.data()) + s.ip_len <= padded.size());
+  // A BIG TCP frame (total length 0) cut short has lost its length.
+  Bytes big = sample_ip(0);
+  big.resize(big.size() + 70000, 0x55);
+  wr16(&big[2], 0);
+  fix_ip_check(big.data());
+  const Bytes bf = ethernet(big.data(), big.size());
+  auto whole = exact_copy(bf.data(), bf.size());
+  CHECK_ERR(parse_ethernet(whole.get(), bf.size(), true, &s), ParseError::kOk);
+  CHECK_EQ(s.payload_len, 70000u);
+  auto cut = exact_copy(bf.data(), 142);
+  CHECK_ERR(parse_ethernet(cut.get(), 142, true, &s), ParseError::kBadIpHeader);
+}
+
+// Allowing a cut payload changes nothing but a cut payload's kTruncatedIp:
+// on_mirror_frame relies on it to report a client's cut frame as before.
+void test_cut_allowance_matches_strict_parse() {
+  const Bytes ips[] = {sample_ip(0), sample_ip(1), sample_ip(300), ip_with_options({2, 4, 5, 0xB4}, 12, 40)};
+  for (const Bytes& ip : ips) {
+    const Bytes f = ethernet(ip.data(), ip.size(), {0x8100});
+    for (size_t n = 0; n <= f.size(); ++n) {
+      auto b = exact_copy(f.data(), n);
+      Segment strict, loose;
+      const ParseError se = parse_ethernet(b.get(), n, &strict);
+      const ParseError le = parse_ethernet(b.get(), n, true, &loose);
+      const bool cut = le == ParseError::kOk && size_t(loose.ip - b.get()) + loose.ip_len > n;
+      CHECK_ERR(cut ? ParseError::kTruncatedIp : le, se);
+    }
+  }
+}
+
 // CHECKSUM_PARTIAL frames (veth, NIC offload): the TCP checksum field holds
 // only the pseudo-header sum. They must parse.
 void test_checksum_partial_frames_parse() {
@@ -1079,6 +1156,8 @@ int main(int argc, char** argv) {
   run_test("Ethernet padding ignored", test_ethernet_padding);
   run_test("BIG TCP super-frame with total length 0", test_big_tcp_superframe);
   run_test("CHECKSUM_PARTIAL frames parse", test_checksum_partial_frames_parse);
+  run_test("a frame cut to its headers parses when allowed", test_frame_cut_to_headers);
+  run_test("allowing a cut payload changes only its kTruncatedIp", test_cut_allowance_matches_strict_parse);
   run_test("TCP option parsing", test_tcp_option_parsing);
   run_test("sequence arithmetic across the 2^32 wrap", test_seq_wrap);
   return finish();

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Native tier: builds the packet-layer tests, the replication-logic tests,
-# the active-mode (takeover) translation tests (the engine's, and the
-# kernel's against it: needs root and the built addon's BPF object) and the fuzz target under AddressSanitizer + UBSan into build/native/, runs
-# packet_test and replication_test, then fuzzes the parser for S seconds
-# (libFuzzer when clang++ can link it, otherwise the standalone driver built
-# with g++). Exits non-zero on any failure.
+# Native tier: builds the packet-layer tests, the mirror capture's BPF
+# program tests (libpcap), the replication-logic tests, the active-mode
+# (takeover) translation tests (the engine's, and the kernel's against it:
+# needs root and the built addon's BPF object) and the fuzz target under
+# AddressSanitizer + UBSan into build/native/, runs them, then fuzzes the
+# parser for S seconds (libFuzzer when clang++ can link it, otherwise the
+# standalone driver built with g++). Exits non-zero on any failure.
 #
 #   bash test/native/run.sh [--fuzz-seconds S]     (default 20)
 #
@@ -29,6 +30,8 @@ export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
 
 echo "native: building packet_test (g++)"
 g++ "${common[@]}" "$src/packet_test.cc" "$root/addon/packet.cc" -o "$out/packet_test"
+echo "native: building capture_test (g++, libpcap)"
+g++ "${common[@]}" "$src/capture_test.cc" "$root/addon/incoming_capture.cc" "$root/addon/packet.cc" -lpcap -o "$out/capture_test"
 echo "native: building replication_test (g++)"
 g++ "${common[@]}" "$src/replication_test.cc" "$root/addon/stream_buffer.cc" -o "$out/replication_test"
 # Active mode (the engine's translator, which also drives the kernel's).
@@ -66,7 +69,14 @@ if [ "$status" -ne 0 ]; then
   exit 1
 fi
 
-# A replication_test failure is reported at the end: the parser is fuzzed anyway.
+# A capture_test or replication_test failure is reported at the end: the parser is fuzzed anyway.
+capture_status=0
+capture_log="$out/capture_test.log"
+"$out/capture_test" > "$capture_log" 2>&1 || capture_status=$?
+grep -v '^ok ' "$capture_log" || true
+capture_summary="$(tail -n 1 "$capture_log")"
+[ "$capture_status" -eq 0 ] || echo "native: capture_test failed (exit $capture_status); see $capture_log" >&2
+
 repl_status=0
 repl_log="$out/replication_test.log"
 "$out/replication_test" > "$repl_log" 2>&1 || repl_status=$?
@@ -110,6 +120,7 @@ else
   echo "native: fuzz_packet failed (exit $fuzz_status); see $out/fuzz.log" >&2
   tail -n 40 "$out/fuzz.log" >&2
   echo "packet_test: $summary"
+  echo "capture_test: $capture_summary"
   echo "replication_test: $repl_summary"
   echo "active_mode_test: $active_summary"
   echo "active_mode_kernel_test: $kernel_summary"
@@ -117,7 +128,8 @@ else
 fi
 
 echo "packet_test: $summary"
+echo "capture_test: $capture_summary"
 echo "replication_test: $repl_summary"
 echo "active_mode_test: $active_summary"
 echo "active_mode_kernel_test: $kernel_summary"
-[ "$repl_status" -eq 0 ] && [ "$active_status" -eq 0 ] && [ "$kernel_status" -eq 0 ] || exit 1
+[ "$capture_status" -eq 0 ] && [ "$repl_status" -eq 0 ] && [ "$active_status" -eq 0 ] && [ "$kernel_status" -eq 0 ] || exit 1

@@ -1,0 +1,426 @@
+// Native tests of the mirror capture's BPF program (addon/incoming_capture.cc,
+// capture_program): crafted Ethernet frames run through it by libpcap's
+// interpreter (bpf_filter) and by the kernel's own (the program attached to
+// one end of an AF_UNIX datagram socketpair: the kernel checks it as it
+// would on the packet socket, runs it on every datagram and keeps as many
+// bytes as it returns, with no privilege needed). Then the frames the kernel
+// cut are parsed as the engine parses them. No framework (check.h); the last
+// line printed is "N passed, N failed". Built and run under ASan/UBSan by
+// test/native/run.sh.
+//
+//   capture_test                      run every test
+//   capture_test --dump VIP PORT...   print the mirror program for VIP:PORTs and exit
+#include <arpa/inet.h>
+#include <linux/filter.h>
+#include <pcap/pcap.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "check.h"
+#include "incoming_capture.h"
+#include "packet.h"
+
+using namespace t2cp;
+
+namespace {
+
+#define CHECK_OK(call)                                                                     \
+  do {                                                                                     \
+    const ParseError got_ = (call);                                                        \
+    if (got_ != ParseError::kOk && g_check_failures++ < 10)                                \
+      std::printf("  FAIL %s: %s:%d: %s -> %s\n", g_test_name, __FILE__, __LINE__, #call,  \
+                  kParseErrorNames[static_cast<int>(got_)]);                               \
+  } while (0)
+
+using Bytes = std::vector<uint8_t>;
+using Program = std::vector<sock_filter>;
+
+uint32_t addr(const char* dotted) { return inet_addr(dotted); }  // network order
+
+const uint32_t kVip = addr("198.18.1.10");
+const uint32_t kClient = addr("198.18.0.5");
+const uint32_t kOther = addr("198.18.0.9");
+
+CaptureConfig mirror_config(std::vector<uint16_t> ports) {
+  CaptureConfig c;
+  c.ifname = "mirror0";
+  c.vip = kVip;
+  c.ports = std::move(ports);
+  return c;
+}
+
+void wr16(uint8_t* p, uint16_t v) { p[0] = static_cast<uint8_t>(v >> 8); p[1] = static_cast<uint8_t>(v); }
+
+void fix_ip_check(uint8_t* ip) {
+  const size_t ihl = (ip[0] & 15) * 4u;
+  ip[10] = ip[11] = 0;
+  const uint16_t c = ipv4_header_checksum(ip, ihl);
+  std::memcpy(ip + 10, &c, 2);
+}
+
+// An IPv4/TCP segment with timestamps and `payload_len` bytes.
+Bytes segment(uint32_t saddr, uint16_t sport, uint32_t daddr, uint16_t dport, size_t payload_len,
+              uint8_t flags = kAck | kPsh) {
+  SegmentSpec s;
+  s.saddr = saddr; s.daddr = daddr;
+  s.sport = sport; s.dport = dport;
+  s.seq = 0xFFFFFF00u; s.ack = 12345;
+  s.flags = flags;
+  s.window = 501;
+  s.has_ts = true; s.tsval = 77; s.tsecr = 66;
+  Bytes payload(payload_len);
+  for (size_t i = 0; i < payload_len; ++i) payload[i] = static_cast<uint8_t>(i * 13);
+  s.payload = payload.data();
+  s.payload_len = static_cast<uint32_t>(payload_len);
+  Bytes b(65536);
+  b.resize(build_segment(s, b.data(), b.size()));
+  return b;
+}
+
+// The same segment with IPv4 and TCP headers at their largest (60 bytes each).
+Bytes longest_headers(Bytes ip) {
+  Bytes tcp_opts(28, 1);  // NOPs after the 12 bytes of timestamps: 40 bytes of options
+  ip.insert(ip.begin() + 20 + 32, tcp_opts.begin(), tcp_opts.end());
+  ip[20 + 12] = static_cast<uint8_t>(15 << 4);
+  Bytes ip_opts(40, 1);  // NOP IP options
+  ip.insert(ip.begin() + 20, ip_opts.begin(), ip_opts.end());
+  ip[0] = 0x4F;
+  wr16(&ip[2], static_cast<uint16_t>(ip.size()));
+  fix_ip_check(ip.data());
+  return ip;
+}
+
+// BIG TCP: the same segment with `payload_len` > 64 KiB and total length 0.
+Bytes big_tcp(uint32_t saddr, uint16_t sport, uint32_t daddr, uint16_t dport, size_t payload_len) {
+  Bytes ip = segment(saddr, sport, daddr, dport, 0);
+  const size_t hdrs = ip.size();
+  ip.resize(hdrs + payload_len);
+  for (size_t i = 0; i < payload_len; ++i) ip[hdrs + i] = static_cast<uint8_t>(i);
+  wr16(&ip[2], 0);
+  fix_ip_check(ip.data());
+  return ip;
+}
+
+Bytes ethernet(const Bytes& ip, std::initializer_list<uint16_t> tpids = {}, uint16_t type = 0x0800) {
+  Bytes f = {0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2};
+  for (uint16_t t : tpids) {
+    f.push_back(static_cast<uint8_t>(t >> 8));
+    f.push_back(static_cast<uint8_t>(t));
+    f.push_back(0x00);
+    f.push_back(0x2A);
+  }
+  f.push_back(static_cast<uint8_t>(type >> 8));
+  f.push_back(static_cast<uint8_t>(type));
+  f.insert(f.end(), ip.begin(), ip.end());
+  return f;
+}
+
+Program program(const CaptureConfig& cfg) {
+  Program p;
+  const std::string err = capture_program(cfg, &p);
+  if (!err.empty()) std::printf("  capture_program: %s\n", err.c_str());
+  return p;
+}
+
+// libpcap's program for a filter text, as the capture compiles it.
+Program compiled(const std::string& text) {
+  Program p;
+  pcap_t* dead = pcap_open_dead(DLT_EN10MB, static_cast<int>(kCaptureSnapLen));
+  bpf_program bp{};
+  if (dead && pcap_compile(dead, &bp, text.c_str(), 1, PCAP_NETMASK_UNKNOWN) == 0) {
+    const sock_filter* in = reinterpret_cast<const sock_filter*>(bp.bf_insns);
+    p.assign(in, in + bp.bf_len);
+    pcap_freecode(&bp);
+  }
+  if (dead) pcap_close(dead);
+  return p;
+}
+
+const bpf_insn* insns(const Program& p) { return reinterpret_cast<const bpf_insn*>(p.data()); }
+
+// What libpcap's interpreter returns for a frame (0: dropped).
+uint32_t run_pcap(const Program& p, const Bytes& f) {
+  return bpf_filter(insns(p), f.data(), static_cast<u_int>(f.size()), static_cast<u_int>(f.size()));
+}
+
+// The kernel's interpreter: a socketpair with the program on its receiving end.
+class KernelFilter {
+ public:
+  explicit KernelFilter(const Program& p) {
+    if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, fd_) < 0) {
+      error_ = std::string("socketpair: ") + std::strerror(errno);
+      return;
+    }
+    int buf = 1 << 20;  // room for a BIG TCP frame in one datagram
+    setsockopt(fd_[0], SOL_SOCKET, SO_SNDBUF, &buf, sizeof buf);
+    sock_fprog fprog{static_cast<unsigned short>(p.size()), const_cast<sock_filter*>(p.data())};
+    if (setsockopt(fd_[1], SOL_SOCKET, SO_ATTACH_FILTER, &fprog, sizeof fprog) < 0)
+      error_ = std::string("SO_ATTACH_FILTER: ") + std::strerror(errno);
+  }
+  ~KernelFilter() {
+    for (int fd : fd_)
+      if (fd >= 0) close(fd);
+  }
+  const std::string& error() const { return error_; }
+  // The bytes the kernel kept of f: empty when the program dropped it.
+  Bytes run(const Bytes& f) {
+    Bytes got(f.size() + 1);
+    if (send(fd_[0], f.data(), f.size(), 0) != static_cast<ssize_t>(f.size())) {
+      std::printf("  send %zu bytes: %s\n", f.size(), std::strerror(errno));
+      return {};
+    }
+    const ssize_t n = recv(fd_[1], got.data(), got.size(), MSG_DONTWAIT);
+    got.resize(n < 0 ? 0 : static_cast<size_t>(n));
+    return got;
+  }
+
+ private:
+  int fd_[2] = {-1, -1};
+  std::string error_;
+};
+
+struct Case {
+  const char* name;
+  Bytes frame;
+  uint32_t want;  // the program's return: 0, kHeaderSnapLen or kCaptureSnapLen
+};
+
+// The frames of the tests for VIP:port and VIP:other_port (a port of the
+// configuration and one outside it).
+std::vector<Case> cases(uint16_t port, uint16_t other_port) {
+  const uint32_t whole = static_cast<uint32_t>(kCaptureSnapLen), head = static_cast<uint32_t>(kHeaderSnapLen);
+  Bytes udp = segment(kClient, 40000, kVip, port, 100);
+  udp[9] = 17;
+  fix_ip_check(udp.data());
+  Bytes later_fragment = segment(kVip, port, kClient, 40000, 1400);
+  wr16(&later_fragment[6], 185);  // fragment offset 1480 bytes
+  fix_ip_check(later_fragment.data());
+  return {
+      {"client data to VIP:port", ethernet(segment(kClient, 40000, kVip, port, 1400)), whole},
+      {"client SYN to VIP:port", ethernet(segment(kClient, 40001, kVip, port, 0, kSyn)), whole},
+      {"client data to VIP:port, longest headers", ethernet(longest_headers(segment(kClient, 40000, kVip, port, 1000))), whole},
+      {"client 64 KiB GRO frame to VIP:port", ethernet(segment(kClient, 40000, kVip, port, 65535 - 52)), whole},
+      {"client BIG TCP frame to VIP:port", ethernet(big_tcp(kClient, 40000, kVip, port, 70000)), whole},
+      {"primary data from VIP:port", ethernet(segment(kVip, port, kClient, 40000, 1400)), head},
+      {"primary pure ACK from VIP:port", ethernet(segment(kVip, port, kClient, 40000, 0, kAck)), head},
+      {"primary data from VIP:port, longest headers", ethernet(longest_headers(segment(kVip, port, kClient, 40000, 1000))), head},
+      {"primary 64 KiB GRO frame from VIP:port", ethernet(segment(kVip, port, kClient, 40000, 65535 - 52)), head},
+      {"primary BIG TCP frame from VIP:port", ethernet(big_tcp(kVip, port, kClient, 40000, 70000)), whole},
+      {"client to VIP:other port", ethernet(segment(kClient, 40000, kVip, other_port, 100)), 0},
+      {"client from port to VIP:other port", ethernet(segment(kClient, port, kVip, other_port, 100)), 0},
+      {"VIP:other port to client port", ethernet(segment(kVip, other_port, kClient, port, 100)), 0},
+      {"between two other hosts on port", ethernet(segment(kClient, 40000, kOther, port, 100)), 0},
+      {"UDP to VIP:port", ethernet(udp), 0},
+      {"later IPv4 fragment from VIP:port", ethernet(later_fragment), 0},
+      {"ARP", ethernet(Bytes(28, 0), {}, 0x0806), 0},
+      {"802.1Q-tagged client data to VIP:port", ethernet(segment(kClient, 40000, kVip, port, 1400), {0x8100}), 0},
+      {"802.1Q-tagged primary data from VIP:port", ethernet(segment(kVip, port, kClient, 40000, 1400), {0x8100}), 0},
+      {"802.1ad+802.1Q-tagged primary data", ethernet(segment(kVip, port, kClient, 40000, 1400), {0x88A8, 0x8100}), 0},
+  };
+}
+
+const std::vector<std::vector<uint16_t>> kPortLists = {
+    {7000}, {7000, 6379}, {6379, 7000, 80, 443, 8080, 11211, 5432, 3306, 27017, 9092, 1, 65535}};
+
+// ---------------------------------------------------------------- tests
+
+void test_header_snaplen_covers_headers() {
+  // The longest header stack parse_ethernet accepts.
+  CHECK_EQ(kHeaderSnapLen, 14u + 2 * 4 + 60 + 60);
+  CHECK(kHeaderSnapLen < kCaptureSnapLen);
+}
+
+// The outbound (traffic recorder) program is libpcap's, untouched.
+void test_outbound_program_is_libpcaps() {
+  CaptureConfig c = mirror_config({7000, 6379});
+  c.outbound = true;
+  CHECK(capture_filter(c) == "tcp and dst host 198.18.1.10 and (dst port 7000 or dst port 6379)");
+  const Program p = program(c), want = compiled(capture_filter(c));
+  CHECK(!p.empty());
+  CHECK_EQ(p.size(), want.size());
+  CHECK(p.size() == want.size() && std::memcmp(p.data(), want.data(), p.size() * sizeof(sock_filter)) == 0);
+}
+
+// The mirror program: libpcap's to-VIP program with its rejections turned
+// into jumps to the from-VIP program, whose acceptances jump to the tail.
+void test_mirror_program_layout() {
+  for (const auto& ports : kPortLists) {
+    const CaptureConfig c = mirror_config(ports);
+    const Program p = program(c);
+    CHECK(bpf_validate(insns(p), static_cast<int>(p.size())) != 0);
+    CaptureConfig out = c;
+    out.outbound = true;
+    const size_t to_vip = compiled(capture_filter(out)).size();
+    const std::string text = capture_filter(c);
+    const std::string from_vip_text = text.substr(text.find(") or (") + 6, text.size() - text.find(") or (") - 7);
+    CHECK(from_vip_text.rfind("tcp and src host 198.18.1.10 and (src port ", 0) == 0);
+    const size_t from_vip = compiled(from_vip_text).size();
+    CHECK_EQ(p.size(), to_vip + from_vip + 4);
+    for (size_t i = 0; i < p.size(); ++i) {
+      const sock_filter& in = p[i];
+      if (in.code == (BPF_JMP | BPF_JA)) {
+        // Every added jump lands at a block's start: the from-VIP program or the tail.
+        const size_t to = i + 1 + in.k;
+        CHECK(i < to_vip ? to == to_vip : to == to_vip + from_vip);
+      }
+      if (BPF_CLASS(in.code) == BPF_RET) {
+        CHECK_EQ(in.code, BPF_RET | BPF_K);
+        if (i < to_vip) CHECK_EQ(in.k, kCaptureSnapLen);  // its rejections continue
+        else if (i < to_vip + from_vip) CHECK_EQ(in.k, 0u);  // its acceptances go to the tail
+      }
+    }
+    CHECK_EQ(p[p.size() - 4].code, BPF_LD | BPF_H | BPF_ABS);
+    CHECK_EQ(p[p.size() - 4].k, 16u);  // the IPv4 total length of an untagged frame
+    CHECK_EQ(p[p.size() - 2].k, kCaptureSnapLen);
+    CHECK_EQ(p[p.size() - 1].k, kHeaderSnapLen);
+  }
+}
+
+// libpcap's interpreter: whole frames toward VIP:ports, headers of those
+// from VIP:ports, nothing else; the same frames as the filter text says.
+void test_mirror_program_in_libpcap() {
+  for (const auto& ports : kPortLists) {
+    const CaptureConfig c = mirror_config(ports);
+    const Program p = program(c);
+    const Program text = compiled(capture_filter(c));
+    std::string single = "tcp and host 198.18.1.10 and (";  // the one filter the capture had before
+    for (size_t i = 0; i < ports.size(); ++i) single += (i ? " or port " : "port ") + std::to_string(ports[i]);
+    const Program before = compiled(single + ")");
+    CHECK(!before.empty());
+    for (uint16_t port : ports) {
+      for (const Case& k : cases(port, 7001)) {
+        const int failures = g_check_failures;
+        const uint32_t got = run_pcap(p, k.frame);
+        CHECK_EQ(got, k.want);
+        CHECK_EQ(run_pcap(text, k.frame) != 0, got != 0);
+        // Tagged frames: dropped, as by the single filter the capture had before.
+        if (std::strstr(k.name, "tagged")) CHECK_EQ(run_pcap(before, k.frame), 0u);
+        if (g_check_failures != failures) NOTE("%s, port %u\n", k.name, port);
+      }
+    }
+  }
+}
+
+// The kernel accepts the program and keeps exactly min(return, frame) bytes.
+void test_mirror_program_in_kernel() {
+  for (const auto& ports : kPortLists) {
+    const Program p = program(mirror_config(ports));
+    KernelFilter kf(p);
+    CHECK(kf.error().empty());
+    if (!kf.error().empty()) {
+      std::printf("  %s\n", kf.error().c_str());
+      return;
+    }
+    for (uint16_t port : ports) {
+      for (const Case& k : cases(port, 7001)) {
+        const int failures = g_check_failures;
+        const Bytes got = kf.run(k.frame);
+        CHECK_EQ(got.size(), std::min<size_t>(k.want, k.frame.size()));
+        CHECK(std::equal(got.begin(), got.end(), k.frame.begin()));
+        if (g_check_failures != failures) NOTE("%s, port %u: %zu of %zu bytes\n", k.name, port, got.size(), k.frame.size());
+      }
+    }
+  }
+}
+
+// What the kernel keeps of the primary's frames parses as on_mirror_frame
+// parses it: every header field, the payload length from the IPv4 total
+// length; a client's frame cut the same way is still an error.
+void test_cut_frames_parse() {
+  const uint16_t port = 6379;
+  KernelFilter kf(program(mirror_config({7000, port})));
+  CHECK(kf.error().empty());
+  for (const Case& k : cases(port, 7001)) {
+    if (k.want == 0) continue;
+    const Bytes got = kf.run(k.frame);
+    Segment whole, cut;
+    CHECK_OK(parse_ethernet(k.frame.data(), k.frame.size(), &whole));
+    std::vector<uint8_t> exact(got);  // exactly sized: ASan sees a read past the cut
+    const ParseError e = parse_ethernet(exact.data(), exact.size(), true, &cut);
+    CHECK_OK(e);
+    if (e != ParseError::kOk) {
+      NOTE("%s: %zu of %zu bytes\n", k.name, got.size(), k.frame.size());
+      continue;
+    }
+    CHECK_EQ(cut.payload_len, whole.payload_len);
+    CHECK_EQ(cut.ip_len, whole.ip_len);
+    CHECK(cut.saddr == whole.saddr && cut.daddr == whole.daddr && cut.sport == whole.sport &&
+          cut.dport == whole.dport);
+    CHECK(cut.seq == whole.seq && cut.ack == whole.ack && cut.flags == whole.flags && cut.window == whole.window);
+    CHECK(cut.opt.has_ts && cut.opt.tsval == 77 && cut.opt.tsecr == 66);
+    const bool is_cut = size_t(cut.ip - exact.data()) + cut.ip_len > exact.size();
+    CHECK_EQ(is_cut, got.size() < k.frame.size());
+    // The strict parse (a client's frame) of the same bytes.
+    Segment strict;
+    const ParseError se = parse_ethernet(exact.data(), exact.size(), &strict);
+    CHECK(se == (is_cut ? ParseError::kTruncatedIp : ParseError::kOk));
+  }
+  // A client's data frame cut to kHeaderSnapLen is kTruncatedIp, whichever way parsed.
+  Bytes client = ethernet(segment(kClient, 40000, kVip, port, 1400));
+  client.resize(kHeaderSnapLen);
+  Segment s;
+  CHECK(parse_ethernet(client.data(), client.size(), &s) == ParseError::kTruncatedIp);
+  CHECK_OK(parse_ethernet(client.data(), client.size(), true, &s));
+  CHECK(size_t(s.ip - client.data()) + s.ip_len > client.size());  // what on_mirror_frame counts as kTruncatedIp
+}
+
+// Many ports still fit the kernel's limit, or open() says why.
+void test_many_ports() {
+  std::vector<uint16_t> ports;
+  for (uint16_t p = 1000; p < 1400; ++p) ports.push_back(p);
+  const Program p = program(mirror_config(ports));
+  CHECK(!p.empty() && p.size() <= BPF_MAXINSNS);
+  KernelFilter kf(p);
+  CHECK(kf.error().empty());
+  CHECK_EQ(kf.run(ethernet(segment(kVip, 1399, kClient, 40000, 1400))).size(), kHeaderSnapLen);
+  CHECK_EQ(kf.run(ethernet(segment(kClient, 40000, kVip, 1000, 1400))).size(), 14u + 52 + 1400);
+  CHECK(kf.run(ethernet(segment(kClient, 40000, kVip, 1400, 1400))).empty());
+  for (uint32_t p = 1000; p < 4000; ++p) ports.push_back(static_cast<uint16_t>(p));
+  Program too_long;
+  const std::string err = capture_program(mirror_config(ports), &too_long);
+  CHECK(!err.empty() && too_long.empty());
+}
+
+int dump(int argc, char** argv) {
+  CaptureConfig c;
+  if (argc < 2 || inet_pton(AF_INET, argv[0], &c.vip) != 1) {
+    std::fprintf(stderr, "usage: capture_test --dump VIP PORT...\n");
+    return 2;
+  }
+  for (int i = 1; i < argc; ++i) c.ports.push_back(static_cast<uint16_t>(std::atoi(argv[i])));
+  Program p;
+  const std::string err = capture_program(c, &p);
+  if (!err.empty()) {
+    std::fprintf(stderr, "%s\n", err.c_str());
+    return 1;
+  }
+  std::printf("%s\n", capture_filter(c).c_str());
+  for (size_t i = 0; i < p.size(); ++i)
+    std::printf("%s\n", bpf_image(insns(p) + i, static_cast<int>(i)));
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc >= 2 && std::string(argv[1]) == "--dump") return dump(argc - 2, argv + 2);
+  if (argc != 1) {
+    std::fprintf(stderr, "usage: capture_test [--dump VIP PORT...]\n");
+    return 2;
+  }
+  run_test("header snaplen covers the longest headers", test_header_snaplen_covers_headers);
+  run_test("outbound program is libpcap's", test_outbound_program_is_libpcaps);
+  run_test("mirror program: two libpcap programs and a tail", test_mirror_program_layout);
+  run_test("mirror program in libpcap: whole to VIP, headers from VIP, else dropped", test_mirror_program_in_libpcap);
+  run_test("mirror program in the kernel keeps what it returns", test_mirror_program_in_kernel);
+  run_test("cut primary frames parse, cut client frames do not", test_cut_frames_parse);
+  run_test("many ports", test_many_ports);
+  return finish();
+}
