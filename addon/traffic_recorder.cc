@@ -9,8 +9,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <unordered_map>
 
 #include "event_queue.h"
 #include "packet.h"
@@ -207,14 +209,25 @@ void TrafficRecorder::request_resupply(uint64_t since_us) {
 
 // Thread: recorder (the only one touching the ring besides record()).
 void TrafficRecorder::resupply(uint64_t since_us) {
-  std::vector<std::vector<uint8_t>> todo;
+  std::vector<const Entry*> todo;
+  std::vector<Entry> copy;
   {
     std::lock_guard<std::mutex> g(mu_);
     for (const Entry& e : ring_)
-      if (e.us >= since_us) todo.push_back(e.ip);
+      if (e.us >= since_us) copy.push_back(e);
   }
+  // The flows with the least to resend first, each in capture order: a light
+  // session's one lost request is not sent behind megabytes of a bulk
+  // upload's (the new owner holds most of those already).
+  std::unordered_map<uint64_t, uint64_t> flow_bytes;
+  for (const Entry& e : copy) flow_bytes[e.key] += e.ip.size();
+  for (const Entry& e : copy) todo.push_back(&e);
+  std::stable_sort(todo.begin(), todo.end(), [&](const Entry* a, const Entry* b) {
+    uint64_t x = flow_bytes[a->key], y = flow_bytes[b->key];
+    return x != y ? x < y : a->key < b->key;
+  });
   uint64_t bytes = 0, packets = 0;
-  for (const auto& p : todo) bytes += send_cut(p, &packets);
+  for (const Entry* e : todo) bytes += send_cut(e->ip, &packets);
   counters_.resupplied_packets.fetch_add(packets);
   counters_.resupplied_bytes.fetch_add(bytes);
 }
