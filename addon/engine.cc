@@ -143,7 +143,8 @@ void Engine::run() {
     // delivers the primary's answer just after), and every sleep/wake pair
     // costs far more than the spin, above all on virtual CPUs.
     bool spin = ctx_.cfg.busy_poll_us > 0 && realtime_us() - last_work_us < ctx_.cfg.busy_poll_us;
-    int rc = poll(fds, 3, spin ? 0 : kPollMs);
+    bool due = !ctx_.dirty.empty() || !ctx_.carry.empty();  // pumps carried over from the last pass
+    int rc = poll(fds, 3, spin || due ? 0 : kPollMs);
     if (rc > 0 && (fds[2].revents & POLLIN)) {
       uint64_t v;
       ssize_t r = read(wake_fd_, &v, sizeof v);
@@ -173,7 +174,9 @@ void Engine::run() {
         f.pending_capture_ns = 0;
       });
       if (!ctx_.promote.empty()) incoming_.promote_waiting();
-      if (q <= 0 && m <= 0) break;
+      bool carried = !ctx_.carry.empty();
+      ctx_.carry_to_dirty();
+      if (q <= 0 && m <= 0 && !carried) break;
       last_work_us = realtime_us();
     }
     uint64_t now = realtime_us();

@@ -85,6 +85,9 @@ struct EngineContext {
   // Flows touched since the last pump, by key: a flow may be erased (port
   // reuse) while listed, so no pointers are kept.
   std::vector<FlowKey> dirty;
+  // Flows whose pump used up its quantum with more due: pumped again at the
+  // next pass of the loop (by key, as `dirty`).
+  std::vector<FlowKey> carry;
   // Flows finished on the replica whose key has a waiting successor.
   std::vector<FlowKey> promote;
 
@@ -98,6 +101,12 @@ struct EngineContext {
       if (f && f->dirty) { f->dirty = false; fn(*f); }
     }
     dirty.clear();
+  }
+  // The carried-over flows become due again.
+  void carry_to_dirty() {
+    for (const FlowKey& k : carry)
+      if (Flow* f = flows.find(k)) mark_dirty(*f);
+    carry.clear();
   }
 };
 

@@ -123,13 +123,21 @@ void IncomingProcessor::pump(Flow& f) {
     limit = right;
   }
   bool sent = false;
+  uint32_t budget = kPumpQuantum;
   while (before(f.inj_nxt, limit)) {
+    if (!budget) {
+      // The rest at the next pass, after the queue and the capture were
+      // read again and every other flow had its turn.
+      ctx_.carry.push_back(f.key);
+      break;
+    }
     uint32_t len = std::min<uint32_t>(limit - f.inj_nxt, kMaxSegPayload);
     uint8_t flags = kPsh;
     bool with_fin = f.c_fin && !f.fin_injected && f.inj_nxt + len == f.c_fin_seq;
     if (with_fin) flags |= kFin;
     if (!inject(f, f.inj_nxt, flags, f.data.at(f.inj_nxt), len, false)) break;
     f.inj_nxt += len;
+    budget = len < budget ? budget - len : 0;
     if (with_fin) f.fin_injected = true;
     sent = true;
   }

@@ -16,6 +16,12 @@ constexpr size_t kMaxPlainFrame = 1518;
 // Largest payload cut into one injected segment, bytes: IPv4 maximum 65535
 // less IPv4 (20), TCP (20) and timestamp (12) headers, rounded down.
 constexpr uint32_t kMaxSegPayload = 65000;
+// Most client bytes one flow is given per pass of the engine loop, bytes:
+// the replica's TCP processes them on the engine thread (the TUN write), so
+// a bulk flow given its whole window at once (megabytes) would hold back
+// every other flow's segments and the replica's queued output for that long.
+// Four full segments: the bulk rate stays that of the largest writes.
+constexpr uint32_t kPumpQuantum = 4 * kMaxSegPayload;
 // The replica acknowledges within its delayed-ACK limit (TCP_DELACK_MAX,
 // 200 ms); past that, un-acknowledged injected data is sent again, µs.
 constexpr uint64_t kReinjectUs = 250000;
