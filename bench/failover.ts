@@ -3,24 +3,31 @@
 //
 //   t2cp     the whole deployment (scripts/takeover-lab.ts): 10 ms heartbeats,
 //            3 misses, the primary's link goes down (or its host freezes);
-//            idle, with bulk transfers both ways running meanwhile, or with
-//            one download alone (its rate before and after the takeover).
+//            idle; 'bulk': a 2000 MB download and a 1000 MB upload at once,
+//            running through the failure; 'download': the download alone (its
+//            rate before and after the takeover).
 //   ip-only  keepalived (VRRPv3) moves the VIP by itself (bench/ip-only.ts),
 //            nothing replicates.
 //
-// Both are probed by the same client (scripts/echo-client.ts): N connections
-// to an echo service, 3/4 of them sending 16 bytes every 10 ms, strictly one
-// at a time (the next only once the previous was answered, as a Redis or SSH
-// client waits), every reply checked. Client-visible stall = last reply before the failure to the first
-// after, per active connection; a reset connection is not kept (stall ∞).
-// For t2cp it is read off a capture at the client (kernel timestamps): under
-// bulk load the client process reads replies late, which would blur it.
+// Both are probed by the same client (scripts/echo-client.ts, a process of
+// its own, apart from the bulk client's): N connections to an echo service,
+// 3/4 of them sending 16 bytes every 10 ms, strictly one at a time (the next
+// only once the previous was answered, as a Redis or SSH client waits), every
+// reply checked. Client-visible stall, as the echo client times it: per active
+// connection, the longest time from sending a request to receiving its whole
+// reply, among the requests outstanding within STALL_WINDOW_MS either side of
+// the failure. A connection reset, closed or corrupted, or never answered
+// after the failure (hung), has no stall (∞) and is counted as such. Under
+// load the client shares the CPUs with the transfers, so its figure includes
+// its own scheduling delay: what a client program on that host would see.
+// Beside it: detection and takeover times from the detector's and the
+// backup's records, and the transfers' rates around the failure.
 // Every trial on a fresh testbed, every process fresh. Nothing is asserted.
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Workload } from '../scripts/client.js';
+import type { NativeTakeoverReport } from '../src/addon.js';
 import { failPrimary } from '../scripts/failures.js';
-import { silencesAround, startCapture } from '../scripts/capture.js';
 import { collect, repoRoot, startClient, waitForExit } from '../scripts/processes.js';
 import { readLog } from '../scripts/replica-check.js';
 import { startTakeoverLab } from '../scripts/takeover-lab.js';
@@ -30,29 +37,57 @@ import { GiveUp, waitFor } from '../scripts/wait.js';
 export interface FailoverTrial {
   mode: 't2cp';
   failure: 'link-down' | 'freeze';
-  load: 'idle' | 'bulk' | 'download';
+  load: FailoverOptions['load'];
   detectionMs: number;
   takeoverMs: number;
+  /** Per active connection: the longest request->reply time around the failure, ms; ∞ when reset, closed, corrupt or hung. */
   stallMs: number[];
+  /** Per active connection: the longest request->reply time in the window before the failure, ms. */
+  replyBeforeMs: number[];
+  /** Active connections whose longest request was still unanswered at the end (their stall is a lower bound). */
+  openStalls: number;
+  /** Every connection (active and idle), by its outcome at the client. */
   kept: number;
+  reset: number;
+  closed: number;
+  corrupt: number;
+  /** Never answered after the failure, still open when the client stopped. */
+  hung: number;
   total: number;
   resuppliedBytes: number;
   bulkOk: boolean | null;
+  /** The trial's files: the bulk client's log (bulk.jsonl), the takeover records. */
+  dir: string;
+  /** The backup's takeover record, engine part (src/addon.ts NativeTakeoverReport). */
+  engine: NativeTakeoverReport;
   /**
-   * Bulk load: the download's rate as the client received it, MB/s: in the second before the
-   * failure, 0.15-0.55 s after it (the takeover and catching up), 1-2 s after it (served by the backup).
+   * Loaded: the transfers' rates as their client moved them, MB/s (download received, upload
+   * taken by the socket): in the second before the failure, 0.15-0.55 s after it (the takeover
+   * and catching up), 1-2 s after it (served by the backup); t2cp's CPU seconds in those 1-2 s.
    */
   download: { before: number; after: number; later: number; t2cpCpu: number } | null;
+  upload: { before: number; after: number; later: number } | null;
 }
 
 const ECHO_PORT = 7100;
 const BULK_PORT = 7000;
-const loads: Record<'bulk' | 'download', Workload> = {
-  bulk: { seed: 5, sessions: [{ kind: 'download', bytes: 2000 << 20 }, { kind: 'upload', bytes: 400 << 20 }] },
+const loads: Record<Exclude<FailoverOptions['load'], 'idle'>, Workload> = {
+  // Both directions at once through the failure: at ~100-150 MB/s each here, the upload too
+  // outlasts the 2.5 s lead.
+  bulk: { seed: 5, sessions: [{ kind: 'download', bytes: 2000 << 20 }, { kind: 'upload', bytes: 1000 << 20 }] },
   download: { seed: 5, sessions: [{ kind: 'download', bytes: 2000 << 20 }] },
+  // Bulk both ways and a second, fast download: the issue's "takeover under load".
+  upload: { seed: 5, sessions: [{ kind: 'upload', bytes: 1000 << 20 }] },
+  mixed: { seed: 5, sessions: [{ kind: 'download', bytes: 1500 << 20 }, { kind: 'upload', bytes: 1000 << 20 }, { kind: 'download', bytes: 1500 << 20 }] },
 };
 
-interface EchoSummary { ev: 'summary'; conns: Array<{ kind: string; outcome: string; stallMs: number | null; lastBeforeMs: number | null }> }
+interface EchoSummary {
+  ev: 'summary';
+  conns: Array<{ kind: string; outcome: string; longestReplyMs: number | null; longestReplyOpen: boolean; longestReplyBeforeMs: number | null }>;
+}
+
+/** Either side of the failure, ms: the requests outstanding within it are timed (scripts/echo-client.ts --window-ms). */
+export const STALL_WINDOW_MS = 1000;
 
 /** Time the bulk transfers run before the failure, ms: past their start-up, at their steady rate. */
 const BULK_LEAD_MS = 2500;
@@ -65,11 +100,11 @@ async function cpuBetween(cpuSeconds: () => number, fromMs: number, toMs: number
   return cpuSeconds() - a;
 }
 
-/** The download's rate as the client received it (--timeline bins), MB/s, around the failure. */
-function downloadRates(file: string, failMs: number): { before: number; after: number; later: number } {
-  const t = JSON.parse(fs.readFileSync(file, 'utf8')) as { binMs: number; startMs: number; rx: number[] };
+/** The transfers' rate in one direction as their client moved them (--timeline bins), MB/s, around the failure. */
+function transferRates(file: string, direction: 'rx' | 'tx', failMs: number): { before: number; after: number; later: number } {
+  const t = JSON.parse(fs.readFileSync(file, 'utf8')) as { binMs: number; startMs: number; rx: number[]; tx: number[] };
   const rate = (from: number, to: number): number =>
-    t.rx.reduce((a, b, i) => { const at = t.startMs + i * t.binMs; return at >= failMs + from && at < failMs + to ? a + b : a; }, 0) /
+    t[direction].reduce((a, b, i) => { const at = t.startMs + i * t.binMs; return at >= failMs + from && at < failMs + to ? a + b : a; }, 0) /
     (1 << 20) / ((to - from) / 1000);
   return { before: rate(-1050, -50), after: rate(150, 550), later: rate(1000, 2000) };
 }
@@ -77,8 +112,19 @@ function downloadRates(file: string, failMs: number): { before: number; after: n
 export interface FailoverOptions {
   dir: string;
   failure: 'link-down' | 'freeze';
-  load: 'idle' | 'bulk' | 'download';
+  load: 'idle' | 'bulk' | 'download' | 'upload' | 'mixed';
   connections?: number;
+  /**
+   * Stop the backup's copy of the bulk service (SIGSTOP) this long before the failure and let it
+   * go on (SIGCONT) this long after it: its replica falls behind and has to catch up at the takeover.
+   */
+  pauseReplica?: { beforeFailMs: number; afterFailMs: number };
+  /** More options for `t2cp backup`. */
+  backupArgs?: string[];
+  /** The echo client's request interval, ms (default 10). */
+  intervalMs?: number;
+  /** Pin the primary's and the backup's processes (service, t2cp) to CPUs, as separate machines would be. */
+  cpus?: { primary?: string; backup?: string };
   /** false: the gateway's traffic recorder off (--record-window 0), to see what it buys. */
   recorder?: boolean;
   /** `t2cp backup --active-mode`: who translates the taken-over flows (default: the kernel). */
@@ -90,13 +136,12 @@ export async function runT2cpFailover(tb: Testbed, o: FailoverOptions): Promise<
   const total = o.connections ?? 20;
   const idle = Math.floor(total / 4);
   const pair = await startTakeoverLab(tb, dir, { ports: [BULK_PORT], echoPort: ECHO_PORT, instance: 'bench', intervalMs: 10, hardMisses: 3,
-    gatewayArgs: o.recorder === false ? ['--record-window', '0'] : [], backupArgs: ['--active-mode', o.activeMode ?? 'kernel'] });
+    gatewayArgs: o.recorder === false ? ['--record-window', '0'] : [], backupArgs: ['--active-mode', o.activeMode ?? 'kernel', ...(o.backupArgs ?? [])], cpus: o.cpus });
   const client = tb.spawn(tb.ns.client, ['node', `${repoRoot}dist/scripts/echo-client.js`, '--server', `${tb.addr.vip}:${ECHO_PORT}`,
-    '--active', String(total - idle), '--idle', String(idle), '--interval-ms', '10', '--max-unanswered', '1', '--deadline-ms', '60000'],
+    '--active', String(total - idle), '--idle', String(idle), '--interval-ms', String(o.intervalMs ?? 10), '--max-unanswered', '1',
+    '--window-ms', String(STALL_WINDOW_MS), '--deadline-ms', '60000'],
   { stdio: ['pipe', 'pipe', 'pipe'] });
   const out = collect(client);
-  const cap = await startCapture(tb, tb.ns.client, 'c0', `tcp and src host ${tb.addr.vip} and src port ${ECHO_PORT}`, `${dir}/echo.pcap`);
-  let failedAt = 0;
   const events = (): Array<{ ev: string; [k: string]: unknown }> => out.stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { ev: string });
   try {
     await waitFor(() => {
@@ -106,37 +151,54 @@ export async function runT2cpFailover(tb: Testbed, o: FailoverOptions): Promise<
     const load = o.load !== 'idle'
       ? startClient(tb, tb.ns.client, `${tb.addr.vip}:${BULK_PORT}`, loads[o.load], `${dir}/bulk.jsonl`, { deadlineMs: 60_000, timeline: `${dir}/bulk-timeline.json` })
       : undefined;
-    await new Promise((r) => setTimeout(r, load ? BULK_LEAD_MS : 500));
+    const lead = load ? BULK_LEAD_MS : 500;
+    const pause = o.pauseReplica;
+    await new Promise((r) => setTimeout(r, lead - (pause?.beforeFailMs ?? 0)));
+    if (pause) {
+      pair.services.backup.kill('SIGSTOP');
+      await new Promise((r) => setTimeout(r, pause.beforeFailMs));
+    }
     const failMs = await failPrimary(tb, o.failure);
-    failedAt = failMs;
+    const resumed = pause
+      ? new Promise((r) => setTimeout(r, Math.max(0, failMs + pause.afterFailMs - Date.now()))).then(() => pair.services.backup.kill('SIGCONT'))
+      : undefined;
     client.stdin!.write(`fail ${failMs}\n`);
     // t2cp's own CPU while it serves the taken-over transfers, 1-2 s after the failure.
     const cpuLater = load ? cpuBetween(pair.backup.cpuSeconds, failMs + 1000, failMs + 2000) : Promise.resolve(NaN);
-    const rec = await waitFor(() => readLog<{ takeoverUs: number }>(pair.logs.backupReport)[0], { timeoutMs: 15_000, what: 'the takeover record' });
+    const rec = await waitFor(() => readLog<{ takeoverUs: number; engine: NativeTakeoverReport }>(pair.logs.backupReport)[0], { timeoutMs: 15_000, what: 'the takeover record' });
     client.stdin!.write('probe\n');
     await waitFor(() => events().filter((e) => e.ev === 'resolved').length >= total, { timeoutMs: 10_000, what: 'every connection decided' }).catch(() => undefined);
+    // The requests of the whole window after the failure are timed too.
+    await new Promise((r) => setTimeout(r, Math.max(0, failMs + STALL_WINDOW_MS - Date.now())));
     client.stdin!.write('stop\n');
     await waitForExit(client, 10_000);
+    await resumed;
     const bulkRun = load ? await load.finished : undefined;
-    await cap.stop();
     const summary = events().find((e) => e.ev === 'summary') as EchoSummary | undefined;
     if (!summary) throw new Error(`echo client gave no summary: ${out.stderr}`);
     const gw = await waitFor(() => readLog<{ detectionLatencyUs: number | null; resupplied?: { bytes: number } }>(pair.logs.gatewayReport)[0],
       { timeoutMs: 10_000, what: 'the detector\'s takeover record' });
     const active = summary.conns.filter((c) => c.kind === 'active');
+    const count = (outcome: string): number => summary.conns.filter((c) => c.outcome === outcome).length;
+    const timeline = `${dir}/bulk-timeline.json`;
     return {
       mode: 't2cp', failure: o.failure, load: o.load,
       detectionMs: (gw?.detectionLatencyUs ?? NaN) / 1000,
       takeoverMs: rec.takeoverUs / 1000,
-      stallMs: active.some((c) => c.outcome !== 'kept') ? active.map((c) => (c.outcome === 'kept' ? 0 : Infinity)).map((x) => x || NaN)
-        : await silencesAround(`${dir}/echo.pcap`, failedAt),
-      kept: summary.conns.filter((c) => c.outcome === 'kept').length,
+      stallMs: active.map((c) => (c.outcome === 'kept' ? c.longestReplyMs ?? NaN : Infinity)),
+      replyBeforeMs: active.map((c) => c.longestReplyBeforeMs ?? NaN),
+      openStalls: active.filter((c) => c.outcome === 'kept' && c.longestReplyOpen).length,
+      kept: count('kept'), reset: count('reset'), closed: count('closed'), corrupt: count('corrupt'), hung: count('stalled'),
       total,
       resuppliedBytes: gw?.resupplied?.bytes ?? 0,
       bulkOk: bulkRun ? bulkRun.code === 0 : null,
-      download: bulkRun ? { ...downloadRates(`${dir}/bulk-timeline.json`, failedAt), t2cpCpu: await cpuLater } : null,
+      dir,
+      engine: rec.engine,
+      download: bulkRun ? { ...transferRates(timeline, 'rx', failMs), t2cpCpu: await cpuLater } : null,
+      upload: bulkRun && o.load === 'bulk' ? transferRates(timeline, 'tx', failMs) : null,
     };
   } finally {
+    if (o.pauseReplica) pair.services.backup.kill('SIGCONT');
     if (client.exitCode === null) client.kill('SIGTERM');
     await pair.stop();
   }

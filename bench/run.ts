@@ -7,9 +7,11 @@
 //   (b) capture-to-injection latency p50/p99 from the addon's own timestamps.
 //   (c) new connections per second with every one synchronised on the
 //       backup, as a ratio to the same storm with replication off.
-//   (d) failover (bench/failover.ts): detection, takeover and client-visible
-//       stall at 10 ms heartbeats under idle and bulk load, and connections
-//       kept, beside IP-only failover by keepalived (bench/ip-only.ts).
+//   (d) failover (bench/failover.ts): detection, takeover and the stall the
+//       client times itself (longest request->reply around the failure) at
+//       10 ms heartbeats, idle and under load, each load as a ratio to idle;
+//       connections kept, reset and hung, beside IP-only failover by
+//       keepalived (bench/ip-only.ts).
 //
 // Every trial runs the client (and t2cp) as fresh processes; one figure per
 // line. Nothing here is a test assertion.
@@ -22,7 +24,7 @@ import { runClient, runStorm, startService } from '../scripts/processes.js';
 import { compareReplicas, readLog, type ClientLogLine, type ServiceLogLine } from '../scripts/replica-check.js';
 import { createTestbed, type Testbed } from '../scripts/testbed.js';
 import { waitFor } from '../scripts/wait.js';
-import { runT2cpFailover, type FailoverTrial } from './failover.js';
+import { STALL_WINDOW_MS, runT2cpFailover, type FailoverTrial } from './failover.js';
 import { formatIpOnly, runIpOnly } from './ip-only.js';
 
 const MB = 1 << 20;
@@ -256,39 +258,69 @@ async function benchFailover(dir: string): Promise<void> {
     const f = xs.filter(Number.isFinite);
     return `median ${+median(xs).toFixed(1)} max ${+Math.max(...xs).toFixed(1)}${f.length < xs.length ? ` (${xs.length - f.length} ∞)` : ''}`;
   };
+  /** Nearest-rank percentile; ∞ (a connection lost) sorts last. */
+  const percentile = (xs: number[], q: number): number => {
+    const s = [...xs].sort((a, b) => a - b);
+    return s.length ? s[Math.max(0, Math.ceil(q * s.length) - 1)]! : NaN;
+  };
+  const ms = (x: number): number => +x.toFixed(1);
   // 'idle_no_recorder': what the clients see without the traffic recorder's resupply (only the
   // backup's ACKs and resent output): a request lost with the primary waits for the client's RTO.
-  // 'download': one download alone, for its rate after the takeover; '_queue': the taken-over
-  // flows translated through NFQUEUE in user space (--active-mode queue) instead of by the
-  // kernel's tc programs.
+  // 'bulk': a download and an upload at once; 'mixed': the same and a second download, the
+  // primary's and the backup's processes each pinned to a CPU of their own; 'download': one download alone, for its rate after
+  // the takeover; '_queue': the taken-over flows translated through NFQUEUE in user space
+  // (--active-mode queue) instead of by the kernel's tc programs.
   const laterRate: Record<string, number> = {};
-  for (const variant of ['idle', 'bulk', 'download', 'download_queue', 'idle_no_recorder'] as const) {
+  let idleStallMedian: number | undefined;
+  for (const variant of ['idle', 'bulk', 'mixed', 'download', 'download_queue', 'idle_no_recorder'] as const) {
     if (ONLY_FAILOVER && !ONLY_FAILOVER.has(variant)) continue;
-    const load = variant.startsWith('bulk') ? 'bulk' : variant.startsWith('download') ? 'download' : 'idle';
+    const load = variant.startsWith('bulk') ? 'bulk' : variant.startsWith('download') ? 'download' : variant === 'mixed' ? 'mixed' : 'idle';
     const runs: FailoverTrial[] = [];
     for (let i = 0; i < TRIALS; i++) {
       const tb = await createTestbed({ offloads: true });
       try {
         runs.push(await runT2cpFailover(tb, { dir, failure: 'link-down', load, recorder: variant !== 'idle_no_recorder',
-          activeMode: variant.endsWith('_queue') ? 'queue' : 'kernel' }));
+          activeMode: variant.endsWith('_queue') ? 'queue' : 'kernel', cpus: variant === 'mixed' ? { primary: '0', backup: '1' } : undefined }));
       } finally {
         await tb.teardown();
       }
     }
+    const name = `failover_t2cp_${variant}`;
+    const sum = (k: 'kept' | 'reset' | 'closed' | 'corrupt' | 'hung' | 'total' | 'openStalls'): number => runs.reduce((a, t) => a + t[k], 0);
     const stalls = runs.flatMap((t) => t.stallMs);
-    line(`failover_t2cp_${variant}_detection_ms`, stats(runs.map((t) => t.detectionMs)), '10 ms heartbeats, 3 misses');
-    line(`failover_t2cp_${variant}_takeover_ms`, stats(runs.map((t) => t.takeoverMs)), 'backup: request to step 5 done');
-    line(`failover_t2cp_${variant}_stall_ms`, stats(stalls), 'client: longest silence around the failure, per connection (capture)');
-    line(`failover_t2cp_${variant}_connections_kept`, `${runs.reduce((a, t) => a + t.kept, 0)}/${runs.reduce((a, t) => a + t.total, 0)}`);
-    line(`failover_t2cp_${variant}_resupplied_kb`, stats(runs.map((t) => t.resuppliedBytes / 1024)), 'traffic recorder at the gateway');
+    const stallMedian = median(stalls);
+    if (variant === 'idle') idleStallMedian = stallMedian;
+    line(`${name}_detection_ms`, stats(runs.map((t) => t.detectionMs)), '10 ms heartbeats, 3 misses');
+    line(`${name}_takeover_ms`, stats(runs.map((t) => t.takeoverMs)), 'backup: request to step 5 done');
+    line(`${name}_stall_ms_median`, ms(stallMedian),
+      `client-timed: per active connection the longest request->reply within ${STALL_WINDOW_MS} ms of the failure; ${stalls.length} connections, ` +
+      `trial medians ${runs.map((t) => ms(median(t.stallMs))).join(' ')}${sum('openStalls') ? `; ${sum('openStalls')} still unanswered at the end (lower bound)` : ''}`);
+    line(`${name}_stall_ms_p90`, ms(percentile(stalls, 0.9)));
+    line(`${name}_stall_ms_max`, ms(Math.max(...stalls)), '∞: a connection reset, closed, corrupt or hung');
+    if (load !== 'idle') {
+      line(`${name}_stall_vs_idle`, idleStallMedian !== undefined ? +(stallMedian / idleStallMedian).toFixed(2) : 'n/a (idle not run)',
+        `median / idle median of this run (${idleStallMedian !== undefined ? ms(idleStallMedian) : '-'} ms); target <= 1.3, and <= 50 ms median`);
+    }
+    line(`${name}_reply_before_ms_median`, ms(median(runs.flatMap((t) => t.replyBeforeMs))),
+      `client-timed: per active connection the longest request->reply answered within ${STALL_WINDOW_MS} ms before the failure`);
+    line(`${name}_connections_kept`, `${sum('kept')}/${sum('total')}`, 'active and idle, at the client');
+    line(`${name}_connections_reset`, sum('reset') + sum('closed') + sum('corrupt'),
+      `at the client: reset ${sum('reset')}, closed ${sum('closed')}, corrupt ${sum('corrupt')}`);
+    line(`${name}_connections_hung`, sum('hung'), 'at the client: open, never answered after the failure');
+    line(`${name}_resupplied_kb`, stats(runs.map((t) => t.resuppliedBytes / 1024)), 'traffic recorder at the gateway');
     if (load !== 'idle') {
       const by = variant.endsWith('_queue') ? 'user space (NFQUEUE)' : 'the kernel (tc programs)';
-      line(`failover_t2cp_${variant}_transfers_exact`, runs.every((t) => t.bulkOk) ? 'yes' : 'NO');
+      line(`${name}_transfers_exact`, runs.every((t) => t.bulkOk) ? 'yes' : 'NO');
       const rates = (k: 'before' | 'after' | 'later' | 't2cpCpu'): number[] => runs.map((t) => t.download?.[k] ?? NaN);
-      line(`failover_t2cp_${variant}_download_before_MBps`, median(rates('before')), `${trials(rates('before'))}; the second before the failure`);
-      line(`failover_t2cp_${variant}_download_after_MBps`, median(rates('after')), `${trials(rates('after'))}; 0.15-0.55 s after it`);
-      line(`failover_t2cp_${variant}_download_later_MBps`, median(rates('later')), `${trials(rates('later'))}; 1-2 s after it, translated by ${by}`);
-      line(`failover_t2cp_${variant}_t2cp_cpu_later_s`, median(rates('t2cpCpu')), `${rates('t2cpCpu').map((x) => x.toFixed(2)).join(' ')}; CPU seconds of t2cp over those 1-2 s`);
+      line(`${name}_download_before_MBps`, median(rates('before')), `${trials(rates('before'))}; the second before the failure`);
+      line(`${name}_download_after_MBps`, median(rates('after')), `${trials(rates('after'))}; 0.15-0.55 s after it`);
+      line(`${name}_download_later_MBps`, median(rates('later')), `${trials(rates('later'))}; 1-2 s after it, translated by ${by}`);
+      if (load === 'bulk') {
+        const up = (k: 'before' | 'after' | 'later'): number[] => runs.map((t) => t.upload?.[k] ?? NaN);
+        line(`${name}_upload_before_MBps`, median(up('before')), `${trials(up('before'))}; the second before the failure`);
+        line(`${name}_upload_after_MBps`, median(up('after')), `${trials(up('after'))}; 0.15-0.55 s after it`);
+      }
+      line(`${name}_t2cp_cpu_later_s`, median(rates('t2cpCpu')), `${rates('t2cpCpu').map((x) => x.toFixed(2)).join(' ')}; CPU seconds of t2cp over those 1-2 s`);
       laterRate[variant] = median(rates('later'));
     }
   }

@@ -2,7 +2,8 @@
 // each reply timed and checked byte for byte, to see what a client notices when the server fails.
 //
 //   node dist/scripts/echo-client.js --server IP:PORT --active N --idle M
-//                                    [--interval-ms 10] [--deadline-ms 60000] [--local IP[,IP...]]
+//                                    [--interval-ms 10] [--max-unanswered 64] [--window-ms 1000]
+//                                    [--deadline-ms 60000] [--local IP[,IP...]]
 //
 // Active connections send a 16-byte request every interval (at most --max-unanswered, default 64,
 // unanswered: 1 makes strict request/response, as a Redis or SSH client waits); idle ones send
@@ -15,9 +16,16 @@
 // {"ev":"resolved","id","outcome"} per connection when it is answered (kept) or ends (reset,
 // closed, corrupt), {"ev":"restored","atMs"} when a new connection is first echoed; at the end
 // {"ev":"summary", failMs, restoredMs, conns: [{id, kind, outcome, lastBeforeMs, firstAfterMs,
-// stallMs, replies, error, endMs}]}. outcome: kept | reset | closed | corrupt | stalled (nothing yet).
+// stallMs, longestReplyMs, longestReplyOpen, longestReplyBeforeMs, replies, error, endMs}]}.
+// outcome: kept | reset | closed | corrupt | stalled (no reply after the failure, still open).
 // stallMs (active connections): first reply after the failure minus the last reply before it;
-// null when there was no reply after it. The client exits by itself at the deadline (summary first).
+// null when there was no reply after it.
+// longestReplyMs: the longest time from sending a request to receiving its whole reply, among the
+// requests outstanding at some instant within --window-ms either side of the failure; a request
+// never answered counts until the connection ended or the summary (longestReplyOpen: true, a lower
+// bound). longestReplyBeforeMs: the same among the requests answered in the window before the
+// failure (the connection's round trips under the load of the moment). Both null before a `fail`.
+// The client exits by itself at the deadline (summary first).
 
 import net from 'node:net';
 import { createInterface } from 'node:readline';
@@ -27,6 +35,7 @@ const { values } = parseArgs({
   options: {
     server: { type: 'string' }, active: { type: 'string', default: '0' }, idle: { type: 'string', default: '0' },
     'interval-ms': { type: 'string', default: '10' }, 'max-unanswered': { type: 'string', default: '64' }, 'deadline-ms': { type: 'string', default: '60000' },
+    'window-ms': { type: 'string', default: '1000' },
     local: { type: 'string' },
   },
 });
@@ -37,10 +46,11 @@ const nIdle = Number(values.idle);
 const intervalMs = Number(values['interval-ms']);
 const deadlineMs = Number(values['deadline-ms']);
 const MAX_UNANSWERED = Number(values['max-unanswered']);
+const windowMs = Number(values['window-ms']);
 const locals = values.local ? values.local.split(',') : [undefined];
 if (!net.isIPv4(host ?? '') || !(port > 0 && port < 65536) || !(nActive + nIdle >= 1 && nActive + nIdle <= 10_000)
-  || !(intervalMs >= 1) || !(deadlineMs >= 1000) || !(Number.isInteger(MAX_UNANSWERED) && MAX_UNANSWERED >= 1)) {
-  process.stderr.write('usage: echo-client.js --server IP:PORT --active N --idle M [--interval-ms N] [--max-unanswered N] [--deadline-ms N] [--local IP,...]\n');
+  || !(intervalMs >= 1) || !(deadlineMs >= 1000) || !(Number.isInteger(MAX_UNANSWERED) && MAX_UNANSWERED >= 1) || !(windowMs > 0)) {
+  process.stderr.write('usage: echo-client.js --server IP:PORT --active N --idle M [--interval-ms N] [--max-unanswered N] [--window-ms N] [--deadline-ms N] [--local IP,...]\n');
   process.exit(2);
 }
 
@@ -72,6 +82,10 @@ class Conn {
   private rx: Buffer = Buffer.alloc(0);
   /** Reply times (bounded by the deadline: at most deadline / interval of them). */
   readonly times: number[] = [];
+  /** When the request of each reply in `times` was sent. */
+  readonly asked: number[] = [];
+  /** When each request not yet answered was sent, oldest first. */
+  private readonly pending: number[] = [];
   end: { outcome: Outcome; atMs: number; error: string | null } | null = null;
   resolved = false;
 
@@ -85,6 +99,7 @@ class Conn {
 
   send(): void {
     if (this.end || this.sent - this.received >= MAX_UNANSWERED) return;
+    this.pending.push(now());
     this.sock.write(request(this.id, this.sent++));
   }
 
@@ -100,6 +115,7 @@ class Conn {
       this.rx = this.rx.subarray(REQ);
       this.received++;
       this.times.push(t);
+      this.asked.push(this.pending.shift()!);
       if (failMs !== null && t >= failMs) this.resolve('kept');
     }
   }
@@ -123,9 +139,20 @@ class Conn {
     const after = this.times.find((t) => t >= f);
     const lastBeforeMs = before.at(-1) ?? null;
     const outcome: Outcome = this.end?.outcome ?? (after !== undefined ? 'kept' : 'stalled');
+    // Request->reply times around the failure; the unanswered count until the connection ended or now.
+    const until = this.end?.atMs ?? now();
+    let longestReplyMs: number | null = null, longestReplyOpen = false, longestReplyBeforeMs: number | null = null;
+    const requests = [...this.asked.map((s, i): [number, number | null] => [s, this.times[i]!]), ...this.pending.map((s): [number, null] => [s, null])];
+    for (const [sentAt, answeredAt] of requests) {
+      if (failMs === null || sentAt > f + windowMs || (answeredAt !== null && answeredAt < f - windowMs)) continue;
+      const ms = (answeredAt ?? until) - sentAt;
+      if (longestReplyMs === null || ms > longestReplyMs) { longestReplyMs = ms; longestReplyOpen = answeredAt === null; }
+      if (answeredAt !== null && answeredAt < f) longestReplyBeforeMs = Math.max(longestReplyBeforeMs ?? 0, ms);
+    }
     return {
       id: this.id, kind: this.kind, outcome, replies: this.received, lastBeforeMs, firstAfterMs: after ?? null,
       stallMs: this.kind === 'active' && outcome === 'kept' && after !== undefined && lastBeforeMs !== null ? after - lastBeforeMs : null,
+      longestReplyMs, longestReplyOpen, longestReplyBeforeMs,
       error: this.end?.error ?? null, endMs: this.end?.atMs ?? null,
     };
   }
