@@ -195,7 +195,8 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
     Napi::Env env = info.Env();
     TakeoverReport r = engine_->takeover_report();
     static const char* const kStates[] = {"idle", "running", "done", "failed"};
-    static const char* const kSteps[kTakeoverSteps] = {"freeze", "finish", "active", "ip-takeover", "connections"};
+    static const char* const kSteps[kTakeoverSteps] = {"freeze", "finish", "active", "ip-takeover", "connections",
+                                                            "catch-up"};
     Napi::Object o = Napi::Object::New(env);
     auto num = [&](const char* k, double v) { o.Set(k, Napi::Number::New(env, v)); };
     o.Set("state", kStates[static_cast<int>(r.state)]);
@@ -216,6 +217,9 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
     }
     o.Set("steps", steps);
     num("flowsTakenOver", r.flows_taken_over);
+    num("flowsCaughtUp", r.flows_caught_up);
+    num("flowsCatchingUp", r.flows_catching_up);
+    num("clientsReset", r.clients_reset);
     if (r.state == TakeoverReport::State::kDone) o.Set("translator", r.translated_in_kernel ? "kernel" : "queue");
     num("flowsLost", r.flows_lost);
     num("flowsUnprotected", r.flows_unprotected);

@@ -69,6 +69,8 @@ namespace t2cp {
   X(resume_bytes)                                                                  \
   X(resume_acks)             /* ACKs sent to clients at takeover */                \
   X(resume_errors)           /* raw send failed */                                 \
+  X(catch_up_client_packets) /* client packets fed to finishing replicas after the IP moved */\
+  X(takeover_client_resets)  /* clients of flows that cannot continue, reset at takeover */\
   X(garp_sent)               /* gratuitous ARPs for the VIP */
 
 enum Counter : int {

@@ -166,6 +166,7 @@ void Engine::run() {
       int m = ctx_.mode == EngineMode::kActive
                   ? 0
                   : capture_.dispatch(kCaptureBatch, &IncomingProcessor::capture_callback, &incoming_);
+      ctx_.capture_idle = m <= 0;
       // Latency is sampled only for packets served in the pass that captured
       // them: what waits on purpose (for a SYN-ACK, the replica's window or
       // its output) is not interceptor latency.
@@ -183,9 +184,9 @@ void Engine::run() {
     recovery_.poll(now);
     if (ctx_.mode == EngineMode::kActive) fds[0].fd = -1;  // the capture is not read any more
     if (now >= next_tick) {
-      if (ctx_.mode == EngineMode::kActive) {
-        active_.on_tick(now);
-      } else {
+      // While catching up both run: each skips the other's flows.
+      if (ctx_.mode == EngineMode::kActive || ctx_.mode == EngineMode::kCatchingUp) active_.on_tick(now);
+      if (ctx_.mode != EngineMode::kActive) {
         incoming_.on_tick(now);
         ctx_.drain_dirty([&](Flow& f) { incoming_.pump(f); });
         if (!ctx_.promote.empty()) incoming_.promote_waiting();

@@ -22,7 +22,9 @@ namespace t2cp {
 enum class EngineMode : uint8_t {
   kReplicating,  // feed the replica, drop its output
   kFrozen,       // takeover steps 1-2: no new flows, finish feeding the rest
-  kActive,       // takeover step 3 on: translate both directions, never inject
+  kCatchingUp,   // takeover steps 3-6: the flows whose replica is complete are
+                 // translated, the others still fed (per flow: Flow::phase)
+  kActive,       // every flow settled: translate both directions, never inject
 };
 
 struct EngineConfig {
@@ -71,6 +73,8 @@ struct EngineContext {
   }
   EngineConfig cfg;
   EngineMode mode = EngineMode::kReplicating;
+  // The capture socket was empty at its last read (set by the engine loop).
+  bool capture_idle = false;
   std::bitset<65536> port_set;
   Counters counters;
   MemoryPool stream_memory;               // before flows: their buffers return bytes to it

@@ -55,7 +55,7 @@ enum class EventReason : uint8_t {
   kReplicaReset = 13,    // the replica reset its copy, the primary did not
   kTakeoverIncomplete = 14,  // at takeover the replica lacked acknowledged bytes
   // Takeover steps (type kTakeover; detail = the step's duration, µs).
-  kStepFreeze = 21, kStepFinish = 22, kStepActive = 23, kStepIpTakeover = 24, kStepConnections = 25,
+  kStepFreeze = 21, kStepFinish = 22, kStepActive = 23, kStepIpTakeover = 24, kStepConnections = 25, kStepCatchUp = 26,
   kTakeoverDone = 30,    // detail: µs from request to the end of step 5
   kTakeoverFailed = 31,
   kStallMeasured = 32,   // the report's client-visible stall figures are final

@@ -20,6 +20,7 @@
 
 #include "events.h"
 #include "packet.h"
+#include "recovery_flow_phase.h"
 #include "stream_buffer.h"
 
 namespace t2cp {
@@ -126,8 +127,12 @@ struct Flow {
   // takes this one's place and its SYN is injected (promote_waiting).
   std::unique_ptr<Flow> successor;
 
-  // --- after takeover (recovery_active_mode), primary space to the client ---
-  bool active = false;                     // translated for the rest of its life
+  // --- takeover (recovery_flow_phase.h, recovery_active_mode) ---
+  TakeoverPhase phase = TakeoverPhase::kReplicating;
+  bool active() const { return phase == TakeoverPhase::kActive; }  // translated for the rest of its life
+  bool finishing() const { return phase == TakeoverPhase::kFinishing; }
+  bool in_kernel = false;                  // in the kernel translator's map
+  uint64_t continuable_us = 0;             // first seen continuable while finishing, 0 not yet
   uint32_t ts_out_delta = 0;               // replica TSval - this = the client's view
   uint32_t p_tsval_at_active = 0;          // echoes up to this are of the primary's clock
   uint64_t first_active_data_us = 0;       // first byte the client got from us

@@ -103,7 +103,7 @@ bool IncomingProcessor::inject_syn(Flow& f) {
 }
 
 void IncomingProcessor::pump(Flow& f) {
-  if (ctx_.mode == EngineMode::kActive) return;  // the replica talks to the client itself now
+  if (ctx_.mode == EngineMode::kActive || f.active()) return;  // the replica talks to the client itself now
   if (f.state != FlowState::kSynchronised && f.state != FlowState::kClosing) return;
   uint64_t now = realtime_us();
   if (f.c_rst && !f.rst_injected) {
@@ -181,6 +181,7 @@ void IncomingProcessor::check_lag(Flow& f) {
 }
 
 void IncomingProcessor::tick_flow(Flow& f, uint64_t now) {
+  if (f.active()) return;  // active mode's (recovery_active_mode)
   switch (f.state) {
     case FlowState::kSynSeen:
       if (now - f.handshake_us > uint64_t(ctx_.cfg.handshake_timeout_ms) * 1000) {
@@ -236,6 +237,7 @@ void IncomingProcessor::on_tick(uint64_t now) {
   ctx_.flows.for_each([&](Flow& f) { tick_flow(f, now); });
   uint64_t idle_us = uint64_t(ctx_.cfg.idle_timeout_s) * 1000000;
   ctx_.flows.erase_if([&](Flow& f) {
+    if (f.active()) return false;  // active mode expires it
     switch (f.state) {
       case FlowState::kClosed: return now - f.closed_us > kLingerUs;
       case FlowState::kUnprotected: return now - f.last_seen_us > kUnprotectedIdleUs;

@@ -163,6 +163,11 @@ void IncomingProcessor::on_client_segment(const Segment& s, uint64_t capture_ns)
     return;
   }
   f->last_seen_us = realtime_us();
+  if (f->state == FlowState::kUnprotected && (s.flags & kAck) && (!f->c_ack_seen || after(s.ack, f->c_ack_p))) {
+    // Where the client stands, so that a takeover can reset it in numbers it accepts.
+    f->c_ack_p = s.ack;
+    f->c_ack_seen = true;
+  }
   if (f->state == FlowState::kUnprotected || f->state == FlowState::kClosed) return;
 
   if (s.opt.has_ts && (f->c_tsval == 0 || !before(s.opt.tsval, f->c_tsval))) {
@@ -227,7 +232,7 @@ void IncomingProcessor::on_resupplied(const uint8_t* ip, size_t len) {
   if (parse_ipv4(ip, len, false, &s) == ParseError::kOk && s.daddr == ctx_.cfg.vip && ctx_.port_set.test(s.dport))
     f = generation_of(ctx_.flows.find(FlowKey{s.saddr, s.sport, s.dport}), s.seq, &detached);
   // Only for a connection the replica has open and the engine still feeds.
-  bool fed = f && !before(s.seq, f->c_isn + 1) && ctx_.mode != EngineMode::kActive &&
+  bool fed = f && !before(s.seq, f->c_isn + 1) && ctx_.mode != EngineMode::kActive && !f->active() &&
              (f->state == FlowState::kSynchronised || f->state == FlowState::kClosing);
   if (!fed) {
     ctx_.counters.add(k_resupply_ignored);
@@ -236,6 +241,17 @@ void IncomingProcessor::on_resupplied(const uint8_t* ip, size_t len) {
   ctx_.counters.add(k_resupply_packets);
   ctx_.counters.add(k_resupply_bytes, s.payload_len);
   if (add_client_bytes(*f, s) && !detached) ctx_.mark_dirty(*f);
+}
+
+void IncomingProcessor::on_queued_client_segment(const uint8_t* ip, size_t len) {
+  Segment s;
+  ParseError e = parse_ipv4(ip, len, false, &s);
+  if (e != ParseError::kOk) {
+    ctx_.counters.backup_parse[static_cast<int>(e)].fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  ctx_.counters.add(k_catch_up_client_packets);
+  on_client_segment(s, 0);
 }
 
 void IncomingProcessor::on_primary_segment(const Segment& s) {

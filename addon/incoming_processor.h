@@ -38,6 +38,10 @@ class IncomingProcessor {
   // A client segment the gateway's traffic recorder sent again (whole IPv4
   // packet): fills a gap the capture left, as the mirror would have.
   void on_resupplied(const uint8_t* ip, size_t len);
+  // A client segment that reached this host itself after the IP takeover
+  // (whole IPv4 packet, from NFQUEUE) for a flow still catching up: fed to
+  // its replica like a mirrored one.
+  void on_queued_client_segment(const uint8_t* ip, size_t len);
   // Periodic: re-injection, window probes, timeouts, expiry.
   void on_tick(uint64_t now_us);
   // Successors whose predecessor finished on the replica take its place and

@@ -42,10 +42,10 @@ constexpr char kInChain[] = "in";
 constexpr int32_t kIpInPriority = -150;
 
 // meta mark == kInjectMark -> accept: our own re-sent packets pass untouched.
-void put_mark_exempt_rule(Batch& b, const std::string& table) {
+void put_mark_exempt_rule(Batch& b, const std::string& table, const char* chain = kChain,
+                          uint32_t mark = kInjectMark) {
   nlattr* exprs;
-  nlmsghdr* nlh = begin_rule(b, NFPROTO_IPV4, table, kChain, What::kMarkRule, &exprs);
-  uint32_t mark = kInjectMark;
+  nlmsghdr* nlh = begin_rule(b, NFPROTO_IPV4, table, chain, What::kMarkRule, &exprs);
   put_meta_eq(nlh, NFT_META_MARK, &mark, sizeof mark);
   put_verdict(nlh, NF_ACCEPT);
   end_rule(b, nlh, exprs);
@@ -55,9 +55,10 @@ void put_mark_exempt_rule(Batch& b, const std::string& table) {
 // NFQUEUE queue_num, in chain `chain`: the replica's output (out) or, in
 // active mode, the clients' input (in).
 void put_queue_rule(Batch& b, const std::string& table, const char* chain, bool to_vip,
-                    uint32_t vip, uint16_t port, uint16_t queue_num) {
+                    uint32_t vip, uint16_t port, uint16_t queue_num, uint32_t iif = 0) {
   nlattr* exprs;
   nlmsghdr* nlh = begin_rule(b, NFPROTO_IPV4, table, chain, What::kQueueRule, &exprs);
+  if (iif) put_meta_eq(nlh, NFT_META_IIF, &iif, sizeof iif);
   put_payload_eq(nlh, NFT_PAYLOAD_NETWORK_HEADER, to_vip ? kIpDaddrOffset : kIpSaddrOffset, &vip, 4);
   uint8_t tcp = IPPROTO_TCP;
   put_meta_eq(nlh, NFT_META_L4PROTO, &tcp, 1);
@@ -68,6 +69,31 @@ void put_queue_rule(Batch& b, const std::string& table, const char* chain, bool 
   mnl_attr_nest_end(nlh, exprs);
   // nft_compat hands the protocol to the xtables checkentry hook, as the
   // ipt_entry's ip.proto would (iptables-nft sends the same).
+  nlattr* compat = mnl_attr_nest_start(nlh, NFTA_RULE_COMPAT);
+  put_be32(nlh, NFTA_RULE_COMPAT_PROTO, IPPROTO_TCP);
+  put_be32(nlh, NFTA_RULE_COMPAT_FLAGS, 0);
+  mnl_attr_nest_end(nlh, compat);
+  b.close(nlh);
+}
+
+// One flow's packets toward the VIP (to_vip: arriving on iif) or from it ->
+// NFQUEUE queue_num: a flow still finishing while the kernel translates the
+// others (takeover step 6).
+void put_flow_queue_rule(Batch& b, const std::string& table, bool to_vip, uint32_t vip, const NftFlow& f,
+                         uint16_t queue_num, uint32_t iif) {
+  nlattr* exprs;
+  nlmsghdr* nlh = begin_rule(b, NFPROTO_IPV4, table, to_vip ? kInChain : kChain, What::kQueueRule, &exprs);
+  if (to_vip && iif) put_meta_eq(nlh, NFT_META_IIF, &iif, sizeof iif);
+  put_payload_eq(nlh, NFT_PAYLOAD_NETWORK_HEADER, to_vip ? kIpDaddrOffset : kIpSaddrOffset, &vip, 4);
+  put_payload_eq(nlh, NFT_PAYLOAD_NETWORK_HEADER, to_vip ? kIpSaddrOffset : kIpDaddrOffset, &f.client_ip, 4);
+  uint8_t tcp = IPPROTO_TCP;
+  put_meta_eq(nlh, NFT_META_L4PROTO, &tcp, 1);
+  uint16_t server = htons(f.server_port), client = htons(f.client_port);
+  put_payload_eq(nlh, NFT_PAYLOAD_TRANSPORT_HEADER, to_vip ? kTcpDportOffset : kTcpSportOffset, &server, 2);
+  put_payload_eq(nlh, NFT_PAYLOAD_TRANSPORT_HEADER, to_vip ? kTcpSportOffset : kTcpDportOffset, &client, 2);
+  put_counter(nlh);
+  put_nfqueue_target(nlh, queue_num);
+  mnl_attr_nest_end(nlh, exprs);
   nlattr* compat = mnl_attr_nest_start(nlh, NFTA_RULE_COMPAT);
   put_be32(nlh, NFTA_RULE_COMPAT_PROTO, IPPROTO_TCP);
   put_be32(nlh, NFTA_RULE_COMPAT_FLAGS, 0);
@@ -280,7 +306,8 @@ NftStatus NftTables::install(const NftConfig& cfg, std::string* err) {
   return NftStatus::kOk;
 }
 
-bool NftTables::enter_active(ActiveRules rules, std::string* err) {
+bool NftTables::enter_active(ActiveRules rules, uint32_t in_ifindex, const std::vector<NftFlow>& flows,
+                             std::string* err) {
   if (fd_ < 0) {
     *err = "nftables: not installed";
     return false;
@@ -290,7 +317,7 @@ bool NftTables::enter_active(ActiveRules rules, std::string* err) {
   // ARP for the VIP from now on, and the taken-over flows' packets go either
   // through the interceptor (both directions queued) or, when the kernel
   // translates them, straight out (chain out emptied).
-  Batch b(&seq_, 2 + cfg_.ports.size());
+  Batch b(&seq_, 5 + cfg_.ports.size() + (rules == ActiveRules::kQueueFlows ? 2 * flows.size() : 0));
   auto flush = [&](uint8_t family, const char* chain, What what) {
     nlmsghdr* m = b.open(NFT_MSG_DELRULE, 0, family, what);
     mnl_attr_put_strz(m, NFTA_RULE_TABLE, table_.c_str());
@@ -298,10 +325,24 @@ bool NftTables::enter_active(ActiveRules rules, std::string* err) {
     b.close(m);
   };
   flush(NFPROTO_ARP, kChain, What::kArpRule);
-  if (rules == ActiveRules::kQueueBoth) {
-    for (uint16_t port : cfg_.ports) put_queue_rule(b, table_, kInChain, true, cfg_.vip, port, cfg_.queue_num);
-  } else {
-    flush(NFPROTO_IPV4, kChain, What::kFlushChain);
+  flush(NFPROTO_IPV4, kInChain, What::kFlushChain);
+  switch (rules) {
+    case ActiveRules::kQueueBoth:
+      put_mark_exempt_rule(b, table_, kInChain, kTranslatedMark);
+      for (uint16_t port : cfg_.ports)
+        put_queue_rule(b, table_, kInChain, true, cfg_.vip, port, cfg_.queue_num, in_ifindex);
+      break;
+    case ActiveRules::kQueueFlows:
+      flush(NFPROTO_IPV4, kChain, What::kFlushChain);
+      put_mark_exempt_rule(b, table_, kInChain, kTranslatedMark);
+      for (const NftFlow& f : flows) {
+        put_flow_queue_rule(b, table_, true, cfg_.vip, f, cfg_.queue_num, in_ifindex);
+        put_flow_queue_rule(b, table_, false, cfg_.vip, f, cfg_.queue_num, 0);
+      }
+      break;
+    case ActiveRules::kNone:
+      flush(NFPROTO_IPV4, kChain, What::kFlushChain);
+      break;
   }
   Outcome o = run_batch(fd_, b);
   if (o.err) {

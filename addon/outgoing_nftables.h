@@ -10,7 +10,8 @@
 //       Packets carrying kInjectMark are exempt (the recovery path re-sends
 //       through the stack with it).
 //                      chain in: hook prerouting, priority -150, empty; after
-//       a takeover: ip daddr <vip> tcp dport <port> -> the same queue.
+//       a takeover: meta mark == kTranslatedMark -> accept, then
+//       iif <vip-if> ip daddr <vip> tcp dport <port> -> the same queue.
 //   table arp <name>  (flags owner)  chain out: hook output, priority 0
 //       arp sender-ip == <vip>  ->  drop. The VIP is a local address on the
 //       backup while it replicates; without this the backup would answer ARP
@@ -43,6 +44,16 @@ namespace t2cp {
 // Mark on packets the program itself sends through the stack, exempted by the
 // output rules (cf. libsoccr's SOCCR_MARK). Value: "T2" in ASCII.
 constexpr uint32_t kInjectMark = 0x5432;
+// Mark the kernel translator (recovery_active_mode.bpf.c, tc ingress) puts on
+// the client packets it translated, so that the queue rules of a takeover
+// still catching up leave them alone. Value: "T3" in ASCII.
+constexpr uint32_t kTranslatedMark = 0x5433;
+
+// One client connection to the VIP (host order ports, network order address).
+struct NftFlow {
+  uint32_t client_ip = 0;
+  uint16_t client_port = 0, server_port = 0;
+};
 
 struct NftConfig {
   std::string table;             // e.g. "t2cp_backup"; [A-Za-z0-9_]{1,31}
@@ -63,15 +74,21 @@ class NftTables {
   // Create both tables in one netlink batch (all or nothing). On failure,
   // *err gets one line naming the cause and nothing stays installed.
   NftStatus install(const NftConfig& cfg, std::string* err);
-  // Takeover (failure recovery, step 3), in one batch: flush the arp chain,
-  // then either (kQueueBoth) fill chain `in` (hook prerouting, priority -150,
-  // empty until now) with rules queueing ip daddr <vip> tcp dport <port> to
-  // the same queue, or (kNone: the kernel translator has the flows) flush
-  // chain `out`. False and *err on failure.
+  // Takeover (failure recovery, steps 3 and 6), in one batch: flush the arp
+  // chain and chain `in` (hook prerouting, priority -150), then
+  //   kQueueBoth   (the queue translates) fill `in` with rules queueing what
+  //                arrives on interface in_ifindex for ip daddr <vip> tcp
+  //                dport <port> to the same queue, unless marked
+  //                kTranslatedMark; `out` keeps queueing the replica's output;
+  //   kQueueFlows  (the kernel translates; `flows` still finish) flush `out`
+  //                and queue both directions of each listed flow only, so
+  //                the taken-over flows never wait behind them in the queue;
+  //   kNone        (the kernel translates every flow) flush `out` too.
+  // Callable again to change. False and *err on failure.
   // Thread: the caller of install() or, while that thread leaves the object
   // alone, the engine thread.
-  enum class ActiveRules { kQueueBoth, kNone };
-  bool enter_active(ActiveRules rules, std::string* err);
+  enum class ActiveRules { kQueueBoth, kQueueFlows, kNone };
+  bool enter_active(ActiveRules rules, uint32_t in_ifindex, const std::vector<NftFlow>& flows, std::string* err);
   // Delete both tables and close the owning socket. Idempotent.
   void remove();
   bool installed() const { return fd_ >= 0; }

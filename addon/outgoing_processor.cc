@@ -8,9 +8,38 @@
 namespace t2cp {
 
 NfQueue::Verdict OutgoingProcessor::on_packet(uint8_t* ip, size_t copied) {
-  if (ctx_.mode == EngineMode::kActive) return active_.on_packet(ip, copied);
-  on_replica_packet(ip, copied);
-  return NfQueue::Verdict::kDrop;  // every replica packet; never reaches the network
+  switch (ctx_.mode) {
+    case EngineMode::kReplicating:
+    case EngineMode::kFrozen:
+      on_replica_packet(ip, copied);
+      return NfQueue::Verdict::kDrop;  // every replica packet; never reaches the network
+    case EngineMode::kCatchingUp:
+      return on_catching_up(ip, copied);
+    case EngineMode::kActive:
+      break;
+  }
+  return active_.on_packet(ip, copied);
+}
+
+// Takeover steps 3-6: a flow still finishing keeps the replication path (its
+// client's segments, which reach this host itself once the VIP moved, are
+// fed to its replica; its replica's output is observed and dropped); every
+// other packet is active mode's.
+NfQueue::Verdict OutgoingProcessor::on_catching_up(uint8_t* ip, size_t copied) {
+  Segment s;
+  if (parse_ipv4(ip, copied, /*allow_truncated_payload=*/true, &s) == ParseError::kOk) {
+    bool to_vip = s.daddr == ctx_.cfg.vip && ctx_.port_set.test(s.dport);
+    bool from_vip = s.saddr == ctx_.cfg.vip && ctx_.port_set.test(s.sport);
+    Flow* f = to_vip   ? ctx_.flows.find(FlowKey{s.saddr, s.sport, s.dport})
+              : from_vip ? ctx_.flows.find(FlowKey{s.daddr, s.dport, s.sport})
+                         : nullptr;
+    if (f && f->finishing()) {
+      if (to_vip) in_.on_queued_client_segment(ip, copied);
+      else on_replica_packet(ip, copied);
+      return NfQueue::Verdict::kDrop;
+    }
+  }
+  return active_.on_packet(ip, copied);
 }
 
 void OutgoingProcessor::keep_unacknowledged(Flow& f, const Segment& s, size_t copied) {

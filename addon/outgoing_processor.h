@@ -4,8 +4,8 @@
 // how far it has sent (snd_nxt), how far it has received (its ack) and its
 // receive window. That is what lets the incoming processor keep the replica
 // in step. Data the client has not acknowledged yet is kept (Flow::out) for
-// the takeover. After a takeover the queue carries both directions of the
-// taken-over flows and active mode translates them instead.
+// the takeover. While a takeover catches up, a flow still finishing keeps
+// this path; after it, the queue carries what active mode translates.
 //
 // Thread: engine thread only.
 #pragma once
@@ -32,6 +32,7 @@ class OutgoingProcessor {
 
  private:
   void on_replica_packet(const uint8_t* ip, size_t copied);
+  NfQueue::Verdict on_catching_up(uint8_t* ip, size_t copied);
   void keep_unacknowledged(Flow& f, const Segment& s, size_t copied);
 
   EngineContext& ctx_;

@@ -245,6 +245,7 @@ int t2cp_active_ingress(struct __sk_buff* skb) {
   f->last_seen_ns = bpf_ktime_get_ns();
   count(T2CP_ACTIVE_IN_PACKETS);
   if (write_segment(skb, &s, orig)) count(T2CP_ACTIVE_UNPARSED);
+  else skb->mark = cfg->translated_mark;  // the catch-up queue rules leave it alone
   return TC_ACT_OK;
 }
 

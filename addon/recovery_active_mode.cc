@@ -41,14 +41,8 @@ void finish_checksum(uint8_t* ip, const Segment& s) {
 
 }  // namespace
 
-bool ActiveMode::can_take_over(const Flow& f) {
-  bool paired = f.p_synack && f.b_synack;
-  return paired && (f.state == FlowState::kSynchronised || f.state == FlowState::kClosing ||
-                    (f.state == FlowState::kClosed && !f.rst_injected));
-}
-
 void ActiveMode::enter(Flow& f) {
-  f.active = true;
+  f.phase = TakeoverPhase::kActive;
   f.p_tsval_at_active = f.p_tsval;
   // The client's ts_recent is the primary's latest TSval: the backup's clock
   // must read at least that (PAWS drops older ones). The handshake offset
@@ -65,12 +59,13 @@ uint32_t ActiveMode::client_window(const Flow& f) {
 }
 
 NfQueue::Verdict ActiveMode::on_packet(uint8_t* ip, size_t len) {
-  // Queued before step 3 emptied the rules: the kernel's translator rewrites
-  // it on its way out.
-  if (kernel_) return NfQueue::Verdict::kAccept;
   Counters& c = ctx_.counters;
   Segment s;
   ParseError e = parse_ipv4(ip, len, /*allow_truncated_payload=*/false, &s);
+  // With the kernel translator only the clients' packets it did not mark
+  // as translated are ever queued to us (while a takeover catches up), and
+  // the replica's output it rewrites on its way out, after the queue.
+  if (kernel_ && !(e == ParseError::kOk && s.daddr == ctx_.cfg.vip)) return NfQueue::Verdict::kAccept;
   if (e != ParseError::kOk) {
     // Not ours to judge: the stack decides about a malformed packet.
     if (e == ParseError::kTruncatedIp) c.add(k_active_truncated);
@@ -80,7 +75,7 @@ NfQueue::Verdict ActiveMode::on_packet(uint8_t* ip, size_t len) {
   bool to_vip = s.daddr == ctx_.cfg.vip && ctx_.port_set.test(s.dport);
   FlowKey k = to_vip ? FlowKey{s.saddr, s.sport, s.dport} : FlowKey{s.daddr, s.dport, s.sport};
   Flow* f = ctx_.flows.find(k);
-  if (!f || !f->active) {
+  if (!f || !f->active()) {
     c.add(k_active_passthrough);
     return NfQueue::Verdict::kAccept;
   }
@@ -198,7 +193,7 @@ void ActiveMode::sync_from_kernel(uint64_t now) {
   auto wall_us = [&](uint64_t ns) { return ns >= mono_ns ? now : now - (mono_ns - ns) / 1000; };
   std::vector<FlowKey> reused;
   ctx_.flows.for_each([&](Flow& f) {
-    if (!f.active) return;
+    if (!f.active() || !f.in_kernel) return;
     t2cp_active_flow v;
     if (!kernel_->read(f.key, &v)) { reused.push_back(f.key); return; }
     if (after(v.b_snd_nxt, f.b_snd_nxt)) { f.s2c_backup += v.b_snd_nxt - f.b_snd_nxt; f.b_snd_nxt = v.b_snd_nxt; }
@@ -234,14 +229,15 @@ void ActiveMode::on_tick(uint64_t now) {
   }
   uint64_t idle_us = uint64_t(ctx_.cfg.idle_timeout_s) * 1000000;
   ctx_.flows.erase_if([&](Flow& f) {
-    if (!f.active) return f.state == FlowState::kClosed || f.state == FlowState::kUnprotected;
+    // While a takeover catches up the incoming processor expires the rest.
+    if (!f.active()) return ctx_.mode == EngineMode::kActive && (f.state == FlowState::kClosed || f.state == FlowState::kUnprotected);
     bool expired = f.state == FlowState::kClosed ? now - f.closed_us > kActiveLingerUs : now - f.last_seen_us > idle_us;
     if (!expired) return false;
     if (f.state != FlowState::kClosed) {
       ctx_.counters.add(k_flows_expired);
       ctx_.events.emit(EventType::kClosed, EventReason::kIdleTimeout, f);
     }
-    if (kernel_) kernel_->remove(f.key);
+    if (kernel_ && f.in_kernel) kernel_->remove(f.key);
     return true;
   });
 }

@@ -48,10 +48,8 @@ class ActiveMode {
  public:
   explicit ActiveMode(EngineContext& ctx) : ctx_(ctx) {}
 
-  // Takeover step 3, per flow: translate it from now on.
+  // Takeover, per flow (recovery_readiness.h says when): translate it from now on.
   void enter(Flow& f);
-  // Whether a flow can be taken over: both handshakes paired, not lost.
-  static bool can_take_over(const Flow& f);
   // One queued packet (whole, from its IPv4 header).
   NfQueue::Verdict on_packet(uint8_t* ip, size_t len);
   // Expiry of taken-over flows (closed + linger, or idle).

@@ -65,7 +65,7 @@ std::string KernelTranslator::load_only(const std::string& object_path, uint32_t
   flows_fd_ = find_map(obj_, "t2cp_flows");
   stats_fd_ = find_map(obj_, "t2cp_stats");
   int config_fd = find_map(obj_, "t2cp_config");
-  t2cp_active_config cfg{vip, kInjectMark};
+  t2cp_active_config cfg{vip, kInjectMark, kTranslatedMark};
   uint32_t zero = 0;
   if (prog_in_ < 0 || prog_out_ < 0 || flows_fd_ < 0 || stats_fd_ < 0 || config_fd < 0 ||
       bpf_map_update_elem(config_fd, &zero, &cfg, BPF_ANY) != 0) {

@@ -45,6 +45,7 @@ struct t2cp_active_flow {
 struct t2cp_active_config {
   __u32 vip;                // network order
   __u32 inject_mark;        // packets we send ourselves (kInjectMark): untouched
+  __u32 translated_mark;    // put on client packets translated (kTranslatedMark)
 };
 
 // Per-CPU counters; the engine sums them into the counters of the same

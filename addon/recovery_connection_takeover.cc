@@ -96,4 +96,26 @@ void ConnectionTakeover::resume(Flow& f) {
   f.out.clear();  // the replica's own stack retransmits from here on
 }
 
+bool ConnectionTakeover::reset_client(const Flow& f) {
+  if (fd_ < 0 || !f.c_ack_seen) return false;
+  SegmentSpec sp;
+  sp.saddr = ctx_.cfg.vip;
+  sp.daddr = f.key.client_ip;
+  sp.sport = f.key.server_port;
+  sp.dport = f.key.client_port;
+  sp.flags = kRst;
+  // Where the client acknowledged, and where the primary had sent to (what
+  // a client that delays its ACKs holds already).
+  sp.seq = f.c_ack_p;
+  sp.ip_id = ip_id_++;
+  bool sent = send(sp);
+  if (f.p_synack && after(f.p_snd_nxt, f.c_ack_p)) {
+    sp.seq = f.p_snd_nxt;
+    sp.ip_id = ip_id_++;
+    sent = send(sp) || sent;
+  }
+  if (sent) ctx_.counters.add(k_takeover_client_resets);
+  return sent;
+}
+
 }  // namespace t2cp

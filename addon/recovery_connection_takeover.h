@@ -29,6 +29,13 @@ class ConnectionTakeover {
   std::string open();
   // Step 5 for one taken-over flow.
   void resume(Flow& f);
+  // A flow whose replica cannot continue it: reset the client now, in the
+  // primary's numbers, rather than leave it waiting on a connection nobody
+  // serves. False if its numbers are unknown (never seen acknowledging).
+  // A RST within the client's window but not at its exact rcv_nxt draws a
+  // challenge ACK (RFC 5961), which this host's stack, holding no socket for
+  // the flow, answers with a RST at exactly that point.
+  bool reset_client(const Flow& f);
 
  private:
   bool send(const SegmentSpec& sp);

@@ -1,9 +1,12 @@
 #include "recovery_takeover.h"
 
+#include <net/if.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <vector>
+
+#include "recovery_readiness.h"
 
 namespace t2cp {
 namespace {
@@ -12,9 +15,26 @@ namespace {
 // data from the new owner within it count, µs.
 constexpr uint64_t kStallWindowUs = 2000000;
 
-const EventReason kStepReason[kTakeoverSteps] = {EventReason::kStepFreeze, EventReason::kStepFinish,
-                                                 EventReason::kStepActive, EventReason::kStepIpTakeover,
-                                                 EventReason::kStepConnections};
+// Step 2 reads the capture until it is empty, but at least this long (the
+// replicas take what the last frames fed them) and at most kDrainMaxUs (a
+// mirror that keeps delivering: a planned switch, a primary still alive), µs.
+constexpr uint64_t kDrainMinUs = 1000;
+constexpr uint64_t kDrainMaxUs = 50000;
+// A finishing flow whose replica has everything the primary acknowledged but
+// not yet every byte held (a request just fed, its ACK delayed by the
+// replica's TCP) goes active after this long anyway: the client sends the
+// rest again, µs.
+constexpr uint64_t kContinuableWaitUs = 10000;
+// With the kernel translator, up to this many finishing flows get queue
+// rules of their own (two each); more, and everything for the VIP is queued
+// while they finish.
+constexpr size_t kMaxFlowRules = 256;
+// Step 6 looks at the finishing flows at most this often, µs.
+constexpr uint64_t kCatchUpPassUs = 500;
+
+const EventReason kStepReason[kTakeoverSteps] = {EventReason::kStepFreeze,      EventReason::kStepFinish,
+                                                 EventReason::kStepActive,      EventReason::kStepIpTakeover,
+                                                 EventReason::kStepConnections, EventReason::kStepCatchUp};
 
 }  // namespace
 
@@ -62,27 +82,60 @@ void FailureRecovery::fail(const std::string& why, uint64_t now_us) {
   ctx_.events.emit_takeover(EventReason::kTakeoverFailed, now_us - report_.requested_us);
 }
 
-// Every flow the replica can still complete has all captured client bytes
-// acknowledged by it.
-bool FailureRecovery::all_finished() {
+bool FailureRecovery::all_complete() {
   bool done = true;
   ctx_.flows.for_each([&](Flow& f) {
-    if (!done || f.state == FlowState::kUnprotected || f.state == FlowState::kClosed) return;
-    if (f.state == FlowState::kSynSeen) return;  // settled at the end of the step
-    if (before(f.b_rcv_nxt, f.data.contig_end()) || f.data.has_out_of_order()) done = false;
+    if (!done || !f.finishing()) return;
+    Readiness r = readiness(f);
+    if (r == Readiness::kContinuable || r == Readiness::kBehind) done = false;
   });
   return done;
 }
 
-void FailureRecovery::settle_unfinished() {
-  uint32_t lost = 0, dropped = 0, unprotected = 0;
+bool FailureRecovery::activate(Flow& f) {
+  if (!phase_can_move(f.phase, TakeoverPhase::kActive)) return false;
+  active_.enter(f);
+  if (kernel_.ready()) {
+    // The map holds max_flows entries: as many as the table.
+    f.in_kernel = kernel_.add(f);
+    if (!f.in_kernel) ctx_.counters.add(k_resume_errors);
+  }
+  uint32_t made = f.b_snd_nxt - f.seq_delta;  // the replica's snd_nxt in the primary's numbers
+  uint64_t lag = after(f.p_snd_nxt, made) ? f.p_snd_nxt - made : 0;
+  std::lock_guard<std::mutex> g(mu_);
+  report_.flows_taken_over++;
+  report_.replica_lag_bytes_total += lag;
+  report_.replica_lag_bytes_max = std::max(report_.replica_lag_bytes_max, lag);
+  return true;
+}
+
+void FailureRecovery::give_up(Flow& f, EventReason why) {
+  if (f.state == FlowState::kSynchronised || f.state == FlowState::kClosing) {
+    in_.lose_flow(f, why, after(f.p_rcv_nxt, f.b_rcv_nxt) ? f.p_rcv_nxt - f.b_rcv_nxt : 0);
+  } else if (f.state != FlowState::kUnprotected) {
+    in_.make_unprotected(f, why);
+  }
+  f.phase = TakeoverPhase::kReset;
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    report_.flows_lost++;
+  }
+  // Before step 5 the VIP is not here yet: the client is reset then.
+  if (step_ < 5) reset_due_.push_back(f.key);
+  else if (conn_.reset_client(f)) { std::lock_guard<std::mutex> g(mu_); report_.clients_reset++; }
+}
+
+bool FailureRecovery::settle(std::string* err) {
+  uint32_t dropped = 0, unprotected = 0, lost_waiting = 0;
   std::vector<FlowKey> forget;
+  std::vector<Flow*> lost, complete;
   ctx_.flows.for_each([&](Flow& f) {
     // Connections waiting for the replica to finish an older one on the same
-    // key never reached the replica: lost if the primary answered them.
+    // key never reached the replica: lost if the primary answered them
+    // (their clients are not reset: the key is the older connection's).
     for (Flow* n = f.successor.get(); n; n = n->successor.get()) {
       if (n->p_synack) {
-        lost++;
+        lost_waiting++;
         ctx_.counters.add(k_flows_unprotected);
         ctx_.events.emit(EventType::kUnprotected, EventReason::kTakeoverIncomplete, *n);
       } else {
@@ -90,72 +143,123 @@ void FailureRecovery::settle_unfinished() {
       }
     }
     f.successor.reset();
-    if (f.state == FlowState::kUnprotected) { unprotected++; return; }
-    if (f.state == FlowState::kSynSeen) {
-      if (f.p_synack) {
-        // The client has the primary's ISN, the replica never paired: lost.
-        in_.make_unprotected(f, EventReason::kTakeoverIncomplete);
-        lost++;
-      } else {
-        // Nobody answered the client yet: its next SYN opens a local
-        // connection (the replica's half-open one answers it as its own).
-        forget.push_back(f.key);
-        dropped++;
-      }
+    if (!f.finishing()) {
+      // Unprotected before the takeover: its client is reset at step 5 too.
+      unprotected++;
+      if (f.state == FlowState::kUnprotected) reset_due_.push_back(f.key);
       return;
     }
-    if (f.state != FlowState::kClosed && before(f.b_rcv_nxt, f.p_rcv_nxt)) {
-      in_.lose_flow(f, EventReason::kTakeoverIncomplete, f.p_rcv_nxt - f.b_rcv_nxt);
-      lost++;
+    switch (readiness(f)) {
+      case Readiness::kComplete: complete.push_back(&f); break;
+      case Readiness::kContinuable:
+      case Readiness::kBehind: finishing_.push_back(f.key); break;
+      case Readiness::kLost: lost.push_back(&f); break;
+      case Readiness::kUnanswered:
+        // Nobody answered the client yet: its next SYN opens a local
+        // connection (the replica's half-open one answers it as its own).
+        f.phase = TakeoverPhase::kForgotten;
+        forget.push_back(f.key);
+        dropped++;
+        break;
+      case Readiness::kOver:
+      case Readiness::kUnprotected:
+        f.phase = TakeoverPhase::kForgotten;
+        break;
     }
   });
+  for (Flow* f : lost) give_up(*f, EventReason::kTakeoverIncomplete);
+  for (Flow* f : complete) activate(*f);
   for (const FlowKey& k : forget) ctx_.flows.erase(k);
-  std::lock_guard<std::mutex> g(mu_);
-  report_.flows_lost = lost;
-  report_.handshakes_dropped = dropped;
-  report_.flows_unprotected = unprotected;
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    report_.flows_lost += lost_waiting;
+    report_.handshakes_dropped = dropped;
+    report_.flows_unprotected = unprotected;
+    report_.flows_catching_up = uint32_t(finishing_.size());
+    report_.translated_in_kernel = kernel_.ready();
+  }
+  // The kernel has every active flow before the queue rules change: no
+  // packet of a taken-over flow leaves untranslated.
+  if (!apply_rules(err)) return false;
+  if (kernel_.ready()) active_.use_kernel(&kernel_);
+  ctx_.mode = finishing_.empty() ? EngineMode::kActive : EngineMode::kCatchingUp;
+  return true;
 }
 
-bool FailureRecovery::go_active(std::string* err) {
-  bool in_kernel = kernel_.ready();
-  uint32_t n = 0;
-  uint64_t lag_total = 0, lag_max = 0;
-  bool added = true;
-  ctx_.flows.for_each([&](Flow& f) {
-    if (!ActiveMode::can_take_over(f)) return;
-    active_.enter(f);
-    // The map holds max_flows entries: as many as the table.
-    if (in_kernel) added = kernel_.add(f) && added;
-    n++;
-    uint32_t made = f.b_snd_nxt - f.seq_delta;  // the replica's snd_nxt in the primary's numbers
-    if (after(f.p_snd_nxt, made)) {
-      uint64_t lag = f.p_snd_nxt - made;
-      lag_total += lag;
-      lag_max = std::max(lag_max, lag);
-    }
-  });
-  if (!added) {
-    *err = "the kernel translator's flow map refused a flow";
-    return false;
+bool FailureRecovery::apply_rules(std::string* err) {
+  using R = NftTables::ActiveRules;
+  std::vector<NftFlow> flows;
+  R rules = R::kQueueBoth;  // the queue translates: it sees everything
+  if (kernel_.ready()) {
+    // The finishing flows' packets, and only theirs, are queued to us.
+    if (finishing_.empty()) rules = R::kNone;
+    else if (finishing_.size() <= kMaxFlowRules) rules = R::kQueueFlows;
+    if (rules == R::kQueueFlows)
+      for (const FlowKey& k : finishing_) flows.push_back({k.client_ip, k.client_port, k.server_port});
+  } else if (ctx_.mode != EngineMode::kFrozen) {
+    return true;  // the queue translator's rules are in place already
   }
-  // The kernel has every flow before the queue rules go: no packet of a
-  // taken-over flow leaves untranslated.
-  if (!nft_.enter_active(in_kernel ? NftTables::ActiveRules::kNone : NftTables::ActiveRules::kQueueBoth, err))
-    return false;
-  if (in_kernel) active_.use_kernel(&kernel_);
+  rules_for_ = finishing_.size();
+  return nft_.enter_active(rules, vip_ifindex_, flows, err);
+}
+
+bool FailureRecovery::catch_up(uint64_t now) {
+  bool deadline = now >= finish_deadline_us_;
+  size_t kept = 0;
+  for (size_t i = 0; i < finishing_.size(); i++) {
+    Flow* f = ctx_.flows.find(finishing_[i]);
+    if (!f || !f->finishing()) continue;
+    bool resume = false;
+    switch (readiness(*f)) {
+      case Readiness::kComplete:
+        resume = activate(*f);
+        break;
+      case Readiness::kContinuable:
+        if (!f->continuable_us) f->continuable_us = now;
+        if (deadline || now - f->continuable_us >= kContinuableWaitUs) resume = activate(*f);
+        break;
+      case Readiness::kBehind:
+        f->continuable_us = 0;
+        if (deadline) give_up(*f, EventReason::kTakeoverIncomplete);
+        break;
+      case Readiness::kLost:
+      case Readiness::kUnprotected:  // a gap, a full buffer, the replica reset it, ...
+        give_up(*f, EventReason::kTakeoverIncomplete);
+        break;
+      case Readiness::kUnanswered:
+      case Readiness::kOver:
+        f->phase = TakeoverPhase::kForgotten;
+        break;
+    }
+    if (resume) {
+      conn_.resume(*f);
+      std::lock_guard<std::mutex> g(mu_);
+      report_.flows_caught_up++;
+    }
+    if (f->finishing()) finishing_[kept++] = finishing_[i];
+  }
+  finishing_.resize(kept);
+  return finishing_.empty();
+}
+
+bool FailureRecovery::leave_catch_up(std::string* err) {
+  if (!apply_rules(err)) return false;
   ctx_.mode = EngineMode::kActive;  // the mirror is ignored from now on (it shows a dead primary)
-  std::lock_guard<std::mutex> g(mu_);
-  report_.flows_taken_over = n;
-  report_.translated_in_kernel = in_kernel;
-  report_.replica_lag_bytes_total = lag_total;
-  report_.replica_lag_bytes_max = lag_max;
+  // The TUN goes, its VIP with it (the real interface holds the VIP
+  // already), and the capture, off this thread (see the header).
+  int tun_fd = ctx_.tun.release();
+  int cap_fd = capture_.release();
+  cleanup_ = std::thread([tun_fd, cap_fd] {
+    if (cap_fd >= 0) close(cap_fd);
+    if (tun_fd >= 0) close(tun_fd);
+  });
   return true;
 }
 
 void FailureRecovery::finalize_stall() {
   std::vector<uint64_t> stalls;
   ctx_.flows.for_each([&](Flow& f) {
-    if (f.active && f.first_active_data_us && f.p_last_data_us && f.first_active_data_us > f.p_last_data_us)
+    if (f.active() && f.first_active_data_us && f.p_last_data_us && f.first_active_data_us > f.p_last_data_us)
       stalls.push_back(f.first_active_data_us - f.p_last_data_us);
   });
   std::sort(stalls.begin(), stalls.end());
@@ -169,6 +273,14 @@ void FailureRecovery::finalize_stall() {
   ctx_.events.emit_takeover(EventReason::kStallMeasured, stalls.empty() ? 0 : stalls[stalls.size() / 2]);
 }
 
+void FailureRecovery::after_ip_takeover(uint64_t now) {
+  if (garp_left_ && now >= next_garp_us_) {
+    if (ip_.send_garp()) ctx_.counters.add(k_garp_sent);
+    garp_left_--;
+    next_garp_us_ = now + uint64_t(cfg_.garp_interval_ms) * 1000;
+  }
+}
+
 void FailureRecovery::poll(uint64_t now) {
   if (step_ == 0) {
     TakeoverConfig cfg;
@@ -180,26 +292,31 @@ void FailureRecovery::poll(uint64_t now) {
     cfg_ = cfg;
     // 1. freeze
     begin_step(1, now);
+    freeze_us_ = now;
     ctx_.mode = EngineMode::kFrozen;
     fed_at_freeze_ = ctx_.counters.get(k_inject_bytes);
+    ctx_.flows.for_each([&](Flow& f) {
+      if (f.state != FlowState::kUnprotected) f.phase = TakeoverPhase::kFinishing;
+    });
     end_step(1, realtime_us());
     begin_step(2, realtime_us());
+    drain_deadline_us_ = now + kDrainMaxUs;
     finish_deadline_us_ = now + uint64_t(cfg_.finish_timeout_ms) * 1000;
-    // Unless every replica has all it needs already, the loop feeds them and
-    // poll() checks again next time.
+    // The loop reads the capture and feeds; poll() looks again next time.
   }
   if (step_ == 2) {
-    if (!all_finished() && now < finish_deadline_us_) return;
-    settle_unfinished();
+    bool drained = ctx_.capture_idle && now - freeze_us_ >= kDrainMinUs;
+    if (!drained && now < drain_deadline_us_ && !all_complete()) return;
     {
       std::lock_guard<std::mutex> g(mu_);
       report_.bytes_fed_while_finishing = ctx_.counters.get(k_inject_bytes) - fed_at_freeze_;
     }
     end_step(2, realtime_us());
-    // 3. active mode
+    // 3. active mode, flow by flow
     begin_step(3, realtime_us());
+    vip_ifindex_ = if_nametoindex(cfg_.vip_if.c_str());
     std::string err = conn_.open();
-    if (err.empty()) go_active(&err);
+    if (err.empty()) settle(&err);
     if (!err.empty()) return fail(err, realtime_us());
     end_step(3, realtime_us());
     // 4. IP takeover
@@ -212,41 +329,51 @@ void FailureRecovery::poll(uint64_t now) {
     end_step(4, realtime_us());
     // 5. connection takeover
     begin_step(5, realtime_us());
-    uint32_t with_data = 0;
+    uint32_t with_data = 0, resets = 0;
     uint64_t resent0 = ctx_.counters.get(k_resume_bytes);
     ctx_.flows.for_each([&](Flow& f) {
-      if (!f.active) return;
+      if (!f.active()) return;
       uint64_t before_bytes = ctx_.counters.get(k_resume_bytes);
       conn_.resume(f);
       if (ctx_.counters.get(k_resume_bytes) != before_bytes) with_data++;
     });
+    for (const FlowKey& k : reset_due_) {
+      Flow* f = ctx_.flows.find(k);
+      if (f && conn_.reset_client(*f)) resets++;
+    }
+    reset_due_.clear();
     uint64_t end = realtime_us();
     {
       std::lock_guard<std::mutex> g(mu_);
       report_.flows_resumed_with_data = with_data;
       report_.bytes_resent = ctx_.counters.get(k_resume_bytes) - resent0;
+      report_.clients_reset += resets;
       report_.state = TakeoverReport::State::kDone;
     }
     end_step(5, end);
     ctx_.events.emit_takeover(EventReason::kTakeoverDone, end - report_.requested_us);
-    step_ = 6;
     stall_due_us_ = end + kStallWindowUs;
-    // The TUN goes, its VIP with it (the real interface holds the VIP
-    // already), and the capture, off this thread (see the header).
-    int tun_fd = ctx_.tun.release();
-    int cap_fd = capture_.release();
-    cleanup_ = std::thread([tun_fd, cap_fd] {
-      if (cap_fd >= 0) close(cap_fd);
-      if (tun_fd >= 0) close(tun_fd);
-    });
-    return;
+    // 6. catch-up, in the background
+    begin_step(6, end);
+    step_ = 6;
+    next_catch_up_us_ = 0;
   }
   if (step_ == 6) {
-    if (garp_left_ && now >= next_garp_us_) {
-      if (ip_.send_garp()) ctx_.counters.add(k_garp_sent);
-      garp_left_--;
-      next_garp_us_ = now + uint64_t(cfg_.garp_interval_ms) * 1000;
-    }
+    after_ip_takeover(now);
+    if (now < next_catch_up_us_) return;
+    next_catch_up_us_ = now + kCatchUpPassUs;
+    std::string err;
+    bool none_left = catch_up(now);
+    // Fewer flows finish: the queue rules follow (kernel translator).
+    if (!none_left && kernel_.ready() && finishing_.size() < rules_for_ && !apply_rules(&err))
+      return fail(err, realtime_us());
+    if (!none_left) return;
+    if (!leave_catch_up(&err)) return fail(err, realtime_us());
+    end_step(6, realtime_us());
+    step_ = 7;
+  }
+  if (step_ == 7) {
+    after_ip_takeover(now);
     if (stall_due_us_ && now >= stall_due_us_) {
       finalize_stall();
       stall_due_us_ = 0;

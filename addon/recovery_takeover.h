@@ -1,27 +1,37 @@
 // Failure recovery at the backup (paper 001): the takeover as a numbered,
 // timed state machine run on the engine thread, in a fixed order
-// (keepalived's vrrp_state_become_master habit):
+// (keepalived's vrrp_state_become_master habit). It has no global barrier:
+// each flow moves through its own phases (recovery_flow_phase.h) and goes
+// active as soon as its replica is shown able to continue it
+// (recovery_readiness.h); the engine serves those while the others catch up.
 //
 //   1 freeze       no new flow is replicated (a SYN now belongs to the new
 //                  owner's stack); the replica's output is still dropped, so
-//                  nothing is answered twice.
-//   2 finish       feed every replica what the mirror caught and wait until
-//                  it acknowledged all of it (bounded by finish_timeout_ms).
-//                  A flow whose replica lacks bytes the primary acknowledged
-//                  can never be completed (the client will not send them
-//                  again): it is lost, reported, its replica copy reset.
-//   3 active       every taken-over flow is translated from now on, by the
-//                  kernel (its map gets the flows, the table stops queueing
-//                  the replica's output) or else through the queue (the
-//                  table queues the clients' input too); the table stops
-//                  hiding the VIP from ARP; injection stops.
+//                  nothing is answered twice. Every flow starts finishing.
+//   2 finish       the mirror frames captured before the failure are read
+//                  and fed (until the capture is empty, at most
+//                  kDrainMaxUs); meanwhile the replicas take what they are
+//                  given. No wait beyond that for any replica.
+//   3 active       each flow is judged: complete -> active (the kernel's map
+//                  gets it, or the queue translates it); a handshake the
+//                  primary answered but the replica never paired -> reset;
+//                  nobody answered -> forgotten; the rest keep finishing. The
+//                  table stops hiding the VIP from ARP; while flows finish it
+//                  queues their packets (with the kernel translator: only
+//                  theirs) so that their clients' segments still feed their
+//                  replicas, and their replicas' output is dropped.
 //   4 ip takeover  VIP/32 on the real interface, gratuitous ARP now and
 //                  garp_count-1 more times every garp_interval_ms.
-//   5 connections  every taken-over flow resumes (recovery_connection_takeover).
-//   then           the TUN and the capture are closed on a thread of their
-//                  own: unregistering the TUN device takes tens of ms, which
-//                  the engine thread (now translating every packet) must not
-//                  wait for.
+//   5 connections  every active flow resumes (recovery_connection_takeover);
+//                  every client whose flow cannot continue is reset now.
+//   6 catch-up     (background) each finishing flow goes active once its
+//                  replica is complete — or continuable for kContinuableWaitUs
+//                  — and is reset once its replica lost what it needs, or at
+//                  finish_timeout_ms after step 1. When none is left, the
+//                  queue rules go (kernel translator), the TUN and the capture
+//                  are closed on a thread of their own: unregistering the TUN
+//                  device takes tens of ms, which the engine thread (now
+//                  translating packets) must not wait for.
 //
 // Each step's start and end are recorded (CLOCK_REALTIME µs) and reported
 // as an event; the report is read by JS through report().
@@ -33,6 +43,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "engine_context.h"
 #include "incoming_capture.h"
@@ -41,27 +52,31 @@
 #include "outgoing_nftables.h"
 #include "recovery_active_mode.h"
 #include "recovery_connection_takeover.h"
+#include "recovery_flow_phase.h"
 #include "recovery_ip_takeover.h"
 
 namespace t2cp {
 
 struct TakeoverConfig {
   std::string vip_if;             // the real interface that gets the VIP
-  uint32_t finish_timeout_ms = 500;
+  uint32_t finish_timeout_ms = 2000;  // a flow still finishing this long after step 1 is reset
   uint32_t garp_count = 5;
   uint32_t garp_interval_ms = 20;
 };
 
-constexpr int kTakeoverSteps = 5;
+constexpr int kTakeoverSteps = 6;
 
 struct TakeoverReport {
   enum class State : uint8_t { kIdle, kRunning, kDone, kFailed } state = State::kIdle;
   std::string error;
   uint64_t requested_us = 0;
   uint64_t step_start_us[kTakeoverSteps] = {}, step_end_us[kTakeoverSteps] = {};
-  uint32_t flows_taken_over = 0;      // translated from step 3 on
+  uint32_t flows_taken_over = 0;      // active: at step 3, or later while catching up
+  uint32_t flows_caught_up = 0;       // ... of which went active during step 6
+  uint32_t flows_catching_up = 0;     // still finishing when step 5 ended
   bool translated_in_kernel = false;  // by recovery_active_mode.bpf.c, else the queue
-  uint32_t flows_lost = 0;            // replica lacked acknowledged bytes
+  uint32_t flows_lost = 0;            // protected, but the replica could not continue them: reset
+  uint32_t clients_reset = 0;         // clients sent a RST at takeover (lost or unprotected flows)
   uint32_t flows_unprotected = 0;     // known unprotected when it began
   uint32_t handshakes_dropped = 0;    // not yet paired: the client's SYN goes to the new owner
   uint32_t flows_resumed_with_data = 0;
@@ -101,9 +116,19 @@ class FailureRecovery {
  private:
   void begin_step(int n, uint64_t now_us);
   void end_step(int n, uint64_t now_us);
-  bool all_finished();
-  void settle_unfinished();
-  bool go_active(std::string* err);
+  bool all_complete();
+  // Step 3: every flow's fate now; the keys still finishing go to finishing_.
+  bool settle(std::string* err);
+  // A flow goes active: translated from now on (kernel map or queue).
+  bool activate(Flow& f);
+  // A flow's replica cannot continue it: reset its copy and its client.
+  void give_up(Flow& f, EventReason why);
+  // Step 6, every loop: move the finishing flows on; true once none is left.
+  bool catch_up(uint64_t now_us);
+  bool leave_catch_up(std::string* err);
+  // The queue rules for the flows finishing now (outgoing_nftables).
+  bool apply_rules(std::string* err);
+  void after_ip_takeover(uint64_t now_us);
   void fail(const std::string& why, uint64_t now_us);
   void finalize_stall();
 
@@ -122,8 +147,15 @@ class FailureRecovery {
   TakeoverConfig cfg_;              // under mu_ until taken by poll()
   TakeoverReport report_;           // written under mu_
 
-  int step_ = 0;                    // engine thread: the step running, 0 none
+  int step_ = 0;                    // engine thread: the step running, 0 none, 7 done
+  uint64_t freeze_us_ = 0;
+  uint64_t drain_deadline_us_ = 0;
+  uint64_t next_catch_up_us_ = 0;
   uint64_t finish_deadline_us_ = 0;
+  uint32_t vip_ifindex_ = 0;
+  std::vector<FlowKey> finishing_;  // flows still finishing after step 3
+  size_t rules_for_ = 0;            // finishing_.size() when the rules were last set
+  std::vector<FlowKey> reset_due_;  // clients to reset once the VIP is here (step 5)
   uint32_t garp_left_ = 0;
   uint64_t next_garp_us_ = 0;
   uint64_t stall_due_us_ = 0;

@@ -51,12 +51,13 @@ export interface LatencyHistogram {
 export interface TakeoverOptions {
   /** The real interface that gets the VIP. */
   vipIf: string;
+  /** A flow whose replica is still behind this long after the freeze is reset. */
   finishTimeoutMs: number;
   garpCount: number;
   garpIntervalMs: number;
 }
 
-export interface TakeoverStep { n: number; name: 'freeze' | 'finish' | 'active' | 'ip-takeover' | 'connections'; startUs: number; endUs?: number; us?: number }
+export interface TakeoverStep { n: number; name: 'freeze' | 'finish' | 'active' | 'ip-takeover' | 'connections' | 'catch-up'; startUs: number; endUs?: number; us?: number }
 
 /** The engine's part of the takeover record (addon/recovery_takeover.h TakeoverReport). */
 export interface NativeTakeoverReport {
@@ -64,9 +65,17 @@ export interface NativeTakeoverReport {
   error?: string;
   requestedUs: number;
   steps: TakeoverStep[];
+  /** Flows active (their replica continues them): at step 3, or later while catching up (step 6). */
   flowsTakenOver: number;
+  /** ... of which went active during step 6. */
+  flowsCaughtUp: number;
+  /** Flows still finishing when step 5 ended. */
+  flowsCatchingUp: number;
+  /** Clients sent a RST at the takeover: their flow could not continue (lost) or was unprotected. */
+  clientsReset: number;
   /** Who translates the taken-over flows (once done). */
   translator?: 'kernel' | 'queue';
+  /** Protected flows whose replica could not continue them: replica copy and client reset. */
   flowsLost: number;
   flowsUnprotected: number;
   handshakesDropped: number;

@@ -36,7 +36,7 @@ export interface TakeoverRecord {
   engine: NativeTakeoverReport;
 }
 
-const STEP_EVENTS = new Set(['freeze', 'finish', 'active', 'ip-takeover', 'connections']);
+const STEP_EVENTS = new Set(['freeze', 'finish', 'active', 'ip-takeover', 'connections', 'catch-up']);
 
 export class TakeoverRun {
   private resolve!: (r: TakeoverRecord) => void;
@@ -113,7 +113,7 @@ export class TakeoverRun {
 
   private build(engine: NativeTakeoverReport): TakeoverRecord {
     const t = this.trigger!;
-    const last = engine.steps.find((s) => s.n === 5)?.endUs;
+    const last = engine.steps.find((s) => s.n === 5)?.endUs;  // clients resume; step 6 goes on in the background
     return {
       record: 'takeover',
       trigger: t,

@@ -37,6 +37,7 @@ export const EventReason = {
   23: 'active',
   24: 'ip-takeover',
   25: 'connections',
+  26: 'catch-up',
   30: 'takeover-done',
   31: 'takeover-failed',
   32: 'stall-measured',

@@ -75,7 +75,7 @@ for (const sc of takeoverScenarios) {
         expect(typeof gatewayRecord?.detectionLatencyUs === 'number' || sc.failure === 'planned').toBe(true);
         const final = gatewayRecord?.backupReport as { final?: boolean; report?: { engine?: { stall?: unknown; steps?: unknown[] } } } | undefined;
         expect(final?.final).toBe(true);
-        expect(final?.report?.engine?.steps).toHaveLength(5);
+        expect(final?.report?.engine?.steps).toHaveLength(6);
         expect(final?.report?.engine?.stall).toBeDefined();
         // A planned switch: the primary stood down before the backup was told to take over.
         if (sc.failure === 'planned') expect((gatewayRecord?.standDown as { acked?: boolean } | undefined)?.acked).toBe(true);

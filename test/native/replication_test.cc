@@ -1,6 +1,8 @@
 // Native tests of the pure replication logic: the traffic recorder's per-flow
-// byte store (addon/stream_buffer.cc) and the primary->replica mapping of
-// acks, timestamps and SACK blocks (addon/sequence_map.h). Same harness (check.h) as
+// byte store (addon/stream_buffer.cc), the primary->replica mapping of
+// acks, timestamps and SACK blocks (addon/sequence_map.h), and a takeover's
+// per-flow phases and readiness (addon/recovery_flow_phase.h,
+// addon/recovery_readiness.h) on crafted flow states. Same harness (check.h) as
 // packet_test: each TEST is a function, a test fails if any CHECK in it
 // fails, and the last line printed is "N passed, N failed".
 // Built and run under ASan/UBSan by test/native/run.sh.
@@ -22,6 +24,8 @@
 #define CHECK_EQ_HEX  // values of a failed CHECK_EQ in hex
 #include "check.h"
 #include "packet.h"
+#include "recovery_flow_phase.h"
+#include "recovery_readiness.h"
 #include "seq.h"
 #include "sequence_map.h"
 #include "stream_buffer.h"
@@ -908,6 +912,84 @@ void test_map_sack() {
   }
 }
 
+// ---------------------------------------------------------------- takeover, per flow
+
+void test_phase_moves() {
+  using P = TakeoverPhase;
+  const P all[] = {P::kReplicating, P::kFinishing, P::kActive, P::kReset, P::kForgotten};
+  int allowed = 0;
+  for (P a : all)
+    for (P b : all) allowed += phase_can_move(a, b);
+  CHECK_EQ(allowed, 4);  // freeze; then active, reset or forgotten, once
+  CHECK(phase_can_move(P::kReplicating, P::kFinishing));
+  CHECK(phase_can_move(P::kFinishing, P::kActive));
+  CHECK(phase_can_move(P::kFinishing, P::kReset));
+  CHECK(phase_can_move(P::kFinishing, P::kForgotten));
+  CHECK(!phase_can_move(P::kReplicating, P::kActive));  // never active without finishing
+  CHECK(!phase_can_move(P::kActive, P::kReset));        // a flow taken over stays taken over
+  CHECK(!phase_can_move(P::kReset, P::kActive));
+  for (P a : all) CHECK(std::string(phase_name(a)) != "?");
+}
+
+// A synchronised flow whose client stream starts at isn+1 and holds `held`
+// bytes in order; the primary acknowledged `p_acked` of them, the replica `b_acked`.
+void make_flow(Flow& f, MemoryPool& pool, uint32_t isn, uint32_t held, uint32_t p_acked, uint32_t b_acked) {
+  f.state = FlowState::kSynchronised;
+  f.c_isn = isn;
+  f.p_synack = f.b_synack = true;
+  f.data.reset(isn + 1, 1u << 20, &pool);
+  std::vector<uint8_t> bytes(held, 0x5a);
+  if (held) f.data.add(isn + 1, bytes.data(), held);
+  f.p_rcv_nxt = isn + 1 + p_acked;
+  f.b_rcv_nxt = isn + 1 + b_acked;
+  f.data.release(f.b_rcv_nxt);
+}
+
+void test_readiness() {
+  for (uint32_t isn : {0xFFFFFF00u, 0x7FFFFFF0u, 100u}) {  // across the wrap and the sign boundary
+    MemoryPool pool;
+    pool.limit = 1u << 24;
+    {
+      Flow f; make_flow(f, pool, isn, 1000, 1000, 1000);
+      CHECK(readiness(f) == Readiness::kComplete);
+      f.drop_suspect_us = 1;  // capture drops: unverified until a primary ack proves it
+      CHECK(readiness(f) == Readiness::kBehind);
+    }
+    {
+      Flow f; make_flow(f, pool, isn, 1000, 1000, 600);  // the primary acked bytes the replica has not
+      CHECK(readiness(f) == Readiness::kBehind);
+    }
+    {
+      Flow f; make_flow(f, pool, isn, 1000, 600, 600);  // held bytes the primary never acked: the client resends them
+      CHECK(readiness(f) == Readiness::kContinuable);
+    }
+    {
+      Flow f; make_flow(f, pool, isn, 1000, 1001, 1000);  // the primary acked the client's FIN, the replica not yet
+      f.c_fin = true; f.c_fin_seq = isn + 1 + 1000;
+      CHECK(readiness(f) == Readiness::kBehind);
+      f.b_rcv_nxt = isn + 1 + 1001;
+      CHECK(readiness(f) == Readiness::kComplete);
+    }
+    {
+      Flow f; make_flow(f, pool, isn, 0, 0, 0);
+      f.state = FlowState::kSynSeen;
+      f.b_synack = false;
+      CHECK(readiness(f) == Readiness::kLost);  // the client has the primary's ISN, the replica never paired
+      f.p_synack = false;
+      CHECK(readiness(f) == Readiness::kUnanswered);
+    }
+    {
+      Flow f; make_flow(f, pool, isn, 10, 10, 10);
+      f.state = FlowState::kClosed;
+      CHECK(readiness(f) == Readiness::kComplete);
+      f.rst_injected = true;
+      CHECK(readiness(f) == Readiness::kOver);
+      f.state = FlowState::kUnprotected;
+      CHECK(readiness(f) == Readiness::kUnprotected);
+    }
+  }
+}
+
 }  // namespace
 
 
@@ -975,5 +1057,7 @@ int main(int argc, char** argv) {
   run_test("sequence map: map_window keeps the client's right edge when the ack is held back", test_map_window);
   run_test("sequence map: map_tsecr", test_map_tsecr);
   run_test("sequence map: map_sack", test_map_sack);
+  run_test("takeover: the per-flow phase moves", test_phase_moves);
+  run_test("takeover: a flow's readiness from its replica's and the primary's progress", test_readiness);
   return finish();
 }

@@ -1,0 +1,84 @@
+// Takeover under load (issue "protection under load"): interactive sessions
+// (16 bytes every 5 ms, one at a time, checked), bulk both ways and a second
+// fast download at once, the primary's and the backup's processes each on a
+// CPU of their own; the primary's link goes down and the detector decides.
+// From the client's side: every interactive session is answered after the
+// takeover (none reset, none left waiting); each bulk transfer finishes
+// byte-exact or is reset (never hangs); and the takeover record tells the
+// truth: the flows it counts as taken over are exactly those that carried on,
+// the flows it counts as lost exactly those whose clients were reset.
+import fs from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { runT2cpFailover } from '../../bench/failover.js';
+import type { ClientLogLine } from './harness.js';
+import { useLab } from './lab.js';
+
+const CONNECTIONS = 20;
+
+describe('takeover under load', () => {
+  const lab = useLab('tkl', { perTest: true });
+
+  it('light sessions carry on, bulk flows carry on or are reset, and the record says which', async () => {
+    const { tb, dir } = lab;
+    const trial = await runT2cpFailover(tb, {
+      dir, failure: 'link-down', load: 'mixed', connections: CONNECTIONS, intervalMs: 5, cpus: { primary: '0', backup: '1' },
+    });
+    const bulk = fs.readFileSync(`${trial.dir}/bulk.jsonl`, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as ClientLogLine);
+    const e = trial.engine;
+    const stalls = trial.stallMs.slice().sort((a, b) => a - b);
+    console.log(`takeover under load: interactive stall (client-timed) median ${stalls[stalls.length >> 1]} ms, max ${stalls[stalls.length - 1]} ms; ` +
+      `kept ${trial.kept}/${trial.total}; bulk ${bulk.map((b) => `${b.kind} ${b.ok ? 'exact' : b.error}`).join(', ')}; ` +
+      `record: taken over ${e.flowsTakenOver} (caught up ${e.flowsCaughtUp}, catching up at step 5 ${e.flowsCatchingUp}), lost ${e.flowsLost}, ` +
+      `clients reset ${e.clientsReset}, steps ${e.steps.map((s) => `${s.name} ${s.us ?? '?'} µs`).join(', ')}`);
+
+    // Every interactive session answered after the takeover: none reset, closed, corrupt or waiting.
+    expect({ reset: trial.reset, closed: trial.closed, corrupt: trial.corrupt, hung: trial.hung }).toEqual({ reset: 0, closed: 0, corrupt: 0, hung: 0 });
+    expect(trial.kept).toBe(CONNECTIONS);
+    // Each bulk transfer: byte-exact to its end, or reset (never a hang past the client's deadline, never wrong bytes).
+    expect(bulk).toHaveLength(3);
+    const bulkReset = bulk.filter((b) => !b.ok);
+    for (const b of bulkReset) expect(b.error).toMatch(/ECONNRESET|reset/i);
+    // The record: taken over = what carried on at the client, lost = what was reset there.
+    expect(e.flowsTakenOver).toBe(CONNECTIONS + bulk.length - bulkReset.length);
+    expect(e.flowsLost).toBe(bulkReset.length);
+    expect(e.clientsReset).toBeGreaterThanOrEqual(bulkReset.length);
+    expect(e.flowsUnprotected).toBe(0);
+  });
+
+  it('a replica behind at the failure catches up in the background while light sessions resume at once', async () => {
+    const { tb, dir } = lab;
+    const trial = await runT2cpFailover(tb, {
+      dir, failure: 'link-down', load: 'upload', connections: 10, intervalMs: 5, pauseReplica: { beforeFailMs: 400, afterFailMs: 300 },
+    });
+    const bulk = fs.readFileSync(`${trial.dir}/bulk.jsonl`, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as ClientLogLine);
+    const e = trial.engine;
+    console.log(`catch-up: interactive stall median ${trial.stallMs.slice().sort((a, b) => a - b)[trial.stallMs.length >> 1]} ms; ` +
+      `upload ${bulk[0]?.ok ? 'exact' : bulk[0]?.error}; record: taken over ${e.flowsTakenOver}, caught up ${e.flowsCaughtUp}, ` +
+      `catching up at step 5 ${e.flowsCatchingUp}, lost ${e.flowsLost}; steps ${e.steps.map((s) => `${s.name} ${s.us ?? '?'} µs`).join(', ')}`);
+    expect(trial.kept).toBe(10);
+    expect(bulk.map((b) => b.ok)).toEqual([true]);
+    expect(e.flowsCatchingUp).toBe(1);
+    expect(e.flowsCaughtUp).toBe(1);
+    expect(e.flowsTakenOver).toBe(11);
+    expect(e.flowsLost).toBe(0);
+  });
+
+  it('a replica that cannot catch up in time is reset, and so is its client, at once', async () => {
+    const { tb, dir } = lab;
+    const trial = await runT2cpFailover(tb, {
+      dir, failure: 'link-down', load: 'upload', connections: 10, intervalMs: 5,
+      pauseReplica: { beforeFailMs: 400, afterFailMs: 4000 }, backupArgs: ['--finish-timeout', '600'],
+    });
+    const bulk = fs.readFileSync(`${trial.dir}/bulk.jsonl`, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as ClientLogLine);
+    const e = trial.engine;
+    console.log(`reset: upload ${bulk[0]?.ok ? 'exact' : bulk[0]?.error} after ${bulk[0]?.ms} ms; record: taken over ${e.flowsTakenOver}, ` +
+      `lost ${e.flowsLost}, clients reset ${e.clientsReset}`);
+    expect(trial.kept).toBe(10);
+    expect(bulk).toHaveLength(1);
+    expect(bulk[0].ok).toBe(false);
+    expect(bulk[0].error).toMatch(/ECONNRESET|reset/i);
+    expect(e.flowsTakenOver).toBe(10);
+    expect(e.flowsLost).toBe(1);
+    expect(e.clientsReset).toBeGreaterThanOrEqual(1);
+  });
+});
