@@ -51,6 +51,20 @@ void put_mark_exempt_rule(Batch& b, const std::string& table, const char* chain 
   end_rule(b, nlh, exprs);
 }
 
+// The end of every queue rule: counter, NFQUEUE target, and the protocol
+// for the target's checks. nft_compat hands it to the xtables checkentry
+// hook, as the ipt_entry's ip.proto would (iptables-nft sends the same).
+void end_queue_rule(Batch& b, nlmsghdr* nlh, nlattr* exprs, uint16_t queue_num) {
+  put_counter(nlh);
+  put_nfqueue_target(nlh, queue_num);
+  mnl_attr_nest_end(nlh, exprs);
+  nlattr* compat = mnl_attr_nest_start(nlh, NFTA_RULE_COMPAT);
+  put_be32(nlh, NFTA_RULE_COMPAT_PROTO, IPPROTO_TCP);
+  put_be32(nlh, NFTA_RULE_COMPAT_FLAGS, 0);
+  mnl_attr_nest_end(nlh, compat);
+  b.close(nlh);
+}
+
 // ip <saddr|daddr> == vip, l4proto tcp, tcp <sport|dport> == port ->
 // NFQUEUE queue_num, in chain `chain`: the replica's output (out) or, in
 // active mode, the clients' input (in).
@@ -64,16 +78,7 @@ void put_queue_rule(Batch& b, const std::string& table, const char* chain, bool 
   put_meta_eq(nlh, NFT_META_L4PROTO, &tcp, 1);
   uint16_t p = htons(port);
   put_payload_eq(nlh, NFT_PAYLOAD_TRANSPORT_HEADER, to_vip ? kTcpDportOffset : kTcpSportOffset, &p, 2);
-  put_counter(nlh);
-  put_nfqueue_target(nlh, queue_num);
-  mnl_attr_nest_end(nlh, exprs);
-  // nft_compat hands the protocol to the xtables checkentry hook, as the
-  // ipt_entry's ip.proto would (iptables-nft sends the same).
-  nlattr* compat = mnl_attr_nest_start(nlh, NFTA_RULE_COMPAT);
-  put_be32(nlh, NFTA_RULE_COMPAT_PROTO, IPPROTO_TCP);
-  put_be32(nlh, NFTA_RULE_COMPAT_FLAGS, 0);
-  mnl_attr_nest_end(nlh, compat);
-  b.close(nlh);
+  end_queue_rule(b, nlh, exprs, queue_num);
 }
 
 // One flow's packets toward the VIP (to_vip: arriving on iif) or from it ->
@@ -91,14 +96,7 @@ void put_flow_queue_rule(Batch& b, const std::string& table, bool to_vip, uint32
   uint16_t server = htons(f.server_port), client = htons(f.client_port);
   put_payload_eq(nlh, NFT_PAYLOAD_TRANSPORT_HEADER, to_vip ? kTcpDportOffset : kTcpSportOffset, &server, 2);
   put_payload_eq(nlh, NFT_PAYLOAD_TRANSPORT_HEADER, to_vip ? kTcpSportOffset : kTcpDportOffset, &client, 2);
-  put_counter(nlh);
-  put_nfqueue_target(nlh, queue_num);
-  mnl_attr_nest_end(nlh, exprs);
-  nlattr* compat = mnl_attr_nest_start(nlh, NFTA_RULE_COMPAT);
-  put_be32(nlh, NFTA_RULE_COMPAT_PROTO, IPPROTO_TCP);
-  put_be32(nlh, NFTA_RULE_COMPAT_FLAGS, 0);
-  mnl_attr_nest_end(nlh, compat);
-  b.close(nlh);
+  end_queue_rule(b, nlh, exprs, queue_num);
 }
 
 // arp sender-ip == vip -> drop: the backup never announces the VIP.

@@ -44,13 +44,18 @@ bool ConnectionTakeover::send(const SegmentSpec& sp) {
   return true;
 }
 
+SegmentSpec ConnectionTakeover::to_client(const Flow& f) const {
+  SegmentSpec sp;
+  sp.saddr = ctx_.cfg.vip;
+  sp.daddr = f.key.client_ip;
+  sp.sport = f.key.server_port;
+  sp.dport = f.key.client_port;
+  return sp;
+}
+
 void ConnectionTakeover::resume(Flow& f) {
   if (fd_ < 0) return;
-  SegmentSpec base;
-  base.saddr = ctx_.cfg.vip;
-  base.daddr = f.key.client_ip;
-  base.sport = f.key.server_port;
-  base.dport = f.key.client_port;
+  SegmentSpec base = to_client(f);
   base.ack = f.b_rcv_nxt;
   base.flags = kAck;
   base.window = uint16_t(ActiveMode::client_window(f));
@@ -98,11 +103,7 @@ void ConnectionTakeover::resume(Flow& f) {
 
 bool ConnectionTakeover::reset_client(const Flow& f) {
   if (fd_ < 0 || !f.c_ack_seen) return false;
-  SegmentSpec sp;
-  sp.saddr = ctx_.cfg.vip;
-  sp.daddr = f.key.client_ip;
-  sp.sport = f.key.server_port;
-  sp.dport = f.key.client_port;
+  SegmentSpec sp = to_client(f);
   sp.flags = kRst;
   // Where the client acknowledged, and where the primary had sent to (what
   // a client that delays its ACKs holds already).

@@ -39,6 +39,8 @@ class ConnectionTakeover {
 
  private:
   bool send(const SegmentSpec& sp);
+  // A segment from VIP:port to the flow's client, the rest to fill in.
+  SegmentSpec to_client(const Flow& f) const;
 
   EngineContext& ctx_;
   int fd_ = -1;
