@@ -96,9 +96,14 @@ bool FailureRecovery::activate(Flow& f) {
   if (!phase_can_move(f.phase, TakeoverPhase::kActive)) return false;
   active_.enter(f);
   if (kernel_.ready()) {
-    // The map holds max_flows entries: as many as the table.
+    // The map holds max_flows entries: as many as the table. A flow it
+    // refuses would go untranslated: it cannot continue.
     f.in_kernel = kernel_.add(f);
-    if (!f.in_kernel) ctx_.counters.add(k_resume_errors);
+    if (!f.in_kernel) {
+      f.phase = TakeoverPhase::kFinishing;
+      give_up(f, EventReason::kTakeoverIncomplete);
+      return false;
+    }
   }
   uint32_t made = f.b_snd_nxt - f.seq_delta;  // the replica's snd_nxt in the primary's numbers
   uint64_t lag = after(f.p_snd_nxt, made) ? f.p_snd_nxt - made : 0;
