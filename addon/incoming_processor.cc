@@ -371,7 +371,8 @@ void IncomingProcessor::check_gap(Flow& f, uint64_t now) {
   uint64_t waited = now - f.gap_suspect_us;
   uint64_t grace = ctx_.cfg.resupply ? kResupplyGraceUs : kGapGraceUs;
   if (ctx_.cfg.resupply && waited >= kResupplyAskUs && waited < grace &&
-      (!f.resupply_asked_us || now - f.resupply_asked_us >= kResupplyRepeatUs)) {
+      (!f.resupply_asked_us ||
+       now - f.resupply_asked_us >= (ctx_.mode == EngineMode::kReplicating ? kResupplyRepeatUs : kResupplyRepeatTakeoverUs))) {
     // Only the holes: what came out of order is held already.
     for (const auto& [from, end] : f.data.holes(f.gap_seq, kResupplyMaxHoles)) {
       uint32_t bytes = std::min<uint32_t>(end - from, kResupplyMaxBytes);

@@ -60,6 +60,9 @@ constexpr uint64_t kGapGraceUs = 500000;
 // most kResupplyGraceUs (within the recorder's default 2 s window), µs.
 constexpr uint64_t kResupplyAskUs = 20000;
 constexpr uint64_t kResupplyRepeatUs = 200000;
+// ... but every kResupplyRepeatTakeoverUs once a takeover began: the flow's
+// client waits until its replica has the bytes (recovery_takeover, step 6).
+constexpr uint64_t kResupplyRepeatTakeoverUs = 40000;
 constexpr uint64_t kResupplyGraceUs = 1500000;
 // The most one request asks for, bytes (a few lost GRO super-frames), and
 // the most holes of one flow asked for at once.
