@@ -9,7 +9,7 @@ export interface ClientTimeline { binMs: number; startMs: number; rx: number[]; 
 export interface GatewayRecord { verdictAt: string; detectionLatencyUs: number | null; reportAfterUs: number | null; resupplied?: { bytes: number } }
 export interface BackupRecord {
   takeoverUs?: number;
-  engine: { requestedUs: number; steps: Array<{ name: string; startUs: number; endUs?: number }>; flowsTakenOver: number; flowsLost: number; bytesResent: number; replicaLagBytesMax?: number };
+  engine: { requestedUs: number; steps: Array<{ name: string; startUs: number; endUs?: number }>; flowsTakenOver: number; flowsCaughtUp: number; flowsLost: number; clientsReset: number; bytesResent: number; replicaLagBytesMax?: number };
 }
 
 export interface DemoFacts {
@@ -40,8 +40,12 @@ export function demoTimeline(f: DemoFacts): TimelineInput {
     if (f.gateway.detectionLatencyUs) spans.push({ fromMs: verdictMs - f.gateway.detectionLatencyUs / 1000, toMs: verdictMs, label: 'detection (last heartbeat → verdict)' });
   }
   for (const s of f.backup.engine.steps) events.push({ tMs: (s.endUs ?? s.startUs) / 1000, label: `step ${s.name}`, kind: 'step' });
-  const last = f.backup.engine.steps[f.backup.engine.steps.length - 1];
-  if (last?.endUs) spans.push({ fromMs: f.backup.engine.requestedUs / 1000, toMs: last.endUs / 1000, label: 'takeover (5 steps)' });
+  // Steps 1-5 (the clients resume); step 6, catch-up, apart: it goes on in the background.
+  const resumed = f.backup.engine.steps.find((s) => s.name === 'connections');
+  if (resumed?.endUs) spans.push({ fromMs: f.backup.engine.requestedUs / 1000, toMs: resumed.endUs / 1000, label: 'takeover (steps 1-5)' });
+  const catchUp = f.backup.engine.steps.find((s) => s.name === 'catch-up');
+  if (catchUp?.endUs && catchUp.endUs - catchUp.startUs >= 1000)
+    spans.push({ fromMs: catchUp.startUs / 1000, toMs: catchUp.endUs / 1000, label: 'catch-up of the flows still finishing' });
   const stall = median(f.stallsMs);
   if (Number.isFinite(stall)) {
     events.push({ tMs: f.failMs + stall, label: 'clients resume', kind: 'resumed' });

@@ -148,7 +148,8 @@ function takeoverSummary(b: BackupRecord, g: GatewayRecord | undefined): string 
   const lines = ['takeover record:'];
   if (g) lines.push(`  detection   ${ms(g.detectionLatencyUs)} from the last heartbeat heard to the verdict`);
   for (const s of b.engine.steps) lines.push(`  step ${s.name.padEnd(12)} ${ms(s.endUs !== undefined ? s.endUs - s.startUs : undefined)}`);
-  lines.push(`  takeover    ${ms(b.takeoverUs)} in all; ${b.engine.flowsTakenOver} flows taken over, ${b.engine.flowsLost} lost, ` +
+  lines.push(`  takeover    ${ms(b.takeoverUs)} to step 5; ${b.engine.flowsTakenOver} flows taken over (${b.engine.flowsCaughtUp} of them ` +
+    `after catching up), ${b.engine.flowsLost} lost, ${b.engine.clientsReset} clients reset, ` +
     `${b.engine.bytesResent} B of the replica's unacknowledged data resent`);
   if (g?.resupplied) lines.push(`  resupplied  ${g.resupplied.bytes} B of client segments the dead primary swallowed (traffic recorder)`);
   if (b.engine.replicaLagBytesMax) lines.push(`  replica lag ${(b.engine.replicaLagBytesMax / (1 << 20)).toFixed(1)} MiB at most: served bytes the backup's copy makes again before its clients see new ones`);
