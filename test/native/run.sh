@@ -69,37 +69,28 @@ if [ "$status" -ne 0 ]; then
   exit 1
 fi
 
-# A capture_test or replication_test failure is reported at the end: the parser is fuzzed anyway.
-capture_status=0
-capture_log="$out/capture_test.log"
-"$out/capture_test" > "$capture_log" 2>&1 || capture_status=$?
-grep -v '^ok ' "$capture_log" || true
-capture_summary="$(tail -n 1 "$capture_log")"
-[ "$capture_status" -eq 0 ] || echo "native: capture_test failed (exit $capture_status); see $capture_log" >&2
-
-repl_status=0
-repl_log="$out/replication_test.log"
-"$out/replication_test" > "$repl_log" 2>&1 || repl_status=$?
-grep -v '^ok ' "$repl_log" || true
-repl_summary="$(tail -n 1 "$repl_log")"
-if [ "$repl_status" -ne 0 ]; then
-  echo "native: replication_test failed (exit $repl_status); see $repl_log" >&2
-fi
-
-active_status=0
-active_log="$out/active_mode_test.log"
-"$out/active_mode_test" > "$active_log" 2>&1 || active_status=$?
-grep -v '^ok ' "$active_log" || true
-active_summary="$(tail -n 1 "$active_log")"
-[ "$active_status" -eq 0 ] || echo "native: active_mode_test failed (exit $active_status); see $active_log" >&2
-
+# The other tests' failures are reported at the end: the parser is fuzzed anyway.
+# run_test NAME [ARGS]: runs build/native/NAME, keeps its exit status and summary line.
+declare -A test_status test_summary
+later=(capture_test replication_test active_mode_test active_mode_kernel_test)
+run_test() {
+  local name="$1" st=0 tlog="$out/$1.log"
+  shift
+  "$out/$name" "$@" > "$tlog" 2>&1 || st=$?
+  grep -v '^ok ' "$tlog" || true
+  test_status[$name]=$st
+  test_summary[$name]="$(tail -n 1 "$tlog")"
+  [ "$st" -eq 0 ] || echo "native: $name failed (exit $st); see $tlog" >&2
+}
+run_test capture_test
+run_test replication_test
+run_test active_mode_test
 # The kernel's translator (BPF, run by the kernel) against the engine's.
-kernel_status=0
-kernel_log="$out/active_mode_kernel_test.log"
-"$out/active_mode_kernel_test" "$root/build/Release/recovery_active_mode.bpf.o" > "$kernel_log" 2>&1 || kernel_status=$?
-grep -v '^ok ' "$kernel_log" || true
-kernel_summary="$(tail -n 1 "$kernel_log")"
-[ "$kernel_status" -eq 0 ] || echo "native: active_mode_kernel_test failed (exit $kernel_status); see $kernel_log" >&2
+run_test active_mode_kernel_test "$root/build/Release/recovery_active_mode.bpf.o"
+summaries() {
+  echo "packet_test: $summary"
+  for name in "${later[@]}"; do echo "$name: ${test_summary[$name]}"; done
+}
 
 corpus="$(mktemp -d)"
 trap 'rm -rf "$corpus"' EXIT
@@ -119,17 +110,9 @@ if [ "$fuzz_status" -eq 0 ]; then
 else
   echo "native: fuzz_packet failed (exit $fuzz_status); see $out/fuzz.log" >&2
   tail -n 40 "$out/fuzz.log" >&2
-  echo "packet_test: $summary"
-  echo "capture_test: $capture_summary"
-  echo "replication_test: $repl_summary"
-  echo "active_mode_test: $active_summary"
-  echo "active_mode_kernel_test: $kernel_summary"
+  summaries
   exit 1
 fi
 
-echo "packet_test: $summary"
-echo "capture_test: $capture_summary"
-echo "replication_test: $repl_summary"
-echo "active_mode_test: $active_summary"
-echo "active_mode_kernel_test: $kernel_summary"
-[ "$capture_status" -eq 0 ] && [ "$repl_status" -eq 0 ] && [ "$active_status" -eq 0 ] && [ "$kernel_status" -eq 0 ] || exit 1
+summaries
+for name in "${later[@]}"; do [ "${test_status[$name]}" -eq 0 ] || exit 1; done
