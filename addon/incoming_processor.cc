@@ -114,11 +114,14 @@ void IncomingProcessor::on_client_segment(const Segment& s, uint64_t capture_ns)
       inject_syn(*f);
       return;
     }
-    if (f && (f->state == FlowState::kSynchronised || f->state == FlowState::kClosing || f->successor)) {
+    if (f && (f->state == FlowState::kSynSeen || f->state == FlowState::kSynchronised || f->state == FlowState::kClosing ||
+              f->successor)) {
       // The client reused the 4-tuple (the primary finished the old
-      // connection) while the replica still holds it: a SYN now would hit
-      // the old socket. The new connection waits for the old one's end, at
-      // the end of the chain of those already waiting.
+      // connection) while the replica still holds it, if only half-open
+      // (its SYN given, its SYN-ACK not read yet: one capture batch may
+      // hold several generations): a SYN now would hit the old socket.
+      // The new connection waits for the old one's end, at the end of the
+      // chain of those already waiting.
       Flow* last = f;
       while (last->successor) {
         if (last->successor->c_isn == s.seq) return;  // a waiting one's SYN again
