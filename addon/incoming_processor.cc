@@ -307,10 +307,12 @@ void IncomingProcessor::on_primary_segment(const Segment& s) {
     // The primary acknowledged client bytes: if we do not hold them yet the
     // capture may have lost them, or the mirror merely delivers them late
     // (it may reorder the two directions). tick_flow decides after a grace.
-    // The suspicion keeps its start (the grace counts from it) and covers
-    // the latest ack.
-    if (after(s.ack, captured_end(*f))) {
-      if (!f->gap_suspect_us) f->gap_suspect_us = realtime_us();
+    // The suspicion covers what is missing at its start (the grace counts
+    // for those bytes); what the primary acknowledges later gets a suspicion
+    // of its own once they are in (check_gap), or a steady trickle of holes
+    // would keep one suspicion, and its clock, running for a whole upload.
+    if (after(s.ack, captured_end(*f)) && !f->gap_suspect_us) {
+      f->gap_suspect_us = realtime_us();
       f->gap_seq = s.ack;
     }
   }
@@ -376,8 +378,8 @@ void IncomingProcessor::check_gap(Flow& f, uint64_t now) {
   if (ctx_.cfg.resupply && waited >= kResupplyAskUs && waited < grace &&
       (!f.resupply_asked_us ||
        now - f.resupply_asked_us >= (ctx_.mode == EngineMode::kReplicating ? kResupplyRepeatUs : kResupplyRepeatTakeoverUs))) {
-    // Only the holes: what came out of order is held already.
-    for (const auto& [from, end] : f.data.holes(f.gap_seq, kResupplyMaxHoles)) {
+    // Only the holes, all those known: what came out of order is held already.
+    for (const auto& [from, end] : f.data.holes(f.p_rcv_nxt, kResupplyMaxHoles)) {
       uint32_t bytes = std::min<uint32_t>(end - from, kResupplyMaxBytes);
       ctx_.events.emit(EventType::kResupply, EventReason::kGap, f, (uint64_t(bytes) << 32) | from);
       ctx_.counters.add(k_resupply_asked);
