@@ -6,16 +6,19 @@
 // failure detector on the gateway declares it dead, the backup takes over,
 // and the sessions finish. At the end: the takeover record, every stream
 // checked byte for byte against what the backup's service read and wrote,
-// proof that only one server answered, and a picture of the client's
-// throughput around the failover (SVG, and PNG when rsvg-convert exists).
+// proof that only one server answered, the client-visible stall as the
+// interactive client timed it (each connection's longest request→reply around
+// the failure), and a picture of the client's throughput around the failover (SVG, and PNG when
+// rsvg-convert exists).
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { type FlowRow, renderFlows } from './demo-view.js';
-import { demoTimeline, writeDemoPicture, type BackupRecord, type ClientTimeline, type GatewayRecord } from './demo-timeline.js';
-import { countPackets, silencesAround, startCapture, wireTimeline } from './capture.js';
+import { demoTimeline, writeDemoPicture, type BackupRecord, type ClientTimeline, type DemoFacts, type GatewayRecord } from './demo-timeline.js';
+import { countPackets, startCapture, wireTimeline } from './capture.js';
 import { markPrimaryReplies } from './failures.js';
 import { readLog, type ClientLogLine, type ServiceLogLine } from './replica-check.js';
+import { STALL_WINDOW_MS, longestReplies } from './reply-times.js';
 import { startClient } from './processes.js';
 import { answeredByOne, compareTakeover } from './takeover-check.js';
 import { startTakeoverLab } from './takeover-lab.js';
@@ -118,16 +121,20 @@ async function main(): Promise<void> {
     const check = compareTakeover(clientLog, readLog<ServiceLogLine>(pair.logs.backup));
     const lateFromPrimary = (await answeredByOne(`${dir}/client.pcap`)).lateFromPrimary.length;
     const resets = clientLog.filter((l) => /reset|ECONNRESET/i.test(l.error ?? '')).length;
-    const stalls = await silencesAround(`${dir}/client.pcap`, failMs);
-    const sorted = [...stalls].sort((a, b) => a - b);
+    const { stalls, beforeMs } = clientStalls(readLog<ClientLogLine>(`${dir}/client.jsonl`), failMs);
+    const spread = (xs: number[]): string => {
+      const s = [...xs].sort((a, b) => a - b);
+      return `median ${s[Math.floor((s.length - 1) / 2)]?.toFixed(1)} ms, max ${s[s.length - 1]?.toFixed(1)} ms`;
+    };
     const footer = [
       `${check.exact}/${check.sessions} sessions byte-exact end to end, ${resets} reset; after the takeover ${lateFromPrimary} segments from the old primary`,
-      `client-visible stall: median ${sorted[Math.floor((sorted.length - 1) / 2)]?.toFixed(1)} ms, max ${sorted[sorted.length - 1]?.toFixed(1)} ms over ${sorted.length} connections`,
+      `client-visible stall, timed by the client: ${spread(stalls.map((s) => s.ms))} over ${stalls.length} connections ` +
+        `(before the failure, under the same load: ${spread(beforeMs)})`,
     ];
     const timeline = JSON.parse(fs.readFileSync(`${dir}/timeline.json`, 'utf8')) as ClientTimeline;
     const wire = await wireTimeline(`${dir}/client.pcap`, timeline.binMs);
     fs.mkdirSync(OUT_DIR, { recursive: true });
-    const files = writeDemoPicture(path.join(OUT_DIR, 'timeline'), demoTimeline({ failMs, timeline, wire, gateway, backup: record, stallsMs: stalls, footer }));
+    const files = writeDemoPicture(path.join(OUT_DIR, 'timeline'), demoTimeline({ failMs, timeline, wire, gateway, backup: record, stalls, footer }));
 
     const last = (r: { stdout: string }): string => r.stdout.trim().split('\n').pop() ?? '';
     out.write(`\nclients finished (exit ${[run, ...bulkRuns].map((r) => r.code).join(', ')}): ${[run, ...bulkRuns].map(last).join(' ')}\n`);
@@ -141,6 +148,24 @@ async function main(): Promise<void> {
     await tb.teardown();
     fs.rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * Per connection of the interactive client, as it timed its requests (scripts/reply-times.ts,
+ * within STALL_WINDOW_MS of the failure): the stall, its longest request→reply whose reply came
+ * after the failure (∞ for a session that failed), and the same among the replies before it, the
+ * round trips under the load of the moment. Connections with no request outstanding near the
+ * failure (the idle ones, holding) are left out.
+ */
+function clientStalls(log: ClientLogLine[], failMs: number): { stalls: DemoFacts['stalls']; beforeMs: number[] } {
+  const stalls: DemoFacts['stalls'] = [];
+  const beforeMs: number[] = [];
+  for (const l of log) {
+    const r = longestReplies(l.requests ?? [], failMs, STALL_WINDOW_MS, Infinity);
+    if (r.after) stalls.push({ ms: l.ok ? r.after.ms : Infinity, firstAfterMs: r.firstAfterMs });
+    if (r.before) beforeMs.push(r.before.ms);
+  }
+  return { stalls, beforeMs };
 }
 
 function takeoverSummary(b: BackupRecord, g: GatewayRecord | undefined): string {
