@@ -7,8 +7,9 @@
 // Each log line also says the longest pause of the session's progress (bytes received, or the
 // socket taking more bytes to send) and when it began, and, for request/response and idle
 // sessions, when each request was written and its whole reply read (wall ms: the client-visible
-// stall around a failure is computed from these, scripts/reply-times.ts). --timeline writes, at exit, the bytes received and sent by all sessions
-// per 10 ms bin (JSON), for pictures and the failover benchmark.
+// stall around a failure is computed from these, scripts/reply-times.ts). --timeline writes, at
+// exit, the bytes received and sent by all sessions per 10 ms bin (JSON), for pictures and the
+// failover benchmark.
 //
 // Exits 0 only when every session was ok. The workload schema is `Workload` below; sizes come
 // from a PRNG seeded per session by (workload seed, session index), so runs are reproducible.

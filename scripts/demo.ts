@@ -7,8 +7,8 @@
 // and the sessions finish. At the end: the takeover record, every stream
 // checked byte for byte against what the backup's service read and wrote,
 // proof that only one server answered, the client-visible stall as the
-// interactive client timed it (each connection's longest request→reply around
-// the failure), a check that the detector's verdict followed the failure, and
+// interactive client timed it (each connection's longest request→reply after
+// the failure, beside the same before it), a check that the detector's verdict followed the failure, and
 // a picture of the client's throughput around the failover (SVG, and PNG when
 // rsvg-convert exists).
 import fs from 'node:fs';
