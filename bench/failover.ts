@@ -30,6 +30,7 @@ import type { NativeTakeoverReport } from '../src/addon.js';
 import { failPrimary } from '../scripts/failures.js';
 import { collect, repoRoot, startClient, waitForExit } from '../scripts/processes.js';
 import { readLog } from '../scripts/replica-check.js';
+import { STALL_WINDOW_MS } from '../scripts/reply-times.js';
 import { startTakeoverLab } from '../scripts/takeover-lab.js';
 import type { Testbed } from '../scripts/testbed.js';
 import { GiveUp, waitFor } from '../scripts/wait.js';
@@ -86,8 +87,6 @@ interface EchoSummary {
   conns: Array<{ kind: string; outcome: string; longestReplyMs: number | null; longestReplyOpen: boolean; longestReplyBeforeMs: number | null }>;
 }
 
-/** Either side of the failure, ms: the requests outstanding within it are timed (scripts/echo-client.ts --window-ms). */
-export const STALL_WINDOW_MS = 1000;
 
 /** Time the bulk transfers run before the failure, ms: past their start-up, at their steady rate. */
 const BULK_LEAD_MS = 2500;

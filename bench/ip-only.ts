@@ -6,7 +6,8 @@
 //      both (primary priority 150, backup 100, manageVip = the VIP); wait for MASTER / BACKUP and
 //      the VIP on the primary;
 //   3. the client opens N connections to VIP:port (a quarter idle, the rest sending a 16-byte
-//      request every 10 ms, every reply checked);
+//      request every 10 ms, strictly one at a time, every reply checked: the same client and
+//      settings as bench/failover.ts, so the two report the same client-timed stall);
 //   4. the primary fails: its e0 goes down (`ip link set e0 down` in its namespace, timed to the
 //      microsecond around the command: the failure instant is its end);
 //   5. wait for the backup's MASTER, tell the idle connections to send one request, wait until
@@ -21,6 +22,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { ensureKeepalived, masterDownMs, startKeepalived, timedLinkDown, type Keepalived } from '../scripts/keepalived.js';
 import { collect, pinned, repoRoot, waitForExit } from '../scripts/processes.js';
+import { STALL_WINDOW_MS } from '../scripts/reply-times.js';
 import type { Testbed } from '../scripts/testbed.js';
 import { GiveUp, waitFor } from '../scripts/wait.js';
 
@@ -50,7 +52,11 @@ export interface ConnectionFate {
   id: number;
   kind: 'active' | 'idle';
   outcome: 'kept' | 'reset' | 'closed' | 'corrupt' | 'stalled';
-  /** Active connections: first reply after the failure minus the last one before (ms); Infinity when not kept. */
+  /**
+   * Active connections, timed by the client: the longest request->reply among the requests
+   * outstanding within STALL_WINDOW_MS of the failure (ms); Infinity when not kept (reset, closed,
+   * corrupt, or never answered again).
+   */
   stallMs: number;
   /** From the failure to the connection's end (its RST or close), ms; null while it lives. */
   endedMs: number | null;
@@ -61,7 +67,7 @@ export interface IpOnlyResult {
   advertIntMs: number;
   /** From the failure (primary's link down) to the backup's notify_master (ms). */
   detectionMs: number;
-  /** Per active connection: last reply before the failure to the first after; Infinity when reset. */
+  /** Over the active connections' stallMs (Infinity: reset). */
   stallMsMedian: number;
   stallMsMax: number;
   connectionsKept: number;
@@ -69,8 +75,8 @@ export interface IpOnlyResult {
   /** Connections that ended with an RST (ECONNRESET/EPIPE). */
   connectionsReset: number;
   /**
-   * From the failure until a new connection to the VIP was echoed by the backup (ms): the outage
-   * a client that reconnects sees. Infinity if not within settleMs.
+   * From the failure until a new connection to the VIP was echoed by the backup (ms), timed by the
+   * client: the outage a client that reconnects sees. Infinity if not within settleMs.
    */
   serviceRestoredMs: number;
   /** From the failure to the primary's FAULT (its keepalived saw the link go down), ms. */
@@ -89,7 +95,7 @@ const median = (xs: number[]): number => {
 };
 
 interface SummaryConn {
-  id: number; kind: 'active' | 'idle'; outcome: ConnectionFate['outcome']; stallMs: number | null; error: string | null; endMs: number | null;
+  id: number; kind: 'active' | 'idle'; outcome: ConnectionFate['outcome']; longestReplyMs: number | null; error: string | null; endMs: number | null;
   lastBeforeMs: number | null;
 }
 interface Summary { ev: 'summary'; failMs: number; restoredMs: number | null; conns: SummaryConn[] }
@@ -152,8 +158,8 @@ export async function runIpOnly(tb: Testbed, opts: IpOnlyOptions): Promise<IpOnl
 
     // 3. The client's connections, warmed up (every active one must have been answered: checked below).
     const client = startChild(tb.ns.client, [...pinned(opts.primaryCpus), 'node', `${repoRoot}dist/scripts/echo-client.js`, '--server', `${vip}:${port}`,
-      '--active', String(total - idle), '--idle', String(idle), '--interval-ms', String(opts.intervalMs ?? 10),
-      '--deadline-ms', String(settleMs + 60_000)], true);
+      '--active', String(total - idle), '--idle', String(idle), '--interval-ms', String(opts.intervalMs ?? 10), '--max-unanswered', '1',
+      '--window-ms', String(STALL_WINDOW_MS), '--deadline-ms', String(settleMs + 60_000)], true);
     const out = collect(client);
     const events = (): { ev: string; [k: string]: unknown }[] =>
       out.stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { ev: string });
@@ -188,7 +194,7 @@ export async function runIpOnly(tb: Testbed, opts: IpOnlyOptions): Promise<IpOnl
     const connections: ConnectionFate[] = summary.conns.map((c) => ({
       id: c.id, kind: c.kind, outcome: c.outcome, error: c.error,
       endedMs: c.endMs !== null ? c.endMs - failUs / 1000 : null,
-      stallMs: c.outcome === 'kept' && c.stallMs !== null ? c.stallMs : Infinity,
+      stallMs: c.outcome === 'kept' && c.longestReplyMs !== null ? c.longestReplyMs : Infinity,
     }));
     const stalls = connections.filter((c) => c.kind === 'active').map((c) => c.stallMs);
     return {
@@ -217,7 +223,7 @@ export function formatIpOnly(r: IpOnlyResult): string {
     row('ip_only_advert_int_ms', String(r.advertIntMs)),
     row('ip_only_detection_ms', f(r.detectionMs), `master-down interval ${f(r.masterDownMs)}`),
     row('ip_only_service_restored_ms', f(r.serviceRestoredMs), 'until a new connection to the VIP is echoed'),
-    row('ip_only_stall_ms_median', f(r.stallMsMedian), 'established connections (Infinity: reset)'),
+    row('ip_only_stall_ms_median', f(r.stallMsMedian), `client-timed: per active connection the longest request->reply within ${STALL_WINDOW_MS} ms of the failure (Infinity: reset)`),
     row('ip_only_stall_ms_max', f(r.stallMsMax)),
     row('ip_only_connections_kept', `${r.connectionsKept}/${r.connectionsTotal}`, `reset ${r.connectionsReset}`),
   ].join('\n');

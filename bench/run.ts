@@ -24,7 +24,8 @@ import { runClient, runStorm, startService } from '../scripts/processes.js';
 import { compareReplicas, readLog, type ClientLogLine, type ServiceLogLine } from '../scripts/replica-check.js';
 import { createTestbed, type Testbed } from '../scripts/testbed.js';
 import { waitFor } from '../scripts/wait.js';
-import { STALL_WINDOW_MS, runT2cpFailover, type FailoverTrial } from './failover.js';
+import { STALL_WINDOW_MS } from '../scripts/reply-times.js';
+import { runT2cpFailover, type FailoverTrial } from './failover.js';
 import { formatIpOnly, runIpOnly } from './ip-only.js';
 
 const MB = 1 << 20;

@@ -52,36 +52,6 @@ export async function frameLengths(file: string, filter = ''): Promise<number[]>
 }
 
 /**
- * Per connection (client port), from a capture at the client (kernel
- * timestamps): the longest time without a data segment from the server
- * that ends after failMs, among its segments within [failMs - 1 s,
- * failMs + 2 s]. Not simply "last before / first after the failure
- * instant": under bulk load, segments the primary sent before it died still
- * trickle out of the queues after it. Connections without a data segment on
- * both sides of failMs (idle, or finished) are left out.
- */
-export async function silencesAround(file: string, failMs: number): Promise<number[]> {
-  const times = new Map<string, number[]>();
-  for (const l of await readPackets(file, '', ['-tt'])) {
-    const m = /^(\d+\.\d+) IP \S+ > (\S+): .* length (\d+)/.exec(l);
-    if (!m || m[3] === '0') continue;
-    const t = Number(m[1]) * 1000;
-    if (t < failMs - 1000 || t > failMs + 2000) continue;
-    const conn = m[2]!;
-    if (!times.has(conn)) times.set(conn, []);
-    times.get(conn)!.push(t);
-  }
-  const out: number[] = [];
-  for (const ts of times.values()) {
-    if (!(ts[0]! <= failMs && ts[ts.length - 1]! > failMs)) continue;
-    let gap = 0;
-    for (let i = 1; i < ts.length; i++) if (ts[i]! > failMs) gap = Math.max(gap, ts[i]! - ts[i - 1]!);
-    out.push(gap);
-  }
-  return out;
-}
-
-/**
  * New payload bytes per bin in a capture, all connections together (a retransmitted byte counts
  * once), by kernel timestamp: what the wire carried, as opposed to what a busy client program
  * got around to reading. Relies on tcpdump's relative sequence numbers (transfers below 4 GiB).

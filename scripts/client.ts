@@ -5,9 +5,11 @@
 //                               [--deadline-ms N] [--local IP[,IP...]] [--timeline FILE]
 //
 // Each log line also says the longest pause of the session's progress (bytes received, or the
-// socket taking more bytes to send) and when it began: a failover shows there as the
-// client-visible stall. --timeline writes, at exit, the bytes received and sent by all sessions
-// per 10 ms bin (JSON), for pictures and the failover benchmark.
+// socket taking more bytes to send) and when it began, and, for request/response and idle
+// sessions, when each request was written and its whole reply read (wall ms: the client-visible
+// stall around a failure is computed from these, scripts/reply-times.ts). --timeline writes, at
+// exit, the bytes received and sent by all sessions per 10 ms bin (JSON), for pictures and the
+// failover benchmark.
 //
 // Exits 0 only when every session was ok. The workload schema is `Workload` below; sizes come
 // from a PRNG seeded per session by (workload seed, session index), so runs are reproducible.
@@ -20,6 +22,7 @@ import {
   CHUNK, SERVER_OPS, FrameParser, KeyStream, Prng, Tally, answerFor, downloadBody, downloadStream,
   frame, frameHeader, sha256, type ClientLogLine, type FrameHandler,
 } from './protocol.js';
+import { wallMs, type RequestTimes } from './reply-times.js';
 
 type Range = [number, number];
 interface Common { times?: number; port?: number }
@@ -63,6 +66,8 @@ class Conn implements FrameHandler {
   readonly tx = new Tally();
   readonly rx = new Tally();
   readonly gap = new ProgressGap();
+  /** Request/response sessions: each request's times, in the order written. */
+  readonly requests: RequestTimes[] = [];
   local: string | null = null;
   mismatch: string | null = null;
   private readonly parser = new FrameParser(SERVER_OPS, this);
@@ -181,8 +186,11 @@ async function rr(c: Conn, prng: Prng, reqSize: Range, respSize: Range): Promise
   const body = Buffer.concat([Buffer.alloc(4), prng.bytes(prng.int(Math.max(4, reqSize[0]), Math.max(4, reqSize[1])) - 4)]);
   body.writeUInt32BE(respLen, 0);
   const reply = c.expect('A', respLen, sliceReader(answerFor(body)));
+  const times: RequestTimes = [wallMs(), null];
+  c.requests.push(times);
   await c.send(frame('Q', body));
   await reply;
+  times[1] = wallMs();
 }
 
 async function runSession(c: Conn, spec: SessionSpec, prng: Prng, signal: AbortSignal): Promise<void> {
@@ -312,6 +320,7 @@ async function runOne(spec: SessionSpec, index: number): Promise<ClientLogLine> 
     session: index, kind: spec.kind, local: c.local, remote: `${host}:${port}`,
     txBytes: c.tx.bytes, txSha256: c.tx.digest(), rxBytes: c.rx.bytes, rxSha256: c.rx.digest(),
     ok: error === null, error, ms: Date.now() - t0, maxGapMs: c.gap.maxMs, maxGapAtMs: c.gap.atMs,
+    ...(c.requests.length ? { requests: c.requests } : {}),
   };
   fs.writeSync(logFd, JSON.stringify(line) + '\n');
   return line;

@@ -20,8 +20,12 @@ export interface DemoFacts {
   wire?: { startMs: number; binMs: number; rx: number[] };
   gateway?: GatewayRecord;
   backup: BackupRecord;
-  /** Client-visible stall per connection (longest silence around the failure), ms. */
-  stallsMs: number[];
+  /**
+   * Client-visible stall per request/response connection, as its client timed it: the longest
+   * request→reply whose reply came after the failure (ms; ∞: the session failed), and when its
+   * first reply after the failure came (it resumed).
+   */
+  stalls: Array<{ ms: number; firstAfterMs: number | null }>;
   footer: string[];
 }
 
@@ -46,11 +50,11 @@ export function demoTimeline(f: DemoFacts): TimelineInput {
   const catchUp = f.backup.engine.steps.find((s) => s.name === 'catch-up');
   if (catchUp?.endUs && catchUp.endUs - catchUp.startUs >= 1000)
     spans.push({ fromMs: catchUp.startUs / 1000, toMs: catchUp.endUs / 1000, label: 'catch-up of the flows still finishing' });
-  const stall = median(f.stallsMs);
-  if (Number.isFinite(stall)) {
-    events.push({ tMs: f.failMs + stall, label: 'clients resume', kind: 'resumed' });
-    spans.push({ fromMs: f.failMs, toMs: f.failMs + stall, label: `client-visible stall (median ${stall.toFixed(0)} ms)` });
-  }
+  // The clients resume with their first reply after the failure (median over connections); their
+  // stall, each one's longest request→reply after it, is in the footer: under load it can be a
+  // later request's, not the one the takeover held up.
+  const resumedMs = median(f.stalls.map((s) => s.firstAfterMs ?? Infinity));
+  if (Number.isFinite(resumedMs)) events.push({ tMs: resumedMs, label: 'clients resume (first replies)', kind: 'resumed' });
   return {
     title: 't2cp-ar: the primary dies, its clients carry on',
     subtitle: `${f.backup.engine.flowsTakenOver} connections taken over, ${f.backup.engine.flowsLost} lost; detection ${((f.gateway?.detectionLatencyUs ?? 0) / 1000).toFixed(1)} ms, takeover ${((f.backup.takeoverUs ?? 0) / 1000).toFixed(1)} ms`,

@@ -6,16 +6,20 @@
 // failure detector on the gateway declares it dead, the backup takes over,
 // and the sessions finish. At the end: the takeover record, every stream
 // checked byte for byte against what the backup's service read and wrote,
-// proof that only one server answered, and a picture of the client's
-// throughput around the failover (SVG, and PNG when rsvg-convert exists).
+// proof that only one server answered, the client-visible stall as the
+// interactive client timed it (each connection's longest request→reply after
+// the failure, beside the same before it), a check that the detector's verdict followed the failure, and
+// a picture of the client's throughput around the failover (SVG, and PNG when
+// rsvg-convert exists).
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { type FlowRow, renderFlows } from './demo-view.js';
-import { demoTimeline, writeDemoPicture, type BackupRecord, type ClientTimeline, type GatewayRecord } from './demo-timeline.js';
-import { countPackets, silencesAround, startCapture, wireTimeline } from './capture.js';
+import { demoTimeline, writeDemoPicture, type BackupRecord, type ClientTimeline, type DemoFacts, type GatewayRecord } from './demo-timeline.js';
+import { countPackets, startCapture, wireTimeline } from './capture.js';
 import { markPrimaryReplies } from './failures.js';
 import { readLog, type ClientLogLine, type ServiceLogLine } from './replica-check.js';
+import { STALL_WINDOW_MS, longestReplies } from './reply-times.js';
 import { startClient } from './processes.js';
 import { answeredByOne, compareTakeover } from './takeover-check.js';
 import { startTakeoverLab } from './takeover-lab.js';
@@ -99,13 +103,21 @@ async function main(): Promise<void> {
     await waitFor(() => pair.backup.flows('synchronised').length >= SESSIONS, { timeoutMs: 20_000, what: 'every session replicated' });
     await new Promise((r) => setTimeout(r, FAIL_AFTER_MS));
     status = 'the primary is dead: taking over';
+    // The link goes down between these two instants; spawning the command takes most of the time between them.
+    const breakingMs = Date.now();
     const failMs = await pair.fail('link-down');
     say(`\n*** ${new Date(failMs).toISOString()}: the primary's link goes down (its host is gone for the clients) ***\n`);
     // The detector writes its record once the backup's final report (with the stall) came.
     const gateway = await waitFor(() => readLog<GatewayRecord>(pair.logs.gatewayReport)[0], { timeoutMs: 15_000, what: 'the takeover record' });
     const record = await waitFor(() => readLog<BackupRecord>(pair.logs.backupReport)[0], { timeoutMs: 5_000, what: 'the backup\'s record' });
-    status = 'the backup serves every connection';
+    // A verdict from before the link went down is a false one: the detector gave up on a live
+    // primary whose heartbeats came late (its agent short of CPU here), and the takeover in the
+    // record did not follow this failure.
+    const earlyMs = failMs - Date.parse(gateway.verdictAt);
+    const falseVerdict = Date.parse(gateway.verdictAt) < breakingMs;
+    status = falseVerdict ? 'the backup serves every connection (taken over on a false verdict)' : 'the backup serves every connection';
     say(takeoverSummary(record, gateway));
+    if (falseVerdict) say(`!!! the detector declared the primary dead ${earlyMs.toFixed(0)} ms before its link went down: a false verdict, not this failure's\n`);
 
     const run = await client.finished;
     const bulkRuns = [await upload.finished, await download.finished];
@@ -118,29 +130,53 @@ async function main(): Promise<void> {
     const check = compareTakeover(clientLog, readLog<ServiceLogLine>(pair.logs.backup));
     const lateFromPrimary = (await answeredByOne(`${dir}/client.pcap`)).lateFromPrimary.length;
     const resets = clientLog.filter((l) => /reset|ECONNRESET/i.test(l.error ?? '')).length;
-    const stalls = await silencesAround(`${dir}/client.pcap`, failMs);
-    const sorted = [...stalls].sort((a, b) => a - b);
+    const { stalls, beforeMs } = clientStalls(readLog<ClientLogLine>(`${dir}/client.jsonl`), failMs);
+    const spread = (xs: number[]): string => {
+      const s = [...xs].sort((a, b) => a - b);
+      return `median ${s[Math.floor((s.length - 1) / 2)]?.toFixed(1)} ms, max ${s[s.length - 1]?.toFixed(1)} ms`;
+    };
     const footer = [
+      ...(falseVerdict ? [`false verdict: the detector declared the live primary dead ${earlyMs.toFixed(0)} ms before its link went down`] : []),
       `${check.exact}/${check.sessions} sessions byte-exact end to end, ${resets} reset; after the takeover ${lateFromPrimary} segments from the old primary`,
-      `client-visible stall: median ${sorted[Math.floor((sorted.length - 1) / 2)]?.toFixed(1)} ms, max ${sorted[sorted.length - 1]?.toFixed(1)} ms over ${sorted.length} connections`,
+      `client-visible stall, timed by the client: ${spread(stalls.map((s) => s.ms))} over ${stalls.length} connections ` +
+        `(before the failure, under the same load: ${spread(beforeMs)})`,
     ];
     const timeline = JSON.parse(fs.readFileSync(`${dir}/timeline.json`, 'utf8')) as ClientTimeline;
     const wire = await wireTimeline(`${dir}/client.pcap`, timeline.binMs);
     fs.mkdirSync(OUT_DIR, { recursive: true });
-    const files = writeDemoPicture(path.join(OUT_DIR, 'timeline'), demoTimeline({ failMs, timeline, wire, gateway, backup: record, stallsMs: stalls, footer }));
+    const files = writeDemoPicture(path.join(OUT_DIR, 'timeline'), demoTimeline({ failMs, timeline, wire, gateway, backup: record, stalls, footer }));
 
     const last = (r: { stdout: string }): string => r.stdout.trim().split('\n').pop() ?? '';
     out.write(`\nclients finished (exit ${[run, ...bulkRuns].map((r) => r.code).join(', ')}): ${[run, ...bulkRuns].map(last).join(' ')}\n`);
     for (const l of footer) out.write(l + '\n');
     for (const m of check.mismatches.slice(0, 5)) out.write(`  ${m}\n`);
     out.write(`picture: ${files.join(', ')}\n`);
-    const ok = check.ok && run.code === 0 && bulkRuns.every((r) => r.code === 0) && lateFromPrimary === 0 && (await countPackets(`${dir}/client.pcap`)) > 0;
-    out.write(ok ? 'RESULT: the primary died and every connection carried on, byte-exact, answered by the backup alone.\n' : 'RESULT: FAILED (see above)\n');
+    const ok = !falseVerdict && check.ok && run.code === 0 && bulkRuns.every((r) => r.code === 0) && lateFromPrimary === 0 && (await countPackets(`${dir}/client.pcap`)) > 0;
+    out.write(ok ? 'RESULT: the primary died and every connection carried on, byte-exact, answered by the backup alone.\n'
+      : falseVerdict ? 'RESULT: FAILED: the takeover came on a false verdict, before the primary failed (see above)\n' : 'RESULT: FAILED (see above)\n');
     if (!ok) process.exitCode = 1;
   } finally {
     await tb.teardown();
     fs.rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * Per connection of the interactive client, as it timed its requests (scripts/reply-times.ts,
+ * within STALL_WINDOW_MS of the failure): the stall, its longest request→reply whose reply came
+ * after the failure (∞ for a session that failed), and the same among the replies before it, the
+ * round trips under the load of the moment. Connections with no request outstanding near the
+ * failure (the idle ones, holding) are left out.
+ */
+function clientStalls(log: ClientLogLine[], failMs: number): { stalls: DemoFacts['stalls']; beforeMs: number[] } {
+  const stalls: DemoFacts['stalls'] = [];
+  const beforeMs: number[] = [];
+  for (const l of log) {
+    const r = longestReplies(l.requests ?? [], failMs, STALL_WINDOW_MS, Infinity);
+    if (r.after) stalls.push({ ms: l.ok ? r.after.ms : Infinity, firstAfterMs: r.firstAfterMs });
+    if (r.before) beforeMs.push(r.before.ms);
+  }
+  return { stalls, beforeMs };
 }
 
 function takeoverSummary(b: BackupRecord, g: GatewayRecord | undefined): string {

@@ -16,20 +16,19 @@
 // {"ev":"resolved","id","outcome"} per connection when it is answered (kept) or ends (reset,
 // closed, corrupt), {"ev":"restored","atMs"} when a new connection is first echoed; at the end
 // {"ev":"summary", failMs, restoredMs, conns: [{id, kind, outcome, lastBeforeMs, firstAfterMs,
-// stallMs, longestReplyMs, longestReplyOpen, longestReplyBeforeMs, replies, error, endMs}]}.
+// longestReplyMs, longestReplyOpen, longestReplyBeforeMs, replies, error, endMs}]}.
 // outcome: kept | reset | closed | corrupt | stalled (no reply after the failure, still open).
-// stallMs (active connections): first reply after the failure minus the last reply before it;
-// null when there was no reply after it.
-// longestReplyMs: the longest time from sending a request to receiving its whole reply, among the
-// requests outstanding at some instant within --window-ms either side of the failure; a request
-// never answered counts until the connection ended or the summary (longestReplyOpen: true, a lower
-// bound). longestReplyBeforeMs: the same among the requests answered in the window before the
-// failure (the connection's round trips under the load of the moment). Both null before a `fail`.
+// longestReplyMs: the longest request->reply among the requests outstanding within --window-ms
+// either side of the failure, whichever side their reply came (longestAround in
+// scripts/reply-times.ts); a request never answered counts until the connection ended or the
+// summary (longestReplyOpen: true, a lower bound). longestReplyBeforeMs: the same among the
+// replies that came before the failure. Null before a `fail`.
 // The client exits by itself at the deadline (summary first).
 
 import net from 'node:net';
 import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
+import { longestAround, longestReplies, wallMs as now, type RequestTimes } from './reply-times.js';
 
 const { values } = parseArgs({
   options: {
@@ -60,7 +59,6 @@ const NEW_CONN_EVERY_MS = 20;
 const NEW_CONN_TIMEOUT_MS = 2_000;
 const MAX_NEW_CONN_ATTEMPTS = 1_000;
 
-const now = (): number => performance.timeOrigin + performance.now();
 const emit = (o: object): void => { process.stdout.write(`${JSON.stringify(o)}\n`); };
 
 /** Request number `seq` of connection `id`: what the echo must give back, byte for byte. */
@@ -139,20 +137,14 @@ class Conn {
     const after = this.times.find((t) => t >= f);
     const lastBeforeMs = before.at(-1) ?? null;
     const outcome: Outcome = this.end?.outcome ?? (after !== undefined ? 'kept' : 'stalled');
-    // Request->reply times around the failure; the unanswered count until the connection ended or now.
-    const until = this.end?.atMs ?? now();
-    let longestReplyMs: number | null = null, longestReplyOpen = false, longestReplyBeforeMs: number | null = null;
-    const requests = [...this.asked.map((s, i): [number, number | null] => [s, this.times[i]!]), ...this.pending.map((s): [number, null] => [s, null])];
-    for (const [sentAt, answeredAt] of requests) {
-      if (failMs === null || sentAt > f + windowMs || (answeredAt !== null && answeredAt < f - windowMs)) continue;
-      const ms = (answeredAt ?? until) - sentAt;
-      if (longestReplyMs === null || ms > longestReplyMs) { longestReplyMs = ms; longestReplyOpen = answeredAt === null; }
-      if (answeredAt !== null && answeredAt < f) longestReplyBeforeMs = Math.max(longestReplyBeforeMs ?? 0, ms);
-    }
+    // The unanswered requests count until the connection ended or now.
+    const requests: RequestTimes[] = [...this.asked.map((s, i): RequestTimes => [s, this.times[i]!]), ...this.pending.map((s): RequestTimes => [s, null])];
+    const r = failMs === null ? null : longestReplies(requests, failMs, windowMs, this.end?.atMs ?? now());
+    const longest = r && longestAround(r);
     return {
       id: this.id, kind: this.kind, outcome, replies: this.received, lastBeforeMs, firstAfterMs: after ?? null,
-      stallMs: this.kind === 'active' && outcome === 'kept' && after !== undefined && lastBeforeMs !== null ? after - lastBeforeMs : null,
-      longestReplyMs, longestReplyOpen, longestReplyBeforeMs,
+      longestReplyMs: longest?.ms ?? null, longestReplyOpen: !!longest && longest.answeredMs === null,
+      longestReplyBeforeMs: r?.before?.ms ?? null,
       error: this.end?.error ?? null, endMs: this.end?.atMs ?? null,
     };
   }

@@ -9,6 +9,7 @@
 // stream(s) = AES-128-CTR over zeros, key = s[0..16), iv = s[16..32).
 
 import { createCipheriv, createHash, type Cipher, type Hash } from 'node:crypto';
+import type { RequestTimes } from './reply-times.js';
 
 /** Width in bytes of the length field that follows each op byte. */
 export type OpTable = Readonly<Record<string, 4 | 8>>;
@@ -240,4 +241,6 @@ export interface ClientLogLine {
   /** Longest pause of progress (received bytes or bytes taken by the socket), and its start (wall ms). */
   maxGapMs?: number;
   maxGapAtMs?: number;
+  /** Request/response and idle sessions: when each request was written and its whole reply read (wall ms; null: never). */
+  requests?: RequestTimes[];
 }
