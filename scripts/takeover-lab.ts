@@ -38,7 +38,15 @@ export interface TakeoverLabOptions {
   trigger?: 'detector' | 'keepalived' | 'manual';
   /** Also run the echo service (scripts/echo-service.ts) on both hosts on this port, replicated too. */
   echoPort?: number;
+  /**
+   * Starts the replicated service on one side, listening on `ports`, and
+   * resolves once it serves; `log` is where the default keeps its record.
+   * Default: scripts/service.ts. Both sides run before `t2cp backup` starts.
+   */
+  service?: ServiceStarter;
 }
+
+export type ServiceStarter = (ns: string, side: 'primary' | 'backup', log: string) => Promise<{ child: ChildProcess; log: string }>;
 
 export interface TakeoverLab {
   keyFile: string;
@@ -62,8 +70,12 @@ export async function startTakeoverLab(tb: Testbed, dir: string, o: TakeoverLabO
   const logs = { primary: `${dir}/primary.jsonl`, backup: `${dir}/backup.jsonl`, gatewayReport: `${dir}/gateway-report.jsonl`, backupReport: `${dir}/backup-report.jsonl` };
   const replicated = o.echoPort ? [...o.ports, o.echoPort] : o.ports;
   const ports = replicated.join(',');
-  const primary = await startService(tb, tb.ns.primary, o.ports, logs.primary, { cpus: o.cpus?.primary });
-  const replica = await startService(tb, tb.ns.backup, o.ports, logs.backup, { cpus: o.cpus?.backup });
+  const startSide: ServiceStarter = o.service
+    ?? (async (ns, side, log) => ({ child: (await startService(tb, ns, o.ports, log, { cpus: o.cpus?.[side] })).child, log }));
+  const primary = await startSide(tb.ns.primary, 'primary', logs.primary);
+  logs.primary = primary.log;
+  const replica = await startSide(tb.ns.backup, 'backup', logs.backup);
+  logs.backup = replica.log;
   if (o.echoPort) {
     await startEcho(tb, tb.ns.primary, o.echoPort, o.cpus?.primary);
     await startEcho(tb, tb.ns.backup, o.echoPort, o.cpus?.backup);
