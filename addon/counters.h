@@ -50,6 +50,9 @@ namespace t2cp {
   X(flow_buffer_full)        /* client bytes lost: flow or memory limit hit */     \
   X(buffered_bytes)          /* gauge: client bytes held for lagging replicas */   \
   X(gaps)                    /* primary acked client bytes never captured */       \
+  X(causality_held)          /* pumps that held client bytes for the replica's output */\
+  X(causality_marks_merged)  /* client segments past the mark limit, merged */       \
+  X(replica_stopped)         /* replicas that stopped short of the primary's output */\
   X(resupply_asked)          /* requests to the gateway's recorder for a gap */     \
   X(resupply_packets)        /* client segments it resupplied */                   \
   X(resupply_bytes)          /* ... their payload bytes (duplicates included) */   \

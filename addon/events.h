@@ -54,6 +54,8 @@ enum class EventReason : uint8_t {
                          // and nothing since proved the flow intact
   kReplicaReset = 13,    // the replica reset its copy, the primary did not
   kTakeoverIncomplete = 14,  // at takeover the replica lacked acknowledged bytes
+  kReplicaStopped = 15,  // the replica stopped short of output the client had
+                         // received and waits for input: it diverged
   // Takeover steps (type kTakeover; detail = the step's duration, µs).
   kStepFreeze = 21, kStepFinish = 22, kStepActive = 23, kStepIpTakeover = 24, kStepConnections = 25, kStepCatchUp = 26,
   kTakeoverDone = 30,    // detail: µs from request to the end of step 5

@@ -14,6 +14,7 @@
 // Thread: engine thread only.
 #pragma once
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <unordered_map>
 #include <vector>
@@ -48,6 +49,14 @@ struct FlowKeyHash {
     x ^= x >> 33; x *= 0xff51afd7ed558ccdULL; x ^= x >> 33;  // murmur3 fmix64
     return static_cast<size_t>(x);
   }
+};
+
+// Client bytes [start, end) and what the client had received when it sent
+// them (ack, primary space; a FIN counts as the byte at its number). The
+// replica is given them only once it has sent as much (causality: it never
+// reads a request before it gave the answer the client was waiting for).
+struct ClientMark {
+  uint32_t start, end, ack;
 };
 
 struct Flow {
@@ -107,6 +116,11 @@ struct Flow {
   uint32_t inj_nxt = 0;                    // next client byte to inject
   uint32_t ack_given = 0; bool ack_given_valid = false;  // last ack injected (backup space)
   bool fin_injected = false, rst_injected = false;
+  // Marks of the client bytes not yet acknowledged by the replica, by start.
+  std::deque<ClientMark> marks;
+  // Causality holds client bytes while the replica, having taken all it was
+  // given, sends nothing more (since; 0 none): it may have stopped short.
+  uint64_t held_since_us = 0; uint32_t held_made = 0;
   bool ack_wanted = false;                 // the replica repeated its SYN-ACK: answer it
   uint64_t syn_sent_us = 0;                // last time the client's SYN was injected
   uint64_t last_progress_us = 0;           // last time b_rcv_nxt moved or we injected fresh data

@@ -115,12 +115,19 @@ void IncomingProcessor::pump(Flow& f) {
     check_closed(f, now);
     return;
   }
-  // Data: from inj_nxt up to what we hold in order and the replica's window.
+  // Data: from inj_nxt up to what we hold in order, the replica's window
+  // and what its output allows.
   uint32_t right = f.b_rcv_nxt + f.b_window;
   uint32_t limit = f.data.contig_end();
   if (after(limit, right)) {
     ctx_.counters.add(k_held_for_window);
     limit = right;
+  }
+  bool held;
+  uint32_t causal = causal_end(f, &held);
+  if (held && before(causal, limit)) {
+    ctx_.counters.add(k_causality_held);
+    limit = causal;
   }
   bool sent = false;
   uint32_t budget = kPumpQuantum;
@@ -133,7 +140,7 @@ void IncomingProcessor::pump(Flow& f) {
     }
     uint32_t len = std::min<uint32_t>(limit - f.inj_nxt, kMaxSegPayload);
     uint8_t flags = kPsh;
-    bool with_fin = f.c_fin && !f.fin_injected && f.inj_nxt + len == f.c_fin_seq;
+    bool with_fin = f.c_fin && !f.fin_injected && f.inj_nxt + len == f.c_fin_seq && !(held && causal == f.c_fin_seq);
     if (with_fin) flags |= kFin;
     if (!inject(f, f.inj_nxt, flags, f.data.at(f.inj_nxt), len, false)) break;
     f.inj_nxt += len;
@@ -141,7 +148,7 @@ void IncomingProcessor::pump(Flow& f) {
     if (with_fin) f.fin_injected = true;
     sent = true;
   }
-  if (f.c_fin && !f.fin_injected && f.inj_nxt == f.c_fin_seq) {
+  if (f.c_fin && !f.fin_injected && f.inj_nxt == f.c_fin_seq && !(held && causal == f.c_fin_seq)) {
     f.fin_injected = inject(f, f.inj_nxt, kFin, nullptr, 0, false);
     sent = sent || f.fin_injected;
   }
@@ -157,6 +164,41 @@ void IncomingProcessor::pump(Flow& f) {
   f.ack_wanted = false;
   if (sent) f.last_progress_us = now;
   if (f.c_fin || f.c_rst || f.p_rst || f.b_fin || f.b_rst) check_closed(f, now);
+}
+
+uint32_t IncomingProcessor::causal_end(Flow& f, bool* held) {
+  *held = false;
+  auto& marks = f.marks;
+  while (!marks.empty() && !after(marks.front().end, f.b_rcv_nxt)) marks.pop_front();
+  uint32_t made = f.b_snd_nxt - f.seq_delta;  // the replica's output, primary space
+  for (const ClientMark& m : marks) {
+    if (!after(m.end, f.inj_nxt)) continue;  // given already
+    if (after(m.ack, made)) {
+      *held = true;
+      return after(m.start, f.inj_nxt) ? m.start : f.inj_nxt;
+    }
+  }
+  return 0;
+}
+
+void IncomingProcessor::check_stopped(Flow& f, uint64_t now) {
+  bool held;
+  causal_end(f, &held);
+  // Held while the replica still works on what it was given is lag, not a stop.
+  if (!held || f.b_rcv_nxt != f.inj_nxt) {
+    f.held_since_us = 0;
+    return;
+  }
+  uint32_t made = f.b_snd_nxt - f.seq_delta;  // primary space
+  if (!f.held_since_us || made != f.held_made) {
+    f.held_since_us = now;
+    f.held_made = made;
+    return;
+  }
+  if (now - f.held_since_us < kReplicaStoppedUs) return;
+  ctx_.counters.add(k_replica_stopped);
+  // Detail: how much of the primary's output it lacks, bytes.
+  lose_flow(f, EventReason::kReplicaStopped, f.p_snd_nxt - made);
 }
 
 // How far the replica is behind the primary, the worse direction: client
@@ -194,8 +236,10 @@ void IncomingProcessor::tick_flow(Flow& f, uint64_t now) {
       }
       return;
     case FlowState::kSynchronised:
-    case FlowState::kClosing:
+    case FlowState::kClosing: {
       check_gap(f, now);
+      if (f.state == FlowState::kUnprotected) return;
+      check_stopped(f, now);
       if (f.state == FlowState::kUnprotected) return;
       check_lag(f);
       if (f.drop_suspect_us && now - f.drop_suspect_us > kDropVerifyUs) {
@@ -212,6 +256,8 @@ void IncomingProcessor::tick_flow(Flow& f, uint64_t now) {
         return;
       }
       if (now - f.last_progress_us < retry_after_us(f)) return;
+      bool held;
+      uint32_t causal = causal_end(f, &held);
       if (before(f.b_rcv_nxt, f.inj_nxt) || (f.fin_injected && !after(f.b_rcv_nxt, f.c_fin_seq))) {
         // The replica has not acknowledged what we injected: send it again.
         f.retries++;
@@ -220,14 +266,16 @@ void IncomingProcessor::tick_flow(Flow& f, uint64_t now) {
         ctx_.counters.add(k_inject_reinjected);
         f.last_progress_us = now;
         ctx_.mark_dirty(f);
-      } else if (before(f.inj_nxt, f.data.contig_end()) && !after(f.b_rcv_nxt + f.b_window, f.inj_nxt)) {
-        // Window closed with data waiting: a 1-byte probe at rcv_nxt makes
-        // the replica answer with its current window.
+      } else if (before(f.inj_nxt, f.data.contig_end()) && !after(f.b_rcv_nxt + f.b_window, f.inj_nxt) &&
+                 !(held && causal == f.inj_nxt)) {
+        // Window closed with data waiting (that causality lets through): a
+        // 1-byte probe at rcv_nxt makes the replica answer with its window.
         f.retries++;
         if (inject(f, f.b_rcv_nxt, 0, f.data.at(f.b_rcv_nxt), 1, false)) ctx_.counters.add(k_inject_window_probes);
         f.last_progress_us = now;
       }
       return;
+    }
     default:
       return;
   }

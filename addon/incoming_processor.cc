@@ -93,6 +93,7 @@ void IncomingProcessor::promote_waiting() {
 void IncomingProcessor::make_unprotected(Flow& f, EventReason why) {
   f.state = FlowState::kUnprotected;
   f.data.clear();
+  f.marks.clear();
   ctx_.counters.add(k_flows_unprotected);
   ctx_.events.emit(EventType::kUnprotected, why, f);
   note_finished(f);
@@ -225,7 +226,29 @@ bool IncomingProcessor::add_client_bytes(Flow& f, const Segment& s) {
     f.c_fin = true;
     f.c_fin_seq = s.seq + s.payload_len;
   }
+  if ((s.flags & kAck) && (s.payload_len || (s.flags & kFin)))
+    add_mark(f, ClientMark{s.seq, s.seq + s.payload_len + ((s.flags & kFin) ? 1u : 0u), s.ack});
   return true;
+}
+
+void IncomingProcessor::add_mark(Flow& f, const ClientMark& m) {
+  auto& marks = f.marks;
+  if (!after(m.end, f.b_rcv_nxt) && f.b_synack) return;  // the replica has these bytes
+  if (marks.empty() || !before(m.start, marks.back().start)) {
+    if (!marks.empty() && marks.back().start == m.start && marks.back().end == m.end) return;  // a repeat
+    if (marks.size() >= kMaxClientMarks) {
+      // The bytes wait only for the last mark's ack: causality weakened, counted.
+      if (after(m.end, marks.back().end)) marks.back().end = m.end;
+      ctx_.counters.add(k_causality_marks_merged);
+      return;
+    }
+    marks.push_back(m);
+    return;
+  }
+  // Out of order (a hole filled by a retransmission or the recorder): in place.
+  auto at = std::upper_bound(marks.begin(), marks.end(), m.start,
+                             [](uint32_t seq, const ClientMark& x) { return before(seq, x.start); });
+  marks.insert(at, m);
 }
 
 void IncomingProcessor::on_resupplied(const uint8_t* ip, size_t len) {
@@ -350,6 +373,7 @@ void IncomingProcessor::check_closed(Flow& f, uint64_t now_us) {
   f.state = FlowState::kClosed;
   f.closed_us = now_us;
   f.data.clear();
+  f.marks.clear();
   ctx_.counters.add(k_flows_closed);
   note_finished(f);
   // Both services wrote the same number of bytes, or the replica diverged.

@@ -67,6 +67,14 @@ class IncomingProcessor {
   static Flow* generation_of(Flow* f, uint32_t seq, bool* detached);
   // s's payload and FIN into f's stream; false if f was lost (buffer full).
   bool add_client_bytes(Flow& f, const Segment& s);
+  // Remembers what the client had received when it sent these bytes.
+  void add_mark(Flow& f, const ClientMark& m);
+  // The first client sequence number (a FIN's included) the replica may not
+  // be given yet: its output has not reached what the client had received
+  // when it sent it. *held false: nothing is held.
+  uint32_t causal_end(Flow& f, bool* held);
+  // A replica that stopped short of the output causality waits for.
+  void check_stopped(Flow& f, uint64_t now);
   void on_primary_segment(const Segment& s);
   void start_flow(const FlowKey& k, const Segment& s, uint64_t capture_ns);
   // A flow's client-side state from its SYN; reports it new.

@@ -73,6 +73,17 @@ constexpr size_t kResupplyMaxHoles = 16;
 constexpr uint64_t kDropSuspectWindowUs = 300000;
 // ... and must show a primary ack within what we hold this soon, µs.
 constexpr uint64_t kDropVerifyUs = 1000000;
+// Causality: the most marks one flow keeps (a client this many segments,
+// each with a newer ack, ahead of its replica); past it a segment joins the
+// last mark and waits only for that mark's ack (counted).
+constexpr size_t kMaxClientMarks = 4096;
+// Causality holds client bytes and the replica, having taken all it was
+// given, sends none of the output they wait for this long, µs: it stopped
+// short of the primary (a service whose answers differ between the two
+// copies), and its copy of the connection is given up. A replica still
+// working shows progress; a slow request's answer arrives on the primary
+// before its client can send the next, so the replica's is not much later.
+constexpr uint64_t kReplicaStoppedUs = 2000000;
 // Times the replica's handshake is started again after it dropped its
 // half-open connection, before the flow is declared unprotected.
 constexpr int kMaxHandshakeRestarts = 5;

@@ -31,6 +31,7 @@ export const EventReason = {
   12: 'capture-drop',
   13: 'replica-reset',
   14: 'takeover-incomplete',
+  15: 'replica-stopped',
   // takeover events: the step that ended (detail: its duration, µs)
   21: 'freeze',
   22: 'finish',
