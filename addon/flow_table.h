@@ -120,7 +120,7 @@ struct Flow {
   std::deque<ClientMark> marks;
   // Causality holds client bytes while the replica, having taken all it was
   // given, sends nothing more (since; 0 none): it may have stopped short.
-  uint64_t held_since_us = 0; uint32_t held_made = 0;
+  uint64_t held_since_us = 0; uint32_t held_made = 0; bool stop_probed = false;
   bool ack_wanted = false;                 // the replica repeated its SYN-ACK: answer it
   uint64_t syn_sent_us = 0;                // last time the client's SYN was injected
   uint64_t last_progress_us = 0;           // last time b_rcv_nxt moved or we injected fresh data

@@ -193,7 +193,16 @@ void IncomingProcessor::check_stopped(Flow& f, uint64_t now) {
   if (!f.held_since_us || made != f.held_made) {
     f.held_since_us = now;
     f.held_made = made;
+    f.stop_probed = false;
     return;
+  }
+  if (now - f.held_since_us >= kReplicaStoppedUs / 2 && !f.stop_probed) {
+    // Halfway: a segment left of its window makes the replica answer with an
+    // ACK from its own snd_nxt. Output we never saw (its queue overflowed)
+    // then counts, and it is not taken for a stop.
+    f.stop_probed = true;
+    inject(f, f.inj_nxt - 1, 0, nullptr, 0, false);
+    ctx_.counters.add(k_replica_stop_probes);
   }
   if (now - f.held_since_us < kReplicaStoppedUs) return;
   ctx_.counters.add(k_replica_stopped);

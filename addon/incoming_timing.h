@@ -83,7 +83,9 @@ constexpr size_t kMaxClientMarks = 4096;
 // copies), and its copy of the connection is given up. A replica still
 // working shows progress; a slow request's answer arrives on the primary
 // before its client can send the next, so the replica's is not much later.
-constexpr uint64_t kReplicaStoppedUs = 2000000;
+// Long enough for a replica's TCP to come back from a few retransmission
+// timeouts (a 2 s bound fired on a download's replica in a loaded run).
+constexpr uint64_t kReplicaStoppedUs = 5000000;
 // Times the replica's handshake is started again after it dropped its
 // half-open connection, before the flow is declared unprotected.
 constexpr int kMaxHandshakeRestarts = 5;

@@ -41,12 +41,12 @@ describe('divergence: a service whose replica answers otherwise', () => {
         },
       });
       const client = tb.spawn(tb.ns.client, ['node', `${repoRoot}dist/scripts/token-client.js`, '--to', `${tb.addr.vip}:${PORT}`,
-        '--connections', String(CONNECTIONS), '--interval-ms', '20', '--run-ms', '9000', '--reply-timeout-ms', '5000']);
+        '--connections', String(CONNECTIONS), '--interval-ms', '20', '--run-ms', '15000', '--reply-timeout-ms', '5000']);
       const out = collect(client);
-      // Each replica is caught stopping short (2 s without output past the one its client saw).
+      // Each replica is caught stopping short (5 s without output past the one its client saw).
       const backup = pair.backup;
       await waitFor(() => backup.records.filter((r) => r.msg === 'flow unprotected').length >= CONNECTIONS,
-        { timeoutMs: 10_000, what: 'every flow reported unprotected' });
+        { timeoutMs: 20_000, what: 'every flow reported unprotected' });
       const unprotected = backup.records.filter((r) => r.msg === 'flow unprotected');
       await pair.fail('link-down');
       const record = await waitFor(() => readLog<{ engine: NativeTakeoverReport }>(pair!.logs.backupReport)[0],
