@@ -115,6 +115,7 @@ struct Flow {
   uint32_t ts_delta = 0;                   // b_synack_tsval - p_synack_tsval
   uint32_t inj_nxt = 0;                    // next client byte to inject
   uint32_t ack_given = 0; bool ack_given_valid = false;  // last ack injected (backup space)
+  uint32_t edge_given = 0;                 // ... and the right edge of its window
   bool fin_injected = false, rst_injected = false;
   // Marks of the client bytes not yet acknowledged by the replica, by start.
   std::deque<ClientMark> marks;

@@ -19,6 +19,10 @@ bool IncomingProcessor::replica_ack(Flow& f, uint32_t* ack) {
   return true;
 }
 
+uint32_t IncomingProcessor::replica_edge(const Flow& f, uint32_t ack) {
+  return ack + (uint32_t(map_window(f.c_window, f.c_shift, f.c_ack_p + f.seq_delta, ack)) << f.c_shift);
+}
+
 void IncomingProcessor::sample_latency(Flow& f) {
   if (!f.pending_capture_ns) return;
   uint64_t now = realtime_ns();
@@ -43,6 +47,7 @@ bool IncomingProcessor::inject(Flow& f, uint32_t seq, uint8_t flags, const uint8
     flags |= kAck;
     f.ack_given = ack;
     f.ack_given_valid = true;
+    f.edge_given = ack + (uint32_t(sp.window) << f.c_shift);
   } else {
     flags &= static_cast<uint8_t>(~kAck);
   }
@@ -154,9 +159,12 @@ void IncomingProcessor::pump(Flow& f) {
   }
   if (!sent) {
     // No data to carry it: a pure ACK when the replica may see a newer ack
-    // (the client acked more, or the replica sent what the client had acked).
+    // (the client acked more, or the replica sent what the client had acked)
+    // or a wider window (the client read: a replica told of a zero window
+    // has nothing else to wait for but its persist timer).
     uint32_t ack;
-    if (replica_ack(f, &ack) && (!f.ack_given_valid || after(ack, f.ack_given) || f.c_sack_fresh || f.ack_wanted)) {
+    if (replica_ack(f, &ack) && (!f.ack_given_valid || after(ack, f.ack_given) || f.c_sack_fresh || f.ack_wanted ||
+                                 after(replica_edge(f, ack), f.edge_given))) {
       if (inject(f, f.inj_nxt, 0, nullptr, 0, f.c_sack_fresh)) ctx_.counters.add(k_inject_pure_ack);
     }
   }

@@ -94,6 +94,8 @@ class IncomingProcessor {
   void sample_latency(Flow& f);
   // The ack the replica may see now; false before the client acked anything.
   bool replica_ack(Flow& f, uint32_t* ack);
+  // The right edge of the window an ACK of ack would give the replica.
+  static uint32_t replica_edge(const Flow& f, uint32_t ack);
 
   EngineContext& ctx_;
   uint16_t ip_id_ = 0;

@@ -141,10 +141,11 @@ void OutgoingProcessor::on_replica_packet(const uint8_t* ip, size_t copied) {
   if (!f->b_synack) return;
   if (s.opt.has_ts && after(s.opt.tsval, f->b_tsval)) f->b_tsval = s.opt.tsval;
   uint32_t end = s.seq + s.payload_len + ((s.flags & kFin) ? 1 : 0);
-  // The replica sends again what we acknowledged: our ACK did not reach it
-  // (the TUN's backlog dropped it). Repeat it, as a receiver does for a
-  // duplicate segment, or the replica only backs off further.
-  if (end != s.seq && f->ack_given_valid && !after(end, f->ack_given)) {
+  // The replica sends again what we acknowledged (our ACK did not reach it:
+  // the TUN's backlog dropped it), or probes a window we closed or a
+  // connection gone quiet (a segment just left of our ack). Answer with an
+  // ACK, as a receiver does, or the replica only backs off further.
+  if (f->ack_given_valid && before(s.seq, f->ack_given) && !after(end, f->ack_given)) {
     f->ack_wanted = true;
     c.add(k_replica_repeats);
   }
