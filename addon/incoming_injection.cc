@@ -191,9 +191,10 @@ uint32_t IncomingProcessor::causal_end(Flow& f, bool* held) {
 
 void IncomingProcessor::check_stopped(Flow& f, uint64_t now) {
   bool held;
-  causal_end(f, &held);
-  // Held while the replica still works on what it was given is lag, not a stop.
-  if (!held || f.b_rcv_nxt != f.inj_nxt) {
+  uint32_t causal = causal_end(f, &held);
+  // Held while the replica still works on what it was given, or while its
+  // window keeps out bytes causality lets through, is lag, not a stop.
+  if (!held || f.b_rcv_nxt != f.inj_nxt || before(f.inj_nxt, causal)) {
     f.held_since_us = 0;
     return;
   }
