@@ -26,6 +26,8 @@ class Tun {
   void close();
   // Hand the descriptor over (closing it unregisters the device: slow).
   int release() { int fd = fd_; fd_ = -1; name_.clear(); return fd; }
+  // Write to fd instead of a device (the fast tier: one end of a socketpair).
+  void adopt(int fd) { close(); fd_ = fd; }
   // One IPv4 packet in; false if the kernel refused it (errno kept).
   bool write(const uint8_t* pkt, size_t len);
   const std::string& name() const { return name_; }

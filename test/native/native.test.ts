@@ -1,5 +1,5 @@
-// Native tier: the packet layer's, the mirror capture program's and the
-// replication logic's C++ tests and the parser fuzzer under ASan/UBSan,
+// Native tier: the packet layer's, the mirror capture program's, the
+// replication logic's and state machine's and active mode's C++ tests and the parser fuzzer under ASan/UBSan,
 // built and run by test/native/run.sh (g++; libFuzzer when clang is installed).
 
 import { spawn } from 'node:child_process';
@@ -45,34 +45,22 @@ describe('native packet layer (ASan/UBSan)', () => {
     expect(result.code, result.output).toBe(0);
   });
 
-  it('capture_test passes (the mirror capture keeps the primary\'s headers only)', () => {
-    const m = /capture_test: (\d+) passed, (\d+) failed/.exec(result.output);
-    expect(m, result.output).not.toBeNull();
-    expect(Number(m?.[1])).toBeGreaterThan(0);
-    expect(Number(m?.[2]), result.output).toBe(0);
-  });
-
-  it('replication_test passes (stream buffer, sequence map)', () => {
-    // run.sh prints "replication_test: N passed, N failed" last, after the fuzzer.
-    const m = /replication_test: (\d+) passed, (\d+) failed/.exec(result.output);
-    expect(m, result.output).not.toBeNull();
-    expect(Number(m?.[1])).toBeGreaterThan(0);
-    expect(Number(m?.[2]), result.output).toBe(0);
-  });
-
-  it('active_mode_test passes (translation after a takeover)', () => {
-    const m = /active_mode_test: (\d+) passed, (\d+) failed/.exec(result.output);
-    expect(m, result.output).not.toBeNull();
-    expect(Number(m?.[1])).toBeGreaterThan(0);
-    expect(Number(m?.[2]), result.output).toBe(0);
-  });
-
-  it('active_mode_kernel_test passes (the kernel translator rewrites as the engine does)', () => {
-    const m = /active_mode_kernel_test: (\d+) passed, (\d+) failed/.exec(result.output);
-    expect(m, result.output).not.toBeNull();
-    expect(Number(m?.[1])).toBeGreaterThan(0);
-    expect(Number(m?.[2]), result.output).toBe(0);
-  });
+  // run.sh prints "NAME: N passed, N failed" for each, last, after the fuzzer.
+  const programs: [string, string][] = [
+    ['capture_test', "the mirror capture keeps the primary's headers only"],
+    ['replication_test', 'stream buffer, sequence map'],
+    ['processor_test', 'the replication state machine on crafted segments'],
+    ['active_mode_test', 'translation after a takeover'],
+    ['active_mode_kernel_test', 'the kernel translator rewrites as the engine does'],
+  ];
+  for (const [name, what] of programs) {
+    it(`${name} passes (${what})`, () => {
+      const m = new RegExp(`${name}: (\\d+) passed, (\\d+) failed`).exec(result.output);
+      expect(m, result.output).not.toBeNull();
+      expect(Number(m?.[1])).toBeGreaterThan(0);
+      expect(Number(m?.[2]), result.output).toBe(0);
+    });
+  }
 
   it('the fuzzer actually executed inputs', () => {
     // libFuzzer: "Done N runs in S second(s)"; standalone driver: "fuzz_packet standalone: N runs".

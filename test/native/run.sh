@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Native tier: builds the packet-layer tests, the mirror capture's BPF
-# program tests (libpcap), the replication-logic tests, the active-mode
+# program tests (libpcap), the replication-logic tests, the replication
+# state machine on crafted segments (processor_test), the active-mode
 # (takeover) translation tests (the engine's, and the kernel's against it:
 # needs root and the built addon's BPF object) and the fuzz target under
 # AddressSanitizer + UBSan into build/native/, runs them, then fuzzes the
@@ -39,6 +40,9 @@ active_srcs=("$root/addon/recovery_active_mode.cc" "$root/addon/recovery_active_
   "$root/addon/event_queue.cc" "$root/addon/flow_table.cc" "$root/addon/stream_buffer.cc" "$root/addon/incoming_tun.cc")
 echo "native: building active_mode_test (g++)"
 g++ "${common[@]}" "$src/active_mode_test.cc" "${active_srcs[@]}" -lbpf -o "$out/active_mode_test"
+echo "native: building processor_test (g++)"
+g++ "${common[@]}" "$src/processor_test.cc" "$root/addon/incoming_processor.cc" "$root/addon/incoming_injection.cc" \
+  "$root/addon/outgoing_processor.cc" "${active_srcs[@]}" -lbpf -o "$out/processor_test"
 echo "native: building active_mode_kernel_test (g++, libbpf)"
 g++ "${common[@]}" "$src/active_mode_kernel_test.cc" "${active_srcs[@]}" -lbpf -o "$out/active_mode_kernel_test"
 
@@ -72,7 +76,7 @@ fi
 # The other tests' failures are reported at the end: the parser is fuzzed anyway.
 # run_test NAME [ARGS]: runs build/native/NAME, keeps its exit status and summary line.
 declare -A test_status test_summary
-later=(capture_test replication_test active_mode_test active_mode_kernel_test)
+later=(capture_test replication_test processor_test active_mode_test active_mode_kernel_test)
 run_test() {
   local name="$1" st=0 tlog="$out/$1.log"
   shift
@@ -84,6 +88,7 @@ run_test() {
 }
 run_test capture_test
 run_test replication_test
+run_test processor_test
 run_test active_mode_test
 # The kernel's translator (BPF, run by the kernel) against the engine's.
 run_test active_mode_kernel_test "$root/build/Release/recovery_active_mode.bpf.o"

@@ -1,0 +1,307 @@
+// Fast tier of the replication state machine: the incoming and outgoing
+// processors on crafted segments, no root and no network. Mirror frames go in
+// as the capture would hand them, the replica's packets as the output queue
+// would, and what the processors inject to the replica is read back from the
+// other end of a socketpair standing in for the TUN device.
+//
+// One connection per test: client 198.18.0.2:40000 to the VIP's port 7000,
+// no TCP options beyond MSS (no window scaling, no timestamps), so windows and
+// numbers read as they are.
+#include "check.h"
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "active_mode_common.h"
+#include "incoming_processor.h"
+#include "incoming_timing.h"
+#include "outgoing_processor.h"
+
+using namespace t2cp;
+using t2cp_test::kClient;
+using t2cp_test::kClientPort;
+using t2cp_test::kPort;
+using t2cp_test::kVip;
+
+// Byte strings compared and both printed on a failure.
+#define CHECK_BYTES(a, b)                                                                   \
+  do {                                                                                      \
+    const std::string va_ = (a), vb_ = (b);                                                 \
+    if (va_ != vb_ && g_check_failures++ < 10)                                              \
+      std::printf("  FAIL %s: %s:%d: %s == \"%s\" (got \"%s\")\n", g_test_name, __FILE__, __LINE__, #a, \
+                  vb_.c_str(), va_.c_str());                                                \
+  } while (0)
+
+namespace {
+
+constexpr uint32_t kC0 = 1000;        // client ISN
+constexpr uint32_t kP0 = 500000;      // primary ISN
+constexpr uint32_t kB0 = 0xfffffff0;  // replica ISN: its numbers wrap at once
+constexpr uint16_t kWindow = 8192;
+
+// An injected segment, parsed, with its payload copied out.
+struct Injected {
+  uint8_t flags = 0;
+  uint32_t seq = 0, ack = 0;
+  uint16_t window = 0;
+  std::string payload;
+};
+
+struct Lab {
+  EngineConfig cfg;
+  std::unique_ptr<EngineContext> ctx;
+  std::unique_ptr<IncomingProcessor> in;
+  std::unique_ptr<ActiveMode> am;
+  std::unique_ptr<OutgoingProcessor> out;
+  int peer = -1;  // reads what went "into the TUN"
+
+  Lab() {
+    cfg.vip = kVip;
+    cfg.ports = {kPort};
+    ctx = std::make_unique<EngineContext>(cfg);
+    in = std::make_unique<IncomingProcessor>(*ctx);
+    am = std::make_unique<ActiveMode>(*ctx);
+    out = std::make_unique<OutgoingProcessor>(*ctx, *in, *am);
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK, 0, sv) != 0) std::abort();
+    ctx->tun.adopt(sv[0]);
+    peer = sv[1];
+  }
+  ~Lab() { ::close(peer); }
+
+  Flow* flow() { return ctx->flows.find(FlowKey{kClient, kClientPort, kPort}); }
+
+  // What the engine does after each batch: pump every flow marked dirty.
+  void settle() { ctx->drain_dirty([&](Flow& f) { in->pump(f); }); }
+
+  static SegmentSpec spec(bool from_client, uint32_t seq, uint32_t ack, uint8_t flags, const std::string& data,
+                          uint16_t window) {
+    SegmentSpec sp;
+    sp.saddr = from_client ? kClient : kVip;
+    sp.daddr = from_client ? kVip : kClient;
+    sp.sport = from_client ? kClientPort : kPort;
+    sp.dport = from_client ? kPort : kClientPort;
+    sp.seq = seq;
+    sp.ack = ack;
+    sp.flags = flags;
+    sp.window = window;
+    sp.payload = reinterpret_cast<const uint8_t*>(data.data());
+    sp.payload_len = static_cast<uint32_t>(data.size());
+    return sp;
+  }
+
+  void mirror(SegmentSpec sp) {
+    static const uint8_t kMss[4] = {2, 4, 0x05, 0xb4};
+    if (sp.flags & kSyn) { sp.raw_options = kMss; sp.raw_options_len = 4; }
+    std::vector<uint8_t> ip = t2cp_test::segment(sp);
+    std::vector<uint8_t> frame(14, 0);
+    frame[12] = 0x08;  // EtherType IPv4
+    frame.insert(frame.end(), ip.begin(), ip.end());
+    in->on_mirror_frame(frame.data(), frame.size(), 0);
+    settle();
+  }
+  void client(uint32_t seq, uint32_t ack, uint8_t flags, const std::string& data = "", uint16_t window = kWindow) {
+    mirror(spec(true, seq, ack, flags, data, window));
+  }
+  void primary(uint32_t seq, uint32_t ack, uint8_t flags, const std::string& data = "") {
+    mirror(spec(false, seq, ack, flags, data, kWindow));
+  }
+  // A packet of the replica's, as the output queue hands it over.
+  void replica(uint32_t seq, uint32_t ack, uint8_t flags, const std::string& data = "", uint16_t window = kWindow) {
+    SegmentSpec sp = spec(false, seq, ack, flags, data, window);
+    static const uint8_t kMss[4] = {2, 4, 0x05, 0xb4};
+    if (flags & kSyn) { sp.raw_options = kMss; sp.raw_options_len = 4; }
+    std::vector<uint8_t> ip = t2cp_test::segment(sp);
+    out->on_packet(ip.data(), ip.size());
+    settle();
+  }
+
+  // Everything injected since the last call.
+  std::vector<Injected> injected() {
+    std::vector<Injected> v;
+    uint8_t buf[65536];
+    for (;;) {
+      ssize_t n = recv(peer, buf, sizeof buf, 0);
+      if (n <= 0) break;
+      Segment s;
+      if (parse_ipv4(buf, size_t(n), false, &s) != ParseError::kOk) std::abort();
+      Injected x;
+      x.flags = s.flags;
+      x.seq = s.seq;
+      x.ack = s.ack;
+      x.window = s.window;
+      x.payload.assign(reinterpret_cast<const char*>(s.payload), s.payload_len);
+      v.push_back(x);
+    }
+    return v;
+  }
+  std::string injected_data() {
+    std::string d;
+    for (const Injected& x : injected()) d += x.payload;
+    return d;
+  }
+
+  // Handshake on both sides; the client's third ACK reaches the replica.
+  // Ticks as the engine runs them: then whatever they marked is pumped.
+  void tick(uint64_t now) {
+    in->on_tick(now);
+    settle();
+  }
+
+  void connect() {
+    client(kC0, 0, kSyn);
+    primary(kP0, kC0 + 1, kSyn | kAck);
+    replica(kB0, kC0 + 1, kSyn | kAck);
+    client(kC0 + 1, kP0 + 1, kAck);
+    injected();
+  }
+};
+
+// Client bytes sent after the client received an answer wait for the
+// replica's own answer; then they go.
+void test_request_waits_for_the_replicas_answer() {
+  Lab lab;
+  lab.connect();
+  CHECK(lab.flow() && lab.flow()->state == FlowState::kSynchronised);
+  lab.client(kC0 + 1, kP0 + 1, kAck | kPsh, "REQ1");
+  CHECK_BYTES(lab.injected_data(), "REQ1");
+  lab.replica(kB0 + 1, kC0 + 5, kAck);
+  lab.primary(kP0 + 1, kC0 + 5, kAck | kPsh, "ANSWER0001");
+  lab.client(kC0 + 5, kP0 + 11, kAck | kPsh, "REQ2");  // sent after the answer arrived
+  CHECK_BYTES(lab.injected_data(), "");
+  CHECK(lab.ctx->counters.get(k_causality_held) > 0);
+  lab.replica(kB0 + 1, kC0 + 5, kAck | kPsh, "ANSWER0001");
+  std::vector<Injected> v = lab.injected();
+  CHECK_EQ(v.size(), size_t(1));
+  if (v.size() == 1) {
+    CHECK_BYTES(v[0].payload, "REQ2");
+    CHECK_EQ(v[0].ack, kB0 + 11);  // the replica's numbers: they wrapped
+  }
+}
+
+// Bytes sent before the client saw anything more are not held.
+void test_pipelined_requests_are_not_held() {
+  Lab lab;
+  lab.connect();
+  lab.client(kC0 + 1, kP0 + 1, kAck | kPsh, "REQ1");
+  lab.client(kC0 + 5, kP0 + 1, kAck | kPsh, "REQ2");
+  CHECK_BYTES(lab.injected_data(), "REQ1REQ2");
+  CHECK_EQ(lab.ctx->counters.get(k_causality_held), uint64_t(0));
+}
+
+// A client that closes after reading the answer: its FIN waits for the
+// replica's answer as its bytes would.
+void test_fin_waits_for_the_replicas_answer() {
+  Lab lab;
+  lab.connect();
+  lab.client(kC0 + 1, kP0 + 1, kAck | kPsh, "GET");
+  lab.replica(kB0 + 1, kC0 + 4, kAck);
+  lab.injected();
+  lab.primary(kP0 + 1, kC0 + 4, kAck | kPsh, "BODY");
+  lab.client(kC0 + 4, kP0 + 5, kAck | kFin);
+  for (const Injected& x : lab.injected()) CHECK(!(x.flags & kFin));
+  lab.replica(kB0 + 1, kC0 + 4, kAck | kPsh, "BODY");
+  bool fin = false;
+  for (const Injected& x : lab.injected()) fin = fin || ((x.flags & kFin) && x.seq == kC0 + 4);
+  CHECK(fin);
+}
+
+// A replica told of a zero window is told when the client's window opens,
+// though the client acknowledges nothing more.
+void test_window_update_reaches_the_replica() {
+  Lab lab;
+  lab.connect();
+  lab.primary(kP0 + 1, kC0 + 1, kAck | kPsh, "DATA");
+  lab.replica(kB0 + 1, kC0 + 1, kAck | kPsh, "DATA");
+  lab.client(kC0 + 1, kP0 + 5, kAck, "", 0);
+  std::vector<Injected> v = lab.injected();
+  CHECK(!v.empty() && v.back().window == 0 && v.back().ack == kB0 + 5);
+  lab.client(kC0 + 1, kP0 + 5, kAck, "", 4000);  // the client read: same ack, open window
+  v = lab.injected();
+  CHECK_EQ(v.size(), size_t(1));
+  if (!v.empty()) {
+    CHECK_EQ(v[0].window, uint16_t(4000));
+    CHECK_EQ(v[0].ack, kB0 + 5);
+  }
+  lab.client(kC0 + 1, kP0 + 5, kAck, "", 4000);  // nothing new: nothing sent
+  CHECK_EQ(lab.injected().size(), size_t(0));
+}
+
+// The replica's zero-window probe and its repeat of bytes we acknowledged
+// (our ACK was lost) are answered with an ACK; its pure ACKs are not.
+void test_probe_and_repeat_are_answered() {
+  Lab lab;
+  lab.connect();
+  lab.primary(kP0 + 1, kC0 + 1, kAck | kPsh, "DATA");
+  lab.replica(kB0 + 1, kC0 + 1, kAck | kPsh, "DATA");
+  lab.client(kC0 + 1, kP0 + 5, kAck);
+  lab.injected();
+  lab.replica(kB0 + 5, kC0 + 1, kAck);  // a pure ACK of its own
+  CHECK_EQ(lab.injected().size(), size_t(0));
+  lab.replica(kB0 + 4, kC0 + 1, kAck);  // a probe: one left of our ack
+  std::vector<Injected> v = lab.injected();
+  CHECK(v.size() == 1 && v[0].ack == kB0 + 5);
+  lab.replica(kB0 + 1, kC0 + 1, kAck | kPsh, "DATA");  // a repeat
+  v = lab.injected();
+  CHECK(v.size() == 1 && v[0].ack == kB0 + 5);
+  CHECK_EQ(lab.ctx->counters.get(k_replica_repeats), uint64_t(2));
+}
+
+// A replica that took everything and does not produce the answer its client
+// saw is probed halfway, then declared stopped: its copy is reset.
+void test_replica_that_stops_short_is_given_up() {
+  Lab lab;
+  lab.connect();
+  lab.client(kC0 + 1, kP0 + 1, kAck | kPsh, "REQ1");
+  lab.replica(kB0 + 1, kC0 + 5, kAck);
+  lab.primary(kP0 + 1, kC0 + 5, kAck | kPsh, "TOKEN-1234");
+  lab.client(kC0 + 5, kP0 + 11, kAck | kPsh, "TOKEN-1234");
+  lab.replica(kB0 + 1, kC0 + 5, kAck | kPsh, "TOKEN-99");  // another answer, shorter
+  lab.injected();
+  uint64_t t = realtime_us();
+  lab.tick(t);
+  lab.tick(t + kReplicaStoppedUs / 2);
+  std::vector<Injected> v = lab.injected();
+  CHECK(v.size() == 1 && v[0].seq == kC0 + 4 && v[0].payload.empty());  // the probe
+  CHECK(lab.flow()->state != FlowState::kUnprotected);
+  lab.tick(t + kReplicaStoppedUs);
+  CHECK(lab.flow()->state == FlowState::kUnprotected);
+  CHECK_EQ(lab.ctx->counters.get(k_replica_stopped), uint64_t(1));
+  bool rst = false;
+  for (const Injected& x : lab.injected()) rst = rst || (x.flags & kRst);
+  CHECK(rst);
+}
+
+// A replica still working on what it was given is lag, never a stop: it has
+// not acknowledged it yet, or its window keeps the rest out.
+void test_replica_still_reading_is_not_stopped() {
+  for (bool window_closed : {false, true}) {
+    Lab lab;
+    lab.connect();
+    if (window_closed) lab.replica(kB0 + 1, kC0 + 1, kAck, "", 0);
+    lab.client(kC0 + 1, kP0 + 1, kAck | kPsh, "REQ1");
+    lab.primary(kP0 + 1, kC0 + 5, kAck | kPsh, "ANSWER0001");
+    lab.client(kC0 + 5, kP0 + 11, kAck | kPsh, "REQ2");
+    uint64_t t = realtime_us();
+    for (int i = 0; i <= 4; i++) lab.tick(t + i * kReplicaStoppedUs / 2);
+    CHECK(lab.flow()->state == FlowState::kSynchronised);
+    CHECK_EQ(lab.ctx->counters.get(k_replica_stopped), uint64_t(0));
+  }
+}
+
+}  // namespace
+
+int main() {
+  run_test("request_waits_for_the_replicas_answer", test_request_waits_for_the_replicas_answer);
+  run_test("pipelined_requests_are_not_held", test_pipelined_requests_are_not_held);
+  run_test("fin_waits_for_the_replicas_answer", test_fin_waits_for_the_replicas_answer);
+  run_test("window_update_reaches_the_replica", test_window_update_reaches_the_replica);
+  run_test("probe_and_repeat_are_answered", test_probe_and_repeat_are_answered);
+  run_test("replica_that_stops_short_is_given_up", test_replica_that_stops_short_is_given_up);
+  run_test("replica_still_reading_is_not_stopped", test_replica_still_reading_is_not_stopped);
+  return finish();
+}
