@@ -75,6 +75,8 @@ for (const sc of replicationScenarios) {
       replica.child.kill('SIGTERM');
       await new Promise((r) => setTimeout(r, 300));
       const counters = await backup.stop();
+      const unprotected = backup.flows('unprotected');
+      if (unprotected.length) console.log(`${sc.name}: unprotected ${JSON.stringify(backup.records.filter((r) => r.reason && unprotected.some((u) => u.flow === r.flow)))}`);
 
       // The client never notices the backup, whatever happens to the replica.
       const report = compareReplicas(readLog<ServiceLogLine>(`${dir}/primary.jsonl`), readLog<ServiceLogLine>(`${dir}/backup.jsonl`), clientLog);
