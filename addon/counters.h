@@ -48,6 +48,7 @@ namespace t2cp {
   X(flows_closed)                                                                  \
   X(flows_expired)           /* idle timeout */                                    \
   X(flow_buffer_full)        /* client bytes lost: flow or memory limit hit */     \
+  X(flows_shed)              /* flows given up at the memory limit, largest first */\
   X(buffered_bytes)          /* gauge: client bytes held for lagging replicas */   \
   X(gaps)                    /* primary acked client bytes never captured */       \
   X(causality_held)          /* pumps that held client bytes for the replica's output */\

@@ -56,6 +56,8 @@ enum class EventReason : uint8_t {
   kTakeoverIncomplete = 14,  // at takeover the replica lacked acknowledged bytes
   kReplicaStopped = 15,  // the replica stopped short of output the client had
                          // received and waits for input: it diverged
+  kShed = 16,            // the backup ran out of memory for all flows: this one,
+                         // holding the most, was given up so the others stay
   // Takeover steps (type kTakeover; detail = the step's duration, µs).
   kStepFreeze = 21, kStepFinish = 22, kStepActive = 23, kStepIpTakeover = 24, kStepConnections = 25, kStepCatchUp = 26,
   kTakeoverDone = 30,    // detail: µs from request to the end of step 5

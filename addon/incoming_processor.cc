@@ -200,6 +200,26 @@ void IncomingProcessor::on_client_segment(const Segment& s, uint64_t capture_ns)
   if (!detached) ctx_.mark_dirty(*f);  // a waiting successor is pumped once promoted
 }
 
+bool IncomingProcessor::shed_for(Flow& f, uint32_t need) {
+  auto holds = [](const Flow& g) { return uint64_t(g.data.held_bytes()) + g.out.held_bytes(); };
+  while (ctx_.stream_memory.used + need > ctx_.stream_memory.limit) {
+    Flow* victim = nullptr;
+    uint64_t most = holds(f);
+    ctx_.flows.for_each([&](Flow& g) {
+      bool live = g.state == FlowState::kSynSeen || g.state == FlowState::kSynchronised || g.state == FlowState::kClosing;
+      if (&g != &f && live && !g.active() && holds(g) > most) {
+        most = holds(g);
+        victim = &g;
+      }
+    });
+    if (!victim) return false;
+    ctx_.counters.add(k_flows_shed);
+    lose_flow(*victim, EventReason::kShed, most);
+    victim->out.clear();  // its replica is reset: nothing to resend at a takeover
+  }
+  return true;
+}
+
 Flow* IncomingProcessor::generation_of(Flow* f, uint32_t seq, bool* detached) {
   *detached = false;
   for (Flow* n = f ? f->successor.get() : nullptr; n; n = n->successor.get()) {
@@ -217,6 +237,11 @@ bool IncomingProcessor::add_client_bytes(Flow& f, const Segment& s) {
       case StreamBuffer::AddResult::kDuplicate: ctx_.counters.add(k_segments_duplicate); break;
       case StreamBuffer::AddResult::kOutOfOrder: ctx_.counters.add(k_segments_out_of_order); break;
       case StreamBuffer::AddResult::kFull:
+        // The memory limit, not this flow's: the flows that cost most go
+        // first, so that a light flow is not lost to a bulk one's backlog.
+        if (f.data.held_bytes() + s.payload_len <= ctx_.cfg.flow_buffer_limit && shed_for(f, s.payload_len) &&
+            f.data.add(s.seq, s.payload, s.payload_len) != StreamBuffer::AddResult::kFull)
+          break;
         ctx_.counters.add(k_flow_buffer_full);
         lose_flow(f, EventReason::kBufferFull, f.data.held_bytes());
         return false;

@@ -32,6 +32,7 @@ export const EventReason = {
   13: 'replica-reset',
   14: 'takeover-incomplete',
   15: 'replica-stopped',
+  16: 'shed',
   // takeover events: the step that ended (detail: its duration, µs)
   21: 'freeze',
   22: 'finish',

@@ -4,7 +4,8 @@
 // would, and what the processors inject to the replica is read back from the
 // other end of a socketpair standing in for the TUN device.
 //
-// One connection per test: client 198.18.0.2:40000 to the VIP's port 7000,
+// A connection per test (Lab::cport picks among several): client
+// 198.18.0.2:40000 and up to the VIP's port 7000,
 // no TCP options beyond MSS (no window scaling, no timestamps), so windows and
 // numbers read as they are.
 #include "check.h"
@@ -43,6 +44,14 @@ constexpr uint32_t kP0 = 500000;      // primary ISN
 constexpr uint32_t kB0 = 0xfffffff0;  // replica ISN: its numbers wrap at once
 constexpr uint16_t kWindow = 8192;
 
+// A whole IPv4 packet, up to 64 KiB (build_segment computes the checksums).
+std::vector<uint8_t> packet(const SegmentSpec& sp) {
+  std::vector<uint8_t> b(65536);
+  b.resize(build_segment(sp, b.data(), b.size()));
+  if (b.empty()) std::abort();
+  return b;
+}
+
 // An injected segment, parsed, with its payload copied out.
 struct Injected {
   uint8_t flags = 0;
@@ -58,10 +67,12 @@ struct Lab {
   std::unique_ptr<ActiveMode> am;
   std::unique_ptr<OutgoingProcessor> out;
   int peer = -1;  // reads what went "into the TUN"
+  uint16_t cport = kClientPort;  // the connection the next segments belong to
 
-  Lab() {
+  explicit Lab(uint64_t memory_limit = 1ull << 30) {
     cfg.vip = kVip;
     cfg.ports = {kPort};
+    cfg.memory_limit = memory_limit;
     ctx = std::make_unique<EngineContext>(cfg);
     in = std::make_unique<IncomingProcessor>(*ctx);
     am = std::make_unique<ActiveMode>(*ctx);
@@ -73,18 +84,18 @@ struct Lab {
   }
   ~Lab() { ::close(peer); }
 
-  Flow* flow() { return ctx->flows.find(FlowKey{kClient, kClientPort, kPort}); }
+  Flow* flow() { return ctx->flows.find(FlowKey{kClient, cport, kPort}); }
 
   // What the engine does after each batch: pump every flow marked dirty.
   void settle() { ctx->drain_dirty([&](Flow& f) { in->pump(f); }); }
 
-  static SegmentSpec spec(bool from_client, uint32_t seq, uint32_t ack, uint8_t flags, const std::string& data,
+  SegmentSpec spec(bool from_client, uint32_t seq, uint32_t ack, uint8_t flags, const std::string& data,
                           uint16_t window) {
     SegmentSpec sp;
     sp.saddr = from_client ? kClient : kVip;
     sp.daddr = from_client ? kVip : kClient;
-    sp.sport = from_client ? kClientPort : kPort;
-    sp.dport = from_client ? kPort : kClientPort;
+    sp.sport = from_client ? cport : kPort;
+    sp.dport = from_client ? kPort : cport;
     sp.seq = seq;
     sp.ack = ack;
     sp.flags = flags;
@@ -97,7 +108,7 @@ struct Lab {
   void mirror(SegmentSpec sp) {
     static const uint8_t kMss[4] = {2, 4, 0x05, 0xb4};
     if (sp.flags & kSyn) { sp.raw_options = kMss; sp.raw_options_len = 4; }
-    std::vector<uint8_t> ip = t2cp_test::segment(sp);
+    std::vector<uint8_t> ip = packet(sp);
     std::vector<uint8_t> frame(14, 0);
     frame[12] = 0x08;  // EtherType IPv4
     frame.insert(frame.end(), ip.begin(), ip.end());
@@ -115,7 +126,7 @@ struct Lab {
     SegmentSpec sp = spec(false, seq, ack, flags, data, window);
     static const uint8_t kMss[4] = {2, 4, 0x05, 0xb4};
     if (flags & kSyn) { sp.raw_options = kMss; sp.raw_options_len = 4; }
-    std::vector<uint8_t> ip = t2cp_test::segment(sp);
+    std::vector<uint8_t> ip = packet(sp);
     out->on_packet(ip.data(), ip.size());
     settle();
   }
@@ -293,6 +304,44 @@ void test_replica_still_reading_is_not_stopped() {
   }
 }
 
+// At the memory limit for all flows, the flow holding the most is given up
+// (its replica reset) and the light flow whose bytes did not fit keeps going.
+void test_memory_limit_sheds_the_largest_flow() {
+  Lab lab(48 * 1024);
+  lab.connect();  // the bulk flow: its replica takes a window, then nothing
+  const std::string chunk(12 * 1024, 'b');
+  for (uint32_t i = 0; i < 3; i++) lab.client(kC0 + 1 + i * 12 * 1024, kP0 + 1, kAck, chunk);
+  lab.injected();
+  lab.cport = kClientPort + 1;  // a light flow
+  lab.connect();
+  const std::string request(16 * 1024, 'r');  // 36 KiB held plus this does not fit
+  lab.client(kC0 + 1, kP0 + 1, kAck | kPsh, request);
+  CHECK(lab.flow()->state == FlowState::kSynchronised);
+  CHECK(lab.injected_data().size() > 0);
+  lab.cport = kClientPort;
+  CHECK(lab.flow()->state == FlowState::kUnprotected);
+  CHECK_EQ(lab.ctx->counters.get(k_flows_shed), uint64_t(1));
+  CHECK_EQ(lab.ctx->counters.get(k_flow_buffer_full), uint64_t(0));
+  CHECK(lab.ctx->stream_memory.used <= lab.ctx->stream_memory.limit);
+}
+
+// The flow that holds the most itself hits the limit: it is the one lost.
+void test_memory_limit_keeps_the_light_flows() {
+  Lab lab(48 * 1024);
+  lab.cport = kClientPort + 1;
+  lab.connect();
+  lab.client(kC0 + 1, kP0 + 1, kAck | kPsh, "REQ1");
+  lab.cport = kClientPort;
+  lab.connect();
+  const std::string chunk(12 * 1024, 'b');
+  for (uint32_t i = 0; i < 5; i++) lab.client(kC0 + 1 + i * 12 * 1024, kP0 + 1, kAck, chunk);
+  CHECK(lab.flow()->state == FlowState::kUnprotected);
+  CHECK_EQ(lab.ctx->counters.get(k_flows_shed), uint64_t(0));
+  CHECK_EQ(lab.ctx->counters.get(k_flow_buffer_full), uint64_t(1));
+  lab.cport = kClientPort + 1;
+  CHECK(lab.flow()->state == FlowState::kSynchronised);
+}
+
 }  // namespace
 
 int main() {
@@ -303,5 +352,7 @@ int main() {
   run_test("probe_and_repeat_are_answered", test_probe_and_repeat_are_answered);
   run_test("replica_that_stops_short_is_given_up", test_replica_that_stops_short_is_given_up);
   run_test("replica_still_reading_is_not_stopped", test_replica_still_reading_is_not_stopped);
+  run_test("memory_limit_sheds_the_largest_flow", test_memory_limit_sheds_the_largest_flow);
+  run_test("memory_limit_keeps_the_light_flows", test_memory_limit_keeps_the_light_flows);
   return finish();
 }
