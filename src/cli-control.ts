@@ -157,7 +157,10 @@ export async function runStatus(argv: string[]): Promise<void> {
   const { key, warning } = loadKey(cfg.keyFile);
   if (warning) process.stderr.write(`t2cp: warning: ${warning}\n`);
   const s = await requestStatus({ to: cfg.role === 'backup' ? cfg.control : cfg.agent, role: cfg.role, key, timeoutMs: cfg.timeoutMs });
-  const service = s.role === 'primary' ? `; service ${s.service.alive ? 'alive' : 'dead'}, ${s.service.listening ? 'listening' : 'not listening'}` : '';
+  const service = s.role === 'primary'
+    ? `; service ${s.service.alive ? 'alive' : 'dead'}, ${s.service.listening ? 'listening' : 'not listening'}`
+    : `; flows synchronised ${s.flows.synchronised}, unprotected ${s.flows.unprotected}` +
+      ` (shed ${s.flows.shed}, replica stopped ${s.flows.replicaStopped})`;
   process.stdout.write((cfg.json ? JSON.stringify(s) : `t2cp: ${s.role} ${s.state} (epoch ${s.epoch}${service})`) + '\n');
 }
 

@@ -21,7 +21,7 @@
 import { T2cpError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Endpoint } from '../options.js';
-import { Channel, loadKey, sameEndpoint, type BackupState, type Received } from '../control/index.js';
+import { Channel, loadKey, sameEndpoint, type BackupState, type FlowCounts, type Received } from '../control/index.js';
 import type { TakeoverRecord, TakeoverTrigger } from './recovery.js';
 
 export interface ControlOptions {
@@ -35,6 +35,8 @@ export interface ControlOptions {
 /** What the control endpoint needs from the backup node. */
 export interface TakeoverTarget {
   state(): BackupState;
+  /** Its flows so far, for `t2cp status`. */
+  flows(): FlowCounts;
   /** Start (or join) the takeover; resolves with its record. */
   takeover(trigger: TakeoverTrigger): Promise<TakeoverRecord>;
   /** Called with the final record (the client-visible stall measured). */
@@ -114,7 +116,7 @@ export class BackupControl {
   private onMessage(r: Received): void {
     if (r.msg.type === 'RESUPPLY_DATA' && this.fromDetector(r)) return this.node.supply(Buffer.from(r.msg.body.packet, 'base64'));
     if (r.msg.type === 'STATUS') {
-      this.ch.send(r.from, 'NODE_STATUS', { role: 'backup', state: this.node.state(), epoch: this.epoch });
+      this.ch.send(r.from, 'NODE_STATUS', { role: 'backup', state: this.node.state(), epoch: this.epoch, flows: this.node.flows() });
       return;
     }
     if (r.msg.type !== 'TAKEOVER') return;

@@ -9,7 +9,7 @@ import type { Logger } from '../log.js';
 import { preflight, defaultRouteInterface } from './preflight.js';
 import { BackupControl } from './control.js';
 import { TakeoverRun, type TakeoverRecord, type TakeoverTrigger } from './recovery.js';
-import type { BackupState } from '../control/index.js';
+import type { BackupState, FlowCounts } from '../control/index.js';
 
 export class BackupNode {
   private engine: NativeEngine | undefined;
@@ -112,6 +112,14 @@ export class BackupNode {
       for (const [reason, v] of Object.entries(ctl.rejected)) c[`control_rejected_${reason.replace(/-/g, '_')}`] = v;
     }
     return c;
+  }
+
+  flows(): FlowCounts {
+    const c = this.engine?.counters() ?? {};
+    return {
+      synchronised: c.flows_synchronised ?? 0, unprotected: c.flows_unprotected ?? 0,
+      shed: c.flows_shed ?? 0, replicaStopped: c.replica_stopped ?? 0,
+    };
   }
 
   nonZeroCounters(): Record<string, number> {

@@ -75,9 +75,21 @@ export interface TakeoverReport {
   [field: string]: unknown;
 }
 
+/** The backup's flows since it started: how many it protected, and why the others are not. */
+export interface FlowCounts {
+  /** Flows whose replica completed its handshake. */
+  synchronised: number;
+  /** Flows reported unprotected, for any reason; of them: */
+  unprotected: number;
+  /** given up at the memory limit, the largest first (`shed`), */
+  shed: number;
+  /** and replicas that stopped short of the primary's output (`replica-stopped`). */
+  replicaStopped: number;
+}
+
 /** A role's answer to STATUS (`t2cp status`, a cluster manager's monitor). */
 export type NodeStatus =
-  | { role: 'backup'; state: BackupState; epoch: number }
+  | { role: 'backup'; state: BackupState; epoch: number; flows: FlowCounts }
   | { role: 'primary'; state: PrimaryState; epoch: number; service: { alive: boolean; listening: boolean } };
 
 export interface BodyOf {

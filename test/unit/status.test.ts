@@ -43,6 +43,8 @@ async function agent(key: Buffer, service = { alive: true, listening: true }): P
   return { agent: a, at: a.address() };
 }
 
+const flows = { synchronised: 3, unprotected: 2, shed: 1, replicaStopped: 0 };
+
 /** The backup node as the control endpoint sees it: a state, and a takeover that makes it active. */
 function backupNode(): TakeoverTarget & { current: BackupState } {
   const node = {
@@ -52,6 +54,7 @@ function backupNode(): TakeoverTarget & { current: BackupState } {
       node.current = 'active';
       return { record: 'takeover' } as unknown as TakeoverRecord;
     },
+    flows: () => flows,
     onTakeoverFinal: () => {},
     supply: () => {},
   };
@@ -83,9 +86,11 @@ describe('t2cp status', () => {
     const control = await BackupControl.open({ keyFile: file, port: 0, instance: 'test', heartbeatMs: 1000 }, node, quiet);
     cleanups.push(() => control.close());
     const to = { address: LO, port: control.address().port };
-    expect(await requestStatus({ to, role: 'backup', key, timeoutMs: 2000 })).toEqual({ role: 'backup', state: 'standby', epoch: 0 });
+    expect(await requestStatus({ to, role: 'backup', key, timeoutMs: 2000 })).toEqual({ role: 'backup', state: 'standby', epoch: 0, flows });
     node.current = 'active';
-    expect(await requestStatus({ to, role: 'backup', key, timeoutMs: 2000 })).toEqual({ role: 'backup', state: 'active', epoch: 0 });
+    expect(await requestStatus({ to, role: 'backup', key, timeoutMs: 2000 })).toEqual({ role: 'backup', state: 'active', epoch: 0, flows });
+    const line = await runCli(['--key-file', file, '--role', 'backup', '--control', `${LO}:${to.port}`, '--timeout', '2000']);
+    expect(line.stdout).toBe('t2cp: backup active (epoch 0; flows synchronised 3, unprotected 2 (shed 1, replica stopped 0))\n');
   });
 
   it('asking the wrong role is refused; the wrong key or nobody listening times out and says why', async () => {
