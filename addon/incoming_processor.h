@@ -67,7 +67,7 @@ class IncomingProcessor {
   static Flow* generation_of(Flow* f, uint32_t seq, bool* detached);
   // s's payload and FIN into f's stream; false if f was lost (buffer full).
   bool add_client_bytes(Flow& f, const Segment& s);
-  // All flows together hold --memory-limit: gives up the flows holding more
+  // All flows together hold --memory: gives up the flows holding more
   // than f, largest first, until need more bytes fit. False if none is left
   // to give up (f itself holds the most).
   bool shed_for(Flow& f, uint32_t need);
