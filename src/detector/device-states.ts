@@ -19,11 +19,22 @@
 // Every transition (device or backup) is recorded with the wall clock (ISO)
 // and monotonic µs since the detector started, and its cause; it is logged
 // and handed to subscribers (tools, tests) in order.
+//
+// Protection follows from both: the service is protected while the primary
+// serves and the backup stands by. When that stops (the backup silent, failed,
+// or serving after a takeover with nothing behind it) a warning says so and
+// why; an info line says when it is protected again.
 import type { ActiveSide, BackupState, DeviceState } from '../control/bodies.js';
 import { isoOfUs, type Clock } from '../control/clock.js';
 import type { Logger } from '../log.js';
 
 export type { DeviceState };
+/** Whether a failure now would be survived; undefined while it is not known yet (starting, a takeover under way). */
+export interface Protection {
+  protected: boolean | undefined;
+  why: string;
+}
+
 /** The backup as the detector knows it: what it last said, or silent (not heard for --backup-timeout). */
 export type BackupView = BackupState | 'unknown' | 'silent';
 
@@ -63,6 +74,7 @@ export class DeviceStates {
   private readonly startUs: number;
   private readonly past: Transition[] = [];
   private subscribers: Array<(t: Transition) => void> = [];
+  private lastProtection: Protection = { protected: undefined, why: 'starting' };
 
   constructor(
     private readonly clock: Clock,
@@ -88,6 +100,20 @@ export class DeviceStates {
   /** Who should serve the clients: the backup as soon as a takeover was begun. */
   get activeSide(): ActiveSide {
     return this.side;
+  }
+
+  /** Whether the service would survive a failure now, and why not. */
+  get protection(): Protection {
+    if (this.side === 'backup') {
+      if (this.current === 'TAKING_OVER') return { protected: undefined, why: 'a takeover is under way' };
+      return { protected: false, why: 'the backup took over: no host stands by behind it' };
+    }
+    if (this.current === 'PROBING') return { protected: undefined, why: 'the primary is not heard yet' };
+    if (this.current === 'FAILED') return { protected: false, why: 'the primary failed and the backup was not standing by' };
+    if (this.backupView === 'unknown') return { protected: undefined, why: 'the backup is not heard yet' };
+    if (this.backupView === 'silent') return { protected: false, why: 'the backup is silent' };
+    if (this.backupView !== 'standby') return { protected: false, why: `the backup is ${this.backupView}, not standing by` };
+    return { protected: true, why: 'the backup stands by' };
   }
 
   /** Subscribe to transitions; returns the unsubscribe function. */
@@ -132,6 +158,17 @@ export class DeviceStates {
     this.record('backup', from, view, cause);
   }
 
+  private noteProtection(): void {
+    const p = this.protection;
+    const last = this.lastProtection;
+    this.lastProtection = p;
+    if (p.protected === false && (last.protected !== false || last.why !== p.why)) {
+      this.log?.warn('service unprotected', { why: p.why, epoch: this.epochNo });
+    } else if (p.protected === true && last.protected !== true) {
+      this.log?.info('service protected', { why: p.why, epoch: this.epochNo });
+    }
+  }
+
   private go(to: DeviceState, cause: string): void {
     if (!this.can(to)) throw new Error(`device state ${this.current} -> ${to} is not a legal transition (${cause})`);
     const from = this.current;
@@ -150,6 +187,7 @@ export class DeviceStates {
     const fields = { from, to, cause, epoch: t.epoch, at: t.at, sinceStartUs: t.sinceStartUs };
     if (subject === 'device') this.log?.info('device state', fields);
     else this.log?.info('backup state', fields);
+    this.noteProtection();
     for (const fn of [...this.subscribers]) fn(t);
   }
 }

@@ -38,10 +38,33 @@ describe('device states', () => {
     ]);
     expect(seen[0]!.at).toBe('2026-01-02T03:04:05.020Z');
     expect(s.history()).toEqual(seen);
-    expect(log.lines.map((l) => [l.msg, l.fields.to])).toEqual([
-      ['device state', 'PRIMARY_ACTIVE'], ['backup state', 'standby'], ['device state', 'SUSPECT'], ['device state', 'TAKING_OVER'], ['device state', 'BACKUP_ACTIVE'],
+    expect(log.lines.map((l) => [l.msg, l.fields.to ?? l.fields.why])).toEqual([
+      ['device state', 'PRIMARY_ACTIVE'], ['backup state', 'standby'], ['service protected', 'the backup stands by'],
+      ['device state', 'SUSPECT'], ['device state', 'TAKING_OVER'], ['device state', 'BACKUP_ACTIVE'],
+      ['service unprotected', 'the backup took over: no host stands by behind it'],
     ]);
-    expect(log.lines[3]!.fields).toMatchObject({ cause: 'hard timeout', epoch: 1, sinceStartUs: 50 * MS });
+    expect(log.lines[4]!.fields).toMatchObject({ cause: 'hard timeout', epoch: 1, sinceStartUs: 50 * MS });
+  });
+
+  it('says at warning level when the service is unprotected and why, once per cause; and when it is protected again', () => {
+    const log = memoryLog();
+    const s = new DeviceStates(new FakeClock(), log);
+    s.move('PRIMARY_ACTIVE', 'primary heard');
+    expect(s.protection).toEqual({ protected: undefined, why: 'the backup is not heard yet' });
+    s.setBackup('silent', 'not heard for 3000 ms');
+    s.setBackup('failed', 'heard');
+    s.setBackup('standby', 'heard');
+    s.move('SUSPECT', 'soft timeout');  // still protected: nothing logged
+    s.setBackup('silent', 'not heard for 3000 ms');
+    s.move('FAILED', 'hard timeout, backup silent');
+    const protection = log.lines.filter((l) => l.msg.startsWith('service'));
+    expect(protection.map((l) => [l.msg, l.fields.why])).toEqual([
+      ['service unprotected', 'the backup is silent'],
+      ['service unprotected', 'the backup is failed, not standing by'],
+      ['service protected', 'the backup stands by'],
+      ['service unprotected', 'the backup is silent'],
+      ['service unprotected', 'the primary failed and the backup was not standing by'],
+    ]);
   });
 
   it('refuses transitions the table forbids', () => {
