@@ -102,12 +102,12 @@ struct Lab {
     sp.window = window;
     sp.payload = reinterpret_cast<const uint8_t*>(data.data());
     sp.payload_len = static_cast<uint32_t>(data.size());
+    static const uint8_t kMss[4] = {2, 4, 0x05, 0xb4};  // a SYN's only option
+    if (flags & kSyn) { sp.raw_options = kMss; sp.raw_options_len = 4; }
     return sp;
   }
 
   void mirror(SegmentSpec sp) {
-    static const uint8_t kMss[4] = {2, 4, 0x05, 0xb4};
-    if (sp.flags & kSyn) { sp.raw_options = kMss; sp.raw_options_len = 4; }
     std::vector<uint8_t> ip = packet(sp);
     std::vector<uint8_t> frame(14, 0);
     frame[12] = 0x08;  // EtherType IPv4
@@ -124,8 +124,6 @@ struct Lab {
   // A packet of the replica's, as the output queue hands it over.
   void replica(uint32_t seq, uint32_t ack, uint8_t flags, const std::string& data = "", uint16_t window = kWindow) {
     SegmentSpec sp = spec(false, seq, ack, flags, data, window);
-    static const uint8_t kMss[4] = {2, 4, 0x05, 0xb4};
-    if (flags & kSyn) { sp.raw_options = kMss; sp.raw_options_len = 4; }
     std::vector<uint8_t> ip = packet(sp);
     out->on_packet(ip.data(), ip.size());
     settle();
