@@ -56,6 +56,7 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
       InstanceMethod<&EngineWrap::Stop>("stop"),
       InstanceMethod<&EngineWrap::Counters>("counters"),
       InstanceMethod<&EngineWrap::Latency>("latency"),
+      InstanceMethod<&EngineWrap::ReplicaLag>("replicaLag"),
       InstanceMethod<&EngineWrap::RequestFlowStats>("requestFlowStats"),
       InstanceMethod<&EngineWrap::Supply>("supply"),
       InstanceMethod<&EngineWrap::Takeover>("takeover"),
@@ -138,15 +139,16 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
     return o;
   }
 
-  // { buckets: [[µs, count], ...] (non-empty 1 µs buckets), maxNs, dequeue: { the same } }
-  static Napi::Object histogram(Napi::Env env, const LatencyHistogram& h) {
+  // { buckets: [[µs, count], ...] (the non-empty buckets, by lower bound), maxNs }
+  template <uint64_t WidthNs, int Buckets>
+  static Napi::Object histogram(Napi::Env env, const Histogram<WidthNs, Buckets>& h) {
     Napi::Array b = Napi::Array::New(env);
     uint32_t k = 0;
-    for (int i = 0; i < kLatencyBuckets; i++) {
+    for (int i = 0; i < Buckets; i++) {
       uint64_t n = h.bucket[i].load(std::memory_order_relaxed);
       if (!n) continue;
       Napi::Array pair = Napi::Array::New(env, 2);
-      pair.Set(0u, Napi::Number::New(env, i));
+      pair.Set(0u, Napi::Number::New(env, double(uint64_t(i) * WidthNs / 1000)));
       pair.Set(1u, Napi::Number::New(env, double(n)));
       b.Set(k++, pair);
     }
@@ -156,9 +158,17 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
     return o;
   }
 
+  // The capture-to-injection histogram, and its `dequeue` part.
   Napi::Value Latency(const Napi::CallbackInfo& info) {
     Napi::Object o = histogram(info.Env(), engine_->ctx().latency);
     o.Set("dequeue", histogram(info.Env(), engine_->ctx().dequeue));
+    return o;
+  }
+
+  // { [service port]: histogram } of the replicas' output lag.
+  Napi::Value ReplicaLag(const Napi::CallbackInfo& info) {
+    Napi::Object o = Napi::Object::New(info.Env());
+    for (const auto& [port, h] : engine_->ctx().lag) o.Set(std::to_string(port), histogram(info.Env(), *h));
     return o;
   }
 

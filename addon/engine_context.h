@@ -2,19 +2,22 @@
 // configuration copied once from JavaScript, the flow table, the injector,
 // counters, events, the latency histogram and the list of flows to pump.
 //
-// Thread: engine thread only, except `counters`, `latency` (atomics read by
-// JS) and `events` (own mutex).
+// Thread: engine thread only, except `counters`, `latency`, `dequeue`, `lag`
+// (atomics read by JS) and `events` (own mutex).
 #pragma once
 #include <atomic>
 #include <bitset>
 #include <cstdint>
+#include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "counters.h"
 #include "event_queue.h"
 #include "flow_table.h"
 #include "incoming_tun.h"
+#include "replica_lag.h"
 
 namespace t2cp {
 
@@ -53,23 +56,16 @@ struct EngineConfig {
   std::string active_object;              // path of recovery_active_mode.bpf.o
 };
 
-// Capture-to-injection latency, 1 µs buckets; the last bucket holds the rest.
-constexpr int kLatencyBuckets = 4096;
-struct LatencyHistogram {
-  std::atomic<uint64_t> bucket[kLatencyBuckets] = {};
-  std::atomic<uint64_t> max_ns{0};
-  void add(uint64_t ns) {
-    uint64_t us = ns / 1000;
-    bucket[us < kLatencyBuckets ? us : kLatencyBuckets - 1].fetch_add(1, std::memory_order_relaxed);
-    if (ns > max_ns.load(std::memory_order_relaxed)) max_ns.store(ns, std::memory_order_relaxed);
-  }
-};
+using LatencyHistogram = Histogram<1000, 4096>;
 
 struct EngineContext {
   explicit EngineContext(const EngineConfig& c)
       : cfg(c), flows(c.max_flows), events(counters) {
     stream_memory.limit = c.memory_limit;
-    for (uint16_t p : c.ports) port_set.set(p);
+    for (uint16_t p : c.ports) {
+      port_set.set(p);
+      if (!lag.count(p)) lag.emplace(p, std::make_unique<LagHistogram>());
+    }
   }
   EngineConfig cfg;
   EngineMode mode = EngineMode::kReplicating;
@@ -85,6 +81,9 @@ struct EngineContext {
   // (wake-up and the copy out of the socket), for client segments that
   // start a sample.
   LatencyHistogram dequeue;
+  // The replicas' output lag behind the primary's (replica_lag.h), by
+  // service port. Built once: JavaScript reads it while the engine runs.
+  std::unordered_map<uint16_t, std::unique_ptr<LagHistogram>> lag;
   Tun tun;
   // Flows touched since the last pump, by key: a flow may be erased (port
   // reuse) while listed, so no pointers are kept.
@@ -94,6 +93,14 @@ struct EngineContext {
   std::vector<FlowKey> carry;
   // Flows finished on the replica whose key has a waiting successor.
   std::vector<FlowKey> promote;
+
+  // The lag histogram of f's service port; none once replication ended
+  // (what a replica re-makes while catching up is not replication lag).
+  LagHistogram* lag_for(const Flow& f) {
+    if (mode != EngineMode::kReplicating) return nullptr;
+    auto it = lag.find(f.key.server_port);
+    return it == lag.end() ? nullptr : it->second.get();
+  }
 
   void mark_dirty(Flow& f) {
     if (!f.dirty) { f.dirty = true; dirty.push_back(f.key); }

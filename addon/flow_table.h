@@ -22,6 +22,7 @@
 #include "events.h"
 #include "packet.h"
 #include "recovery_flow_phase.h"
+#include "replica_lag.h"
 #include "stream_buffer.h"
 
 namespace t2cp {
@@ -135,6 +136,7 @@ struct Flow {
   uint64_t closed_us = 0, primary_rst_us = 0;
   // Progress in bytes, 64-bit so multi-GiB transfers do not wrap (events).
   uint64_t c2s_primary = 0, c2s_backup = 0, s2c_primary = 0, s2c_backup = 0;
+  OutputLag output_lag;                    // the replica's output behind the primary's, in time
   bool dirty = false;                      // queued for pump()
   // A new connection on the same key (the client reused the 4-tuple) while
   // the replica still holds this one: it waits, detached from the table,

@@ -35,7 +35,7 @@ void IncomingProcessor::on_mirror_frame(const uint8_t* frame, size_t caplen, uin
   // The frame's length on the wire: a cut one's from its IPv4 header.
   if (std::max(caplen, size_t(s.ip - frame) + s.ip_len) > kMaxPlainFrame) c.add(k_mirror_superframes);
   if (s.daddr == ctx_.cfg.vip && ctx_.port_set.test(s.dport)) on_client_segment(s, capture_ns);
-  else if (s.saddr == ctx_.cfg.vip && ctx_.port_set.test(s.sport)) on_primary_segment(s);
+  else if (s.saddr == ctx_.cfg.vip && ctx_.port_set.test(s.sport)) on_primary_segment(s, capture_ns);
   else c.add(k_mirror_not_replicated);
 }
 
@@ -305,7 +305,7 @@ void IncomingProcessor::on_queued_client_segment(const uint8_t* ip, size_t len) 
   on_client_segment(s, 0);
 }
 
-void IncomingProcessor::on_primary_segment(const Segment& s) {
+void IncomingProcessor::on_primary_segment(const Segment& s, uint64_t capture_ns) {
   FlowKey k{s.daddr, s.dport, s.sport};
   Flow* f = ctx_.flows.find(k);
   if (!f) {
@@ -345,6 +345,7 @@ void IncomingProcessor::on_primary_segment(const Segment& s) {
   if (after(end, f->p_snd_nxt)) {
     f->s2c_primary += end - f->p_snd_nxt - ((s.flags & kFin) ? 1 : 0);  // data bytes only
     f->p_snd_nxt = end;
+    if (s.payload_len) f->output_lag.primary_sent(f->s2c_primary, capture_ns, f->s2c_backup, ctx_.lag_for(*f));
   }
   // After capture drops, a primary ack within what we hold proves this flow
   // lost nothing (the mirror delivers client data before its ack).

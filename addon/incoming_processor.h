@@ -79,7 +79,7 @@ class IncomingProcessor {
   uint32_t causal_end(Flow& f, bool* held);
   // A replica that stopped short of the output causality waits for.
   void check_stopped(Flow& f, uint64_t now);
-  void on_primary_segment(const Segment& s);
+  void on_primary_segment(const Segment& s, uint64_t capture_ns);
   void start_flow(const FlowKey& k, const Segment& s, uint64_t capture_ns);
   // A flow's client-side state from its SYN; reports it new.
   void init_flow(Flow& f, const Segment& s, uint64_t capture_ns);

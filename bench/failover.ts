@@ -27,6 +27,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Workload } from '../scripts/client.js';
 import type { NativeTakeoverReport } from '../src/addon.js';
+import type { LatencySummary } from '../src/incoming/latency.js';
 import { failPrimary } from '../scripts/failures.js';
 import { collect, repoRoot, startClient, waitForExit } from '../scripts/processes.js';
 import { readLog } from '../scripts/replica-check.js';
@@ -61,6 +62,8 @@ export interface FailoverTrial {
   dir: string;
   /** The backup's takeover record, engine part (src/addon.ts NativeTakeoverReport). */
   engine: NativeTakeoverReport;
+  /** How far the replicas' output ran behind the primary's before the failure: the echo sessions', the transfers'. */
+  replicaLag: { light?: LatencySummary; bulk?: LatencySummary };
   /**
    * Loaded: the transfers' rates as their client moved them, MB/s (download received, upload
    * taken by the socket): in the second before the failure, 0.15-0.55 s after it (the takeover
@@ -164,7 +167,7 @@ export async function runT2cpFailover(tb: Testbed, o: FailoverOptions): Promise<
     client.stdin!.write(`fail ${failMs}\n`);
     // t2cp's own CPU while it serves the taken-over transfers, 1-2 s after the failure.
     const cpuLater = load ? cpuBetween(pair.backup.cpuSeconds, failMs + 1000, failMs + 2000) : Promise.resolve(NaN);
-    const rec = await waitFor(() => readLog<{ takeoverUs: number; engine: NativeTakeoverReport }>(pair.logs.backupReport)[0], { timeoutMs: 15_000, what: 'the takeover record' });
+    const rec = await waitFor(() => readLog<{ takeoverUs: number; engine: NativeTakeoverReport; replicaLag: Record<string, LatencySummary> }>(pair.logs.backupReport)[0], { timeoutMs: 15_000, what: 'the takeover record' });
     client.stdin!.write('probe\n');
     await waitFor(() => events().filter((e) => e.ev === 'resolved').length >= total, { timeoutMs: 10_000, what: 'every connection decided' }).catch(() => undefined);
     // The requests of the whole window after the failure are timed too.
@@ -193,6 +196,7 @@ export async function runT2cpFailover(tb: Testbed, o: FailoverOptions): Promise<
       bulkOk: bulkRun ? bulkRun.code === 0 : null,
       dir,
       engine: rec.engine,
+      replicaLag: { light: rec.replicaLag[ECHO_PORT], bulk: rec.replicaLag[BULK_PORT] },
       download: bulkRun ? { ...transferRates(timeline, 'rx', failMs), t2cpCpu: await cpuLater } : null,
       upload: bulkRun && o.load === 'bulk' ? transferRates(timeline, 'tx', failMs) : null,
     };
@@ -200,5 +204,7 @@ export async function runT2cpFailover(tb: Testbed, o: FailoverOptions): Promise<
     if (o.pauseReplica) pair.services.backup.kill('SIGCONT');
     if (client.exitCode === null) client.kill('SIGTERM');
     await pair.stop();
+    // For a look afterwards (T2CP_BENCH_KEEP=1 keeps the files).
+    fs.writeFileSync(`${dir}/t2cp-backup.jsonl`, pair.backup.records.map((r) => JSON.stringify(r)).join('\n') + '\n');
   }
 }

@@ -40,7 +40,7 @@ export interface EngineOptions {
 }
 
 export interface LatencyHistogram {
-  /** [microseconds, count] for every non-empty 1 µs bucket; the last bucket (4095) holds the rest. */
+  /** [microseconds, count] for every non-empty bucket (by its lower bound); the last bucket (4095) holds the rest. */
   buckets: Array<[number, number]>;
   maxNs: number;
   /** Capture-to-injection's first part: capture timestamp to the engine thread taking the frame. */
@@ -100,7 +100,10 @@ export interface NativeEngine {
   };
   stop(): void;
   counters(): Record<string, number>;
+  /** Capture to injection, 1 µs buckets (up to 4 ms). */
   latency(): LatencyHistogram;
+  /** The replicas' output lag behind the primary's while replicating, by service port; 0.5 ms buckets (up to 4.1 s). */
+  replicaLag(): Record<string, LatencyHistogram>;
   requestFlowStats(): void;
   /** A client segment (IPv4 packet) the gateway's traffic recorder resupplied; fed to its flow like a captured one. */
   supply(packet: Buffer): void;

@@ -4,7 +4,7 @@
 import { addon, type NativeEngine } from '../addon.js';
 import { engineOptions, type BackupConfig } from '../config.js';
 import { decodeEvents, resupplyRange, type FlowEvent } from '../incoming/events.js';
-import { summarizeLatency } from '../incoming/latency.js';
+import { summarizeLatency, summarizeReplicaLag } from '../incoming/latency.js';
 import type { Logger } from '../log.js';
 import { preflight, defaultRouteInterface } from './preflight.js';
 import { BackupControl } from './control.js';
@@ -134,6 +134,7 @@ export class BackupNode {
     if (!this.engine) return;
     const latency = this.engine.latency();
     this.log.info('latency', { ...summarizeLatency(latency), ...(latency.dequeue ? { dequeue: summarizeLatency(latency.dequeue) } : {}) });
+    this.log.info('replica lag', summarizeReplicaLag(this.engine.replicaLag()));
     this.engine.stop();  // delivers the last events, removes tables, queue, TUN
     this.log.info('stopped', this.nonZeroCounters());
     this.engine = undefined;

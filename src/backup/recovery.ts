@@ -10,6 +10,7 @@ import { appendFileSync } from 'node:fs';
 import type { NativeEngine, NativeTakeoverReport, TakeoverOptions } from '../addon.js';
 import { T2cpError } from '../errors.js';
 import type { FlowEvent } from '../incoming/events.js';
+import { summarizeReplicaLag, type LatencySummary } from '../incoming/latency.js';
 import type { Logger } from '../log.js';
 
 /** What asked for the takeover, and what it knows about the failure. */
@@ -33,6 +34,8 @@ export interface TakeoverRecord {
   signallingUs?: number;
   /** Request to the end of step 5, µs. */
   takeoverUs?: number;
+  /** How far the replicas' output ran behind the primary's while replicating, by service port (src/incoming/latency.ts). */
+  replicaLag: Record<string, LatencySummary>;
   engine: NativeTakeoverReport;
 }
 
@@ -120,6 +123,7 @@ export class TakeoverRun {
       detectionUs: t.lastHeardUs && t.decidedUs ? t.decidedUs - t.lastHeardUs : undefined,
       signallingUs: t.decidedUs ? engine.requestedUs - t.decidedUs : undefined,
       takeoverUs: last ? last - engine.requestedUs : undefined,
+      replicaLag: summarizeReplicaLag(this.engine.replicaLag()),
       engine,
     };
   }

@@ -1,5 +1,5 @@
-// Percentiles of the addon's capture-to-injection histogram (1 µs buckets;
-// the last bucket collects everything slower).
+// Percentiles of the addon's histograms (capture to injection, replica lag;
+// each bucket named by its lower bound, the last one collecting the rest).
 import type { LatencyHistogram } from '../addon.js';
 
 export interface LatencySummary {
@@ -22,4 +22,14 @@ export function summarizeLatency(h: LatencyHistogram): LatencySummary {
     return h.buckets[h.buckets.length - 1]![0];
   };
   return { samples: total, p50Us: at(0.5), p99Us: at(0.99), maxUs: Math.round(h.maxNs / 1000) };
+}
+
+/** The replicas' output lag by service port, summarised; ports without a sample left out. */
+export function summarizeReplicaLag(byPort: Record<string, LatencyHistogram>): Record<string, LatencySummary> {
+  const out: Record<string, LatencySummary> = {};
+  for (const [port, h] of Object.entries(byPort)) {
+    const s = summarizeLatency(h);
+    if (s.samples) out[port] = s;
+  }
+  return out;
 }

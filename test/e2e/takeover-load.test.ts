@@ -10,10 +10,13 @@
 import fs from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { runT2cpFailover } from '../../bench/failover.js';
+import type { LatencySummary } from '../../src/incoming/latency.js';
 import type { ClientLogLine } from './harness.js';
 import { useLab } from './lab.js';
 
 const CONNECTIONS = 20;
+
+const lagText = (l: LatencySummary | undefined): string => (l ? `${l.p50Us / 1000}/${l.p99Us / 1000}/${(l.maxUs / 1000).toFixed(1)}` : '-');
 
 describe('takeover under load', () => {
   const lab = useLab('tkl', { perTest: true });
@@ -29,7 +32,8 @@ describe('takeover under load', () => {
     console.log(`takeover under load: interactive stall (client-timed) median ${stalls[stalls.length >> 1]} ms, max ${stalls[stalls.length - 1]} ms; ` +
       `kept ${trial.kept}/${trial.total}; bulk ${bulk.map((b) => `${b.kind} ${b.ok ? 'exact' : b.error}`).join(', ')}; ` +
       `record: taken over ${e.flowsTakenOver} (caught up ${e.flowsCaughtUp}, catching up at step 5 ${e.flowsCatchingUp}), lost ${e.flowsLost}, ` +
-      `clients reset ${e.clientsReset}, steps ${e.steps.map((s) => `${s.name} ${s.us ?? '?'} µs`).join(', ')}`);
+      `clients reset ${e.clientsReset}, steps ${e.steps.map((s) => `${s.name} ${s.us ?? '?'} µs`).join(', ')}; ` +
+      `replica lag before the failure (p50/p99/max ms): light ${lagText(trial.replicaLag.light)}, bulk ${lagText(trial.replicaLag.bulk)}`);
 
     // Every interactive session answered after the takeover: none reset, closed, corrupt or waiting.
     expect({ reset: trial.reset, closed: trial.closed, corrupt: trial.corrupt, hung: trial.hung }).toEqual({ reset: 0, closed: 0, corrupt: 0, hung: 0 });
@@ -43,6 +47,9 @@ describe('takeover under load', () => {
     expect(e.flowsLost).toBe(bulkReset.length);
     expect(e.clientsReset).toBeGreaterThanOrEqual(bulkReset.length);
     expect(e.flowsUnprotected).toBe(0);
+    // The record says how far the sessions' replicas ran behind: each active session's replies
+    // before the failure, the replica's timed against the primary's (at least one each).
+    expect(trial.replicaLag.light?.samples).toBeGreaterThanOrEqual(CONNECTIONS * 3 / 4);
   });
 
   it('a replica behind at the failure catches up in the background while light sessions carry on', async () => {

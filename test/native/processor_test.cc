@@ -107,19 +107,20 @@ struct Lab {
     return sp;
   }
 
-  void mirror(SegmentSpec sp) {
+  // capture_ns: the frame's capture time (0: the capture gave none).
+  void mirror(SegmentSpec sp, uint64_t capture_ns = 0) {
     std::vector<uint8_t> ip = packet(sp);
     std::vector<uint8_t> frame(14, 0);
     frame[12] = 0x08;  // EtherType IPv4
     frame.insert(frame.end(), ip.begin(), ip.end());
-    in->on_mirror_frame(frame.data(), frame.size(), 0);
+    in->on_mirror_frame(frame.data(), frame.size(), capture_ns);
     settle();
   }
   void client(uint32_t seq, uint32_t ack, uint8_t flags, const std::string& data = "", uint16_t window = kWindow) {
     mirror(spec(true, seq, ack, flags, data, window));
   }
-  void primary(uint32_t seq, uint32_t ack, uint8_t flags, const std::string& data = "") {
-    mirror(spec(false, seq, ack, flags, data, kWindow));
+  void primary(uint32_t seq, uint32_t ack, uint8_t flags, const std::string& data = "", uint64_t capture_ns = 0) {
+    mirror(spec(false, seq, ack, flags, data, kWindow), capture_ns);
   }
   // A packet of the replica's, as the output queue hands it over.
   void replica(uint32_t seq, uint32_t ack, uint8_t flags, const std::string& data = "", uint16_t window = kWindow) {
@@ -340,6 +341,33 @@ void test_memory_limit_keeps_the_light_flows() {
   CHECK(lab.flow()->state == FlowState::kSynchronised);
 }
 
+// The replica's answer, read 30 ms after the primary's was captured, counts
+// 30 ms of lag on its port; an answer the replica gave first counts 0. Of a
+// flow far behind, a few offsets are followed, each counted once.
+void test_replica_lag_is_timed_per_reply() {
+  Lab lab;
+  lab.connect();
+  const LagHistogram& h = *lab.ctx->lag.at(kPort);
+  auto samples = [&] {
+    uint64_t n = 0;
+    for (const auto& b : h.bucket) n += b.load();
+    return n;
+  };
+  lab.client(kC0 + 1, kP0 + 1, kAck | kPsh, "REQ1");
+  lab.primary(kP0 + 1, kC0 + 5, kAck | kPsh, "ANSWER0001", realtime_ns() - 30'000'000);
+  CHECK_EQ(samples(), uint64_t(0));
+  lab.replica(kB0 + 1, kC0 + 5, kAck | kPsh, "ANSWER0001");
+  CHECK_EQ(samples(), uint64_t(1));
+  CHECK(h.max_ns.load() >= 30'000'000 && h.max_ns.load() < 1'000'000'000);
+  lab.replica(kB0 + 11, kC0 + 5, kAck | kPsh, "ANSWER0002");  // first this time
+  lab.primary(kP0 + 11, kC0 + 5, kAck | kPsh, "ANSWER0002", realtime_ns());
+  CHECK_EQ(samples(), uint64_t(2));
+  CHECK_EQ(h.bucket[0].load(), uint64_t(1));
+  for (uint32_t i = 0; i < 10; i++) lab.primary(kP0 + 21 + i * 4, kC0 + 5, kAck, "DATA", realtime_ns());
+  lab.replica(kB0 + 21, kC0 + 5, kAck, std::string(40, 'd'));
+  CHECK_EQ(samples(), uint64_t(6));
+}
+
 }  // namespace
 
 int main() {
@@ -352,5 +380,6 @@ int main() {
   run_test("replica_still_reading_is_not_stopped", test_replica_still_reading_is_not_stopped);
   run_test("memory_limit_sheds_the_largest_flow", test_memory_limit_sheds_the_largest_flow);
   run_test("memory_limit_keeps_the_light_flows", test_memory_limit_keeps_the_light_flows);
+  run_test("replica_lag_is_timed_per_reply", test_replica_lag_is_timed_per_reply);
   return finish();
 }
