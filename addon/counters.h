@@ -61,6 +61,7 @@ namespace t2cp {
   X(resupply_bytes)          /* ... their payload bytes (duplicates included) */   \
   X(resupply_ignored)        /* resupplied for no flow we replicate, or malformed */\
   X(replica_lagging)         /* replica behind by more than --lag-warn (per episode) */\
+  X(realtime_yields)         /* real-time packet thread over 50 % busy: turned ordinary */\
   X(events_dropped)          /* event queue to JS full */                         \
   X(out_keep_full)           /* replica data unacked by the client not kept: limit */\
   X(takeover_syn_ignored)    /* client SYNs on the mirror during a takeover */     \

@@ -18,6 +18,19 @@ constexpr uint64_t kStatsUs = 100000;
 // Frames taken from the capture socket per dispatch call; the loop alternates
 // with the queue so neither side starves the other.
 constexpr int kCaptureBatch = 512;
+// The real-time packet thread's duty: measured over windows of kDutyWindowUs,
+// it turns ordinary after a window where it used more than kDutyMaxPct % of
+// its CPU, and real-time again after one under kDutyMinPct % (see run()).
+constexpr uint64_t kDutyWindowUs = 10000;
+constexpr uint64_t kDutyMaxPct = 50;
+constexpr uint64_t kDutyMinPct = 25;
+
+// CPU time of the calling thread, µs.
+static uint64_t thread_cpu_us() {
+  timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return uint64_t(ts.tv_sec) * 1000000u + uint64_t(ts.tv_nsec) / 1000u;
+}
 
 Engine::Engine(const EngineConfig& cfg)
     : ctx_(cfg), incoming_(ctx_), active_(ctx_), outgoing_(ctx_, incoming_, active_),
@@ -73,13 +86,15 @@ bool Engine::start(EngineError* err) {
   // busy host (the replica's own service competes for the same CPUs) delays
   // the per-packet path by whole scheduler slices (conntrackd's Scheduler
   // option, keepalived's vrrp_rt_priority). The thread sleeps in poll() when
-  // idle, and the kernel's RT throttling bounds it under overload.
-  if (ctx_.cfg.rt_priority > 0) {
-    sched_param sp{};
-    sp.sched_priority = static_cast<int>(ctx_.cfg.rt_priority);
-    realtime_ = pthread_setschedparam(thread_.native_handle(), SCHED_FIFO, &sp) == 0;
-  }
+  // idle; busy without a pause it turns ordinary (run()).
+  if (ctx_.cfg.rt_priority > 0) realtime_ = set_realtime(thread_.native_handle(), true);
   return true;
+}
+
+bool Engine::set_realtime(pthread_t t, bool on) {
+  sched_param sp{};
+  sp.sched_priority = on ? static_cast<int>(ctx_.cfg.rt_priority) : 0;
+  return pthread_setschedparam(t, on ? SCHED_FIFO : SCHED_OTHER, &sp) == 0;
 }
 
 void Engine::stop() {
@@ -137,6 +152,13 @@ void Engine::run() {
   };
   uint64_t next_tick = realtime_us() + kTickUs, next_stats = 0;
   uint64_t last_work_us = 0;
+  // Real time buys a prompt wake-up, never a CPU: a thread that used more
+  // than half its CPU over the last window (a connection storm, a saturating
+  // upload) turns ordinary and shares the CPU fairly with the replica's
+  // service — which must keep up too — until its load falls. Real-time
+  // throughout, it left that service the kernel's 5 % and replicas fell behind.
+  bool rt_now = realtime_;
+  uint64_t window_start_us = realtime_us(), window_cpu_us = thread_cpu_us();
   while (!stopping_.load(std::memory_order_relaxed)) {
     // Busy-poll for a moment after work before sleeping: a flow's packets
     // come in bursts (the replica answers within microseconds, the mirror
@@ -144,6 +166,21 @@ void Engine::run() {
     // costs far more than the spin, above all on virtual CPUs.
     bool spin = ctx_.cfg.busy_poll_us > 0 && realtime_us() - last_work_us < ctx_.cfg.busy_poll_us;
     bool due = !ctx_.dirty.empty() || !ctx_.carry.empty();  // pumps carried over from the last pass
+    if (realtime_) {
+      uint64_t t = realtime_us();
+      if (t - window_start_us >= kDutyWindowUs) {
+        uint64_t cpu = thread_cpu_us();
+        uint64_t pct = (cpu - window_cpu_us) * 100 / (t - window_start_us);
+        if (rt_now && pct > kDutyMaxPct && set_realtime(pthread_self(), false)) {
+          rt_now = false;
+          ctx_.counters.add(k_realtime_yields);
+        } else if (!rt_now && pct < kDutyMinPct) {
+          rt_now = set_realtime(pthread_self(), true);
+        }
+        window_start_us = t;
+        window_cpu_us = cpu;
+      }
+    }
     int rc = poll(fds, 3, spin || due ? 0 : kPollMs);
     if (rc > 0 && (fds[2].revents & POLLIN)) {
       uint64_t v;

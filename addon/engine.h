@@ -11,6 +11,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <pthread.h>
 #include <string>
 #include <thread>
 #include <vector>
@@ -103,7 +104,8 @@ class Engine {
   std::mutex supply_mu_;
   std::vector<std::vector<uint8_t>> supplied_;
   bool removed_stale_ = false;
-  bool realtime_ = false;
+  bool realtime_ = false;  // the packet thread runs SCHED_FIFO when not busy (run())
+  bool set_realtime(pthread_t t, bool on);
 };
 
 }  // namespace t2cp

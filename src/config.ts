@@ -104,7 +104,7 @@ export const BACKUP_OPTIONS: OptionSpec<BackupConfig>[] = [
   { key: 'flowStatsMs', flag: '--flow-stats', kind: 'int', arg: 'MS', min: 0, max: 3600000,
     help: 'log every live flow\'s progress (primary vs replica bytes) every MS; default 0 (off)' },
   { key: 'rtPriority', flag: '--rt-priority', kind: 'int', arg: 'N', min: 0, max: 99,
-    help: 'SCHED_FIFO priority of the packet thread, 0 (default) keeps it ordinary; only with a CPU to itself: it starves a service sharing its CPU' },
+    help: 'SCHED_FIFO priority of the packet thread while it is not busy: woken at once, it keeps request/reply replicas in step under bulk load, at some bulk throughput; 0 (default) keeps it ordinary' },
   { key: 'busyPollUs', flag: '--busy-poll', kind: 'int', arg: 'US', min: 0, max: 10000,
     help: 'after work, the packet thread spins this long before sleeping (fewer wake-ups under load); default 50' },
   { key: 'lagWarnBytes', flag: '--lag-warn', kind: 'bytes', arg: 'BYTES', min: 0, max: 2 ** 40,
