@@ -31,6 +31,8 @@ import { formatIpOnly, runIpOnly } from './ip-only.js';
 const MB = 1 << 20;
 const PORT = 7000;
 const TRIALS = Number(process.env.T2CP_BENCH_TRIALS ?? 3);
+/** More options for every `t2cp backup` the bench starts (T2CP_BENCH_BACKUP_ARGS). */
+const BACKUP_ARGS = process.env.T2CP_BENCH_BACKUP_ARGS?.split(' ').filter(Boolean) ?? [];
 // (a) and (a'): a 200 MB transfer lasts one second here, and three of them
 // put the upload ratio anywhere between 0.93 and 0.99 from run to run (the
 // target is 0.95); 500 MB × 5 stays within a few hundredths from run to run.
@@ -80,7 +82,7 @@ async function trial(tb: Testbed, dir: string, name: string, load: Load, replica
   let backup: BackupProcess | undefined;
   if (replicate) {
     backup = await startBackup(tb, { ports: [PORT], instance: 'bench', logFlows: false, cpus: BACKUP_CPUS,
-      extra: ['--max-flows', String(STORM_CONNECTIONS * 2), ...t2cpArgs] });
+      extra: ['--max-flows', String(STORM_CONNECTIONS * 2), ...BACKUP_ARGS, ...t2cpArgs] });
   }
   const server = `${tb.addr.vip}:${PORT}`;
   const started = Date.now();
@@ -281,7 +283,7 @@ async function benchFailover(dir: string): Promise<void> {
       const tb = await createTestbed({ offloads: true });
       try {
         runs.push(await runT2cpFailover(tb, { dir, failure: 'link-down', load, recorder: variant !== 'idle_no_recorder',
-          activeMode: variant.endsWith('_queue') ? 'queue' : 'kernel', cpus: variant === 'mixed' ? { primary: '0', backup: '1' } : undefined }));
+          activeMode: variant.endsWith('_queue') ? 'queue' : 'kernel', backupArgs: BACKUP_ARGS, cpus: variant === 'mixed' ? { primary: '0', backup: '1' } : undefined }));
       } finally {
         await tb.teardown();
       }
@@ -304,6 +306,14 @@ async function benchFailover(dir: string): Promise<void> {
     }
     line(`${name}_reply_before_ms_median`, ms(median(runs.flatMap((t) => t.replyBeforeMs))),
       `client-timed: per active connection the longest request->reply answered within ${STALL_WINDOW_MS} ms before the failure`);
+    for (const kind of ['light', 'bulk'] as const) {
+      const lag = runs.map((t) => t.replicaLag[kind]).filter((l) => l !== undefined);
+      if (!lag.length) continue;
+      const us = (k: 'p50Us' | 'p99Us'): number => ms(median(lag.map((l) => l[k] / 1000)));
+      line(`${name}_replica_lag_${kind}_ms`, `p50 ${us('p50Us')} p99 ${us('p99Us')}`,
+        `${kind === 'light' ? 'the echo sessions\'' : 'the transfers\''} replicas, output behind the primary's while replicating (0.5 ms buckets), ` +
+        `medians of ${lag.length} trials; samples ${lag.map((l) => l.samples).join(' ')}; max ${ms(Math.max(...lag.map((l) => l.maxUs / 1000)))}`);
+    }
     line(`${name}_connections_kept`, `${sum('kept')}/${sum('total')}`, 'active and idle, at the client');
     line(`${name}_connections_reset`, sum('reset') + sum('closed') + sum('corrupt'),
       `at the client: reset ${sum('reset')}, closed ${sum('closed')}, corrupt ${sum('corrupt')}`);
@@ -360,7 +370,9 @@ async function steerMirrorReceive(tb: Testbed, toBackupCpu: boolean): Promise<vo
 /**
  * T2CP_BENCH_ONLY=bulk,download,latency,conn,failover runs a subset;
  * T2CP_BENCH_LATENCY=default,no_spin,rt,rt_spin,rt_spin_rps and
- * T2CP_BENCH_FAILOVER=idle,bulk,download,download_queue,idle_no_recorder subsets of those.
+ * T2CP_BENCH_FAILOVER=idle,bulk,mixed,download,download_queue,idle_no_recorder subsets of those;
+ * T2CP_BENCH_BACKUP_ARGS="--opt value ..." adds options to every `t2cp backup` it starts;
+ * T2CP_BENCH_KEEP=1 keeps the trials' files (logs, records, timelines).
  */
 const ONLY = new Set((process.env.T2CP_BENCH_ONLY ?? 'bulk,download,latency,conn,failover').split(','));
 const ONLY_FAILOVER = process.env.T2CP_BENCH_FAILOVER ? new Set(process.env.T2CP_BENCH_FAILOVER.split(',')) : undefined;
@@ -383,7 +395,8 @@ async function main(): Promise<void> {
   try {
     if (ONLY.has('failover')) await benchFailover(dir);
   } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
+    if (process.env.T2CP_BENCH_KEEP) process.stderr.write(`bench files kept in ${dir}\n`);
+    else fs.rmSync(dir, { recursive: true, force: true });
   }
 }
 
