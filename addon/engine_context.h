@@ -16,6 +16,7 @@
 #include "counters.h"
 #include "event_queue.h"
 #include "flow_table.h"
+#include "histogram.h"
 #include "incoming_tun.h"
 #include "replica_lag.h"
 
@@ -56,6 +57,7 @@ struct EngineConfig {
   std::string active_object;              // path of recovery_active_mode.bpf.o
 };
 
+// Capture to injection: 1 µs buckets, up to 4 ms.
 using LatencyHistogram = Histogram<1000, 4096>;
 
 struct EngineContext {

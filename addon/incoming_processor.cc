@@ -345,7 +345,7 @@ void IncomingProcessor::on_primary_segment(const Segment& s, uint64_t capture_ns
   if (after(end, f->p_snd_nxt)) {
     f->s2c_primary += end - f->p_snd_nxt - ((s.flags & kFin) ? 1 : 0);  // data bytes only
     f->p_snd_nxt = end;
-    if (s.payload_len) f->output_lag.primary_sent(f->s2c_primary, capture_ns, f->s2c_backup, ctx_.lag_for(*f));
+    if (s.payload_len && capture_ns) f->output_lag.primary_sent(f->s2c_primary, capture_ns, f->s2c_backup, ctx_.lag_for(*f));
   }
   // After capture drops, a primary ack within what we hold proves this flow
   // lost nothing (the mirror delivers client data before its ack).
