@@ -96,11 +96,9 @@ struct EngineContext {
   // Flows finished on the replica whose key has a waiting successor.
   std::vector<FlowKey> promote;
 
-  // The lag histogram of f's service port; none once replication ended
-  // (what a replica re-makes while catching up is not replication lag).
-  LagHistogram* lag_for(const Flow& f) {
-    if (mode != EngineMode::kReplicating) return nullptr;
-    auto it = lag.find(f.key.server_port);
+  // The lag histogram of a service port (none for a port not replicated).
+  LagHistogram* lag_histogram(uint16_t port) {
+    auto it = lag.find(port);
     return it == lag.end() ? nullptr : it->second.get();
   }
 

@@ -40,7 +40,7 @@ export interface EngineOptions {
 }
 
 export interface LatencyHistogram {
-  /** [microseconds, count] for every non-empty bucket (by its lower bound); the last bucket (4095) holds the rest. */
+  /** [microseconds, count] for every non-empty bucket (by its lower bound); the last bucket holds the rest. */
   buckets: Array<[number, number]>;
   maxNs: number;
   /** Capture-to-injection's first part: capture timestamp to the engine thread taking the frame. */
