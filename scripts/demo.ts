@@ -56,6 +56,7 @@ async function main(): Promise<void> {
   out.write('t2cp-ar demo: building the testbed (client, gateway, switch with a mirrored port, primary, backup)...\n');
   const tb = await createTestbed({ offloads: true });
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 't2cp-demo-'));
+  let keep = false;
   try {
     await markPrimaryReplies(tb); // DSCP CS1 on the primary's segments: the client capture tells who answered
     const pair = await startTakeoverLab(tb, dir, { ports: PORTS, instance: 'demo', backupArgs: ['--flow-stats', '500'] });
@@ -154,10 +155,16 @@ async function main(): Promise<void> {
     const ok = !falseVerdict && check.ok && run.code === 0 && bulkRuns.every((r) => r.code === 0) && lateFromPrimary === 0 && (await countPackets(`${dir}/client.pcap`)) > 0;
     out.write(ok ? 'RESULT: the primary died and every connection carried on, byte-exact, answered by the backup alone.\n'
       : falseVerdict ? 'RESULT: FAILED: the takeover came on a false verdict, before the primary failed (see above)\n' : 'RESULT: FAILED (see above)\n');
-    if (!ok) process.exitCode = 1;
+    if (!ok) {
+      process.exitCode = 1;
+      // What went wrong stays readable: the roles' logs and records, the client logs, the capture.
+      fs.writeFileSync(`${dir}/t2cp-backup.jsonl`, pair.backup.records.map((r) => JSON.stringify(r)).join('\n') + '\n');
+      out.write(`the run's files are kept in ${dir} (t2cp-backup.jsonl: the backup's log)\n`);
+      keep = true;
+    }
   } finally {
     await tb.teardown();
-    fs.rmSync(dir, { recursive: true, force: true });
+    if (!keep) fs.rmSync(dir, { recursive: true, force: true });
   }
 }
 
