@@ -95,7 +95,6 @@ void IncomingProcessor::make_unprotected(Flow& f, EventReason why) {
   f.state = FlowState::kUnprotected;
   f.data.clear();
   f.marks.clear();
-  f.out.clear();  // its replica is not continued: nothing of it is resent at a takeover
   ctx_.counters.add(k_flows_unprotected);
   ctx_.events.emit(EventType::kUnprotected, why, f);
   note_finished(f);
@@ -215,6 +214,7 @@ bool IncomingProcessor::shed_for(Flow& f, uint32_t need) {
     if (!victim) return false;
     ctx_.counters.add(k_flows_shed);
     lose_flow(*victim, EventReason::kShed, most);
+    victim->out.clear();  // its replica is reset: nothing to resend at a takeover
   }
   return true;
 }
