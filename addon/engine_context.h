@@ -16,6 +16,7 @@
 #include "counters.h"
 #include "event_queue.h"
 #include "flow_table.h"
+#include "histogram.h"
 #include "incoming_tun.h"
 #include "replica_lag.h"
 
@@ -56,6 +57,7 @@ struct EngineConfig {
   std::string active_object;              // path of recovery_active_mode.bpf.o
 };
 
+// Capture to injection: 1 µs buckets, up to 4 ms.
 using LatencyHistogram = Histogram<1000, 4096>;
 
 struct EngineContext {
@@ -94,11 +96,9 @@ struct EngineContext {
   // Flows finished on the replica whose key has a waiting successor.
   std::vector<FlowKey> promote;
 
-  // The lag histogram of f's service port; none once replication ended
-  // (what a replica re-makes while catching up is not replication lag).
-  LagHistogram* lag_for(const Flow& f) {
-    if (mode != EngineMode::kReplicating) return nullptr;
-    auto it = lag.find(f.key.server_port);
+  // The lag histogram of a service port (none for a port not replicated).
+  LagHistogram* lag_histogram(uint16_t port) {
+    auto it = lag.find(port);
     return it == lag.end() ? nullptr : it->second.get();
   }
 

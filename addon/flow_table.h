@@ -64,6 +64,10 @@ struct Flow {
   FlowKey key{};
   uint32_t id = 0;
   FlowState state = FlowState::kSynSeen;
+  // The replica still follows it: neither finished nor given up.
+  bool replicated() const {
+    return state == FlowState::kSynSeen || state == FlowState::kSynchronised || state == FlowState::kClosing;
+  }
   uint64_t last_seen_us = 0;
   uint64_t handshake_us = 0;               // the replica's handshake began (again)
   uint8_t handshake_restarts = 0;

@@ -19,6 +19,5 @@ struct Histogram {
     if (ns > max_ns.load(std::memory_order_relaxed)) max_ns.store(ns, std::memory_order_relaxed);
   }
 };
-// Capture to injection: 1 µs buckets, up to 4 ms.
 
 }  // namespace t2cp

@@ -47,7 +47,7 @@ bool IncomingProcessor::inject(Flow& f, uint32_t seq, uint8_t flags, const uint8
     flags |= kAck;
     f.ack_given = ack;
     f.ack_given_valid = true;
-    f.edge_given = ack + (uint32_t(sp.window) << f.c_shift);
+    f.edge_given = replica_edge(f, ack);
   } else {
     flags &= static_cast<uint8_t>(~kAck);
   }

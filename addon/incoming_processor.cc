@@ -67,6 +67,7 @@ void IncomingProcessor::init_flow(Flow& fr, const Segment& s, uint64_t capture_n
   f->data.reset(s.seq + 1, ctx_.cfg.flow_buffer_limit, &ctx_.stream_memory);
   f->inj_nxt = f->b_rcv_nxt = s.seq + 1;
   f->pending_capture_ns = capture_ns;
+  f->output_lag.attach(ctx_.lag_histogram(f->key.server_port));
   ctx_.counters.add(k_flows_new);
   ctx_.events.emit(EventType::kNew, EventReason::kNone, *f);
 }
@@ -115,8 +116,7 @@ void IncomingProcessor::on_client_segment(const Segment& s, uint64_t capture_ns)
       inject_syn(*f);
       return;
     }
-    if (f && (f->state == FlowState::kSynSeen || f->state == FlowState::kSynchronised || f->state == FlowState::kClosing ||
-              f->successor)) {
+    if (f && (f->replicated() || f->successor)) {
       // The client reused the 4-tuple (the primary finished the old
       // connection) while the replica still holds it, if only half-open
       // (its SYN given, its SYN-ACK not read yet: one capture batch may
@@ -206,8 +206,7 @@ bool IncomingProcessor::shed_for(Flow& f, uint32_t need) {
     Flow* victim = nullptr;
     uint64_t most = holds(f);
     ctx_.flows.for_each([&](Flow& g) {
-      bool live = g.state == FlowState::kSynSeen || g.state == FlowState::kSynchronised || g.state == FlowState::kClosing;
-      if (&g != &f && live && !g.active() && holds(g) > most) {
+      if (&g != &f && g.replicated() && !g.active() && holds(g) > most) {
         most = holds(g);
         victim = &g;
       }
@@ -345,7 +344,8 @@ void IncomingProcessor::on_primary_segment(const Segment& s, uint64_t capture_ns
   if (after(end, f->p_snd_nxt)) {
     f->s2c_primary += end - f->p_snd_nxt - ((s.flags & kFin) ? 1 : 0);  // data bytes only
     f->p_snd_nxt = end;
-    if (s.payload_len) f->output_lag.primary_sent(f->s2c_primary, capture_ns, f->s2c_backup, ctx_.lag_for(*f));
+    if (s.payload_len && capture_ns && ctx_.mode == EngineMode::kReplicating)
+      f->output_lag.primary_sent(f->s2c_primary, capture_ns, f->s2c_backup);
   }
   // After capture drops, a primary ack within what we hold proves this flow
   // lost nothing (the mirror delivers client data before its ack).

@@ -153,7 +153,8 @@ void OutgoingProcessor::on_replica_packet(const uint8_t* ip, size_t copied) {
   if (after(end, f->b_snd_nxt)) {
     f->s2c_backup += end - f->b_snd_nxt - ((s.flags & kFin) ? 1 : 0);  // data bytes only
     f->b_snd_nxt = end;
-    if (s.payload_len) f->output_lag.replica_sent(f->s2c_backup, realtime_ns(), ctx_.lag_for(*f));
+    // What a replica re-makes while catching up after a takeover is not replication lag.
+    if (s.payload_len && ctx_.mode == EngineMode::kReplicating) f->output_lag.replica_sent(f->s2c_backup, realtime_ns());
   }
   if (s.flags & kFin) {
     f->b_fin = true;

@@ -18,11 +18,17 @@ using LagHistogram = Histogram<500000, 8192>;
 
 class OutputLag {
  public:
+  // Samples go to h (its flow's service port); none while it is null.
+  void attach(LagHistogram* h) {
+    h_ = h;
+    count_ = 0;
+  }
   // The primary's output now ends at `offset` (data bytes since the
   // handshake), seen at `at_ns`; the replica's ends at `made`.
-  void primary_sent(uint64_t offset, uint64_t at_ns, uint64_t made, LagHistogram* h) {
+  void primary_sent(uint64_t offset, uint64_t at_ns, uint64_t made) {
+    if (!h_) return;
     if (made >= offset) {
-      if (h) h->add(0);
+      h_->add(0);
       return;
     }
     if (count_ == kSlots) return;
@@ -30,18 +36,18 @@ class OutputLag {
     count_++;
   }
   // The replica's output now ends at `made`.
-  void replica_sent(uint64_t made, uint64_t now_ns, LagHistogram* h) {
+  void replica_sent(uint64_t made, uint64_t now_ns) {
     while (count_ && slot_[head_].offset <= made) {
-      if (h) h->add(now_ns > slot_[head_].at_ns ? now_ns - slot_[head_].at_ns : 0);
+      h_->add(now_ns > slot_[head_].at_ns ? now_ns - slot_[head_].at_ns : 0);
       head_ = uint8_t((head_ + 1) % kSlots);
       count_--;
     }
   }
-  void clear() { count_ = 0; }
 
  private:
   static constexpr uint8_t kSlots = 4;
   struct Slot { uint64_t offset, at_ns; };
+  LagHistogram* h_ = nullptr;
   Slot slot_[kSlots] = {};
   uint8_t head_ = 0, count_ = 0;
 };
