@@ -30,8 +30,7 @@ void IncomingProcessor::sample_latency(Flow& f) {
   f.pending_capture_ns = 0;
 }
 
-bool IncomingProcessor::inject(Flow& f, uint32_t seq, uint8_t flags, const uint8_t* payload, uint32_t len,
-                               bool with_sack) {
+bool IncomingProcessor::inject(Flow& f, uint32_t seq, uint8_t flags, uint32_t len, bool with_sack) {
   SegmentSpec sp;
   sp.saddr = f.key.client_ip;
   sp.daddr = ctx_.cfg.vip;
@@ -68,9 +67,7 @@ bool IncomingProcessor::inject(Flow& f, uint32_t seq, uint8_t flags, const uint8
     ctx_.counters.add(k_sack_blocks_mapped, sp.sack_count);
     ctx_.counters.add(k_sack_blocks_dropped, dropped);
   }
-  sp.payload = payload;
-  sp.payload_len = len;
-  size_t n = build_segment(sp, pkt_, sizeof pkt_);
+  size_t n = len && !f.data.payload(seq, len, &sp) ? 0 : build_segment(sp, pkt_, sizeof pkt_);
   if (n == 0 || !ctx_.tun.write(pkt_, n)) {
     ctx_.counters.add(k_inject_errors);
     return false;
@@ -115,7 +112,7 @@ void IncomingProcessor::pump(Flow& f) {
     // RFC 5961: a RST is accepted only at exactly rcv_nxt; inj_nxt is what
     // the replica holds once it processed our last segment.
     f.data.clear();
-    inject(f, f.inj_nxt, kRst, nullptr, 0, false);  // a failure is counted
+    inject(f, f.inj_nxt, kRst, 0, false);  // a failure is counted
     f.rst_injected = true;
     check_closed(f, now);
     return;
@@ -147,14 +144,14 @@ void IncomingProcessor::pump(Flow& f) {
     uint8_t flags = kPsh;
     bool with_fin = f.c_fin && !f.fin_injected && f.inj_nxt + len == f.c_fin_seq && !(held && causal == f.c_fin_seq);
     if (with_fin) flags |= kFin;
-    if (!inject(f, f.inj_nxt, flags, f.data.at(f.inj_nxt), len, false)) break;
+    if (!inject(f, f.inj_nxt, flags, len, false)) break;
     f.inj_nxt += len;
     budget = len < budget ? budget - len : 0;
     if (with_fin) f.fin_injected = true;
     sent = true;
   }
   if (f.c_fin && !f.fin_injected && f.inj_nxt == f.c_fin_seq && !(held && causal == f.c_fin_seq)) {
-    f.fin_injected = inject(f, f.inj_nxt, kFin, nullptr, 0, false);
+    f.fin_injected = inject(f, f.inj_nxt, kFin, 0, false);
     sent = sent || f.fin_injected;
   }
   if (!sent) {
@@ -165,7 +162,7 @@ void IncomingProcessor::pump(Flow& f) {
     uint32_t ack;
     if (replica_ack(f, &ack) && (!f.ack_given_valid || after(ack, f.ack_given) || f.c_sack_fresh || f.ack_wanted ||
                                  after(replica_edge(f, ack), f.edge_given))) {
-      if (inject(f, f.inj_nxt, 0, nullptr, 0, f.c_sack_fresh)) ctx_.counters.add(k_inject_pure_ack);
+      if (inject(f, f.inj_nxt, 0, 0, f.c_sack_fresh)) ctx_.counters.add(k_inject_pure_ack);
     }
   }
   f.c_sack_fresh = false;
@@ -210,7 +207,7 @@ void IncomingProcessor::check_stopped(Flow& f, uint64_t now) {
     // ACK from its own snd_nxt. Output we never saw (its queue overflowed)
     // then counts, and it is not taken for a stop.
     f.stop_probed = true;
-    inject(f, f.inj_nxt - 1, 0, nullptr, 0, false);
+    inject(f, f.inj_nxt - 1, 0, 0, false);
     ctx_.counters.add(k_replica_stop_probes);
   }
   if (now - f.held_since_us < kReplicaStoppedUs) return;
@@ -289,7 +286,7 @@ void IncomingProcessor::tick_flow(Flow& f, uint64_t now) {
         // Window closed with data waiting (that causality lets through): a
         // 1-byte probe at rcv_nxt makes the replica answer with its window.
         f.retries++;
-        if (inject(f, f.b_rcv_nxt, 0, f.data.at(f.b_rcv_nxt), 1, false)) ctx_.counters.add(k_inject_window_probes);
+        if (inject(f, f.b_rcv_nxt, 0, 1, false)) ctx_.counters.add(k_inject_window_probes);
         f.last_progress_us = now;
       }
       return;

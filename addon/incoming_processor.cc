@@ -479,7 +479,7 @@ void IncomingProcessor::lose_flow(Flow& f, EventReason why, uint64_t detail) {
   // not come. The connection is then unprotected, which is what a takeover
   // must know.
   if ((f.state == FlowState::kSynchronised || f.state == FlowState::kClosing) && !f.b_rst) {
-    inject(f, f.inj_nxt, kRst, nullptr, 0, false);
+    inject(f, f.inj_nxt, kRst, 0, false);
     f.rst_injected = true;
   }
   make_unprotected(f, why);

@@ -92,7 +92,9 @@ class IncomingProcessor {
   static uint32_t captured_end(const Flow& f);
   void check_closed(Flow& f, uint64_t now_us);
 
-  bool inject(Flow& f, uint32_t seq, uint8_t flags, const uint8_t* payload, uint32_t len, bool with_sack);
+  // A segment to the replica at seq, with len bytes of the client's stream
+  // from f.data (which must hold them) as payload.
+  bool inject(Flow& f, uint32_t seq, uint8_t flags, uint32_t len, bool with_sack);
   bool inject_syn(Flow& f);
   // Capture-to-injection time of the packet that made this injection due.
   void sample_latency(Flow& f);

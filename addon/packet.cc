@@ -198,6 +198,8 @@ size_t build_segment(const SegmentSpec& spec, uint8_t* out, size_t cap) {
   if (spec.raw_options_len > 0 && (structured || spec.raw_options == nullptr)) return 0;
   if (spec.raw_options_len > kTcpMaxOpts) return 0;
   if (spec.payload_len > 0 && spec.payload == nullptr) return 0;
+  if (spec.payload2_len > 0 && spec.payload2 == nullptr) return 0;
+  const size_t payload_len = size_t(spec.payload_len) + spec.payload2_len;
 
   // Structured options: NOP,NOP,TS then NOP,NOP,SACK; blocks that do not fit
   // in 40 bytes are dropped (3 with timestamps, 4 without).
@@ -213,12 +215,13 @@ size_t build_segment(const SegmentSpec& spec, uint8_t* out, size_t cap) {
   }
   const size_t thl = kTcpMinHdr + opt_len;
   const size_t hdr = kIpMinHdr + thl;
-  if (spec.payload_len > kIpMaxLen - hdr) return 0;
-  const size_t total = hdr + spec.payload_len;
+  if (payload_len > kIpMaxLen - hdr) return 0;
+  const size_t total = hdr + payload_len;
   if (total > cap) return 0;
 
   // Payload first: memmove lets the caller have placed it in out already.
   if (spec.payload_len > 0) std::memmove(out + hdr, spec.payload, spec.payload_len);
+  if (spec.payload2_len > 0) std::memcpy(out + hdr + spec.payload_len, spec.payload2, spec.payload2_len);
 
   uint8_t* ip = out;
   ip[0] = 0x45;

@@ -136,6 +136,9 @@ struct SegmentSpec {
   bool has_ts = false; uint32_t tsval = 0, tsecr = 0;
   uint8_t sack_count = 0; SackBlock sack[kMaxSackBlocks];
   const uint8_t* payload = nullptr; uint32_t payload_len = 0;
+  // The payload's second piece, copied after the first: bytes that lie
+  // across two chunks of a stream buffer (StreamBuffer::payload()).
+  const uint8_t* payload2 = nullptr; uint32_t payload2_len = 0;
 };
 
 // Write an IPv4+TCP packet (no L2 header) into out with both checksums
@@ -143,7 +146,7 @@ struct SegmentSpec {
 // small or the result would exceed 65535 bytes.
 // Also 0 for an inconsistent spec: raw options together with structured ones
 // (has_ts or sack_count), raw_options_len > 40, or a null pointer with a
-// non-zero length. Raw options are copied verbatim and padded at the end
+// non-zero length (payload or payload2). Raw options are copied verbatim and padded at the end
 // with EOL (zero) bytes to a multiple of 4. Structured: NOP,NOP,TS(10) then
 // NOP,NOP,SACK(2+8n); SACK blocks that do not fit the 40 option bytes are
 // dropped from the end (3 fit with timestamps, 4 without). The payload may

@@ -1,12 +1,68 @@
 #include "stream_buffer.h"
 
+#include <sys/mman.h>
+
+#include <algorithm>
 #include <cstring>
 
 namespace t2cp {
 
-// Buffer capacity an idle flow may keep, bytes: one 64 KiB injection slice
-// plus headroom, so request/response flows do not reallocate per request.
-constexpr size_t kKeepIdleBytes = 256 * 1024;
+MemoryPool::~MemoryPool() {
+  for (auto& kv : slabs_) munmap(kv.second.base, size_t(kSlabChunks) * kChunkBytes);
+}
+
+uint8_t* MemoryPool::take_chunk() {
+  if (spare_.empty()) {
+    size_t bytes = size_t(kSlabChunks) * kChunkBytes;
+    void* m = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+    if (m == MAP_FAILED) return nullptr;
+    uint8_t* base = static_cast<uint8_t*>(m);
+    slabs_.emplace(reinterpret_cast<uintptr_t>(base), Slab{base, 0});
+    // Taken from the front first: the slab's chunks in address order.
+    for (uint32_t i = kSlabChunks; i-- > 0;) spare_.push_back(base + size_t(i) * kChunkBytes);
+  }
+  uint8_t* c = spare_.back();
+  spare_.pop_back();
+  auto it = std::prev(slabs_.upper_bound(reinterpret_cast<uintptr_t>(c)));
+  it->second.in_use++;
+  return c;
+}
+
+void MemoryPool::give_chunk(uint8_t* c) {
+  auto it = std::prev(slabs_.upper_bound(reinterpret_cast<uintptr_t>(c)));
+  it->second.in_use--;
+  spare_.push_back(c);
+  if (spare_.size() * uint64_t(kChunkBytes) > 2 * kSpareKeepBytes) trim();
+}
+
+void MemoryPool::trim() {
+  // Slabs with no chunk in use go, until what is spare fits the keep.
+  size_t spare_bytes = spare_.size() * size_t(kChunkBytes);
+  std::vector<uintptr_t> gone;
+  for (auto& [addr, slab] : slabs_) {
+    if (spare_bytes <= kSpareKeepBytes) break;
+    if (slab.in_use) continue;
+    gone.push_back(addr);
+    spare_bytes -= size_t(kSlabChunks) * kChunkBytes;
+  }
+  if (gone.empty()) return;
+  std::sort(gone.begin(), gone.end());
+  auto in_gone = [&](uint8_t* c) {
+    auto g = std::upper_bound(gone.begin(), gone.end(), reinterpret_cast<uintptr_t>(c));
+    return g != gone.begin() && reinterpret_cast<uintptr_t>(c) < *std::prev(g) + size_t(kSlabChunks) * kChunkBytes;
+  };
+  spare_.erase(std::remove_if(spare_.begin(), spare_.end(), in_gone), spare_.end());
+  for (uintptr_t a : gone) {
+    munmap(slabs_[a].base, size_t(kSlabChunks) * kChunkBytes);
+    slabs_.erase(a);
+  }
+}
+
+// Buffers reset without a pool (tests) take their chunks here.
+MemoryPool& StreamBuffer::chunks() const {
+  static MemoryPool unbounded;
+  return pool_ ? *pool_ : unbounded;
+}
 
 void StreamBuffer::reset(uint32_t base_seq, uint32_t limit_bytes, MemoryPool* pool) {
   clear();
@@ -21,30 +77,48 @@ void StreamBuffer::account(uint32_t held0) {
 
 void StreamBuffer::clear() {
   uint32_t held0 = held_bytes();
-  std::vector<uint8_t>().swap(buf_);
-  start_ = end_ = 0;
+  for (uint8_t* c : chunks_) chunks().give_chunk(c);
+  chunks_.clear();
+  head_ = len_ = 0;
   ooo_.clear();
   ooo_bytes_ = 0;
   account(held0);
 }
 
-void StreamBuffer::append(const uint8_t* data, uint32_t len) {
-  if (end_ + len > buf_.size()) {
-    // Compact first: live bytes move to the front, then grow geometrically.
-    size_t live = end_ - start_;
-    if (start_ > 0) {
-      std::memmove(buf_.data(), buf_.data() + start_, live);
-      start_ = 0;
-      end_ = live;
+bool StreamBuffer::reserve(uint32_t len) {
+  uint64_t room = uint64_t(chunks_.size()) * kChunkBytes - head_ - len_;
+  size_t taken = 0;
+  for (; room < len; room += kChunkBytes, taken++) {
+    uint8_t* c = chunks().take_chunk();
+    if (!c) {
+      for (; taken > 0; taken--) {
+        chunks().give_chunk(chunks_.back());
+        chunks_.pop_back();
+      }
+      return false;
     }
-    if (end_ + len > buf_.size()) {
-      size_t want = buf_.empty() ? 65536 : buf_.size();
-      while (want < end_ + len) want *= 2;
-      buf_.resize(want);
-    }
+    chunks_.push_back(c);
   }
-  std::memcpy(buf_.data() + end_, data, len);
-  end_ += len;
+  return true;
+}
+
+void StreamBuffer::append(const uint8_t* data, uint32_t len) {
+  while (len > 0) {
+    uint32_t run;
+    uint8_t* dst = byte_at(len_, &run);
+    uint32_t n = len < run ? len : run;
+    std::memcpy(dst, data, n);
+    len_ += n;
+    data += n;
+    len -= n;
+  }
+}
+
+uint8_t* StreamBuffer::byte_at(uint32_t off, uint32_t* run) const {
+  size_t pos = size_t(head_) + off;
+  uint32_t in = uint32_t(pos % kChunkBytes);
+  *run = kChunkBytes - in;
+  return chunks_[pos / kChunkBytes] + in;
 }
 
 // Calls fn(offset, length) for every part of [off, off+len) (offsets from
@@ -81,6 +155,9 @@ StreamBuffer::AddResult StreamBuffer::add(uint32_t seq, const uint8_t* data, uin
   if (held_bytes() + fresh > limit_ || (pool_ && pool_->used + fresh > pool_->limit)) return AddResult::kFull;
   uint32_t held0 = held_bytes();
   if (seq == end) {
+    // Room for the segment and for what waited out of order behind it.
+    uint32_t after_it = ooo_.empty() ? 0 : ooo_bytes_;
+    if (!reserve(len + after_it)) return AddResult::kFull;
     append(data, len);
     drain_ooo();  // drops the out-of-order copies the append covered
     account(held0);
@@ -124,13 +201,17 @@ void StreamBuffer::release(uint32_t upto) {
   if (after(upto, end)) upto = end;  // cannot release what we never held
   uint32_t held0 = held_bytes();
   uint32_t n = upto - base_;
-  start_ += n;
+  head_ += n;
+  len_ -= n;
   base_ = upto;
-  if (start_ == end_) {
-    start_ = end_ = 0;
-    // An idle flow gives back a large buffer (bulk transfers grow it).
-    if (buf_.size() > kKeepIdleBytes && ooo_.empty()) std::vector<uint8_t>().swap(buf_);
+  // Chunks the replica acknowledged go back to the pool; all of them once
+  // nothing is held in order (an idle flow holds no memory).
+  while (!chunks_.empty() && (head_ >= kChunkBytes || len_ == 0)) {
+    chunks().give_chunk(chunks_.front());
+    chunks_.pop_front();
+    head_ = head_ >= kChunkBytes ? head_ - kChunkBytes : 0;
   }
+  if (chunks_.empty()) head_ = 0;
   // Out-of-order keys are offsets from base_: shift them.
   if (!ooo_.empty() && n > 0) {
     std::map<uint32_t, std::vector<uint8_t>> shifted;
@@ -142,12 +223,32 @@ void StreamBuffer::release(uint32_t upto) {
 
 void StreamBuffer::forget_before(uint32_t upto) {
   release(upto);
-  if (end_ == start_ && ooo_.empty() && after(upto, base_)) base_ = upto;
+  if (len_ == 0 && ooo_.empty() && after(upto, base_)) base_ = upto;
 }
 
-const uint8_t* StreamBuffer::at(uint32_t seq) const {
-  if (before(seq, base_) || !before(seq, contig_end())) return nullptr;
-  return buf_.data() + start_ + (seq - base_);
+uint32_t StreamBuffer::copy(uint32_t seq, uint32_t len, uint8_t* out) const {
+  if (!holds(seq)) return 0;
+  uint32_t off = seq - base_;
+  if (len > len_ - off) len = len_ - off;
+  for (uint32_t done = 0; done < len;) {
+    uint32_t run;
+    const uint8_t* p = byte_at(off + done, &run);
+    uint32_t n = len - done < run ? len - done : run;
+    std::memcpy(out + done, p, n);
+    done += n;
+  }
+  return len;
+}
+
+bool StreamBuffer::payload(uint32_t seq, uint32_t len, SegmentSpec* sp) const {
+  if (len == 0 || len > kChunkBytes || !holds(seq) || len > len_ - (seq - base_)) return false;
+  uint32_t run;
+  const uint8_t* p = byte_at(seq - base_, &run);
+  sp->payload = p;
+  sp->payload_len = len < run ? len : run;
+  sp->payload2 = len > run ? byte_at(seq - base_ + run, &run) : nullptr;
+  sp->payload2_len = len - sp->payload_len;
+  return true;
 }
 
 std::vector<std::pair<uint32_t, uint32_t>> StreamBuffer::holes(uint32_t upto, size_t max) const {

@@ -391,6 +391,37 @@ void test_roundtrip_random() {
   }
 }
 
+// A payload in two pieces (a stream buffer's bytes across two chunks) gives
+// the very packet the same bytes in one piece give; its limits count both.
+void test_build_two_pieces() {
+  std::vector<uint8_t> payload(65535 - 40);
+  fill_random(payload.data(), payload.size());
+  for (uint32_t len : {1u, 1448u, 65535u - 40}) {
+    SegmentSpec whole = basic_spec();
+    whole.payload = payload.data();
+    whole.payload_len = len;
+    const Bytes want = build(whole);
+    for (uint32_t cut : {0u, 1u, len / 2, len - 1, len}) {
+      SegmentSpec split = basic_spec();
+      split.payload = payload.data();
+      split.payload_len = cut;
+      split.payload2 = payload.data() + cut;
+      split.payload2_len = len - cut;
+      CHECK(build(split) == want);
+    }
+  }
+  std::vector<uint8_t> out(70000);
+  SegmentSpec s = basic_spec();
+  s.payload = payload.data();
+  s.payload_len = 40000;
+  s.payload2 = payload.data();
+  s.payload2_len = 65535 - 40 - 40000 + 1;  // one byte beyond the IPv4 maximum
+  CHECK_EQ(build_segment(s, out.data(), out.size()), 0u);
+  s.payload2 = nullptr;
+  s.payload2_len = 1;
+  CHECK_EQ(build_segment(s, out.data(), out.size()), 0u);
+}
+
 void test_build_limits() {
   SegmentSpec s = basic_spec();
   std::vector<uint8_t> payload(70000, 0x5A);
@@ -1149,6 +1180,7 @@ int main(int argc, char** argv) {
   run_test("csum_partial matches the RFC 1071 reference", test_csum_partial_matches_reference);
   run_test("build then parse random segments", test_roundtrip_random);
   run_test("build_segment limits and option layout", test_build_limits);
+  run_test("build_segment: a payload in two pieces", test_build_two_pieces);
   run_test("incremental checksum equals full recompute", test_incremental_checksum);
   run_test("every truncation of a valid frame fails cleanly", test_every_truncation);
   run_test("each parse error reason", test_each_error_reason);

@@ -32,11 +32,6 @@
 
 using namespace t2cp;
 
-// AddressSanitizer's allocator statistics, when the runtime is linked in (run.sh
-// always builds with it): the only way the give-back of an idle buffer shows
-// from outside the class. Weak, so a build without ASan still links.
-extern "C" __attribute__((weak)) size_t __sanitizer_get_current_allocated_bytes();
-
 namespace {
 
 // ---------------------------------------------------------------- harness
@@ -63,16 +58,18 @@ const char* result_name(Result r) {
     }                                                                                      \
   } while (0)
 
-// at(seq) is the start of n held bytes equal to want[0, n).
+// From seq, n held bytes equal to want[0, n).
 bool holds(const StreamBuffer& sb, uint32_t seq, const uint8_t* want, size_t n) {
-  const uint8_t* p = sb.at(seq);
-  return p != nullptr && std::memcmp(p, want, n) == 0;
+  std::vector<uint8_t> got(n);
+  return sb.copy(seq, uint32_t(n), got.data()) == n && std::memcmp(got.data(), want, n) == 0;
 }
 
-size_t allocated_bytes() {
-  return __sanitizer_get_current_allocated_bytes ? __sanitizer_get_current_allocated_bytes() : 0;
+// The byte held at seq, -1 if none.
+int byte_at(const StreamBuffer& sb, uint32_t seq) {
+  uint8_t b;
+  return sb.copy(seq, 1, &b) == 1 ? b : -1;
 }
-bool have_allocator_stats() { return __sanitizer_get_current_allocated_bytes != nullptr; }
+
 
 // Bases that put the interesting part of a stream on the wrap, on the int32
 // sign boundary of before()/after(), at zero (where an offset and a sequence
@@ -139,20 +136,27 @@ void check_state(const StreamBuffer& sb, const Model& m, uint32_t limit, bool ex
   if (exact_held || !sb.has_out_of_order()) CHECK_EQ(sb.held_bytes(), m.unique_held());
   CHECK_EQ(sb.has_out_of_order(), m.unique_ooo() > 0);
   if (!sb.has_out_of_order()) CHECK_EQ(sb.ooo_first(), sb.contig_end());
-  // at(): null outside [base, contig_end), the true bytes inside, one linear slice.
-  CHECK(sb.at(m.seq(m.base) - 1) == nullptr);
-  CHECK(sb.at(m.seq(m.contig)) == nullptr);
-  CHECK(sb.at(m.seq(m.contig) + 1) == nullptr);
-  CHECK(sb.at(m.seq(m.base) + 0x80000000u) == nullptr);
+  // holds(): false outside [base, contig_end); copy(): the true bytes inside;
+  // payload(): a segment's bytes in one or two pieces, wherever the chunks end.
+  CHECK(!sb.holds(m.seq(m.base) - 1));
+  CHECK(!sb.holds(m.seq(m.contig)));
+  CHECK(!sb.holds(m.seq(m.contig) + 1));
+  CHECK(!sb.holds(m.seq(m.base) + 0x80000000u));
   if (m.contig > m.base) {
-    const uint8_t* p = sb.at(m.seq(m.base));
-    CHECK(p != nullptr);
-    if (p) {
-      CHECK(std::memcmp(p, m.truth.data() + m.base, m.contig - m.base) == 0);
-      size_t off = m.base + rnd_below(static_cast<uint32_t>(m.contig - m.base));
-      CHECK(sb.at(m.seq(off)) == p + (off - m.base));
-      CHECK(sb.at(m.seq(m.contig) - 1) == p + (m.contig - 1 - m.base));
-    }
+    CHECK(holds(sb, m.seq(m.base), m.truth.data() + m.base, m.contig - m.base));
+    size_t off = m.base + rnd_below(static_cast<uint32_t>(m.contig - m.base));
+    CHECK_EQ(byte_at(sb, m.seq(off)), int(m.truth[off]));
+    CHECK_EQ(byte_at(sb, m.seq(m.contig) - 1), int(m.truth[m.contig - 1]));
+    // A copy asked beyond contig_end stops there.
+    std::vector<uint8_t> all(m.contig - off + 7);
+    CHECK_EQ(sb.copy(m.seq(off), uint32_t(all.size()), all.data()), uint32_t(m.contig - off));
+    uint32_t len = 1 + rnd_below(static_cast<uint32_t>(std::min<size_t>(m.contig - off, kChunkBytes)));
+    SegmentSpec sp;
+    CHECK(sb.payload(m.seq(off), len, &sp));
+    CHECK_EQ(sp.payload_len + sp.payload2_len, len);
+    CHECK(std::memcmp(sp.payload, m.truth.data() + off, sp.payload_len) == 0);
+    if (sp.payload2_len) CHECK(std::memcmp(sp.payload2, m.truth.data() + off + sp.payload_len, sp.payload2_len) == 0);
+    CHECK(!sb.payload(m.seq(m.contig) - 1, 2, &sp));
   }
 }
 
@@ -162,9 +166,9 @@ void do_release(StreamBuffer& sb, Model& m, uint32_t upto) {
   size_t nb = m.base;
   if (d > 0) nb = std::min(m.base + static_cast<size_t>(d), m.contig);
   if (nb > m.base) {
-    const uint8_t* p = sb.at(m.seq(m.base));
-    CHECK(p != nullptr);
-    if (p) m.out.insert(m.out.end(), p, p + (nb - m.base));
+    std::vector<uint8_t> got(nb - m.base);
+    CHECK_EQ(sb.copy(m.seq(m.base), uint32_t(got.size()), got.data()), uint32_t(got.size()));
+    m.out.insert(m.out.end(), got.begin(), got.end());
   }
   sb.release(upto);
   m.base = nb;
@@ -375,7 +379,7 @@ void test_add_results_across_wrap() {
   CHECK_EQ(sb.contig_end(), B);
   CHECK_EQ(sb.held_bytes(), 0u);
   CHECK(!sb.has_out_of_order());
-  CHECK(sb.at(B) == nullptr);
+  CHECK(!sb.holds(B));
   CHECK_RESULT(sb.add(B, d, 0), Result::kDuplicate);          // empty
   CHECK_RESULT(sb.add(B - 10, d, 10), Result::kDuplicate);    // wholly before base
   CHECK_RESULT(sb.add(B, d, 10), Result::kAppended);          // [B, B+10)
@@ -389,13 +393,9 @@ void test_add_results_across_wrap() {
   CHECK_RESULT(sb.add(B + 5, x, 20), Result::kAppended);      // [B+5, B+25) = [.., 0x15)
   CHECK_EQ(sb.contig_end(), 0x9u);
   CHECK_EQ(sb.held_bytes(), 25u);
-  for (uint32_t i = 0; i < 25; ++i) {
-    const uint8_t* p = sb.at(B + i);
-    CHECK(p != nullptr);
-    if (p) CHECK_EQ(*p, d[i]);
-  }
-  CHECK(sb.at(0x9u) == nullptr);
-  CHECK(sb.at(B - 1) == nullptr);
+  for (uint32_t i = 0; i < 25; ++i) CHECK_EQ(byte_at(sb, B + i), int(d[i]));
+  CHECK(!sb.holds(0x9u));
+  CHECK(!sb.holds(B - 1));
   // After a hole, beyond zero.
   CHECK_RESULT(sb.add(B + 40, d + 40, 10), Result::kOutOfOrder);
   CHECK(sb.has_out_of_order());
@@ -455,8 +455,8 @@ void test_release_clamps() {
   sb.release(B + 5);
   CHECK_EQ(sb.base(), B + 5);
   CHECK_EQ(sb.held_bytes(), 15u);
-  CHECK(sb.at(B + 4) == nullptr);
-  CHECK(sb.at(B + 5) != nullptr && *sb.at(B + 5) == d[5]);
+  CHECK(!sb.holds(B + 4));
+  CHECK_EQ(byte_at(sb, B + 5), int(d[5]));
   sb.release(B + 2);  // behind the new base: no-op
   CHECK_EQ(sb.base(), B + 5);
   // More than 2^31 ahead reads as behind: no-op. (Exactly 2^31 is both
@@ -468,7 +468,7 @@ void test_release_clamps() {
   CHECK_EQ(sb.contig_end(), B + 10);
   CHECK_EQ(sb.held_bytes(), 10u);  // the waiting piece is kept
   CHECK(sb.has_out_of_order());
-  CHECK(sb.at(B + 10) == nullptr);
+  CHECK(!sb.holds(B + 10));
   // The waiting piece still lands at its sequence number after the base moved.
   CHECK_RESULT(sb.add(B + 10, d + 10, 10), Result::kAppended);
   CHECK_EQ(sb.contig_end(), B + 30);
@@ -477,7 +477,7 @@ void test_release_clamps() {
   sb.release(B + 30);
   CHECK_EQ(sb.base(), B + 30);
   CHECK_EQ(sb.held_bytes(), 0u);
-  CHECK(sb.at(B + 29) == nullptr);
+  CHECK(!sb.holds(B + 29));
   // Empty and idle: the next bytes are appended normally.
   CHECK_RESULT(sb.add(B + 30, d, 7), Result::kAppended);
   CHECK(holds(sb, B + 30, d, 7));
@@ -494,7 +494,7 @@ void test_limit() {
   CHECK_EQ(sb.contig_end(), B + 600);  // nothing of it stored
   CHECK_EQ(sb.held_bytes(), 600u);
   CHECK(!sb.has_out_of_order());
-  CHECK(sb.at(B + 600) == nullptr);
+  CHECK(!sb.holds(B + 600));
   CHECK_RESULT(sb.add(B + 600, d.data() + 600, 400), Result::kAppended);  // exactly at the limit
   CHECK_EQ(sb.held_bytes(), 1000u);
   CHECK_RESULT(sb.add(B + 1000, d.data() + 1000, 1), Result::kFull);
@@ -565,8 +565,8 @@ void test_reset_and_clear() {
   CHECK_EQ(sb.contig_end(), 0x100u);
   CHECK_EQ(sb.held_bytes(), 0u);
   CHECK(!sb.has_out_of_order());
-  CHECK(sb.at(0xFFFFFFC0u) == nullptr);
-  CHECK(sb.at(0x100u) == nullptr);
+  CHECK(!sb.holds(0xFFFFFFC0u));
+  CHECK(!sb.holds(0x100u));
   CHECK_RESULT(sb.add(0x100u, d, 80), Result::kAppended);  // the new limit applies
   CHECK_RESULT(sb.add(0x150u, d, 1), Result::kFull);
   CHECK(holds(sb, 0x100u, d, 80));
@@ -580,57 +580,86 @@ void test_reset_and_clear() {
   CHECK_EQ(sb.contig_end(), 0x140u);
   CHECK_EQ(sb.held_bytes(), 0u);
   CHECK(!sb.has_out_of_order());
-  CHECK(sb.at(0x140u) == nullptr);
+  CHECK(!sb.holds(0x140u));
   CHECK_RESULT(sb.add(0x140u, d, 80), Result::kAppended);
   CHECK_RESULT(sb.add(0x140u + 80, d, 1), Result::kFull);  // limit kept
   CHECK(holds(sb, 0x140u, d, 80));
   // A default-constructed buffer is empty with a zero limit.
   StreamBuffer fresh;
   CHECK_EQ(fresh.held_bytes(), 0u);
-  CHECK(fresh.at(fresh.base()) == nullptr);
+  CHECK(!fresh.holds(fresh.base()));
   CHECK_RESULT(fresh.add(fresh.base(), d, 1), Result::kFull);
 }
 
-// An idle flow that grew a large buffer gives it back; a busy one keeps its
-// bytes intact. Seen from outside through the sanitizer allocator's count.
+// An idle flow that held megabytes gives its chunks back to the pool; a busy
+// one keeps the chunks that hold its bytes, intact.
 void test_idle_flow_gives_back_memory() {
   const uint32_t B = 0xFFF80000u;  // crosses the wrap after 512 KiB
   const size_t n = 4 << 20;
   std::vector<uint8_t> d(n);
   fill_random(d.data(), n);
+  MemoryPool pool;
+  pool.limit = 1u << 30;
   StreamBuffer sb;
-  sb.reset(B, 64u << 20);
-  size_t before_fill = allocated_bytes();
+  sb.reset(B, 64u << 20, &pool);
   for (size_t off = 0; off < n; off += 1448) {
     uint32_t len = static_cast<uint32_t>(std::min<size_t>(1448, n - off));
     CHECK_RESULT(sb.add(B + static_cast<uint32_t>(off), d.data() + off, len), Result::kAppended);
   }
-  size_t full = allocated_bytes();
-  if (have_allocator_stats()) CHECK(full >= before_fill + n);
-  // Busy (bytes still held): the buffer stays, and with it the bytes.
+  const size_t chunks = n / kChunkBytes;
+  CHECK(pool.chunks_mapped() - pool.chunks_spare() >= chunks);
+  // Busy (bytes still held): only the chunks that hold them stay.
   sb.release(B + static_cast<uint32_t>(n - 1000));
   CHECK_EQ(sb.held_bytes(), 1000u);
   CHECK(holds(sb, B + static_cast<uint32_t>(n - 1000), d.data() + n - 1000, 1000));
-  // Idle: everything acknowledged.
+  CHECK(pool.chunks_mapped() - pool.chunks_spare() <= 2);
+  // Idle: everything acknowledged, every chunk back in the pool.
   sb.release(B + static_cast<uint32_t>(n));
   CHECK_EQ(sb.held_bytes(), 0u);
-  size_t idle = allocated_bytes();
-  if (have_allocator_stats()) {
-    CHECK(idle + n / 2 <= full);  // the 4 MiB buffer was freed
-  } else {
-    std::printf("  note: no sanitizer allocator statistics; give-back checked by behaviour only\n");
-  }
-  // After the give-back the flow goes on as before.
+  CHECK_EQ(pool.chunks_spare(), pool.chunks_mapped());
+  // After the give-back the flow goes on as before, on the pool's spare
+  // chunks: nothing new is mapped.
+  size_t mapped = pool.chunks_mapped();
   for (size_t off = 0; off < 200000; off += 1000) {
     uint32_t s = B + static_cast<uint32_t>(n + off);
     CHECK_RESULT(sb.add(s, d.data() + off, 1000), Result::kAppended);
   }
   CHECK(holds(sb, B + static_cast<uint32_t>(n), d.data(), 200000));
   CHECK_EQ(sb.contig_end(), B + static_cast<uint32_t>(n + 200000));
-  // clear() frees everything too.
+  CHECK_EQ(pool.chunks_mapped(), mapped);
+  // clear() gives everything back too.
   sb.clear();
-  if (have_allocator_stats()) CHECK(allocated_bytes() <= idle + 4096);
-  CHECK(sb.at(sb.base()) == nullptr);
+  CHECK_EQ(pool.chunks_spare(), pool.chunks_mapped());
+  CHECK_EQ(pool.used, 0u);
+  CHECK(!sb.holds(sb.base()));
+}
+
+// A replica far behind: hundreds of MiB held by one flow, then acknowledged.
+// The pool keeps some spare chunks for the next burst and gives the rest of
+// its slabs back to the system.
+void test_pool_gives_back_slabs() {
+  MemoryPool pool;
+  pool.limit = 1ull << 32;
+  std::vector<uint8_t> d(kChunkBytes);
+  fill_random(d.data(), d.size());
+  const size_t total = 3 * MemoryPool::kSpareKeepBytes;
+  StreamBuffer sb;
+  sb.reset(0xFFFF0000u, 1u << 31, &pool);
+  for (size_t off = 0; off < total; off += d.size())
+    CHECK_RESULT(sb.add(0xFFFF0000u + uint32_t(off), d.data(), uint32_t(d.size())), Result::kAppended);
+  CHECK(pool.chunks_mapped() * kChunkBytes >= total);
+  // Released in steps, as acknowledgements come.
+  for (size_t off = 0; off <= total; off += 1 << 20) sb.release(0xFFFF0000u + uint32_t(off));
+  CHECK_EQ(sb.held_bytes(), 0u);
+  CHECK_EQ(pool.chunks_spare(), pool.chunks_mapped());
+  CHECK(pool.chunks_spare() * kChunkBytes <= 2 * MemoryPool::kSpareKeepBytes);
+  CHECK(pool.chunks_spare() * kChunkBytes >= MemoryPool::kSpareKeepBytes / 2);
+}
+
+// Segments up to the largest injected one across chunk boundaries.
+void test_random_chunk_crossing() {
+  for (int i = 0; i < 30 && g_check_failures == 0; ++i)
+    run_stream(pick_base(i), 1 + rnd_below(400000), (i & 1) != 0, 1 + rnd_below(65000), 1 + rnd_below(6), false, i);
 }
 
 // ---------------------------------------------------------------- StreamBuffer: bugs found
@@ -690,8 +719,7 @@ void test_bug_limit_counts_waiting_bytes_twice() {
   CHECK_RESULT(sb.add(B, d, 20), Result::kAppended);             // (a)
   CHECK_EQ(sb.contig_end(), B + 100);
   CHECK_EQ(sb.held_bytes(), 100u);
-  const uint8_t* p = sb.at(B);
-  if (p) CHECK(std::memcmp(p, d, 100) == 0);
+  CHECK(holds(sb, B, d, 100));
 }
 
 // ---------------------------------------------------------------- sequence_map.h
@@ -1043,7 +1071,9 @@ int main(int argc, char** argv) {
   run_test("stream buffer: reset and clear", test_reset_and_clear);
   run_test("stream buffer: the holes before a point, across the wrap", test_holes);
   run_test("stream buffer: shared memory pool", test_memory_pool);
-  run_test("stream buffer: idle flow gives back a large buffer", test_idle_flow_gives_back_memory);
+  run_test("stream buffer: idle flow gives back its chunks", test_idle_flow_gives_back_memory);
+  run_test("stream buffer: the pool gives slabs back beyond its keep", test_pool_gives_back_slabs);
+  run_test("stream buffer: random streams, segments across chunks", test_random_chunk_crossing);
   run_test("stream buffer: random streams, fixed cuts", test_random_fixed_cuts);
   run_test("stream buffer: random streams, fixed cuts, tight limit", test_random_fixed_cuts_tight_limit);
   run_test("stream buffer: random streams, overlapping segments", test_random_overlapping_segments);
