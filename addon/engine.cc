@@ -165,7 +165,8 @@ void Engine::run() {
     // delivers the primary's answer just after), and every sleep/wake pair
     // costs far more than the spin, above all on virtual CPUs.
     bool spin = ctx_.cfg.busy_poll_us > 0 && realtime_us() - last_work_us < ctx_.cfg.busy_poll_us;
-    bool due = !ctx_.dirty.empty() || !ctx_.carry.empty();  // pumps carried over from the last pass
+    // Pumps carried over from the last pass, a takeover's resend under way.
+    bool due = !ctx_.dirty.empty() || !ctx_.carry.empty() || recovery_.busy();
     if (realtime_) {
       uint64_t t = realtime_us();
       if (t - window_start_us >= kDutyWindowUs) {

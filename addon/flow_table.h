@@ -157,6 +157,10 @@ struct Flow {
   uint32_t ts_out_delta = 0;               // replica TSval - this = the client's view
   uint32_t p_tsval_at_active = 0;          // echoes up to this are of the primary's clock
   uint64_t first_active_data_us = 0;       // first byte the client got from us
+  // The replica's unacknowledged output (out) still to send to the client
+  // from here (backup space), while queued in ConnectionTakeover.
+  bool resending = false;
+  uint32_t resend_next = 0;
 };
 
 class FlowTable {

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <algorithm>
 #include <cstring>
 
 #include "outgoing_nftables.h"
@@ -53,8 +54,7 @@ SegmentSpec ConnectionTakeover::to_client(const Flow& f) const {
   return sp;
 }
 
-void ConnectionTakeover::resume(Flow& f) {
-  if (fd_ < 0) return;
+SegmentSpec ConnectionTakeover::resume_base(const Flow& f) const {
   SegmentSpec base = to_client(f);
   base.ack = f.b_rcv_nxt;
   base.flags = kAck;
@@ -64,30 +64,36 @@ void ConnectionTakeover::resume(Flow& f) {
     base.tsval = ActiveMode::client_tsval(f);
     base.tsecr = f.c_tsval;
   }
+  return base;
+}
+
+uint32_t ConnectionTakeover::resume(Flow& f) {
+  if (fd_ < 0) return 0;
   // Data: from what the client acknowledged to what the replica produced.
   uint32_t from = f.c_ack_p + f.seq_delta, end = f.out.contig_end();
-  bool have_from = !before(from, f.out.base()) && f.out.at(from) != nullptr;
-  uint32_t mss = f.c_mss > kMinSegment ? f.c_mss : kMinSegment;
-  if (f.c_ts_ok) mss -= kTsOptionBytes;
-  if (have_from) {
-    for (uint32_t seq = from; before(seq, end);) {
-      uint32_t len = end - seq < mss ? end - seq : mss;
-      SegmentSpec sp = base;
-      sp.seq = seq - f.seq_delta;
-      sp.payload = f.out.at(seq);
-      sp.payload_len = len;
-      sp.ip_id = ip_id_++;
-      seq += len;
-      if (!before(seq, end)) sp.flags |= kPsh;
-      if (!send(sp)) break;
-      ctx_.counters.add(k_resume_segments);
-      ctx_.counters.add(k_resume_bytes, len);
-      if (!f.first_active_data_us) f.first_active_data_us = realtime_us();
-    }
+  bool have_from = f.out.holds(from);
+  if (!have_from) {
+    send_final_ack(f);
+    return 0;
   }
+  // The client learns at once what the replica has of its data; the replica's
+  // data follows in pump(). At the client's rcv_nxt: acceptable whatever
+  // the client holds.
+  SegmentSpec ack = resume_base(f);
+  ack.seq = f.c_ack_p;
+  ack.ip_id = ip_id_++;
+  if (send(ack)) ctx_.counters.add(k_resume_acks);
+  f.resending = true;
+  f.resend_next = from;
+  queue_.push_back(f.key);
+  sorted_ = false;
+  return end - from;
+}
+
+void ConnectionTakeover::send_final_ack(Flow& f) {
+  SegmentSpec ack = resume_base(f);
   // The replica's FIN, if the client has not acknowledged it.
   bool fin_due = f.b_fin && !after(f.c_ack_p + f.seq_delta, f.b_fin_seq);
-  SegmentSpec ack = base;
   uint32_t snd = f.b_snd_nxt - f.seq_delta - (f.b_fin ? 1 : 0);
   // A pure ACK below the client's rcv_wup is discarded as old: never go
   // below what the client acknowledged.
@@ -98,7 +104,51 @@ void ConnectionTakeover::resume(Flow& f) {
   }
   ack.ip_id = ip_id_++;
   if (send(ack)) ctx_.counters.add(k_resume_acks);
+  f.resending = false;
   f.out.clear();  // the replica's own stack retransmits from here on
+}
+
+bool ConnectionTakeover::pump(uint32_t budget) {
+  if (queue_.empty()) return false;
+  auto left = [&](const FlowKey& k) -> uint32_t {
+    const Flow* f = ctx_.flows.find(k);
+    return f && f->resending ? f->out.contig_end() - f->resend_next : 0;
+  };
+  if (!sorted_) {
+    std::stable_sort(queue_.begin(), queue_.end(), [&](const FlowKey& a, const FlowKey& b) { return left(a) < left(b); });
+    sorted_ = true;
+  }
+  size_t done = 0;
+  uint32_t sent = 0;
+  for (; done < queue_.size() && sent < budget; done++) {
+    Flow* f = ctx_.flows.find(queue_[done]);
+    if (!f || !f->resending) continue;  // closed, or reset, meanwhile
+    SegmentSpec base = resume_base(*f);
+    uint32_t end = f->out.contig_end();
+    uint32_t mss = f->c_mss > kMinSegment ? f->c_mss : kMinSegment;
+    if (f->c_ts_ok) mss -= kTsOptionBytes;
+    bool failed = false;
+    while (before(f->resend_next, end) && sent < budget) {
+      uint32_t seq = f->resend_next;
+      uint32_t len = end - seq < mss ? end - seq : mss;
+      SegmentSpec sp = base;
+      if (!f->out.payload(seq, len, &sp)) break;  // given back meanwhile: the replica's timer resends
+      sp.seq = seq - f->seq_delta;
+      sp.ip_id = ip_id_++;
+      if (!before(seq + len, end)) sp.flags |= kPsh;
+      if (!send(sp)) { failed = true; break; }
+      f->resend_next = seq + len;
+      sent += len;
+      ctx_.counters.add(k_resume_segments);
+      ctx_.counters.add(k_resume_bytes, len);
+      if (!f->first_active_data_us) f->first_active_data_us = realtime_us();
+    }
+    // A send that fails (counted) leaves the rest to the replica's own timer.
+    if (!failed && before(f->resend_next, end) && f->out.holds(f->resend_next)) break;  // the budget ran out here
+    send_final_ack(*f);
+  }
+  queue_.erase(queue_.begin(), queue_.begin() + done);
+  return !queue_.empty();
 }
 
 bool ConnectionTakeover::reset_client(const Flow& f) {

@@ -31,6 +31,11 @@ constexpr uint64_t kContinuableWaitUs = 10000;
 constexpr size_t kMaxFlowRules = 256;
 // Step 6 looks at the finishing flows at most this often, µs.
 constexpr uint64_t kCatchUpPassUs = 500;
+// The replicas' unacknowledged output resent to the clients (least first):
+// up to this much within step 5, then this much per pass of the engine loop
+// (about 3 ms of a veth's sending each), bytes.
+constexpr uint32_t kResendStepBytes = 64 << 10;
+constexpr uint32_t kResendPassBytes = 64 << 10;
 
 const EventReason kStepReason[kTakeoverSteps] = {EventReason::kStepFreeze,      EventReason::kStepFinish,
                                                  EventReason::kStepActive,      EventReason::kStepIpTakeover,
@@ -237,9 +242,10 @@ bool FailureRecovery::catch_up(uint64_t now) {
         break;
     }
     if (resume) {
-      conn_.resume(*f);
+      bool with_data = conn_.resume(*f) > 0;
       std::lock_guard<std::mutex> g(mu_);
       report_.flows_caught_up++;
+      report_.flows_resumed_with_data += with_data;
     }
     if (f->finishing()) finishing_[kept++] = finishing_[i];
   }
@@ -278,6 +284,13 @@ void FailureRecovery::finalize_stall() {
   ctx_.events.emit_takeover(EventReason::kStallMeasured, stalls.empty() ? 0 : stalls[stalls.size() / 2]);
 }
 
+void FailureRecovery::resend(uint32_t budget) {
+  if (!conn_.pending()) return;
+  conn_.pump(budget);
+  std::lock_guard<std::mutex> g(mu_);
+  report_.bytes_resent = ctx_.counters.get(k_resume_bytes) - resent_at_step5_;
+}
+
 void FailureRecovery::after_ip_takeover(uint64_t now) {
   if (garp_left_ && now >= next_garp_us_) {
     if (ip_.send_garp()) ctx_.counters.add(k_garp_sent);
@@ -287,6 +300,8 @@ void FailureRecovery::after_ip_takeover(uint64_t now) {
 }
 
 void FailureRecovery::poll(uint64_t now) {
+  // What step 5 left to resend, a budget per pass of the engine loop.
+  if (step_ >= 6) resend(kResendPassBytes);
   if (step_ == 0) {
     TakeoverConfig cfg;
     {
@@ -335,23 +350,23 @@ void FailureRecovery::poll(uint64_t now) {
     // 5. connection takeover
     begin_step(5, realtime_us());
     uint32_t with_data = 0, resets = 0;
-    uint64_t resent0 = ctx_.counters.get(k_resume_bytes);
+    resent_at_step5_ = ctx_.counters.get(k_resume_bytes);
     ctx_.flows.for_each([&](Flow& f) {
-      if (!f.active()) return;
-      uint64_t before_bytes = ctx_.counters.get(k_resume_bytes);
-      conn_.resume(f);
-      if (ctx_.counters.get(k_resume_bytes) != before_bytes) with_data++;
+      if (f.active() && conn_.resume(f) > 0) with_data++;
     });
     for (const FlowKey& k : reset_due_) {
       Flow* f = ctx_.flows.find(k);
       if (f && conn_.reset_client(*f)) resets++;
     }
     reset_due_.clear();
+    // The ACKs and resets are out; the data, the least first, as far as one
+    // budget goes — the rest in the background (step 6 on).
+    conn_.pump(kResendStepBytes);
     uint64_t end = realtime_us();
     {
       std::lock_guard<std::mutex> g(mu_);
       report_.flows_resumed_with_data = with_data;
-      report_.bytes_resent = ctx_.counters.get(k_resume_bytes) - resent0;
+      report_.bytes_resent = ctx_.counters.get(k_resume_bytes) - resent_at_step5_;
       report_.clients_reset += resets;
       report_.state = TakeoverReport::State::kDone;
     }

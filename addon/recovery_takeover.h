@@ -22,7 +22,9 @@
 //                  replicas, and their replicas' output is dropped.
 //   4 ip takeover  VIP/32 on the real interface, gratuitous ARP now and
 //                  garp_count-1 more times every garp_interval_ms.
-//   5 connections  every active flow resumes (recovery_connection_takeover);
+//   5 connections  every active flow resumes (recovery_connection_takeover):
+//                  its ACK now, the replica's unacknowledged output the
+//                  least first, within a budget, the rest in the background;
 //                  every client whose flow cannot continue is reset now.
 //   6 catch-up     (background) each finishing flow goes active once its
 //                  replica is complete — or continuable for kContinuableWaitUs
@@ -79,8 +81,8 @@ struct TakeoverReport {
   uint32_t clients_reset = 0;         // clients sent a RST at takeover (lost or unprotected flows)
   uint32_t flows_unprotected = 0;     // known unprotected when it began
   uint32_t handshakes_dropped = 0;    // not yet paired: the client's SYN goes to the new owner
-  uint32_t flows_resumed_with_data = 0;
-  uint64_t bytes_resent = 0;
+  uint32_t flows_resumed_with_data = 0;  // at step 5 or catching up: had output to resend
+  uint64_t bytes_resent = 0;             // so far (the resend goes on in the background)
   // Server bytes the primary had sent that the replica had not produced yet:
   // the clients get no new byte on such a flow until the new owner has made
   // them again (the deterministic service replays them).
@@ -105,6 +107,8 @@ class FailureRecovery {
   // Advance the steps (engine thread, every loop).
   void poll(uint64_t now_us);
   TakeoverReport report() const;
+  // Work queued for the next pass (a resend): the engine loop must not sleep.
+  bool busy() const { return conn_.pending(); }
   // After the engine thread stopped: wait for the cleanup thread, give the
   // VIP back if we added it.
   void release_vip() {
@@ -128,6 +132,8 @@ class FailureRecovery {
   bool leave_catch_up(std::string* err);
   // The queue rules for the flows finishing now (outgoing_nftables).
   bool apply_rules(std::string* err);
+  // Resends the replicas' output to the clients, up to budget bytes.
+  void resend(uint32_t budget);
   void after_ip_takeover(uint64_t now_us);
   void fail(const std::string& why, uint64_t now_us);
   void finalize_stall();
@@ -160,6 +166,7 @@ class FailureRecovery {
   uint64_t next_garp_us_ = 0;
   uint64_t stall_due_us_ = 0;
   uint64_t fed_at_freeze_ = 0;
+  uint64_t resent_at_step5_ = 0;
   std::thread cleanup_;
 };
 
