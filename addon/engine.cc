@@ -82,6 +82,8 @@ bool Engine::start(EngineError* err) {
   if (wake_fd_ < 0) return fail("T2CP_SYSTEM", "eventfd failed");
   stopping_.store(false);
   thread_ = std::thread([this] { run(); });
+  // Named for top -H, perf and ps: the per-packet path is this thread.
+  pthread_setname_np(thread_.native_handle(), "t2cp-engine");
   // A woken SCHED_FIFO thread preempts ordinary tasks at once: without it, a
   // busy host (the replica's own service competes for the same CPUs) delays
   // the per-packet path by whole scheduler slices (conntrackd's Scheduler
