@@ -4,8 +4,9 @@
 //   t2cp     the whole deployment (scripts/takeover-lab.ts): 10 ms heartbeats,
 //            3 misses, the primary's link goes down (or its host freezes);
 //            idle; 'bulk': a 2000 MB download and a 1000 MB upload at once,
-//            running through the failure; 'download': the download alone (its
-//            rate before and after the takeover).
+//            running through the failure; 'mixed': those and a second
+//            download; 'download': the download alone (its rate before and
+//            after the takeover). Each transfer from a client process of its own.
 //   ip-only  keepalived (VRRPv3) moves the VIP by itself (bench/ip-only.ts),
 //            nothing replicates.
 //
@@ -58,7 +59,7 @@ export interface FailoverTrial {
   total: number;
   resuppliedBytes: number;
   bulkOk: boolean | null;
-  /** The trial's files: the bulk client's log (bulk.jsonl), the takeover records. */
+  /** The trial's files: the transfer clients' logs (bulk.jsonl, a line per transfer), the takeover records. */
   dir: string;
   /** The backup's takeover record, engine part (src/addon.ts NativeTakeoverReport). */
   engine: NativeTakeoverReport;
@@ -102,12 +103,14 @@ async function cpuBetween(cpuSeconds: () => number, fromMs: number, toMs: number
   return cpuSeconds() - a;
 }
 
-/** The transfers' rate in one direction as their client moved them (--timeline bins), MB/s, around the failure. */
-function transferRates(file: string, direction: 'rx' | 'tx', failMs: number): { before: number; after: number; later: number } {
-  const t = JSON.parse(fs.readFileSync(file, 'utf8')) as { binMs: number; startMs: number; rx: number[]; tx: number[] };
+/** The transfers' rate in one direction as their clients moved them (--timeline bins, one file each), MB/s, around the failure. */
+function transferRates(files: string[], direction: 'rx' | 'tx', failMs: number): { before: number; after: number; later: number } {
+  const ts = files.map((f) => JSON.parse(fs.readFileSync(f, 'utf8')) as { binMs: number; startMs: number; rx: number[]; tx: number[] });
   const rate = (from: number, to: number): number =>
-    t[direction].reduce((a, b, i) => { const at = t.startMs + i * t.binMs; return at >= failMs + from && at < failMs + to ? a + b : a; }, 0) /
-    (1 << 20) / ((to - from) / 1000);
+    ts.reduce((sum, t) => sum + t[direction].reduce((a, b, i) => {
+      const at = t.startMs + i * t.binMs;
+      return at >= failMs + from && at < failMs + to ? a + b : a;
+    }, 0), 0) / (1 << 20) / ((to - from) / 1000);
   return { before: rate(-1050, -50), after: rate(150, 550), later: rate(1000, 2000) };
 }
 
@@ -150,9 +153,14 @@ export async function runT2cpFailover(tb: Testbed, o: FailoverOptions): Promise<
       if (client.exitCode !== null) throw new GiveUp(`echo client exited: ${out.stderr}`);
       return events().some((e) => e.ev === 'established');
     }, { timeoutMs: 20_000, what: 'echo connections established' });
-    const load = o.load !== 'idle'
-      ? startClient(tb, tb.ns.client, `${tb.addr.vip}:${BULK_PORT}`, loads[o.load], `${dir}/bulk.jsonl`, { deadlineMs: 60_000, timeline: `${dir}/bulk-timeline.json` })
-      : undefined;
+    // One client process per transfer: a process writing an upload does not read its downloads
+    // meanwhile (their windows close), and the load would not run.
+    const sessions = o.load !== 'idle' ? loads[o.load].sessions : [];
+    const timelines = sessions.map((_, i) => `${dir}/bulk-timeline-${i}.json`);
+    const clients = sessions.map((session, i) => startClient(tb, tb.ns.client, `${tb.addr.vip}:${BULK_PORT}`,
+      { seed: (loads[o.load as keyof typeof loads].seed ?? 0) + i, sessions: [session] }, `${dir}/bulk-${i}.jsonl`,
+      { deadlineMs: 60_000, timeline: timelines[i] }));
+    const load = clients.length ? Promise.all(clients.map((c) => c.finished)) : undefined;
     const lead = load ? BULK_LEAD_MS : 500;
     const pause = o.pauseReplica;
     await new Promise((r) => setTimeout(r, lead - (pause?.beforeFailMs ?? 0)));
@@ -175,14 +183,15 @@ export async function runT2cpFailover(tb: Testbed, o: FailoverOptions): Promise<
     client.stdin!.write('stop\n');
     await waitForExit(client, 10_000);
     await resumed;
-    const bulkRun = load ? await load.finished : undefined;
+    const bulkRuns = load ? await load : undefined;
+    // Their logs as one file, for the tests (a line per transfer).
+    if (bulkRuns) fs.writeFileSync(`${dir}/bulk.jsonl`, sessions.map((_, i) => fs.readFileSync(`${dir}/bulk-${i}.jsonl`, 'utf8')).join(''));
     const summary = events().find((e) => e.ev === 'summary') as EchoSummary | undefined;
     if (!summary) throw new Error(`echo client gave no summary: ${out.stderr}`);
     const gw = await waitFor(() => readLog<{ detectionLatencyUs: number | null; resupplied?: { bytes: number } }>(pair.logs.gatewayReport)[0],
       { timeoutMs: 10_000, what: 'the detector\'s takeover record' });
     const active = summary.conns.filter((c) => c.kind === 'active');
     const count = (outcome: string): number => summary.conns.filter((c) => c.outcome === outcome).length;
-    const timeline = `${dir}/bulk-timeline.json`;
     return {
       mode: 't2cp', failure: o.failure, load: o.load,
       detectionMs: (gw?.detectionLatencyUs ?? NaN) / 1000,
@@ -193,12 +202,12 @@ export async function runT2cpFailover(tb: Testbed, o: FailoverOptions): Promise<
       kept: count('kept'), reset: count('reset'), closed: count('closed'), corrupt: count('corrupt'), hung: count('stalled'),
       total,
       resuppliedBytes: gw?.resupplied?.bytes ?? 0,
-      bulkOk: bulkRun ? bulkRun.code === 0 : null,
+      bulkOk: bulkRuns ? bulkRuns.every((r) => r.code === 0) : null,
       dir,
       engine: rec.engine,
       replicaLag: { light: rec.replicaLag[ECHO_PORT], bulk: rec.replicaLag[BULK_PORT] },
-      download: bulkRun ? { ...transferRates(timeline, 'rx', failMs), t2cpCpu: await cpuLater } : null,
-      upload: bulkRun && o.load === 'bulk' ? transferRates(timeline, 'tx', failMs) : null,
+      download: bulkRuns ? { ...transferRates(timelines, 'rx', failMs), t2cpCpu: await cpuLater } : null,
+      upload: bulkRuns && o.load === 'bulk' ? transferRates(timelines, 'tx', failMs) : null,
     };
   } finally {
     if (o.pauseReplica) pair.services.backup.kill('SIGCONT');
