@@ -30,7 +30,7 @@ import type { Workload } from '../scripts/client.js';
 import type { NativeTakeoverReport } from '../src/addon.js';
 import type { LatencySummary } from '../src/incoming/latency.js';
 import { failPrimary } from '../scripts/failures.js';
-import { collect, repoRoot, startClient, waitForExit } from '../scripts/processes.js';
+import { collect, pinned, repoRoot, startClient, waitForExit } from '../scripts/processes.js';
 import { readLog } from '../scripts/replica-check.js';
 import { STALL_WINDOW_MS } from '../scripts/reply-times.js';
 import { startTakeoverLab } from '../scripts/takeover-lab.js';
@@ -128,7 +128,10 @@ export interface FailoverOptions {
   backupArgs?: string[];
   /** The echo client's request interval, ms (default 10). */
   intervalMs?: number;
-  /** Pin the primary's and the backup's processes (service, t2cp) to CPUs, as separate machines would be. */
+  /**
+   * Pin the backup's processes (service, t2cp) to CPUs of their own, as a separate machine would
+   * be: everything else (the primary's processes, the gateway's, the clients) runs on `primary`.
+   */
   cpus?: { primary?: string; backup?: string };
   /** false: the gateway's traffic recorder off (--record-window 0), to see what it buys. */
   recorder?: boolean;
@@ -141,8 +144,10 @@ export async function runT2cpFailover(tb: Testbed, o: FailoverOptions): Promise<
   const total = o.connections ?? 20;
   const idle = Math.floor(total / 4);
   const pair = await startTakeoverLab(tb, dir, { ports: [BULK_PORT], echoPort: ECHO_PORT, instance: 'bench', intervalMs: 10, hardMisses: 3,
-    gatewayArgs: o.recorder === false ? ['--record-window', '0'] : [], backupArgs: ['--active-mode', o.activeMode ?? 'kernel', ...(o.backupArgs ?? [])], cpus: o.cpus });
-  const client = tb.spawn(tb.ns.client, ['node', `${repoRoot}dist/scripts/echo-client.js`, '--server', `${tb.addr.vip}:${ECHO_PORT}`,
+    gatewayArgs: o.recorder === false ? ['--record-window', '0'] : [], backupArgs: ['--active-mode', o.activeMode ?? 'kernel', ...(o.backupArgs ?? [])],
+    cpus: o.cpus && { ...o.cpus, gateway: o.cpus.primary } });
+  const clientCpus = o.cpus?.primary;
+  const client = tb.spawn(tb.ns.client, [...pinned(clientCpus), 'node', `${repoRoot}dist/scripts/echo-client.js`, '--server', `${tb.addr.vip}:${ECHO_PORT}`,
     '--active', String(total - idle), '--idle', String(idle), '--interval-ms', String(o.intervalMs ?? 10), '--max-unanswered', '1',
     '--window-ms', String(STALL_WINDOW_MS), '--deadline-ms', '60000'],
   { stdio: ['pipe', 'pipe', 'pipe'] });
@@ -159,7 +164,7 @@ export async function runT2cpFailover(tb: Testbed, o: FailoverOptions): Promise<
     const timelines = sessions.map((_, i) => `${dir}/bulk-timeline-${i}.json`);
     const clients = sessions.map((session, i) => startClient(tb, tb.ns.client, `${tb.addr.vip}:${BULK_PORT}`,
       { seed: (loads[o.load as keyof typeof loads].seed ?? 0) + i, sessions: [session] }, `${dir}/bulk-${i}.jsonl`,
-      { deadlineMs: 60_000, timeline: timelines[i] }));
+      { deadlineMs: 60_000, timeline: timelines[i], cpus: clientCpus }));
     const load = clients.length ? Promise.all(clients.map((c) => c.finished)) : undefined;
     const lead = load ? BULK_LEAD_MS : 500;
     const pause = o.pauseReplica;

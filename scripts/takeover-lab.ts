@@ -26,8 +26,11 @@ export interface TakeoverLabOptions {
   backupArgs?: string[];
   /** Extra options for `t2cp gateway`. */
   gatewayArgs?: string[];
-  /** Pin the services (primary, backup) to CPUs. */
-  cpus?: { primary?: string; backup?: string };
+  /**
+   * Pin each host's processes to CPUs: the primary's (its service and agent), the backup's (its
+   * service and `t2cp backup`), the gateway's (`t2cp gateway`).
+   */
+  cpus?: { primary?: string; backup?: string; gateway?: string };
   /**
    * Who decides the takeover: 'detector' (default): `t2cp gateway` and the
    * agent; 'keepalived': VRRP between the two hosts, its notify hooks run
@@ -100,11 +103,11 @@ export async function startTakeoverLab(tb: Testbed, dir: string, o: TakeoverLabO
     gateway = await startT2cp(tb, tb.ns.gateway, ['gateway', '--key-file', keyFile, '--instance', instance,
       '--primary', tb.addr.primary, '--backup', tb.addr.backup, '--vip', tb.addr.vip, '--ports', ports,
       '--interval', interval, '--hard-misses', String(o.hardMisses ?? 3), '--report', logs.gatewayReport, ...(o.gatewayArgs ?? [])],
-    (r) => r.msg === 'failure detector listening');
+    (r) => r.msg === 'failure detector listening', { cpus: o.cpus?.gateway });
     agent = await startT2cp(tb, tb.ns.primary, ['primary', '--key-file', keyFile, '--instance', instance,
       '--detector', tb.addr.gatewayLan, '--ports', ports, '--vip', tb.addr.vip, '--service-pid', String(primary.child.pid),
       '--interval', interval],
-    (r) => r.msg === 'primary agent started');
+    (r) => r.msg === 'primary agent started', { cpus: o.cpus?.primary });
     await gateway.waitForRecord((r) => r.msg === 'device state' && r.to === 'PRIMARY_ACTIVE', 'primary active');
     await gateway.waitForRecord((r) => r.msg === 'backup state' && r.to === 'standby', 'backup standing by');
   }
