@@ -40,6 +40,7 @@ EngineConfig read_config(Napi::Env env, const Napi::Object& o) {
     Napi::Value w = o.Get("lagWarnBytes");
     if (w.IsNumber()) c.lag_warn_bytes = static_cast<uint64_t>(w.As<Napi::Number>().Int64Value());
   }
+  c.max_lag_ms = get_u32(o, "maxLagMs", c.max_lag_ms);
   c.active_if = get_str(o, "activeIf");
   c.active_object = get_str(o, "activeObject");
   std::string mode = get_str(o, "activeMode");

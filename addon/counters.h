@@ -54,6 +54,7 @@ namespace t2cp {
   X(causality_held)          /* pumps that held client bytes for the replica's output */\
   X(causality_marks_merged)  /* client segments past the mark limit, merged */       \
   X(replica_stopped)         /* replicas that stopped short of the primary's output */\
+  X(replica_behind)          /* flows given up: replica more than --max-lag behind */\
   X(replica_repeats)         /* replica repeats and probes: our ACK repeated */     \
   X(replica_stop_probes)     /* replicas asked for their snd_nxt before a stop */  \
   X(resupply_asked)          /* requests to the gateway's recorder for a gap */     \

@@ -50,6 +50,7 @@ struct EngineConfig {
   uint32_t busy_poll_us = 50;             // spin this long after work before sleeping, 0: never
   bool resupply = false;                  // a traffic recorder can resupply gaps (kResupply events)
   uint64_t lag_warn_bytes = 32ull << 20;  // a replica this far behind either way is reported, 0: never
+  uint32_t max_lag_ms = 0;                // a replica this far behind in time is given up, 0: never
   // Active mode after a takeover: the kernel translator on active_if (tcx),
   // or the NFQUEUE one in the engine. kAuto: the kernel's when it loads.
   enum class ActiveTranslator : uint8_t { kAuto, kKernel, kQueue } active_translator = ActiveTranslator::kAuto;

@@ -58,6 +58,9 @@ enum class EventReason : uint8_t {
                          // received and waits for input: it diverged
   kShed = 16,            // the backup ran out of memory for all flows: this one,
                          // holding the most, was given up so the others stay
+  kReplicaBehind = 17,   // its replica lacked client bytes the primary had acknowledged
+                         // more than --max-lag ago (detail: ms): given up, the
+                         // one holding the most first, so the others keep up
   // Takeover steps (type kTakeover; detail = the step's duration, µs).
   kStepFreeze = 21, kStepFinish = 22, kStepActive = 23, kStepIpTakeover = 24, kStepConnections = 25, kStepCatchUp = 26,
   kTakeoverDone = 30,    // detail: µs from request to the end of step 5

@@ -60,6 +60,12 @@ struct ClientMark {
   uint32_t start, end, ack;
 };
 
+// The primary acknowledged client bytes up to ack at us (capture time, µs).
+struct AckStamp {
+  uint32_t ack;
+  uint64_t us;
+};
+
 struct Flow {
   FlowKey key{};
   uint32_t id = 0;
@@ -136,6 +142,10 @@ struct Flow {
   uint64_t gap_suspect_us = 0; uint32_t gap_seq = 0;  // primary acked bytes we lack, since
   uint64_t resupply_asked_us = 0;          // last request to the recorder for them
   bool lag_reported = false;               // a kLagging event went out; again once it caught up
+  // When the primary's acknowledgements advanced, oldest first, from the
+  // first one beyond what the replica acknowledged: its front says how long
+  // the replica has lacked bytes the primary had (input_lag_us()).
+  std::deque<AckStamp> p_acks;
   uint64_t drop_suspect_us = 0;            // capture dropped frames while active, since
   uint64_t closed_us = 0, primary_rst_us = 0;
   // Progress in bytes, 64-bit so multi-GiB transfers do not wrap (events).

@@ -298,6 +298,7 @@ void IncomingProcessor::tick_flow(Flow& f, uint64_t now) {
 
 void IncomingProcessor::on_tick(uint64_t now) {
   ctx_.flows.for_each([&](Flow& f) { tick_flow(f, now); });
+  if (ctx_.mode == EngineMode::kReplicating) enforce_max_lag(now);
   uint64_t idle_us = uint64_t(ctx_.cfg.idle_timeout_s) * 1000000;
   ctx_.flows.erase_if([&](Flow& f) {
     if (f.active()) return false;  // active mode expires it

@@ -353,6 +353,8 @@ void IncomingProcessor::on_primary_segment(const Segment& s, uint64_t capture_ns
   if ((s.flags & kAck) && after(s.ack, f->p_rcv_nxt)) {
     f->c2s_primary += s.ack - f->p_rcv_nxt;
     f->p_rcv_nxt = s.ack;
+    if (ctx_.cfg.max_lag_ms && ctx_.mode == EngineMode::kReplicating)
+      stamp_primary_ack(*f, s.ack, capture_ns ? capture_ns / 1000 : realtime_us());
     // The primary acknowledged client bytes: if we do not hold them yet the
     // capture may have lost them, or the mirror merely delivers them late
     // (it may reorder the two directions). tick_flow decides after a grace.
@@ -470,6 +472,50 @@ void IncomingProcessor::on_capture_drops(uint64_t now) {
     bool live = f.state == FlowState::kSynchronised || f.state == FlowState::kClosing;
     if (live && now - f.last_seen_us < kDropSuspectWindowUs && !f.drop_suspect_us) f.drop_suspect_us = now;
   });
+}
+
+void IncomingProcessor::stamp_primary_ack(Flow& f, uint32_t ack, uint64_t us) {
+  auto& a = f.p_acks;
+  while (!a.empty() && !after(a.front().ack, f.b_rcv_nxt)) a.pop_front();  // the replica has those
+  if (!after(ack, f.b_rcv_nxt)) return;
+  if (!a.empty() && (us < a.back().us + kAckStampUs || a.size() >= kMaxAckStamps)) {
+    a.back().ack = ack;
+    return;
+  }
+  a.push_back(AckStamp{ack, us});
+}
+
+// How long the replica has lacked client bytes the primary had acknowledged
+// and we hold (what we never captured is a gap: check_gap's), µs.
+static uint64_t input_lag_us(Flow& f, uint64_t now) {
+  auto& a = f.p_acks;
+  while (!a.empty() && !after(a.front().ack, f.b_rcv_nxt)) a.pop_front();
+  if (a.empty() || now < a.front().us || !f.data.holds(f.b_rcv_nxt)) return 0;
+  return now - a.front().us;
+}
+
+void IncomingProcessor::enforce_max_lag(uint64_t now) {
+  uint64_t max_us = uint64_t(ctx_.cfg.max_lag_ms) * 1000;
+  if (!max_us || now < next_behind_shed_us_) return;
+  Flow* victim = nullptr;
+  uint64_t most = 0, victim_lag = 0;
+  ctx_.flows.for_each([&](Flow& f) {
+    if (f.state != FlowState::kSynchronised && f.state != FlowState::kClosing) return;
+    uint64_t lag = input_lag_us(f, now);
+    if (lag <= max_us) return;
+    uint64_t held = uint64_t(f.data.held_bytes()) + f.out.held_bytes();
+    if (!victim || held > most) {
+      victim = &f;
+      most = held;
+      victim_lag = lag;
+    }
+  });
+  if (!victim) return;
+  ctx_.counters.add(k_replica_behind);
+  lose_flow(*victim, EventReason::kReplicaBehind, victim_lag / 1000);
+  victim->out.clear();  // its replica is reset: nothing to resend at a takeover
+  victim->p_acks.clear();
+  next_behind_shed_us_ = now + kBehindShedSpacingUs;
 }
 
 void IncomingProcessor::lose_flow(Flow& f, EventReason why, uint64_t detail) {

@@ -88,6 +88,12 @@ class IncomingProcessor {
   void tick_flow(Flow& f, uint64_t now_us);
   void check_gap(Flow& f, uint64_t now_us);
   void check_lag(Flow& f);
+  // The primary acknowledged client bytes up to ack, captured at us.
+  void stamp_primary_ack(Flow& f, uint32_t ack, uint64_t us);
+  // --max-lag: the flows whose replica lacks client bytes the primary had
+  // acknowledged longer ago than that are given up, the one holding the most
+  // first, one per kBehindShedSpacingUs.
+  void enforce_max_lag(uint64_t now_us);
   // End of the client data captured in order (FIN included).
   static uint32_t captured_end(const Flow& f);
   void check_closed(Flow& f, uint64_t now_us);
@@ -104,6 +110,7 @@ class IncomingProcessor {
   static uint32_t replica_edge(const Flow& f, uint32_t ack);
 
   EngineContext& ctx_;
+  uint64_t next_behind_shed_us_ = 0;
   uint16_t ip_id_ = 0;
   uint8_t pkt_[65536];
 };

@@ -87,6 +87,14 @@ constexpr size_t kMaxClientMarks = 4096;
 // timeouts (0.2 + 0.4 + 0.8 + 1.6 s) after losing segments to a full TUN
 // backlog.
 constexpr uint64_t kReplicaStoppedUs = 5000000;
+// --max-lag: the primary's acknowledgements within this long of the last
+// one kept are merged into it (each flow keeps at most about one per this
+// over its lag), µs; with more than kMaxAckStamps kept, every one is.
+constexpr uint64_t kAckStampUs = 1000;
+constexpr size_t kMaxAckStamps = 8192;
+// ... and a flow is given up for its lag at most this often: the others get
+// time to recover once the costliest is gone, µs.
+constexpr uint64_t kBehindShedSpacingUs = 100000;
 // Times the replica's handshake is started again after it dropped its
 // half-open connection, before the flow is declared unprotected.
 constexpr int kMaxHandshakeRestarts = 5;

@@ -31,6 +31,8 @@ export interface EngineOptions {
   resupply: boolean;
   /** A replica this many bytes behind the primary, either direction, is reported ('lagging' event); 0: never. */
   lagWarnBytes: number;
+  /** A replica that lacked, this long, client bytes the primary had acknowledged is given up (reason 'replica-behind'), ms; 0: never. */
+  maxLagMs: number;
   /** Interface that gets the VIP at a takeover ('' : no takeover configured, no translator attached). */
   activeIf: string;
   /** Active mode's translator: the kernel's (tcx programs on activeIf), the queue's, or the kernel's when it loads. */

@@ -27,6 +27,7 @@ export interface BackupConfig {
   rtPriority: number;
   busyPollUs: number;
   lagWarnBytes: number;
+  maxLagMs: number;
   logFlows: boolean;
   json: boolean;
   /** Takeover control plane (issue 3): the shared key; without it the control endpoint stays off. */
@@ -64,6 +65,7 @@ const DEFAULTS: Omit<BackupConfig, 'mirrorIf' | 'vip' | 'ports' | 'keyFile' | 'd
   rtPriority: 0,
   busyPollUs: 50,
   lagWarnBytes: 32 << 20,
+  maxLagMs: 3000,
   logFlows: false,
   json: false,
   controlPort: 7391,
@@ -109,6 +111,8 @@ export const BACKUP_OPTIONS: OptionSpec<BackupConfig>[] = [
     help: 'after work, the packet thread spins this long before sleeping (fewer wake-ups under load); default 50' },
   { key: 'lagWarnBytes', flag: '--lag-warn', kind: 'bytes', arg: 'BYTES', min: 0, max: 2 ** 40,
     help: 'warn when a replica falls this far behind the primary, either direction (a takeover then makes its client wait while it catches up); 0 never; default 32m' },
+  { key: 'maxLagMs', flag: '--max-lag', kind: 'int', arg: 'MS', min: 0, max: 3600000,
+    help: `give up a flow whose replica has lacked, this long, client bytes the primary had acknowledged (reported unprotected, replica-behind; the one holding the most first, so the others keep up): it could not catch up within --finish-timeout at a takeover; 0 never; default ${DEFAULTS.maxLagMs}` },
   { key: 'logFlows', flag: '--log-flows', kind: 'bool',
     help: 'log every flow event (new, synchronised, closed); anomalies are always logged' },
   { key: 'json', flag: '--json', kind: 'bool', help: 'log as JSON lines instead of text' },
@@ -188,6 +192,7 @@ export function engineOptions(c: BackupConfig, activeIf = ''): EngineOptions {
     busyPollUs: c.busyPollUs,
     resupply: c.detector !== undefined,
     lagWarnBytes: c.lagWarnBytes,
+    maxLagMs: c.maxLagMs,
     activeIf,
     activeMode: c.activeMode,
     activeObject: activeModeObject(),

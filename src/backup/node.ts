@@ -118,7 +118,7 @@ export class BackupNode {
     const c = this.engine?.counters() ?? {};
     return {
       synchronised: c.flows_synchronised ?? 0, unprotected: c.flows_unprotected ?? 0,
-      shed: c.flows_shed ?? 0, replicaStopped: c.replica_stopped ?? 0,
+      shed: c.flows_shed ?? 0, replicaBehind: c.replica_behind ?? 0, replicaStopped: c.replica_stopped ?? 0,
     };
   }
 
@@ -166,6 +166,7 @@ export class BackupNode {
     }
     if (e.type === 'closed' && e.detail === 1) fields.diverged = true;
     if (e.type === 'lagging') fields.behindBytes = e.detail;
+    if (e.reason === 'replica-behind' && e.type === 'anomaly') fields.lagMs = e.detail;
     const level = e.type === 'anomaly' || e.type === 'unprotected' || e.type === 'lagging' ? 'warn' : 'info';
     if (level === 'info' && !this.cfg.logFlows && e.type !== 'stats') return;
     this.log[level](`flow ${e.type}`, fields);

@@ -83,6 +83,8 @@ export interface FlowCounts {
   unprotected: number;
   /** given up at the memory limit, the largest first (`shed`), */
   shed: number;
+  /** given up for a replica more than --max-lag behind, the largest first (`replica-behind`), */
+  replicaBehind: number;
   /** and replicas that stopped short of the primary's output (`replica-stopped`). */
   replicaStopped: number;
 }

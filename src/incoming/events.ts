@@ -33,6 +33,7 @@ export const EventReason = {
   14: 'takeover-incomplete',
   15: 'replica-stopped',
   16: 'shed',
+  17: 'replica-behind',
   // takeover events: the step that ended (detail: its duration, µs)
   21: 'freeze',
   22: 'finish',

@@ -90,4 +90,34 @@ describe('takeover under load', () => {
     expect(e.flowsLost).toBe(1);
     expect(e.clientsReset).toBeGreaterThanOrEqual(1);
   });
+
+  it('a replica that falls more than --max-lag behind is given up before the failure, the others stay protected', async () => {
+    const { tb, dir } = lab;
+    const trial = await runT2cpFailover(tb, {
+      dir, failure: 'link-down', load: 'upload', connections: 10, intervalMs: 5,
+      pauseReplica: { beforeFailMs: 1500, afterFailMs: 300 }, backupArgs: ['--max-lag', '500'],
+    });
+    const bulk = fs.readFileSync(`${trial.dir}/bulk.jsonl`, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as ClientLogLine);
+    const log = fs.readFileSync(`${trial.dir}/t2cp-backup.jsonl`, 'utf8').split('\n').filter(Boolean)
+      .map((l) => JSON.parse(l) as { msg: string; reason?: string; lagMs?: number; flow?: string });
+    const behind = log.filter((r) => r.msg === 'flow anomaly' && r.reason === 'replica-behind');
+    const e = trial.engine;
+    console.log(`max-lag: upload ${bulk[0]?.ok ? 'exact' : bulk[0]?.error} after ${bulk[0]?.ms} ms; given up ${behind.map((r) => `${r.flow} ${r.lagMs} ms behind`).join(', ')}; ` +
+      `record: taken over ${e.flowsTakenOver}, unprotected ${e.flowsUnprotected}, lost ${e.flowsLost}, clients reset ${e.clientsReset}`);
+    // The upload, whose replica stopped reading, is given up once 500 ms behind, and only it.
+    expect(behind).toHaveLength(1);
+    expect(behind[0]!.lagMs).toBeGreaterThan(500);
+    expect(behind[0]!.lagMs).toBeLessThan(1500);
+    // The interactive sessions stay protected and carry on; the upload's client is reset at the
+    // takeover rather than left waiting on a connection nobody can continue.
+    expect(trial.kept).toBe(10);
+    expect({ reset: trial.reset, closed: trial.closed, corrupt: trial.corrupt, hung: trial.hung }).toEqual({ reset: 0, closed: 0, corrupt: 0, hung: 0 });
+    expect(bulk).toHaveLength(1);
+    expect(bulk[0]!.ok).toBe(false);
+    expect(bulk[0]!.error).toMatch(/ECONNRESET|reset/i);
+    expect(e.flowsUnprotected).toBe(1);
+    expect(e.flowsTakenOver).toBe(10);
+    expect(e.flowsLost).toBe(0);
+    expect(e.clientsReset).toBeGreaterThanOrEqual(1);
+  });
 });

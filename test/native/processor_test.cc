@@ -69,10 +69,12 @@ struct Lab {
   int peer = -1;  // reads what went "into the TUN"
   uint16_t cport = kClientPort;  // the connection the next segments belong to
 
-  explicit Lab(uint64_t memory_limit = 1ull << 30) {
+  explicit Lab(uint64_t memory_limit = 1ull << 30, uint32_t max_lag_ms = 0, bool resupply = false) {
     cfg.vip = kVip;
     cfg.ports = {kPort};
     cfg.memory_limit = memory_limit;
+    cfg.max_lag_ms = max_lag_ms;
+    cfg.resupply = resupply;
     ctx = std::make_unique<EngineContext>(cfg);
     in = std::make_unique<IncomingProcessor>(*ctx);
     am = std::make_unique<ActiveMode>(*ctx);
@@ -368,6 +370,68 @@ void test_replica_lag_is_timed_per_reply() {
   CHECK_EQ(samples(), uint64_t(6));
 }
 
+// --max-lag: replicas that lack, too long, client bytes the primary had
+// acknowledged are given up, the one holding the most first and one at a
+// time, so the others get the backup's time; a replica that keeps up, or
+// bytes we never captured (a gap, not lag), never count.
+void test_max_lag_gives_up_the_largest_lagging_flow() {
+  const uint64_t t0 = realtime_us();
+  Lab lab(1ull << 30, 1000, /*resupply=*/true);
+  // The bulk flow: its replica's window closed, the primary took 40 KiB at t0.
+  lab.connect();
+  lab.replica(kB0 + 1, kC0 + 1, kAck, "", 0);
+  const std::string chunk(8 * 1024, 'b');
+  for (uint32_t i = 0; i < 5; i++) lab.client(kC0 + 1 + i * 8 * 1024, kP0 + 1, kAck, chunk);
+  lab.primary(kP0 + 1, kC0 + 1 + 40 * 1024, kAck, "", t0 * 1000);
+  // A light flow, also behind: its replica has not taken the request the primary did.
+  lab.cport = kClientPort + 1;
+  lab.connect();
+  lab.replica(kB0 + 1, kC0 + 1, kAck, "", 0);
+  lab.client(kC0 + 1, kP0 + 1, kAck | kPsh, "REQ1");
+  lab.primary(kP0 + 1, kC0 + 5, kAck, "", t0 * 1000);
+  // A third flow keeps up all along: the primary and the replica take each request.
+  lab.cport = kClientPort + 2;
+  lab.connect();
+  for (uint32_t i = 0; i < 12; i++) {
+    uint32_t at = kC0 + 1 + i * 4;
+    lab.client(at, kP0 + 1, kAck | kPsh, "REQ" + std::to_string(i % 10));
+    lab.primary(kP0 + 1, at + 4, kAck, "", (t0 + i * 100000) * 1000);
+    lab.replica(kB0 + 1, at + 4, kAck);
+  }
+  // A fourth: the primary acknowledged bytes the capture never gave us; the
+  // traffic recorder has longer than --max-lag to resupply them.
+  lab.cport = kClientPort + 3;
+  lab.connect();
+  lab.client(kC0 + 1, kP0 + 1, kAck | kPsh, "REQ1");
+  lab.replica(kB0 + 1, kC0 + 5, kAck);
+  lab.primary(kP0 + 1, kC0 + 5 + 100, kAck, "", t0 * 1000);
+  lab.injected();
+  auto state = [&](uint16_t port) {
+    lab.cport = port;
+    return lab.flow()->state;
+  };
+  lab.tick(t0 + 900000);
+  CHECK_EQ(lab.ctx->counters.get(k_replica_behind), uint64_t(0));
+  lab.tick(t0 + 1100000);
+  CHECK_EQ(lab.ctx->counters.get(k_replica_behind), uint64_t(1));
+  CHECK(state(kClientPort) == FlowState::kUnprotected);  // the bulk one, holding the most
+  CHECK(state(kClientPort + 1) == FlowState::kSynchronised);
+  bool rst = false;
+  for (const Injected& x : lab.injected()) rst = rst || (x.flags & kRst);
+  CHECK(rst);  // its replica is reset
+  lab.tick(t0 + 1100000 + kBehindShedSpacingUs / 2);  // one at a time
+  CHECK(state(kClientPort + 1) == FlowState::kSynchronised);
+  lab.tick(t0 + 1100000 + kBehindShedSpacingUs);  // still behind: its turn
+  CHECK(state(kClientPort + 1) == FlowState::kUnprotected);
+  CHECK_EQ(lab.ctx->counters.get(k_replica_behind), uint64_t(2));
+  CHECK(state(kClientPort + 3) == FlowState::kSynchronised);
+  lab.tick(t0 + 3000000);
+  CHECK(state(kClientPort + 2) == FlowState::kSynchronised);
+  CHECK(state(kClientPort + 3) == FlowState::kUnprotected);  // a gap, once the recorder had its time
+  CHECK_EQ(lab.ctx->counters.get(k_gaps), uint64_t(1));
+  CHECK_EQ(lab.ctx->counters.get(k_replica_behind), uint64_t(2));
+}
+
 }  // namespace
 
 int main() {
@@ -381,5 +445,6 @@ int main() {
   run_test("memory_limit_sheds_the_largest_flow", test_memory_limit_sheds_the_largest_flow);
   run_test("memory_limit_keeps_the_light_flows", test_memory_limit_keeps_the_light_flows);
   run_test("replica_lag_is_timed_per_reply", test_replica_lag_is_timed_per_reply);
+  run_test("max_lag_gives_up_the_largest_lagging_flow", test_max_lag_gives_up_the_largest_lagging_flow);
   return finish();
 }
