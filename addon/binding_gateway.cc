@@ -14,9 +14,21 @@ namespace t2cp {
 namespace {
 
 // Payload bytes per resupplied piece: a RESUPPLY_DATA datagram (the packet in
-// base64 inside the JSON body, plus the header and MAC) stays within one
+// base64 inside the JSON body, plus the header and hmac) stays within one
 // 1500-byte frame, so nothing relies on IP fragments.
 constexpr uint32_t kResupplyPiece = 900;
+
+// An Ethernet address written aa:bb:cc:dd:ee:ff.
+bool parse_mac(const std::string& s, uint8_t out[6]) {
+  unsigned m[6];
+  char end;
+  if (sscanf(s.c_str(), "%x:%x:%x:%x:%x:%x%c", &m[0], &m[1], &m[2], &m[3], &m[4], &m[5], &end) != 6) return false;
+  for (int i = 0; i < 6; i++) {
+    if (m[i] > 0xff) return false;
+    out[i] = uint8_t(m[i]);
+  }
+  return true;
+}
 
 class FenceWrap : public Napi::ObjectWrap<FenceWrap> {
  public:
@@ -45,10 +57,8 @@ class FenceWrap : public Napi::ObjectWrap<FenceWrap> {
 
  private:
   void set_mac(Napi::Env env, const std::string& mac) {
-    unsigned m[6];
-    if (sscanf(mac.c_str(), "%x:%x:%x:%x:%x:%x", &m[0], &m[1], &m[2], &m[3], &m[4], &m[5]) != 6)
+    if (!parse_mac(mac, cfg_.mac))
       throw_error(env, "T2CP_CONFIG", "gateway fence needs the old primary's MAC (aa:bb:cc:dd:ee:ff), got '" + mac + "'");
-    for (int i = 0; i < 6; i++) cfg_.mac[i] = uint8_t(m[i]);
     has_mac_ = true;
   }
   void check(Napi::Env env, NftStatus s, const std::string& err) {
@@ -96,6 +106,7 @@ class RecorderWrap : public Napi::ObjectWrap<RecorderWrap> {
       InstanceMethod<&RecorderWrap::Start>("start"),
       InstanceMethod<&RecorderWrap::Stop>("stop"),
       InstanceMethod<&RecorderWrap::Resupply>("resupply"),
+      InstanceMethod<&RecorderWrap::ArmReplay>("armReplay"),
       InstanceMethod<&RecorderWrap::Lookup>("lookup"),
       InstanceMethod<&RecorderWrap::CountersJs>("counters"),
     });
@@ -127,6 +138,15 @@ class RecorderWrap : public Napi::ObjectWrap<RecorderWrap> {
     rec_.request_resupply(info[0].IsNumber() ? uint64_t(info[0].As<Napi::Number>().Int64Value()) : 0);
     return info.Env().Undefined();
   }
+  // armReplay(sinceUs, oldOwnerMac): replay at the new owner's announcement.
+  Napi::Value ArmReplay(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    uint8_t mac[6];
+    if (!info[0].IsNumber() || !info[1].IsString() || !parse_mac(info[1].As<Napi::String>().Utf8Value(), mac))
+      throw_error(env, "T2CP_CONFIG", "armReplay(sinceUs, oldOwnerMac 'aa:bb:cc:dd:ee:ff')");
+    rec_.arm_replay(uint64_t(info[0].As<Napi::Number>().Int64Value()), mac);
+    return env.Undefined();
+  }
   // lookup({client, clientPort, vipPort, from, to}): recorded client
   // segments carrying [from, to) of that flow, as packets (Buffers).
   Napi::Value Lookup(const Napi::CallbackInfo& info) {
@@ -156,6 +176,9 @@ class RecorderWrap : public Napi::ObjectWrap<RecorderWrap> {
     o.Set("lookups", double(c.lookups.load()));
     o.Set("looked_up_packets", double(c.looked_up_packets.load()));
     o.Set("looked_up_bytes", double(c.looked_up_bytes.load()));
+    o.Set("replays_on_announcement", double(c.replays_on_announcement.load()));
+    o.Set("replays_on_report", double(c.replays_on_report.load()));
+    o.Set("replay_started_us", double(c.replay_started_us.load()));
     o.Set("held_bytes", double(rec_.held_bytes()));
     return o;
   }

@@ -1,6 +1,8 @@
 #include "traffic_recorder.h"
 
 #include <arpa/inet.h>
+#include <linux/if_ether.h>
+#include <linux/if_packet.h>
 #include <net/if.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -45,6 +47,20 @@ std::string TrafficRecorder::start(const RecorderConfig& cfg) {
     capture_.close();
     return std::string("traffic recorder: cannot open a raw socket: ") + strerror(errno) + " (run as root)";
   }
+  ifindex_ = int(if_nametoindex(cfg.ifname.c_str()));
+  arp_fd_ = socket(AF_PACKET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, htons(ETH_P_ARP));
+  sockaddr_ll ll{};
+  ll.sll_family = AF_PACKET;
+  ll.sll_protocol = htons(ETH_P_ARP);
+  ll.sll_ifindex = ifindex_;
+  if (arp_fd_ < 0 || bind(arp_fd_, reinterpret_cast<sockaddr*>(&ll), sizeof ll) != 0) {
+    std::string why = strerror(errno);
+    capture_.close();
+    close(raw_fd_);
+    if (arp_fd_ >= 0) close(arp_fd_);
+    raw_fd_ = arp_fd_ = -1;
+    return "traffic recorder: cannot watch ARP on " + cfg.ifname + ": " + why + " (run as root)";
+  }
   wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   stopping_.store(false);
   thread_ = std::thread([this] { run(); });
@@ -62,7 +78,8 @@ void TrafficRecorder::stop() {
   capture_.close();
   if (wake_fd_ >= 0) close(wake_fd_);
   if (raw_fd_ >= 0) close(raw_fd_);
-  wake_fd_ = raw_fd_ = -1;
+  if (arp_fd_ >= 0) close(arp_fd_);
+  wake_fd_ = raw_fd_ = arp_fd_ = -1;
   std::lock_guard<std::mutex> g(mu_);
   ring_.clear();
   ring_bytes_ = 0;
@@ -70,15 +87,28 @@ void TrafficRecorder::stop() {
 
 // Thread: recorder.
 void TrafficRecorder::run() {
-  pollfd fds[2] = {{capture_.fd(), POLLIN, 0}, {wake_fd_, POLLIN, 0}};
+  pollfd fds[3] = {{capture_.fd(), POLLIN, 0}, {wake_fd_, POLLIN, 0}, {arp_fd_, POLLIN, 0}};
   while (!stopping_.load()) {
-    poll(fds, 2, kPollMs);
+    poll(fds, 3, kPollMs);
     if (fds[1].revents & POLLIN) {
       uint64_t v;
       ssize_t r = read(wake_fd_, &v, sizeof v);
       (void)r;
     }
-    if (uint64_t since = resupply_since_.exchange(0)) resupply(since);
+    if (fds[2].revents & POLLIN) read_arp();
+    if (uint64_t since = resupply_since_.exchange(0)) {
+      bool done;
+      {
+        std::lock_guard<std::mutex> g(mu_);
+        done = armed_.replayed;  // the announcement came first
+        armed_.armed = false;
+        armed_.replayed = true;
+      }
+      if (!done) {
+        counters_.replays_on_report.fetch_add(1);
+        resupply(since);
+      }
+    }
     while (capture_.dispatch(kBatch, &TrafficRecorder::on_frame, this) > 0) {
     }
     uint64_t kd, id;
@@ -149,16 +179,28 @@ void TrafficRecorder::cut(const uint8_t* pkt, const Segment& s, uint32_t begin, 
   } while (off < end);
 }
 
-uint64_t TrafficRecorder::send_cut(const std::vector<uint8_t>& pkt, uint64_t* packets) {
+uint64_t TrafficRecorder::send_cut(const std::vector<uint8_t>& pkt, uint64_t* packets, const uint8_t* mac) {
   Segment s;
   if (parse_ipv4(pkt.data(), pkt.size(), false, &s) != ParseError::kOk) return 0;
   const uint32_t hdrs = s.ip_hdr_len + s.tcp_hdr_len;
   uint64_t sent = 0;
   cut(pkt.data(), s, 0, s.payload_len, mtu_ > hdrs + 8 ? mtu_ - hdrs : 8, [&](uint8_t* out, uint32_t len, uint32_t n) {
-    sockaddr_in to{};
-    to.sin_family = AF_INET;
-    to.sin_addr.s_addr = s.daddr;
-    if (sendto(raw_fd_, out, len, 0, reinterpret_cast<sockaddr*>(&to), sizeof to) != ssize_t(len)) {
+    ssize_t w;
+    if (mac) {
+      sockaddr_ll to{};
+      to.sll_family = AF_PACKET;
+      to.sll_protocol = htons(ETH_P_IP);
+      to.sll_ifindex = ifindex_;
+      to.sll_halen = 6;
+      std::memcpy(to.sll_addr, mac, 6);
+      w = sendto(arp_fd_, out, len, 0, reinterpret_cast<sockaddr*>(&to), sizeof to);
+    } else {
+      sockaddr_in to{};
+      to.sin_family = AF_INET;
+      to.sin_addr.s_addr = s.daddr;
+      w = sendto(raw_fd_, out, len, 0, reinterpret_cast<sockaddr*>(&to), sizeof to);
+    }
+    if (w != ssize_t(len)) {
       counters_.send_errors.fetch_add(1);
       return;
     }
@@ -199,6 +241,43 @@ std::vector<std::vector<uint8_t>> TrafficRecorder::lookup(uint32_t client_ip, ui
   return pieces;
 }
 
+// Thread: JS.
+void TrafficRecorder::arm_replay(uint64_t since_us, const uint8_t old_owner_mac[6]) {
+  std::lock_guard<std::mutex> g(mu_);
+  armed_.armed = true;
+  armed_.replayed = false;
+  armed_.since_us = since_us;
+  std::memcpy(armed_.old_mac, old_owner_mac, 6);
+}
+
+// Thread: recorder.
+void TrafficRecorder::read_arp() {
+  uint8_t b[64];
+  for (;;) {
+    sockaddr_ll from{};
+    socklen_t fl = sizeof from;
+    ssize_t n = recvfrom(arp_fd_, b, sizeof b, 0, reinterpret_cast<sockaddr*>(&from), &fl);
+    if (n < 0) return;
+    // Ethernet/IPv4 ARP (RFC 826), a request or a reply, received: its
+    // sender's addresses at 8 (MAC) and 14 (IP).
+    if (from.sll_pkttype == PACKET_OUTGOING || n < 28 || b[0] != 0 || b[1] != 1 || b[2] != 0x08 || b[3] != 0 ||
+        b[4] != 6 || b[5] != 4 || b[6] != 0 || (b[7] != 1 && b[7] != 2))
+      continue;
+    uint32_t spa;
+    std::memcpy(&spa, b + 14, 4);
+    uint64_t since;
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      if (!armed_.armed || spa != cfg_.vip || std::memcmp(b + 8, armed_.old_mac, 6) == 0) continue;
+      armed_.armed = false;
+      armed_.replayed = true;
+      since = armed_.since_us;
+    }
+    counters_.replays_on_announcement.fetch_add(1);
+    resupply(since, b + 8);
+  }
+}
+
 // Thread: JS. The sending happens on the recorder thread.
 void TrafficRecorder::request_resupply(uint64_t since_us) {
   resupply_since_.store(since_us ? since_us : 1);
@@ -208,7 +287,8 @@ void TrafficRecorder::request_resupply(uint64_t since_us) {
 }
 
 // Thread: recorder (the only one touching the ring besides record()).
-void TrafficRecorder::resupply(uint64_t since_us) {
+void TrafficRecorder::resupply(uint64_t since_us, const uint8_t* mac) {
+  counters_.replay_started_us.store(realtime_us());
   std::vector<const Entry*> todo;
   std::vector<Entry> copy;
   {
@@ -227,7 +307,7 @@ void TrafficRecorder::resupply(uint64_t since_us) {
     return x != y ? x < y : a->key < b->key;
   });
   uint64_t bytes = 0, packets = 0;
-  for (const Entry* e : todo) bytes += send_cut(e->ip, &packets);
+  for (const Entry* e : todo) bytes += send_cut(e->ip, &packets, mac);
   counters_.resupplied_packets.fetch_add(packets);
   counters_.resupplied_bytes.fetch_add(bytes);
 }

@@ -14,6 +14,14 @@
 // in the capture) with every checksum computed; the JS thread only asks and
 // later reads the resupplied_* counters.
 //
+// That replay of the outage waits for nobody's report when it need not:
+// arm_replay(), as the takeover is ordered, has the recorder thread watch
+// the interface's ARP for the new owner's gratuitous ARP for the VIP (from
+// any MAC but the old owner's, which the fence drops) and replay at once,
+// straight to the MAC that announced itself (a packet socket: no wait for
+// this host's neighbour entry to change). The backup's report then finds
+// the replay done; without an announcement seen, the report starts it.
+//
 // While the backup replicates, a segment its mirror capture lost is asked
 // for by flow and sequence range (lookup(), from the detector's JS thread):
 // the pieces go to the backup over the authenticated control channel.
@@ -47,6 +55,10 @@ struct RecorderCounters {
   std::atomic<uint64_t> resupplied_packets{0}, resupplied_bytes{0}, send_errors{0}, malformed{0};
   std::atomic<uint64_t> capture_drops{0};
   std::atomic<uint64_t> lookups{0}, looked_up_packets{0}, looked_up_bytes{0};
+  // What started the outage's replay: the new owner's gratuitous ARP, or
+  // the backup's report (no announcement seen first).
+  std::atomic<uint64_t> replays_on_announcement{0}, replays_on_report{0};
+  std::atomic<uint64_t> replay_started_us{0};  // CLOCK_REALTIME µs of the last replay's start
 };
 
 class TrafficRecorder {
@@ -58,6 +70,11 @@ class TrafficRecorder {
   // Have the recorder thread re-send every recorded packet captured at or
   // after since_us (CLOCK_REALTIME µs); counted in resupplied_packets/bytes.
   void request_resupply(uint64_t since_us);
+  // The takeover is ordered: replay what was captured at or after since_us
+  // as soon as a gratuitous ARP for the VIP comes from another MAC than
+  // old_owner_mac, if request_resupply() did not come first.
+  // Thread: JS.
+  void arm_replay(uint64_t since_us, const uint8_t old_owner_mac[6]);
   // Recorded client segments of one flow (client address network order,
   // ports host order) carrying bytes of [from, to) in client sequence
   // numbers, or its FIN at `to`, cut to at most max_payload bytes each, at
@@ -80,9 +97,13 @@ class TrafficRecorder {
   void run();
   static void on_frame(void* self, const uint8_t* frame, size_t caplen, uint64_t capture_ns);
   void record(uint64_t us, const uint8_t* ip, size_t len);
-  void resupply(uint64_t since_us);
+  // Replays what was captured since since_us, to mac through the packet
+  // socket, else through the raw IP socket (routed).
+  void resupply(uint64_t since_us, const uint8_t* mac = nullptr);
+  // Reads the ARP socket: an armed replay starts on the announcement.
+  void read_arp();
   // Cut one recorded packet to the MTU and send each piece; payload bytes sent.
-  uint64_t send_cut(const std::vector<uint8_t>& ip, uint64_t* packets);
+  uint64_t send_cut(const std::vector<uint8_t>& ip, uint64_t* packets, const uint8_t* mac);
   // Calls fn(piece, length) for the payload of s (its packet at pkt) between
   // offsets [begin, end), in pieces of at most max_payload bytes, each a
   // packet of its own (IP length, id, seq, flags and checksums set).
@@ -98,7 +119,15 @@ class TrafficRecorder {
   std::thread thread_;
   std::atomic<bool> stopping_{false};
   std::atomic<uint64_t> resupply_since_{0};  // 0: nothing asked
+  // The replay armed for the takeover under way (under mu_).
+  struct Armed {
+    bool armed = false, replayed = false;
+    uint64_t since_us = 0;
+    uint8_t old_mac[6] = {};
+  } armed_;
   int wake_fd_ = -1, raw_fd_ = -1;
+  int arp_fd_ = -1;               // AF_PACKET on the interface: its ARP in, the replay out
+  int ifindex_ = 0;
   uint32_t mtu_ = 1500;
   uint16_t ip_id_ = 0;
 };

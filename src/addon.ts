@@ -133,6 +133,8 @@ export interface NativeRecorder {
   stop(): void;
   /** Have the recorder's thread re-send what the clients sent toward the VIP since `sinceUs` (wall clock µs); counters() says what it sent. */
   resupply(sinceUs: number): void;
+  /** The takeover is ordered: the recorder's thread replays as soon as a gratuitous ARP for the VIP comes from another MAC than oldOwnerMac (then resupply() does nothing). */
+  armReplay(sinceUs: number, oldOwnerMac: string): void;
   /** Recorded client segments of one flow carrying client bytes [from, to), as packets cut to fit one frame each. */
   lookup(q: { client: string; clientPort: number; vipPort: number; from: number; to: number }): Buffer[];
   counters(): Record<string, number>;

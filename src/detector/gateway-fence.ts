@@ -16,6 +16,8 @@ import type { Logger } from '../log.js';
 export interface GatewayFence {
   engage(oldPrimaryMac?: string): Promise<void> | void;
   release(): void;
+  /** The MAC the engaged fence drops (the old owner of the VIP). */
+  fencedMac?(): string | undefined;
 }
 
 /** engage() as a promise of its error message (undefined: engaged), whether it returns, throws or rejects. */
@@ -61,6 +63,7 @@ export function createGatewayFence(cfg: GatewayConfig, log: Logger): GatewayFenc
   // (an entry for the VIP exists only once clients were routed to it).
   const lookup = (): string | undefined => arpEntry(cfg.vip) ?? arpEntry(cfg.primary.address);
   let learnt = cfg.primaryMac ?? lookup();
+  let fenced: string | undefined;
   const timer = cfg.primaryMac ? undefined : setInterval(() => { learnt = lookup() ?? learnt; }, LEARN_MS);
   timer?.unref();
   // Tables and chains now, the rules at takeover: adding rules is fast.
@@ -72,8 +75,10 @@ export function createGatewayFence(cfg: GatewayConfig, log: Logger): GatewayFenc
       const mac = oldPrimaryMac ?? learnt;
       if (!mac) throw new T2cpError(`gateway fence: the primary's MAC is unknown (no ARP entry for ${cfg.vip} yet): give --primary-mac`, 'T2CP_CONFIG');
       fence.engage(mac);
+      fenced = mac;
       log.info('gateway fence engaged', { mac, vip: cfg.vip });
     },
+    fencedMac: () => fenced,
     release() {
       if (timer) clearInterval(timer);
       fence.remove();

@@ -47,6 +47,8 @@ export interface GatewayNodeOptions {
   /** The traffic recorder: re-sends (on its own thread) what the clients sent toward the VIP since a wall-clock µs. */
   recorder?: {
     resupply(sinceWallUs: number): void;
+    /** The takeover is ordered: replay since sinceWallUs as soon as the VIP is announced from another MAC than the old owner's. */
+    armReplay(sinceWallUs: number, oldOwnerMac: string): void;
     /** Recorded segments of one flow carrying client bytes [from, to), one frame each. */
     lookup(q: { client: string; clientPort: number; vipPort: number; from: number; to: number }): Buffer[];
     counters(): Record<string, number>;
@@ -72,6 +74,11 @@ export class GatewayNode {
   /** A verdict that found no backup standing by: begun when one is heard again. */
   private pending: Omit<TakeoverStart, 'epoch'> | undefined;
   private fenceEngaged = false;
+  /** The takeover under way replays what was captured since then (wall clock µs). */
+  private replaySinceUs: number | undefined;
+  private verdictWallUs: number | undefined;
+  /** The recorder's replays_on_announcement when the last record was written. */
+  private replaysOnAnnouncement = 0;
   private readonly records: TakeoverRecord[] = [];
   private recordListeners: Array<(r: TakeoverRecord) => void> = [];
   /** A takeover done whose record waits for the backup's final report. */
@@ -254,6 +261,12 @@ export class GatewayNode {
 
   private begin(start: Omit<TakeoverStart, 'epoch'>, cause: string): void {
     this.monitor.halt(); // the old primary is only told to stand down from now on
+    // The outage's replay reaches back to a little before the primary was
+    // last heard (or, planned, the verdict): what the clients sent since
+    // may have died with it.
+    const heardAgoUs = start.lastHeardUs === undefined ? 0 : this.clock.monoUs() - start.lastHeardUs;
+    this.verdictWallUs = this.clock.wallUs();
+    this.replaySinceUs = this.verdictWallUs - heardAgoUs - (2 * this.opts.timing.intervalUs + 10_000);
     const epoch = this.states.beginTakeover(cause);
     this.log.warn('takeover begins', { epoch, cause: start.cause, reason: start.reason });
     this.run(this.takeover.start({ ...start, epoch }));
@@ -272,6 +285,10 @@ export class GatewayNode {
     void engageFence(this.fence, this.opts.primaryMac).then((error) => {
       if (error === undefined) this.fenceEngaged = true;
       else this.log.error('gateway fence failed: the takeover goes on without it', { error });
+      // Fenced, the old owner cannot announce the VIP: the next announcement
+      // is the new owner's, and the recorder replays the outage at once.
+      const oldOwner = error === undefined ? this.fence.fencedMac?.() : undefined;
+      if (oldOwner && this.opts.recorder && this.replaySinceUs !== undefined) this.opts.recorder.armReplay(this.replaySinceUs, oldOwner);
       this.run(this.takeover.fenceDone(error));
       this.schedule();
     });
@@ -280,13 +297,10 @@ export class GatewayNode {
   private finished(rec: TakeoverRecord): void {
     const s = this.states;
     const ok = rec.outcome === 'active' || rec.outcome === 'active-late';
-    if (ok && this.opts.recorder) {
-      // From a little before the primary was last heard (or, planned, the
-      // verdict): what the clients sent since may have died with it.
-      const margin = 2 * this.opts.timing.intervalUs + 10_000;
-      const sinceUs = this.clock.wallUs() - (rec.reportAfterUs ?? 0) - (rec.detectionLatencyUs ?? 0) - margin;
-      this.opts.recorder.resupply(sinceUs);
-      rec.resupplied = { packets: 0, bytes: 0, sinceUs }; // filled in when the record is written
+    if (ok && this.opts.recorder && this.replaySinceUs !== undefined) {
+      // Done already if the recorder saw the new owner's announcement.
+      this.opts.recorder.resupply(this.replaySinceUs);
+      rec.resupplied = { packets: 0, bytes: 0, sinceUs: this.replaySinceUs }; // filled in when the record is written
     }
     if (ok && s.can('BACKUP_ACTIVE')) s.move('BACKUP_ACTIVE', `the backup reports the takeover done (epoch ${rec.epoch})`);
     else if (!ok && s.can('FAILED')) s.move('FAILED', rec.failure ?? rec.outcome);
@@ -315,7 +329,12 @@ export class GatewayNode {
     if (rec.resupplied && this.opts.recorder) {
       // Sent by then (the recorder's thread took ms; the record waits seconds).
       const c = this.opts.recorder.counters();
-      rec.resupplied = { ...rec.resupplied, packets: c.resupplied_packets ?? 0, bytes: c.resupplied_bytes ?? 0 };
+      rec.resupplied = {
+        ...rec.resupplied, packets: c.resupplied_packets ?? 0, bytes: c.resupplied_bytes ?? 0,
+        trigger: (c.replays_on_announcement ?? 0) > this.replaysOnAnnouncement ? 'announcement' : 'report',
+        ...(c.replay_started_us && this.verdictWallUs !== undefined ? { startedAfterUs: c.replay_started_us - this.verdictWallUs } : {}),
+      };
+      this.replaysOnAnnouncement = c.replays_on_announcement ?? 0;
     }
     const ok = rec.outcome === 'active' || rec.outcome === 'active-late';
     if (ok) this.log.info('takeover record', { ...rec });

@@ -59,7 +59,11 @@ export interface TakeoverRecord {
   failure?: string;
   backupReport: TakeoverReport | null;
   /** What the traffic recorder sent the new owner again once it was active (client segments the old primary swallowed). */
-  resupplied?: { packets: number; bytes: number; sinceUs: number };
+  resupplied?: {
+    packets: number; bytes: number; sinceUs: number;
+    /** What started it: the new owner's gratuitous ARP, or its report; and when, after the verdict. */
+    trigger?: 'announcement' | 'report'; startedAfterUs?: number;
+  };
 }
 
 export type CoordinatorAction =
