@@ -35,7 +35,7 @@
 // STAND_DOWN from 127.0.0.1 (other than the detector's own
 // endpoint) is a local request, from `t2cp stand-down` (a person, or one of
 // keepalived's notify hooks), signed with the same key; the Channel checks
-// the MAC and refuses replays and stale copies as for the detector. Without
+// the hmac and refuses replays and stale copies as for the detector. Without
 // `vrrp` in the body it stands down at once. With it (--vrrp-state), the
 // keepalived rule of vrrp-guard.ts decides: FAULT and STOP stand down; MASTER
 // is recorded; BACKUP stands down only when a MASTER of this host came before

@@ -1,6 +1,6 @@
 // The vocabulary of the control plane: message types, their codes on the wire
 // and the JSON body each carries. decode() (messages.ts) checks every body
-// against its type here, after the MAC: an authenticated message whose body
+// against its type here, after the hmac: an authenticated message whose body
 // does not fit its type is rejected as 'bad-body'. Extra fields are allowed
 // (a newer peer may add some); missing or mistyped ones are not.
 

@@ -8,7 +8,7 @@
 // 'message' event, in subscription order.
 //
 // Outgoing: own sender name, boot = the channel's start time (wall clock µs),
-// a counter from 1, +1 per message (over all peers). Incoming: decode() (MAC,
+// a counter from 1, +1 per message (over all peers). Incoming: decode() (hmac,
 // format, body) then the ReplayGuard; a refused datagram only increments
 // counters().rejected[reason] — never an exception, never a log line (a
 // flood of forgeries must not flood the log). Sending is fire-and-forget: UDP
@@ -62,7 +62,7 @@ export class Channel {
   private readonly guard: ReplayGuard;
   private readonly stats = { sent: 0, accepted: 0, sendErrors: 0, socketErrors: 0 };
   private readonly decodeRejected: Record<DecodeRejection, number> = {
-    truncated: 0, 'bad-magic': 0, 'bad-version': 0, 'unknown-type': 0, 'bad-mac': 0, 'bad-body': 0,
+    truncated: 0, 'bad-magic': 0, 'bad-version': 0, 'unknown-type': 0, 'bad-hmac': 0, 'bad-body': 0,
   };
 
   private constructor(

@@ -6,11 +6,11 @@
 //   | boot u64 (sender's start, µs since epoch) | counter u64 (per boot, from 1)
 //   | sentUs u64 (µs since epoch) | bodyLen u16 | body (JSON object) | HMAC (32)
 //
-// The MAC covers every byte before it and is the datagram's last 32 bytes.
+// The hmac covers every byte before it and is the datagram's last 32 bytes.
 // decode() looks at nothing but the magic and the version before checking the
-// MAC, so no byte an attacker chose is parsed: a datagram changed anywhere past
-// the version byte, or cut short, is 'bad-mac'. Only a datagram shorter than
-// the smallest message is 'truncated' before the MAC; after it, 'truncated',
+// hmac, so no byte an attacker chose is parsed: a datagram changed anywhere past
+// the version byte, or cut short, is 'bad-hmac'. Only a datagram shorter than
+// the smallest message is 'truncated' before the hmac; after it, 'truncated',
 // 'unknown-type' and 'bad-body' mean a key holder sent something malformed.
 // Freshness and replays are the ReplayGuard's business (replay.ts).
 import { createHmac, timingSafeEqual } from 'node:crypto';
@@ -18,17 +18,17 @@ import { bodyFits, MESSAGE_TYPE_NAMES, MessageType, type BodyOf, type MessageTyp
 
 export const MAGIC = Buffer.from('T2CP', 'ascii');
 export const VERSION = 1;
-export const MAC_LEN = 32;
+export const HMAC_LEN = 32;
 export const MAX_SENDER_BYTES = 64;
 const FIXED = 4 + 1 + 1 + 1; // magic, version, type, senderLen
 const NUMBERS = 8 + 8 + 8 + 2; // boot, counter, sentUs, bodyLen
 /** The smallest message: one-byte sender, empty body. */
-export const MIN_LEN = FIXED + 1 + NUMBERS + MAC_LEN;
+export const MIN_LEN = FIXED + 1 + NUMBERS + HMAC_LEN;
 /** Largest UDP payload over IPv4 (65535 - 20 - 8). */
 export const MAX_DATAGRAM = 65507;
 
-export type DecodeRejection = 'truncated' | 'bad-magic' | 'bad-version' | 'unknown-type' | 'bad-mac' | 'bad-body';
-export const DECODE_REJECTIONS: readonly DecodeRejection[] = ['truncated', 'bad-magic', 'bad-version', 'unknown-type', 'bad-mac', 'bad-body'];
+export type DecodeRejection = 'truncated' | 'bad-magic' | 'bad-version' | 'unknown-type' | 'bad-hmac' | 'bad-body';
+export const DECODE_REJECTIONS: readonly DecodeRejection[] = ['truncated', 'bad-magic', 'bad-version', 'unknown-type', 'bad-hmac', 'bad-body'];
 
 interface Envelope {
   sender: string;
@@ -45,7 +45,7 @@ export type MessageOf<K extends MessageTypeName> = Extract<Message, { type: K }>
 
 export type DecodeResult = { ok: true; msg: Message } | { ok: false; reason: DecodeRejection };
 
-function mac(key: Buffer, data: Buffer): Buffer {
+function hmac(key: Buffer, data: Buffer): Buffer {
   return createHmac('sha256', key).update(data).digest();
 }
 
@@ -66,7 +66,7 @@ export function encode<K extends MessageTypeName>(
   if (senderBytes.length < 1 || senderBytes.length > MAX_SENDER_BYTES)
     throw new RangeError(`sender name '${sender}' must be 1..${MAX_SENDER_BYTES} UTF-8 bytes`);
   const bodyBytes = Buffer.from(JSON.stringify(body), 'utf8');
-  const len = FIXED + senderBytes.length + NUMBERS + bodyBytes.length + MAC_LEN;
+  const len = FIXED + senderBytes.length + NUMBERS + bodyBytes.length + HMAC_LEN;
   if (len > MAX_DATAGRAM) throw new RangeError(`${type} message of ${len} bytes does not fit a datagram (max ${MAX_DATAGRAM})`);
   const buf = Buffer.alloc(len);
   MAGIC.copy(buf, 0);
@@ -81,7 +81,7 @@ export function encode<K extends MessageTypeName>(
   buf.writeUInt16BE(bodyBytes.length, at + 24);
   at += NUMBERS;
   bodyBytes.copy(buf, at);
-  mac(key, buf.subarray(0, len - MAC_LEN)).copy(buf, len - MAC_LEN);
+  hmac(key, buf.subarray(0, len - HMAC_LEN)).copy(buf, len - HMAC_LEN);
   return buf;
 }
 
@@ -98,8 +98,8 @@ export function decode(buf: Buffer, key: Buffer): DecodeResult {
   if (buf.length < MIN_LEN) return no('truncated');
   if (!buf.subarray(0, 4).equals(MAGIC)) return no('bad-magic');
   if (buf[4] !== VERSION) return no('bad-version');
-  const macAt = buf.length - MAC_LEN;
-  if (!timingSafeEqual(mac(key, buf.subarray(0, macAt)), buf.subarray(macAt))) return no('bad-mac');
+  const hmacAt = buf.length - HMAC_LEN;
+  if (!timingSafeEqual(hmac(key, buf.subarray(0, hmacAt)), buf.subarray(hmacAt))) return no('bad-hmac');
   // Authenticated from here on.
   const type = MESSAGE_TYPE_NAMES.get(buf[5]!);
   if (type === undefined) return no('unknown-type');
@@ -107,15 +107,15 @@ export function decode(buf: Buffer, key: Buffer): DecodeResult {
   if (senderLen < 1 || senderLen > MAX_SENDER_BYTES) return no('bad-body');
   const numbersAt = FIXED + senderLen;
   const bodyAt = numbersAt + NUMBERS;
-  if (bodyAt > macAt) return no('truncated');
+  if (bodyAt > hmacAt) return no('truncated');
   const bodyLen = buf.readUInt16BE(numbersAt + 24);
-  if (bodyAt + bodyLen > macAt) return no('truncated');
-  if (bodyAt + bodyLen < macAt) return no('bad-body'); // bytes between body and MAC
+  if (bodyAt + bodyLen > hmacAt) return no('truncated');
+  if (bodyAt + bodyLen < hmacAt) return no('bad-body'); // bytes between body and hmac
   let sender: string;
   let body: unknown;
   try {
     sender = utf8.decode(buf.subarray(FIXED, numbersAt));
-    body = JSON.parse(utf8.decode(buf.subarray(bodyAt, macAt)));
+    body = JSON.parse(utf8.decode(buf.subarray(bodyAt, hmacAt)));
   } catch {
     return no('bad-body');
   }

@@ -1,6 +1,6 @@
 // ReplayGuard: refuses authenticated messages seen before, or too old to act
 // on. Pure: the wall clock is injected. Call check() only after decode()
-// verified the MAC (the guard trusts sender, boot and counter), once per
+// verified the hmac (the guard trusts sender, boot and counter), once per
 // datagram, from the one event loop that owns the channel.
 //
 // Per sender it remembers the newest {boot, counter} accepted. A message is

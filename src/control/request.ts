@@ -30,8 +30,8 @@ export interface ExchangeResult<A extends MessageTypeName> {
   answer?: BodyOf[A];
   /** The latest answer that was not final. */
   last?: BodyOf[A];
-  /** Datagrams that failed the MAC: a peer holding another key. */
-  badMac: number;
+  /** Datagrams that failed the hmac: a peer holding another key. */
+  badHmac: number;
 }
 
 export async function exchange<Q extends MessageTypeName, A extends MessageTypeName>(o: ExchangeOptions<Q, A>): Promise<ExchangeResult<A>> {
@@ -57,7 +57,7 @@ export async function exchange<Q extends MessageTypeName, A extends MessageTypeN
       timers.push(setTimeout(() => done(undefined), o.timeoutMs), setInterval(send, o.resendMs));
       send();
     });
-    return { ...(answer !== undefined ? { answer } : {}), ...(last !== undefined ? { last } : {}), badMac: ch.counters().rejected['bad-mac'] };
+    return { ...(answer !== undefined ? { answer } : {}), ...(last !== undefined ? { last } : {}), badHmac: ch.counters().rejected['bad-hmac'] };
   } finally {
     await ch.close();
   }

@@ -37,7 +37,7 @@ export async function requestStandDown(o: StandDownRequestOptions): Promise<Stan
   const where = `${o.agent.address}:${o.agent.port}`;
   if (r.last?.error !== undefined)
     throw new T2cpError(`the primary agent at ${where} could not stand down within ${o.timeoutMs} ms: ${r.last.error}`, 'T2CP_REFUSED');
-  if (r.badMac > 0)
-    throw new T2cpError(`the primary agent at ${where} answered with ${r.badMac} message(s) that failed authentication: its --key-file holds another key`, 'T2CP_AUTH');
+  if (r.badHmac > 0)
+    throw new T2cpError(`the primary agent at ${where} answered with ${r.badHmac} message(s) that failed authentication: its --key-file holds another key`, 'T2CP_AUTH');
   throw new T2cpError(`no STAND_DOWN_ACK from ${where} within ${o.timeoutMs} ms: is \`t2cp primary\` running on this host, listening there (its --listen), with the same --key-file?`, 'T2CP_TIMEOUT');
 }

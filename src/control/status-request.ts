@@ -32,8 +32,8 @@ export async function requestStatus(o: StatusRequestOptions): Promise<NodeStatus
       throw new T2cpError(`${where} answered as a ${r.answer.role} in state '${r.answer.state}', not as the ${o.role} asked for: check --control / --agent`, 'T2CP_REFUSED');
     return r.answer;
   }
-  if (r.badMac > 0)
-    throw new T2cpError(`the ${o.role} at ${where} answered with ${r.badMac} message(s) that failed authentication: its --key-file holds another key`, 'T2CP_AUTH');
+  if (r.badHmac > 0)
+    throw new T2cpError(`the ${o.role} at ${where} answered with ${r.badHmac} message(s) that failed authentication: its --key-file holds another key`, 'T2CP_AUTH');
   const what = o.role === 'backup' ? '`t2cp backup` running with --key-file (the same key) and its --control-port' : '`t2cp primary` running with the same --key-file, listening there (its --listen)';
   throw new T2cpError(`no status from the ${o.role} at ${where} within ${o.timeoutMs} ms: is ${what}?`, 'T2CP_TIMEOUT');
 }

@@ -17,7 +17,7 @@ export interface TakeoverRequestOptions {
   resendMs?: number;
 }
 
-/** The backup's report (ok or not); a T2cpError T2CP_TIMEOUT (or T2CP_AUTH, when what came back failed the MAC) without one. */
+/** The backup's report (ok or not); a T2cpError T2CP_TIMEOUT (or T2CP_AUTH, when what came back failed the hmac) without one. */
 export async function requestTakeover(o: TakeoverRequestOptions): Promise<TakeoverReport> {
   const r = await exchange({
     to: o.control, key: o.key, name: 'takeover', request: 'TAKEOVER', body: { epoch: 0, reason: o.reason, planned: true },
@@ -25,7 +25,7 @@ export async function requestTakeover(o: TakeoverRequestOptions): Promise<Takeov
   });
   if (r.answer) return r.answer;
   const where = `${o.control.address}:${o.control.port}`;
-  if (r.badMac > 0)
-    throw new T2cpError(`the backup at ${where} answered with ${r.badMac} message(s) that failed authentication: its --key-file holds another key`, 'T2CP_AUTH');
+  if (r.badHmac > 0)
+    throw new T2cpError(`the backup at ${where} answered with ${r.badHmac} message(s) that failed authentication: its --key-file holds another key`, 'T2CP_AUTH');
   throw new T2cpError(`no takeover report from ${where} within ${o.timeoutMs} ms: is \`t2cp backup\` running there with --key-file (the same key) and --control-port ${o.control.port}?`, 'T2CP_TIMEOUT');
 }

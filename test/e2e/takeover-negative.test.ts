@@ -72,7 +72,7 @@ describe('takeover: what must not trigger one', () => {
 
     expect(run.code, run.stderr).toBe(0);
     expect(pair.backup.records.filter((r) => String(r.msg).startsWith('takeover'))).toEqual([]);
-    expect(counters.control_rejected_bad_mac).toBeGreaterThanOrEqual(1);
+    expect(counters.control_rejected_bad_hmac).toBeGreaterThanOrEqual(1);
     expect(counters.control_rejected_stale).toBeGreaterThanOrEqual(1);
     expect(counters.control_rejected_replay).toBeGreaterThanOrEqual(2);
     // The detector suspected the primary (and probed it), then heard it again: no takeover.

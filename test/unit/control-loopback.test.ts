@@ -162,7 +162,7 @@ describe('control plane on loopback (10 ms heartbeats)', () => {
     attacker.send(encode(randomBytes(32), 'gateway:test', Date.now() * 1000, 99, 'TAKEOVER', { epoch: 2, reason: 'forged', planned: false }), to.port, LO);
     attacker.send(captured[0]!, to.port, LO);
     attacker.send(captured.at(-1)!, to.port, LO);
-    await waitUntil(() => p.backupCh.counters().rejected['bad-mac'] === 1 && p.backupCh.counters().rejected.replay === 2, 2000, 'refusals counted');
+    await waitUntil(() => p.backupCh.counters().rejected['bad-hmac'] === 1 && p.backupCh.counters().rejected.replay === 2, 2000, 'refusals counted');
     expect(p.backup.ordersAccepted).toBe(before);
     expect([...p.backup.epochs]).toEqual([1]);
 
@@ -219,7 +219,7 @@ describe('control plane on loopback (10 ms heartbeats)', () => {
     const p = await pair();
     await expect(requestTakeover({ control: p.backupCh.address(), key: randomBytes(32), reason: 'x', timeoutMs: 300, resendMs: 100 }))
       .rejects.toMatchObject({ code: 'T2CP_TIMEOUT' });
-    expect(p.backupCh.counters().rejected['bad-mac']).toBeGreaterThanOrEqual(1);
+    expect(p.backupCh.counters().rejected['bad-hmac']).toBeGreaterThanOrEqual(1);
     expect(p.detector.states.state).toBe('PRIMARY_ACTIVE');
   });
 });

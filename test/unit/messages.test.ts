@@ -5,7 +5,7 @@ import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { MessageType, type BodyOf, type MessageTypeName } from '../../src/control/bodies.js';
 import { loadKey, parseKey } from '../../src/control/key.js';
-import { decode, encode, MAC_LEN, MIN_LEN, type DecodeResult } from '../../src/control/messages.js';
+import { decode, encode, HMAC_LEN, MIN_LEN, type DecodeResult } from '../../src/control/messages.js';
 import { ReplayGuard } from '../../src/control/replay.js';
 import { T2cpError } from '../../src/errors.js';
 
@@ -33,7 +33,7 @@ const samples: { [K in MessageTypeName]: BodyOf[K] } = {
 /** Recompute the MAC, as a key holder who sends something malformed would. */
 function resign(buf: Buffer, k = key): Buffer {
   const out = Buffer.from(buf);
-  createHmac('sha256', k).update(out.subarray(0, out.length - MAC_LEN)).digest().copy(out, out.length - MAC_LEN);
+  createHmac('sha256', k).update(out.subarray(0, out.length - HMAC_LEN)).digest().copy(out, out.length - HMAC_LEN);
   return out;
 }
 
@@ -44,11 +44,11 @@ function reason(r: DecodeResult): string {
 /** A well-signed datagram whose body is `json` verbatim, for type `type`. */
 function withBody(type: number, json: string): Buffer {
   const base = encode(key, 'gw', BOOT, 1, 'STATUS', {}, NOW);
-  const head = base.subarray(0, base.length - MAC_LEN - 2 - 2); // up to bodyLen ('{}' is 2 bytes)
+  const head = base.subarray(0, base.length - HMAC_LEN - 2 - 2); // up to bodyLen ('{}' is 2 bytes)
   const body = Buffer.from(json, 'utf8');
   const len = Buffer.alloc(2);
   len.writeUInt16BE(body.length);
-  const buf = Buffer.concat([head, len, body, Buffer.alloc(MAC_LEN)]);
+  const buf = Buffer.concat([head, len, body, Buffer.alloc(HMAC_LEN)]);
   buf[5] = type;
   return resign(buf);
 }
@@ -75,7 +75,7 @@ describe('control messages', () => {
     const v2 = Buffer.from(good);
     v2[4] = 2;
     expect(reason(decode(v2, key))).toBe('bad-version');
-    expect(reason(decode(good, other))).toBe('bad-mac');
+    expect(reason(decode(good, other))).toBe('bad-hmac');
     const t99 = Buffer.from(good);
     t99[5] = 99;
     expect(reason(decode(resign(t99), key))).toBe('unknown-type');
@@ -86,7 +86,7 @@ describe('control messages', () => {
     expect(reason(decode(withBody(MessageType.BACKUP_HEARTBEAT, '{"state":"asleep","epoch":0}'), key))).toBe('bad-body');
     expect(reason(decode(withBody(MessageType.STATUS, '{}'), key))).toBe('ok');
     // Declared lengths that do not match the datagram, under a valid MAC.
-    const bodyLenAt = good.length - MAC_LEN - Buffer.byteLength(JSON.stringify(samples.TAKEOVER)) - 2;
+    const bodyLenAt = good.length - HMAC_LEN - Buffer.byteLength(JSON.stringify(samples.TAKEOVER)) - 2;
     const long = Buffer.from(good);
     long.writeUInt16BE(long.readUInt16BE(bodyLenAt) + 1, bodyLenAt);
     expect(reason(decode(resign(long), key))).toBe('truncated');
@@ -103,10 +103,10 @@ describe('control messages', () => {
     for (let i = 0; i < good.length; i++) {
       const bad = Buffer.from(good);
       bad[i]! ^= 0x01;
-      expect(reason(decode(bad, key)), `byte ${i}`).toBe(i < 4 ? 'bad-magic' : i === 4 ? 'bad-version' : 'bad-mac');
+      expect(reason(decode(bad, key)), `byte ${i}`).toBe(i < 4 ? 'bad-magic' : i === 4 ? 'bad-version' : 'bad-hmac');
     }
-    expect(reason(decode(good.subarray(0, good.length - 1), key))).toBe('bad-mac');
-    expect(reason(decode(Buffer.concat([good, Buffer.from([0])]), key))).toBe('bad-mac');
+    expect(reason(decode(good.subarray(0, good.length - 1), key))).toBe('bad-hmac');
+    expect(reason(decode(Buffer.concat([good, Buffer.from([0])]), key))).toBe('bad-hmac');
   });
 
   it('encode refuses sender names outside 1..64 bytes', () => {

@@ -67,7 +67,7 @@ describe('primary agent without a detector, `t2cp stand-down` on loopback', () =
     const e = await rejectionOf(ask(at, { key: randomBytes(32), timeoutMs: 350 }));
     expect(e.code).toBe('T2CP_TIMEOUT');
     expect(e.message).toMatch(/no STAND_DOWN_ACK from 127\.0\.0\.1:\d+ within 350 ms: is `t2cp primary` running/);
-    expect(agent.channelCounters()!.rejected['bad-mac']).toBeGreaterThanOrEqual(3); // sent again every 100 ms
+    expect(agent.channelCounters()!.rejected['bad-hmac']).toBeGreaterThanOrEqual(3); // sent again every 100 ms
     expect(agent.stats.standDowns).toBe(0);
     expect(f.engaged).toBe(0);
     expect(agent.fenced).toBe('none');
