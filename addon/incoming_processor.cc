@@ -486,11 +486,13 @@ void IncomingProcessor::stamp_primary_ack(Flow& f, uint32_t ack, uint64_t us) {
 }
 
 // How long the replica has lacked client bytes the primary had acknowledged
-// and we hold (what we never captured is a gap: check_gap's), µs.
+// and we hold (what we never captured is a gap: check_gap's; a replica
+// silent with all it may have, a stop: check_stopped's), µs.
 static uint64_t input_lag_us(Flow& f, uint64_t now) {
   auto& a = f.p_acks;
   while (!a.empty() && !after(a.front().ack, f.b_rcv_nxt)) a.pop_front();
   if (a.empty() || now < a.front().us || !f.data.holds(f.b_rcv_nxt)) return 0;
+  if (f.held_since_us && now - f.held_since_us >= kSilentNotLagUs) return 0;
   return now - a.front().us;
 }
 

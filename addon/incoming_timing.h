@@ -95,6 +95,10 @@ constexpr size_t kMaxAckStamps = 8192;
 // ... and a flow is given up for its lag at most this often: the others get
 // time to recover once the costliest is gone, µs.
 constexpr uint64_t kBehindShedSpacingUs = 100000;
+// A replica that took everything causality let it have and has sent nothing
+// since, this long, is not slow but stopped short (a service that answered
+// otherwise): its lag is check_stopped's (replica-stopped), not --max-lag's, µs.
+constexpr uint64_t kSilentNotLagUs = 500000;
 // Times the replica's handshake is started again after it dropped its
 // half-open connection, before the flow is declared unprotected.
 constexpr int kMaxHandshakeRestarts = 5;

@@ -432,6 +432,24 @@ void test_max_lag_gives_up_the_largest_lagging_flow() {
   CHECK_EQ(lab.ctx->counters.get(k_replica_behind), uint64_t(2));
 }
 
+// A replica that answered otherwise and waits, silent, for input causality
+// holds back is stopped, not slow: --max-lag leaves it to the stop check,
+// which names it (replica-stopped).
+void test_a_stopped_replica_is_not_lag() {
+  Lab lab(1ull << 30, 1000);
+  lab.connect();
+  lab.client(kC0 + 1, kP0 + 1, kAck | kPsh, "REQ1");
+  lab.replica(kB0 + 1, kC0 + 5, kAck);
+  lab.primary(kP0 + 1, kC0 + 5, kAck | kPsh, "TOKEN-1234", realtime_ns());
+  lab.client(kC0 + 5, kP0 + 11, kAck | kPsh, "TOKEN-1234");
+  lab.primary(kP0 + 11, kC0 + 15, kAck, "", realtime_ns());  // the primary took the next request
+  lab.replica(kB0 + 1, kC0 + 5, kAck | kPsh, "TOKEN-99");  // another answer, shorter
+  const uint64_t t = realtime_us();
+  for (uint64_t at = t; at <= t + kReplicaStoppedUs; at += 100000) lab.tick(at);
+  CHECK_EQ(lab.ctx->counters.get(k_replica_behind), uint64_t(0));
+  CHECK_EQ(lab.ctx->counters.get(k_replica_stopped), uint64_t(1));
+}
+
 }  // namespace
 
 int main() {
@@ -446,5 +464,6 @@ int main() {
   run_test("memory_limit_keeps_the_light_flows", test_memory_limit_keeps_the_light_flows);
   run_test("replica_lag_is_timed_per_reply", test_replica_lag_is_timed_per_reply);
   run_test("max_lag_gives_up_the_largest_lagging_flow", test_max_lag_gives_up_the_largest_lagging_flow);
+  run_test("a_stopped_replica_is_not_lag", test_a_stopped_replica_is_not_lag);
   return finish();
 }
