@@ -30,6 +30,7 @@ import type { Workload } from '../scripts/client.js';
 import type { NativeTakeoverReport } from '../src/addon.js';
 import type { LatencySummary } from '../src/incoming/latency.js';
 import { failPrimary } from '../scripts/failures.js';
+import { limitCpu, type CpuQuota } from '../scripts/cpu-quota.js';
 import { collect, pinned, repoRoot, startClient, waitForExit } from '../scripts/processes.js';
 import { readLog } from '../scripts/replica-check.js';
 import { STALL_WINDOW_MS } from '../scripts/reply-times.js';
@@ -75,7 +76,7 @@ export interface FailoverTrial {
 }
 
 const ECHO_PORT = 7100;
-const BULK_PORT = 7000;
+export const BULK_PORT = 7000;
 const loads: Record<Exclude<FailoverOptions['load'], 'idle'>, Workload> = {
   // Both directions at once through the failure: at ~100-150 MB/s each here, the upload too
   // outlasts the 2.5 s lead.
@@ -130,6 +131,11 @@ export interface FailoverOptions {
   pauseReplica?: { beforeFailMs: number; afterFailMs: number };
   /** More options for `t2cp backup`. */
   backupArgs?: string[];
+  /**
+   * A backup host slower than the primary's: its services (the bulk one and the echo one) get
+   * this share of one CPU (a cgroup of their own), t2cp not limited.
+   */
+  slowBackup?: { cpuPercent: number };
   /** The echo client's request interval, ms (default 10). */
   intervalMs?: number;
   /**
@@ -156,8 +162,12 @@ export async function runT2cpFailover(tb: Testbed, o: FailoverOptions): Promise<
     '--window-ms', String(STALL_WINDOW_MS), '--deadline-ms', '60000'],
   { stdio: ['pipe', 'pipe', 'pipe'] });
   const out = collect(client);
+  let quota: CpuQuota | undefined;
   const events = (): Array<{ ev: string; [k: string]: unknown }> => out.stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { ev: string });
   try {
+    if (o.slowBackup) {
+      quota = limitCpu(`${tb.prefix}slow-backup`, [pair.services.backup.pid!, pair.services.echo!.backup.pid!], o.slowBackup.cpuPercent);
+    }
     await waitFor(() => {
       if (client.exitCode !== null) throw new GiveUp(`echo client exited: ${out.stderr}`);
       return events().some((e) => e.ev === 'established');
@@ -219,6 +229,7 @@ export async function runT2cpFailover(tb: Testbed, o: FailoverOptions): Promise<
       upload: bulkRuns && o.load === 'bulk' ? transferRates(timelines, 'tx', failMs) : null,
     };
   } finally {
+    quota?.release();
     if (o.pauseReplica) pair.services.backup.kill('SIGCONT');
     if (client.exitCode === null) client.kill('SIGTERM');
     await pair.stop();

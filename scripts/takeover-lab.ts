@@ -57,7 +57,7 @@ export interface TakeoverLab {
   gateway?: T2cpProcess;
   agent?: T2cpProcess;
   keepalived?: { primary: Keepalived; backup: Keepalived };
-  services: { primary: ChildProcess; backup: ChildProcess };
+  services: { primary: ChildProcess; backup: ChildProcess; echo?: { primary: ChildProcess; backup: ChildProcess } };
   logs: { primary: string; backup: string; gatewayReport: string; backupReport: string };
   /** Breaks the primary (or asks for a planned switch); resolves with the wall-clock ms of the failure. */
   fail(kind: Exclude<FailureKind, 'keepalived'>): Promise<number>;
@@ -79,10 +79,9 @@ export async function startTakeoverLab(tb: Testbed, dir: string, o: TakeoverLabO
   logs.primary = primary.log;
   const replica = await startSide(tb.ns.backup, 'backup', logs.backup);
   logs.backup = replica.log;
-  if (o.echoPort) {
-    await startEcho(tb, tb.ns.primary, o.echoPort, o.cpus?.primary);
-    await startEcho(tb, tb.ns.backup, o.echoPort, o.cpus?.backup);
-  }
+  const echo = o.echoPort
+    ? { primary: await startEcho(tb, tb.ns.primary, o.echoPort, o.cpus?.primary), backup: await startEcho(tb, tb.ns.backup, o.echoPort, o.cpus?.backup) }
+    : undefined;
   const trigger = o.trigger ?? 'detector';
   const withDetector = trigger === 'detector';
   const backup = await startBackup(tb, {
@@ -113,7 +112,7 @@ export async function startTakeoverLab(tb: Testbed, dir: string, o: TakeoverLabO
   }
   return {
     keyFile, backup, gateway, agent, keepalived, logs,
-    services: { primary: primary.child, backup: replica.child },
+    services: { primary: primary.child, backup: replica.child, ...(echo ? { echo } : {}) },
     async fail(kind) {
       if (kind !== 'planned') return failPrimary(tb, kind);
       const t = Date.now();

@@ -9,24 +9,31 @@
 // the flows it counts as lost exactly those whose clients were reset.
 import fs from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { runT2cpFailover } from '../../bench/failover.js';
+import { BULK_PORT, runT2cpFailover, type FailoverTrial } from '../../bench/failover.js';
 import type { LatencySummary } from '../../src/incoming/latency.js';
 import type { ClientLogLine } from './harness.js';
 import { useLab } from './lab.js';
 
 const CONNECTIONS = 20;
 
+/** The transfer clients' logs of a trial, a line per transfer. */
+const transfers = (trial: { dir: string }): ClientLogLine[] =>
+  fs.readFileSync(`${trial.dir}/bulk.jsonl`, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as ClientLogLine);
+
 const lagText = (l: LatencySummary | undefined): string => (l ? `${l.p50Us / 1000}/${l.p99Us / 1000}/${(l.maxUs / 1000).toFixed(1)}` : '-');
 
 describe('takeover under load', () => {
   const lab = useLab('tkl', { perTest: true });
+  /** An upload and ten interactive sessions through a link-down failure, the upload's replica paused around it. */
+  const pausedUpload = (pauseReplica: { beforeFailMs: number; afterFailMs: number }, backupArgs?: string[]) =>
+    runT2cpFailover(lab.tb, { dir: lab.dir, failure: 'link-down', load: 'upload', connections: 10, intervalMs: 5, pauseReplica, backupArgs });
 
   it('light sessions carry on, bulk flows carry on or are reset, and the record says which', async () => {
     const { tb, dir } = lab;
     const trial = await runT2cpFailover(tb, {
       dir, failure: 'link-down', load: 'mixed', connections: CONNECTIONS, intervalMs: 5, cpus: { primary: '0', backup: '1' },
     });
-    const bulk = fs.readFileSync(`${trial.dir}/bulk.jsonl`, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as ClientLogLine);
+    const bulk = transfers(trial);
     const e = trial.engine;
     const stalls = trial.stallMs.slice().sort((a, b) => a - b);
     console.log(`takeover under load: interactive stall (client-timed) median ${stalls[stalls.length >> 1]} ms, max ${stalls[stalls.length - 1]} ms; ` +
@@ -53,11 +60,8 @@ describe('takeover under load', () => {
   });
 
   it('a replica behind at the failure catches up in the background while light sessions carry on', async () => {
-    const { tb, dir } = lab;
-    const trial = await runT2cpFailover(tb, {
-      dir, failure: 'link-down', load: 'upload', connections: 10, intervalMs: 5, pauseReplica: { beforeFailMs: 400, afterFailMs: 300 },
-    });
-    const bulk = fs.readFileSync(`${trial.dir}/bulk.jsonl`, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as ClientLogLine);
+    const trial = await pausedUpload({ beforeFailMs: 400, afterFailMs: 300 });
+    const bulk = transfers(trial);
     const e = trial.engine;
     console.log(`catch-up: interactive stall median ${trial.stallMs.slice().sort((a, b) => a - b)[trial.stallMs.length >> 1]} ms; ` +
       `upload ${bulk[0]?.ok ? 'exact' : bulk[0]?.error}; record: taken over ${e.flowsTakenOver}, caught up ${e.flowsCaughtUp}, ` +
@@ -73,12 +77,8 @@ describe('takeover under load', () => {
   });
 
   it('a replica that cannot catch up in time is reset, and so is its client, at once', async () => {
-    const { tb, dir } = lab;
-    const trial = await runT2cpFailover(tb, {
-      dir, failure: 'link-down', load: 'upload', connections: 10, intervalMs: 5,
-      pauseReplica: { beforeFailMs: 400, afterFailMs: 4000 }, backupArgs: ['--finish-timeout', '600'],
-    });
-    const bulk = fs.readFileSync(`${trial.dir}/bulk.jsonl`, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as ClientLogLine);
+    const trial = await pausedUpload({ beforeFailMs: 400, afterFailMs: 4000 }, ['--finish-timeout', '600']);
+    const bulk = transfers(trial);
     const e = trial.engine;
     console.log(`reset: upload ${bulk[0]?.ok ? 'exact' : bulk[0]?.error} after ${bulk[0]?.ms} ms; record: taken over ${e.flowsTakenOver}, ` +
       `lost ${e.flowsLost}, clients reset ${e.clientsReset}`);
@@ -91,25 +91,20 @@ describe('takeover under load', () => {
     expect(e.clientsReset).toBeGreaterThanOrEqual(1);
   });
 
-  it('a replica that falls more than --max-lag behind is given up before the failure, the others stay protected', async () => {
-    const { tb, dir } = lab;
-    const trial = await runT2cpFailover(tb, {
-      dir, failure: 'link-down', load: 'upload', connections: 10, intervalMs: 5,
-      pauseReplica: { beforeFailMs: 1500, afterFailMs: 300 }, backupArgs: ['--max-lag', '500'],
-    });
-    const bulk = fs.readFileSync(`${trial.dir}/bulk.jsonl`, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as ClientLogLine);
+  // The upload given up for its lag before the failure, and only it: the interactive sessions
+  // stay protected and carry on; the upload's client is reset at the takeover rather than left
+  // waiting on a connection nobody can continue.
+  const expectUploadGivenUp = (trial: FailoverTrial, maxLagMs: number, what: string): void => {
+    const bulk = transfers(trial);
     const log = fs.readFileSync(`${trial.dir}/t2cp-backup.jsonl`, 'utf8').split('\n').filter(Boolean)
       .map((l) => JSON.parse(l) as { msg: string; reason?: string; lagMs?: number; flow?: string });
     const behind = log.filter((r) => r.msg === 'flow anomaly' && r.reason === 'replica-behind');
     const e = trial.engine;
-    console.log(`max-lag: upload ${bulk[0]?.ok ? 'exact' : bulk[0]?.error} after ${bulk[0]?.ms} ms; given up ${behind.map((r) => `${r.flow} ${r.lagMs} ms behind`).join(', ')}; ` +
-      `record: taken over ${e.flowsTakenOver}, unprotected ${e.flowsUnprotected}, lost ${e.flowsLost}, clients reset ${e.clientsReset}`);
-    // The upload, whose replica stopped reading, is given up once 500 ms behind, and only it.
-    expect(behind).toHaveLength(1);
-    expect(behind[0]!.lagMs).toBeGreaterThan(500);
-    expect(behind[0]!.lagMs).toBeLessThan(1500);
-    // The interactive sessions stay protected and carry on; the upload's client is reset at the
-    // takeover rather than left waiting on a connection nobody can continue.
+    console.log(`${what}: upload ${bulk[0]?.ok ? 'exact' : bulk[0]?.error} after ${bulk[0]?.ms} ms; given up ${behind.map((r) => `${r.flow} ${r.lagMs} ms behind`).join(', ')}; ` +
+      `record: taken over ${e.flowsTakenOver}, unprotected ${e.flowsUnprotected}, lost ${e.flowsLost}, clients reset ${e.clientsReset}; ` +
+      `sessions' replica lag (p50/p99/max ms) ${lagText(trial.replicaLag.light)}`);
+    expect(behind.map((r) => r.flow?.endsWith(`->:${BULK_PORT}`))).toEqual([true]);
+    expect(behind[0]!.lagMs).toBeGreaterThan(maxLagMs);
     expect(trial.kept).toBe(10);
     expect({ reset: trial.reset, closed: trial.closed, corrupt: trial.corrupt, hung: trial.hung }).toEqual({ reset: 0, closed: 0, corrupt: 0, hung: 0 });
     expect(bulk).toHaveLength(1);
@@ -119,5 +114,20 @@ describe('takeover under load', () => {
     expect(e.flowsTakenOver).toBe(10);
     expect(e.flowsLost).toBe(0);
     expect(e.clientsReset).toBeGreaterThanOrEqual(1);
+  };
+
+  it('a replica that falls more than --max-lag behind is given up before the failure, the others stay protected', async () => {
+    const trial = await pausedUpload({ beforeFailMs: 1500, afterFailMs: 300 }, ['--max-lag', '500']);
+    expectUploadGivenUp(trial, 500, 'max-lag, the upload\'s replica stopped');
+  });
+
+  it('a backup slower than the primary gives up the flow that costs most, the interactive ones stay protected', async () => {
+    // The backup's services get a tenth of one CPU: the upload's replica falls behind, the
+    // sessions' replicas share what is left with it until it is given up.
+    const trial = await runT2cpFailover(lab.tb, {
+      dir: lab.dir, failure: 'link-down', load: 'upload', connections: 10, intervalMs: 20,
+      slowBackup: { cpuPercent: 10 }, backupArgs: ['--max-lag', '1000'],
+    });
+    expectUploadGivenUp(trial, 1000, 'max-lag, a slow backup');
   });
 });
