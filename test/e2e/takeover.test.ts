@@ -80,10 +80,10 @@ for (const sc of takeoverScenarios) {
         // A planned switch: the primary stood down before the backup was told to take over.
         if (sc.failure === 'planned') expect((gatewayRecord?.standDown as { acked?: boolean } | undefined)?.acked).toBe(true);
         expect((gatewayRecord?.fence as { result?: string } | undefined)?.result).toBe('engaged');
-        // The recorder replayed the outage on the new owner's gratuitous ARP, before its report came.
+        // The recorder replayed the outage on the new owner's gratuitous ARP (not on its report,
+        // which comes later or not at all; which came first is timing, not asserted).
         const replay = gatewayRecord?.resupplied as { trigger?: string; startedAfterUs?: number } | undefined;
         expect(replay?.trigger).toBe('announcement');
-        expect(replay?.startedAfterUs).toBeLessThan(gatewayRecord?.reportAfterUs as number);
       }
       expect(record.trigger.source).toBe({ detector: 'detector', keepalived: 'keepalived', manual: 'cli' }[sc.trigger]);
 
