@@ -21,15 +21,26 @@ namespace t2cp {
 namespace {
 
 // "tcp and dst host VIP and (dst port P or ...)"; dir "src " for the other way.
-std::string direction_filter(const CaptureConfig& cfg, const char* dir) {
+std::string direction_filter(const CaptureConfig& cfg, const char* dir, const std::vector<uint16_t>& ports) {
   char vip[INET_ADDRSTRLEN];
   inet_ntop(AF_INET, &cfg.vip, vip, sizeof vip);
   std::string f = std::string("tcp and ") + dir + "host " + vip + " and (";
-  for (size_t i = 0; i < cfg.ports.size(); i++) {
+  for (size_t i = 0; i < ports.size(); i++) {
     if (i) f += " or ";
-    f += std::string(dir) + "port " + std::to_string(cfg.ports[i]);
+    f += std::string(dir) + "port " + std::to_string(ports[i]);
   }
   return f + ")";
+}
+
+std::string direction_filter(const CaptureConfig& cfg, const char* dir) { return direction_filter(cfg, dir, cfg.ports); }
+
+// The configuration's ports whose primary output is not kept whole.
+std::vector<uint16_t> headers_only_ports(const CaptureConfig& cfg) {
+  std::vector<uint16_t> out;
+  for (uint16_t p : cfg.ports)
+    if (std::find(cfg.whole_output_ports.begin(), cfg.whole_output_ports.end(), p) == cfg.whole_output_ports.end())
+      out.push_back(p);
+  return out;
 }
 
 // libpcap compiles the filter text for Ethernet frames, with kCaptureSnapLen
@@ -80,15 +91,19 @@ std::string capture_filter(const CaptureConfig& cfg) {
 
 std::string capture_program(const CaptureConfig& cfg, std::vector<sock_filter>* prog) {
   prog->clear();
-  const std::string to_vip_text = direction_filter(cfg, "dst ");
+  const std::vector<uint16_t> headers_only = headers_only_ports(cfg);
+  // Frames kept whole: toward VIP:ports, and from VIP:whole_output_ports.
+  std::string to_vip_text = direction_filter(cfg, "dst ");
+  if (!cfg.outbound && !cfg.whole_output_ports.empty())
+    to_vip_text = "(" + to_vip_text + ") or (" + direction_filter(cfg, "src ", cfg.whole_output_ports) + ")";
   std::vector<sock_filter> to_vip;
   std::string err = compile(to_vip_text, &to_vip);
   if (!err.empty()) return err;
-  if (cfg.outbound) {
+  if (cfg.outbound || headers_only.empty()) {
     *prog = std::move(to_vip);
     return "";
   }
-  const std::string from_vip_text = direction_filter(cfg, "src ");
+  const std::string from_vip_text = direction_filter(cfg, "src ", headers_only);
   std::vector<sock_filter> from_vip;
   err = compile(from_vip_text, &from_vip);
   if (!err.empty()) return err;

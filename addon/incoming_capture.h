@@ -1,9 +1,10 @@
 // Incoming traffic processor, capture side: a packet socket on the mirror
 // port with a classic BPF program built from the configuration (compiled by
 // libpcap), both directions of the primary's traffic for VIP:ports: the
-// clients' frames whole, the primary's cut to their headers in the kernel
-// (kHeaderSnapLen), so its payload, which the engine never reads, is never
-// copied out.
+// clients' frames whole; the primary's whole on the ports where its output
+// is compared with the replicas' (--divergence), elsewhere cut to their
+// headers in the kernel (kHeaderSnapLen), so a payload the engine never
+// reads is never copied out.
 //
 // A plain packet socket read with recvmmsg, not a libpcap ring: the ring
 // that keeps latency low (TPACKET_V2, immediate mode) has one fixed slot per
@@ -40,6 +41,9 @@ struct CaptureConfig {
   // false: what arrives (the mirror port, promiscuous); true: what this host
   // sends toward the VIP (the gateway's traffic recorder).
   bool outbound = false;
+  // Mirror: ports whose primary output is kept whole (its replicas' output
+  // is compared with it); the others' is cut to its headers.
+  std::vector<uint16_t> whole_output_ports;
 };
 
 // The BPF filter text of what a configuration captures (for logs and
@@ -61,10 +65,12 @@ constexpr size_t kCaptureSnapLen = 262144;
 constexpr size_t kHeaderSnapLen = 14 + 2 * 4 + 60 + 60;
 
 // The classic BPF program the capture attaches, into *prog. Outbound: the
-// capture_filter text compiled by libpcap, frames kept whole. Mirror: two
-// libpcap programs spliced into one. The first, frames toward VIP:ports,
-// keeps them whole (returns kCaptureSnapLen); each of its rejections jumps
-// to the second, frames from VIP:ports, whose acceptances jump to a tail
+// capture_filter text compiled by libpcap, frames kept whole. Mirror with
+// every port in whole_output_ports: the same for both directions. Mirror
+// otherwise: two libpcap programs spliced into one. The first, frames toward
+// VIP:ports (and from VIP:whole_output_ports), keeps them whole (returns
+// kCaptureSnapLen); each of its rejections jumps to the second, frames from
+// the other VIP:ports, whose acceptances jump to a tail
 // that returns kHeaderSnapLen, or kCaptureSnapLen when the IPv4 total length
 // is 0 (BIG TCP: only the frame's own length tells the payload's, and a cut
 // copy would lose it). Anything else returns 0 (dropped).

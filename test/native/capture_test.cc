@@ -330,6 +330,33 @@ void test_mirror_program_in_kernel() {
   }
 }
 
+// Ports whose primary output is compared (whole_output_ports): their
+// primary's frames are kept whole, the other ports' still cut to headers; in
+// libpcap's interpreter and in the kernel alike.
+void test_compared_ports_keep_the_primarys_output() {
+  const uint32_t whole = static_cast<uint32_t>(kCaptureSnapLen), head = static_cast<uint32_t>(kHeaderSnapLen);
+  const std::vector<std::vector<uint16_t>> compared_lists = {{7000}, {7000, 6379}};
+  for (const auto& compared : compared_lists) {
+    CaptureConfig c = mirror_config({7000, 6379});
+    c.whole_output_ports = compared;
+    const Program p = program(c);
+    CHECK(!p.empty() && bpf_validate(insns(p), static_cast<int>(p.size())) != 0);
+    KernelFilter kf(p);
+    CHECK(kf.error().empty());
+    for (uint16_t port : {7000, 6379}) {
+      const bool kept = std::find(compared.begin(), compared.end(), port) != compared.end();
+      for (const Case& k : cases(port, 7001)) {
+        const int failures = g_check_failures;
+        // A frame the plain program cuts to headers is kept whole on a compared port.
+        const uint32_t want = (k.want == head && kept) ? whole : k.want;
+        CHECK_EQ(run_pcap(p, k.frame), want);
+        if (kf.error().empty()) CHECK_EQ(kf.run(k.frame).size(), std::min<size_t>(want, k.frame.size()));
+        if (g_check_failures != failures) NOTE("%s, port %u, %zu compared\n", k.name, port, compared.size());
+      }
+    }
+  }
+}
+
 // What the kernel keeps of the primary's frames parses as on_mirror_frame
 // parses it: every header field, the payload length from the IPv4 total
 // length; a client's frame cut the same way is still an error.
@@ -419,6 +446,7 @@ int main(int argc, char** argv) {
   run_test("outbound program is libpcap's", test_outbound_program_is_libpcaps);
   run_test("mirror program: two libpcap programs and a tail", test_mirror_program_layout);
   run_test("mirror program in libpcap: whole to VIP, headers from VIP, else dropped", test_mirror_program_in_libpcap);
+  run_test("compared ports keep the primary's output whole", test_compared_ports_keep_the_primarys_output);
   run_test("mirror program in the kernel keeps what it returns", test_mirror_program_in_kernel);
   run_test("cut primary frames parse, cut client frames do not", test_cut_frames_parse);
   run_test("many ports", test_many_ports);
