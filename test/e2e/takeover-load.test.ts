@@ -99,8 +99,10 @@ describe('takeover under load', () => {
     const log = fs.readFileSync(`${trial.dir}/t2cp-backup.jsonl`, 'utf8').split('\n').filter(Boolean)
       .map((l) => JSON.parse(l) as { msg: string; reason?: string; lagMs?: number; flow?: string });
     const behind = log.filter((r) => r.msg === 'flow anomaly' && r.reason === 'replica-behind');
+    const anomalies = log.filter((r) => r.msg === 'flow anomaly').map((r) => `${r.flow} ${r.reason}`);
     const e = trial.engine;
     console.log(`${what}: upload ${bulk[0]?.ok ? 'exact' : bulk[0]?.error} after ${bulk[0]?.ms} ms; given up ${behind.map((r) => `${r.flow} ${r.lagMs} ms behind`).join(', ')}; ` +
+      `anomalies ${JSON.stringify(anomalies)}; ` +
       `record: taken over ${e.flowsTakenOver}, unprotected ${e.flowsUnprotected}, lost ${e.flowsLost}, clients reset ${e.clientsReset}; ` +
       `sessions' replica lag (p50/p99/max ms) ${lagText(trial.replicaLag.light)}`);
     expect(behind.map((r) => r.flow?.endsWith(`->:${BULK_PORT}`))).toEqual([true]);
