@@ -18,6 +18,7 @@
         "addon/nft_batch.cc",
         "addon/outgoing_nftables.cc",
         "addon/outgoing_processor.cc",
+        "addon/output_compare.cc",
         "addon/packet.cc",
         "addon/recovery_active_mode.cc",
         "addon/recovery_active_mode_kernel.cc",

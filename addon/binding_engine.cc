@@ -5,6 +5,8 @@
 // Thread: JS main thread, except the lambda given to Engine::set_notify,
 // which runs on the engine thread and only queues a call through the
 // ThreadSafeFunction.
+#include <arpa/inet.h>
+
 #include <memory>
 #include <vector>
 
@@ -41,6 +43,18 @@ EngineConfig read_config(Napi::Env env, const Napi::Object& o) {
     if (w.IsNumber()) c.lag_warn_bytes = static_cast<uint64_t>(w.As<Napi::Number>().Int64Value());
   }
   c.max_lag_ms = get_u32(o, "maxLagMs", c.max_lag_ms);
+  {
+    Napi::Value d = o.Get("divergence");
+    if (d.IsArray()) {
+      Napi::Array a = d.As<Napi::Array>();
+      for (uint32_t i = 0; i < a.Length() && i < c.ports.size(); i++) {
+        uint32_t v = a.Get(i).As<Napi::Number>().Uint32Value();
+        if (v > static_cast<uint32_t>(DivergencePolicy::kStrict)) throw Napi::RangeError::New(env, "divergence: a policy is 0, 1 or 2");
+        c.divergence.push_back(static_cast<DivergencePolicy>(v));
+      }
+    }
+    c.divergence.resize(c.ports.size(), DivergencePolicy::kOff);
+  }
   c.active_if = get_str(o, "activeIf");
   c.active_object = get_str(o, "activeObject");
   std::string mode = get_str(o, "activeMode");
@@ -58,6 +72,7 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
       InstanceMethod<&EngineWrap::Counters>("counters"),
       InstanceMethod<&EngineWrap::Latency>("latency"),
       InstanceMethod<&EngineWrap::ReplicaLag>("replicaLag"),
+      InstanceMethod<&EngineWrap::Divergences>("divergences"),
       InstanceMethod<&EngineWrap::RequestFlowStats>("requestFlowStats"),
       InstanceMethod<&EngineWrap::Supply>("supply"),
       InstanceMethod<&EngineWrap::Takeover>("takeover"),
@@ -171,6 +186,36 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
     Napi::Object o = Napi::Object::New(info.Env());
     for (const auto& [port, h] : engine_->ctx().lag) o.Set(std::to_string(port), histogram(info.Env(), *h));
     return o;
+  }
+
+  // The last divergences, oldest first: [{flowId, client, serverPort, timeUs,
+  // kind, offset, exact, primary, replica}]; an excerpt is a Buffer, or null
+  // when that side's bytes were no longer held.
+  Napi::Value Divergences(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    EngineContext& ctx = engine_->ctx();
+    std::lock_guard<std::mutex> lock(ctx.divergence_mu);
+    Napi::Array a = Napi::Array::New(env, ctx.divergences.size());
+    uint32_t i = 0;
+    for (const auto& r : ctx.divergences) {
+      Napi::Object o = Napi::Object::New(env);
+      char ip[INET_ADDRSTRLEN];
+      inet_ntop(AF_INET, &r.key.client_ip, ip, sizeof ip);
+      o.Set("flowId", Napi::Number::New(env, r.flow_id));
+      o.Set("client", Napi::String::New(env, std::string(ip) + ":" + std::to_string(r.key.client_port)));
+      o.Set("serverPort", Napi::Number::New(env, r.key.server_port));
+      o.Set("timeUs", Napi::Number::New(env, double(r.time_us)));
+      o.Set("kind", Napi::String::New(env, r.what.kind == DivergenceKind::kLength ? "length" : "bytes"));
+      o.Set("offset", Napi::Number::New(env, double(r.what.offset)));
+      o.Set("exact", Napi::Boolean::New(env, r.what.exact));
+      const char* side_names[2] = {"primary", "replica"};
+      for (int side = 0; side < 2; side++) {
+        if (!r.what.excerpt_held[side]) o.Set(side_names[side], env.Null());
+        else o.Set(side_names[side], Napi::Buffer<uint8_t>::Copy(env, r.what.excerpt[side], r.what.excerpt_len[side]));
+      }
+      a.Set(i++, o);
+    }
+    return a;
   }
 
   // supply(packet: Buffer): a client segment resupplied by the gateway.

@@ -55,6 +55,9 @@ namespace t2cp {
   X(causality_marks_merged)  /* client segments past the mark limit, merged */       \
   X(replica_stopped)         /* replicas that stopped short of the primary's output */\
   X(replica_behind)          /* flows given up: replica more than --max-lag behind */\
+  X(flows_diverged)          /* flows whose replica's output differs from the primary's (--divergence) */\
+  X(compare_gave_up)         /* flows no longer compared: the side ahead left too many checkpoints */\
+  X(compare_unverified_bytes) /* output bytes not compared: a hole in a side's copy */\
   X(replica_repeats)         /* replica repeats and probes: our ACK repeated */     \
   X(replica_stop_probes)     /* replicas asked for their snd_nxt before a stop */  \
   X(resupply_asked)          /* requests to the gateway's recorder for a gap */     \

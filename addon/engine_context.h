@@ -8,7 +8,9 @@
 #include <atomic>
 #include <bitset>
 #include <cstdint>
+#include <deque>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -51,6 +53,7 @@ struct EngineConfig {
   bool resupply = false;                  // a traffic recorder can resupply gaps (kResupply events)
   uint64_t lag_warn_bytes = 32ull << 20;  // a replica this far behind either way is reported, 0: never
   uint32_t max_lag_ms = 0;                // a replica this far behind in time is given up, 0: never
+  std::vector<DivergencePolicy> divergence;  // per port of ports, in order
   // Active mode after a takeover: the kernel translator on active_if (tcx),
   // or the NFQUEUE one in the engine. kAuto: the kernel's when it loads.
   enum class ActiveTranslator : uint8_t { kAuto, kKernel, kQueue } active_translator = ActiveTranslator::kAuto;
@@ -65,7 +68,9 @@ struct EngineContext {
   explicit EngineContext(const EngineConfig& c)
       : cfg(c), flows(c.max_flows), events(counters) {
     stream_memory.limit = c.memory_limit;
-    for (uint16_t p : c.ports) {
+    for (size_t i = 0; i < c.ports.size(); i++) {
+      const uint16_t p = c.ports[i];
+      divergence[p] = i < c.divergence.size() ? c.divergence[i] : DivergencePolicy::kOff;
       port_set.set(p);
       if (!lag.count(p)) lag.emplace(p, std::make_unique<LagHistogram>());
     }
@@ -75,6 +80,7 @@ struct EngineContext {
   // The capture socket was empty at its last read (set by the engine loop).
   bool capture_idle = false;
   std::bitset<65536> port_set;
+  std::unordered_map<uint16_t, DivergencePolicy> divergence;  // by service port
   Counters counters;
   MemoryPool stream_memory;               // before flows: their buffers return bytes to it
   FlowTable flows;
@@ -96,6 +102,27 @@ struct EngineContext {
   std::vector<FlowKey> carry;
   // Flows finished on the replica whose key has a waiting successor.
   std::vector<FlowKey> promote;
+
+  // The last divergences, newest last (JavaScript reads them for the log and
+  // the determinism report: divergences()); guarded by divergence_mu.
+  struct DivergenceRecord {
+    uint32_t flow_id;
+    FlowKey key;
+    uint64_t time_us;
+    Divergence what;
+  };
+  static constexpr size_t kDivergenceRecords = 256;
+  std::mutex divergence_mu;
+  std::deque<DivergenceRecord> divergences;
+  void record_divergence(const Flow& f, uint64_t now_us) {
+    std::lock_guard<std::mutex> lock(divergence_mu);
+    if (divergences.size() == kDivergenceRecords) divergences.pop_front();
+    divergences.push_back(DivergenceRecord{f.id, f.key, now_us, f.compare.divergence()});
+  }
+  DivergencePolicy divergence_of(uint16_t port) const {
+    auto it = divergence.find(port);
+    return it == divergence.end() ? DivergencePolicy::kOff : it->second;
+  }
 
   // The lag histogram of a service port (none for a port not replicated).
   LagHistogram* lag_histogram(uint16_t port) {

@@ -61,6 +61,9 @@ enum class EventReason : uint8_t {
   kReplicaBehind = 17,   // its replica lacked client bytes the primary had acknowledged
                          // more than --max-lag ago (detail: ms): given up, the
                          // one holding the most first, so the others keep up
+  kDiverged = 18,        // its replica's output differs from the primary's (detail:
+                         // kind << 48 | stream offset of the first difference;
+                         // DivergenceKind; the excerpts: Engine::divergences())
   // Takeover steps (type kTakeover; detail = the step's duration, µs).
   kStepFreeze = 21, kStepFinish = 22, kStepActive = 23, kStepIpTakeover = 24, kStepConnections = 25, kStepCatchUp = 26,
   kTakeoverDone = 30,    // detail: µs from request to the end of step 5

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "events.h"
+#include "output_compare.h"
 #include "packet.h"
 #include "recovery_flow_phase.h"
 #include "replica_lag.h"
@@ -151,6 +152,9 @@ struct Flow {
   // Progress in bytes, 64-bit so multi-GiB transfers do not wrap (events).
   uint64_t c2s_primary = 0, c2s_backup = 0, s2c_primary = 0, s2c_backup = 0;
   OutputLag output_lag;                    // the replica's output behind the primary's, in time
+  // Its replica's output against the primary's (--divergence, by its port).
+  DivergencePolicy divergence = DivergencePolicy::kOff;
+  OutputComparison compare;
   bool dirty = false;                      // queued for pump()
   // A new connection on the same key (the client reused the 4-tuple) while
   // the replica still holds this one: it waits, detached from the table,

@@ -35,7 +35,11 @@ void IncomingProcessor::on_mirror_frame(const uint8_t* frame, size_t caplen, uin
   // The frame's length on the wire: a cut one's from its IPv4 header.
   if (std::max(caplen, size_t(s.ip - frame) + s.ip_len) > kMaxPlainFrame) c.add(k_mirror_superframes);
   if (s.daddr == ctx_.cfg.vip && ctx_.port_set.test(s.dport)) on_client_segment(s, capture_ns);
-  else if (s.saddr == ctx_.cfg.vip && ctx_.port_set.test(s.sport)) on_primary_segment(s, capture_ns);
+  else if (s.saddr == ctx_.cfg.vip && ctx_.port_set.test(s.sport)) {
+    const size_t held = std::min(caplen - size_t(s.ip - frame), size_t(s.ip_len));
+    const size_t before_payload = size_t(s.payload - s.ip);
+    on_primary_segment(s, uint32_t(held > before_payload ? held - before_payload : 0), capture_ns);
+  }
   else c.add(k_mirror_not_replicated);
 }
 
@@ -304,7 +308,28 @@ void IncomingProcessor::on_queued_client_segment(const uint8_t* ip, size_t len) 
   on_client_segment(s, 0);
 }
 
-void IncomingProcessor::on_primary_segment(const Segment& s, uint64_t capture_ns) {
+void IncomingProcessor::start_comparison(Flow& f, CompareSide side, uint32_t seq0) {
+  f.divergence = ctx_.divergence_of(f.key.server_port);
+  if (f.divergence == DivergencePolicy::kOff) return;
+  f.compare.set_policy(f.divergence);
+  f.compare.start(side, seq0);
+}
+
+void IncomingProcessor::compare_output(Flow& f, CompareSide side, const Segment& s, uint32_t present) {
+  if (f.divergence == DivergencePolicy::kOff || f.compare.ended() || !f.replicated()) return;
+  const uint64_t unverified = f.compare.unverified_bytes();
+  OutputComparison::Result r = f.compare.add(side, s.seq, s.payload, s.payload_len, present);
+  if (r == OutputComparison::Result::kOk && (s.flags & kFin)) r = f.compare.fin(side, s.seq + s.payload_len);
+  ctx_.counters.add(k_compare_unverified_bytes, f.compare.unverified_bytes() - unverified);
+  if (r == OutputComparison::Result::kGaveUp) ctx_.counters.add(k_compare_gave_up);
+  if (r != OutputComparison::Result::kDiffers) return;
+  const Divergence& d = f.compare.divergence();
+  ctx_.counters.add(k_flows_diverged);
+  ctx_.record_divergence(f, realtime_us());
+  lose_flow(f, EventReason::kDiverged, (uint64_t(d.kind) << 48) | (d.offset & ((1ull << 48) - 1)));
+}
+
+void IncomingProcessor::on_primary_segment(const Segment& s, uint32_t present, uint64_t capture_ns) {
   FlowKey k{s.daddr, s.dport, s.sport};
   Flow* f = ctx_.flows.find(k);
   if (!f) {
@@ -333,6 +358,7 @@ void IncomingProcessor::on_primary_segment(const Segment& s, uint64_t capture_ns
       f->p_rcv_nxt = s.ack;
       f->p_wscale = (f->c_ws_ok && s.opt.has_wscale) ? s.opt.wscale : 0;
       f->p_tsval = s.opt.tsval;
+      start_comparison(*f, CompareSide::kPrimary, s.seq + 1);
       try_synchronise(*f);
     }
     return;
@@ -371,6 +397,8 @@ void IncomingProcessor::on_primary_segment(const Segment& s, uint64_t capture_ns
     f->p_rst = true;
     if (!f->primary_rst_us) f->primary_rst_us = realtime_us();
     if (!detached) ctx_.mark_dirty(*f);
+  } else if (s.payload_len || (s.flags & kFin)) {
+    compare_output(*f, CompareSide::kPrimary, s, present);
   }
 }
 

@@ -53,6 +53,12 @@ class IncomingProcessor {
   void make_unprotected(Flow& f, EventReason why);
   // The replica lost bytes it can never get: report, reset its copy, unprotect.
   void lose_flow(Flow& f, EventReason why, uint64_t detail);
+  // A side's stream (primary, replica) starts at seq0 (ISN + 1): compared
+  // from there if the flow's port asks it (--divergence).
+  void start_comparison(Flow& f, CompareSide side, uint32_t seq0);
+  // A side's output (s, the first `present` payload bytes at hand) against
+  // the other's: a difference loses the flow (diverged).
+  void compare_output(Flow& f, CompareSide side, const Segment& s, uint32_t present);
   // Whether the replica's connection certainly completed its handshake: it
   // acknowledged client bytes or sent its own.
   static bool replica_established(const Flow& f);
@@ -79,7 +85,8 @@ class IncomingProcessor {
   uint32_t causal_end(Flow& f, bool* held);
   // A replica that stopped short of the output causality waits for.
   void check_stopped(Flow& f, uint64_t now);
-  void on_primary_segment(const Segment& s, uint64_t capture_ns);
+  // present: payload bytes the capture kept (the rest was cut).
+  void on_primary_segment(const Segment& s, uint32_t present, uint64_t capture_ns);
   void start_flow(const FlowKey& k, const Segment& s, uint64_t capture_ns);
   // A flow's client-side state from its SYN; reports it new.
   void init_flow(Flow& f, const Segment& s, uint64_t capture_ns);

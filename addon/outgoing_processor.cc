@@ -115,6 +115,7 @@ void OutgoingProcessor::on_replica_packet(const uint8_t* ip, size_t copied) {
       f->b_window = s.window;
       f->b_rcv_nxt = s.ack;
       f->retries = 0;
+      in_.start_comparison(*f, CompareSide::kReplica, s.seq + 1);
       in_.try_synchronise(*f);
     } else if (f->state != FlowState::kSynSeen && !in_.replica_established(*f)) {
       // A repeated SYN-ACK: the replica did not get the handshake's ACK (its
@@ -125,6 +126,10 @@ void OutgoingProcessor::on_replica_packet(const uint8_t* ip, size_t copied) {
       // the latest (its TSval carries the options, its ISN may differ).
       if (s.opt.has_ts) f->b_tsval = s.opt.tsval;
       if (s.seq != f->b_isn) {
+        // Nothing was sent on the first one: compare from the new ISN.
+        f->compare = OutputComparison();
+        if (f->p_synack) in_.start_comparison(*f, CompareSide::kPrimary, f->p_isn + 1);
+        in_.start_comparison(*f, CompareSide::kReplica, s.seq + 1);
         f->b_isn = s.seq;
         f->b_snd_nxt = s.seq + 1;
         f->seq_delta = f->b_isn - f->p_isn;
@@ -159,6 +164,11 @@ void OutgoingProcessor::on_replica_packet(const uint8_t* ip, size_t copied) {
   if (s.flags & kFin) {
     f->b_fin = true;
     f->b_fin_seq = s.seq + s.payload_len;
+  }
+  if (s.payload_len || (s.flags & kFin)) {
+    size_t held = std::min(copied, size_t(s.ip_len)), before_payload = size_t(s.payload - s.ip);
+    in_.compare_output(*f, CompareSide::kReplica, s, uint32_t(held > before_payload ? held - before_payload : 0));
+    if (f->state == FlowState::kUnprotected) return;  // it diverged
   }
   if (s.flags & kAck) {
     if (after(s.ack, f->b_rcv_nxt)) {

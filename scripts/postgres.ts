@@ -224,6 +224,8 @@ export interface PostgresTakeoverOptions {
   script?: '-S' | '-N';
   port?: number;
   instance?: string;
+  /** The backup's --divergence; undefined: its default. */
+  divergence?: string;
 }
 
 export interface PostgresTakeoverTrial {
@@ -255,6 +257,7 @@ export async function runPostgresTakeover(tb: Testbed, dir: string, o: PostgresT
   try {
     pair = await startTakeoverLab(tb, dir, {
       ports: [port], instance: o.instance ?? 'pg',
+      backupArgs: o.divergence ? ['--divergence', o.divergence] : [],
       service: async (ns, side) => {
         const server = await startPostgres(tb, ns, `${dir}/pg-${side}`, { port, preAuthDelayS: side === 'backup' ? o.replicaPreAuthDelayS : undefined });
         servers[side] = server;

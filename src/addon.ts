@@ -33,12 +33,38 @@ export interface EngineOptions {
   lagWarnBytes: number;
   /** A replica that lacked, this long, client bytes the primary had acknowledged is given up (reason 'replica-behind'), ms; 0: never. */
   maxLagMs: number;
+  /** Per port of `ports`, in order: 0 not compared, 1 only lengths, 2 every byte (DivergencePolicy). */
+  divergence: number[];
   /** Interface that gets the VIP at a takeover ('' : no takeover configured, no translator attached). */
   activeIf: string;
   /** Active mode's translator: the kernel's (tcx programs on activeIf), the queue's, or the kernel's when it loads. */
   activeMode: 'auto' | 'kernel' | 'queue';
   /** The kernel translator's object file (activeModeObject()). */
   activeObject: string;
+}
+
+/** Where a flow's replica first sent other bytes than the primary, or ended elsewhere. */
+export interface DivergenceRecord {
+  flowId: number;
+  client: string;
+  serverPort: number;
+  timeUs: number;
+  /** bytes: same offset, different bytes; length: one side ended where the other sent more, or elsewhere. */
+  kind: 'bytes' | 'length';
+  /** Stream offset (server to client) of the first differing byte or, not exact, of the block holding it. */
+  offset: number;
+  exact: boolean;
+  /** Each side's bytes from offset (up to 32); null where they were no longer held. */
+  primary: Buffer | null;
+  replica: Buffer | null;
+}
+
+/** An excerpt for a log line: printable ASCII kept, anything else as \xNN; null stays null. */
+export function excerptText(b: Buffer | null): string | null {
+  if (!b) return null;
+  let s = '';
+  for (const c of b) s += c >= 0x20 && c < 0x7f && c !== 0x5c ? String.fromCharCode(c) : `\\x${c.toString(16).padStart(2, '0')}`;
+  return s;
 }
 
 export interface LatencyHistogram {
@@ -106,6 +132,8 @@ export interface NativeEngine {
   latency(): LatencyHistogram;
   /** The replicas' output lag behind the primary's while replicating, by service port; 0.5 ms buckets (up to 4.1 s). */
   replicaLag(): Record<string, LatencyHistogram>;
+  /** The last divergences (at most 256), oldest first. */
+  divergences(): DivergenceRecord[];
   requestFlowStats(): void;
   /** A client segment (IPv4 packet) the gateway's traffic recorder resupplied; fed to its flow like a captured one. */
   supply(packet: Buffer): void;

@@ -160,7 +160,7 @@ export async function runStatus(argv: string[]): Promise<void> {
   const service = s.role === 'primary'
     ? `; service ${s.service.alive ? 'alive' : 'dead'}, ${s.service.listening ? 'listening' : 'not listening'}`
     : `; flows synchronised ${s.flows.synchronised}, unprotected ${s.flows.unprotected}` +
-      ` (shed ${s.flows.shed}, replica behind ${s.flows.replicaBehind}, replica stopped ${s.flows.replicaStopped})`;
+      ` (shed ${s.flows.shed}, replica behind ${s.flows.replicaBehind}, replica stopped ${s.flows.replicaStopped}, diverged ${s.flows.diverged})`;
   process.stdout.write((cfg.json ? JSON.stringify(s) : `t2cp: ${s.role} ${s.state} (epoch ${s.epoch}${service})`) + '\n');
 }
 

@@ -9,6 +9,33 @@ import { activeModeObject, type EngineOptions } from './addon.js';
 export const ACTIVE_MODES = ['auto', 'kernel', 'queue'] as const;
 export type ActiveMode = (typeof ACTIVE_MODES)[number];
 
+/** What makes a flow diverged, per service port (the engine's DivergencePolicy, in order). */
+export const DIVERGENCE_POLICIES = ['off', 'length', 'strict'] as const;
+export type DivergencePolicy = (typeof DIVERGENCE_POLICIES)[number];
+
+/**
+ * `--divergence` text: a policy for every port, then PORT=POLICY exceptions
+ * ("strict", "length,7000=strict", "80=length"). Returns one policy per port
+ * of `ports`, in its order.
+ */
+export function parseDivergence(text: string, ports: number[]): DivergencePolicy[] {
+  const fix = `--divergence: give POLICY or PORT=POLICY items, comma-separated, POLICY one of ${DIVERGENCE_POLICIES.join(', ')} (e.g. strict,80=length)`;
+  const isPolicy = (v: string): v is DivergencePolicy => (DIVERGENCE_POLICIES as readonly string[]).includes(v);
+  let all: DivergencePolicy = 'strict';
+  const byPort = new Map<number, DivergencePolicy>();
+  for (const item of text.split(',').map((t) => t.trim())) {
+    const eq = item.indexOf('=');
+    const policy = eq < 0 ? item : item.slice(eq + 1);
+    if (!isPolicy(policy)) throw configError(`${fix}; '${item}' is not one`);
+    if (eq < 0) { all = policy; continue; }
+    const port = Number(item.slice(0, eq));
+    if (!Number.isInteger(port) || !ports.includes(port))
+      throw configError(`--divergence: '${item}' names port ${item.slice(0, eq)}, which is not in --ports (${ports.join(',')})`);
+    byPort.set(port, policy);
+  }
+  return ports.map((p) => byPort.get(p) ?? all);
+}
+
 export interface BackupConfig {
   mirrorIf: string;
   vip: string;
@@ -28,6 +55,8 @@ export interface BackupConfig {
   busyPollUs: number;
   lagWarnBytes: number;
   maxLagMs: number;
+  /** `--divergence` text (parseDivergence). */
+  divergence: string;
   logFlows: boolean;
   json: boolean;
   /** Takeover control plane (issue 3): the shared key; without it the control endpoint stays off. */
@@ -66,6 +95,7 @@ const DEFAULTS: Omit<BackupConfig, 'mirrorIf' | 'vip' | 'ports' | 'keyFile' | 'd
   busyPollUs: 50,
   lagWarnBytes: 32 << 20,
   maxLagMs: 3000,
+  divergence: 'strict',
   logFlows: false,
   json: false,
   controlPort: 7391,
@@ -113,6 +143,8 @@ export const BACKUP_OPTIONS: OptionSpec<BackupConfig>[] = [
     help: 'warn when a replica falls this far behind the primary, either direction (a takeover then makes its client wait while it catches up); 0 never; default 32m' },
   { key: 'maxLagMs', flag: '--max-lag', kind: 'int', arg: 'MS', min: 0, max: 3600000,
     help: `give up a flow whose replica has lacked, this long, client bytes the primary had acknowledged (reported unprotected, replica-behind; the one holding the most first, so the others keep up): it could not catch up within --finish-timeout at a takeover; 0 never; default ${DEFAULTS.maxLagMs}` },
+  { key: 'divergence', flag: '--divergence', kind: 'string', arg: 'POLICY[,PORT=POLICY...]',
+    help: `when a replica's output no longer matches the primary's, the flow is diverged: reported (with where, and both sides' bytes), given up, reset at a takeover. strict: any differing byte; length: only a different length (services whose answers differ harmlessly, e.g. an HTTP Date: header); off: not compared (the primary's output is not captured at all). A policy for every port, then PORT=POLICY exceptions; default ${DEFAULTS.divergence}` },
   { key: 'logFlows', flag: '--log-flows', kind: 'bool',
     help: 'log every flow event (new, synchronised, closed); anomalies are always logged' },
   { key: 'json', flag: '--json', kind: 'bool', help: 'log as JSON lines instead of text' },
@@ -158,6 +190,7 @@ export const BACKUP_COMMAND: CommandSpec<BackupConfig> = {
   defaults: DEFAULTS,
   validate: (c) => {
     checkInstance(c.instance);
+    parseDivergence(c.divergence, c.ports);
     if (c.detector && !c.keyFile) throw configError('--detector needs --key-file FILE: the detector only accepts messages signed with the shared key');
   },
 };
@@ -193,6 +226,7 @@ export function engineOptions(c: BackupConfig, activeIf = ''): EngineOptions {
     resupply: c.detector !== undefined,
     lagWarnBytes: c.lagWarnBytes,
     maxLagMs: c.maxLagMs,
+    divergence: parseDivergence(c.divergence, c.ports).map((p) => DIVERGENCE_POLICIES.indexOf(p)),
     activeIf,
     activeMode: c.activeMode,
     activeObject: activeModeObject(),

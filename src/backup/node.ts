@@ -1,7 +1,7 @@
 // Backup node role: wires the configuration, the native engine (incoming and
 // outgoing traffic processors) and the log together. Thin on purpose, like
 // conntrackd's sync-mode.c: the work is in the addon.
-import { addon, type NativeEngine } from '../addon.js';
+import { addon, excerptText, type NativeEngine } from '../addon.js';
 import { engineOptions, type BackupConfig } from '../config.js';
 import { decodeEvents, resupplyRange, type FlowEvent } from '../incoming/events.js';
 import { summarizeLatency, summarizeReplicaLag } from '../incoming/latency.js';
@@ -119,6 +119,7 @@ export class BackupNode {
     return {
       synchronised: c.flows_synchronised ?? 0, unprotected: c.flows_unprotected ?? 0,
       shed: c.flows_shed ?? 0, replicaBehind: c.replica_behind ?? 0, replicaStopped: c.replica_stopped ?? 0,
+      diverged: c.flows_diverged ?? 0,
     };
   }
 
@@ -158,6 +159,13 @@ export class BackupNode {
     }
   }
 
+  /** Where a diverged flow's replica first differed, with both sides' bytes from there. */
+  private divergence(e: FlowEvent): Record<string, unknown> {
+    const d = this.engine?.divergences().reverse().find((r) => r.flowId === e.flowId);
+    if (!d) return { offset: e.detail % 2 ** 48, kind: Math.floor(e.detail / 2 ** 48) === 2 ? 'length' : 'bytes' };
+    return { kind: d.kind, offset: d.offset, exact: d.exact, primary: excerptText(d.primary), replica: excerptText(d.replica) };
+  }
+
   private logEvent(e: FlowEvent): void {
     const fields: Record<string, unknown> = { flow: `${e.client}->:${e.serverPort}`, id: e.flowId };
     if (e.reason !== 'none') fields.reason = e.reason;
@@ -167,6 +175,7 @@ export class BackupNode {
     if (e.type === 'closed' && e.detail === 1) fields.diverged = true;
     if (e.type === 'lagging') fields.behindBytes = e.detail;
     if (e.reason === 'replica-behind' && e.type === 'anomaly') fields.lagMs = e.detail;
+    if (e.reason === 'diverged' && e.type === 'anomaly') Object.assign(fields, this.divergence(e));
     const level = e.type === 'anomaly' || e.type === 'unprotected' || e.type === 'lagging' ? 'warn' : 'info';
     if (level === 'info' && !this.cfg.logFlows && e.type !== 'stats') return;
     this.log[level](`flow ${e.type}`, fields);

@@ -85,8 +85,10 @@ export interface FlowCounts {
   shed: number;
   /** given up for a replica more than --max-lag behind, the largest first (`replica-behind`), */
   replicaBehind: number;
-  /** and replicas that stopped short of the primary's output (`replica-stopped`). */
+  /** replicas that stopped short of the primary's output (`replica-stopped`), */
   replicaStopped: number;
+  /** and replicas whose output differed from the primary's (`diverged`, --divergence). */
+  diverged: number;
 }
 
 /** A role's answer to STATUS (`t2cp status`, a cluster manager's monitor). */

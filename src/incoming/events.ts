@@ -34,6 +34,7 @@ export const EventReason = {
   15: 'replica-stopped',
   16: 'shed',
   17: 'replica-behind',
+  18: 'diverged',
   // takeover events: the step that ended (detail: its duration, µs)
   21: 'freeze',
   22: 'finish',

@@ -1,11 +1,13 @@
 // A service that is not deterministic (scripts/token-service.ts: a random
-// token per connection, requests without it refused). Its replica answers
-// every request differently from the primary, and shorter: what its client
-// had received when it sent the next request is more than the replica ever
-// sends. Causality holds that request back; the replica, idle, stops short;
-// the flow is reported unprotected (`replica-stopped`) and its copy reset.
-// At the takeover no such flow is counted as taken over: every client gets a
-// reset at once, none waits on a connection that cannot continue.
+// token per connection, requests without it refused). Its replica's first
+// line already differs from the primary's: with --divergence strict (the
+// default) the comparison of their output finds it as soon as both sent it,
+// and the flow is reported `diverged` (where, and both sides' bytes) and its
+// copy reset. With the comparison off, the other guard still holds: the
+// replica's answers are shorter, causality holds the next request back, the
+// idle replica stops short (`replica-stopped`). Either way, at the takeover
+// no such flow is counted as taken over: every client gets a reset at once,
+// none waits on a connection that cannot continue.
 import { describe, expect, it } from 'vitest';
 import { collect, repoRoot, waitForExit } from '../../scripts/processes.js';
 import { readLog } from '../../scripts/replica-check.js';
@@ -19,16 +21,21 @@ const CONNECTIONS = 10;
 
 interface Session { conn: number; outcome: string; requests: number; lastReplyMs: number; error?: string }
 
-describe('divergence: a service whose replica answers otherwise', () => {
+const variants = [
+  { name: '--divergence strict (default)', backupArgs: [] as string[], reason: 'diverged' },
+  { name: '--divergence off', backupArgs: ['--divergence', 'off'], reason: 'replica-stopped' },
+];
+
+for (const v of variants) describe(`divergence: a service whose replica answers otherwise, ${v.name}`, () => {
   const lab = useLab('div');
 
-  it('its flows are reported unprotected (replica-stopped) and reset at the takeover, none hangs', async () => {
+  it(`its flows are reported unprotected (${v.reason}) and reset at the takeover, none hangs`, async () => {
     const { tb, dir } = lab;
     let pair: TakeoverLab | undefined;
     const services: Array<{ kill(sig: NodeJS.Signals): boolean }> = [];
     try {
       pair = await startTakeoverLab(tb, dir, {
-        ports: [PORT], instance: 'div',
+        ports: [PORT], instance: 'div', backupArgs: v.backupArgs,
         service: async (ns, side) => {
           const child = tb.spawn(ns, ['node', `${repoRoot}dist/scripts/token-service.js`, '--port', String(PORT)]);
           services.push(child);
@@ -43,7 +50,8 @@ describe('divergence: a service whose replica answers otherwise', () => {
       const client = tb.spawn(tb.ns.client, ['node', `${repoRoot}dist/scripts/token-client.js`, '--to', `${tb.addr.vip}:${PORT}`,
         '--connections', String(CONNECTIONS), '--interval-ms', '20', '--run-ms', '15000', '--reply-timeout-ms', '5000']);
       const out = collect(client);
-      // Each replica is caught stopping short (5 s without output past the one its client saw).
+      // Each replica is caught: its first line differs, or it stops short
+      // (5 s without output past the one its client saw).
       const backup = pair.backup;
       await waitFor(() => backup.records.filter((r) => r.msg === 'flow unprotected').length >= CONNECTIONS,
         { timeoutMs: 20_000, what: 'every flow reported unprotected' });
@@ -54,11 +62,26 @@ describe('divergence: a service whose replica answers otherwise', () => {
       await waitForExit(client, 20_000);
       const sessions = out.stdout.split('\n').filter(Boolean).map((l) => JSON.parse(l) as Session);
       const e = record.engine;
-      console.log(`divergence: reasons ${JSON.stringify([...new Set(unprotected.map((r) => r.reason))])}; clients ` +
+      console.log(`divergence ${v.name}: reasons ${JSON.stringify([...new Set(unprotected.map((r) => r.reason))])}; clients ` +
         `${JSON.stringify(sessions.map((s) => s.outcome))}; record: taken over ${e.flowsTakenOver}, unprotected ${e.flowsUnprotected}, ` +
         `lost ${e.flowsLost}, clients reset ${e.clientsReset}`);
 
-      expect(unprotected.map((r) => r.reason)).toEqual(Array(CONNECTIONS).fill('replica-stopped'));
+      expect(unprotected.map((r) => r.reason)).toEqual(Array(CONNECTIONS).fill(v.reason));
+      if (v.reason === 'diverged') {
+        // "token <32 hex digits>\n": the first differing byte is one of the
+        // token's, and the log shows both sides' from there.
+        const anomalies = backup.records.filter((r) => r.msg === 'flow anomaly' && r.reason === 'diverged');
+        expect(anomalies).toHaveLength(CONNECTIONS);
+        for (const a of anomalies) {
+          expect(a.kind).toBe('bytes');
+          expect(a.exact).toBe(true);
+          expect(a.offset).toBeGreaterThanOrEqual('token '.length);
+          expect(a.offset).toBeLessThan('token '.length + 32);
+          expect(String(a.primary)).toMatch(/^[0-9a-f]/);
+          expect(String(a.replica)).toMatch(/^[0-9a-f]/);
+          expect(a.primary).not.toBe(a.replica);
+        }
+      }
       // From the clients' side: every connection reset by the takeover, none left waiting, none given wrong bytes.
       expect(sessions).toHaveLength(CONNECTIONS);
       expect(sessions.map((s) => s.outcome)).toEqual(Array(CONNECTIONS).fill('reset'));

@@ -13,6 +13,14 @@
 // closes its copy of the connection (PostgreSQL refuses bytes that came with
 // the SSLRequest, CVE-2021-23214): t2cp reports the flow unprotected
 // (replica-reset) and resets its client at the takeover.
+//
+// Every connection's BackendKeyData differs between the two servers (a
+// random cancel key, the last describe): same length, other bytes. Under
+// --divergence strict (the default) every connection is therefore reported
+// diverged and reset at a takeover, which the last takeover case shows; a
+// PostgreSQL service is protected with --divergence length, where only a
+// different length is a divergence (the cost: after a takeover a client's
+// CancelRequest carries a key the backup's postgres does not know).
 import { describe, expect, it } from 'vitest';
 import { runPostgresTakeover, startPostgres, startupExchange } from '../../scripts/postgres.js';
 import { kernelLeftovers } from './leftovers.js';
@@ -41,7 +49,7 @@ for (const c of cases) {
 
     it('pgbench finishes every transaction and every connection is taken over', async () => {
       const { tb, dir } = lab;
-      const trial = await runPostgresTakeover(tb, dir, { ...RUN, sslmode: c.sslmode, replicaPreAuthDelayS: c.replicaPreAuthDelayS, port: PORT, instance: INSTANCE });
+      const trial = await runPostgresTakeover(tb, dir, { ...RUN, sslmode: c.sslmode, replicaPreAuthDelayS: c.replicaPreAuthDelayS, port: PORT, instance: INSTANCE, divergence: 'length' });
       const { pgbench, record, serverErrors } = trial;
       const e = record.engine;
       const unprotected = trial.flows.filter((f) => f.msg === 'flow unprotected');
@@ -84,13 +92,44 @@ for (const c of cases) {
   });
 }
 
+describe('postgres takeover: --divergence strict (the default)', () => {
+  const lab = useLab('pg');
+
+  // BackendKeyData differs: every connection is diverged at its startup,
+  // its replica reset; at the takeover none is counted as taken over, and
+  // every pgbench client is reset at once rather than left waiting.
+  it('reports every connection diverged at BackendKeyData and resets its client at the takeover', async () => {
+    const { tb, dir } = lab;
+    const trial = await runPostgresTakeover(tb, dir, { ...RUN, sslmode: 'disable', port: PORT, instance: INSTANCE });
+    const { pgbench, record } = trial;
+    const e = record.engine;
+    const anomalies = trial.flowsBeforeFailure.filter((f) => f.msg === 'flow anomaly');
+    console.log(`postgres strict: pgbench exit ${pgbench.code}, processed ${pgbench.processed}/${pgbench.planned}; ` +
+      `record: taken over ${e.flowsTakenOver}, unprotected ${e.flowsUnprotected}, clients reset ${e.clientsReset}; ` +
+      `divergences ${JSON.stringify(anomalies.slice(0, 2).map((a) => ({ kind: a.kind, offset: a.offset, primary: a.primary, replica: a.replica })))}`);
+    // Every connection pgbench made (its first one, then its clients').
+    expect(anomalies.length).toBeGreaterThanOrEqual(RUN.clients + 1);
+    expect(new Set(anomalies.map((a) => a.reason))).toEqual(new Set(['diverged']));
+    expect(new Set(anomalies.map((a) => a.kind))).toEqual(new Set(['bytes']));
+    // From the client's side: the connections ended at the takeover; not one hung (pgbench returned).
+    expect(pgbench.code).not.toBe(0);
+    expect(pgbench.processed).toBeLessThan(RUN.clients * RUN.transactions);
+    expect(e.flowsTakenOver).toBe(0);
+    expect(e.flowsUnprotected).toBeGreaterThanOrEqual(RUN.clients);
+    // pgbench's clients' connections, and its first one if it lingered, closing, in the flow table.
+    expect(e.clientsReset).toBeGreaterThanOrEqual(RUN.clients);
+    expect(e.clientsReset).toBeLessThanOrEqual(anomalies.length);
+    expect(await kernelLeftovers(tb, INSTANCE)).toEqual([]);
+  });
+});
+
 describe('postgres: two servers from the same initdb', () => {
   const lab = useLab('pginit');
 
   // What a replica of postgres cannot repeat. BackendKeyData carries the
   // backend's PID and a random cancel key (pg_strong_random): same length,
-  // other bytes, on every connection. t2cp compares the two servers' byte
-  // counts, not their bytes, so it passes unseen; after a takeover a client's
+  // other bytes, on every connection: --divergence strict reports it, length
+  // lets it pass (the takeover cases above); after a takeover a client's
   // CancelRequest carries the primary's key, which the backup's postgres
   // does not know (the cancel is ignored, the connection lives on).
   it('answer a startup message alike but for BackendKeyData\'s content', async () => {

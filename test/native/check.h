@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <string>
 
 // ---------------------------------------------------------------- harness
 
@@ -43,6 +44,15 @@ inline const char* g_test_name = "";
                     static_cast<unsigned long long>(va_),                                  \
                     static_cast<unsigned long long>(vb_));                                 \
     }                                                                                      \
+  } while (0)
+
+// Byte strings compared and both printed on a failure.
+#define CHECK_BYTES(a, b)                                                                   \
+  do {                                                                                      \
+    const std::string va_ = (a), vb_ = (b);                                                 \
+    if (va_ != vb_ && g_check_failures++ < 10)                                              \
+      std::printf("  FAIL %s: %s:%d: %s == \"%s\" (got \"%s\")\n", g_test_name, __FILE__, __LINE__, #a, \
+                  vb_.c_str(), va_.c_str());                                                \
   } while (0)
 
 // Context for the next failures of a randomized test (seed, iteration, step).

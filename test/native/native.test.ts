@@ -47,8 +47,9 @@ describe('native packet layer (ASan/UBSan)', () => {
 
   // run.sh prints "NAME: N passed, N failed" for each, last, after the fuzzer.
   const programs: [string, string][] = [
-    ['capture_test', "the mirror capture keeps the primary's headers only"],
+    ['capture_test', "the mirror capture keeps what the engine reads of the primary's frames"],
     ['replication_test', 'stream buffer, sequence map'],
+    ['compare_test', "the replica's output against the primary's, as both arrive"],
     ['processor_test', 'the replication state machine on crafted segments'],
     ['active_mode_test', 'translation after a takeover'],
     ['active_mode_kernel_test', 'the kernel translator rewrites as the engine does'],

@@ -28,14 +28,6 @@ using t2cp_test::kClientPort;
 using t2cp_test::kPort;
 using t2cp_test::kVip;
 
-// Byte strings compared and both printed on a failure.
-#define CHECK_BYTES(a, b)                                                                   \
-  do {                                                                                      \
-    const std::string va_ = (a), vb_ = (b);                                                 \
-    if (va_ != vb_ && g_check_failures++ < 10)                                              \
-      std::printf("  FAIL %s: %s:%d: %s == \"%s\" (got \"%s\")\n", g_test_name, __FILE__, __LINE__, #a, \
-                  vb_.c_str(), va_.c_str());                                                \
-  } while (0)
 
 namespace {
 
@@ -69,9 +61,11 @@ struct Lab {
   int peer = -1;  // reads what went "into the TUN"
   uint16_t cport = kClientPort;  // the connection the next segments belong to
 
-  explicit Lab(uint64_t memory_limit = 1ull << 30, uint32_t max_lag_ms = 0, bool resupply = false) {
+  explicit Lab(uint64_t memory_limit = 1ull << 30, uint32_t max_lag_ms = 0, bool resupply = false,
+               DivergencePolicy divergence = DivergencePolicy::kOff) {
     cfg.vip = kVip;
     cfg.ports = {kPort};
+    cfg.divergence = {divergence};
     cfg.memory_limit = memory_limit;
     cfg.max_lag_ms = max_lag_ms;
     cfg.resupply = resupply;
@@ -450,6 +444,51 @@ void test_a_stopped_replica_is_not_lag() {
   CHECK_EQ(lab.ctx->counters.get(k_replica_stopped), uint64_t(1));
 }
 
+// A replica that answers with another token of the same length: with
+// --divergence strict its flow is diverged at once (not 5 s later, and not
+// only if its stream is shorter), its copy reset, the record kept; under
+// `length` the same answer is not a divergence.
+void test_a_different_answer_is_diverged_at_once() {
+  for (DivergencePolicy policy : {DivergencePolicy::kStrict, DivergencePolicy::kLength}) {
+    Lab lab(1ull << 30, 0, false, policy);
+    lab.connect();
+    lab.client(kC0 + 1, kP0 + 1, kAck | kPsh, "REQ1");
+    lab.injected();
+    lab.primary(kP0 + 1, kC0 + 5, kAck | kPsh, "TOKEN-1234");
+    lab.replica(kB0 + 1, kC0 + 5, kAck | kPsh, "TOKEN-9876");
+    const bool strict = policy == DivergencePolicy::kStrict;
+    CHECK_EQ(lab.ctx->counters.get(k_flows_diverged), uint64_t(strict ? 1 : 0));
+    CHECK_EQ(lab.flow()->state, strict ? FlowState::kUnprotected : FlowState::kSynchronised);
+    if (strict) {
+      std::vector<Injected> v = lab.injected();
+      CHECK(!v.empty() && (v.back().flags & kRst));  // the replica's copy is reset
+      CHECK_EQ(lab.ctx->divergences.size(), size_t(1));
+      if (!lab.ctx->divergences.empty()) {
+        const Divergence& d = lab.ctx->divergences.back().what;
+        CHECK_EQ(d.offset, uint64_t(6));
+        CHECK(d.exact);
+        CHECK_BYTES(std::string(reinterpret_cast<const char*>(d.excerpt[0]), d.excerpt_len[0]), "1234");
+        CHECK_BYTES(std::string(reinterpret_cast<const char*>(d.excerpt[1]), d.excerpt_len[1]), "9876");
+      }
+    }
+  }
+}
+
+// The same answer, split differently on the two sides and retransmitted
+// by the replica, is no divergence.
+void test_the_same_answer_is_not_diverged() {
+  Lab lab(1ull << 30, 0, false, DivergencePolicy::kStrict);
+  lab.connect();
+  lab.client(kC0 + 1, kP0 + 1, kAck | kPsh, "REQ1");
+  lab.primary(kP0 + 1, kC0 + 5, kAck | kPsh, "HELLO, WORLD");
+  lab.replica(kB0 + 1, kC0 + 5, kAck | kPsh, "HELLO");
+  lab.replica(kB0 + 1, kC0 + 5, kAck | kPsh, "HELLO");
+  lab.replica(kB0 + 6, kC0 + 5, kAck | kPsh, ", WORLD");
+  CHECK_EQ(lab.ctx->counters.get(k_flows_diverged), uint64_t(0));
+  CHECK_EQ(lab.flow()->state, FlowState::kSynchronised);
+  CHECK_EQ(lab.flow()->compare.compared_bytes(), uint64_t(12));
+}
+
 }  // namespace
 
 int main() {
@@ -465,5 +504,7 @@ int main() {
   run_test("replica_lag_is_timed_per_reply", test_replica_lag_is_timed_per_reply);
   run_test("max_lag_gives_up_the_largest_lagging_flow", test_max_lag_gives_up_the_largest_lagging_flow);
   run_test("a_stopped_replica_is_not_lag", test_a_stopped_replica_is_not_lag);
+  run_test("a_different_answer_is_diverged_at_once", test_a_different_answer_is_diverged_at_once);
+  run_test("the_same_answer_is_not_diverged", test_the_same_answer_is_not_diverged);
   return finish();
 }

@@ -40,9 +40,11 @@ active_srcs=("$root/addon/recovery_active_mode.cc" "$root/addon/recovery_active_
   "$root/addon/event_queue.cc" "$root/addon/flow_table.cc" "$root/addon/stream_buffer.cc" "$root/addon/incoming_tun.cc")
 echo "native: building active_mode_test (g++)"
 g++ "${common[@]}" "$src/active_mode_test.cc" "${active_srcs[@]}" -lbpf -o "$out/active_mode_test"
+echo "native: building compare_test (g++)"
+g++ "${common[@]}" "$src/compare_test.cc" "$root/addon/output_compare.cc" -o "$out/compare_test"
 echo "native: building processor_test (g++)"
 g++ "${common[@]}" "$src/processor_test.cc" "$root/addon/incoming_processor.cc" "$root/addon/incoming_injection.cc" \
-  "$root/addon/outgoing_processor.cc" "${active_srcs[@]}" -lbpf -o "$out/processor_test"
+  "$root/addon/outgoing_processor.cc" "$root/addon/output_compare.cc" "${active_srcs[@]}" -lbpf -o "$out/processor_test"
 echo "native: building active_mode_kernel_test (g++, libbpf)"
 g++ "${common[@]}" "$src/active_mode_kernel_test.cc" "${active_srcs[@]}" -lbpf -o "$out/active_mode_kernel_test"
 
@@ -76,7 +78,7 @@ fi
 # The other tests' failures are reported at the end: the parser is fuzzed anyway.
 # run_test NAME [ARGS]: runs build/native/NAME, keeps its exit status and summary line.
 declare -A test_status test_summary
-later=(capture_test replication_test processor_test active_mode_test active_mode_kernel_test)
+later=(capture_test replication_test compare_test processor_test active_mode_test active_mode_kernel_test)
 run_test() {
   local name="$1" st=0 tlog="$out/$1.log"
   shift
@@ -88,6 +90,7 @@ run_test() {
 }
 run_test capture_test
 run_test replication_test
+run_test compare_test
 run_test processor_test
 run_test active_mode_test
 # The kernel's translator (BPF, run by the kernel) against the engine's.

@@ -26,6 +26,17 @@ describe('t2cp backup options', () => {
     expect(e.tunName).toBe('t2cp-main');
     expect(e.tunName.length).toBeLessThanOrEqual(15);
   });
+  it('--divergence: a policy for every port, then PORT=POLICY exceptions; strict by default', () => {
+    expect(engineOptions(parseBackupArgs(base)).divergence).toEqual([2, 2]);
+    expect(engineOptions(parseBackupArgs([...base, '--divergence', 'length'])).divergence).toEqual([1, 1]);
+    expect(engineOptions(parseBackupArgs([...base, '--divergence', 'off,6379=strict'])).divergence).toEqual([0, 2]);
+    expect(engineOptions(parseBackupArgs([...base, '--divergence', '7000=length'])).divergence).toEqual([1, 2]);
+    const bad = errorOf([...base, '--divergence', 'loose']);
+    expect(bad.code).toBe('T2CP_CONFIG');
+    expect(bad.message).toMatch(/--divergence: .*one of off, length, strict.*'loose' is not one/);
+    expect(errorOf([...base, '--divergence', '80=length']).message).toMatch(/--divergence: '80=length' names port 80, which is not in --ports \(7000,6379\)/);
+    expect(errorOf([...base, '--divergence', '']).message).toMatch(/--divergence/);
+  });
   it('accepts --flag=value, sizes with suffixes, and dedups ports', () => {
     const c = parseBackupArgs([...base, '--flow-buffer=4m', '--ports', '7000,7000', '--json']);
     expect(c.flowBuffer).toBe(4 << 20);

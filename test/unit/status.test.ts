@@ -43,7 +43,7 @@ async function agent(key: Buffer, service = { alive: true, listening: true }): P
   return { agent: a, at: a.address() };
 }
 
-const flows = { synchronised: 3, unprotected: 2, shed: 1, replicaBehind: 1, replicaStopped: 0 };
+const flows = { synchronised: 3, unprotected: 2, shed: 1, replicaBehind: 1, replicaStopped: 0, diverged: 0 };
 
 /** The backup node as the control endpoint sees it: a state, and a takeover that makes it active. */
 function backupNode(): TakeoverTarget & { current: BackupState } {
@@ -90,7 +90,7 @@ describe('t2cp status', () => {
     node.current = 'active';
     expect(await requestStatus({ to, role: 'backup', key, timeoutMs: 2000 })).toEqual({ role: 'backup', state: 'active', epoch: 0, flows });
     const line = await runCli(['--key-file', file, '--role', 'backup', '--control', `${LO}:${to.port}`, '--timeout', '2000']);
-    expect(line.stdout).toBe('t2cp: backup active (epoch 0; flows synchronised 3, unprotected 2 (shed 1, replica behind 1, replica stopped 0))\n');
+    expect(line.stdout).toBe('t2cp: backup active (epoch 0; flows synchronised 3, unprotected 2 (shed 1, replica behind 1, replica stopped 0, diverged 0))\n');
   });
 
   it('asking the wrong role is refused; the wrong key or nobody listening times out and says why', async () => {
