@@ -160,11 +160,15 @@ async function benchBulk(tb: Testbed, dir: string): Promise<void> {
  * client's acks (mirrored, mapped, held back to what it sent). What matters
  * is whether it keeps up: how long after the client got the last byte the
  * replica had made it too (a replica behind at a takeover makes its client
- * wait while it catches up).
+ * wait while it catches up). The download is where the output comparison
+ * (--divergence strict, the default) costs most: every byte of the primary's
+ * is captured and hashed, every byte of the replica's hashed; the same
+ * download with it off, in the same run, gives its price.
  */
 async function benchDownload(tb: Testbed, dir: string): Promise<void> {
   const download: Load = { workload: { seed: 2, sessions: [{ kind: 'download', bytes: BULK_BYTES }] } };
   const off: number[] = [], on: number[] = [], behind: number[] = [], cpuPerGiB: number[] = [];
+  const uncompared: number[] = [], uncomparedCpuPerGiB: number[] = [];
   const replicated: Trial[] = [];
   for (let i = 0; i < BULK_TRIALS; i++) {
     off.push(BULK_BYTES / MB / ((await trial(tb, dir, `down-off-${i}`, download, false)).ms / 1000));
@@ -173,12 +177,18 @@ async function benchDownload(tb: Testbed, dir: string): Promise<void> {
     behind.push(Math.max(0, t.settledMs - t.ms));
     cpuPerGiB.push(t.cpu / (BULK_BYTES / (1 << 30)));
     replicated.push(t);
+    const u = await trial(tb, dir, `down-uncompared-${i}`, download, true, ['--divergence', 'off']);
+    uncompared.push(BULK_BYTES / MB / (u.ms / 1000));
+    uncomparedCpuPerGiB.push(u.cpu / (BULK_BYTES / (1 << 30)));
+    replicated.push(u);
   }
   line('bulk_s2c_unreplicated_MBps', median(off), trials(off));
   line('bulk_s2c_replicated_MBps', median(on), trials(on));
   line('bulk_s2c_ratio', median(on) / median(off));
   line('bulk_s2c_replica_behind_ms', median(behind), `${trials(behind)}; replica done after the client, counters polled every 100 ms`);
-  line('bulk_s2c_t2cp_cpu_s_per_GiB', median(cpuPerGiB), 'CPU of the t2cp process, busy-poll included');
+  line('bulk_s2c_t2cp_cpu_s_per_GiB', median(cpuPerGiB), 'CPU of the t2cp process, busy-poll included; output compared (strict)');
+  line('bulk_s2c_uncompared_ratio', median(uncompared) / median(off), `--divergence off; ${trials(uncompared)}`);
+  line('bulk_s2c_uncompared_t2cp_cpu_s_per_GiB', median(uncomparedCpuPerGiB), '--divergence off: the primary\'s output cut to its headers, nothing hashed');
   line('bulk_s2c_interceptor_lost', replicated.reduce((a, t) => a + losses(t.counters), 0), 'target 0 (capture, gaps, queue overruns)');
   line('bulk_s2c_backup_byte_exact', replicated.every((t) => t.exact) ? 'yes' : 'NO');
 }
