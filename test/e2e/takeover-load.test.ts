@@ -60,7 +60,9 @@ describe('takeover under load', () => {
   });
 
   it('a replica behind at the failure catches up in the background while light sessions carry on', async () => {
-    const trial = await pausedUpload({ beforeFailMs: 400, afterFailMs: 300 });
+    // Paused long enough that its kernel's receive buffer (up to 6 MiB) cannot hold what the
+    // upload sends meanwhile, however fast it runs: the replica is behind at the failure.
+    const trial = await pausedUpload({ beforeFailMs: 1000, afterFailMs: 300 });
     const bulk = transfers(trial);
     const e = trial.engine;
     console.log(`catch-up: interactive stall median ${trial.stallMs.slice().sort((a, b) => a - b)[trial.stallMs.length >> 1]} ms; ` +
