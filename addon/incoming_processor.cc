@@ -321,10 +321,15 @@ void IncomingProcessor::compare_output(Flow& f, CompareSide side, const Segment&
   OutputComparison::Result r = f.compare.add(side, s.seq, s.payload, s.payload_len, present);
   if (r == OutputComparison::Result::kOk && (s.flags & kFin)) r = f.compare.fin(side, s.seq + s.payload_len);
   ctx_.counters.add(k_compare_unverified_bytes, f.compare.unverified_bytes() - unverified);
-  if (r == OutputComparison::Result::kGaveUp) ctx_.counters.add(k_compare_gave_up);
+  EngineContext::ComparePort* port = ctx_.compare_port(f.key.server_port);
+  if (r == OutputComparison::Result::kGaveUp) {
+    ctx_.counters.add(k_compare_gave_up);
+    if (port) port->gave_up.fetch_add(1, std::memory_order_relaxed);
+  }
   if (r != OutputComparison::Result::kDiffers) return;
   const Divergence& d = f.compare.divergence();
   ctx_.counters.add(k_flows_diverged);
+  if (port) port->diverged.fetch_add(1, std::memory_order_relaxed);
   ctx_.record_divergence(f, realtime_us());
   lose_flow(f, EventReason::kDiverged, (uint64_t(d.kind) << 48) | (d.offset & ((1ull << 48) - 1)));
 }
@@ -374,8 +379,12 @@ void IncomingProcessor::on_primary_segment(const Segment& s, uint32_t present, u
       f->output_lag.primary_sent(f->s2c_primary, capture_ns, f->s2c_backup);
   }
   // After capture drops, a primary ack within what we hold proves this flow
-  // lost nothing (the mirror delivers client data before its ack).
-  if (f->drop_suspect_us && (s.flags & kAck) && !after(s.ack, captured_end(*f))) f->drop_suspect_us = 0;
+  // lost nothing (the mirror delivers client data before its ack) — if it
+  // was captured after the drops were counted: one that waited in the
+  // socket's queue through them says nothing of the bytes they took.
+  const uint64_t captured_us = capture_ns ? capture_ns / 1000 : realtime_us();
+  if (f->drop_suspect_us && captured_us > f->drop_suspect_us && (s.flags & kAck) && !after(s.ack, captured_end(*f)))
+    f->drop_suspect_us = 0;
   if ((s.flags & kAck) && after(s.ack, f->p_rcv_nxt)) {
     f->c2s_primary += s.ack - f->p_rcv_nxt;
     f->p_rcv_nxt = s.ack;
@@ -432,6 +441,14 @@ void IncomingProcessor::check_closed(Flow& f, uint64_t now_us) {
   f.marks.clear();
   ctx_.counters.add(k_flows_closed);
   note_finished(f);
+  // Closed with its output compared to the end, alike.
+  if (f.divergence != DivergencePolicy::kOff && !f.compare.ended()) {
+    if (EngineContext::ComparePort* port = ctx_.compare_port(f.key.server_port)) {
+      port->identical.fetch_add(1, std::memory_order_relaxed);
+      port->bytes.fetch_add(f.compare.compared_bytes(), std::memory_order_relaxed);
+      port->unverified.fetch_add(f.compare.unverified_bytes(), std::memory_order_relaxed);
+    }
+  }
   // Both services wrote the same number of bytes, or the replica diverged.
   bool diverged = f.p_synack && f.b_synack && !reset && f.s2c_primary != f.s2c_backup;
   ctx_.events.emit(EventType::kClosed, reset ? EventReason::kRst : EventReason::kFin, f, diverged ? 1 : 0);
