@@ -73,6 +73,7 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
       InstanceMethod<&EngineWrap::Latency>("latency"),
       InstanceMethod<&EngineWrap::ReplicaLag>("replicaLag"),
       InstanceMethod<&EngineWrap::Divergences>("divergences"),
+      InstanceMethod<&EngineWrap::Comparison>("comparison"),
       InstanceMethod<&EngineWrap::RequestFlowStats>("requestFlowStats"),
       InstanceMethod<&EngineWrap::Supply>("supply"),
       InstanceMethod<&EngineWrap::Takeover>("takeover"),
@@ -216,6 +217,25 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
       a.Set(i++, o);
     }
     return a;
+  }
+
+  // { [service port]: {policy, identical, diverged, gaveUp, bytesCompared,
+  // bytesUnverified} } for the ports whose output is compared.
+  Napi::Value Comparison(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    EngineContext& ctx = engine_->ctx();
+    Napi::Object o = Napi::Object::New(env);
+    for (const auto& [port, p] : ctx.compare_ports) {
+      Napi::Object s = Napi::Object::New(env);
+      s.Set("policy", Napi::String::New(env, ctx.divergence_of(port) == DivergencePolicy::kStrict ? "strict" : "length"));
+      s.Set("identical", Napi::Number::New(env, double(p->identical.load())));
+      s.Set("diverged", Napi::Number::New(env, double(p->diverged.load())));
+      s.Set("gaveUp", Napi::Number::New(env, double(p->gave_up.load())));
+      s.Set("bytesCompared", Napi::Number::New(env, double(p->bytes.load())));
+      s.Set("bytesUnverified", Napi::Number::New(env, double(p->unverified.load())));
+      o.Set(std::to_string(port), s);
+    }
+    return o;
   }
 
   // supply(packet: Buffer): a client segment resupplied by the gateway.

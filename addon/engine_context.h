@@ -71,6 +71,8 @@ struct EngineContext {
     for (size_t i = 0; i < c.ports.size(); i++) {
       const uint16_t p = c.ports[i];
       divergence[p] = i < c.divergence.size() ? c.divergence[i] : DivergencePolicy::kOff;
+      if (divergence[p] != DivergencePolicy::kOff && !compare_ports.count(p))
+        compare_ports.emplace(p, std::make_unique<ComparePort>());
       port_set.set(p);
       if (!lag.count(p)) lag.emplace(p, std::make_unique<LagHistogram>());
     }
@@ -112,6 +114,20 @@ struct EngineContext {
     Divergence what;
   };
   static constexpr size_t kDivergenceRecords = 256;
+  // What the comparison found, by service port (ports not compared have
+  // none): the determinism report. Built once; JavaScript reads it live.
+  struct ComparePort {
+    std::atomic<uint64_t> identical{0};   // flows closed with every compared byte alike
+    std::atomic<uint64_t> diverged{0};
+    std::atomic<uint64_t> gave_up{0};     // no longer compared: too far apart (kMaxCheckpoints)
+    std::atomic<uint64_t> bytes{0};       // compared bytes of the identical flows
+    std::atomic<uint64_t> unverified{0};  // of their bytes, not comparable (holes)
+  };
+  std::unordered_map<uint16_t, std::unique_ptr<ComparePort>> compare_ports;
+  ComparePort* compare_port(uint16_t port) {
+    auto it = compare_ports.find(port);
+    return it == compare_ports.end() ? nullptr : it->second.get();
+  }
   std::mutex divergence_mu;
   std::deque<DivergenceRecord> divergences;
   void record_divergence(const Flow& f, uint64_t now_us) {

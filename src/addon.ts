@@ -43,6 +43,8 @@ export interface EngineOptions {
   activeObject: string;
 }
 
+import type { PortComparison } from './control/bodies.js';
+
 /** Where a flow's replica first sent other bytes than the primary, or ended elsewhere. */
 export interface DivergenceRecord {
   flowId: number;
@@ -134,6 +136,8 @@ export interface NativeEngine {
   replicaLag(): Record<string, LatencyHistogram>;
   /** The last divergences (at most 256), oldest first. */
   divergences(): DivergenceRecord[];
+  /** What the comparison found, by compared service port. */
+  comparison(): Record<string, PortComparison>;
   requestFlowStats(): void;
   /** A client segment (IPv4 packet) the gateway's traffic recorder resupplied; fed to its flow like a captured one. */
   supply(packet: Buffer): void;

@@ -12,6 +12,7 @@ import {
   GATEWAY_COMMAND, heartbeatTiming, PRIMARY_COMMAND, STAND_DOWN_COMMAND, STATUS_COMMAND, TAKEOVER_COMMAND,
   type GatewayConfig, type PrimaryConfig, type StandDownConfig,
 } from './config-takeover.js';
+import type { NodeStatus } from './control/index.js';
 import { loadKey } from './control/key.js';
 import { requestStandDown } from './control/stand-down-request.js';
 import { requestStatus } from './control/status-request.js';
@@ -161,7 +162,19 @@ export async function runStatus(argv: string[]): Promise<void> {
     ? `; service ${s.service.alive ? 'alive' : 'dead'}, ${s.service.listening ? 'listening' : 'not listening'}`
     : `; flows synchronised ${s.flows.synchronised}, unprotected ${s.flows.unprotected}` +
       ` (shed ${s.flows.shed}, replica behind ${s.flows.replicaBehind}, replica stopped ${s.flows.replicaStopped}, diverged ${s.flows.diverged})`;
-  process.stdout.write((cfg.json ? JSON.stringify(s) : `t2cp: ${s.role} ${s.state} (epoch ${s.epoch}${service})`) + '\n');
+  process.stdout.write((cfg.json ? JSON.stringify(s) : `t2cp: ${s.role} ${s.state} (epoch ${s.epoch}${service})` + comparisonText(s)) + '\n');
+}
+
+/** The backup's determinism report: per compared port, then its last divergences. */
+function comparisonText(s: NodeStatus): string {
+  if (s.role !== 'backup') return '';
+  const lines = Object.entries(s.flows.comparison ?? {}).map(([port, c]) =>
+    `\n  port ${port} (${c.policy}): ${c.identical} identical, ${c.diverged} diverged, ${c.gaveUp} no longer compared; ` +
+    `${c.bytesCompared} bytes compared${c.bytesUnverified ? `, ${c.bytesUnverified} not comparable` : ''}`);
+  const quote = (x: string | null): string => (x === null ? 'not held' : `"${x}"`);
+  for (const d of s.flows.divergences ?? [])
+    lines.push(`\n  diverged ${d.flow} at ${d.exact ? '' : 'the block from '}${d.offset} (${d.kind}): primary ${quote(d.primary)}, replica ${quote(d.replica)}`);
+  return lines.join('');
 }
 
 /** The agent takes a stand-down only from 127.0.0.1: it must be on this host. */

@@ -120,6 +120,11 @@ export class BackupNode {
       synchronised: c.flows_synchronised ?? 0, unprotected: c.flows_unprotected ?? 0,
       shed: c.flows_shed ?? 0, replicaBehind: c.replica_behind ?? 0, replicaStopped: c.replica_stopped ?? 0,
       diverged: c.flows_diverged ?? 0,
+      comparison: this.engine?.comparison() ?? {},
+      divergences: (this.engine?.divergences() ?? []).slice(-5).map((d) => ({
+        flow: `${d.client}->:${d.serverPort}`, kind: d.kind, offset: d.offset, exact: d.exact,
+        primary: excerptText(d.primary), replica: excerptText(d.replica),
+      })),
     };
   }
 

@@ -89,6 +89,33 @@ export interface FlowCounts {
   replicaStopped: number;
   /** and replicas whose output differed from the primary's (`diverged`, --divergence). */
   diverged: number;
+  /** The determinism report: what the comparison found, by service port (compared ports only). */
+  comparison: Record<string, PortComparison>;
+  /** The last divergences (at most 5), oldest first. */
+  divergences: DivergenceSeen[];
+}
+
+export interface PortComparison {
+  policy: 'strict' | 'length';
+  /** Flows closed with their whole output compared and alike, */
+  identical: number;
+  /** flows that diverged, */
+  diverged: number;
+  /** and flows no longer compared (one side 64 MiB ahead). */
+  gaveUp: number;
+  /** Bytes compared in the identical flows, and of theirs not comparable (a hole in a copy). */
+  bytesCompared: number;
+  bytesUnverified: number;
+}
+
+export interface DivergenceSeen {
+  flow: string;
+  kind: 'bytes' | 'length';
+  offset: number;
+  exact: boolean;
+  /** Each side's bytes from offset (printable ASCII, else \xNN); null: no longer held. */
+  primary: string | null;
+  replica: string | null;
 }
 
 /** A role's answer to STATUS (`t2cp status`, a cluster manager's monitor). */

@@ -14,6 +14,7 @@ import { readLog } from '../../scripts/replica-check.js';
 import { startTakeoverLab, type TakeoverLab } from '../../scripts/takeover-lab.js';
 import { GiveUp, waitFor } from '../../scripts/wait.js';
 import type { NativeTakeoverReport } from '../../src/addon.js';
+import type { FlowCounts } from '../../src/control/index.js';
 import { useLab } from './lab.js';
 
 const PORT = 7000;
@@ -81,6 +82,19 @@ for (const v of variants) describe(`divergence: a service whose replica answers 
           expect(String(a.replica)).toMatch(/^[0-9a-f]/);
           expect(a.primary).not.toBe(a.replica);
         }
+        // The determinism report, as an operator asks the running backup for it.
+        const status = (json: string[]) => tb.exec(tb.ns.backup, ['node', `${repoRoot}dist/src/cli.js`, 'status', '--role', 'backup',
+          '--control', '127.0.0.1:7391', '--key-file', pair!.keyFile, ...json]);
+        const text = await status([]);
+        console.log(`divergence: t2cp status says\n${text.stdout}`);
+        expect(text.stdout).toContain(`port ${PORT} (strict): 0 identical, ${CONNECTIONS} diverged`);
+        const st = await status(['--json']);
+        expect(st.code, st.stderr).toBe(0);
+        const flows = (JSON.parse(st.stdout) as { flows: FlowCounts }).flows;
+        expect(flows.diverged).toBe(CONNECTIONS);
+        expect(flows.comparison[String(PORT)]).toMatchObject({ policy: 'strict', diverged: CONNECTIONS, identical: 0, gaveUp: 0 });
+        expect(flows.divergences).toHaveLength(5);
+        expect(new Set(flows.divergences.map((d) => d.kind))).toEqual(new Set(['bytes']));
       }
       // From the clients' side: every connection reset by the takeover, none left waiting, none given wrong bytes.
       expect(sessions).toHaveLength(CONNECTIONS);

@@ -43,7 +43,11 @@ async function agent(key: Buffer, service = { alive: true, listening: true }): P
   return { agent: a, at: a.address() };
 }
 
-const flows = { synchronised: 3, unprotected: 2, shed: 1, replicaBehind: 1, replicaStopped: 0, diverged: 0 };
+const flows = {
+  synchronised: 3, unprotected: 2, shed: 1, replicaBehind: 1, replicaStopped: 0, diverged: 1,
+  comparison: { 7000: { policy: 'strict' as const, identical: 1, diverged: 1, gaveUp: 0, bytesCompared: 5120, bytesUnverified: 0 } },
+  divergences: [{ flow: '198.18.0.2:40000->:7000', kind: 'bytes' as const, offset: 12, exact: true, primary: '4f2a\\x0a', replica: null }],
+};
 
 /** The backup node as the control endpoint sees it: a state, and a takeover that makes it active. */
 function backupNode(): TakeoverTarget & { current: BackupState } {
@@ -90,7 +94,10 @@ describe('t2cp status', () => {
     node.current = 'active';
     expect(await requestStatus({ to, role: 'backup', key, timeoutMs: 2000 })).toEqual({ role: 'backup', state: 'active', epoch: 0, flows });
     const line = await runCli(['--key-file', file, '--role', 'backup', '--control', `${LO}:${to.port}`, '--timeout', '2000']);
-    expect(line.stdout).toBe('t2cp: backup active (epoch 0; flows synchronised 3, unprotected 2 (shed 1, replica behind 1, replica stopped 0, diverged 0))\n');
+    // With the determinism report: a line per compared port, one per recent divergence.
+    expect(line.stdout).toBe('t2cp: backup active (epoch 0; flows synchronised 3, unprotected 2 (shed 1, replica behind 1, replica stopped 0, diverged 1))\n' +
+      '  port 7000 (strict): 1 identical, 1 diverged, 0 no longer compared; 5120 bytes compared\n' +
+      '  diverged 198.18.0.2:40000->:7000 at 12 (bytes): primary "4f2a\\x0a", replica not held\n');
   });
 
   it('asking the wrong role is refused; the wrong key or nobody listening times out and says why', async () => {
