@@ -509,6 +509,10 @@ void IncomingProcessor::restart_handshake(Flow& f) {
   f.b_window = 0;
   f.b_rcv_nxt = f.inj_nxt = f.c_isn + 1;
   f.fin_injected = f.ack_given_valid = f.ack_wanted = false;
+  // The replica's next SYN-ACK brings another ISN: its output is compared
+  // from there (it sent none on the connection it dropped).
+  f.compare = OutputComparison();
+  if (f.p_synack) start_comparison(f, CompareSide::kPrimary, f.p_isn + 1);
   inject_syn(f);
 }
 
