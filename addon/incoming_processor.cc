@@ -321,12 +321,13 @@ void IncomingProcessor::compare_output(Flow& f, CompareSide side, const Segment&
   OutputComparison::Result r = f.compare.add(side, s.seq, s.payload, s.payload_len, present);
   if (r == OutputComparison::Result::kOk && (s.flags & kFin)) r = f.compare.fin(side, s.seq + s.payload_len);
   ctx_.counters.add(k_compare_unverified_bytes, f.compare.unverified_bytes() - unverified);
+  if (r == OutputComparison::Result::kOk) return;
   EngineContext::ComparePort* port = ctx_.compare_port(f.key.server_port);
   if (r == OutputComparison::Result::kGaveUp) {
     ctx_.counters.add(k_compare_gave_up);
     if (port) port->gave_up.fetch_add(1, std::memory_order_relaxed);
+    return;
   }
-  if (r != OutputComparison::Result::kDiffers) return;
   const Divergence& d = f.compare.divergence();
   ctx_.counters.add(k_flows_diverged);
   if (port) port->diverged.fetch_add(1, std::memory_order_relaxed);

@@ -181,9 +181,18 @@ OutputComparison::Result OutputComparison::check_length() {
   return Result::kOk;
 }
 
+// The ring keeps the last kCompareHistoryBytes: of a longer run, only its tail.
 void OutputComparison::remember(Side& s, const uint8_t* data, uint64_t n) {
   uint64_t off = s.next;
-  for (uint64_t i = 0; i < n; i++) s.history[(off + i) & (kCompareHistoryBytes - 1)] = data[i];
+  if (n > kCompareHistoryBytes) {
+    data += n - kCompareHistoryBytes;
+    off += n - kCompareHistoryBytes;
+    n = kCompareHistoryBytes;
+  }
+  const size_t at = off & (kCompareHistoryBytes - 1);
+  const size_t first = std::min<size_t>(n, kCompareHistoryBytes - at);
+  std::memcpy(&s.history[at], data, first);
+  std::memcpy(&s.history[0], data + first, n - first);
 }
 
 bool OutputComparison::history_holds(const Side& s, uint64_t from, uint64_t to) const {
