@@ -315,6 +315,11 @@ void IncomingProcessor::start_comparison(Flow& f, CompareSide side, uint32_t seq
   f.compare.start(side, seq0);
 }
 
+void IncomingProcessor::restart_comparison(Flow& f) {
+  f.compare = OutputComparison();
+  if (f.p_synack) start_comparison(f, CompareSide::kPrimary, f.p_isn + 1);
+}
+
 void IncomingProcessor::compare_output(Flow& f, CompareSide side, const Segment& s, uint32_t present) {
   if (f.divergence == DivergencePolicy::kOff || f.compare.ended() || !f.replicated()) return;
   const uint64_t unverified = f.compare.unverified_bytes();
@@ -510,10 +515,7 @@ void IncomingProcessor::restart_handshake(Flow& f) {
   f.b_window = 0;
   f.b_rcv_nxt = f.inj_nxt = f.c_isn + 1;
   f.fin_injected = f.ack_given_valid = f.ack_wanted = false;
-  // The replica's next SYN-ACK brings another ISN: its output is compared
-  // from there (it sent none on the connection it dropped).
-  f.compare = OutputComparison();
-  if (f.p_synack) start_comparison(f, CompareSide::kPrimary, f.p_isn + 1);
+  restart_comparison(f);  // its next SYN-ACK brings another ISN
   inject_syn(f);
 }
 

@@ -56,6 +56,10 @@ class IncomingProcessor {
   // A side's stream (primary, replica) starts at seq0 (ISN + 1): compared
   // from there if the flow's port asks it (--divergence).
   void start_comparison(Flow& f, CompareSide side, uint32_t seq0);
+  // The replica's connection starts again with another ISN (it sent nothing
+  // on the one it dropped): compare from scratch, the replica's side once
+  // its SYN-ACK is seen.
+  void restart_comparison(Flow& f);
   // A side's output (s, the first `present` payload bytes at hand) against
   // the other's: a difference loses the flow (diverged).
   void compare_output(Flow& f, CompareSide side, const Segment& s, uint32_t present);

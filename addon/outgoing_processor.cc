@@ -126,9 +126,7 @@ void OutgoingProcessor::on_replica_packet(const uint8_t* ip, size_t copied) {
       // the latest (its TSval carries the options, its ISN may differ).
       if (s.opt.has_ts) f->b_tsval = s.opt.tsval;
       if (s.seq != f->b_isn) {
-        // Nothing was sent on the first one: compare from the new ISN.
-        f->compare = OutputComparison();
-        if (f->p_synack) in_.start_comparison(*f, CompareSide::kPrimary, f->p_isn + 1);
+        in_.restart_comparison(*f);
         in_.start_comparison(*f, CompareSide::kReplica, s.seq + 1);
         f->b_isn = s.seq;
         f->b_snd_nxt = s.seq + 1;
