@@ -147,7 +147,30 @@ OutputComparison::Result OutputComparison::feed(int me, const uint8_t* data, uin
       s.tainted = false;
     }
   }
+  // Behind, short of a checkpoint that stands for a later segment end in
+  // this same block (push keeps only the latest): the leader's bytes up to
+  // here are still in its history. Compared now rather than when this side
+  // reaches that checkpoint, which it may never do (it ends sooner: a
+  // refused login, a shorter error).
+  if (data && lead_ == 1 - me && !cps_.empty() && !cps_.front().block_end &&
+      (cps_.front().off - 1) / kCompareBlockBytes == (pos - 1) / kCompareBlockBytes) {
+    const uint64_t from = std::max(matched_, checked_);
+    if (pos > from && history_holds(s, from, pos) && history_holds(o, from, pos)) {
+      const uint64_t at = first_difference(from, pos);
+      if (at < pos) return differ(DivergenceKind::kBytes, at, at + 1);
+      checked_ = pos;
+    }
+  }
   return Result::kOk;
+}
+
+// The first offset in [from, to) where the two histories differ, or `to`.
+// The caller made sure both hold the range.
+uint64_t OutputComparison::first_difference(uint64_t from, uint64_t to) const {
+  for (uint64_t i = from; i < to; i++) {
+    if (history_at(s_[0], i) != history_at(s_[1], i)) return i;
+  }
+  return to;
 }
 
 void OutputComparison::push(int me, uint64_t off, bool block_end) {
@@ -210,11 +233,20 @@ OutputComparison::Result OutputComparison::differ(DivergenceKind kind, uint64_t 
   div_.offset = from;
   div_.exact = kind == DivergenceKind::kLength;
   if (kind == DivergenceKind::kBytes && history_holds(s_[0], from, to) && history_holds(s_[1], from, to)) {
-    for (uint64_t i = from; i < to; i++) {
-      if (history_at(s_[0], i) != history_at(s_[1], i)) {
-        div_.offset = i;
-        div_.exact = true;
-        break;
+    const uint64_t at = first_difference(from, to);
+    if (at < to) {
+      div_.offset = at;
+      div_.exact = true;
+    }
+  } else if (kind == DivergenceKind::kLength && bytes_) {
+    // Before the shorter side's end, the bytes may already differ where no
+    // checkpoint told it: the first difference is the one to report.
+    const uint64_t start = std::max(matched_, checked_);
+    if (from > start && history_holds(s_[0], start, from) && history_holds(s_[1], start, from)) {
+      const uint64_t at = first_difference(start, from);
+      if (at < from) {
+        div_.kind = DivergenceKind::kBytes;
+        div_.offset = at;
       }
     }
   }

@@ -115,6 +115,7 @@ class OutputComparison {
   Result feed(int me, const uint8_t* data, uint64_t n);
   Result check_length();
   Result differ(DivergenceKind kind, uint64_t from, uint64_t to);
+  uint64_t first_difference(uint64_t from, uint64_t to) const;
   void remember(Side& s, const uint8_t* data, uint64_t n);
   bool history_holds(const Side& s, uint64_t from, uint64_t to) const;
   uint8_t history_at(const Side& s, uint64_t off) const { return s.history[off & (kCompareHistoryBytes - 1)]; }
@@ -127,6 +128,7 @@ class OutputComparison {
   bool bytes_ = true;
   bool done_ = false, gave_up_ = false;
   uint64_t matched_ = 0;      // both sides agree up to here (or could not tell: a hole)
+  uint64_t checked_ = 0;      // compared byte by byte from the histories up to here (within a block)
   uint64_t compared_ = 0, unverified_ = 0;
   Divergence div_;
 };

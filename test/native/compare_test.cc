@@ -193,6 +193,59 @@ void test_different_length() {
   }
 }
 
+void test_a_difference_short_of_the_leaders_segment_end() {
+  // A login: the server's challenge (a random nonce at 60), then, once the
+  // client answered, the primary's welcome; the replica refuses the answer
+  // (made for the primary's nonce) and ends with a shorter error. The
+  // primary's checkpoint at the challenge's end is merged into the
+  // welcome's, which the replica never reaches: its challenge is compared
+  // from the histories as soon as it is sent.
+  std::string challenge = pattern(93, 11), other = challenge;
+  other[60] = char(other[60] ^ 0x20);
+  Stream p{100, challenge + pattern(400, 12)}, b{200, other + "FATAL: invalid response"};
+  OutputComparison c = started(p.seq0, b.seq0);
+  CHECK_EQ(p.send(c, P, 0, 24), R::kOk);
+  CHECK_EQ(p.send(c, P, 24, 69), R::kOk);
+  CHECK_EQ(p.send(c, P, 93, 400), R::kOk);
+  CHECK_EQ(b.send(c, B, 0, 24), R::kOk);
+  CHECK_EQ(b.send(c, B, 24, 69), R::kDiffers);
+  CHECK_EQ(c.divergence().kind, DivergenceKind::kBytes);
+  CHECK_EQ(c.divergence().offset, uint64_t(60));
+  CHECK(c.divergence().exact);
+  // The same, the replica first: the primary's challenge is the one compared.
+  OutputComparison d = started(p.seq0, b.seq0);
+  CHECK_EQ(b.send(d, B, 0, 24), R::kOk);
+  CHECK_EQ(b.send(d, B, 24, 69), R::kOk);
+  CHECK_EQ(b.send(d, B, 93, 100), R::kOk);
+  CHECK_EQ(d.fin(B, b.seq0 + uint32_t(b.bytes.size())), R::kOk);
+  CHECK_EQ(p.send(d, P, 0, 93), R::kDiffers);
+  CHECK_EQ(d.divergence().kind, DivergenceKind::kBytes);
+  CHECK_EQ(d.divergence().offset, uint64_t(60));
+}
+
+void test_a_length_difference_reports_an_earlier_byte() {
+  // The primary a whole block ahead (its checkpoint a block end); the
+  // replica ends early, its bytes already different: the report gives the
+  // first different byte, not where the replica ended.
+  std::string data = pattern(1500, 13), other = data.substr(0, 227);
+  other[100] = char(other[100] ^ 1);
+  Stream p{5, data}, b{6, other};
+  OutputComparison c = started(p.seq0, b.seq0);
+  CHECK_EQ(p.send(c, P, 0, 1500), R::kOk);
+  CHECK_EQ(b.send(c, B, 0, 227), R::kOk);
+  CHECK_EQ(c.fin(B, b.seq0 + 227), R::kDiffers);
+  CHECK_EQ(c.divergence().kind, DivergenceKind::kBytes);
+  CHECK_EQ(c.divergence().offset, uint64_t(100));
+  // Under kLength the bytes are not looked at: where it ended.
+  OutputComparison d = started(p.seq0, b.seq0);
+  d.set_policy(DivergencePolicy::kLength);
+  CHECK_EQ(p.send(d, P, 0, 1500), R::kOk);
+  CHECK_EQ(b.send(d, B, 0, 227), R::kOk);
+  CHECK_EQ(d.fin(B, b.seq0 + 227), R::kDiffers);
+  CHECK_EQ(d.divergence().kind, DivergenceKind::kLength);
+  CHECK_EQ(d.divergence().offset, uint64_t(227));
+}
+
 void test_a_hole_is_not_compared_and_not_a_divergence() {
   // The mirror lost a segment of the primary's: that block cannot be told,
   // the next ones are compared again.
@@ -257,6 +310,8 @@ int main() {
   run_test("the_replica_ahead_is_compared_too", test_the_replica_ahead_is_compared_too);
   run_test("far_behind_the_range_is_given_not_the_byte", test_far_behind_the_range_is_given_not_the_byte);
   run_test("different_length", test_different_length);
+  run_test("a_difference_short_of_the_leaders_segment_end", test_a_difference_short_of_the_leaders_segment_end);
+  run_test("a_length_difference_reports_an_earlier_byte", test_a_length_difference_reports_an_earlier_byte);
   run_test("a_hole_is_not_compared_and_not_a_divergence", test_a_hole_is_not_compared_and_not_a_divergence);
   run_test("a_difference_after_a_hole_is_found", test_a_difference_after_a_hole_is_found);
   run_test("a_lead_beyond_the_checkpoints_gives_up", test_a_lead_beyond_the_checkpoints_gives_up);
