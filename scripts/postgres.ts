@@ -1,8 +1,8 @@
-// PostgreSQL as the replicated service of a takeover run: a real `postgres`
-// on the primary and on the backup, each in its own namespace with its own
-// data directory made by the same initdb, and pgbench in the client's
-// namespace through the VIP while the primary's link goes down and the
-// failure detector decides. Used by test/e2e/postgres.test.ts.
+// PostgreSQL as the replicated service of a takeover run (scripts/real-servers.ts):
+// a real `postgres` on the primary and on the backup, each in its own
+// namespace with its own data directory made by the same initdb, and pgbench
+// in the client's namespace through the VIP while the primary's link goes
+// down and the failure detector decides. Used by test/e2e/postgres.test.ts.
 //
 // Everything lives in the run's folder and the testbed's namespaces: the
 // servers run the packaged binaries directly (never pg_wrapper, pg_ctlcluster
@@ -16,11 +16,8 @@ import { execFileSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import type { NativeTakeoverReport } from '../src/addon.js';
-import { collect, pinned, waitForExit } from './processes.js';
-import { readLog } from './replica-check.js';
-import { startTakeoverLab, type TakeoverLab } from './takeover-lab.js';
-import type { LogRecord } from './t2cp-process.js';
+import { pinned } from './processes.js';
+import { runServerTakeover, stopChild, tail, type RealServer, type ServerTakeoverTrial } from './real-servers.js';
 import type { Testbed } from './testbed.js';
 import { GiveUp, waitFor } from './wait.js';
 
@@ -47,7 +44,7 @@ function asPostgres(cwd: string): string[] {
     'env', '-i', '-C', cwd, 'PATH=/usr/bin:/bin', 'LC_ALL=C'];
 }
 
-export interface PostgresServer {
+export interface PostgresServer extends RealServer {
   /** Postmaster (ip netns exec, setpriv and env all exec). */
   child: ChildProcess;
   /** The server's own folder: data/, its Unix socket, its log. */
@@ -61,6 +58,9 @@ export interface PostgresServer {
   stop(): Promise<void>;
 }
 
+/** The password of the `postgres` role where the servers ask for one (scram-sha-256). */
+export const POSTGRES_PASSWORD = 't2cp-test';
+
 export interface PostgresOptions {
   port: number;
   cpus?: string;
@@ -70,6 +70,12 @@ export interface PostgresOptions {
    * client's first bytes all at once, as a loaded backup host would.
    */
   preAuthDelayS?: number;
+  /**
+   * How clients through the network authenticate: 'trust' (default) or
+   * 'scram-sha-256' (the role's password POSTGRES_PASSWORD). Over the Unix
+   * socket it is always trust.
+   */
+  auth?: 'trust' | 'scram-sha-256';
 }
 
 /**
@@ -88,10 +94,17 @@ export async function startPostgres(tb: Testbed, ns: string, dir: string, o: Pos
   fs.mkdirSync(dir, { mode: 0o700 });
   fs.chownSync(dir, uid, gid);
   const data = `${dir}/data`;
-  const init = await tb.exec(ns, [...asPostgres(dir), `${bin}/initdb`, '-D', data, '-U', 'postgres', '--auth=trust',
+  const auth = o.auth ?? 'trust';
+  const pwfile = `${dir}/pwfile`;
+  if (auth !== 'trust') {
+    fs.writeFileSync(pwfile, `${POSTGRES_PASSWORD}\n`, { mode: 0o600 });
+    fs.chownSync(pwfile, uid, gid);
+  }
+  const init = await tb.exec(ns, [...asPostgres(dir), `${bin}/initdb`, '-D', data, '-U', 'postgres', '--auth-local=trust', `--auth-host=${auth}`,
+    ...(auth !== 'trust' ? [`--pwfile=${pwfile}`] : []),
     '--encoding=UTF8', '--locale=C', '--no-sync', '--no-instructions'], { timeoutMs: 120_000 });
   if (init.code !== 0) throw new Error(`initdb in ${ns} failed (${init.code}): ${init.stderr.trim()}`);
-  fs.appendFileSync(`${data}/pg_hba.conf`, `host all all ${TESTBED_NET} trust\n`);
+  fs.appendFileSync(`${data}/pg_hba.conf`, `host all all ${TESTBED_NET} ${auth}\n`);
 
   const log = `${dir}/postgres.log`;
   const fd = fs.openSync(log, 'a');
@@ -109,16 +122,7 @@ export async function startPostgres(tb: Testbed, ns: string, dir: string, o: Pos
   fs.closeSync(fd);
   const server: PostgresServer = {
     child, dir, port: o.port, log, socket: `${dir}/.s.PGSQL.${o.port}`,
-    async stop() {
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      child.kill('SIGINT');
-      try {
-        await waitForExit(child, 20_000);
-      } catch {
-        child.kill('SIGKILL');
-        await waitForExit(child, 5_000);
-      }
-    },
+    stop: () => stopChild(child, 'SIGINT', 20_000),
   };
   try {
     await waitFor(() => {
@@ -130,14 +134,6 @@ export async function startPostgres(tb: Testbed, ns: string, dir: string, o: Pos
     throw e;
   }
   return server;
-}
-
-function tail(file: string, lines = 10): string {
-  try {
-    return fs.readFileSync(file, 'utf8').trim().split('\n').slice(-lines).join('\n');
-  } catch {
-    return '(no log)';
-  }
 }
 
 /** pgbench's tables (scale 1: 100 000 accounts), made over the server's Unix socket: the same rows on every server. */
@@ -220,6 +216,8 @@ export interface PostgresTakeoverOptions {
   failAfterProgress: number;
   /** The backup's server only: pre_auth_delay (PostgresOptions.preAuthDelayS). */
   replicaPreAuthDelayS?: number;
+  /** Both servers: how network clients authenticate (PostgresOptions.auth). */
+  auth?: PostgresOptions['auth'];
   /** pgbench's script: -S (select-only, default), -N (simple-update). */
   script?: '-S' | '-N';
   port?: number;
@@ -228,78 +226,44 @@ export interface PostgresTakeoverOptions {
   divergence?: string;
 }
 
-export interface PostgresTakeoverTrial {
+export interface PostgresTakeoverTrial extends ServerTakeoverTrial {
   pgbench: PgbenchRun;
-  /** The backup's takeover record: its trigger and the engine's part. */
-  record: { trigger: { source: string }; engine: NativeTakeoverReport };
-  /** The detector's takeover record. */
-  gateway: Record<string, unknown>;
-  /** The backup's flow events before the failure, and all of them at the end. */
-  flowsBeforeFailure: LogRecord[];
-  flows: LogRecord[];
   /** FATAL and ERROR lines of each server's log. */
   serverErrors: { primary: string[]; backup: string[] };
-  logs: TakeoverLab['logs'];
 }
 
 /**
- * The whole run: both servers made, pgbench's tables made on each over its
- * Unix socket before `t2cp backup` starts (so both databases start equal and
- * nothing of it needs replicating), the deployment started, pgbench through
- * the VIP, the primary's link down once pgbench is under way, the detector's
- * takeover, pgbench to its end. Stops everything it started, also on failure.
+ * The whole run (runServerTakeover): pgbench's tables made on each server
+ * over its Unix socket before `t2cp backup` starts (so both databases start
+ * equal and nothing of it needs replicating), pgbench through the VIP, the
+ * primary's link down once pgbench reported its progress, the detector's
+ * takeover, pgbench to its end.
  */
 export async function runPostgresTakeover(tb: Testbed, dir: string, o: PostgresTakeoverOptions): Promise<PostgresTakeoverTrial> {
   const port = o.port ?? 7000;
-  const servers: Partial<Record<'primary' | 'backup', PostgresServer>> = {};
-  let pair: TakeoverLab | undefined;
-  let pgbench: ChildProcess | undefined;
-  try {
-    pair = await startTakeoverLab(tb, dir, {
-      ports: [port], instance: o.instance ?? 'pg',
-      backupArgs: o.divergence ? ['--divergence', o.divergence] : [],
-      service: async (ns, side) => {
-        const server = await startPostgres(tb, ns, `${dir}/pg-${side}`, { port, preAuthDelayS: side === 'backup' ? o.replicaPreAuthDelayS : undefined });
-        servers[side] = server;
-        await pgbenchInit(tb, ns, server);
-        return { child: server.child, log: server.log };
-      },
-    });
-    // Only what libpq reads from its environment by default is left out: no PG* variable, so
-    // sslmode is libpq's default unless asked for.
-    const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, LC_ALL: 'C', ...(o.sslmode ? { PGSSLMODE: o.sslmode } : {}) };
-    pgbench = tb.spawn(tb.ns.client, [`${postgresBin()}/pgbench`, '-h', tb.addr.vip, '-p', String(port), '-U', 'postgres',
-      o.script ?? '-S', '-c', String(o.clients), '-j', '2', '-t', String(o.transactions), '-R', String(o.rate), '-P', '1', 'postgres'], { env });
-    const out = collect(pgbench);
-    const bench = pgbench;
-    await waitFor(() => {
-      if (bench.exitCode !== null) throw new GiveUp(`pgbench exited ${bench.exitCode} before the failure: ${out.stderr.trim()}`);
-      return (out.stderr.match(/^progress: /gm) ?? []).length >= o.failAfterProgress;
-    }, { timeoutMs: 60_000, what: `pgbench's progress report ${o.failAfterProgress}` });
-    const flowsBeforeFailure = pair.backup.records.filter((r) => String(r.msg).startsWith('flow '));
-
-    await pair.fail('link-down');
-    const record = await waitFor(() => readLog<PostgresTakeoverTrial['record']>(pair!.logs.backupReport)[0],
-      { timeoutMs: 15_000, what: 'the backup\'s takeover record' });
-    // Its own bound: the planned length after the takeover, with room for a slow machine.
-    const code = await waitForExit(pgbench, 30_000 + (1000 * o.clients * o.transactions) / o.rate);
-    const gateway = await waitFor(() => readLog<Record<string, unknown>>(pair!.logs.gatewayReport)[0],
-      { timeoutMs: 10_000, what: 'the detector\'s takeover record' });
-    const errors = (s?: PostgresServer): string[] =>
-      s ? fs.readFileSync(s.log, 'utf8').split('\n').filter((l) => /\b(FATAL|ERROR|PANIC):/.test(l)) : [];
-    return {
-      pgbench: parsePgbench(code, out.stdout, out.stderr),
-      record, gateway, flowsBeforeFailure,
-      flows: pair.backup.records.filter((r) => String(r.msg).startsWith('flow ')),
-      serverErrors: { primary: errors(servers.primary), backup: errors(servers.backup) },
-      logs: pair.logs,
-    };
-  } finally {
-    if (pgbench && pgbench.exitCode === null && pgbench.signalCode === null) {
-      pgbench.kill('SIGTERM');
-      await waitForExit(pgbench, 5_000).catch(() => pgbench!.kill('SIGKILL'));
-    }
-    await pair?.stop();
-    for (const s of [servers.primary, servers.backup]) await s?.stop();
-  }
+  // Only what libpq reads from its environment by default is left out: no PG* variable but the
+  // password where one is asked, so sslmode is libpq's default unless asked for.
+  const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, LC_ALL: 'C', ...(o.sslmode ? { PGSSLMODE: o.sslmode } : {}),
+    ...(o.auth && o.auth !== 'trust' ? { PGPASSWORD: POSTGRES_PASSWORD } : {}) };
+  const trial = await runServerTakeover(tb, dir, {
+    port, instance: o.instance ?? 'pg', divergence: o.divergence,
+    server: (tb, ns, side, own) => startPostgres(tb, ns, `${own}/pg`,
+      { port, auth: o.auth, preAuthDelayS: side === 'backup' ? o.replicaPreAuthDelayS : undefined }),
+    prepare: (tb, ns, server) => pgbenchInit(tb, ns, server as PostgresServer),
+    clients: [{
+      name: 'pgbench', env,
+      argv: [`${postgresBin()}/pgbench`, '-h', tb.addr.vip, '-p', String(port), '-U', 'postgres',
+        o.script ?? '-S', '-c', String(o.clients), '-j', '2', '-t', String(o.transactions), '-R', String(o.rate), '-P', '1', 'postgres'],
+      underWay: (out) => (out.stderr.match(/^progress: /gm) ?? []).length >= o.failAfterProgress,
+      // The planned length after the takeover, with room for a slow machine.
+      boundMs: 30_000 + (1000 * o.clients * o.transactions) / o.rate,
+    }],
+  });
+  const run = trial.clients[0]!;
+  const errors = (log: string): string[] => fs.readFileSync(log, 'utf8').split('\n').filter((l) => /\b(FATAL|ERROR|PANIC):/.test(l));
+  return {
+    ...trial,
+    pgbench: parsePgbench(run.code, run.stdout, run.stderr),
+    serverErrors: { primary: errors(trial.servers.primary.log), backup: errors(trial.servers.backup.log) },
+  };
 }

@@ -123,6 +123,38 @@ describe('postgres takeover: --divergence strict (the default)', () => {
   });
 });
 
+// scram-sha-256: the server's first SASL message carries its random nonce
+// (same length, other bytes: strict catches it there); the client's proof is
+// made with the primary's nonce, so the replica refuses it and closes the
+// connection (a different length: length catches that). Either way no
+// connection is protected, and its client is reset at the takeover.
+for (const divergence of ['strict', 'length'] as const) {
+  describe(`postgres takeover: scram-sha-256 authentication, --divergence ${divergence}`, () => {
+    const lab = useLab('pgscram');
+
+    it('reports every connection diverged at authentication and resets its client at the takeover', async () => {
+      const { tb, dir } = lab;
+      const trial = await runPostgresTakeover(tb, dir, { ...RUN, auth: 'scram-sha-256', port: PORT, instance: INSTANCE, divergence });
+      const { pgbench, record } = trial;
+      const e = record.engine;
+      const anomalies = trial.flowsBeforeFailure.filter((f) => f.msg === 'flow anomaly');
+      console.log(`postgres scram ${divergence}: pgbench exit ${pgbench.code}, processed ${pgbench.processed}/${pgbench.planned}; ` +
+        `record: taken over ${e.flowsTakenOver}, unprotected ${e.flowsUnprotected}, clients reset ${e.clientsReset}; ` +
+        `divergences ${JSON.stringify(anomalies.slice(0, 2).map((a) => ({ kind: a.kind, offset: a.offset, primary: a.primary, replica: a.replica })))}; ` +
+        `replica's errors ${JSON.stringify(trial.serverErrors.backup.slice(0, 2))}; pgbench stderr ${JSON.stringify(pgbench.stderr.split('\n').filter((l) => !l.startsWith('progress: ')).slice(0, 3))}`);
+      expect(anomalies.length).toBeGreaterThanOrEqual(RUN.clients + 1);
+      expect(new Set(anomalies.map((a) => a.reason))).toEqual(new Set(['diverged']));
+      expect(new Set(anomalies.map((a) => a.kind))).toEqual(new Set([divergence === 'strict' ? 'bytes' : 'length']));
+      expect(pgbench.code).not.toBe(0);
+      expect(pgbench.processed).toBeLessThan(RUN.clients * RUN.transactions);
+      expect(e.flowsTakenOver).toBe(0);
+      expect(e.flowsUnprotected).toBeGreaterThanOrEqual(RUN.clients);
+      expect(e.clientsReset).toBeGreaterThanOrEqual(RUN.clients);
+      expect(await kernelLeftovers(tb, INSTANCE)).toEqual([]);
+    });
+  });
+}
+
 describe('postgres: two servers from the same initdb', () => {
   const lab = useLab('pginit');
 
