@@ -62,10 +62,10 @@ void EventQueue::emit(EventType t, EventReason r, const Flow& f, uint64_t detail
   put<uint16_t>(p, 10, static_cast<uint16_t>(f.state));
   put<uint32_t>(p, 12, f.id);
   put<uint64_t>(p, 16, realtime_us());
-  put<uint64_t>(p, 24, f.c2s_primary);
-  put<uint64_t>(p, 32, f.c2s_backup);
-  put<uint64_t>(p, 40, f.s2c_primary);
-  put<uint64_t>(p, 48, f.s2c_backup);
+  put<uint64_t>(p, 24, f.primary.c2s);
+  put<uint64_t>(p, 32, f.replica.c2s);
+  put<uint64_t>(p, 40, f.primary.s2c);
+  put<uint64_t>(p, 48, f.replica.s2c);
   put<uint64_t>(p, 56, detail);
 }
 

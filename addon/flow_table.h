@@ -5,8 +5,8 @@
 // Sequence spaces, for reading the fields below:
 //   client space   the client's own numbers; the primary and the replica see
 //                  the same ones (the replica receives the client's real SYN).
-//   primary space  the primary's ISN p_isn and its TCP timestamps.
-//   backup space   the replica's ISN b_isn and its timestamps.
+//   primary space  the primary's ISN primary.isn and its TCP timestamps.
+//   backup space   the replica's ISN replica.isn and its timestamps.
 // The client only ever sees primary space, so every acknowledgement, SACK
 // block and echoed timestamp it sends is mapped to backup space before the
 // replica sees it (incoming_processor), with the deltas fixed at handshake.
@@ -67,6 +67,64 @@ struct AckStamp {
   uint64_t us;
 };
 
+// The client, from the mirror (client space).
+struct ClientSide {
+  uint32_t isn = 0;
+  uint8_t syn_options[40]; uint8_t syn_options_len = 0;  // replayed verbatim
+  uint16_t syn_window = 0;
+  uint16_t mss = 536;                    // its SYN's MSS (RFC 9293 default)
+  bool ts_ok = false, ws_ok = false;     // it offered timestamps / wscale
+  uint8_t syn_wscale = 0;                // the shift it offered
+  uint8_t shift = 0;                     // the shift it applies to its windows (both SYNs had wscale)
+  uint32_t tsval = 0;                    // latest TSval (never goes back: PAWS)
+  uint16_t window = 0;                   // latest raw window
+  uint32_t ack_p = 0; bool ack_seen = false;  // highest ack (primary space)
+  SackBlock sack[kMaxSackBlocks]; uint8_t sack_count = 0; bool sack_fresh = false;
+  uint32_t tsecr_p = 0;                  // latest echoed primary TSval
+  bool fin = false; uint32_t fin_seq = 0;
+  bool rst = false;
+  StreamBuffer data;                     // its bytes the replica still needs
+};
+
+// The primary, from the mirror (primary space).
+struct PrimarySide {
+  bool synack = false;
+  uint32_t isn = 0, synack_tsval = 0;
+  uint32_t snd_nxt = 0;                  // highest seq+len it sent
+  uint32_t rcv_nxt = 0;                  // highest ack it sent (client space)
+  bool rst = false;
+  uint64_t rst_us = 0;
+  uint8_t wscale = 0;                    // the shift the client applies to its windows
+  uint32_t tsval = 0;                    // latest TSval (the client's ts_recent)
+  uint64_t last_data_us = 0;             // last data segment: the client's last byte
+  // When its acknowledgements advanced, oldest first, from the first one
+  // beyond what the replica acknowledged: the front says how long the
+  // replica has lacked bytes the primary had (input_lag_us()).
+  std::deque<AckStamp> acks;
+  // Progress in bytes, 64-bit so multi-GiB transfers do not wrap (events):
+  // client bytes it acknowledged, bytes it sent.
+  uint64_t c2s = 0, s2c = 0;
+};
+
+// The replica, from the output queue (backup space).
+struct ReplicaSide {
+  bool synack = false;
+  uint32_t isn = 0, synack_tsval = 0, tsval = 0;
+  uint8_t wscale = 0;                    // effective shift of its windows
+  uint32_t snd_nxt = 0;                  // highest seq+len it sent
+  uint32_t rcv_nxt = 0;                  // highest ack it sent (client space)
+  uint32_t window = 0;                   // its receive window, bytes (scaled)
+  bool fin = false, rst = false;
+  uint64_t rst_us = 0;
+  uint32_t fin_seq = 0;
+  // Its data the client has not acknowledged (backup space): what the
+  // primary may never have sent. Resent at takeover so the client does not
+  // wait for the replica's retransmission timer.
+  StreamBuffer out;
+  bool out_incomplete = false;           // some of it could not be kept
+  uint64_t c2s = 0, s2c = 0;             // client bytes it acknowledged, bytes it sent
+};
+
 struct Flow {
   FlowKey key{};
   uint32_t id = 0;
@@ -79,52 +137,15 @@ struct Flow {
   uint64_t handshake_us = 0;               // the replica's handshake began (again)
   uint8_t handshake_restarts = 0;
 
-  // --- client, from the mirror (client space) ---
-  uint32_t c_isn = 0;
-  uint8_t syn_options[40]; uint8_t syn_options_len = 0;  // replayed verbatim
-  uint16_t syn_window = 0;
-  bool c_ts_ok = false, c_ws_ok = false;   // client offered timestamps / wscale
-  uint8_t c_syn_wscale = 0;                // the shift the client offered
-  uint8_t c_shift = 0;                     // the shift it applies to its windows (both SYNs had wscale)
-  uint32_t c_tsval = 0;                    // latest client TSval (never goes back: PAWS)
-  uint16_t c_window = 0;                   // latest raw client window
-  uint32_t c_ack_p = 0; bool c_ack_seen = false;  // highest ack (primary space)
-  SackBlock c_sack[kMaxSackBlocks]; uint8_t c_sack_count = 0; bool c_sack_fresh = false;
-  uint32_t c_tsecr_p = 0;                  // latest echoed primary TSval
-  bool c_fin = false; uint32_t c_fin_seq = 0;
-  bool c_rst = false;
-  StreamBuffer data;                       // client bytes the replica still needs
-
-  // --- primary, from the mirror (primary space) ---
-  bool p_synack = false;
-  uint32_t p_isn = 0, p_synack_tsval = 0;
-  uint32_t p_snd_nxt = 0;                  // highest seq+len sent by the primary
-  uint32_t p_rcv_nxt = 0;                  // highest ack the primary sent (client space)
-  bool p_rst = false;
-  uint8_t p_wscale = 0;                    // the shift the client applies to server windows
-  uint32_t p_tsval = 0;                    // latest primary TSval (the client's ts_recent)
-  uint64_t p_last_data_us = 0;             // last primary data segment: the client's last byte
-  uint16_t c_mss = 536;                    // the client's SYN MSS (RFC 9293 default)
-
-  // --- replica, from NFQUEUE (backup space) ---
-  bool b_synack = false;
-  uint32_t b_isn = 0, b_synack_tsval = 0, b_tsval = 0;
-  uint8_t b_wscale = 0;                    // effective shift of its windows
-  uint32_t b_snd_nxt = 0;                  // highest seq+len it sent
-  uint32_t b_rcv_nxt = 0;                  // highest ack it sent (client space)
-  uint32_t b_window = 0;                   // its receive window, bytes (scaled)
-  bool b_fin = false, b_rst = false;
-  uint64_t b_rst_us = 0;
-  uint32_t b_fin_seq = 0;
-  // The replica's data the client has not acknowledged (backup space): what
-  // the primary may never have sent. Resent at takeover so the client does
-  // not wait for the replica's retransmission timer.
-  StreamBuffer out;
-  bool out_incomplete = false;             // some of it could not be kept
+  // One struct per party, as conntrack's seen[2]: what the mirror shows of
+  // the client and of the primary, what the output queue shows of the replica.
+  ClientSide client;
+  PrimarySide primary;
+  ReplicaSide replica;
 
   // --- what we gave the replica ---
-  uint32_t seq_delta = 0;                  // b_isn - p_isn
-  uint32_t ts_delta = 0;                   // b_synack_tsval - p_synack_tsval
+  uint32_t seq_delta = 0;                  // replica.isn - primary.isn
+  uint32_t ts_delta = 0;                   // replica.synack_tsval - primary.synack_tsval
   uint32_t inj_nxt = 0;                    // next client byte to inject
   uint32_t ack_given = 0; bool ack_given_valid = false;  // last ack injected (backup space)
   uint32_t edge_given = 0;                 // ... and the right edge of its window
@@ -136,21 +157,15 @@ struct Flow {
   uint64_t held_since_us = 0; uint32_t held_made = 0; bool stop_probed = false;
   bool ack_wanted = false;                 // the replica repeated its SYN-ACK: answer it
   uint64_t syn_sent_us = 0;                // last time the client's SYN was injected
-  uint64_t last_progress_us = 0;           // last time b_rcv_nxt moved or we injected fresh data
+  uint64_t last_progress_us = 0;           // last time replica.rcv_nxt moved or we injected fresh data
   uint8_t retries = 0;                     // attempts since the replica last progressed (backoff)
   uint64_t pending_capture_ns = 0;         // capture time of the oldest unserved packet
   bool reported_gap = false;
   uint64_t gap_suspect_us = 0; uint32_t gap_seq = 0;  // primary acked bytes we lack, since
   uint64_t resupply_asked_us = 0;          // last request to the recorder for them
   bool lag_reported = false;               // a kLagging event went out; again once it caught up
-  // When the primary's acknowledgements advanced, oldest first, from the
-  // first one beyond what the replica acknowledged: its front says how long
-  // the replica has lacked bytes the primary had (input_lag_us()).
-  std::deque<AckStamp> p_acks;
   uint64_t drop_suspect_us = 0;            // capture dropped frames while active, since
-  uint64_t closed_us = 0, primary_rst_us = 0;
-  // Progress in bytes, 64-bit so multi-GiB transfers do not wrap (events).
-  uint64_t c2s_primary = 0, c2s_backup = 0, s2c_primary = 0, s2c_backup = 0;
+  uint64_t closed_us = 0;
   OutputLag output_lag;                    // the replica's output behind the primary's, in time
   // Its replica's output against the primary's (--divergence, by its port).
   DivergencePolicy divergence = DivergencePolicy::kOff;

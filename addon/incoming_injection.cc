@@ -12,15 +12,15 @@
 namespace t2cp {
 
 bool IncomingProcessor::replica_ack(Flow& f, uint32_t* ack) {
-  if (!f.c_ack_seen || !f.b_synack) return false;
+  if (!f.client.ack_seen || !f.replica.synack) return false;
   bool clamped;
-  *ack = map_ack(f.c_ack_p, f.seq_delta, f.b_snd_nxt, &clamped);
+  *ack = map_ack(f.client.ack_p, f.seq_delta, f.replica.snd_nxt, &clamped);
   if (clamped) ctx_.counters.add(k_ack_clamped);
   return true;
 }
 
 uint32_t IncomingProcessor::replica_edge(const Flow& f, uint32_t ack) {
-  return ack + (uint32_t(map_window(f.c_window, f.c_shift, f.c_ack_p + f.seq_delta, ack)) << f.c_shift);
+  return ack + (uint32_t(map_window(f.client.window, f.client.shift, f.client.ack_p + f.seq_delta, ack)) << f.client.shift);
 }
 
 void IncomingProcessor::sample_latency(Flow& f) {
@@ -37,12 +37,12 @@ bool IncomingProcessor::inject(Flow& f, uint32_t seq, uint8_t flags, uint32_t le
   sp.sport = f.key.client_port;
   sp.dport = f.key.server_port;
   sp.seq = seq;
-  sp.window = f.c_window;
+  sp.window = f.client.window;
   sp.ip_id = ip_id_++;
   uint32_t ack = 0;
   if (replica_ack(f, &ack)) {
     sp.ack = ack;
-    sp.window = map_window(f.c_window, f.c_shift, f.c_ack_p + f.seq_delta, ack);
+    sp.window = map_window(f.client.window, f.client.shift, f.client.ack_p + f.seq_delta, ack);
     flags |= kAck;
     f.ack_given = ack;
     f.ack_given_valid = true;
@@ -51,23 +51,23 @@ bool IncomingProcessor::inject(Flow& f, uint32_t seq, uint8_t flags, uint32_t le
     flags &= static_cast<uint8_t>(~kAck);
   }
   sp.flags = flags;
-  if (f.c_ts_ok && f.b_synack) {
+  if (f.client.ts_ok && f.replica.synack) {
     sp.has_ts = true;
-    sp.tsval = f.c_tsval;
+    sp.tsval = f.client.tsval;
     // Until the replica's connection is surely established, echo exactly the
     // TSval of its latest SYN-ACK, as the client would: a SYN-cookie
     // SYN-ACK encodes the connection's options in it, and the kernel
     // rebuilds them from our echo.
-    sp.tsecr = replica_established(f) ? map_tsecr(f.c_tsecr_p, f.ts_delta, f.b_synack_tsval, f.b_tsval) : f.b_tsval;
+    sp.tsecr = replica_established(f) ? map_tsecr(f.client.tsecr_p, f.ts_delta, f.replica.synack_tsval, f.replica.tsval) : f.replica.tsval;
   }
-  if (with_sack && f.c_sack_count && (flags & kAck)) {
+  if (with_sack && f.client.sack_count && (flags & kAck)) {
     int dropped;
     sp.sack_count = static_cast<uint8_t>(
-        map_sack(f.c_sack, f.c_sack_count, f.seq_delta, sp.ack, f.b_snd_nxt, sp.sack, &dropped));
+        map_sack(f.client.sack, f.client.sack_count, f.seq_delta, sp.ack, f.replica.snd_nxt, sp.sack, &dropped));
     ctx_.counters.add(k_sack_blocks_mapped, sp.sack_count);
     ctx_.counters.add(k_sack_blocks_dropped, dropped);
   }
-  size_t n = len && !f.data.payload(seq, len, &sp) ? 0 : build_segment(sp, pkt_, sizeof pkt_);
+  size_t n = len && !f.client.data.payload(seq, len, &sp) ? 0 : build_segment(sp, pkt_, sizeof pkt_);
   if (n == 0 || !ctx_.tun.write(pkt_, n)) {
     ctx_.counters.add(k_inject_errors);
     return false;
@@ -86,12 +86,12 @@ bool IncomingProcessor::inject_syn(Flow& f) {
   sp.daddr = ctx_.cfg.vip;
   sp.sport = f.key.client_port;
   sp.dport = f.key.server_port;
-  sp.seq = f.c_isn;
+  sp.seq = f.client.isn;
   sp.flags = kSyn;
-  sp.window = f.syn_window;
+  sp.window = f.client.syn_window;
   sp.ip_id = ip_id_++;
-  sp.raw_options = f.syn_options;
-  sp.raw_options_len = f.syn_options_len;
+  sp.raw_options = f.client.syn_options;
+  sp.raw_options_len = f.client.syn_options_len;
   f.syn_sent_us = realtime_us();
   size_t n = build_segment(sp, pkt_, sizeof pkt_);
   if (n == 0 || !ctx_.tun.write(pkt_, n)) {
@@ -108,10 +108,10 @@ void IncomingProcessor::pump(Flow& f) {
   if (ctx_.mode == EngineMode::kActive || f.active()) return;  // the replica talks to the client itself now
   if (f.state != FlowState::kSynchronised && f.state != FlowState::kClosing) return;
   uint64_t now = realtime_us();
-  if (f.c_rst && !f.rst_injected) {
+  if (f.client.rst && !f.rst_injected) {
     // RFC 5961: a RST is accepted only at exactly rcv_nxt; inj_nxt is what
     // the replica holds once it processed our last segment.
-    f.data.clear();
+    f.client.data.clear();
     inject(f, f.inj_nxt, kRst, 0, false);  // a failure is counted
     f.rst_injected = true;
     check_closed(f, now);
@@ -119,8 +119,8 @@ void IncomingProcessor::pump(Flow& f) {
   }
   // Data: from inj_nxt up to what we hold in order, the replica's window
   // and what its output allows.
-  uint32_t right = f.b_rcv_nxt + f.b_window;
-  uint32_t limit = f.data.contig_end();
+  uint32_t right = f.replica.rcv_nxt + f.replica.window;
+  uint32_t limit = f.client.data.contig_end();
   if (after(limit, right)) {
     ctx_.counters.add(k_held_for_window);
     limit = right;
@@ -142,7 +142,7 @@ void IncomingProcessor::pump(Flow& f) {
     }
     uint32_t len = std::min<uint32_t>(limit - f.inj_nxt, kMaxSegPayload);
     uint8_t flags = kPsh;
-    bool with_fin = f.c_fin && !f.fin_injected && f.inj_nxt + len == f.c_fin_seq && !(held && causal == f.c_fin_seq);
+    bool with_fin = f.client.fin && !f.fin_injected && f.inj_nxt + len == f.client.fin_seq && !(held && causal == f.client.fin_seq);
     if (with_fin) flags |= kFin;
     if (!inject(f, f.inj_nxt, flags, len, false)) break;
     f.inj_nxt += len;
@@ -150,7 +150,7 @@ void IncomingProcessor::pump(Flow& f) {
     if (with_fin) f.fin_injected = true;
     sent = true;
   }
-  if (f.c_fin && !f.fin_injected && f.inj_nxt == f.c_fin_seq && !(held && causal == f.c_fin_seq)) {
+  if (f.client.fin && !f.fin_injected && f.inj_nxt == f.client.fin_seq && !(held && causal == f.client.fin_seq)) {
     f.fin_injected = inject(f, f.inj_nxt, kFin, 0, false);
     sent = sent || f.fin_injected;
   }
@@ -160,22 +160,22 @@ void IncomingProcessor::pump(Flow& f) {
     // or a wider window (the client read: a replica told of a zero window
     // has nothing else to wait for but its persist timer).
     uint32_t ack;
-    if (replica_ack(f, &ack) && (!f.ack_given_valid || after(ack, f.ack_given) || f.c_sack_fresh || f.ack_wanted ||
+    if (replica_ack(f, &ack) && (!f.ack_given_valid || after(ack, f.ack_given) || f.client.sack_fresh || f.ack_wanted ||
                                  after(replica_edge(f, ack), f.edge_given))) {
-      if (inject(f, f.inj_nxt, 0, 0, f.c_sack_fresh)) ctx_.counters.add(k_inject_pure_ack);
+      if (inject(f, f.inj_nxt, 0, 0, f.client.sack_fresh)) ctx_.counters.add(k_inject_pure_ack);
     }
   }
-  f.c_sack_fresh = false;
+  f.client.sack_fresh = false;
   f.ack_wanted = false;
   if (sent) f.last_progress_us = now;
-  if (f.c_fin || f.c_rst || f.p_rst || f.b_fin || f.b_rst) check_closed(f, now);
+  if (f.client.fin || f.client.rst || f.primary.rst || f.replica.fin || f.replica.rst) check_closed(f, now);
 }
 
 uint32_t IncomingProcessor::causal_end(Flow& f, bool* held) {
   *held = false;
   auto& marks = f.marks;
-  while (!marks.empty() && !after(marks.front().end, f.b_rcv_nxt)) marks.pop_front();
-  uint32_t made = f.b_snd_nxt - f.seq_delta;  // the replica's output, primary space
+  while (!marks.empty() && !after(marks.front().end, f.replica.rcv_nxt)) marks.pop_front();
+  uint32_t made = f.replica.snd_nxt - f.seq_delta;  // the replica's output, primary space
   for (const ClientMark& m : marks) {
     if (!after(m.end, f.inj_nxt)) continue;  // given already
     if (after(m.ack, made)) {
@@ -191,11 +191,11 @@ void IncomingProcessor::check_stopped(Flow& f, uint64_t now) {
   uint32_t causal = causal_end(f, &held);
   // Held while the replica still works on what it was given, or while its
   // window keeps out bytes causality lets through, is lag, not a stop.
-  if (!held || f.b_rcv_nxt != f.inj_nxt || before(f.inj_nxt, causal)) {
+  if (!held || f.replica.rcv_nxt != f.inj_nxt || before(f.inj_nxt, causal)) {
     f.held_since_us = 0;
     return;
   }
-  uint32_t made = f.b_snd_nxt - f.seq_delta;  // primary space
+  uint32_t made = f.replica.snd_nxt - f.seq_delta;  // primary space
   if (!f.held_since_us || made != f.held_made) {
     f.held_since_us = now;
     f.held_made = made;
@@ -213,7 +213,7 @@ void IncomingProcessor::check_stopped(Flow& f, uint64_t now) {
   if (now - f.held_since_us < kReplicaStoppedUs) return;
   ctx_.counters.add(k_replica_stopped);
   // Detail: how much of the primary's output it lacks, bytes.
-  lose_flow(f, EventReason::kReplicaStopped, f.p_snd_nxt - made);
+  lose_flow(f, EventReason::kReplicaStopped, f.primary.snd_nxt - made);
 }
 
 // How far the replica is behind the primary, the worse direction: client
@@ -224,9 +224,9 @@ void IncomingProcessor::check_stopped(Flow& f, uint64_t now) {
 void IncomingProcessor::check_lag(Flow& f) {
   uint64_t warn = ctx_.cfg.lag_warn_bytes;
   if (!warn) return;
-  uint32_t made = f.b_snd_nxt - f.seq_delta;  // primary space
-  uint64_t c2s = after(f.p_rcv_nxt, f.b_rcv_nxt) ? f.p_rcv_nxt - f.b_rcv_nxt : 0;
-  uint64_t s2c = after(f.p_snd_nxt, made) ? f.p_snd_nxt - made : 0;
+  uint32_t made = f.replica.snd_nxt - f.seq_delta;  // primary space
+  uint64_t c2s = after(f.primary.rcv_nxt, f.replica.rcv_nxt) ? f.primary.rcv_nxt - f.replica.rcv_nxt : 0;
+  uint64_t s2c = after(f.primary.snd_nxt, made) ? f.primary.snd_nxt - made : 0;
   uint64_t lag = std::max(c2s, s2c);
   if (!f.lag_reported && lag > warn) {
     f.lag_reported = true;
@@ -243,7 +243,7 @@ void IncomingProcessor::tick_flow(Flow& f, uint64_t now) {
     case FlowState::kSynSeen:
       if (now - f.handshake_us > uint64_t(ctx_.cfg.handshake_timeout_ms) * 1000) {
         make_unprotected(f, EventReason::kHandshakeTimeout);
-      } else if (!f.b_synack && now - f.syn_sent_us > retry_after_us(f)) {
+      } else if (!f.replica.synack && now - f.syn_sent_us > retry_after_us(f)) {
         // The replica dropped the SYN (its accept queue was full, say) and the
         // client will not send it again: the primary answered. Send it again.
         f.retries++;
@@ -261,32 +261,32 @@ void IncomingProcessor::tick_flow(Flow& f, uint64_t now) {
         lose_flow(f, EventReason::kCaptureDrop, 0);
         return;
       }
-      if (f.b_rst && !f.p_rst && !f.c_rst && !f.rst_injected && now - f.b_rst_us > kPrimaryRstGraceUs) {
+      if (f.replica.rst && !f.primary.rst && !f.client.rst && !f.rst_injected && now - f.replica.rst_us > kPrimaryRstGraceUs) {
         lose_flow(f, EventReason::kReplicaReset, 0);  // its service aborted, the primary's did not
         return;
       }
-      if (f.p_rst && !f.b_rst && !f.c_rst && now - f.primary_rst_us > kPrimaryRstGraceUs) {
-        f.c_rst = true;  // the replica did not follow the primary's reset: end its copy
+      if (f.primary.rst && !f.replica.rst && !f.client.rst && now - f.primary.rst_us > kPrimaryRstGraceUs) {
+        f.client.rst = true;  // the replica did not follow the primary's reset: end its copy
         ctx_.mark_dirty(f);
         return;
       }
       if (now - f.last_progress_us < retry_after_us(f)) return;
       bool held;
       uint32_t causal = causal_end(f, &held);
-      if (before(f.b_rcv_nxt, f.inj_nxt) || (f.fin_injected && !after(f.b_rcv_nxt, f.c_fin_seq))) {
+      if (before(f.replica.rcv_nxt, f.inj_nxt) || (f.fin_injected && !after(f.replica.rcv_nxt, f.client.fin_seq))) {
         // The replica has not acknowledged what we injected: send it again.
         f.retries++;
-        f.inj_nxt = f.b_rcv_nxt;
-        if (f.fin_injected && !after(f.b_rcv_nxt, f.c_fin_seq)) f.fin_injected = false;
+        f.inj_nxt = f.replica.rcv_nxt;
+        if (f.fin_injected && !after(f.replica.rcv_nxt, f.client.fin_seq)) f.fin_injected = false;
         ctx_.counters.add(k_inject_reinjected);
         f.last_progress_us = now;
         ctx_.mark_dirty(f);
-      } else if (before(f.inj_nxt, f.data.contig_end()) && !after(f.b_rcv_nxt + f.b_window, f.inj_nxt) &&
+      } else if (before(f.inj_nxt, f.client.data.contig_end()) && !after(f.replica.rcv_nxt + f.replica.window, f.inj_nxt) &&
                  !(held && causal == f.inj_nxt)) {
         // Window closed with data waiting (that causality lets through): a
         // 1-byte probe at rcv_nxt makes the replica answer with its window.
         f.retries++;
-        if (inject(f, f.b_rcv_nxt, 0, 1, false)) ctx_.counters.add(k_inject_window_probes);
+        if (inject(f, f.replica.rcv_nxt, 0, 1, false)) ctx_.counters.add(k_inject_window_probes);
         f.last_progress_us = now;
       }
       return;

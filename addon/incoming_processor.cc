@@ -58,18 +58,18 @@ void IncomingProcessor::init_flow(Flow& fr, const Segment& s, uint64_t capture_n
   Flow* f = &fr;
   uint64_t now = realtime_us();
   f->last_seen_us = f->last_progress_us = f->handshake_us = now;
-  f->c_isn = s.seq;
-  f->syn_options_len = s.options_len;
-  std::memcpy(f->syn_options, s.options, s.options_len);
-  f->syn_window = s.window;
-  f->c_window = s.window;
-  f->c_ts_ok = s.opt.has_ts;
-  f->c_tsval = s.opt.tsval;
-  f->c_ws_ok = s.opt.has_wscale;
-  f->c_syn_wscale = s.opt.has_wscale ? s.opt.wscale : 0;
-  if (s.opt.has_mss) f->c_mss = s.opt.mss;
-  f->data.reset(s.seq + 1, ctx_.cfg.flow_buffer_limit, &ctx_.stream_memory);
-  f->inj_nxt = f->b_rcv_nxt = s.seq + 1;
+  f->client.isn = s.seq;
+  f->client.syn_options_len = s.options_len;
+  std::memcpy(f->client.syn_options, s.options, s.options_len);
+  f->client.syn_window = s.window;
+  f->client.window = s.window;
+  f->client.ts_ok = s.opt.has_ts;
+  f->client.tsval = s.opt.tsval;
+  f->client.ws_ok = s.opt.has_wscale;
+  f->client.syn_wscale = s.opt.has_wscale ? s.opt.wscale : 0;
+  if (s.opt.has_mss) f->client.mss = s.opt.mss;
+  f->client.data.reset(s.seq + 1, ctx_.cfg.flow_buffer_limit, &ctx_.stream_memory);
+  f->inj_nxt = f->replica.rcv_nxt = s.seq + 1;
   f->pending_capture_ns = capture_ns;
   f->output_lag.attach(ctx_.lag_histogram(f->key.server_port));
   ctx_.counters.add(k_flows_new);
@@ -97,7 +97,7 @@ void IncomingProcessor::promote_waiting() {
 
 void IncomingProcessor::make_unprotected(Flow& f, EventReason why) {
   f.state = FlowState::kUnprotected;
-  f.data.clear();
+  f.client.data.clear();
   f.marks.clear();
   ctx_.counters.add(k_flows_unprotected);
   ctx_.events.emit(EventType::kUnprotected, why, f);
@@ -115,7 +115,7 @@ void IncomingProcessor::on_client_segment(const Segment& s, uint64_t capture_ns)
       ctx_.counters.add(k_takeover_syn_ignored);
       return;
     }
-    if (f && f->state == FlowState::kSynSeen && s.seq == f->c_isn) {
+    if (f && f->state == FlowState::kSynSeen && s.seq == f->client.isn) {
       f->pending_capture_ns = capture_ns;  // the client retransmitted its SYN
       inject_syn(*f);
       return;
@@ -129,7 +129,7 @@ void IncomingProcessor::on_client_segment(const Segment& s, uint64_t capture_ns)
       // chain of those already waiting.
       Flow* last = f;
       while (last->successor) {
-        if (last->successor->c_isn == s.seq) return;  // a waiting one's SYN again
+        if (last->successor->client.isn == s.seq) return;  // a waiting one's SYN again
         last = last->successor.get();
       }
       std::unique_ptr<Flow> next = ctx_.flows.make_detached(k);
@@ -151,7 +151,7 @@ void IncomingProcessor::on_client_segment(const Segment& s, uint64_t capture_ns)
   // snd_nxt), so the latest generation it does not precede is its own.
   bool detached = false;
   f = generation_of(f, s.seq, &detached);
-  if (f && f->state != FlowState::kUnprotected && before(s.seq, f->c_isn)) {
+  if (f && f->state != FlowState::kUnprotected && before(s.seq, f->client.isn)) {
     // A late segment of an older connection on this key (replaced after the
     // replica finished it): its numbers mean nothing to this one.
     ctx_.counters.add(k_segments_older_generation);
@@ -171,30 +171,30 @@ void IncomingProcessor::on_client_segment(const Segment& s, uint64_t capture_ns)
     return;
   }
   f->last_seen_us = realtime_us();
-  if (f->state == FlowState::kUnprotected && (s.flags & kAck) && (!f->c_ack_seen || after(s.ack, f->c_ack_p))) {
+  if (f->state == FlowState::kUnprotected && (s.flags & kAck) && (!f->client.ack_seen || after(s.ack, f->client.ack_p))) {
     // Where the client stands, so that a takeover can reset it in numbers it accepts.
-    f->c_ack_p = s.ack;
-    f->c_ack_seen = true;
+    f->client.ack_p = s.ack;
+    f->client.ack_seen = true;
   }
   if (f->state == FlowState::kUnprotected || f->state == FlowState::kClosed) return;
 
-  if (s.opt.has_ts && (f->c_tsval == 0 || !before(s.opt.tsval, f->c_tsval))) {
-    f->c_tsval = s.opt.tsval;  // PAWS on the replica: never go back
-    f->c_tsecr_p = s.opt.tsecr;
+  if (s.opt.has_ts && (f->client.tsval == 0 || !before(s.opt.tsval, f->client.tsval))) {
+    f->client.tsval = s.opt.tsval;  // PAWS on the replica: never go back
+    f->client.tsecr_p = s.opt.tsecr;
   }
-  f->c_window = s.window;
-  if ((s.flags & kAck) && (!f->c_ack_seen || after(s.ack, f->c_ack_p))) {
-    f->c_ack_p = s.ack;
-    f->c_ack_seen = true;
-    if (f->state != FlowState::kSynSeen) f->out.forget_before(s.ack + f->seq_delta);
+  f->client.window = s.window;
+  if ((s.flags & kAck) && (!f->client.ack_seen || after(s.ack, f->client.ack_p))) {
+    f->client.ack_p = s.ack;
+    f->client.ack_seen = true;
+    if (f->state != FlowState::kSynSeen) f->replica.out.forget_before(s.ack + f->seq_delta);
   }
   if (s.opt.sack_count) {
-    f->c_sack_count = s.opt.sack_count;
-    std::memcpy(f->c_sack, s.opt.sack, sizeof(SackBlock) * s.opt.sack_count);
-    f->c_sack_fresh = true;
+    f->client.sack_count = s.opt.sack_count;
+    std::memcpy(f->client.sack, s.opt.sack, sizeof(SackBlock) * s.opt.sack_count);
+    f->client.sack_fresh = true;
   }
   if (!add_client_bytes(*f, s)) return;
-  if (s.flags & kRst) f->c_rst = true;
+  if (s.flags & kRst) f->client.rst = true;
   if (f->state == FlowState::kSynSeen) ctx_.counters.add(k_segments_held_handshake);
   if (!f->pending_capture_ns && capture_ns) {
     f->pending_capture_ns = capture_ns;
@@ -205,7 +205,7 @@ void IncomingProcessor::on_client_segment(const Segment& s, uint64_t capture_ns)
 }
 
 bool IncomingProcessor::shed_for(Flow& f, uint32_t need) {
-  auto holds = [](const Flow& g) { return uint64_t(g.data.held_bytes()) + g.out.held_bytes(); };
+  auto holds = [](const Flow& g) { return uint64_t(g.client.data.held_bytes()) + g.replica.out.held_bytes(); };
   while (ctx_.stream_memory.used + need > ctx_.stream_memory.limit) {
     Flow* victim = nullptr;
     uint64_t most = holds(f);
@@ -218,7 +218,7 @@ bool IncomingProcessor::shed_for(Flow& f, uint32_t need) {
     if (!victim) return false;
     ctx_.counters.add(k_flows_shed);
     lose_flow(*victim, EventReason::kShed, most);
-    victim->out.clear();  // its replica is reset: nothing to resend at a takeover
+    victim->replica.out.clear();  // its replica is reset: nothing to resend at a takeover
   }
   return true;
 }
@@ -226,7 +226,7 @@ bool IncomingProcessor::shed_for(Flow& f, uint32_t need) {
 Flow* IncomingProcessor::generation_of(Flow* f, uint32_t seq, bool* detached) {
   *detached = false;
   for (Flow* n = f ? f->successor.get() : nullptr; n; n = n->successor.get()) {
-    if (before(seq, n->c_isn)) break;
+    if (before(seq, n->client.isn)) break;
     f = n;
     *detached = true;
   }
@@ -235,24 +235,24 @@ Flow* IncomingProcessor::generation_of(Flow* f, uint32_t seq, bool* detached) {
 
 bool IncomingProcessor::add_client_bytes(Flow& f, const Segment& s) {
   if (s.payload_len) {
-    switch (f.data.add(s.seq, s.payload, s.payload_len)) {
+    switch (f.client.data.add(s.seq, s.payload, s.payload_len)) {
       case StreamBuffer::AddResult::kAppended: break;
       case StreamBuffer::AddResult::kDuplicate: ctx_.counters.add(k_segments_duplicate); break;
       case StreamBuffer::AddResult::kOutOfOrder: ctx_.counters.add(k_segments_out_of_order); break;
       case StreamBuffer::AddResult::kFull:
         // The memory limit, not this flow's: the flows that cost most go
         // first, so that a light flow is not lost to a bulk one's backlog.
-        if (f.data.held_bytes() + s.payload_len <= ctx_.cfg.flow_buffer_limit && shed_for(f, s.payload_len) &&
-            f.data.add(s.seq, s.payload, s.payload_len) != StreamBuffer::AddResult::kFull)
+        if (f.client.data.held_bytes() + s.payload_len <= ctx_.cfg.flow_buffer_limit && shed_for(f, s.payload_len) &&
+            f.client.data.add(s.seq, s.payload, s.payload_len) != StreamBuffer::AddResult::kFull)
           break;
         ctx_.counters.add(k_flow_buffer_full);
-        lose_flow(f, EventReason::kBufferFull, f.data.held_bytes());
+        lose_flow(f, EventReason::kBufferFull, f.client.data.held_bytes());
         return false;
     }
   }
   if (s.flags & kFin) {
-    f.c_fin = true;
-    f.c_fin_seq = s.seq + s.payload_len;
+    f.client.fin = true;
+    f.client.fin_seq = s.seq + s.payload_len;
   }
   if ((s.flags & kAck) && (s.payload_len || (s.flags & kFin)))
     add_mark(f, ClientMark{s.seq, s.seq + s.payload_len + ((s.flags & kFin) ? 1u : 0u), s.ack});
@@ -261,7 +261,7 @@ bool IncomingProcessor::add_client_bytes(Flow& f, const Segment& s) {
 
 void IncomingProcessor::add_mark(Flow& f, const ClientMark& m) {
   auto& marks = f.marks;
-  if (!after(m.end, f.b_rcv_nxt) && f.b_synack) return;  // the replica has these bytes
+  if (!after(m.end, f.replica.rcv_nxt) && f.replica.synack) return;  // the replica has these bytes
   if (marks.empty() || !before(m.start, marks.back().start)) {
     if (!marks.empty() && marks.back().start == m.start && marks.back().end == m.end) return;  // a repeat
     if (marks.size() >= kMaxClientMarks) {
@@ -286,7 +286,7 @@ void IncomingProcessor::on_resupplied(const uint8_t* ip, size_t len) {
   if (parse_ipv4(ip, len, false, &s) == ParseError::kOk && s.daddr == ctx_.cfg.vip && ctx_.port_set.test(s.dport))
     f = generation_of(ctx_.flows.find(FlowKey{s.saddr, s.sport, s.dport}), s.seq, &detached);
   // Only for a connection the replica has open and the engine still feeds.
-  bool fed = f && !before(s.seq, f->c_isn + 1) && ctx_.mode != EngineMode::kActive && !f->active() &&
+  bool fed = f && !before(s.seq, f->client.isn + 1) && ctx_.mode != EngineMode::kActive && !f->active() &&
              (f->state == FlowState::kSynchronised || f->state == FlowState::kClosing);
   if (!fed) {
     ctx_.counters.add(k_resupply_ignored);
@@ -317,7 +317,7 @@ void IncomingProcessor::start_comparison(Flow& f, CompareSide side, uint32_t seq
 
 void IncomingProcessor::restart_comparison(Flow& f) {
   f.compare = OutputComparison();
-  if (f.p_synack) start_comparison(f, CompareSide::kPrimary, f.p_isn + 1);
+  if (f.primary.synack) start_comparison(f, CompareSide::kPrimary, f.primary.isn + 1);
 }
 
 void IncomingProcessor::compare_output(Flow& f, CompareSide side, const Segment& s, uint32_t present) {
@@ -351,38 +351,38 @@ void IncomingProcessor::on_primary_segment(const Segment& s, uint32_t present, u
   // numbers, beyond the older connections'.
   bool detached = false;
   for (Flow* n = f->successor.get(); n && (s.flags & kAck); n = n->successor.get()) {
-    if (before(s.ack, n->c_isn + 1)) break;
+    if (before(s.ack, n->client.isn + 1)) break;
     f = n;
     detached = true;
   }
-  if ((s.flags & kAck) && f->state != FlowState::kUnprotected && before(s.ack, f->c_isn + 1)) {
+  if ((s.flags & kAck) && f->state != FlowState::kUnprotected && before(s.ack, f->client.isn + 1)) {
     ctx_.counters.add(k_segments_older_generation);  // the primary's side of an older connection
     return;
   }
   if (f->state == FlowState::kUnprotected || f->state == FlowState::kClosed) return;
   if ((s.flags & (kSyn | kAck)) == (kSyn | kAck)) {
-    if (!f->p_synack && s.ack == f->c_isn + 1) {
-      f->p_synack = true;
-      f->p_isn = s.seq;
-      f->p_synack_tsval = s.opt.tsval;
-      f->p_snd_nxt = s.seq + 1;
-      f->p_rcv_nxt = s.ack;
-      f->p_wscale = (f->c_ws_ok && s.opt.has_wscale) ? s.opt.wscale : 0;
-      f->p_tsval = s.opt.tsval;
+    if (!f->primary.synack && s.ack == f->client.isn + 1) {
+      f->primary.synack = true;
+      f->primary.isn = s.seq;
+      f->primary.synack_tsval = s.opt.tsval;
+      f->primary.snd_nxt = s.seq + 1;
+      f->primary.rcv_nxt = s.ack;
+      f->primary.wscale = (f->client.ws_ok && s.opt.has_wscale) ? s.opt.wscale : 0;
+      f->primary.tsval = s.opt.tsval;
       start_comparison(*f, CompareSide::kPrimary, s.seq + 1);
       try_synchronise(*f);
     }
     return;
   }
-  if (!f->p_synack) return;
-  if (s.opt.has_ts && after(s.opt.tsval, f->p_tsval)) f->p_tsval = s.opt.tsval;
-  if (s.payload_len) f->p_last_data_us = realtime_us();
+  if (!f->primary.synack) return;
+  if (s.opt.has_ts && after(s.opt.tsval, f->primary.tsval)) f->primary.tsval = s.opt.tsval;
+  if (s.payload_len) f->primary.last_data_us = realtime_us();
   uint32_t end = s.seq + s.payload_len + ((s.flags & kFin) ? 1 : 0);
-  if (after(end, f->p_snd_nxt)) {
-    f->s2c_primary += end - f->p_snd_nxt - ((s.flags & kFin) ? 1 : 0);  // data bytes only
-    f->p_snd_nxt = end;
+  if (after(end, f->primary.snd_nxt)) {
+    f->primary.s2c += end - f->primary.snd_nxt - ((s.flags & kFin) ? 1 : 0);  // data bytes only
+    f->primary.snd_nxt = end;
     if (s.payload_len && capture_ns && ctx_.mode == EngineMode::kReplicating)
-      f->output_lag.primary_sent(f->s2c_primary, capture_ns, f->s2c_backup);
+      f->output_lag.primary_sent(f->primary.s2c, capture_ns, f->replica.s2c);
   }
   // After capture drops, a primary ack within what we hold proves this flow
   // lost nothing (the mirror delivers client data before its ack) — if it
@@ -391,9 +391,9 @@ void IncomingProcessor::on_primary_segment(const Segment& s, uint32_t present, u
   const uint64_t captured_us = capture_ns ? capture_ns / 1000 : realtime_us();
   if (f->drop_suspect_us && captured_us > f->drop_suspect_us && (s.flags & kAck) && !after(s.ack, captured_end(*f)))
     f->drop_suspect_us = 0;
-  if ((s.flags & kAck) && after(s.ack, f->p_rcv_nxt)) {
-    f->c2s_primary += s.ack - f->p_rcv_nxt;
-    f->p_rcv_nxt = s.ack;
+  if ((s.flags & kAck) && after(s.ack, f->primary.rcv_nxt)) {
+    f->primary.c2s += s.ack - f->primary.rcv_nxt;
+    f->primary.rcv_nxt = s.ack;
     if (ctx_.cfg.max_lag_ms && ctx_.mode == EngineMode::kReplicating)
       stamp_primary_ack(*f, s.ack, capture_ns ? capture_ns / 1000 : realtime_us());
     // The primary acknowledged client bytes: if we do not hold them yet the
@@ -409,8 +409,8 @@ void IncomingProcessor::on_primary_segment(const Segment& s, uint32_t present, u
     }
   }
   if (s.flags & kRst) {
-    f->p_rst = true;
-    if (!f->primary_rst_us) f->primary_rst_us = realtime_us();
+    f->primary.rst = true;
+    if (!f->primary.rst_us) f->primary.rst_us = realtime_us();
     if (!detached) ctx_.mark_dirty(*f);
   } else if (s.payload_len || (s.flags & kFin)) {
     compare_output(*f, CompareSide::kPrimary, s, present);
@@ -418,10 +418,10 @@ void IncomingProcessor::on_primary_segment(const Segment& s, uint32_t present, u
 }
 
 void IncomingProcessor::try_synchronise(Flow& f) {
-  if (f.state != FlowState::kSynSeen || !f.p_synack || !f.b_synack) return;
-  f.seq_delta = f.b_isn - f.p_isn;
-  f.ts_delta = f.b_synack_tsval - f.p_synack_tsval;
-  f.out.reset(f.b_isn + 1, ctx_.cfg.flow_buffer_limit, &ctx_.stream_memory);
+  if (f.state != FlowState::kSynSeen || !f.primary.synack || !f.replica.synack) return;
+  f.seq_delta = f.replica.isn - f.primary.isn;
+  f.ts_delta = f.replica.synack_tsval - f.primary.synack_tsval;
+  f.replica.out.reset(f.replica.isn + 1, ctx_.cfg.flow_buffer_limit, &ctx_.stream_memory);
   f.state = FlowState::kSynchronised;
   if (!f.handshake_restarts) {  // a restarted handshake was reported the first time
     ctx_.counters.add(k_flows_synchronised);
@@ -434,16 +434,16 @@ void IncomingProcessor::check_closed(Flow& f, uint64_t now_us) {
   if (f.state == FlowState::kClosed) return;
   // A reset ends the flow when the client (we pass it on) or the primary
   // reset it too; the replica resetting alone is a loss (tick_flow).
-  bool reset = f.rst_injected || (f.b_rst && (f.p_rst || f.c_rst));
-  bool client_done = f.c_fin && after(f.b_rcv_nxt, f.c_fin_seq);           // replica acked the FIN
-  bool replica_done = f.b_fin && f.ack_given_valid && after(f.ack_given, f.b_fin_seq);
+  bool reset = f.rst_injected || (f.replica.rst && (f.primary.rst || f.client.rst));
+  bool client_done = f.client.fin && after(f.replica.rcv_nxt, f.client.fin_seq);           // replica acked the FIN
+  bool replica_done = f.replica.fin && f.ack_given_valid && after(f.ack_given, f.replica.fin_seq);
   if (!reset && !(client_done && replica_done)) {
-    if (f.c_fin || f.b_fin || f.p_rst) f.state = FlowState::kClosing;
+    if (f.client.fin || f.replica.fin || f.primary.rst) f.state = FlowState::kClosing;
     return;
   }
   f.state = FlowState::kClosed;
   f.closed_us = now_us;
-  f.data.clear();
+  f.client.data.clear();
   f.marks.clear();
   ctx_.counters.add(k_flows_closed);
   note_finished(f);
@@ -456,13 +456,13 @@ void IncomingProcessor::check_closed(Flow& f, uint64_t now_us) {
     }
   }
   // Both services wrote the same number of bytes, or the replica diverged.
-  bool diverged = f.p_synack && f.b_synack && !reset && f.s2c_primary != f.s2c_backup;
+  bool diverged = f.primary.synack && f.replica.synack && !reset && f.primary.s2c != f.replica.s2c;
   ctx_.events.emit(EventType::kClosed, reset ? EventReason::kRst : EventReason::kFin, f, diverged ? 1 : 0);
 }
 
 uint32_t IncomingProcessor::captured_end(const Flow& f) {
-  uint32_t end = f.data.contig_end();
-  return end + ((f.c_fin && end == f.c_fin_seq) ? 1 : 0);  // the FIN takes one number
+  uint32_t end = f.client.data.contig_end();
+  return end + ((f.client.fin && end == f.client.fin_seq) ? 1 : 0);  // the FIN takes one number
 }
 
 void IncomingProcessor::check_gap(Flow& f, uint64_t now) {
@@ -471,9 +471,9 @@ void IncomingProcessor::check_gap(Flow& f, uint64_t now) {
     f.gap_suspect_us = f.resupply_asked_us = 0;  // the bytes arrived: late on the mirror, or resupplied
     // The primary may have acknowledged more since, all of it missing too:
     // a suspicion of its own (no later ack may come to raise it).
-    if (!after(f.p_rcv_nxt, captured_end(f))) return;
+    if (!after(f.primary.rcv_nxt, captured_end(f))) return;
     f.gap_suspect_us = now;
-    f.gap_seq = f.p_rcv_nxt;
+    f.gap_seq = f.primary.rcv_nxt;
     return;
   }
   uint64_t waited = now - f.gap_suspect_us;
@@ -482,7 +482,7 @@ void IncomingProcessor::check_gap(Flow& f, uint64_t now) {
       (!f.resupply_asked_us ||
        now - f.resupply_asked_us >= (ctx_.mode == EngineMode::kReplicating ? kResupplyRepeatUs : kResupplyRepeatTakeoverUs))) {
     // Only the holes, all those known: what came out of order is held already.
-    for (const auto& [from, end] : f.data.holes(f.p_rcv_nxt, kResupplyMaxHoles)) {
+    for (const auto& [from, end] : f.client.data.holes(f.primary.rcv_nxt, kResupplyMaxHoles)) {
       uint32_t bytes = std::min<uint32_t>(end - from, kResupplyMaxBytes);
       ctx_.events.emit(EventType::kResupply, EventReason::kGap, f, (uint64_t(bytes) << 32) | from);
       ctx_.counters.add(k_resupply_asked);
@@ -495,11 +495,11 @@ void IncomingProcessor::check_gap(Flow& f, uint64_t now) {
   // this point.
   f.reported_gap = true;
   ctx_.counters.add(k_gaps);
-  lose_flow(f, EventReason::kGap, captured_end(f) - (f.c_isn + 1));
+  lose_flow(f, EventReason::kGap, captured_end(f) - (f.client.isn + 1));
 }
 
 bool IncomingProcessor::replica_established(const Flow& f) {
-  return after(f.b_rcv_nxt, f.c_isn + 1) || after(f.b_snd_nxt, f.b_isn + 1);
+  return after(f.replica.rcv_nxt, f.client.isn + 1) || after(f.replica.snd_nxt, f.replica.isn + 1);
 }
 
 void IncomingProcessor::restart_handshake(Flow& f) {
@@ -511,9 +511,9 @@ void IncomingProcessor::restart_handshake(Flow& f) {
   // The client's bytes are all still held (the replica acknowledged none).
   f.state = FlowState::kSynSeen;
   f.handshake_us = realtime_us();
-  f.b_synack = false;
-  f.b_window = 0;
-  f.b_rcv_nxt = f.inj_nxt = f.c_isn + 1;
+  f.replica.synack = false;
+  f.replica.window = 0;
+  f.replica.rcv_nxt = f.inj_nxt = f.client.isn + 1;
   f.fin_injected = f.ack_given_valid = f.ack_wanted = false;
   restart_comparison(f);  // its next SYN-ACK brings another ISN
   inject_syn(f);
@@ -527,9 +527,9 @@ void IncomingProcessor::on_capture_drops(uint64_t now) {
 }
 
 void IncomingProcessor::stamp_primary_ack(Flow& f, uint32_t ack, uint64_t us) {
-  auto& a = f.p_acks;
-  while (!a.empty() && !after(a.front().ack, f.b_rcv_nxt)) a.pop_front();  // the replica has those
-  if (!after(ack, f.b_rcv_nxt)) return;
+  auto& a = f.primary.acks;
+  while (!a.empty() && !after(a.front().ack, f.replica.rcv_nxt)) a.pop_front();  // the replica has those
+  if (!after(ack, f.replica.rcv_nxt)) return;
   if (!a.empty() && (us < a.back().us + kAckStampUs || a.size() >= kMaxAckStamps)) {
     a.back().ack = ack;
     return;
@@ -541,9 +541,9 @@ void IncomingProcessor::stamp_primary_ack(Flow& f, uint32_t ack, uint64_t us) {
 // and we hold (what we never captured is a gap: check_gap's; a replica
 // silent with all it may have, a stop: check_stopped's), µs.
 static uint64_t input_lag_us(Flow& f, uint64_t now) {
-  auto& a = f.p_acks;
-  while (!a.empty() && !after(a.front().ack, f.b_rcv_nxt)) a.pop_front();
-  if (a.empty() || now < a.front().us || !f.data.holds(f.b_rcv_nxt)) return 0;
+  auto& a = f.primary.acks;
+  while (!a.empty() && !after(a.front().ack, f.replica.rcv_nxt)) a.pop_front();
+  if (a.empty() || now < a.front().us || !f.client.data.holds(f.replica.rcv_nxt)) return 0;
   if (f.held_since_us && now - f.held_since_us >= kSilentNotLagUs) return 0;
   return now - a.front().us;
 }
@@ -557,7 +557,7 @@ void IncomingProcessor::enforce_max_lag(uint64_t now) {
     if (f.state != FlowState::kSynchronised && f.state != FlowState::kClosing) return;
     uint64_t lag = input_lag_us(f, now);
     if (lag <= max_us) return;
-    uint64_t held = uint64_t(f.data.held_bytes()) + f.out.held_bytes();
+    uint64_t held = uint64_t(f.client.data.held_bytes()) + f.replica.out.held_bytes();
     if (!victim || held > most) {
       victim = &f;
       most = held;
@@ -567,8 +567,8 @@ void IncomingProcessor::enforce_max_lag(uint64_t now) {
   if (!victim) return;
   ctx_.counters.add(k_replica_behind);
   lose_flow(*victim, EventReason::kReplicaBehind, victim_lag / 1000);
-  victim->out.clear();  // its replica is reset: nothing to resend at a takeover
-  victim->p_acks.clear();
+  victim->replica.out.clear();  // its replica is reset: nothing to resend at a takeover
+  victim->primary.acks.clear();
   next_behind_shed_us_ = now + kBehindShedSpacingUs;
 }
 
@@ -578,7 +578,7 @@ void IncomingProcessor::lose_flow(Flow& f, EventReason why, uint64_t detail) {
   // reset rather than leave its service waiting forever for bytes that will
   // not come. The connection is then unprotected, which is what a takeover
   // must know.
-  if ((f.state == FlowState::kSynchronised || f.state == FlowState::kClosing) && !f.b_rst) {
+  if ((f.state == FlowState::kSynchronised || f.state == FlowState::kClosing) && !f.replica.rst) {
     inject(f, f.inj_nxt, kRst, 0, false);
     f.rst_injected = true;
   }

@@ -38,7 +38,7 @@ constexpr int kMaxBackoffShift = 4;
 constexpr int kMaxBackoffShiftUnopened = 1;
 
 inline uint64_t retry_after_us(const Flow& f) {
-  int cap = f.b_rcv_nxt == f.c_isn + 1 ? kMaxBackoffShiftUnopened : kMaxBackoffShift;
+  int cap = f.replica.rcv_nxt == f.client.isn + 1 ? kMaxBackoffShiftUnopened : kMaxBackoffShift;
   return kReinjectUs << (f.retries < cap ? f.retries : cap);
 }
 // How long a closed flow absorbs retransmissions before it is forgotten, µs.

@@ -45,15 +45,15 @@ NfQueue::Verdict OutgoingProcessor::on_catching_up(uint8_t* ip, size_t copied) {
 void OutgoingProcessor::keep_unacknowledged(Flow& f, const Segment& s, size_t copied) {
   if (!s.payload_len || f.state == FlowState::kSynSeen) return;
   // What the client acknowledged (mapped) the client has: nothing to keep.
-  uint32_t client_has = f.c_ack_seen ? f.c_ack_p + f.seq_delta : f.b_isn + 1;
+  uint32_t client_has = f.client.ack_seen ? f.client.ack_p + f.seq_delta : f.replica.isn + 1;
   if (!after(s.seq + s.payload_len, client_has)) return;
   size_t present = std::min(copied, size_t(s.ip_len)) - size_t(s.payload - s.ip);
   if (present < s.payload_len) {
-    f.out_incomplete = true;
+    f.replica.out_incomplete = true;
     return;
   }
-  if (f.out.add(s.seq, s.payload, s.payload_len) == StreamBuffer::AddResult::kFull && !f.out_incomplete) {
-    f.out_incomplete = true;
+  if (f.replica.out.add(s.seq, s.payload, s.payload_len) == StreamBuffer::AddResult::kFull && !f.replica.out_incomplete) {
+    f.replica.out_incomplete = true;
     ctx_.counters.add(k_out_keep_full);
   }
 }
@@ -73,7 +73,7 @@ void OutgoingProcessor::on_replica_packet(const uint8_t* ip, size_t copied) {
     c.add(k_backup_unknown_flow);
     return;
   }
-  if ((s.flags & kAck) && before(s.ack, f->c_isn + 1)) {
+  if ((s.flags & kAck) && before(s.ack, f->client.isn + 1)) {
     // The replica's side of an older connection on this key (a FIN or ACK
     // sent again after the flow was replaced by the key's next connection).
     c.add(k_segments_older_generation);
@@ -85,35 +85,35 @@ void OutgoingProcessor::on_replica_packet(const uint8_t* ip, size_t copied) {
       // A RST-ACK of the SYN itself: the replica's service is not listening.
       // (A RST without it answers a segment of a connection the replica
       // dropped before a handshake restart: stale, ignored.)
-      if ((s.flags & kAck) && s.ack == f->c_isn + 1) {
-        f->b_rst = true;
+      if ((s.flags & kAck) && s.ack == f->client.isn + 1) {
+        f->replica.rst = true;
         in_.make_unprotected(*f, EventReason::kBackupRefused);
       }
       return;
     }
-    if (!f->b_rst && !in_.replica_established(*f)) {
+    if (!f->replica.rst && !in_.replica_established(*f)) {
       // The replica's half-open connection expired (its accept queue stayed
       // full) and it reset what we sent next: open it again from the SYN.
       in_.restart_handshake(*f);
       return;
     }
-    f->b_rst = true;
-    if (!f->b_rst_us) f->b_rst_us = realtime_us();
+    f->replica.rst = true;
+    if (!f->replica.rst_us) f->replica.rst_us = realtime_us();
     ctx_.mark_dirty(*f);
     return;
   }
   if ((s.flags & (kSyn | kAck)) == (kSyn | kAck)) {
-    if (!f->b_synack) {
-      f->b_synack = true;
-      f->b_isn = s.seq;
-      f->b_synack_tsval = f->b_tsval = s.opt.tsval;
-      f->b_snd_nxt = s.seq + 1;
+    if (!f->replica.synack) {
+      f->replica.synack = true;
+      f->replica.isn = s.seq;
+      f->replica.synack_tsval = f->replica.tsval = s.opt.tsval;
+      f->replica.snd_nxt = s.seq + 1;
       // Window scaling applies only if both SYNs carried the option; the
       // SYN-ACK's own window field is never scaled (RFC 7323 2.2).
-      f->b_wscale = (f->c_ws_ok && s.opt.has_wscale) ? s.opt.wscale : 0;
-      f->c_shift = (f->c_ws_ok && s.opt.has_wscale) ? f->c_syn_wscale : 0;
-      f->b_window = s.window;
-      f->b_rcv_nxt = s.ack;
+      f->replica.wscale = (f->client.ws_ok && s.opt.has_wscale) ? s.opt.wscale : 0;
+      f->client.shift = (f->client.ws_ok && s.opt.has_wscale) ? f->client.syn_wscale : 0;
+      f->replica.window = s.window;
+      f->replica.rcv_nxt = s.ack;
       f->retries = 0;
       in_.start_comparison(*f, CompareSide::kReplica, s.seq + 1);
       in_.try_synchronise(*f);
@@ -124,25 +124,25 @@ void OutgoingProcessor::on_replica_packet(const uint8_t* ip, size_t copied) {
       // handshake): the replica is ready now, our retry timer may be far off.
       // With SYN cookies every SYN-ACK is a new cookie: the one to echo is
       // the latest (its TSval carries the options, its ISN may differ).
-      if (s.opt.has_ts) f->b_tsval = s.opt.tsval;
-      if (s.seq != f->b_isn) {
+      if (s.opt.has_ts) f->replica.tsval = s.opt.tsval;
+      if (s.seq != f->replica.isn) {
         in_.restart_comparison(*f);
         in_.start_comparison(*f, CompareSide::kReplica, s.seq + 1);
-        f->b_isn = s.seq;
-        f->b_snd_nxt = s.seq + 1;
-        f->seq_delta = f->b_isn - f->p_isn;
-        f->out.reset(f->b_isn + 1, ctx_.cfg.flow_buffer_limit, &ctx_.stream_memory);
+        f->replica.isn = s.seq;
+        f->replica.snd_nxt = s.seq + 1;
+        f->seq_delta = f->replica.isn - f->primary.isn;
+        f->replica.out.reset(f->replica.isn + 1, ctx_.cfg.flow_buffer_limit, &ctx_.stream_memory);
       }
       f->ack_wanted = true;
-      f->inj_nxt = f->b_rcv_nxt;
+      f->inj_nxt = f->replica.rcv_nxt;
       f->fin_injected = false;
       f->retries = 0;
       ctx_.mark_dirty(*f);
     }
     return;
   }
-  if (!f->b_synack) return;
-  if (s.opt.has_ts && after(s.opt.tsval, f->b_tsval)) f->b_tsval = s.opt.tsval;
+  if (!f->replica.synack) return;
+  if (s.opt.has_ts && after(s.opt.tsval, f->replica.tsval)) f->replica.tsval = s.opt.tsval;
   uint32_t end = s.seq + s.payload_len + ((s.flags & kFin) ? 1 : 0);
   // The replica sends again what we acknowledged (our ACK did not reach it:
   // the TUN's backlog dropped it), or probes a window we closed or a
@@ -153,15 +153,15 @@ void OutgoingProcessor::on_replica_packet(const uint8_t* ip, size_t copied) {
     c.add(k_replica_repeats);
   }
   keep_unacknowledged(*f, s, copied);
-  if (after(end, f->b_snd_nxt)) {
-    f->s2c_backup += end - f->b_snd_nxt - ((s.flags & kFin) ? 1 : 0);  // data bytes only
-    f->b_snd_nxt = end;
+  if (after(end, f->replica.snd_nxt)) {
+    f->replica.s2c += end - f->replica.snd_nxt - ((s.flags & kFin) ? 1 : 0);  // data bytes only
+    f->replica.snd_nxt = end;
     // What a replica re-makes while catching up after a takeover is not replication lag.
-    if (s.payload_len && ctx_.mode == EngineMode::kReplicating) f->output_lag.replica_sent(f->s2c_backup, realtime_ns());
+    if (s.payload_len && ctx_.mode == EngineMode::kReplicating) f->output_lag.replica_sent(f->replica.s2c, realtime_ns());
   }
   if (s.flags & kFin) {
-    f->b_fin = true;
-    f->b_fin_seq = s.seq + s.payload_len;
+    f->replica.fin = true;
+    f->replica.fin_seq = s.seq + s.payload_len;
   }
   if (s.payload_len || (s.flags & kFin)) {
     size_t held = std::min(copied, size_t(s.ip_len)), before_payload = size_t(s.payload - s.ip);
@@ -169,15 +169,15 @@ void OutgoingProcessor::on_replica_packet(const uint8_t* ip, size_t copied) {
     if (f->state == FlowState::kUnprotected) return;  // it diverged
   }
   if (s.flags & kAck) {
-    if (after(s.ack, f->b_rcv_nxt)) {
-      f->c2s_backup += s.ack - f->b_rcv_nxt;
-      f->b_rcv_nxt = s.ack;
-      f->data.release(s.ack);
+    if (after(s.ack, f->replica.rcv_nxt)) {
+      f->replica.c2s += s.ack - f->replica.rcv_nxt;
+      f->replica.rcv_nxt = s.ack;
+      f->client.data.release(s.ack);
       f->last_progress_us = realtime_us();
       f->retries = 0;
-      if (after(f->b_rcv_nxt, f->inj_nxt)) f->inj_nxt = f->b_rcv_nxt;
+      if (after(f->replica.rcv_nxt, f->inj_nxt)) f->inj_nxt = f->replica.rcv_nxt;
     }
-    f->b_window = uint32_t(s.window) << f->b_wscale;
+    f->replica.window = uint32_t(s.window) << f->replica.wscale;
   }
   ctx_.mark_dirty(*f);
 }

@@ -43,18 +43,18 @@ void finish_checksum(uint8_t* ip, const Segment& s) {
 
 void ActiveMode::enter(Flow& f) {
   f.phase = TakeoverPhase::kActive;
-  f.p_tsval_at_active = f.p_tsval;
+  f.p_tsval_at_active = f.primary.tsval;
   // The client's ts_recent is the primary's latest TSval: the backup's clock
   // must read at least that (PAWS drops older ones). The handshake offset
   // keeps the clock continuous when it suffices.
-  uint32_t seen = f.b_tsval - f.ts_delta;
-  f.ts_out_delta = before(seen, f.p_tsval) ? f.b_tsval - f.p_tsval : f.ts_delta;
-  f.out_incomplete = f.out_incomplete || f.out.has_out_of_order();
+  uint32_t seen = f.replica.tsval - f.ts_delta;
+  f.ts_out_delta = before(seen, f.primary.tsval) ? f.replica.tsval - f.primary.tsval : f.ts_delta;
+  f.replica.out_incomplete = f.replica.out_incomplete || f.replica.out.has_out_of_order();
 }
 
 uint32_t ActiveMode::client_window(const Flow& f) {
-  uint64_t bytes = uint64_t(f.b_window);  // already scaled by the backup's shift
-  uint64_t w = bytes >> f.p_wscale;
+  uint64_t bytes = uint64_t(f.replica.window);  // already scaled by the backup's shift
+  uint64_t w = bytes >> f.primary.wscale;
   return w > 65535 ? 65535 : uint32_t(w);
 }
 
@@ -79,7 +79,7 @@ NfQueue::Verdict ActiveMode::on_packet(uint8_t* ip, size_t len) {
     c.add(k_active_passthrough);
     return NfQueue::Verdict::kAccept;
   }
-  if (to_vip && f->c_fin && after(s.seq, f->c_fin_seq + 1)) {
+  if (to_vip && f->client.fin && after(s.seq, f->client.fin_seq + 1)) {
     // Beyond the client's FIN: a newer connection on this key (the client
     // reused the 4-tuple), not the one taken over.
     c.add(k_active_passthrough);
@@ -102,28 +102,28 @@ void ActiveMode::translate_in(Flow& f, uint8_t* ip, const Segment& s) {
   uint8_t* tcp = ip + s.ip_hdr_len;
   uint64_t now = realtime_us();
   f.last_seen_us = now;
-  uint32_t ack_b = f.b_rcv_nxt;
+  uint32_t ack_b = f.replica.rcv_nxt;
   if (s.flags & kAck) {
     bool clamped;
-    ack_b = map_ack(s.ack, f.seq_delta, f.b_snd_nxt, &clamped);
+    ack_b = map_ack(s.ack, f.seq_delta, f.replica.snd_nxt, &clamped);
     if (clamped) {
       ctx_.counters.add(k_active_ack_clamped);
-      store16(tcp + 14, map_window(s.window, f.c_shift, s.ack + f.seq_delta, ack_b));
+      store16(tcp + 14, map_window(s.window, f.client.shift, s.ack + f.seq_delta, ack_b));
     }
     store32(tcp + 8, ack_b);
-    if (after(s.ack, f.c_ack_p)) f.c_ack_p = s.ack;
+    if (after(s.ack, f.client.ack_p)) f.client.ack_p = s.ack;
   }
   for_each_option(tcp, s.tcp_hdr_len, [&](uint8_t kind, uint8_t* o, uint8_t olen) {
     if (kind == kOptTs) {
       uint32_t tsecr = load32(o + 6);
       uint32_t d = after(tsecr, f.p_tsval_at_active) ? f.ts_out_delta : f.ts_delta;
-      store32(o + 6, map_tsecr(tsecr, d, f.b_synack_tsval, f.b_tsval));
-      f.c_tsval = load32(o + 2);
+      store32(o + 6, map_tsecr(tsecr, d, f.replica.synack_tsval, f.replica.tsval));
+      f.client.tsval = load32(o + 2);
     } else if (kind == kOptSack) {
       SackBlock in[kMaxSackBlocks], out[kMaxSackBlocks];
       int n = (olen - 2) / 8, dropped = 0;
       for (int i = 0; i < n; i++) in[i] = {load32(o + 2 + 8 * i), load32(o + 6 + 8 * i)};
-      int kept = map_sack(in, n, f.seq_delta, ack_b, f.b_snd_nxt, out, &dropped);
+      int kept = map_sack(in, n, f.seq_delta, ack_b, f.replica.snd_nxt, out, &dropped);
       ctx_.counters.add(k_active_sack_dropped, dropped);
       // Fewer blocks: a shorter option, the freed bytes become NOPs.
       o[1] = kept ? uint8_t(2 + 8 * kept) : 0;
@@ -132,9 +132,9 @@ void ActiveMode::translate_in(Flow& f, uint8_t* ip, const Segment& s) {
       else std::memset(o + 2 + 8 * kept, kOptNop, olen - 2 - 8 * kept);
     }
   });
-  f.c2s_primary = f.c2s_backup;  // one server now
-  if (s.flags & kFin) { f.c_fin = true; f.c_fin_seq = s.seq + s.payload_len; }
-  if (s.flags & kRst) f.c_rst = true;
+  f.primary.c2s = f.replica.c2s;  // one server now
+  if (s.flags & kFin) { f.client.fin = true; f.client.fin_seq = s.seq + s.payload_len; }
+  if (s.flags & kRst) f.client.rst = true;
   note_closing(f, now);
 }
 
@@ -144,37 +144,37 @@ void ActiveMode::translate_out(Flow& f, uint8_t* ip, const Segment& s) {
   uint64_t now = realtime_us();
   store32(tcp + 4, s.seq - f.seq_delta);
   uint32_t end = s.seq + s.payload_len + ((s.flags & kFin) ? 1 : 0);
-  if (after(end, f.b_snd_nxt)) {
-    f.s2c_backup += end - f.b_snd_nxt - ((s.flags & kFin) ? 1 : 0);
-    f.b_snd_nxt = end;
+  if (after(end, f.replica.snd_nxt)) {
+    f.replica.s2c += end - f.replica.snd_nxt - ((s.flags & kFin) ? 1 : 0);
+    f.replica.snd_nxt = end;
   }
-  if ((s.flags & kAck) && after(s.ack, f.b_rcv_nxt)) {
-    f.c2s_backup += s.ack - f.b_rcv_nxt;
-    f.b_rcv_nxt = s.ack;
+  if ((s.flags & kAck) && after(s.ack, f.replica.rcv_nxt)) {
+    f.replica.c2s += s.ack - f.replica.rcv_nxt;
+    f.replica.rcv_nxt = s.ack;
   }
   if (!(s.flags & kSyn)) {
-    f.b_window = uint32_t(s.window) << f.b_wscale;
+    f.replica.window = uint32_t(s.window) << f.replica.wscale;
     store16(tcp + 14, uint16_t(client_window(f)));
   }
   for_each_option(tcp, s.tcp_hdr_len, [&](uint8_t kind, uint8_t* o, uint8_t) {
     if (kind != kOptTs) return;
     uint32_t tsval = load32(o + 2);
-    if (after(tsval, f.b_tsval)) f.b_tsval = tsval;
+    if (after(tsval, f.replica.tsval)) f.replica.tsval = tsval;
     store32(o + 2, tsval - f.ts_out_delta);
   });
   if (s.payload_len && !f.first_active_data_us) f.first_active_data_us = now;
-  f.s2c_primary = f.s2c_backup;
-  if (s.flags & kFin) { f.b_fin = true; f.b_fin_seq = s.seq + s.payload_len; }
-  if (s.flags & kRst) f.b_rst = true;
+  f.primary.s2c = f.replica.s2c;
+  if (s.flags & kFin) { f.replica.fin = true; f.replica.fin_seq = s.seq + s.payload_len; }
+  if (s.flags & kRst) f.replica.rst = true;
   f.last_seen_us = now;
   note_closing(f, now);
 }
 
 void ActiveMode::note_closing(Flow& f, uint64_t now_us) {
   if (f.state == FlowState::kClosed) return;
-  bool reset = f.c_rst || f.b_rst;
-  if (!reset && !(f.c_fin && f.b_fin)) {
-    if (f.c_fin || f.b_fin) f.state = FlowState::kClosing;
+  bool reset = f.client.rst || f.replica.rst;
+  if (!reset && !(f.client.fin && f.replica.fin)) {
+    if (f.client.fin || f.replica.fin) f.state = FlowState::kClosing;
     return;
   }
   f.state = FlowState::kClosed;
@@ -196,15 +196,15 @@ void ActiveMode::sync_from_kernel(uint64_t now) {
     if (!f.active() || !f.in_kernel) return;
     t2cp_active_flow v;
     if (!kernel_->read(f.key, &v)) { reused.push_back(f.key); return; }
-    if (after(v.b_snd_nxt, f.b_snd_nxt)) { f.s2c_backup += v.b_snd_nxt - f.b_snd_nxt; f.b_snd_nxt = v.b_snd_nxt; }
-    if (after(v.b_rcv_nxt, f.b_rcv_nxt)) { f.c2s_backup += v.b_rcv_nxt - f.b_rcv_nxt; f.b_rcv_nxt = v.b_rcv_nxt; }
-    if (after(v.b_tsval, f.b_tsval)) f.b_tsval = v.b_tsval;
-    f.s2c_primary = f.s2c_backup;
-    f.c2s_primary = f.c2s_backup;
-    if (v.c_fin && !f.c_fin) { f.c_fin = true; f.c_fin_seq = v.c_fin_seq; }
-    f.c_rst = f.c_rst || v.c_rst;
-    f.b_fin = f.b_fin || v.b_fin;
-    f.b_rst = f.b_rst || v.b_rst;
+    if (after(v.b_snd_nxt, f.replica.snd_nxt)) { f.replica.s2c += v.b_snd_nxt - f.replica.snd_nxt; f.replica.snd_nxt = v.b_snd_nxt; }
+    if (after(v.b_rcv_nxt, f.replica.rcv_nxt)) { f.replica.c2s += v.b_rcv_nxt - f.replica.rcv_nxt; f.replica.rcv_nxt = v.b_rcv_nxt; }
+    if (after(v.b_tsval, f.replica.tsval)) f.replica.tsval = v.b_tsval;
+    f.primary.s2c = f.replica.s2c;
+    f.primary.c2s = f.replica.c2s;
+    if (v.c_fin && !f.client.fin) { f.client.fin = true; f.client.fin_seq = v.c_fin_seq; }
+    f.client.rst = f.client.rst || v.c_rst;
+    f.replica.fin = f.replica.fin || v.b_fin;
+    f.replica.rst = f.replica.rst || v.b_rst;
     f.last_seen_us = std::max(f.last_seen_us, wall_us(v.last_seen_ns));
     if (v.first_data_ns && !f.first_active_data_us) f.first_active_data_us = wall_us(v.first_data_ns);
     note_closing(f, now);

@@ -61,7 +61,7 @@ class ActiveMode {
 
   // The client's view of the replica's state, for packets built at takeover.
   static uint32_t client_window(const Flow& f);
-  static uint32_t client_tsval(const Flow& f) { return f.b_tsval - f.ts_out_delta; }
+  static uint32_t client_tsval(const Flow& f) { return f.replica.tsval - f.ts_out_delta; }
 
  private:
   void translate_in(Flow& f, uint8_t* ip, const Segment& s);

@@ -56,13 +56,13 @@ SegmentSpec ConnectionTakeover::to_client(const Flow& f) const {
 
 SegmentSpec ConnectionTakeover::resume_base(const Flow& f) const {
   SegmentSpec base = to_client(f);
-  base.ack = f.b_rcv_nxt;
+  base.ack = f.replica.rcv_nxt;
   base.flags = kAck;
   base.window = uint16_t(ActiveMode::client_window(f));
-  if (f.c_ts_ok) {
+  if (f.client.ts_ok) {
     base.has_ts = true;
     base.tsval = ActiveMode::client_tsval(f);
-    base.tsecr = f.c_tsval;
+    base.tsecr = f.client.tsval;
   }
   return base;
 }
@@ -70,8 +70,8 @@ SegmentSpec ConnectionTakeover::resume_base(const Flow& f) const {
 uint32_t ConnectionTakeover::resume(Flow& f) {
   if (fd_ < 0) return 0;
   // Data: from what the client acknowledged to what the replica produced.
-  uint32_t from = f.c_ack_p + f.seq_delta, end = f.out.contig_end();
-  bool have_from = f.out.holds(from);
+  uint32_t from = f.client.ack_p + f.seq_delta, end = f.replica.out.contig_end();
+  bool have_from = f.replica.out.holds(from);
   if (!have_from) {
     send_final_ack(f);
     return 0;
@@ -80,7 +80,7 @@ uint32_t ConnectionTakeover::resume(Flow& f) {
   // data follows in pump(). At the client's rcv_nxt: acceptable whatever
   // the client holds.
   SegmentSpec ack = resume_base(f);
-  ack.seq = f.c_ack_p;
+  ack.seq = f.client.ack_p;
   ack.ip_id = ip_id_++;
   if (send(ack)) ctx_.counters.add(k_resume_acks);
   f.resending = true;
@@ -93,26 +93,26 @@ uint32_t ConnectionTakeover::resume(Flow& f) {
 void ConnectionTakeover::send_final_ack(Flow& f) {
   SegmentSpec ack = resume_base(f);
   // The replica's FIN, if the client has not acknowledged it.
-  bool fin_due = f.b_fin && !after(f.c_ack_p + f.seq_delta, f.b_fin_seq);
-  uint32_t snd = f.b_snd_nxt - f.seq_delta - (f.b_fin ? 1 : 0);
+  bool fin_due = f.replica.fin && !after(f.client.ack_p + f.seq_delta, f.replica.fin_seq);
+  uint32_t snd = f.replica.snd_nxt - f.seq_delta - (f.replica.fin ? 1 : 0);
   // A pure ACK below the client's rcv_wup is discarded as old: never go
   // below what the client acknowledged.
-  ack.seq = before(snd, f.c_ack_p) ? f.c_ack_p : snd;
+  ack.seq = before(snd, f.client.ack_p) ? f.client.ack_p : snd;
   if (fin_due) {
-    ack.seq = f.b_fin_seq - f.seq_delta;
+    ack.seq = f.replica.fin_seq - f.seq_delta;
     ack.flags |= kFin;
   }
   ack.ip_id = ip_id_++;
   if (send(ack)) ctx_.counters.add(k_resume_acks);
   f.resending = false;
-  f.out.clear();  // the replica's own stack retransmits from here on
+  f.replica.out.clear();  // the replica's own stack retransmits from here on
 }
 
 bool ConnectionTakeover::pump(uint32_t budget) {
   if (queue_.empty()) return false;
   auto left = [&](const FlowKey& k) -> uint32_t {
     const Flow* f = ctx_.flows.find(k);
-    return f && f->resending ? f->out.contig_end() - f->resend_next : 0;
+    return f && f->resending ? f->replica.out.contig_end() - f->resend_next : 0;
   };
   if (!sorted_) {
     std::stable_sort(queue_.begin(), queue_.end(), [&](const FlowKey& a, const FlowKey& b) { return left(a) < left(b); });
@@ -124,15 +124,15 @@ bool ConnectionTakeover::pump(uint32_t budget) {
     Flow* f = ctx_.flows.find(queue_[done]);
     if (!f || !f->resending) continue;  // closed, or reset, meanwhile
     SegmentSpec base = resume_base(*f);
-    uint32_t end = f->out.contig_end();
-    uint32_t mss = f->c_mss > kMinSegment ? f->c_mss : kMinSegment;
-    if (f->c_ts_ok) mss -= kTsOptionBytes;
+    uint32_t end = f->replica.out.contig_end();
+    uint32_t mss = f->client.mss > kMinSegment ? f->client.mss : kMinSegment;
+    if (f->client.ts_ok) mss -= kTsOptionBytes;
     bool failed = false;
     while (before(f->resend_next, end) && sent < budget) {
       uint32_t seq = f->resend_next;
       uint32_t len = end - seq < mss ? end - seq : mss;
       SegmentSpec sp = base;
-      if (!f->out.payload(seq, len, &sp)) break;  // given back meanwhile: the replica's timer resends
+      if (!f->replica.out.payload(seq, len, &sp)) break;  // given back meanwhile: the replica's timer resends
       sp.seq = seq - f->seq_delta;
       sp.ip_id = ip_id_++;
       if (!before(seq + len, end)) sp.flags |= kPsh;
@@ -144,7 +144,7 @@ bool ConnectionTakeover::pump(uint32_t budget) {
       if (!f->first_active_data_us) f->first_active_data_us = realtime_us();
     }
     // A send that fails (counted) leaves the rest to the replica's own timer.
-    if (!failed && before(f->resend_next, end) && f->out.holds(f->resend_next)) break;  // the budget ran out here
+    if (!failed && before(f->resend_next, end) && f->replica.out.holds(f->resend_next)) break;  // the budget ran out here
     send_final_ack(*f);
   }
   queue_.erase(queue_.begin(), queue_.begin() + done);
@@ -152,16 +152,16 @@ bool ConnectionTakeover::pump(uint32_t budget) {
 }
 
 bool ConnectionTakeover::reset_client(const Flow& f) {
-  if (fd_ < 0 || !f.c_ack_seen) return false;
+  if (fd_ < 0 || !f.client.ack_seen) return false;
   SegmentSpec sp = to_client(f);
   sp.flags = kRst;
   // Where the client acknowledged, and where the primary had sent to (what
   // a client that delays its ACKs holds already).
-  sp.seq = f.c_ack_p;
+  sp.seq = f.client.ack_p;
   sp.ip_id = ip_id_++;
   bool sent = send(sp);
-  if (f.p_synack && after(f.p_snd_nxt, f.c_ack_p)) {
-    sp.seq = f.p_snd_nxt;
+  if (f.primary.synack && after(f.primary.snd_nxt, f.client.ack_p)) {
+    sp.seq = f.primary.snd_nxt;
     sp.ip_id = ip_id_++;
     sent = send(sp) || sent;
   }

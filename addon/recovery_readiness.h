@@ -26,20 +26,20 @@ enum class Readiness : uint8_t {
 
 // End of the client data held in order (its FIN included).
 inline uint32_t held_end(const Flow& f) {
-  uint32_t end = f.data.contig_end();
-  return end + ((f.c_fin && end == f.c_fin_seq) ? 1 : 0);
+  uint32_t end = f.client.data.contig_end();
+  return end + ((f.client.fin && end == f.client.fin_seq) ? 1 : 0);
 }
 
 inline Readiness readiness(const Flow& f) {
   switch (f.state) {
     case FlowState::kUnprotected: return Readiness::kUnprotected;
-    case FlowState::kSynSeen: return f.p_synack ? Readiness::kLost : Readiness::kUnanswered;
+    case FlowState::kSynSeen: return f.primary.synack ? Readiness::kLost : Readiness::kUnanswered;
     case FlowState::kClosed: return f.rst_injected ? Readiness::kOver : Readiness::kComplete;
     case FlowState::kSynchronised:
     case FlowState::kClosing: break;
   }
-  if (f.drop_suspect_us || before(f.b_rcv_nxt, f.p_rcv_nxt)) return Readiness::kBehind;
-  if (before(f.b_rcv_nxt, held_end(f)) || f.data.has_out_of_order()) return Readiness::kContinuable;
+  if (f.drop_suspect_us || before(f.replica.rcv_nxt, f.primary.rcv_nxt)) return Readiness::kBehind;
+  if (before(f.replica.rcv_nxt, held_end(f)) || f.client.data.has_out_of_order()) return Readiness::kContinuable;
   return Readiness::kComplete;
 }
 

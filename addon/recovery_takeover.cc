@@ -110,8 +110,8 @@ bool FailureRecovery::activate(Flow& f) {
       return false;
     }
   }
-  uint32_t made = f.b_snd_nxt - f.seq_delta;  // the replica's snd_nxt in the primary's numbers
-  uint64_t lag = after(f.p_snd_nxt, made) ? f.p_snd_nxt - made : 0;
+  uint32_t made = f.replica.snd_nxt - f.seq_delta;  // the replica's snd_nxt in the primary's numbers
+  uint64_t lag = after(f.primary.snd_nxt, made) ? f.primary.snd_nxt - made : 0;
   std::lock_guard<std::mutex> g(mu_);
   report_.flows_taken_over++;
   report_.replica_lag_bytes_total += lag;
@@ -121,7 +121,7 @@ bool FailureRecovery::activate(Flow& f) {
 
 void FailureRecovery::give_up(Flow& f, EventReason why) {
   if (f.state == FlowState::kSynchronised || f.state == FlowState::kClosing) {
-    in_.lose_flow(f, why, after(f.p_rcv_nxt, f.b_rcv_nxt) ? f.p_rcv_nxt - f.b_rcv_nxt : 0);
+    in_.lose_flow(f, why, after(f.primary.rcv_nxt, f.replica.rcv_nxt) ? f.primary.rcv_nxt - f.replica.rcv_nxt : 0);
   } else if (f.state != FlowState::kUnprotected) {
     in_.make_unprotected(f, why);
   }
@@ -144,7 +144,7 @@ bool FailureRecovery::settle(std::string* err) {
     // key never reached the replica: lost if the primary answered them
     // (their clients are not reset: the key is the older connection's).
     for (Flow* n = f.successor.get(); n; n = n->successor.get()) {
-      if (n->p_synack) {
+      if (n->primary.synack) {
         lost_waiting++;
         ctx_.counters.add(k_flows_unprotected);
         ctx_.events.emit(EventType::kUnprotected, EventReason::kTakeoverIncomplete, *n);
@@ -270,8 +270,8 @@ bool FailureRecovery::leave_catch_up(std::string* err) {
 void FailureRecovery::finalize_stall() {
   std::vector<uint64_t> stalls;
   ctx_.flows.for_each([&](Flow& f) {
-    if (f.active() && f.first_active_data_us && f.p_last_data_us && f.first_active_data_us > f.p_last_data_us)
-      stalls.push_back(f.first_active_data_us - f.p_last_data_us);
+    if (f.active() && f.first_active_data_us && f.primary.last_data_us && f.first_active_data_us > f.primary.last_data_us)
+      stalls.push_back(f.first_active_data_us - f.primary.last_data_us);
   });
   std::sort(stalls.begin(), stalls.end());
   {

@@ -31,7 +31,7 @@ struct OneFlow {
     am = std::make_unique<t2cp::ActiveMode>(*ctx);
     f = ctx->flows.insert(t2cp::FlowKey{kClient, kClientPort, kPort});
     f->state = t2cp::FlowState::kSynchronised;
-    f->p_synack = f->b_synack = true;
+    f->primary.synack = f->replica.synack = true;
   }
 };
 

@@ -44,21 +44,21 @@ struct Pair : OneFlow {
   // A taken-over flow with random numbers (both spaces anywhere on the
   // circle, either clock ahead, any window shifts), in both translators.
   Pair() {
-    f->p_isn = rnd32();
-    f->b_isn = chance(20) ? f->p_isn - 1 - rnd_below(4096) : rnd32();
-    f->seq_delta = f->b_isn - f->p_isn;
-    f->b_snd_nxt = f->b_isn + 1 + rnd_below(1 << 20);
-    f->p_snd_nxt = f->p_isn + 1 + rnd_below(1 << 20);
-    f->b_rcv_nxt = rnd32();
-    f->c_ts_ok = true;
-    f->p_synack_tsval = rnd32();
-    f->b_synack_tsval = rnd32();
-    f->ts_delta = f->b_synack_tsval - f->p_synack_tsval;
-    f->b_tsval = f->b_synack_tsval + rnd_below(100000);
-    f->p_tsval = f->p_synack_tsval + rnd_below(100000);
-    f->b_wscale = uint8_t(rnd_below(15));
-    f->p_wscale = uint8_t(rnd_below(15));
-    f->c_shift = uint8_t(rnd_below(15));
+    f->primary.isn = rnd32();
+    f->replica.isn = chance(20) ? f->primary.isn - 1 - rnd_below(4096) : rnd32();
+    f->seq_delta = f->replica.isn - f->primary.isn;
+    f->replica.snd_nxt = f->replica.isn + 1 + rnd_below(1 << 20);
+    f->primary.snd_nxt = f->primary.isn + 1 + rnd_below(1 << 20);
+    f->replica.rcv_nxt = rnd32();
+    f->client.ts_ok = true;
+    f->primary.synack_tsval = rnd32();
+    f->replica.synack_tsval = rnd32();
+    f->ts_delta = f->replica.synack_tsval - f->primary.synack_tsval;
+    f->replica.tsval = f->replica.synack_tsval + rnd_below(100000);
+    f->primary.tsval = f->primary.synack_tsval + rnd_below(100000);
+    f->replica.wscale = uint8_t(rnd_below(15));
+    f->primary.wscale = uint8_t(rnd_below(15));
+    f->client.shift = uint8_t(rnd_below(15));
     am->enter(*f);
     CHECK(kt.add(*f));
   }
@@ -68,12 +68,12 @@ SegmentSpec random_from_backup(const Flow& f) {
   static uint8_t payload[1400];
   SegmentSpec sp;
   sp.saddr = kVip; sp.daddr = kClient; sp.sport = kPort; sp.dport = kClientPort;
-  sp.seq = f.b_snd_nxt - 4000 + rnd_below(8000);
-  sp.ack = f.b_rcv_nxt + rnd_below(3000);
+  sp.seq = f.replica.snd_nxt - 4000 + rnd_below(8000);
+  sp.ack = f.replica.rcv_nxt + rnd_below(3000);
   sp.flags = kAck | (chance(50) ? kPsh : 0) | (chance(4) ? kFin : 0) | (chance(1) ? kRst : 0);
   sp.window = uint16_t(rnd_below(65536));
   sp.has_ts = chance(90);
-  sp.tsval = f.b_tsval - 100 + rnd_below(1000);
+  sp.tsval = f.replica.tsval - 100 + rnd_below(1000);
   sp.tsecr = rnd32();
   sp.payload = payload;
   sp.payload_len = chance(30) ? 0 : rnd_below(1400);
@@ -84,14 +84,14 @@ SegmentSpec random_from_client(const Flow& f) {
   static uint8_t payload[900];
   SegmentSpec sp;
   sp.saddr = kClient; sp.daddr = kVip; sp.sport = kClientPort; sp.dport = kPort;
-  sp.seq = f.b_rcv_nxt - 2000 + rnd_below(6000);
-  uint32_t sent_p = f.b_snd_nxt - f.seq_delta;  // the new owner's snd_nxt, primary space
+  sp.seq = f.replica.rcv_nxt - 2000 + rnd_below(6000);
+  uint32_t sent_p = f.replica.snd_nxt - f.seq_delta;  // the new owner's snd_nxt, primary space
   sp.ack = sent_p - 6000 + rnd_below(9000);     // a third beyond it: clamped
   sp.flags = (chance(97) ? kAck : 0) | (chance(4) ? kFin : 0) | (chance(1) ? kRst : 0);
   sp.window = uint16_t(rnd_below(65536));
   sp.has_ts = chance(90);
   sp.tsval = rnd32();
-  sp.tsecr = f.p_tsval - 500 + rnd_below(1000) + (chance(30) ? f.b_tsval - f.ts_out_delta - f.p_tsval : 0);
+  sp.tsecr = f.primary.tsval - 500 + rnd_below(1000) + (chance(30) ? f.replica.tsval - f.ts_out_delta - f.primary.tsval : 0);
   sp.sack_count = uint8_t(rnd_below(sp.has_ts ? 4 : 5));
   for (int i = 0; i < sp.sack_count; i++) {
     // Edges on the ack and on the new owner's snd_nxt now and then: the
@@ -152,14 +152,14 @@ void test_same_rewrite_as_the_engine() {
     }
     t2cp_active_flow v;
     CHECK(p.kt.read(p.f->key, &v));
-    CHECK_EQ(v.b_snd_nxt, p.f->b_snd_nxt);
-    CHECK_EQ(v.b_rcv_nxt, p.f->b_rcv_nxt);
-    CHECK_EQ(v.b_tsval, p.f->b_tsval);
-    CHECK_EQ(bool(v.c_fin), p.f->c_fin);
-    if (p.f->c_fin) CHECK_EQ(v.c_fin_seq, p.f->c_fin_seq);
-    CHECK_EQ(bool(v.c_rst), p.f->c_rst);
-    CHECK_EQ(bool(v.b_fin), p.f->b_fin);
-    CHECK_EQ(bool(v.b_rst), p.f->b_rst);
+    CHECK_EQ(v.b_snd_nxt, p.f->replica.snd_nxt);
+    CHECK_EQ(v.b_rcv_nxt, p.f->replica.rcv_nxt);
+    CHECK_EQ(v.b_tsval, p.f->replica.tsval);
+    CHECK_EQ(bool(v.c_fin), p.f->client.fin);
+    if (p.f->client.fin) CHECK_EQ(v.c_fin_seq, p.f->client.fin_seq);
+    CHECK_EQ(bool(v.c_rst), p.f->client.rst);
+    CHECK_EQ(bool(v.b_fin), p.f->replica.fin);
+    CHECK_EQ(bool(v.b_rst), p.f->replica.rst);
   }
   std::printf("  %llu segments through both translators\n", static_cast<unsigned long long>(segments));
 }

@@ -26,21 +26,21 @@ namespace {
 
 struct Fixture : OneFlow {
   Fixture() {
-    f->p_isn = 0xFFFFFF00u;               // the primary's numbers cross the wrap
-    f->b_isn = 0x12345678u;
-    f->seq_delta = f->b_isn - f->p_isn;
-    f->b_snd_nxt = f->b_isn + 1 + 5000;   // the replica sent 5000 bytes
-    f->b_rcv_nxt = 0x700;                 // client space
-    f->c_ack_p = f->p_isn + 1 + 3000;     // the client acknowledged 3000 of them
-    f->c_ts_ok = true;
-    f->p_synack_tsval = 1000;
-    f->b_synack_tsval = 0xFFFFFFF0u;      // the replica's clock crosses the wrap too
-    f->ts_delta = f->b_synack_tsval - f->p_synack_tsval;
-    f->b_tsval = f->b_synack_tsval + 400;
-    f->p_tsval = 1000 + 400;
-    f->b_wscale = 7;
-    f->p_wscale = 9;
-    f->b_window = 1000u << 7;
+    f->primary.isn = 0xFFFFFF00u;               // the primary's numbers cross the wrap
+    f->replica.isn = 0x12345678u;
+    f->seq_delta = f->replica.isn - f->primary.isn;
+    f->replica.snd_nxt = f->replica.isn + 1 + 5000;   // the replica sent 5000 bytes
+    f->replica.rcv_nxt = 0x700;                 // client space
+    f->client.ack_p = f->primary.isn + 1 + 3000;     // the client acknowledged 3000 of them
+    f->client.ts_ok = true;
+    f->primary.synack_tsval = 1000;
+    f->replica.synack_tsval = 0xFFFFFFF0u;      // the replica's clock crosses the wrap too
+    f->ts_delta = f->replica.synack_tsval - f->primary.synack_tsval;
+    f->replica.tsval = f->replica.synack_tsval + 400;
+    f->primary.tsval = 1000 + 400;
+    f->replica.wscale = 7;
+    f->primary.wscale = 9;
+    f->replica.window = 1000u << 7;
     am->enter(*f);
   }
 };
@@ -49,8 +49,8 @@ SegmentSpec from_backup(const Flow& f, uint32_t offset, uint32_t len) {
   static uint8_t payload[1400];
   SegmentSpec sp;
   sp.saddr = kVip; sp.daddr = kClient; sp.sport = kPort; sp.dport = kClientPort;
-  sp.seq = f.b_isn + 1 + offset; sp.ack = f.b_rcv_nxt; sp.flags = kAck | kPsh; sp.window = 1000;
-  sp.has_ts = true; sp.tsval = f.b_tsval + 5; sp.tsecr = 777;
+  sp.seq = f.replica.isn + 1 + offset; sp.ack = f.replica.rcv_nxt; sp.flags = kAck | kPsh; sp.window = 1000;
+  sp.has_ts = true; sp.tsval = f.replica.tsval + 5; sp.tsecr = 777;
   sp.payload = payload; sp.payload_len = len;
   return sp;
 }
@@ -58,8 +58,8 @@ SegmentSpec from_backup(const Flow& f, uint32_t offset, uint32_t len) {
 SegmentSpec from_client(const Flow& f) {
   SegmentSpec sp;
   sp.saddr = kClient; sp.daddr = kVip; sp.sport = kClientPort; sp.dport = kPort;
-  sp.seq = f.b_rcv_nxt; sp.ack = f.c_ack_p + 1000; sp.flags = kAck; sp.window = 500;
-  sp.has_ts = true; sp.tsval = 888; sp.tsecr = f.p_tsval;
+  sp.seq = f.replica.rcv_nxt; sp.ack = f.client.ack_p + 1000; sp.flags = kAck; sp.window = 500;
+  sp.has_ts = true; sp.tsval = 888; sp.tsecr = f.primary.tsval;
   return sp;
 }
 
@@ -75,7 +75,7 @@ void test_out_rewrites_seq_ts_window() {
   auto b = segment(from_backup(*x.f, 3000, 1000));
   CHECK(x.am->on_packet(b.data(), b.size()) == NfQueue::Verdict::kAcceptRewritten);
   Segment s = parse(b);
-  CHECK_EQ(s.seq, x.f->p_isn + 1 + 3000);               // primary space, across the wrap
+  CHECK_EQ(s.seq, x.f->primary.isn + 1 + 3000);               // primary space, across the wrap
   CHECK_EQ(s.ack, 0x700u);                              // client space: untouched
   CHECK(!before(s.opt.tsval, 1400u));                   // never behind the client's ts_recent
   CHECK_EQ(s.opt.tsecr, 777u);                          // the client's own clock: untouched
@@ -88,16 +88,16 @@ void test_in_maps_ack_tsecr_and_sack() {
   Fixture x;
   SegmentSpec sp = from_client(*x.f);
   sp.sack_count = 2;
-  sp.sack[0] = {x.f->p_isn + 1 + 4200, x.f->p_isn + 1 + 4600};  // within what the replica sent
-  sp.sack[1] = {x.f->p_isn + 1 + 6000, x.f->p_isn + 1 + 7000};  // beyond it: must go
+  sp.sack[0] = {x.f->primary.isn + 1 + 4200, x.f->primary.isn + 1 + 4600};  // within what the replica sent
+  sp.sack[1] = {x.f->primary.isn + 1 + 6000, x.f->primary.isn + 1 + 7000};  // beyond it: must go
   auto b = segment(sp);
   CHECK(x.am->on_packet(b.data(), b.size()) == NfQueue::Verdict::kAcceptRewritten);
   Segment s = parse(b);
-  CHECK_EQ(s.ack, x.f->b_isn + 1 + 4000);
+  CHECK_EQ(s.ack, x.f->replica.isn + 1 + 4000);
   CHECK_EQ(s.opt.sack_count, uint8_t(1));
-  CHECK_EQ(s.opt.sack[0].left, x.f->b_isn + 1 + 4200);
-  CHECK_EQ(s.opt.sack[0].right, x.f->b_isn + 1 + 4600);
-  CHECK_EQ(s.opt.tsecr, x.f->b_synack_tsval + 400);     // the primary's echo in the replica's clock
+  CHECK_EQ(s.opt.sack[0].left, x.f->replica.isn + 1 + 4200);
+  CHECK_EQ(s.opt.sack[0].right, x.f->replica.isn + 1 + 4600);
+  CHECK_EQ(s.opt.tsecr, x.f->replica.synack_tsval + 400);     // the primary's echo in the replica's clock
   CHECK_EQ(s.opt.tsval, 888u);
   CHECK_EQ(s.seq, 0x700u);
   CHECK_EQ(x.ctx->counters.get(k_active_sack_dropped), 1u);
@@ -106,11 +106,11 @@ void test_in_maps_ack_tsecr_and_sack() {
 void test_in_ack_beyond_replica_is_clamped() {
   Fixture x;
   SegmentSpec sp = from_client(*x.f);
-  sp.ack = x.f->p_isn + 1 + 9000;  // the primary sent more than the replica has
+  sp.ack = x.f->primary.isn + 1 + 9000;  // the primary sent more than the replica has
   auto b = segment(sp);
   x.am->on_packet(b.data(), b.size());
   Segment s = parse(b);
-  CHECK_EQ(s.ack, x.f->b_snd_nxt);
+  CHECK_EQ(s.ack, x.f->replica.snd_nxt);
   CHECK_EQ(x.ctx->counters.get(k_active_ack_clamped), 1u);
   // The window keeps the client's right edge: 4000 bytes held back, shift 0.
   CHECK_EQ(s.window, uint16_t(sp.window + 4000));
@@ -135,12 +135,12 @@ void test_unknown_flow_and_new_syn_pass_untouched() {
 void test_enter_keeps_paws() {
   Fixture x;
   // The replica's clock lags the primary's by 50 ms in the handshake offset's terms.
-  x.f->b_tsval = x.f->ts_delta + x.f->p_tsval - 50;
+  x.f->replica.tsval = x.f->ts_delta + x.f->primary.tsval - 50;
   x.am->enter(*x.f);
-  CHECK_EQ(ActiveMode::client_tsval(*x.f), x.f->p_tsval);
+  CHECK_EQ(ActiveMode::client_tsval(*x.f), x.f->primary.tsval);
   // A clock that runs ahead keeps the handshake offset (continuity).
   Fixture y;
-  y.f->b_tsval = y.f->ts_delta + y.f->p_tsval + 50;
+  y.f->replica.tsval = y.f->ts_delta + y.f->primary.tsval + 50;
   y.am->enter(*y.f);
   CHECK_EQ(y.f->ts_out_delta, y.f->ts_delta);
 }

@@ -963,14 +963,14 @@ void test_phase_moves() {
 // bytes in order; the primary acknowledged `p_acked` of them, the replica `b_acked`.
 void make_flow(Flow& f, MemoryPool& pool, uint32_t isn, uint32_t held, uint32_t p_acked, uint32_t b_acked) {
   f.state = FlowState::kSynchronised;
-  f.c_isn = isn;
-  f.p_synack = f.b_synack = true;
-  f.data.reset(isn + 1, 1u << 20, &pool);
+  f.client.isn = isn;
+  f.primary.synack = f.replica.synack = true;
+  f.client.data.reset(isn + 1, 1u << 20, &pool);
   std::vector<uint8_t> bytes(held, 0x5a);
-  if (held) f.data.add(isn + 1, bytes.data(), held);
-  f.p_rcv_nxt = isn + 1 + p_acked;
-  f.b_rcv_nxt = isn + 1 + b_acked;
-  f.data.release(f.b_rcv_nxt);
+  if (held) f.client.data.add(isn + 1, bytes.data(), held);
+  f.primary.rcv_nxt = isn + 1 + p_acked;
+  f.replica.rcv_nxt = isn + 1 + b_acked;
+  f.client.data.release(f.replica.rcv_nxt);
 }
 
 void test_readiness() {
@@ -993,17 +993,17 @@ void test_readiness() {
     }
     {
       Flow f; make_flow(f, pool, isn, 1000, 1001, 1000);  // the primary acked the client's FIN, the replica not yet
-      f.c_fin = true; f.c_fin_seq = isn + 1 + 1000;
+      f.client.fin = true; f.client.fin_seq = isn + 1 + 1000;
       CHECK(readiness(f) == Readiness::kBehind);
-      f.b_rcv_nxt = isn + 1 + 1001;
+      f.replica.rcv_nxt = isn + 1 + 1001;
       CHECK(readiness(f) == Readiness::kComplete);
     }
     {
       Flow f; make_flow(f, pool, isn, 0, 0, 0);
       f.state = FlowState::kSynSeen;
-      f.b_synack = false;
+      f.replica.synack = false;
       CHECK(readiness(f) == Readiness::kLost);  // the client has the primary's ISN, the replica never paired
-      f.p_synack = false;
+      f.primary.synack = false;
       CHECK(readiness(f) == Readiness::kUnanswered);
     }
     {
