@@ -220,7 +220,7 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
   }
 
   // { [service port]: {policy, identical, diverged, gaveUp, bytesCompared,
-  // bytesUnverified} } for the ports whose output is compared.
+  // bytesUnverified, open, bytesOpen} } for the ports whose output is compared.
   Napi::Value Comparison(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     EngineContext& ctx = engine_->ctx();
@@ -233,6 +233,8 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
       s.Set("gaveUp", Napi::Number::New(env, double(p->gave_up.load())));
       s.Set("bytesCompared", Napi::Number::New(env, double(p->bytes.load())));
       s.Set("bytesUnverified", Napi::Number::New(env, double(p->unverified.load())));
+      s.Set("open", Napi::Number::New(env, double(p->open.load())));
+      s.Set("bytesOpen", Napi::Number::New(env, double(p->open_bytes.load())));
       o.Set(std::to_string(port), s);
     }
     return o;

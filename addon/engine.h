@@ -81,6 +81,7 @@ class Engine {
   void wake();
   void maybe_notify(uint64_t now_us);
   void emit_flow_stats();
+  void publish_open_comparisons();
 
   EngineContext ctx_;
   IncomingProcessor incoming_;

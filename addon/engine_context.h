@@ -122,6 +122,11 @@ struct EngineContext {
     std::atomic<uint64_t> gave_up{0};     // no longer compared: too far apart (kMaxCheckpoints)
     std::atomic<uint64_t> bytes{0};       // compared bytes of the identical flows
     std::atomic<uint64_t> unverified{0};  // of their bytes, not comparable (holes)
+    // Flows open now, compared and alike so far, and their bytes compared
+    // (Engine::publish_open_comparisons, once a second).
+    std::atomic<uint64_t> open{0};
+    std::atomic<uint64_t> open_bytes{0};
+    uint64_t open_count = 0, open_count_bytes = 0;  // engine thread: the count under way
   };
   std::unordered_map<uint16_t, std::unique_ptr<ComparePort>> compare_ports;
   ComparePort* compare_port(uint16_t port) {

@@ -224,6 +224,8 @@ export interface PostgresTakeoverOptions {
   instance?: string;
   /** The backup's --divergence; undefined: its default. */
   divergence?: string;
+  /** ServerTakeoverOptions.expectOpen: pgbench's connections, alike, before the failure. */
+  expectOpen?: number;
 }
 
 export interface PostgresTakeoverTrial extends ServerTakeoverTrial {
@@ -246,7 +248,7 @@ export async function runPostgresTakeover(tb: Testbed, dir: string, o: PostgresT
   const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, LC_ALL: 'C', ...(o.sslmode ? { PGSSLMODE: o.sslmode } : {}),
     ...(o.auth && o.auth !== 'trust' ? { PGPASSWORD: POSTGRES_PASSWORD } : {}) };
   const trial = await runServerTakeover(tb, dir, {
-    port, instance: o.instance ?? 'pg', divergence: o.divergence,
+    port, instance: o.instance ?? 'pg', divergence: o.divergence, expectOpen: o.expectOpen,
     server: (tb, ns, side, own) => startPostgres(tb, ns, `${own}/pg`,
       { port, auth: o.auth, preAuthDelayS: side === 'backup' ? o.replicaPreAuthDelayS : undefined }),
     prepare: (tb, ns, server) => pgbenchInit(tb, ns, server as PostgresServer),

@@ -16,6 +16,7 @@
 import { execFileSync, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import fs from 'node:fs';
 import type { NativeTakeoverReport } from '../src/addon.js';
+import type { FlowCounts } from '../src/control/index.js';
 import { collect, waitForExit } from './processes.js';
 import { readLog } from './replica-check.js';
 import { startTakeoverLab, type TakeoverLab } from './takeover-lab.js';
@@ -185,6 +186,11 @@ export interface ServerTakeoverOptions {
   prepare?: (tb: Testbed, ns: string, server: RealServer) => Promise<void>;
   /** Started together; the primary fails once every one of them is under way. */
   clients: ClientProgram[];
+  /**
+   * Before the failure, wait until the backup's determinism report counts at
+   * least this many open flows compared and alike (it counts them once a second).
+   */
+  expectOpen?: number;
   /** Run once every client exited, the backup still serving the VIP (a state check through it). */
   afterClients?: (tb: Testbed) => Promise<Record<string, unknown>>;
 }
@@ -197,6 +203,8 @@ export interface ServerTakeoverTrial {
   gateway: Record<string, unknown>;
   /** The backup's flow events before the failure, and all of them at the end. */
   flowsBeforeFailure: LogRecord[];
+  /** What `t2cp status --role backup --json` said of the flows just before the failure. */
+  statusBeforeFailure: FlowCounts;
   flows: LogRecord[];
   /** What `afterClients` returned. */
   after: Record<string, unknown>;
@@ -241,6 +249,15 @@ export async function runServerTakeover(tb: Testbed, dir: string, o: ServerTakeo
       return c.underWay(out);
     }), { timeoutMs: 60_000, what: 'every client under way' });
     const flowsBeforeFailure = pair.backup.records.filter((r) => String(r.msg).startsWith('flow '));
+    const askStatus = async (): Promise<FlowCounts> => {
+      const status = await pair!.backupStatus(['--json']);
+      if (status.code !== 0) throw new GiveUp(`t2cp status failed (${status.code}): ${status.stderr.trim()}`);
+      return (JSON.parse(status.stdout) as { flows: FlowCounts }).flows;
+    };
+    const statusBeforeFailure = o.expectOpen
+      ? await waitFor(async () => { const f = await askStatus(); return (f.comparison[String(o.port)]?.open ?? 0) >= o.expectOpen! && f; },
+        { timeoutMs: 5_000, intervalMs: 200, what: `${o.expectOpen} open flows alike in the determinism report` })
+      : await askStatus();
 
     await pair.fail('link-down');
     const record = await waitFor(() => readLog<ServerTakeoverTrial['record']>(pair!.logs.backupReport)[0],
@@ -254,7 +271,7 @@ export async function runServerTakeover(tb: Testbed, dir: string, o: ServerTakeo
     const gateway = await waitFor(() => readLog<Record<string, unknown>>(pair!.logs.gatewayReport)[0],
       { timeoutMs: 10_000, what: 'the detector\'s takeover record' });
     return {
-      clients, record, gateway, flowsBeforeFailure, after,
+      clients, record, gateway, flowsBeforeFailure, statusBeforeFailure, after,
       flows: pair.backup.records.filter((r) => String(r.msg).startsWith('flow ')),
       servers: { primary: { dir: `${dir}/primary`, log: servers.primary!.log }, backup: { dir: `${dir}/backup`, log: servers.backup!.log } },
       logs: pair.logs,

@@ -13,7 +13,7 @@ import { startBackup, type BackupProcess } from './backup-process.js';
 import { failPrimary, type FailureKind } from './failures.js';
 import { startEcho, startService } from './processes.js';
 import { startT2cp, distCli, type T2cpProcess } from './t2cp-process.js';
-import type { Testbed } from './testbed.js';
+import type { ExecResult, Testbed } from './testbed.js';
 import { ensureKeepalived, startKeepalived, type Keepalived } from './keepalived.js';
 
 export interface TakeoverLabOptions {
@@ -59,6 +59,8 @@ export interface TakeoverLab {
   keepalived?: { primary: Keepalived; backup: Keepalived };
   services: { primary: ChildProcess; backup: ChildProcess; echo?: { primary: ChildProcess; backup: ChildProcess } };
   logs: { primary: string; backup: string; gatewayReport: string; backupReport: string };
+  /** `t2cp status --role backup` (and `args`) in the backup's namespace, as an operator asks it. */
+  backupStatus(args?: string[]): Promise<ExecResult>;
   /** Breaks the primary (or asks for a planned switch); resolves with the wall-clock ms of the failure. */
   fail(kind: Exclude<FailureKind, 'keepalived'>): Promise<number>;
   stop(): Promise<void>;
@@ -113,6 +115,7 @@ export async function startTakeoverLab(tb: Testbed, dir: string, o: TakeoverLabO
   return {
     keyFile, backup, gateway, agent, keepalived, logs,
     services: { primary: primary.child, backup: replica.child, ...(echo ? { echo } : {}) },
+    backupStatus: (args = []) => tb.exec(tb.ns.backup, ['node', distCli(), 'status', '--role', 'backup', '--key-file', keyFile, ...args]),
     async fail(kind) {
       if (kind !== 'planned') return failPrimary(tb, kind);
       const t = Date.now();

@@ -169,8 +169,8 @@ export async function runStatus(argv: string[]): Promise<void> {
 function comparisonText(s: NodeStatus): string {
   if (s.role !== 'backup') return '';
   const lines = Object.entries(s.flows.comparison ?? {}).map(([port, c]) =>
-    `\n  port ${port} (${c.policy}): ${c.identical} identical, ${c.diverged} diverged, ${c.gaveUp} no longer compared; ` +
-    `${c.bytesCompared} bytes compared${c.bytesUnverified ? `, ${c.bytesUnverified} not comparable` : ''}`);
+    `\n  port ${port} (${c.policy}): ${c.identical} identical, ${c.diverged} diverged, ${c.gaveUp} no longer compared, ` +
+    `${c.open} open and alike so far; ${c.bytesCompared + c.bytesOpen} bytes compared${c.bytesUnverified ? `, ${c.bytesUnverified} not comparable` : ''}`);
   const quote = (x: string | null): string => (x === null ? 'not held' : `"${x}"`);
   for (const d of s.flows.divergences ?? [])
     lines.push(`\n  diverged ${d.flow} at ${d.exact ? '' : 'the block from '}${d.offset} (${d.kind}): primary ${quote(d.primary)}, replica ${quote(d.replica)}`);

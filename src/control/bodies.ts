@@ -106,6 +106,9 @@ export interface PortComparison {
   /** Bytes compared in the identical flows, and of theirs not comparable (a hole in a copy). */
   bytesCompared: number;
   bytesUnverified: number;
+  /** Flows open, compared and alike so far (counted once a second), and their bytes compared. */
+  open: number;
+  bytesOpen: number;
 }
 
 export interface DivergenceSeen {

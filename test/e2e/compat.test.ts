@@ -42,6 +42,9 @@ function openAtFailure(trial: ServerTakeoverTrial): unknown[] {
 /** A deterministic server's takeover: nothing diverged, nothing lost, unprotected or reset. */
 function expectEveryFlowTakenOver(trial: ServerTakeoverTrial, atLeast: number): void {
   const e = trial.record.engine;
+  // The determinism report before the failure: the open flows compared and alike, none diverged.
+  expect(trial.statusBeforeFailure.comparison[String(PORT)]).toMatchObject({ diverged: 0, gaveUp: 0 });
+  expect(trial.statusBeforeFailure.comparison[String(PORT)]!.open).toBeGreaterThanOrEqual(atLeast);
   expect(trial.flows.filter((f) => f.msg === 'flow anomaly')).toEqual([]);
   expect(trial.flows.filter((f) => f.msg === 'flow unprotected')).toEqual([]);
   expect(trial.record.trigger.source).toBe('detector');
@@ -77,7 +80,7 @@ describe('compat: Redis with redis-benchmark, a key per request', () => {
     const { tb, dir } = lab;
     const trial = await runServerTakeover(tb, dir, {
       port: PORT, instance: INSTANCE, server: redis(PORT),
-      clients: [redisBenchmark(tb.addr.vip, '-r', '100000000', 'INCR', 'counter:__rand_int__')],
+      clients: [redisBenchmark(tb.addr.vip, '-r', '100000000', 'INCR', 'counter:__rand_int__')], expectOpen: 4,
       afterClients: async (tb) => {
         const sum = "local s = 0 for _, k in ipairs(redis.call('KEYS', 'counter:*')) do s = s + tonumber(redis.call('GET', k)) end return s";
         const r = await tb.exec(tb.ns.client, ['redis-cli', '-h', tb.addr.vip, '-p', String(PORT), 'EVAL', sum, '0'], { timeoutMs: 30_000 });
@@ -132,7 +135,7 @@ describe('compat: memcached with memcaslap', () => {
   it('every connection is taken over and every value read back is the one set', async () => {
     const { tb, dir } = lab;
     const trial = await runServerTakeover(tb, dir, {
-      port: PORT, instance: INSTANCE, server: memcached(PORT),
+      port: PORT, instance: INSTANCE, server: memcached(PORT), expectOpen: 4,
       clients: [{
         name: 'memcaslap',
         argv: ['memcaslap', '-s', `${tb.addr.vip}:${PORT}`, '-T', '1', '-c', '4', '-t', '8s', '-P', '2k', '-v', '1.0', '-S', '1s', '-b'],
@@ -213,7 +216,7 @@ describe('compat: nginx with curl, --divergence length', () => {
   it('a keep-alive connection and a long download carry on byte-exact', async () => {
     const { tb, dir } = lab;
     const { www, got, files, clients } = site(dir, tb.addr.vip);
-    const trial = await runServerTakeover(tb, dir, { port: PORT, instance: INSTANCE, server: nginx(PORT, www), divergence: 'length', clients });
+    const trial = await runServerTakeover(tb, dir, { port: PORT, instance: INSTANCE, server: nginx(PORT, www), divergence: 'length', clients, expectOpen: 2 });
     console.log(summary('nginx', trial));
     // Client-measured: the longest page of the keep-alive connection (one is under way at the failure).
     const pageTimes = trial.clients[0]!.stdout.trim().split('\n').map((l) => Number(l.split(' ')[3]));

@@ -83,12 +83,10 @@ for (const v of variants) describe(`divergence: a service whose replica answers 
           expect(a.primary).not.toBe(a.replica);
         }
         // The determinism report, as an operator asks the running backup for it.
-        const status = (json: string[]) => tb.exec(tb.ns.backup, ['node', `${repoRoot}dist/src/cli.js`, 'status', '--role', 'backup',
-          '--control', '127.0.0.1:7391', '--key-file', pair!.keyFile, ...json]);
-        const text = await status([]);
+        const text = await pair.backupStatus();
         console.log(`divergence: t2cp status says\n${text.stdout}`);
         expect(text.stdout).toContain(`port ${PORT} (strict): 0 identical, ${CONNECTIONS} diverged`);
-        const st = await status(['--json']);
+        const st = await pair.backupStatus(['--json']);
         expect(st.code, st.stderr).toBe(0);
         const flows = (JSON.parse(st.stdout) as { flows: FlowCounts }).flows;
         expect(flows.diverged).toBe(CONNECTIONS);

@@ -49,7 +49,7 @@ for (const c of cases) {
 
     it('pgbench finishes every transaction and every connection is taken over', async () => {
       const { tb, dir } = lab;
-      const trial = await runPostgresTakeover(tb, dir, { ...RUN, sslmode: c.sslmode, replicaPreAuthDelayS: c.replicaPreAuthDelayS, port: PORT, instance: INSTANCE, divergence: 'length' });
+      const trial = await runPostgresTakeover(tb, dir, { ...RUN, sslmode: c.sslmode, replicaPreAuthDelayS: c.replicaPreAuthDelayS, port: PORT, instance: INSTANCE, divergence: 'length', expectOpen: RUN.clients });
       const { pgbench, record, serverErrors } = trial;
       const e = record.engine;
       const unprotected = trial.flows.filter((f) => f.msg === 'flow unprotected');
@@ -72,6 +72,9 @@ for (const c of cases) {
       expect(serverErrors.backup).toEqual([]);
       expect(unprotected).toEqual([]);
       expect(diverged).toEqual([]);
+      // The determinism report before the failure: pgbench's connections open and alike.
+      expect(trial.statusBeforeFailure.comparison[String(PORT)]).toMatchObject({ policy: 'length', diverged: 0, gaveUp: 0 });
+      expect(trial.statusBeforeFailure.comparison[String(PORT)]!.open).toBeGreaterThanOrEqual(RUN.clients);
       // The record: pgbench's connections were taken over, none lost, none unprotected.
       expect(record.trigger.source).toBe('detector');
       expect(trial.gateway.outcome).toBe('active');

@@ -45,7 +45,7 @@ async function agent(key: Buffer, service = { alive: true, listening: true }): P
 
 const flows = {
   synchronised: 3, unprotected: 2, shed: 1, replicaBehind: 1, replicaStopped: 0, diverged: 1,
-  comparison: { 7000: { policy: 'strict' as const, identical: 1, diverged: 1, gaveUp: 0, bytesCompared: 5120, bytesUnverified: 0 } },
+  comparison: { 7000: { policy: 'strict' as const, identical: 1, diverged: 1, gaveUp: 0, bytesCompared: 5120, bytesUnverified: 0, open: 2, bytesOpen: 300 } },
   divergences: [{ flow: '198.18.0.2:40000->:7000', kind: 'bytes' as const, offset: 12, exact: true, primary: '4f2a\\x0a', replica: null }],
 };
 
@@ -96,7 +96,7 @@ describe('t2cp status', () => {
     const line = await runCli(['--key-file', file, '--role', 'backup', '--control', `${LO}:${to.port}`, '--timeout', '2000']);
     // With the determinism report: a line per compared port, one per recent divergence.
     expect(line.stdout).toBe('t2cp: backup active (epoch 0; flows synchronised 3, unprotected 2 (shed 1, replica behind 1, replica stopped 0, diverged 1))\n' +
-      '  port 7000 (strict): 1 identical, 1 diverged, 0 no longer compared; 5120 bytes compared\n' +
+      '  port 7000 (strict): 1 identical, 1 diverged, 0 no longer compared, 2 open and alike so far; 5420 bytes compared\n' +
       '  diverged 198.18.0.2:40000->:7000 at 12 (bytes): primary "4f2a\\x0a", replica not held\n');
   });
 
