@@ -61,6 +61,11 @@ export interface TakeoverLab {
   logs: { primary: string; backup: string; gatewayReport: string; backupReport: string };
   /** `t2cp status --role backup` (and `args`) in the backup's namespace, as an operator asks it. */
   backupStatus(args?: string[]): Promise<ExecResult>;
+  /**
+   * Ends `t2cp gateway` by its PID with `signal` (SIGKILL: a crash, SIGTERM: a
+   * restart) and starts it again with the same command; `gateway` is the new one.
+   */
+  restartGateway(signal: NodeJS.Signals): Promise<T2cpProcess>;
   /** Breaks the primary (or asks for a planned switch); resolves with the wall-clock ms of the failure. */
   fail(kind: Exclude<FailureKind, 'keepalived'>): Promise<number>;
   stop(): Promise<void>;
@@ -100,11 +105,13 @@ export async function startTakeoverLab(tb: Testbed, dir: string, o: TakeoverLabO
     (r) => String(r.msg).startsWith('primary agent started'));
     keepalived = await startVrrpPair(tb, dir, keyFile, o.intervalMs ?? 10);
   }
+  const gatewayArgs = ['gateway', '--key-file', keyFile, '--instance', instance,
+    '--primary', tb.addr.primary, '--backup', tb.addr.backup, '--vip', tb.addr.vip, '--ports', ports,
+    '--interval', interval, '--hard-misses', String(o.hardMisses ?? 3), '--report', logs.gatewayReport, ...(o.gatewayArgs ?? [])];
+  const startGateway = (): Promise<T2cpProcess> =>
+    startT2cp(tb, tb.ns.gateway, gatewayArgs, (r) => r.msg === 'failure detector listening', { cpus: o.cpus?.gateway });
   if (withDetector) {
-    gateway = await startT2cp(tb, tb.ns.gateway, ['gateway', '--key-file', keyFile, '--instance', instance,
-      '--primary', tb.addr.primary, '--backup', tb.addr.backup, '--vip', tb.addr.vip, '--ports', ports,
-      '--interval', interval, '--hard-misses', String(o.hardMisses ?? 3), '--report', logs.gatewayReport, ...(o.gatewayArgs ?? [])],
-    (r) => r.msg === 'failure detector listening', { cpus: o.cpus?.gateway });
+    gateway = await startGateway();
     agent = await startT2cp(tb, tb.ns.primary, ['primary', '--key-file', keyFile, '--instance', instance,
       '--detector', tb.addr.gatewayLan, '--ports', ports, '--vip', tb.addr.vip, '--service-pid', String(primary.child.pid),
       '--interval', interval],
@@ -112,7 +119,7 @@ export async function startTakeoverLab(tb: Testbed, dir: string, o: TakeoverLabO
     await gateway.waitForRecord((r) => r.msg === 'device state' && r.to === 'PRIMARY_ACTIVE', 'primary active');
     await gateway.waitForRecord((r) => r.msg === 'backup state' && r.to === 'standby', 'backup standing by');
   }
-  return {
+  const lab: TakeoverLab = {
     keyFile, backup, gateway, agent, keepalived, logs,
     services: { primary: primary.child, backup: replica.child, ...(echo ? { echo } : {}) },
     backupStatus: (args = []) => tb.exec(tb.ns.backup, ['node', distCli(), 'status', '--role', 'backup', '--key-file', keyFile, ...args]),
@@ -123,14 +130,26 @@ export async function startTakeoverLab(tb: Testbed, dir: string, o: TakeoverLabO
       if (r.code !== 0) throw new Error(`t2cp takeover failed (${r.code}): ${r.stderr.trim()}`);
       return t;
     },
+    async restartGateway(signal) {
+      if (!lab.gateway) throw new Error('restartGateway: this lab runs no detector');
+      const old = lab.gateway;
+      if (old.child.exitCode === null && old.child.signalCode === null) {
+        const exited = new Promise((r) => old.child.once('exit', r));
+        old.child.kill(signal);
+        await exited;
+      }
+      lab.gateway = await startGateway();
+      return lab.gateway;
+    },
     async stop() {
       await keepalived?.backup.stop();
       await keepalived?.primary.stop();
       await agent?.stop();
-      await gateway?.stop();
+      await lab.gateway?.stop();
       await backup.stop();
     },
   };
+  return lab;
 }
 
 /**

@@ -17,6 +17,7 @@ import { loadKey } from './control/key.js';
 import { requestStandDown } from './control/stand-down-request.js';
 import { requestStatus } from './control/status-request.js';
 import { requestTakeover } from './control/takeover-request.js';
+import { detectorStateFile, type DetectorState } from './detector/detector-state.js';
 import { createGatewayFence } from './detector/gateway-fence.js';
 import { GatewayNode, type GatewayNodeOptions } from './detector/gateway-node.js';
 import { configError, T2cpError } from './errors.js';
@@ -77,8 +78,14 @@ function startRole<C extends { instance: string; json: boolean; keyFile: string;
 export async function runGateway(argv: string[]): Promise<void> {
   if (wantsHelp(GATEWAY_COMMAND, argv)) return;
   const { cfg, log, key } = startRole(GATEWAY_COMMAND, argv);
+  const state = cfg.stateDir ? detectorStateFile(cfg.stateDir, cfg.instance) : undefined;
+  const restored = state?.read();
+  if (state) log.info('cluster state', { file: state.path, ...(restored ? { restored } : { restored: 'none yet' }) });
   const recorder = startRecorder(cfg, log);
-  const node = new GatewayNode({ ...gatewayNodeOptions(cfg, key), ...(recorder ? { recorder } : {}) }, createGatewayFence(cfg, log), log);
+  const node = new GatewayNode({
+    ...gatewayNodeOptions(cfg, key), ...(recorder ? { recorder } : {}),
+    ...(restored ? { restored } : {}), ...(state ? { saveState: (s: DetectorState) => state.write(s) } : {}),
+  }, createGatewayFence(cfg, log), log);
   try {
     await node.start();
   } catch (e) {

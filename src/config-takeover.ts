@@ -97,6 +97,8 @@ export interface GatewayConfig extends Shared, Timing, Priority {
   standDownTimeoutMs: number;
   report?: string;
   primaryMac?: string;
+  /** Where the cluster state is kept across restarts; absent: not kept. */
+  stateDir?: string;
   vip: string;
   ports: number[];
   /** The interface toward the servers (traffic recorder, fence); absent: the route to --backup's. */
@@ -140,6 +142,8 @@ export const GATEWAY_COMMAND: CommandSpec<GatewayConfig> = {
       help: 'planned takeover: wait this long for the primary to stand down (and for the gateway fence) before ordering the backup anyway; default 500' },
     { key: 'report', flag: '--report', kind: 'string', arg: 'FILE', help: 'append each takeover record (JSON line) to FILE' },
     { key: 'primaryMac', flag: '--primary-mac', kind: 'mac', arg: 'MAC', help: "the primary's MAC for the gateway fence; default: learnt from this host's ARP entry for the VIP" },
+    { key: 'stateDir', flag: '--state-dir', kind: 'string', arg: 'DIR',
+      help: 'keep the epoch, the serving side and the fenced MAC in DIR/gateway-INSTANCE.json (synced), read at start: a restarted detector re-engages its fence; default: not kept' },
     { key: 'vip', flag: '--vip', kind: 'ipv4', arg: 'ADDR', required: true, help: 'the service address the clients use' },
     { key: 'ports', flag: '--ports', kind: 'ports', arg: 'LIST', required: true, help: 'the replicated service ports (as given to t2cp backup)' },
     { key: 'lanIf', flag: '--lan-if', kind: 'string', arg: 'IF',

@@ -20,6 +20,7 @@ export type ErrorCode =
   | 'T2CP_TIMEOUT'         // a control request got no answer in time
   | 'T2CP_TAKEOVER'        // the takeover could not run or failed midway
   | 'T2CP_REFUSED'         // the peer answered that it will not (e.g. a takeover report with ok: false)
+  | 'T2CP_STATE'           // the --state-dir file cannot be read, is damaged, or cannot be written
   | 'T2CP_SYSTEM';
 
 export class T2cpError extends Error {

@@ -11,10 +11,15 @@
 //   PRIMARY_ACTIVE, SUSPECT ──verdict, but the backup is not standing by──> FAILED
 //   FAILED ──primary heard (no takeover issued)──> PRIMARY_ACTIVE
 //   FAILED ──backup standing by again / planned──> TAKING_OVER;  ──late report──> BACKUP_ACTIVE
+//   PROBING, PRIMARY_ACTIVE, SUSPECT, FAILED ──a takeover this detector did
+//     not see (its state file at start; the backup active at a higher epoch)──> BACKUP_ACTIVE
 //
 // BACKUP_ACTIVE is final for a detector's life: there is no failback; a pair
 // is put back by restarting its roles. The epoch counts takeovers begun; once
-// one is begun the active side is the backup, for good.
+// one is begun the active side is the backup, for good. A detector that
+// restarts takes the epoch and side of its state file (--state-dir), and the
+// highest epoch it hears: the backup's word that it took over at a higher
+// epoch than this detector knows wins (adopt()).
 //
 // Every transition (device or backup) is recorded with the wall clock (ISO)
 // and monotonic µs since the detector started, and its cause; it is logged
@@ -54,9 +59,9 @@ export interface Transition {
 }
 
 const NEXT: Record<DeviceState, readonly DeviceState[]> = {
-  PROBING: ['PRIMARY_ACTIVE', 'TAKING_OVER'],
-  PRIMARY_ACTIVE: ['SUSPECT', 'TAKING_OVER', 'FAILED'],
-  SUSPECT: ['PRIMARY_ACTIVE', 'TAKING_OVER', 'FAILED'],
+  PROBING: ['PRIMARY_ACTIVE', 'TAKING_OVER', 'BACKUP_ACTIVE'],
+  PRIMARY_ACTIVE: ['SUSPECT', 'TAKING_OVER', 'FAILED', 'BACKUP_ACTIVE'],
+  SUSPECT: ['PRIMARY_ACTIVE', 'TAKING_OVER', 'FAILED', 'BACKUP_ACTIVE'],
   TAKING_OVER: ['BACKUP_ACTIVE', 'FAILED'],
   BACKUP_ACTIVE: [],
   FAILED: ['PRIMARY_ACTIVE', 'TAKING_OVER', 'BACKUP_ACTIVE'],
@@ -132,7 +137,8 @@ export class DeviceStates {
     if (!NEXT[this.current].includes(to)) return false;
     // A FAILED pair goes back to the primary only if no takeover was ever begun.
     if (this.current === 'FAILED' && to === 'PRIMARY_ACTIVE') return this.side === 'primary';
-    if (this.current === 'FAILED' && to === 'BACKUP_ACTIVE') return this.side === 'backup';
+    // The backup serves only after a takeover: this detector's, or one it adopted.
+    if (to === 'BACKUP_ACTIVE') return this.side === 'backup';
     return true;
   }
 
@@ -148,6 +154,20 @@ export class DeviceStates {
     this.side = 'backup';
     this.go('TAKING_OVER', cause);
     return this.epochNo;
+  }
+
+  /**
+   * A takeover this detector did not see: the backup serves since `epoch`
+   * (its state file at start, or the backup's word at a higher epoch than
+   * this detector knows). Not while one of its own is under way.
+   */
+  adopt(epoch: number, cause: string): void {
+    if (this.current === 'TAKING_OVER' || this.current === 'BACKUP_ACTIVE')
+      throw new Error(`device state ${this.current}: no takeover to adopt (${cause})`);
+    if (epoch < this.epochNo) throw new Error(`epoch ${epoch} is older than this detector's ${this.epochNo} (${cause})`);
+    this.epochNo = epoch;
+    this.side = 'backup';
+    this.go('BACKUP_ACTIVE', cause);
   }
 
   /** Record what the backup said of itself, or that it fell silent. No-op when unchanged. */

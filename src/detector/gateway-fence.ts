@@ -18,6 +18,12 @@ export interface GatewayFence {
   release(): void;
   /** The MAC the engaged fence drops (the old owner of the VIP). */
   fencedMac?(): string | undefined;
+  /**
+   * The primary's MAC as this host knows it now: learnt from the VIP's entry
+   * while the primary served; `afterTakeover`, from the primary host's own
+   * address (the VIP's entry may be the backup's by then).
+   */
+  candidateMac?(afterTakeover: boolean): string | undefined;
 }
 
 /** engage() as a promise of its error message (undefined: engaged), whether it returns, throws or rejects. */
@@ -74,11 +80,15 @@ export function createGatewayFence(cfg: GatewayConfig, log: Logger): GatewayFenc
       if (timer) clearInterval(timer);
       const mac = oldPrimaryMac ?? learnt;
       if (!mac) throw new T2cpError(`gateway fence: the primary's MAC is unknown (no ARP entry for ${cfg.vip} yet): give --primary-mac`, 'T2CP_CONFIG');
+      // Never the new owner's: fencing the backup would cut the clients off the service.
+      if (mac === arpEntry(cfg.backup.address))
+        throw new T2cpError(`gateway fence: ${mac} is the backup's MAC, not the old primary's: give --primary-mac`, 'T2CP_CONFIG');
       fence.engage(mac);
       fenced = mac;
       log.info('gateway fence engaged', { mac, vip: cfg.vip });
     },
     fencedMac: () => fenced,
+    candidateMac: (afterTakeover) => cfg.primaryMac ?? (afterTakeover ? arpEntry(cfg.primary.address) : learnt),
     release() {
       if (timer) clearInterval(timer);
       fence.remove();

@@ -22,6 +22,7 @@ import type { Message, MessageOf } from '../control/messages.js';
 import type { TakeoverReport } from '../control/bodies.js';
 import type { Logger } from '../log.js';
 import type { Endpoint } from '../options.js';
+import type { DetectorState } from './detector-state.js';
 import { DeviceStates } from './device-states.js';
 import { engageFence, type GatewayFence } from './gateway-fence.js';
 import { HeartbeatMonitor, type DeadVerdict, type HeartbeatAction, type HeartbeatMode, type HeartbeatTiming } from './heartbeat.js';
@@ -44,6 +45,10 @@ export interface GatewayNodeOptions {
   reportFile?: string;
   primaryMac?: string;
   clock?: Clock;
+  /** What this detector knew when it last stopped (--state-dir), read at start. */
+  restored?: DetectorState;
+  /** Keep the state (synced before it returns); throws when it cannot. */
+  saveState?: (s: DetectorState) => void;
   /** The traffic recorder: re-sends (on its own thread) what the clients sent toward the VIP since a wall-clock µs. */
   recorder?: {
     resupply(sinceWallUs: number): void;
@@ -74,6 +79,8 @@ export class GatewayNode {
   /** A verdict that found no backup standing by: begun when one is heard again. */
   private pending: Omit<TakeoverStart, 'epoch'> | undefined;
   private fenceEngaged = false;
+  /** The MAC the fence drops, or is to drop (kept in the state file). */
+  private fencedMac: string | undefined;
   /** The takeover under way replays what was captured since then (wall clock µs). */
   private replaySinceUs: number | undefined;
   private verdictWallUs: number | undefined;
@@ -95,7 +102,8 @@ export class GatewayNode {
     private readonly log: Logger,
   ) {
     this.clock = opts.clock ?? systemClock;
-    this.states = new DeviceStates(this.clock, log);
+    // A restored takeover is adopted at start(); a restored epoch without one is where counting goes on.
+    this.states = new DeviceStates(this.clock, log, opts.restored?.active === 'primary' ? opts.restored.epoch : 0);
     this.monitor = new HeartbeatMonitor(opts.timing, opts.mode, this.clock.monoUs());
     this.takeover = new TakeoverCoordinator(this.clock, {
       resendUs: opts.timing.intervalUs, standDownTimeoutUs: opts.standDownTimeoutUs, takeoverTimeoutUs: opts.takeoverTimeoutUs,
@@ -114,10 +122,13 @@ export class GatewayNode {
       listen: `${a.address}:${a.port}`, primary: `${this.opts.primary.address}:${this.opts.primary.port}`,
       backup: `${this.opts.backup.address}:${this.opts.backup.port}`, mode: this.opts.mode, intervalUs: this.opts.timing.intervalUs,
     });
+    const r = this.opts.restored;
+    if (r?.active === 'backup') this.adoptTakeover(r.epoch, r.fencedMac, `restored: the backup took over at epoch ${r.epoch} (state file of ${r.updated})`);
     this.schedule();
   }
 
   async stop(): Promise<void> {
+    if (this.stopped) return;
     this.stopped = true;
     clearTimeout(this.timer);
     clearTimeout(this.resupplyTimer);
@@ -177,8 +188,14 @@ export class GatewayNode {
       this.backupHeardUs = now;
       const before = this.states.backup;
       this.states.setBackup(msg.body.state, 'heard');
-      if (msg.body.state === 'active' && before !== 'active' && this.states.activeSide === 'primary')
-        this.log.error('the backup says it is active, but this detector ordered no takeover: two servers may answer', { epoch: msg.body.epoch });
+      const s = this.states;
+      if (msg.body.state === 'active' && s.activeSide === 'primary' && s.state !== 'TAKING_OVER') {
+        // The highest epoch wins: a takeover this detector did not see (it restarted without its state).
+        if (msg.body.epoch > s.epoch)
+          this.adoptTakeover(msg.body.epoch, undefined, `the backup says it took over at epoch ${msg.body.epoch}, above this detector's ${s.epoch}`);
+        else if (before !== 'active')
+          this.log.error('the backup says it is active, but this detector ordered no takeover: two servers may answer', { epoch: msg.body.epoch });
+      }
       if (this.pending && msg.body.state === 'standby' && this.states.state === 'FAILED' && this.states.activeSide === 'primary') {
         const p = this.pending;
         this.pending = undefined;
@@ -268,8 +285,46 @@ export class GatewayNode {
     this.verdictWallUs = this.clock.wallUs();
     this.replaySinceUs = this.verdictWallUs - heardAgoUs - (2 * this.opts.timing.intervalUs + 10_000);
     const epoch = this.states.beginTakeover(cause);
+    this.fencedMac = this.opts.primaryMac ?? this.fence.candidateMac?.(false);
+    this.saveState(); // before anyone is told: a restart from here on knows the backup serves
     this.log.warn('takeover begins', { epoch, cause: start.cause, reason: start.reason });
     this.run(this.takeover.start({ ...start, epoch }));
+  }
+
+  /**
+   * A takeover this detector did not run: restored from its state file, or
+   * the backup's word at a higher epoch. The old primary is fenced (with
+   * `mac`, else --primary-mac, else what this host resolves the primary
+   * host's own address to: the VIP may already be the backup's) and told to
+   * stand down whenever heard, as after a takeover of its own.
+   */
+  private adoptTakeover(epoch: number, mac: string | undefined, cause: string): void {
+    this.pending = undefined;
+    this.monitor.halt();
+    this.states.adopt(epoch, cause);
+    this.takeover.adopt(epoch);
+    this.fencedMac = mac ?? this.opts.primaryMac ?? this.fence.candidateMac?.(true);
+    this.saveState();
+    this.log.warn('takeover adopted: the old primary is fenced and told to stand down', { epoch, cause, mac: this.fencedMac ?? null });
+    if (!this.fencedMac) {
+      this.log.error('gateway fence not engaged: the old primary\'s MAC is unknown (give --primary-mac); it is still told to stand down', { epoch });
+      return;
+    }
+    void engageFence(this.fence, this.fencedMac).then((error) => {
+      if (error === undefined) this.fenceEngaged = true;
+      else this.log.error('gateway fence failed: the old primary is only told to stand down', { error });
+    });
+  }
+
+  private saveState(): void {
+    if (!this.opts.saveState) return;
+    const s = this.states;
+    try {
+      this.opts.saveState({ version: 1, epoch: s.epoch, active: s.activeSide, ...(this.fencedMac ? { fencedMac: this.fencedMac } : {}),
+        updated: new Date(this.clock.wallUs() / 1000).toISOString() });
+    } catch (e) {
+      this.log.error('cannot keep the cluster state: a restart of this detector would not know it', { error: (e as Error).message });
+    }
   }
 
   private run(actions: CoordinatorAction[]): void {
@@ -282,9 +337,15 @@ export class GatewayNode {
   }
 
   private engageFence(): void {
-    void engageFence(this.fence, this.opts.primaryMac).then((error) => {
-      if (error === undefined) this.fenceEngaged = true;
-      else this.log.error('gateway fence failed: the takeover goes on without it', { error });
+    void engageFence(this.fence, this.fencedMac).then((error) => {
+      if (error === undefined) {
+        this.fenceEngaged = true;
+        const mac = this.fence.fencedMac?.();
+        if (mac && mac !== this.fencedMac) {
+          this.fencedMac = mac;
+          this.saveState();
+        }
+      } else this.log.error('gateway fence failed: the takeover goes on without it', { error });
       // Fenced, the old owner cannot announce the VIP: the next announcement
       // is the new owner's, and the recorder replays the outage at once.
       const oldOwner = error === undefined ? this.fence.fencedMac?.() : undefined;

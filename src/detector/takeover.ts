@@ -17,6 +17,8 @@
 //     confirms, as 'active-late').
 // Ever after, whenever the old primary's agent is heard without having
 // acknowledged (or reported itself fenced in) this epoch, STAND_DOWN again.
+// A takeover this detector did not run (adopt(): its state file after a
+// restart, or the backup's word) has no steps and no record, only that.
 import { appendFileSync } from 'node:fs';
 import type { AgentReport, TakeoverReport, TakeoverRequest } from '../control/bodies.js';
 import { isoOfUs, type Clock } from '../control/clock.js';
@@ -82,6 +84,8 @@ export class TakeoverCoordinator {
   private standDownAcked = false;
   private nextStandDownUs = Infinity;
   private nextTakeoverUs = Infinity;
+  /** The epoch of a takeover adopted, not run (adopt()). */
+  private adopted: number | undefined;
   /** Reports whose epoch is not the current takeover's. */
   staleReports = 0;
 
@@ -101,6 +105,7 @@ export class TakeoverCoordinator {
   start(s: TakeoverStart): CoordinatorAction[] {
     const now = this.clock.monoUs();
     this.phase = 'preparing';
+    this.adopted = undefined;
     this.startUs = now;
     this.fenceDoneFlag = false;
     this.standDownAcked = false;
@@ -117,6 +122,16 @@ export class TakeoverCoordinator {
     return out;
   }
 
+  /** A takeover done before this detector knew of it: from now on the old primary is only told to stand down. */
+  adopt(epoch: number): void {
+    this.phase = 'finished';
+    this.rec = undefined;
+    this.adopted = epoch;
+    this.standDownAcked = false;
+    this.nextStandDownUs = 0;
+    this.nextTakeoverUs = Infinity;
+  }
+
   /** The fence's engage() returned or settled; `error` when it threw or rejected. */
   fenceDone(error?: string): CoordinatorAction[] {
     if (!this.rec || this.fenceDoneFlag) return [];
@@ -129,18 +144,31 @@ export class TakeoverCoordinator {
   }
 
   standDownAck(epoch: number): CoordinatorAction[] {
-    if (!this.rec || epoch < this.rec.epoch || this.standDownAcked) return [];
+    const current = this.epoch;
+    if (current === undefined || epoch < current || this.standDownAcked) return [];
     this.standDownAcked = true;
+    if (!this.rec) return [];
     this.rec.standDown = { acked: true, afterUs: this.clock.monoUs() - this.startUs };
     return this.proceed(false);
   }
 
   /** The old primary's agent was heard (HEARTBEAT or PROBE_REPLY) during or after a takeover. */
   primaryHeard(r: AgentReport): CoordinatorAction[] {
-    if (!this.rec) return [];
-    if (r.fenced && r.epoch >= this.rec.epoch) return this.standDownAck(r.epoch);
+    const current = this.epoch;
+    if (current === undefined) return [];
+    if (r.fenced && r.epoch >= current) return this.standDownAck(r.epoch);
     const now = this.clock.monoUs();
     return !this.standDownAcked && now >= this.nextStandDownUs ? this.standDown(now) : [];
+  }
+
+  /** Whether the old primary acknowledged (or reported itself fenced in) the current epoch. */
+  get primaryStoodDown(): boolean {
+    return this.standDownAcked;
+  }
+
+  /** The epoch of the takeover run or adopted last; undefined before any. */
+  private get epoch(): number | undefined {
+    return this.rec?.epoch ?? this.adopted;
   }
 
   report(body: TakeoverReport): CoordinatorAction[] {
@@ -192,7 +220,7 @@ export class TakeoverCoordinator {
   /** nextStandDownUs spaces STAND_DOWNs: repeated by tick() while a planned takeover waits, else only as the agent is heard. */
   private standDown(now: number): CoordinatorAction[] {
     this.nextStandDownUs = now + this.timing.resendUs;
-    return [{ kind: 'send-stand-down', body: { epoch: this.rec!.epoch } }];
+    return [{ kind: 'send-stand-down', body: { epoch: this.epoch! } }];
   }
 
   /** Step 3, once its conditions hold (or `timedOut`). */

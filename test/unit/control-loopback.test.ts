@@ -13,7 +13,8 @@ import { systemClock } from '../../src/control/clock.js';
 import { encode } from '../../src/control/messages.js';
 import { requestTakeover } from '../../src/control/takeover-request.js';
 import type { Transition } from '../../src/detector/device-states.js';
-import { GatewayNode } from '../../src/detector/gateway-node.js';
+import type { DetectorState } from '../../src/detector/detector-state.js';
+import { GatewayNode, type GatewayNodeOptions } from '../../src/detector/gateway-node.js';
 import type { Logger } from '../../src/log.js';
 import type { Endpoint } from '../../src/options.js';
 
@@ -96,16 +97,17 @@ class FakeBackup {
 }
 
 function fence() {
-  const f = { engaged: 0, released: 0, engagedAtUs: 0, engage: () => {}, release: () => {} };
-  f.engage = () => {
+  const f = { engaged: 0, released: 0, engagedAtUs: 0, mac: undefined as string | undefined, engage: (_mac?: string) => {}, release: () => {} };
+  f.engage = (mac?: string) => {
     f.engaged++;
     f.engagedAtUs = systemClock.monoUs();
+    f.mac = mac;
   };
   f.release = () => void f.released++;
   return f;
 }
 
-async function pair(agentFence = fence()) {
+async function pair(agentFence = fence(), detectorExtra: Partial<GatewayNodeOptions> = {}) {
   const reserve = await udp(); // the detector's port, reserved then freed
   const detectorAt = endpointOf(reserve);
   await new Promise<void>((r) => reserve.close(() => r()));
@@ -120,18 +122,21 @@ async function pair(agentFence = fence()) {
   const agent = newAgent(0);
   await agent.start();
   cleanups.push(() => agent.stop());
-  const gatewayFence = fence();
-  const detector = new GatewayNode({
-    instance: 'test', key, listen: detectorAt, primary: agent.address(), backup: t.at, mode: 'both',
+  /** A detector on detectorAt (a new one after the first stopped: a restart), with extra options. */
+  const agentAt = agent.address();
+  const newDetector = (f: ReturnType<typeof fence>, extra: Partial<GatewayNodeOptions>) => new GatewayNode({
+    instance: 'test', key, listen: detectorAt, primary: agentAt, backup: t.at, mode: 'both',
     timing: { intervalUs: INTERVAL_MS * 1000, softMisses: 1, hardMisses: 3, probeIntervalUs: INTERVAL_MS * 500 },
-    backupTimeoutUs: 1_000_000, takeoverTimeoutUs: 3_000_000, standDownTimeoutUs: 500_000,
-  }, gatewayFence, quiet);
+    backupTimeoutUs: 1_000_000, takeoverTimeoutUs: 3_000_000, standDownTimeoutUs: 500_000, ...extra,
+  }, f, quiet);
+  const gatewayFence = fence();
+  const detector = newDetector(gatewayFence, detectorExtra);
   const transitions: Array<Transition & { monoUs: number }> = [];
   detector.states.subscribe((tr) => transitions.push({ ...tr, monoUs: systemClock.monoUs() }));
   await detector.start();
   cleanups.push(() => detector.stop());
   await waitUntil(() => detector.states.state === 'PRIMARY_ACTIVE' && detector.states.backup === 'standby', 3000, 'primary and backup heard');
-  return { detector, agent, agentAt: agent.address(), backup, backupCh, tap: t, agentFence, gatewayFence, transitions, newAgent };
+  return { detector, agent, agentAt, backup, backupCh, tap: t, agentFence, gatewayFence, transitions, newAgent, newDetector };
 }
 
 describe('control plane on loopback (10 ms heartbeats)', () => {
@@ -221,5 +226,64 @@ describe('control plane on loopback (10 ms heartbeats)', () => {
       .rejects.toMatchObject({ code: 'T2CP_TIMEOUT' });
     expect(p.backupCh.counters().rejected['bad-hmac']).toBeGreaterThanOrEqual(1);
     expect(p.detector.states.state).toBe('PRIMARY_ACTIVE');
+  });
+
+  // The old primary's MAC, as --primary-mac gives it (the fake fence learns nothing).
+  const MAC = '02:00:5e:00:00:0a';
+
+  it('a detector restarted after a takeover restores it from its state file: fenced again, the returning primary stands down', async () => {
+    const saved: DetectorState[] = [];
+    const p = await pair(fence(), { primaryMac: MAC, saveState: (st) => void saved.push(st) });
+    await p.agent.stop();
+    await waitUntil(() => p.detector.states.state === 'BACKUP_ACTIVE', 3000, 'BACKUP_ACTIVE');
+    // Kept before the backup was ordered, with the MAC the fence drops.
+    expect(saved[0]).toMatchObject({ version: 1, epoch: 1, active: 'backup', fencedMac: MAC });
+    expect(p.gatewayFence.mac).toBe(MAC);
+
+    // The detector restarts (its fence goes with it), from what it kept.
+    await p.detector.stop();
+    const fence2 = fence();
+    const again = p.newDetector(fence2, { primaryMac: undefined, restored: saved.at(-1), saveState: (st) => void saved.push(st) });
+    await again.start();
+    cleanups.push(() => again.stop());
+    expect(again.states).toMatchObject({ state: 'BACKUP_ACTIVE', epoch: 1, activeSide: 'backup' });
+    await waitUntil(() => fence2.engaged === 1, 2000, 'the fence engaged again');
+    expect(fence2.mac).toBe(MAC);
+
+    // The old primary comes back: told to stand down, it fences; no new takeover, no new epoch.
+    const agentFence2 = fence();
+    const returning = p.newAgent(p.agentAt.port, agentFence2);
+    await returning.start();
+    cleanups.push(() => returning.stop());
+    await waitUntil(() => returning.fenced === 'stand-down', 2000, 'the old primary to stand down');
+    expect(returning.epoch).toBe(1);
+    expect(again.takeovers()).toEqual([]);
+    expect([...p.backup.epochs]).toEqual([1]);
+  });
+
+  it('a detector restarted without its state adopts the backup\'s higher epoch: fenced, the returning primary stands down', async () => {
+    const p = await pair(fence(), { primaryMac: MAC });
+    await p.agent.stop();
+    await waitUntil(() => p.detector.states.state === 'BACKUP_ACTIVE', 3000, 'BACKUP_ACTIVE');
+    await p.detector.stop();
+    const fence2 = fence();
+    const again = p.newDetector(fence2, { primaryMac: MAC });
+    const seen: Transition[] = [];
+    again.states.subscribe((tr) => seen.push(tr));
+    await again.start();
+    cleanups.push(() => again.stop());
+    // It starts knowing nothing (epoch 0); the backup's heartbeat says active at epoch 1.
+    await waitUntil(() => again.states.state === 'BACKUP_ACTIVE', 2000, 'the takeover adopted');
+    expect(again.states.epoch).toBe(1);
+    expect(seen.filter((tr) => tr.subject === 'device').map((tr) => tr.to)).toEqual(['BACKUP_ACTIVE']);
+    await waitUntil(() => fence2.engaged === 1, 2000, 'the fence engaged');
+    expect(fence2.mac).toBe(MAC);
+    const agentFence2 = fence();
+    const returning = p.newAgent(p.agentAt.port, agentFence2);
+    await returning.start();
+    cleanups.push(() => returning.stop());
+    await waitUntil(() => returning.fenced === 'stand-down', 2000, 'the old primary to stand down');
+    expect(again.takeovers()).toEqual([]);
+    expect([...p.backup.epochs]).toEqual([1]);
   });
 });

@@ -1,0 +1,98 @@
+// The failure detector restarts (a gateway reboot, a crash, systemd's
+// Restart=) and the pair's story goes on: after a takeover the restarted
+// detector knows the backup serves — from its --state-dir, or, without one,
+// from the backup's word at a higher epoch than it knows — engages its fence
+// again and tells the returning old primary to stand down, so that nothing of
+// the old primary's reaches the clients (its segments carry DSCP CS1 here);
+// restarted during replication, it carries on and the takeover after it works.
+// Every session byte-exact, answered by one server only.
+import fs from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { markPrimaryReplies, restorePrimary } from '../../scripts/failures.js';
+import { startClient } from '../../scripts/processes.js';
+import { answeredByOne, compareTakeover } from '../../scripts/takeover-check.js';
+import { startTakeoverLab } from '../../scripts/takeover-lab.js';
+import { waitFor } from '../../scripts/wait.js';
+import type { Workload } from '../../scripts/client.js';
+import { readLog, startCapture, type ClientLogLine, type ServiceLogLine } from './harness.js';
+import { kernelLeftovers } from './leftovers.js';
+import { useLab } from './lab.js';
+
+const INSTANCE = 'life';
+const PORT = 7000;
+
+// Request/response every 10 ms for ~7 s: under way through the failure, the restart and the return.
+const workload: Workload = { seed: 11, sessions: [{ kind: 'rr', times: 6, count: 700, intervalMs: 10, reqSize: [4, 600], respSize: [1, 3000] }] };
+const SESSIONS = 6;
+
+const cases = [
+  { name: 'crashes after a takeover and restarts from its state file', stateDir: true, restart: 'after-takeover', signal: 'SIGKILL' },
+  { name: 'crashes after a takeover and restarts without its state', stateDir: false, restart: 'after-takeover', signal: 'SIGKILL' },
+  { name: 'restarts during replication, then the primary fails', stateDir: true, restart: 'before-failure', signal: 'SIGTERM' },
+] as const;
+
+for (const c of cases) {
+  describe(`lifecycle: the detector ${c.name}`, () => {
+    const lab = useLab('life');
+
+    it('the old primary stands down when it returns; every session carries on, answered by one server', async () => {
+      const { tb, dir } = lab;
+      await markPrimaryReplies(tb);
+      const stateDir = `${dir}/state`;
+      const pair = await startTakeoverLab(tb, dir, { ports: [PORT], instance: INSTANCE, gatewayArgs: c.stateDir ? ['--state-dir', stateDir] : [] });
+      const primaryMac = await tb.mac(tb.ns.primary, tb.ifaces.primaryLan);
+      try {
+        const atClient = await startCapture(tb, tb.ns.client, 'c0', `tcp and src host ${tb.addr.vip}`, `${dir}/client.pcap`);
+        const client = startClient(tb, tb.ns.client, `${tb.addr.vip}:${PORT}`, workload, `${dir}/client.jsonl`, { deadlineMs: 60_000 });
+        await waitFor(() => pair.backup.flows('synchronised').length >= SESSIONS, { timeoutMs: 15_000, what: 'every session replicated' });
+
+        if (c.restart === 'before-failure') {
+          const gw = await pair.restartGateway(c.signal);
+          await gw.waitForRecord((r) => r.msg === 'device state' && r.to === 'PRIMARY_ACTIVE', 'primary active again');
+          await gw.waitForRecord((r) => r.msg === 'backup state' && r.to === 'standby', 'backup standing by again');
+        }
+        await pair.fail('link-down');
+        const record = await waitFor(() => readLog<{ engine: { flowsTakenOver: number; flowsLost: number } }>(pair.logs.backupReport)[0],
+          { timeoutMs: 15_000, what: 'the backup\'s takeover record' });
+        // The record is written once the takeover is done (or when the detector stops).
+        await waitFor(() => readLog(pair.logs.gatewayReport).length > 0, { timeoutMs: 10_000, what: 'the detector\'s record' });
+
+        if (c.restart === 'after-takeover') {
+          if (c.stateDir) {
+            const kept = JSON.parse(fs.readFileSync(`${stateDir}/gateway-${INSTANCE}.json`, 'utf8')) as Record<string, unknown>;
+            expect(kept).toMatchObject({ version: 1, epoch: 1, active: 'backup', fencedMac: primaryMac });
+          }
+          const gw = await pair.restartGateway(c.signal);
+          const restored = await gw.waitForRecord((r) => r.msg === 'device state' && r.to === 'BACKUP_ACTIVE', 'the takeover known again');
+          expect(restored.epoch).toBe(1);
+          expect(String(restored.cause)).toMatch(c.stateDir ? /^restored/ : /the backup says it took over at epoch 1/);
+          const fenced = await gw.waitForRecord((r) => r.msg === 'gateway fence engaged', 'the fence engaged again');
+          expect(fenced.mac).toBe(primaryMac);
+        }
+        // The old primary's link comes back: it is told to stand down (its agent fences itself).
+        await restorePrimary(tb, 'link-down');
+        await pair.agent!.waitForRecord((r) => String(r.msg).startsWith('fenced'), 'the old primary stands down', 10_000);
+
+        const run = await client.finished;
+        await atClient.stop();
+        const check = compareTakeover(readLog<ClientLogLine>(`${dir}/client.jsonl`), readLog<ServiceLogLine>(pair.logs.backup));
+        console.log(`lifecycle (${c.name}): exact ${check.exact}/${SESSIONS}, taken over ${record.engine.flowsTakenOver}, lost ${record.engine.flowsLost}; ` +
+          `detector's device states ${JSON.stringify(pair.gateway!.records.filter((r) => r.msg === 'device state').map((r) => `${r.to} (${r.cause})`))}`);
+        expect(run.code, run.stderr).toBe(0);
+        expect(check.mismatches).toEqual([]);
+        expect(check.exact).toBe(SESSIONS);
+        expect(record.engine.flowsTakenOver).toBe(SESSIONS);
+        expect(record.engine.flowsLost).toBe(0);
+        // One server answers: once the backup's first segment reached the client, none of the primary's.
+        const answered = await answeredByOne(`${dir}/client.pcap`);
+        expect(answered.fromBackup).toBeGreaterThan(0);
+        expect(answered.lateFromPrimary).toEqual([]);
+        // One takeover, one epoch: the restarted detector began none of its own.
+        expect(pair.gateway!.records.filter((r) => r.msg === 'takeover begins')).toHaveLength(c.restart === 'before-failure' ? 1 : 0);
+      } finally {
+        await pair.stop();
+      }
+      expect(await kernelLeftovers(tb, INSTANCE)).toEqual([]);
+    });
+  });
+}
