@@ -26,6 +26,8 @@ export interface TakeoverLabOptions {
   backupArgs?: string[];
   /** Extra options for `t2cp gateway`. */
   gatewayArgs?: string[];
+  /** Extra options for `t2cp primary` (the agent, with the detector). */
+  agentArgs?: string[];
   /**
    * Pin each host's processes to CPUs: the primary's (its service and agent), the backup's (its
    * service and `t2cp backup`), the gateway's (`t2cp gateway`).
@@ -66,6 +68,8 @@ export interface TakeoverLab {
    * restart) and starts it again with the same command; `gateway` is the new one.
    */
   restartGateway(signal: NodeJS.Signals): Promise<T2cpProcess>;
+  /** The same for `t2cp primary` (the agent; with the detector only); `agent` is the new one. */
+  restartAgent(signal: NodeJS.Signals): Promise<T2cpProcess>;
   /** Breaks the primary (or asks for a planned switch); resolves with the wall-clock ms of the failure. */
   fail(kind: Exclude<FailureKind, 'keepalived'>): Promise<number>;
   stop(): Promise<void>;
@@ -108,14 +112,15 @@ export async function startTakeoverLab(tb: Testbed, dir: string, o: TakeoverLabO
   const gatewayArgs = ['gateway', '--key-file', keyFile, '--instance', instance,
     '--primary', tb.addr.primary, '--backup', tb.addr.backup, '--vip', tb.addr.vip, '--ports', ports,
     '--interval', interval, '--hard-misses', String(o.hardMisses ?? 3), '--report', logs.gatewayReport, ...(o.gatewayArgs ?? [])];
+  const startAgent = (): Promise<T2cpProcess> => startT2cp(tb, tb.ns.primary, ['primary', '--key-file', keyFile, '--instance', instance,
+    '--detector', tb.addr.gatewayLan, '--ports', ports, '--vip', tb.addr.vip, '--service-pid', String(primary.child.pid),
+    '--interval', interval, ...(o.agentArgs ?? [])],
+  (r) => r.msg === 'primary agent started', { cpus: o.cpus?.primary });
   const startGateway = (): Promise<T2cpProcess> =>
     startT2cp(tb, tb.ns.gateway, gatewayArgs, (r) => r.msg === 'failure detector listening', { cpus: o.cpus?.gateway });
   if (withDetector) {
     gateway = await startGateway();
-    agent = await startT2cp(tb, tb.ns.primary, ['primary', '--key-file', keyFile, '--instance', instance,
-      '--detector', tb.addr.gatewayLan, '--ports', ports, '--vip', tb.addr.vip, '--service-pid', String(primary.child.pid),
-      '--interval', interval],
-    (r) => r.msg === 'primary agent started', { cpus: o.cpus?.primary });
+    agent = await startAgent();
     await gateway.waitForRecord((r) => r.msg === 'device state' && r.to === 'PRIMARY_ACTIVE', 'primary active');
     await gateway.waitForRecord((r) => r.msg === 'backup state' && r.to === 'standby', 'backup standing by');
   }
@@ -132,19 +137,20 @@ export async function startTakeoverLab(tb: Testbed, dir: string, o: TakeoverLabO
     },
     async restartGateway(signal) {
       if (!lab.gateway) throw new Error('restartGateway: this lab runs no detector');
-      const old = lab.gateway;
-      if (old.child.exitCode === null && old.child.signalCode === null) {
-        const exited = new Promise((r) => old.child.once('exit', r));
-        old.child.kill(signal);
-        await exited;
-      }
+      await endBy(lab.gateway, signal);
       lab.gateway = await startGateway();
       return lab.gateway;
+    },
+    async restartAgent(signal) {
+      if (!lab.agent || !withDetector) throw new Error('restartAgent: this lab runs no agent with a detector');
+      await endBy(lab.agent, signal);
+      lab.agent = await startAgent();
+      return lab.agent;
     },
     async stop() {
       await keepalived?.backup.stop();
       await keepalived?.primary.stop();
-      await agent?.stop();
+      await lab.agent?.stop();
       await lab.gateway?.stop();
       await backup.stop();
     },
@@ -175,4 +181,12 @@ async function startVrrpPair(tb: Testbed, dir: string, keyFile: string, advertIn
   });
   await backup.waitForState('BACKUP', { timeoutMs: 15_000 });
   return { primary, backup };
+}
+
+/** Ends a t2cp process by its PID with `signal` and waits for its exit. */
+async function endBy(p: T2cpProcess, signal: NodeJS.Signals): Promise<void> {
+  if (p.child.exitCode !== null || p.child.signalCode !== null) return;
+  const exited = new Promise((r) => p.child.once('exit', r));
+  p.child.kill(signal);
+  await exited;
 }

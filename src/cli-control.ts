@@ -4,6 +4,7 @@
 // Each parses its options, loads the key, builds its role and runs it until
 // SIGINT/SIGTERM (the last three: one request, one answer); errors propagate
 // to cli.ts, which prints one line and exits.
+import { agentStateFile, type AgentState } from './agent/agent-state.js';
 import { PrimaryAgent, type PrimaryAgentOptions } from './agent/primary-node.js';
 import { createPrimaryFence } from './agent/primary-fence.js';
 import { serviceStatus } from './agent/service-status.js';
@@ -125,7 +126,12 @@ export async function runPrimary(argv: string[]): Promise<void> {
     ...(cfg.servicePid ? { pid: cfg.servicePid } : {}),
     ...(cfg.servicePidfile ? { pidfile: cfg.servicePidfile } : {}),
   };
-  const agent = new PrimaryAgent(primaryAgentOptions(cfg, key), createPrimaryFence(cfg, log), log, () => serviceStatus(watch));
+  const state = cfg.stateDir ? agentStateFile(cfg.stateDir, cfg.instance) : undefined;
+  const restored = state?.read();
+  if (state) log.info('primary state', { file: state.path, ...(restored ? { restored } : { restored: 'none yet' }) });
+  const agent = new PrimaryAgent({
+    ...primaryAgentOptions(cfg, key), ...(restored ? { restored } : {}), ...(state ? { saveState: (s: AgentState) => state.write(s) } : {}),
+  }, createPrimaryFence(cfg, log), log, () => serviceStatus(watch));
   await agent.start();
   untilSignal(log, () => agent.stop(), () => ({ ...agent.stats, fence: agent.fenced, epoch: agent.epoch, rejected: agent.channelCounters()?.rejected }));
 }

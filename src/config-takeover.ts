@@ -178,6 +178,8 @@ export interface PrimaryConfig extends Shared, Priority {
   servicePid?: number;
   servicePidfile?: string;
   selfFenceAfterMs: number;
+  /** Where standing down is kept across restarts; absent: not kept. */
+  stateDir?: string;
 }
 
 export const PRIMARY_COMMAND: CommandSpec<PrimaryConfig> = {
@@ -212,6 +214,8 @@ export const PRIMARY_COMMAND: CommandSpec<PrimaryConfig> = {
     { key: 'servicePidfile', flag: '--service-pidfile', kind: 'string', arg: 'FILE', help: 'file holding the service pid, read again at every check' },
     { key: 'selfFenceAfterMs', flag: '--self-fence-after', kind: 'int', arg: 'MS', min: 0, max: 600000,
       help: 'fence this host when the detector was not heard this long (it is polled); 0 (default) off; needs --detector. The gateway is on the clients\' path: a primary that cannot hear it cannot serve them either, but the backup may' },
+    { key: 'stateDir', flag: '--state-dir', kind: 'string', arg: 'DIR',
+      help: 'keep that this primary stood down (and the epoch) in DIR/primary-INSTANCE.json (synced): restarted, it fences again at once; remove the file to serve again; default: not kept' },
   ],
   defaults: { instance: 'main', json: false, listen: { address: '0.0.0.0', port: AGENT_PORT }, intervalMs: 10, selfFenceAfterMs: 0, ...PRIORITY_DEFAULTS },
   validate: (c) => {

@@ -29,6 +29,9 @@
 // no self-fence (the configuration refuses --self-fence-after); the agent only
 // listens for commands.
 //
+// With --state-dir, standing down is kept (agent-state.ts) and a restarted
+// agent that finds it fences at start, before it listens.
+//
 // In both modes: STATUS from anyone but the detector (`t2cp status`, a
 // cluster manager's monitor; authenticated like every message) is answered
 // with NODE_STATUS {role: 'primary', state: the fence, epoch, service}.
@@ -51,6 +54,7 @@ import type { MessageOf } from '../control/messages.js';
 import type { ServiceStatus } from '../detector/heartbeat.js';
 import type { Logger } from '../log.js';
 import type { Endpoint } from '../options.js';
+import type { AgentState } from './agent-state.js';
 import type { PrimaryFence } from './primary-fence.js';
 import { bootNowUs, VrrpGuard } from './vrrp-guard.js';
 
@@ -64,6 +68,10 @@ export interface PrimaryAgentOptions {
   /** 0: off. Needs a detector. */
   selfFenceAfterMs: number;
   clock?: Clock;
+  /** What this agent knew when it last stopped (--state-dir), read at start. */
+  restored?: AgentState;
+  /** Keep the state (synced before it returns); throws when it cannot. */
+  saveState?: (s: AgentState) => void;
 }
 
 /** none; self: this agent's own choice, lifted by the detector's word; stand-down: for good. */
@@ -116,6 +124,10 @@ export class PrimaryAgent {
   }
 
   async start(): Promise<void> {
+    const r = this.opts.restored;
+    if (r) this.epochNo = r.epoch;
+    if (r?.stoodDown && !this.engage('stand-down', `restored: this primary stood down at epoch ${r.epoch} (state file of ${r.updated})`))
+      throw new Error(`this primary stood down at epoch ${r.epoch} and cannot fence again: ${this.lastFenceError}`);
     this.ch = await Channel.open({ key: this.opts.key, sender: `primary:${this.opts.instance}`, bind: this.opts.listen, clock: this.clock });
     this.ch.onMessage((r) => this.onMessage(r));
     this.lastDetectorUs = this.clock.monoUs();
@@ -253,9 +265,20 @@ export class PrimaryAgent {
         return false;
       }
     }
+    const was = this.fence;
     this.fence = kind;
     this.log.warn('fenced: this primary no longer answers clients', { fence: kind, cause, epoch: this.epochNo });
+    if (kind === 'stand-down' && was !== 'stand-down') this.saveState();
     return true;
+  }
+
+  private saveState(): void {
+    if (!this.opts.saveState) return;
+    try {
+      this.opts.saveState({ version: 1, epoch: this.epochNo, stoodDown: this.fence === 'stand-down', updated: new Date(this.clock.wallUs() / 1000).toISOString() });
+    } catch (e) {
+      this.log.error('cannot keep that this primary stood down: restarted, it would serve again until told otherwise', { error: (e as Error).message });
+    }
   }
 
   private release(cause: string): void {

@@ -96,3 +96,47 @@ for (const c of cases) {
     });
   });
 }
+
+describe('lifecycle: the old primary\'s agent is killed after it stood down and starts again', () => {
+  const lab = useLab('lifeagent');
+
+  // With --state-dir the agent kept that it stood down: started again (as
+  // systemd's Restart= would), it fences before it listens, from its file,
+  // not from what a detector tells it later.
+  it('fences at start from its state file; every session carries on, answered by one server', async () => {
+    const { tb, dir } = lab;
+    await markPrimaryReplies(tb);
+    const stateDir = `${dir}/agent-state`;
+    const pair = await startTakeoverLab(tb, dir, { ports: [PORT], instance: INSTANCE, agentArgs: ['--state-dir', stateDir] });
+    try {
+      const atClient = await startCapture(tb, tb.ns.client, 'c0', `tcp and src host ${tb.addr.vip}`, `${dir}/client.pcap`);
+      const client = startClient(tb, tb.ns.client, `${tb.addr.vip}:${PORT}`, workload, `${dir}/client.jsonl`, { deadlineMs: 60_000 });
+      await waitFor(() => pair.backup.flows('synchronised').length >= SESSIONS, { timeoutMs: 15_000, what: 'every session replicated' });
+      await pair.fail('link-down');
+      await waitFor(() => readLog(pair.logs.backupReport).length > 0, { timeoutMs: 15_000, what: 'the backup\'s takeover record' });
+      await restorePrimary(tb, 'link-down');
+      await pair.agent!.waitForRecord((r) => String(r.msg).startsWith('fenced'), 'the old primary stands down', 10_000);
+      const kept = JSON.parse(fs.readFileSync(`${stateDir}/primary-${INSTANCE}.json`, 'utf8')) as Record<string, unknown>;
+      expect(kept).toMatchObject({ version: 1, epoch: 1, stoodDown: true });
+
+      const agent = await pair.restartAgent('SIGKILL');
+      const fenced = agent.records.findIndex((r) => String(r.msg).startsWith('fenced'));
+      const started = agent.records.findIndex((r) => r.msg === 'primary agent started');
+      expect(fenced).toBeGreaterThanOrEqual(0);
+      expect(fenced).toBeLessThan(started);
+      expect(String(agent.records[fenced]!.cause)).toMatch(/^restored: this primary stood down at epoch 1/);
+
+      const run = await client.finished;
+      await atClient.stop();
+      const check = compareTakeover(readLog<ClientLogLine>(`${dir}/client.jsonl`), readLog<ServiceLogLine>(pair.logs.backup));
+      expect(run.code, run.stderr).toBe(0);
+      expect(check.mismatches).toEqual([]);
+      expect(check.exact).toBe(SESSIONS);
+      const answered = await answeredByOne(`${dir}/client.pcap`);
+      expect(answered.lateFromPrimary).toEqual([]);
+    } finally {
+      await pair.stop();
+    }
+    expect(await kernelLeftovers(tb, INSTANCE)).toEqual([]);
+  });
+});

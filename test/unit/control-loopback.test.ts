@@ -6,7 +6,8 @@
 import { randomBytes } from 'node:crypto';
 import dgram from 'node:dgram';
 import { afterEach, describe, expect, it } from 'vitest';
-import { PrimaryAgent } from '../../src/agent/primary-node.js';
+import type { AgentState } from '../../src/agent/agent-state.js';
+import { PrimaryAgent, type PrimaryAgentOptions } from '../../src/agent/primary-node.js';
 import type { BackupState } from '../../src/control/bodies.js';
 import { Channel, sameEndpoint } from '../../src/control/channel.js';
 import { systemClock } from '../../src/control/clock.js';
@@ -116,8 +117,8 @@ async function pair(agentFence = fence(), detectorExtra: Partial<GatewayNodeOpti
   const t = await tap(detectorAt, () => backupCh.address());
   const backup = new FakeBackup(backupCh, t.at);
   cleanups.push(() => backup.stop());
-  const newAgent = (port: number, f = agentFence) =>
-    new PrimaryAgent({ instance: 'test', key, listen: { address: LO, port }, detector: detectorAt, intervalMs: INTERVAL_MS, selfFenceAfterMs: 0 },
+  const newAgent = (port: number, f = agentFence, extra: Partial<PrimaryAgentOptions> = {}) =>
+    new PrimaryAgent({ instance: 'test', key, listen: { address: LO, port }, detector: detectorAt, intervalMs: INTERVAL_MS, selfFenceAfterMs: 0, ...extra },
       f, quiet, () => ({ alive: true, listening: true }));
   const agent = newAgent(0);
   await agent.start();
@@ -285,5 +286,38 @@ describe('control plane on loopback (10 ms heartbeats)', () => {
     await waitUntil(() => returning.fenced === 'stand-down', 2000, 'the old primary to stand down');
     expect(again.takeovers()).toEqual([]);
     expect([...p.backup.epochs]).toEqual([1]);
+  });
+
+  it('an agent restarted after it stood down fences again at start from its state file, whatever a detector without state says', async () => {
+    const saved: AgentState[] = [];
+    const p = await pair();
+    await p.agent.stop();
+    // The same agent, keeping its state, stands down at a planned takeover.
+    const keeping = p.newAgent(p.agentAt.port, fence(), { saveState: (st) => void saved.push(st) });
+    await keeping.start();
+    cleanups.push(() => keeping.stop());
+    await waitUntil(() => p.detector.states.state === 'PRIMARY_ACTIVE', 2000, 'the agent heard again');
+    await requestTakeover({ control: p.backupCh.address(), key, reason: 'maintenance', timeoutMs: 3000 });
+    expect(keeping.fenced).toBe('stand-down');
+    expect(saved.at(-1)).toMatchObject({ version: 1, epoch: 1, stoodDown: true });
+
+    // Everything restarts; the detector knows nothing and the backup is gone: it will say the primary serves.
+    await keeping.stop();
+    await p.detector.stop();
+    await p.backup.stop();
+    const detector = p.newDetector(fence(), {});
+    await detector.start();
+    cleanups.push(() => detector.stop());
+    const agentFence = fence();
+    const restarted = p.newAgent(p.agentAt.port, agentFence, { restored: saved.at(-1) });
+    await restarted.start();
+    cleanups.push(() => restarted.stop());
+    // Fenced before it listened, and it stays so though the detector calls it active.
+    expect(restarted.fenced).toBe('stand-down');
+    expect(agentFence.engaged).toBe(1);
+    await waitUntil(() => detector.states.state === 'PRIMARY_ACTIVE', 2000, 'the detector hearing the primary');
+    await waitUntil(() => restarted.stats.heartbeats >= 20, 2000, '20 heartbeats');
+    expect(restarted.fenced).toBe('stand-down');
+    expect(agentFence.released).toBe(0);
   });
 });
