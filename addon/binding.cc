@@ -54,6 +54,44 @@ Napi::Value TcxPrograms(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), n);
 }
 
+// The pinned translator a takeover left (KernelTranslator::pin), for a
+// later process: one open at a time, by this JS thread.
+PinnedTranslator& pinned() {
+  static PinnedTranslator p;
+  return p;
+}
+
+// pinnedTranslator(op, dir, ...): 'exists' -> bool; 'adopt' -> "" or why not;
+// 'gc' (idleS, lingerS) -> {flows, removed, inPackets, outPackets};
+// 'release' -> "" or why not (closes what was adopted, removes the pins).
+Napi::Value PinnedTranslatorOp(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsString() || !info[1].IsString()) throw_error(env, "T2CP_CONFIG", "pinnedTranslator(op, dir, ...)");
+  std::string op = info[0].As<Napi::String>().Utf8Value();
+  std::string dir = info[1].As<Napi::String>().Utf8Value();
+  if (op == "exists") return Napi::Boolean::New(env, PinnedTranslator::exists(dir));
+  if (op == "adopt") return Napi::String::New(env, pinned().adopt(dir));
+  if (op == "release") {
+    pinned().close();
+    return Napi::String::New(env, PinnedTranslator::release(dir));
+  }
+  if (op == "gc") {
+    double idle = info[2].IsNumber() ? info[2].As<Napi::Number>().DoubleValue() : 0;
+    double linger = info[3].IsNumber() ? info[3].As<Napi::Number>().DoubleValue() : 0;
+    PinnedTranslator::Sweep sw = pinned().gc(uint64_t(idle * 1e9), uint64_t(linger * 1e9));
+    uint64_t st[T2CP_ACTIVE_STAT_COUNT];
+    pinned().stats(st);
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("flows", sw.flows);
+    o.Set("removed", sw.removed);
+    o.Set("inPackets", double(st[T2CP_ACTIVE_IN_PACKETS]));
+    o.Set("outPackets", double(st[T2CP_ACTIVE_OUT_PACKETS]));
+    return o;
+  }
+  throw_error(env, "T2CP_CONFIG", "pinnedTranslator: unknown op " + op);
+  return env.Undefined();
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Engine", define_engine(env));
   exports.Set("Fence", define_fence(env));
@@ -62,6 +100,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("names", Napi::Function::New(env, Names));
   exports.Set("captureFilter", Napi::Function::New(env, CaptureFilter));
   exports.Set("tcxPrograms", Napi::Function::New(env, TcxPrograms));
+  exports.Set("pinnedTranslator", Napi::Function::New(env, PinnedTranslatorOp));
   return exports;
 }
 

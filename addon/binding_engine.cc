@@ -78,6 +78,7 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
       InstanceMethod<&EngineWrap::Supply>("supply"),
       InstanceMethod<&EngineWrap::Takeover>("takeover"),
       InstanceMethod<&EngineWrap::TakeoverReportJs>("takeoverReport"),
+      InstanceMethod<&EngineWrap::PinTranslator>("pinTranslator"),
     });
   }
 
@@ -140,6 +141,12 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
     }
     Deliver();  // the last records (closed flows) are not lost
     return info.Env().Undefined();
+  }
+
+  // pinTranslator(dir): "" once pinned, else why not.
+  Napi::Value PinTranslator(const Napi::CallbackInfo& info) {
+    if (!info[0].IsString()) throw_error(info.Env(), "T2CP_CONFIG", "pinTranslator(dir: string)");
+    return Napi::String::New(info.Env(), engine_->pin_translator(info[0].As<Napi::String>().Utf8Value()));
   }
 
   Napi::Value Counters(const Napi::CallbackInfo& info) {

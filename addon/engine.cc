@@ -114,10 +114,11 @@ void Engine::stop() {
   wake_fd_ = -1;
   // Reverse order of start: stop observing, drop the VIP, then the rules.
   // After a takeover the VIP added to the real interface goes too: without
-  // the translation nothing could serve the taken-over flows anyway.
+  // the translation nothing could serve the taken-over flows anyway; unless
+  // the translator is pinned (pin_translator): then both stay.
   capture_.close();
   ctx_.tun.close();
-  recovery_.release_vip();
+  if (!keep_vip_) recovery_.release_vip();
   kernel_.close();
   nfq_.close();
   nft_.remove();

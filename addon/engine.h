@@ -75,6 +75,15 @@ class Engine {
   // takeover configured); and why the kernel's could not be used, if not.
   const char* active_translator() const;
   const std::string& kernel_fallback() const { return kernel_fallback_; }
+  // After a takeover with the kernel translator: pin its links and maps
+  // under dir so that the taken-over connections outlive this process; and
+  // from then on stop() leaves the VIP in place. "" or why not. Thread: JS.
+  std::string pin_translator(const std::string& dir) {
+    if (!kernel_.ready()) return "the taken-over connections are translated in this process (the queue), not by the kernel";
+    std::string err = kernel_.pin(dir);
+    if (err.empty()) keep_vip_ = true;
+    return err;
+  }
 
  private:
   void run();
@@ -96,6 +105,7 @@ class Engine {
   std::thread thread_;
   int wake_fd_ = -1;
   std::atomic<bool> stopping_{false};
+  bool keep_vip_ = false;  // the translator is pinned: the VIP stays with the connections
   std::atomic<bool> stats_requested_{false};
   std::atomic<bool> notified_{false};
   std::function<void()> notify_;

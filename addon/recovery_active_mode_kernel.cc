@@ -4,6 +4,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <net/if.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -29,6 +30,19 @@ int find_prog(bpf_object* obj, const char* name) {
 int find_map(bpf_object* obj, const char* name) {
   bpf_map* m = bpf_object__find_map_by_name(obj, name);
   return m ? bpf_map__fd(m) : -1;
+}
+
+// The pins under a folder: the two links, then the maps.
+const char* const kPins[] = {"ingress", "egress", "flows", "stats"};
+
+void sum_stats(int stats_fd, uint64_t out[T2CP_ACTIVE_STAT_COUNT]) {
+  int cpus = libbpf_num_possible_cpus();
+  std::vector<uint64_t> per_cpu(cpus > 0 ? cpus : 1);
+  for (uint32_t i = 0; i < T2CP_ACTIVE_STAT_COUNT; i++) {
+    out[i] = 0;
+    if (stats_fd < 0 || bpf_map_lookup_elem(stats_fd, &i, per_cpu.data()) != 0) continue;
+    for (uint64_t v : per_cpu) out[i] += v;
+  }
 }
 
 }  // namespace
@@ -132,14 +146,23 @@ void KernelTranslator::remove(const FlowKey& k) {
   bpf_map_delete_elem(flows_fd_, &m);
 }
 
-void KernelTranslator::stats(uint64_t out[T2CP_ACTIVE_STAT_COUNT]) const {
-  int cpus = libbpf_num_possible_cpus();
-  std::vector<uint64_t> per_cpu(cpus > 0 ? cpus : 1);
-  for (uint32_t i = 0; i < T2CP_ACTIVE_STAT_COUNT; i++) {
-    out[i] = 0;
-    if (stats_fd_ < 0 || bpf_map_lookup_elem(stats_fd_, &i, per_cpu.data()) != 0) continue;
-    for (uint64_t v : per_cpu) out[i] += v;
+void KernelTranslator::stats(uint64_t out[T2CP_ACTIVE_STAT_COUNT]) const { sum_stats(stats_fd_, out); }
+
+std::string KernelTranslator::pin(const std::string& dir) const {
+  if (link_in_ < 0 || link_out_ < 0) return "the kernel translator is not attached";
+  if (mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) return "cannot make " + dir + ": " + errno_text(errno);
+  const int fds[] = {link_in_, link_out_, flows_fd_, stats_fd_};
+  for (size_t i = 0; i < 4; i++) {
+    std::string path = dir + "/" + kPins[i];
+    unlink(path.c_str());  // a leftover of an earlier run
+    if (bpf_obj_pin(fds[i], path.c_str()) != 0) {
+      int e = errno;
+      PinnedTranslator::release(dir);
+      return "cannot pin the kernel translator at " + path + ": " + errno_text(e) +
+             (e == EPERM || e == EINVAL ? " (is a bpf filesystem mounted there?)" : "");
+    }
   }
+  return "";
 }
 
 int KernelTranslator::attached(const std::string& ifname, std::string* err) {
@@ -168,6 +191,75 @@ void KernelTranslator::close() {
   if (obj_) bpf_object__close(obj_);
   obj_ = nullptr;
   prog_in_ = prog_out_ = flows_fd_ = stats_fd_ = -1;
+}
+
+bool PinnedTranslator::exists(const std::string& dir) {
+  for (const char* name : kPins) {
+    struct stat st;
+    if (stat((dir + "/" + name).c_str(), &st) == 0) return true;
+  }
+  return false;
+}
+
+std::string PinnedTranslator::adopt(const std::string& dir) {
+  close();
+  for (const char* name : {"ingress", "egress"}) {
+    int fd = bpf_obj_get((dir + "/" + name).c_str());
+    if (fd < 0) return "no pinned translator link at " + dir + "/" + name + ": " + errno_text(errno);
+    ::close(fd);  // the pin holds the link
+  }
+  flows_fd_ = bpf_obj_get((dir + "/flows").c_str());
+  stats_fd_ = bpf_obj_get((dir + "/stats").c_str());
+  if (flows_fd_ < 0 || stats_fd_ < 0) {
+    int e = errno;
+    close();
+    return "no pinned translator maps under " + dir + ": " + errno_text(e);
+  }
+  return "";
+}
+
+PinnedTranslator::Sweep PinnedTranslator::gc(uint64_t idle_ns, uint64_t linger_ns) {
+  Sweep s;
+  if (flows_fd_ < 0) return s;
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);  // bpf_ktime_get_ns's clock
+  uint64_t now = uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
+  std::vector<t2cp_active_key> ended;
+  t2cp_active_key key{}, next{};
+  const void* prev = nullptr;
+  while (bpf_map_get_next_key(flows_fd_, prev, &next) == 0) {
+    key = next;
+    prev = &key;
+    t2cp_active_flow v;
+    if (bpf_map_lookup_elem(flows_fd_, &key, &v) != 0) continue;
+    bool closed = (v.c_fin && v.b_fin) || v.c_rst || v.b_rst;
+    uint64_t quiet = now > v.last_seen_ns ? now - v.last_seen_ns : 0;
+    if (quiet > (closed ? linger_ns : idle_ns)) ended.push_back(key);
+    else s.flows++;
+  }
+  for (const t2cp_active_key& k : ended) {
+    if (bpf_map_delete_elem(flows_fd_, &k) == 0) s.removed++;
+  }
+  return s;
+}
+
+void PinnedTranslator::stats(uint64_t out[T2CP_ACTIVE_STAT_COUNT]) const { sum_stats(stats_fd_, out); }
+
+std::string PinnedTranslator::release(const std::string& dir) {
+  std::string err;
+  for (const char* name : kPins) {
+    std::string path = dir + "/" + name;
+    if (unlink(path.c_str()) != 0 && errno != ENOENT && err.empty()) err = "cannot remove " + path + ": " + errno_text(errno);
+  }
+  if (rmdir(dir.c_str()) != 0 && errno != ENOENT && err.empty()) err = "cannot remove " + dir + ": " + errno_text(errno);
+  return err;
+}
+
+void PinnedTranslator::close() {
+  for (int* fd : {&flows_fd_, &stats_fd_}) {
+    if (*fd >= 0) ::close(*fd);
+    *fd = -1;
+  }
 }
 
 }  // namespace t2cp

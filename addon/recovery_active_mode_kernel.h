@@ -14,6 +14,10 @@
 // Needs Linux 6.6 (tcx). open() says why it could not, and the engine falls
 // back to the NFQUEUE translator (recovery_active_mode.cc) unless told not to.
 //
+// After a takeover the links and maps can be pinned (pin(), on a bpffs):
+// the taken-over connections then outlive this process, and a later one
+// adopts them (PinnedTranslator) or releases them.
+//
 // Thread: open() and close() from the thread that starts and stops the
 // engine; the rest from the engine thread.
 #pragma once
@@ -47,6 +51,9 @@ class KernelTranslator {
   void remove(const FlowKey& k);
   // The programs' counters, summed over CPUs.
   void stats(uint64_t out[T2CP_ACTIVE_STAT_COUNT]) const;
+  // Pin both links and the flow and counter maps under dir (made, 0700; on a
+  // bpffs): the programs stay attached after this process. "" or why not.
+  std::string pin(const std::string& dir) const;
   void close();
 
   // How many tcx programs are attached to ifname (ingress + egress), by
@@ -65,6 +72,36 @@ class KernelTranslator {
   bpf_object* obj_ = nullptr;
   int prog_in_ = -1, prog_out_ = -1;
   int link_in_ = -1, link_out_ = -1;
+  int flows_fd_ = -1, stats_fd_ = -1;
+};
+
+// A translator an earlier process pinned (KernelTranslator::pin): its
+// programs translate the taken-over connections for as long as the pins
+// exist. adopt() opens its maps; gc() forgets the connections that ended;
+// release() removes the pins (the programs detach once nobody holds them).
+class PinnedTranslator {
+ public:
+  PinnedTranslator() = default;
+  ~PinnedTranslator() { close(); }
+  PinnedTranslator(const PinnedTranslator&) = delete;
+  PinnedTranslator& operator=(const PinnedTranslator&) = delete;
+
+  // Whether anything is pinned under dir.
+  static bool exists(const std::string& dir);
+  // "" or why not (a pin missing: nothing to adopt).
+  std::string adopt(const std::string& dir);
+  bool adopted() const { return flows_fd_ >= 0; }
+  struct Sweep {
+    uint32_t flows = 0;    // left in the map
+    uint32_t removed = 0;  // ended (FIN both ways or a RST) more than linger_ns ago, or idle more than idle_ns
+  };
+  Sweep gc(uint64_t idle_ns, uint64_t linger_ns);
+  void stats(uint64_t out[T2CP_ACTIVE_STAT_COUNT]) const;
+  // Unlink every pin under dir and the folder; "" or why not.
+  static std::string release(const std::string& dir);
+  void close();
+
+ private:
   int flows_fd_ = -1, stats_fd_ = -1;
 };
 

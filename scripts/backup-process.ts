@@ -24,7 +24,11 @@ export interface BackupProcess {
 
 export async function startBackup(
   tb: Testbed,
-  args: { mirrorIf?: string; vip?: string; ports: number[]; instance: string; logFlows?: boolean; cpus?: string; extra?: string[]; wrap?: string[] },
+  args: {
+    mirrorIf?: string; vip?: string; ports: number[]; instance: string; logFlows?: boolean; cpus?: string; extra?: string[]; wrap?: string[];
+    /** The record that says it is up; default: 'replicating'. */
+    ready?: (r: LogRecord) => boolean;
+  },
 ): Promise<BackupProcess> {
   const p = await startT2cp(tb, tb.ns.backup, [
     'backup', ...(args.logFlows === false ? [] : ['--log-flows']),
@@ -33,7 +37,7 @@ export async function startBackup(
     '--ports', args.ports.join(','),
     '--instance', args.instance,
     ...(args.extra ?? []),
-  ], (r) => r.msg === 'replicating', { cpus: args.cpus, wrap: args.wrap });
+  ], args.ready ?? ((r) => r.msg === 'replicating'), { cpus: args.cpus, wrap: args.wrap });
   const { child, records } = p;
   const countersOf = (rec: LogRecord): Record<string, number> => {
     const { t: _t, level: _l, instance: _i, msg: _m, ...counters } = rec;

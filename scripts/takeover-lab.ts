@@ -24,6 +24,8 @@ export interface TakeoverLabOptions {
   instance?: string;
   /** Extra options for `t2cp backup`. */
   backupArgs?: string[];
+  /** Run `t2cp backup` through this command (e.g. nsenter into a mount namespace holding a bpffs). */
+  backupWrap?: string[];
   /** Extra options for `t2cp gateway`. */
   gatewayArgs?: string[];
   /** Extra options for `t2cp primary` (the agent, with the detector). */
@@ -68,6 +70,8 @@ export interface TakeoverLab {
    * restart) and starts it again with the same command; `gateway` is the new one.
    */
   restartGateway(signal: NodeJS.Signals): Promise<T2cpProcess>;
+  /** The same for `t2cp backup` (ready once it adopted a takeover, or replicates); `backup` is the new one. */
+  restartBackup(signal: NodeJS.Signals): Promise<BackupProcess>;
   /** The same for `t2cp primary` (the agent; with the detector only); `agent` is the new one. */
   restartAgent(signal: NodeJS.Signals): Promise<T2cpProcess>;
   /** Breaks the primary (or asks for a planned switch); resolves with the wall-clock ms of the failure. */
@@ -95,11 +99,12 @@ export async function startTakeoverLab(tb: Testbed, dir: string, o: TakeoverLabO
     : undefined;
   const trigger = o.trigger ?? 'detector';
   const withDetector = trigger === 'detector';
-  const backup = await startBackup(tb, {
-    ports: replicated, instance, cpus: o.cpus?.backup,
+  const backupOptions = {
+    ports: replicated, instance, cpus: o.cpus?.backup, wrap: o.backupWrap,
     extra: ['--key-file', keyFile, '--vip-if', tb.ifaces.backupLan, '--report', logs.backupReport, '--heartbeat', '20',
       ...(withDetector ? ['--detector', tb.addr.gatewayLan] : []), ...(o.backupArgs ?? [])],
-  });
+  };
+  const backup = await startBackup(tb, backupOptions);
   let gateway: T2cpProcess | undefined;
   let agent: T2cpProcess | undefined;
   let keepalived: TakeoverLab['keepalived'];
@@ -141,6 +146,11 @@ export async function startTakeoverLab(tb: Testbed, dir: string, o: TakeoverLabO
       lab.gateway = await startGateway();
       return lab.gateway;
     },
+    async restartBackup(signal) {
+      await endBy(lab.backup, signal);
+      lab.backup = await startBackup(tb, { ...backupOptions, ready: (r) => String(r.msg).startsWith('adopted the takeover') || r.msg === 'replicating' });
+      return lab.backup;
+    },
     async restartAgent(signal) {
       if (!lab.agent || !withDetector) throw new Error('restartAgent: this lab runs no agent with a detector');
       await endBy(lab.agent, signal);
@@ -152,7 +162,7 @@ export async function startTakeoverLab(tb: Testbed, dir: string, o: TakeoverLabO
       await keepalived?.primary.stop();
       await lab.agent?.stop();
       await lab.gateway?.stop();
-      await backup.stop();
+      await lab.backup.stop();
     },
   };
   return lab;
@@ -184,7 +194,7 @@ async function startVrrpPair(tb: Testbed, dir: string, keyFile: string, advertIn
 }
 
 /** Ends a t2cp process by its PID with `signal` and waits for its exit. */
-async function endBy(p: T2cpProcess, signal: NodeJS.Signals): Promise<void> {
+async function endBy(p: { child: ChildProcess }, signal: NodeJS.Signals): Promise<void> {
   if (p.child.exitCode !== null || p.child.signalCode !== null) return;
   const exited = new Promise((r) => p.child.once('exit', r));
   p.child.kill(signal);

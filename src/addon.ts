@@ -144,7 +144,12 @@ export interface NativeEngine {
   /** Starts the takeover on the engine thread; progress arrives as 'takeover' events. */
   takeover(options: TakeoverOptions): void;
   takeoverReport(): NativeTakeoverReport;
+  /** After a takeover with the kernel translator: pin it under `dir` (on a bpffs) so that the taken-over connections outlive this process; '' or why not. Then stop() leaves the VIP. */
+  pinTranslator(dir: string): string;
 }
+
+/** What a sweep of a pinned translator's flow map found. */
+export interface PinnedSweep { flows: number; removed: number; inPackets: number; outPackets: number }
 
 /** Owned nft tables that silence a replaced primary (addon/recovery_fence.h). */
 export interface FenceOptions { role: 'gateway' | 'primary'; table: string; vip: string; mac?: string }
@@ -181,6 +186,10 @@ interface Addon {
   captureFilter(vip: string, ports: number[]): string;
   /** tc programs attached to the interface through tcx (the active-mode translator's, while a backup runs). */
   tcxPrograms(ifname: string): number;
+  /** The translator an earlier process pinned under `dir` (NativeEngine.pinTranslator). */
+  pinnedTranslator(op: 'exists', dir: string): boolean;
+  pinnedTranslator(op: 'adopt' | 'release', dir: string): string;
+  pinnedTranslator(op: 'gc', dir: string, idleS: number, lingerS: number): PinnedSweep;
 }
 
 function repoRoot(): string {

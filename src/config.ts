@@ -77,9 +77,13 @@ export interface BackupConfig {
   activeMode: ActiveMode;
   /** Takeover records are appended here as JSON lines. */
   report?: string;
+  /** Where a takeover is kept across restarts (and its kernel translator pinned); absent: not kept. */
+  stateDir?: string;
+  /** Where a bpf filesystem is mounted: the kernel translator of a takeover is pinned under it. */
+  bpffs: string;
 }
 
-const DEFAULTS: Omit<BackupConfig, 'mirrorIf' | 'vip' | 'ports' | 'keyFile' | 'detector' | 'vipIf' | 'report'> = {
+const DEFAULTS: Omit<BackupConfig, 'mirrorIf' | 'vip' | 'ports' | 'keyFile' | 'detector' | 'vipIf' | 'report' | 'stateDir'> = {
   instance: 'main',
   queue: 7300,
   maxFlows: 65536,
@@ -104,6 +108,7 @@ const DEFAULTS: Omit<BackupConfig, 'mirrorIf' | 'vip' | 'ports' | 'keyFile' | 'd
   garpCount: 5,
   garpIntervalMs: 20,
   activeMode: 'auto',
+  bpffs: '/sys/fs/bpf',
 };
 
 export const BACKUP_OPTIONS: OptionSpec<BackupConfig>[] = [
@@ -168,6 +173,10 @@ export const BACKUP_OPTIONS: OptionSpec<BackupConfig>[] = [
     help: 'after a takeover, who translates the taken-over connections: kernel (tc programs on --vip-if, Linux 6.6+), queue (NFQUEUE, in this process), auto (kernel when it loads at start, else queue); default auto' },
   { key: 'report', flag: '--report', kind: 'string', arg: 'FILE',
     help: 'append each takeover record (JSON line) to FILE' },
+  { key: 'stateDir', flag: '--state-dir', kind: 'string', arg: 'DIR',
+    help: 'keep a takeover in DIR/backup-INSTANCE.json and pin its kernel translator under --bpffs: killed or restarted with the same command after a takeover, this backup adopts the taken-over connections instead of ending them; default: not kept' },
+  { key: 'bpffs', flag: '--bpffs', kind: 'string', arg: 'DIR',
+    help: `where a bpf filesystem is mounted (with --state-dir the translator is pinned at DIR/t2cp-INSTANCE); default ${DEFAULTS.bpffs}` },
 ];
 
 export const BACKUP_COMMAND: CommandSpec<BackupConfig> = {

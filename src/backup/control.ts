@@ -30,6 +30,8 @@ export interface ControlOptions {
   detector?: Endpoint;
   instance: string;
   heartbeatMs: number;
+  /** The epoch this backup took over at, when it starts after one (adopted). */
+  epoch?: number;
 }
 
 /** What the control endpoint needs from the backup node. */
@@ -66,6 +68,7 @@ export class BackupControl {
     private readonly node: TakeoverTarget,
     private readonly log: Logger,
   ) {
+    this.epoch = opts.epoch ?? 0;
     ch.onMessage((r) => this.onMessage(r));
     // The detector writes one record per takeover: it waits for this final report.
     node.onTakeoverFinal((rec) => {

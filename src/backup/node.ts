@@ -1,6 +1,14 @@
 // Backup node role: wires the configuration, the native engine (incoming and
 // outgoing traffic processors) and the log together. Thin on purpose, like
 // conntrackd's sync-mode.c: the work is in the addon.
+//
+// With --state-dir a takeover is kept (backup-state.ts) and its kernel
+// translator pinned: started again after it (a crash, systemd's Restart=),
+// the node adopts the taken-over connections — no engine, the pinned programs
+// translate, a sweep forgets the connections that ended — and answers as the
+// active side. Without a takeover to adopt, a start removes a pinned
+// translator an earlier run left.
+import { spawnSync } from 'node:child_process';
 import { addon, excerptText, type NativeEngine } from '../addon.js';
 import { engineOptions, type BackupConfig } from '../config.js';
 import { decodeEvents, resupplyRange, type FlowEvent } from '../incoming/events.js';
@@ -10,6 +18,13 @@ import { preflight, defaultRouteInterface } from './preflight.js';
 import { BackupControl } from './control.js';
 import { TakeoverRun, type TakeoverRecord, type TakeoverTrigger } from './recovery.js';
 import type { BackupState, FlowCounts } from '../control/index.js';
+import { T2cpError } from '../errors.js';
+import type { StateFile } from '../state-file.js';
+import { backupStateFile, type BackupKept } from './backup-state.js';
+
+/** How often an adopted translator's flow map is swept, ms; and how long an ended connection stays in it, s. */
+const SWEEP_MS = 1000;
+const ENDED_LINGER_S = 60;
 
 export class BackupNode {
   private engine: NativeEngine | undefined;
@@ -18,11 +33,22 @@ export class BackupNode {
   private run: TakeoverRun | undefined;
   private control: BackupControl | undefined;
   private failed = false;
+  private readonly kept: StateFile<BackupKept> | undefined;
+  /** A takeover adopted at start (kept by an earlier run). */
+  private adopted: BackupKept | undefined;
+  private adoptedFlows = 0;
 
   constructor(
     readonly cfg: BackupConfig,
     private readonly log: Logger,
-  ) {}
+  ) {
+    this.kept = cfg.stateDir ? backupStateFile(cfg.stateDir, cfg.instance) : undefined;
+  }
+
+  /** Where this instance's kernel translator is pinned after a takeover. */
+  private pinDir(): string {
+    return `${this.cfg.bpffs}/t2cp-${this.cfg.instance}`;
+  }
 
   /** Subscribe to flow events (new, synchronised, unprotected, closed, anomaly, stats). */
   onEvent(fn: (e: FlowEvent) => void): void {
@@ -30,6 +56,12 @@ export class BackupNode {
   }
 
   start(): void {
+    const kept = this.kept?.read();
+    if (kept?.active) return this.adopt(kept);
+    if (addon().pinnedTranslator('exists', this.pinDir())) {
+      const err = addon().pinnedTranslator('release', this.pinDir());
+      this.log.warn('removed a pinned translator an earlier run left: no takeover to adopt', { dir: this.pinDir(), ...(err ? { error: err } : {}) });
+    }
     preflight(this.cfg);
     const opts = engineOptions(this.cfg, this.cfg.keyFile ? this.vipIf() : '');
     const engine = new (addon().Engine)(opts, (batch) => this.deliver(batch));
@@ -57,11 +89,55 @@ export class BackupNode {
     }
   }
 
+  /**
+   * A takeover an earlier run kept: its pinned programs translate the
+   * taken-over connections; this process keeps the VIP where it is, sweeps
+   * the flow map, and answers as the active side. Nothing replicates.
+   */
+  private adopt(kept: BackupKept): void {
+    this.adopted = kept;
+    const err = kept.pinned ? addon().pinnedTranslator('adopt', kept.pinned) : 'the queue translated them, in the process that ended';
+    const ip = spawnSync('ip', ['-4', '-o', 'addr', 'show', 'dev', kept.vipIf], { encoding: 'utf8', timeout: 5000 });
+    if (!(ip.stdout ?? '').includes(` ${kept.vip}/`)) {
+      const add = spawnSync('ip', ['addr', 'add', `${kept.vip}/32`, 'dev', kept.vipIf], { encoding: 'utf8', timeout: 5000 });
+      if (add.status !== 0) throw new T2cpError(`cannot put the VIP ${kept.vip} back on ${kept.vipIf}: ${(add.stderr ?? '').trim()}`, 'T2CP_TAKEOVER');
+      this.log.warn('the VIP was gone: added again', { vip: kept.vip, vipIf: kept.vipIf });
+    }
+    if (err) {
+      this.log.error('the connections taken over before this start are gone', { epoch: kept.epoch, why: err });
+    } else {
+      const sweep = () => {
+        const s = addon().pinnedTranslator('gc', kept.pinned!, this.cfg.idleTimeoutS, ENDED_LINGER_S);
+        this.adoptedFlows = s.flows;
+        if (s.removed) this.log.info('taken-over connections ended', { removed: s.removed, left: s.flows });
+        return s;
+      };
+      const s = sweep();
+      this.timers.push(setInterval(sweep, SWEEP_MS));
+      this.log.warn('adopted the takeover of an earlier run: its connections go on', { epoch: kept.epoch, pinned: kept.pinned, flows: s.flows, since: kept.updated });
+    }
+  }
+
+  /** Once a takeover is done: pin the kernel translator and keep that this backup serves (--state-dir). */
+  private keep(epoch: number): void {
+    if (!this.kept || !this.engine) return;
+    const dir = this.pinDir();
+    const err = this.engine.pinTranslator(dir);
+    if (err) this.log.error('the taken-over connections will not outlive this process', { why: err });
+    try {
+      this.kept.write({ version: 1, epoch, active: true, pinned: err ? null : dir, vip: this.cfg.vip, vipIf: this.vipIf(), updated: new Date().toISOString() });
+      this.log.info('takeover kept', { file: this.kept.path, epoch, ...(err ? {} : { pinned: dir }) });
+    } catch (e) {
+      this.log.error('cannot keep the takeover: restarted, this backup would replicate again', { error: (e as Error).message });
+    }
+  }
+
   /** Open the control endpoint (when a key is configured): TAKEOVER requests, heartbeats to the detector. */
   async startControl(): Promise<void> {
     if (!this.cfg.keyFile) return;
     this.control = await BackupControl.open(
-      { keyFile: this.cfg.keyFile, port: this.cfg.controlPort, detector: this.cfg.detector, instance: this.cfg.instance, heartbeatMs: this.cfg.heartbeatMs },
+      { keyFile: this.cfg.keyFile, port: this.cfg.controlPort, detector: this.cfg.detector, instance: this.cfg.instance, heartbeatMs: this.cfg.heartbeatMs,
+        ...(this.adopted ? { epoch: this.adopted.epoch } : {}) },
       this,
       this.log,
     );
@@ -69,6 +145,7 @@ export class BackupNode {
   }
 
   state(): BackupState {
+    if (this.adopted) return 'active';
     if (this.failed) return 'failed';
     if (!this.run?.started) return 'standby';
     return this.run.current() ? 'active' : 'taking-over';
@@ -83,6 +160,7 @@ export class BackupNode {
   /** Failure recovery: start the takeover, or join the one running; resolves with its record. */
   takeover(trigger: TakeoverTrigger): Promise<TakeoverRecord> {
     if (this.run?.started) return this.run.done();
+    if (this.adopted) return Promise.reject(new T2cpError(`this backup took over at epoch ${this.adopted.epoch} before it restarted: it serves already`, 'T2CP_REFUSED'));
     if (!this.engine) return Promise.reject(new Error('the backup is not running'));
     const vipIf = this.vipIf();
     this.run = new TakeoverRun(
@@ -93,7 +171,7 @@ export class BackupNode {
     );
     for (const fn of this.finalListeners) this.run.onFinal(fn);
     this.run.start(trigger);
-    this.run.done().catch(() => {
+    this.run.done().then(() => this.keep(trigger.epoch), () => {
       this.failed = true;
     });
     return this.run.done();
@@ -137,6 +215,11 @@ export class BackupNode {
     this.control = undefined;
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
+    if (this.adopted) {
+      this.log.info('stopped: the taken-over connections stay with the kernel; start again with the same command to adopt them',
+        { pinned: this.adopted.pinned, flows: this.adoptedFlows });
+      return;
+    }
     if (!this.engine) return;
     const latency = this.engine.latency();
     this.log.info('latency', { ...summarizeLatency(latency), ...(latency.dequeue ? { dequeue: summarizeLatency(latency.dequeue) } : {}) });

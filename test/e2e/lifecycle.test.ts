@@ -140,3 +140,57 @@ describe('lifecycle: the old primary\'s agent is killed after it stood down and 
     expect(await kernelLeftovers(tb, INSTANCE)).toEqual([]);
   });
 });
+
+describe('lifecycle: t2cp backup is killed after a takeover and starts again', () => {
+  const lab = useLab('lifebackup');
+
+  // With --state-dir the backup kept its takeover and pinned its kernel
+  // translator: SIGKILLed and started again with the same command (as
+  // systemd's Restart= would), it adopts the taken-over connections, which
+  // carry on byte-exact. The bpffs lives in a mount namespace of the test's
+  // own (a holder process); both backup processes enter it.
+  it('adopts the taken-over connections, which carry on byte-exact', async () => {
+    const { tb, dir } = lab;
+    const holder = tb.spawn(tb.ns.backup, ['unshare', '--mount', 'sh', '-c',
+      'mount -t bpf t2cp-test-bpffs /sys/fs/bpf && echo ready && exec sleep 600']);
+    let out = '';
+    holder.stdout?.setEncoding('utf8').on('data', (d: string) => { out += d; });
+    await waitFor(() => out.includes('ready'), { timeoutMs: 5_000, what: 'the bpffs holder' });
+    const wrap = ['nsenter', '-t', String(holder.pid), '-m', '--'];
+    const pair = await startTakeoverLab(tb, dir, { ports: [PORT], instance: INSTANCE, backupArgs: ['--state-dir', `${dir}/backup-state`], backupWrap: wrap });
+    try {
+      const client = startClient(tb, tb.ns.client, `${tb.addr.vip}:${PORT}`, workload, `${dir}/client.jsonl`, { deadlineMs: 60_000 });
+      await waitFor(() => pair.backup.flows('synchronised').length >= SESSIONS, { timeoutMs: 15_000, what: 'every session replicated' });
+      await pair.fail('link-down');
+      const kept = await waitFor(() => pair.backup.records.find((r) => r.msg === 'takeover kept'),
+        { timeoutMs: 15_000, what: 'the takeover kept' });
+      expect(kept.pinned).toBe(`/sys/fs/bpf/t2cp-${INSTANCE}`);
+
+      const again = await pair.restartBackup('SIGKILL');
+      const adopted = again.records.find((r) => String(r.msg).startsWith('adopted the takeover'))!;
+      console.log(`lifecycle (backup restart): ${JSON.stringify(adopted)}`);
+      expect(adopted).toMatchObject({ epoch: 1, pinned: `/sys/fs/bpf/t2cp-${INSTANCE}` });
+      expect(Number(adopted.flows)).toBeGreaterThanOrEqual(1);
+      // It answers as the side that serves, at the takeover's epoch.
+      const st = await pair.backupStatus(['--json']);
+      expect(st.code, st.stderr).toBe(0);
+      expect(JSON.parse(st.stdout)).toMatchObject({ role: 'backup', state: 'active', epoch: 1 });
+
+      const run = await client.finished;
+      const check = compareTakeover(readLog<ClientLogLine>(`${dir}/client.jsonl`), readLog<ServiceLogLine>(pair.logs.backup));
+      console.log(`lifecycle (backup restart): exact ${check.exact}/${SESSIONS}; client ${JSON.stringify(run.summary)}`);
+      expect(run.code, run.stderr).toBe(0);
+      expect(check.mismatches).toEqual([]);
+      expect(check.exact).toBe(SESSIONS);
+    } finally {
+      await pair.stop();
+      // The pins go with the holder's mount namespace, and the programs with them.
+      holder.kill('SIGTERM');
+      await new Promise((r) => (holder.exitCode !== null || holder.signalCode !== null ? r(null) : holder.once('exit', r)));
+    }
+    // The adopted backup leaves the VIP where the takeover put it: the host serves.
+    await tb.exec(tb.ns.backup, ['ip', 'addr', 'del', `${tb.addr.vip}/32`, 'dev', tb.ifaces.backupLan]);
+    expect(await waitFor(async () => { const l = await kernelLeftovers(tb, INSTANCE); return l.length === 0 ? 'none' : false; },
+      { timeoutMs: 5_000, what: 'nothing left once the pins went' })).toBe('none');
+  });
+});
