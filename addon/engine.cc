@@ -15,8 +15,8 @@ constexpr uint64_t kTickUs = 20000;
 // Capture::stats() refresh for the kernel drop counters, µs: often, because a
 // new drop puts the flows active just before under suspicion (on_capture_drops).
 constexpr uint64_t kStatsUs = 100000;
-// How often the determinism report's open flows are counted, µs.
-constexpr uint64_t kOpenComparisonsUs = 1000000;
+// How often the open flows are counted (protected, unprotected, compared), µs.
+constexpr uint64_t kLiveCountsUs = 1000000;
 // Frames taken from the capture socket per dispatch call; the loop alternates
 // with the queue so neither side starves the other.
 constexpr int kCaptureBatch = 512;
@@ -151,20 +151,25 @@ void Engine::emit_flow_stats() {
   });
 }
 
-// The determinism report counts a flow identical once it closed; a flow that
-// lives long (a pool's connection, a session) is counted here meanwhile: open,
-// compared, alike so far.
-void Engine::publish_open_comparisons() {
-  if (ctx_.compare_ports.empty()) return;
+// What is open now, once a second: the flows protected and unprotected (the
+// detector's view of the service, through the backup's heartbeat), and, as
+// the determinism report counts a flow identical only once it closed, the
+// long-lived ones (a pool's connection, a session) compared and alike so far.
+void Engine::publish_live_counts() {
   for (auto& kv : ctx_.compare_ports) kv.second->open_count = kv.second->open_count_bytes = 0;
+  uint64_t protected_now = 0, unprotected_now = 0;
   ctx_.flows.for_each([&](Flow& f) {
-    if (f.divergence == DivergencePolicy::kOff || f.compare.ended()) return;
+    if (f.state == FlowState::kUnprotected) unprotected_now++;
     if (f.state != FlowState::kSynchronised && f.state != FlowState::kClosing) return;
+    protected_now++;
+    if (f.divergence == DivergencePolicy::kOff || f.compare.ended()) return;
     if (EngineContext::ComparePort* port = ctx_.compare_port(f.key.server_port)) {
       port->open_count++;
       port->open_count_bytes += f.compare.compared_bytes();
     }
   });
+  ctx_.counters.set(k_flows_protected_now, protected_now);
+  ctx_.counters.set(k_flows_unprotected_now, unprotected_now);
   for (auto& kv : ctx_.compare_ports) {
     kv.second->open.store(kv.second->open_count, std::memory_order_relaxed);
     kv.second->open_bytes.store(kv.second->open_count_bytes, std::memory_order_relaxed);
@@ -178,7 +183,7 @@ void Engine::run() {
       {nfq_.fd(), POLLIN, 0},
       {wake_fd_, POLLIN, 0},
   };
-  uint64_t next_tick = realtime_us() + kTickUs, next_stats = 0, next_open_comparisons = 0;
+  uint64_t next_tick = realtime_us() + kTickUs, next_stats = 0, next_live_counts = 0;
   uint64_t last_work_us = 0;
   // Real time buys a prompt wake-up, never a CPU: a thread that used more
   // than half its CPU over the last window (a connection storm, a saturating
@@ -271,9 +276,9 @@ void Engine::run() {
       ctx_.counters.set(k_buffered_bytes, ctx_.stream_memory.used);
       next_stats = now + kStatsUs;
     }
-    if (now >= next_open_comparisons && ctx_.mode == EngineMode::kReplicating) {
-      publish_open_comparisons();
-      next_open_comparisons = now + kOpenComparisonsUs;
+    if (now >= next_live_counts && ctx_.mode == EngineMode::kReplicating) {
+      publish_live_counts();
+      next_live_counts = now + kLiveCountsUs;
     }
     if (stats_requested_.exchange(false)) emit_flow_stats();
     maybe_notify(now);

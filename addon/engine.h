@@ -90,7 +90,7 @@ class Engine {
   void wake();
   void maybe_notify(uint64_t now_us);
   void emit_flow_stats();
-  void publish_open_comparisons();
+  void publish_live_counts();
 
   EngineContext ctx_;
   IncomingProcessor incoming_;

@@ -123,7 +123,7 @@ struct EngineContext {
     std::atomic<uint64_t> bytes{0};       // compared bytes of the identical flows
     std::atomic<uint64_t> unverified{0};  // of their bytes, not comparable (holes)
     // Flows open now, compared and alike so far, and their bytes compared
-    // (Engine::publish_open_comparisons, once a second).
+    // (Engine::publish_live_counts, once a second).
     std::atomic<uint64_t> open{0};
     std::atomic<uint64_t> open_bytes{0};
     uint64_t open_count = 0, open_count_bytes = 0;  // engine thread: the count under way

@@ -65,6 +65,8 @@ export interface TakeoverLab {
   logs: { primary: string; backup: string; gatewayReport: string; backupReport: string };
   /** `t2cp status --role backup` (and `args`) in the backup's namespace, as an operator asks it. */
   backupStatus(args?: string[]): Promise<ExecResult>;
+  /** `t2cp status --role gateway` (and `args`) in the gateway's namespace. */
+  gatewayStatus(args?: string[]): Promise<ExecResult>;
   /**
    * Ends `t2cp gateway` by its PID with `signal` (SIGKILL: a crash, SIGTERM: a
    * restart) and starts it again with the same command; `gateway` is the new one.
@@ -133,6 +135,7 @@ export async function startTakeoverLab(tb: Testbed, dir: string, o: TakeoverLabO
     keyFile, backup, gateway, agent, keepalived, logs,
     services: { primary: primary.child, backup: replica.child, ...(echo ? { echo } : {}) },
     backupStatus: (args = []) => tb.exec(tb.ns.backup, ['node', distCli(), 'status', '--role', 'backup', '--key-file', keyFile, ...args]),
+    gatewayStatus: (args = []) => tb.exec(tb.ns.gateway, ['node', distCli(), 'status', '--role', 'gateway', '--key-file', keyFile, ...args]),
     async fail(kind) {
       if (kind !== 'planned') return failPrimary(tb, kind);
       const t = Date.now();

@@ -164,18 +164,30 @@ export async function runStandDown(argv: string[]): Promise<void> {
   process.stdout.write(line + '\n');
 }
 
-/** `t2cp status`: one STATUS to the backup or the agent, its answer as one line (or JSON) on stdout. */
+/** `t2cp status`: one STATUS to the backup, the agent or the detector, its answer as one line (or JSON) on stdout. */
 export async function runStatus(argv: string[]): Promise<void> {
   if (wantsHelp(STATUS_COMMAND, argv)) return;
   const cfg = parseOptions(STATUS_COMMAND, argv);
   const { key, warning } = loadKey(cfg.keyFile);
   if (warning) process.stderr.write(`t2cp: warning: ${warning}\n`);
-  const s = await requestStatus({ to: cfg.role === 'backup' ? cfg.control : cfg.agent, role: cfg.role, key, timeoutMs: cfg.timeoutMs });
-  const service = s.role === 'primary'
-    ? `; service ${s.service.alive ? 'alive' : 'dead'}, ${s.service.listening ? 'listening' : 'not listening'}`
-    : `; flows synchronised ${s.flows.synchronised}, unprotected ${s.flows.unprotected}` +
+  const to = { backup: cfg.control, primary: cfg.agent, gateway: cfg.detector }[cfg.role];
+  const s = await requestStatus({ to, role: cfg.role, key, timeoutMs: cfg.timeoutMs });
+  process.stdout.write((cfg.json ? JSON.stringify(s) : `t2cp: ${s.role} ${s.state} (epoch ${s.epoch}${statusDetail(s)})` + comparisonText(s)) + '\n');
+}
+
+/** What follows a role's state on its status line. */
+export function statusDetail(s: NodeStatus): string {
+  if (s.role === 'primary') return `; service ${s.service.alive ? 'alive' : 'dead'}, ${s.service.listening ? 'listening' : 'not listening'}`;
+  if (s.role === 'backup') {
+    return `; flows synchronised ${s.flows.synchronised}, unprotected ${s.flows.unprotected}` +
       ` (shed ${s.flows.shed}, replica behind ${s.flows.replicaBehind}, replica stopped ${s.flows.replicaStopped}, diverged ${s.flows.diverged})`;
-  process.stdout.write((cfg.json ? JSON.stringify(s) : `t2cp: ${s.role} ${s.state} (epoch ${s.epoch}${service})` + comparisonText(s)) + '\n');
+  }
+  const p = s.protection;
+  const t = s.lastTakeover;
+  return `; ${s.active} serves; backup ${s.backup}; ${p.protected === null ? 'protection unknown' : p.protected ? 'protected' : 'UNPROTECTED'}: ${p.why}` +
+    (s.flows ? `; connections protected ${s.flows.protected}, unprotected ${s.flows.unprotected}` : '') +
+    (t ? `; last takeover: epoch ${t.epoch} ${t.adopted ? 'adopted after a restart' : `${t.outcome}${t.cause ? ` (${t.cause})` : ''}${t.verdictAt ? ` at ${t.verdictAt}` : ''}`}` +
+      (t.flowsTakenOver !== undefined ? `, ${t.flowsTakenOver} taken over, ${t.flowsLost ?? 0} lost, ${t.clientsReset ?? 0} clients reset` : '') : '');
 }
 
 /** The backup's determinism report: per compared port, then its last divergences. */

@@ -308,36 +308,43 @@ export const STAND_DOWN_COMMAND: CommandSpec<StandDownConfig> = {
 // ---- t2cp status -----------------------------------------------------------
 
 export interface StatusConfig extends Shared {
-  role: 'backup' | 'primary';
+  role: 'backup' | 'primary' | 'gateway';
   control: Endpoint;
   agent: Endpoint;
+  detector: Endpoint;
   timeoutMs: number;
 }
 
 export const STATUS_COMMAND: CommandSpec<StatusConfig> = {
   name: 'status',
-  synopsis: 'usage: t2cp status --key-file FILE --role backup|primary [--control ADDR:PORT] [--agent ADDR:PORT] [--timeout MS]',
+  synopsis: 'usage: t2cp status --key-file FILE --role backup|primary|gateway [--control ADDR:PORT] [--agent ADDR:PORT] [--detector ADDR:PORT] [--timeout MS]',
   about: [
     'Asks a role on this host what it is doing, through its control socket, and',
     'prints one line (or, with --json, the answer as JSON):',
     '  backup:  standby (replicating), taking-over, active (serving the VIP), failed',
     '  primary: serving, self-fenced, stood-down (fenced for good); and its service',
+    '  gateway: the detector\'s device state, who serves, the backup as it last heard it,',
+    '           whether the service is protected (and why not), the backup\'s open',
+    '           connections protected and unprotected, the last takeover',
     'Exit 0 when the role answered, 1 when it did not (not running, another key),',
     '2 for a wrong option. Changes nothing: the monitor of a cluster manager',
     '(the Pacemaker resource agent, scripts/ocf/t2cp) calls it.',
   ],
   options: [
     ...shared<StatusConfig>(),
-    { key: 'role', flag: '--role', kind: 'choice', arg: 'ROLE', choices: ['backup', 'primary'], required: true,
-      help: 'which role to ask: backup (`t2cp backup`) or primary (the agent, `t2cp primary`)' },
+    { key: 'role', flag: '--role', kind: 'choice', arg: 'ROLE', choices: ['backup', 'primary', 'gateway'], required: true,
+      help: 'which role to ask: backup (`t2cp backup`), primary (the agent, `t2cp primary`) or gateway (the failure detector, `t2cp gateway`)' },
     { key: 'control', flag: '--control', kind: 'endpoint', arg: 'ADDR:PORT', defaultPort: CONTROL_PORT,
       help: `--role backup: the backup's control endpoint; default 127.0.0.1:${CONTROL_PORT}` },
     { key: 'agent', flag: '--agent', kind: 'endpoint', arg: 'ADDR:PORT', defaultPort: AGENT_PORT,
       help: `--role primary: the agent's --listen; default 127.0.0.1:${AGENT_PORT}` },
+    { key: 'detector', flag: '--detector', kind: 'endpoint', arg: 'ADDR:PORT', defaultPort: GATEWAY_PORT,
+      help: `--role gateway: the detector's --listen; default 127.0.0.1:${GATEWAY_PORT}` },
     { key: 'timeoutMs', flag: '--timeout', kind: 'int', arg: 'MS', min: 1, max: 600000, help: 'give up without an answer after MS; default 2000' },
   ],
   defaults: {
-    instance: 'main', json: false, control: { address: '127.0.0.1', port: CONTROL_PORT }, agent: { address: '127.0.0.1', port: AGENT_PORT }, timeoutMs: 2000,
+    instance: 'main', json: false, control: { address: '127.0.0.1', port: CONTROL_PORT }, agent: { address: '127.0.0.1', port: AGENT_PORT },
+    detector: { address: '127.0.0.1', port: GATEWAY_PORT }, timeoutMs: 2000,
   },
   validate: (c) => checkInstance(c.instance),
 };

@@ -21,7 +21,7 @@
 import { T2cpError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Endpoint } from '../options.js';
-import { Channel, loadKey, sameEndpoint, type BackupState, type FlowCounts, type Received } from '../control/index.js';
+import { Channel, loadKey, sameEndpoint, type BackupState, type FlowCounts, type LiveFlows, type Received } from '../control/index.js';
 import type { TakeoverRecord, TakeoverTrigger } from './recovery.js';
 
 export interface ControlOptions {
@@ -39,6 +39,8 @@ export interface TakeoverTarget {
   state(): BackupState;
   /** Its flows so far, for `t2cp status`. */
   flows(): FlowCounts;
+  /** Its open connections now, protected and not, while it replicates (for the detector). */
+  liveFlows(): LiveFlows | undefined;
   /** Start (or join) the takeover; resolves with its record. */
   takeover(trigger: TakeoverTrigger): Promise<TakeoverRecord>;
   /** Called with the final record (the client-visible stall measured). */
@@ -75,7 +77,10 @@ export class BackupControl {
       if (opts.detector) ch.send(opts.detector, 'TAKEOVER_REPORT', { epoch: this.epoch, ok: true, final: true, report: rec } as never);
     });
     if (opts.detector) {
-      const beat = () => ch.send(opts.detector!, 'BACKUP_HEARTBEAT', { state: node.state(), epoch: this.epoch });
+      const beat = () => {
+        const flows = node.liveFlows();
+        ch.send(opts.detector!, 'BACKUP_HEARTBEAT', { state: node.state(), epoch: this.epoch, ...(flows ? { flows } : {}) });
+      };
       beat();
       this.timer = setInterval(beat, opts.heartbeatMs);
     }

@@ -17,7 +17,7 @@ import type { Logger } from '../log.js';
 import { preflight, defaultRouteInterface } from './preflight.js';
 import { BackupControl } from './control.js';
 import { TakeoverRun, type TakeoverRecord, type TakeoverTrigger } from './recovery.js';
-import type { BackupState, FlowCounts } from '../control/index.js';
+import type { BackupState, FlowCounts, LiveFlows } from '../control/index.js';
 import { T2cpError } from '../errors.js';
 import type { StateFile } from '../state-file.js';
 import { backupStateFile, type BackupKept } from './backup-state.js';
@@ -204,6 +204,12 @@ export class BackupNode {
         primary: excerptText(d.primary), replica: excerptText(d.replica),
       })),
     };
+  }
+
+  liveFlows(): LiveFlows | undefined {
+    if (!this.engine || this.state() !== 'standby') return undefined;
+    const c = this.engine.counters();
+    return { protected: c.flows_protected_now ?? 0, unprotected: c.flows_unprotected_now ?? 0 };
   }
 
   nonZeroCounters(): Record<string, number> {

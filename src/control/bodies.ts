@@ -121,10 +121,28 @@ export interface DivergenceSeen {
   replica: string | null;
 }
 
+/** The connections open on the backup now: those whose replica follows, and those it cannot continue. */
+export interface LiveFlows { protected: number; unprotected: number }
+
+/** The detector's view of the pair (`t2cp status --role gateway`). */
+export interface ClusterView {
+  /** Who should answer the clients: the primary, or the backup once a takeover began. */
+  active: ActiveSide;
+  /** The backup as the detector last heard it, or silent. */
+  backup: string;
+  /** Whether a failure now would be survived, and why not; null while not known yet. */
+  protection: { protected: boolean | null; why: string };
+  /** The backup's connections as its last heartbeat counted them (while it replicates). */
+  flows?: LiveFlows;
+  /** The last takeover this detector ran, or adopted after a restart. */
+  lastTakeover?: { epoch: number; outcome: string; cause?: string; verdictAt?: string; adopted?: boolean; flowsTakenOver?: number; flowsLost?: number; clientsReset?: number };
+}
+
 /** A role's answer to STATUS (`t2cp status`, a cluster manager's monitor). */
 export type NodeStatus =
   | { role: 'backup'; state: BackupState; epoch: number; flows: FlowCounts }
-  | { role: 'primary'; state: PrimaryState; epoch: number; service: { alive: boolean; listening: boolean } };
+  | { role: 'primary'; state: PrimaryState; epoch: number; service: { alive: boolean; listening: boolean } }
+  | ({ role: 'gateway'; state: DeviceState; epoch: number } & ClusterView);
 
 export interface BodyOf {
   HEARTBEAT: AgentReport;
@@ -139,7 +157,8 @@ export interface BodyOf {
    * changed), error (the fence failed: the agent tries again at the next STAND_DOWN).
    */
   STAND_DOWN_ACK: { epoch: number; fenced?: boolean; note?: string; error?: string };
-  BACKUP_HEARTBEAT: { state: BackupState; epoch: number };
+  /** flows: its live counts while it replicates. */
+  BACKUP_HEARTBEAT: { state: BackupState; epoch: number; flows?: LiveFlows };
   STATUS: Record<string, unknown>;
   STATUS_REPLY: { state: DeviceState; epoch: number; active: ActiveSide; backup: string };
   NODE_STATUS: NodeStatus;
@@ -164,7 +183,7 @@ const SCHEMAS: Record<MessageTypeName, Schema> = {
   BACKUP_HEARTBEAT: { state: BACKUP_STATES, epoch: 'uint' },
   STATUS: {},
   STATUS_REPLY: { state: DEVICE_STATES, epoch: 'uint', active: ['primary', 'backup'], backup: 'string' },
-  NODE_STATUS: { role: ['primary', 'backup'], state: [...BACKUP_STATES, ...PRIMARY_STATES], epoch: 'uint' },
+  NODE_STATUS: { role: ['primary', 'backup', 'gateway'], state: [...BACKUP_STATES, ...PRIMARY_STATES, ...DEVICE_STATES], epoch: 'uint' },
   RESUPPLY_REQUEST: { client: 'string', clientPort: 'uint', vipPort: 'uint', from: 'uint', bytes: 'uint' },
   RESUPPLY_DATA: { packet: 'string' },
 };

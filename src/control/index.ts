@@ -19,5 +19,5 @@ export { ReplayGuard, REPLAY_REJECTIONS, DEFAULT_MAX_SKEW_US, type ReplayRejecti
 export {
   MessageType, BACKUP_STATES, DEVICE_STATES, PRIMARY_STATES, VRRP_HOOK_STATES,
   type ActiveSide, type AgentReport, type BackupState, type BodyOf, type DeviceState, type MessageTypeName,
-  type FlowCounts, type NodeStatus, type PrimaryState, type TakeoverReport, type TakeoverRequest, type VrrpHookState,
+  type ClusterView, type FlowCounts, type LiveFlows, type NodeStatus, type PrimaryState, type TakeoverReport, type TakeoverRequest, type VrrpHookState,
 } from './bodies.js';

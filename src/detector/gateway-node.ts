@@ -19,7 +19,7 @@
 import { Channel, sameEndpoint, type ChannelCounters, type Received } from '../control/channel.js';
 import { systemClock, type Clock } from '../control/clock.js';
 import type { Message, MessageOf } from '../control/messages.js';
-import type { TakeoverReport } from '../control/bodies.js';
+import type { ClusterView, LiveFlows, TakeoverReport } from '../control/bodies.js';
 import type { Logger } from '../log.js';
 import type { Endpoint } from '../options.js';
 import type { DetectorState } from './detector-state.js';
@@ -81,6 +81,10 @@ export class GatewayNode {
   private fenceEngaged = false;
   /** The MAC the fence drops, or is to drop (kept in the state file). */
   private fencedMac: string | undefined;
+  /** The backup's open connections, from its last heartbeat while it replicated. */
+  private backupFlows: LiveFlows | undefined;
+  /** The epoch of a takeover adopted (restored, or the backup's word). */
+  private adoptedEpoch: number | undefined;
   /** The takeover under way replays what was captured since then (wall clock µs). */
   private replaySinceUs: number | undefined;
   private verdictWallUs: number | undefined;
@@ -161,10 +165,33 @@ export class GatewayNode {
     this.recordListeners.push(fn);
   }
 
+  /** The cluster as this detector sees it (`t2cp status --role gateway`). */
+  view(): ClusterView {
+    const s = this.states;
+    const p = s.protection;
+    const rec = this.records.at(-1);
+    const engine = (rec?.backupReport as { report?: { engine?: Record<string, unknown> } } | null | undefined)?.report?.engine;
+    const num = (v: unknown): number | undefined => (typeof v === 'number' ? v : undefined);
+    const lastTakeover = rec
+      ? {
+        epoch: rec.epoch, outcome: rec.outcome, cause: rec.cause, verdictAt: rec.verdictAt,
+        ...(engine ? { flowsTakenOver: num(engine.flowsTakenOver), flowsLost: num(engine.flowsLost), clientsReset: num(engine.clientsReset) } : {}),
+      }
+      : this.adoptedEpoch !== undefined ? { epoch: this.adoptedEpoch, outcome: 'active', adopted: true } : undefined;
+    const lost = this.backupFlows?.unprotected ?? 0;
+    const why = lost > 0 ? `${p.why}; ${lost} open connection(s) it cannot continue` : p.why;
+    return {
+      active: s.activeSide, backup: s.backup, protection: { protected: p.protected ?? null, why },
+      ...(this.backupFlows ? { flows: this.backupFlows } : {}), ...(lastTakeover ? { lastTakeover } : {}),
+    };
+  }
+
   private onMessage({ msg, from, atUs }: Received): void {
     if (msg.type === 'STATUS') {
       const s = this.states;
-      this.ch!.send(from, 'STATUS_REPLY', { state: s.state, epoch: s.epoch, active: s.activeSide, backup: s.backup });
+      // The primary's agent asks who is active; anyone else (t2cp status) gets the whole view.
+      if (sameEndpoint(from, this.opts.primary)) this.ch!.send(from, 'STATUS_REPLY', { state: s.state, epoch: s.epoch, active: s.activeSide, backup: s.backup });
+      else this.ch!.send(from, 'NODE_STATUS', { role: 'gateway', state: s.state, epoch: s.epoch, ...this.view() });
     } else if (sameEndpoint(from, this.opts.primary)) this.fromPrimary(msg, atUs);
     else if (sameEndpoint(from, this.opts.backup)) this.fromBackup(msg, atUs);
     else this.stats.unexpected++;
@@ -188,6 +215,7 @@ export class GatewayNode {
       this.backupHeardUs = now;
       const before = this.states.backup;
       this.states.setBackup(msg.body.state, 'heard');
+      this.noteFlows(msg.body.state === 'standby' ? msg.body.flows : undefined);
       const s = this.states;
       if (msg.body.state === 'active' && s.activeSide === 'primary' && s.state !== 'TAKING_OVER') {
         // The highest epoch wins: a takeover this detector did not see (it restarted without its state).
@@ -206,6 +234,20 @@ export class GatewayNode {
     else if (msg.type === 'TAKEOVER_REPORT' && (msg.body as { final?: unknown }).final === true) this.finalReport(msg.body);
     else if (msg.type === 'TAKEOVER_REPORT') this.run(this.takeover.report(msg.body));
     else this.stats.unexpected++;
+  }
+
+  /**
+   * The backup's open connections, as its heartbeat counts them while it
+   * replicates: a connection it cannot continue is one a failure would end,
+   * said at warning level as soon as there is one (and when none is left).
+   */
+  private noteFlows(flows: LiveFlows | undefined): void {
+    const before = this.backupFlows?.unprotected ?? 0;
+    this.backupFlows = flows;
+    const now = flows?.unprotected ?? 0;
+    if (now > 0 && before === 0)
+      this.log.warn('connections unprotected: a failure now would end them', { unprotected: now, protected: flows?.protected ?? 0, epoch: this.states.epoch });
+    else if (now === 0 && before > 0 && flows) this.log.info('every open connection protected again', { protected: flows.protected, epoch: this.states.epoch });
   }
 
   /** The backup's capture lost client bytes of a flow: send it what the recorder has of them. */
@@ -303,6 +345,7 @@ export class GatewayNode {
     this.monitor.halt();
     this.states.adopt(epoch, cause);
     this.takeover.adopt(epoch);
+    this.adoptedEpoch = epoch;
     this.fencedMac = mac ?? this.opts.primaryMac ?? this.fence.candidateMac?.(true);
     this.saveState();
     this.log.warn('takeover adopted: the old primary is fenced and told to stand down', { epoch, cause, mac: this.fencedMac ?? null });

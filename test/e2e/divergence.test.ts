@@ -57,6 +57,14 @@ for (const v of variants) describe(`divergence: a service whose replica answers 
       await waitFor(() => backup.records.filter((r) => r.msg === 'flow unprotected').length >= CONNECTIONS,
         { timeoutMs: 20_000, what: 'every flow reported unprotected' });
       const unprotected = backup.records.filter((r) => r.msg === 'flow unprotected');
+      // The detector hears of them from the backup's heartbeat: said at warning level, and in its status.
+      const gw = await waitFor(async () => {
+        const st = await pair!.gatewayStatus(['--json']);
+        const v = st.code === 0 ? JSON.parse(st.stdout) as { flows?: { unprotected: number }; protection: { why: string } } : undefined;
+        return v?.flows?.unprotected === CONNECTIONS && v;
+      }, { timeoutMs: 5_000, what: 'the detector counting the unprotected connections' });
+      expect(gw.protection.why).toContain(`${CONNECTIONS} open connection(s) it cannot continue`);
+      expect(pair.gateway!.records.find((r) => String(r.msg).startsWith('connections unprotected'))).toMatchObject({ level: 'warn' });
       await pair.fail('link-down');
       const record = await waitFor(() => readLog<{ engine: NativeTakeoverReport }>(pair!.logs.backupReport)[0],
         { timeoutMs: 15_000, what: 'the backup\'s takeover record' });

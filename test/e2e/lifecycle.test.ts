@@ -68,6 +68,16 @@ for (const c of cases) {
           expect(String(restored.cause)).toMatch(c.stateDir ? /^restored/ : /the backup says it took over at epoch 1/);
           const fenced = await gw.waitForRecord((r) => r.msg === 'gateway fence engaged', 'the fence engaged again');
           expect(fenced.mac).toBe(primaryMac);
+          // What an operator asks the restarted detector.
+          const st = await pair.gatewayStatus(['--json']);
+          expect(st.code, st.stderr).toBe(0);
+          expect(JSON.parse(st.stdout)).toMatchObject({
+            role: 'gateway', state: 'BACKUP_ACTIVE', epoch: 1, active: 'backup',
+            protection: { protected: false }, lastTakeover: { epoch: 1, outcome: 'active', adopted: true },
+          });
+          const line = await pair.gatewayStatus();
+          console.log(`lifecycle (${c.name}): ${line.stdout.trim()}`);
+          expect(line.stdout).toMatch(/^t2cp: gateway BACKUP_ACTIVE \(epoch 1; backup serves; .*UNPROTECTED: the backup took over: no host stands by behind it; last takeover: epoch 1 adopted after a restart\)/);
         }
         // The old primary's link comes back: it is told to stand down (its agent fences itself).
         await restorePrimary(tb, 'link-down');

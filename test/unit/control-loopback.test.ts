@@ -12,7 +12,9 @@ import type { BackupState } from '../../src/control/bodies.js';
 import { Channel, sameEndpoint } from '../../src/control/channel.js';
 import { systemClock } from '../../src/control/clock.js';
 import { encode } from '../../src/control/messages.js';
+import { requestStatus } from '../../src/control/status-request.js';
 import { requestTakeover } from '../../src/control/takeover-request.js';
+import { statusDetail } from '../../src/cli-control.js';
 import type { Transition } from '../../src/detector/device-states.js';
 import type { DetectorState } from '../../src/detector/detector-state.js';
 import { GatewayNode, type GatewayNodeOptions } from '../../src/detector/gateway-node.js';
@@ -66,6 +68,8 @@ async function tap(detector: Endpoint, backup: () => Endpoint): Promise<{ at: En
 class FakeBackup {
   state: BackupState = 'standby';
   epoch = 0;
+  /** Its open connections, as its heartbeat says them. */
+  flows: { protected: number; unprotected: number } | undefined;
   readonly epochs = new Set<number>();
   ordersAccepted = 0;
   firstOrderUs = 0;
@@ -89,7 +93,7 @@ class FakeBackup {
         ch.send(detector, 'TAKEOVER', { epoch: 0, reason: msg.body.reason, planned: true });
       }
     });
-    this.timer = setInterval(() => ch.send(detector, 'BACKUP_HEARTBEAT', { state: this.state, epoch: this.epoch }), INTERVAL_MS);
+    this.timer = setInterval(() => ch.send(detector, 'BACKUP_HEARTBEAT', { state: this.state, epoch: this.epoch, ...(this.flows ? { flows: this.flows } : {}) }), INTERVAL_MS);
   }
   stop(): Promise<void> {
     clearInterval(this.timer);
@@ -108,7 +112,7 @@ function fence() {
   return f;
 }
 
-async function pair(agentFence = fence(), detectorExtra: Partial<GatewayNodeOptions> = {}) {
+async function pair(agentFence = fence(), detectorExtra: Partial<GatewayNodeOptions> = {}, detectorLog: Logger = quiet) {
   const reserve = await udp(); // the detector's port, reserved then freed
   const detectorAt = endpointOf(reserve);
   await new Promise<void>((r) => reserve.close(() => r()));
@@ -125,13 +129,13 @@ async function pair(agentFence = fence(), detectorExtra: Partial<GatewayNodeOpti
   cleanups.push(() => agent.stop());
   /** A detector on detectorAt (a new one after the first stopped: a restart), with extra options. */
   const agentAt = agent.address();
-  const newDetector = (f: ReturnType<typeof fence>, extra: Partial<GatewayNodeOptions>) => new GatewayNode({
+  const newDetector = (f: ReturnType<typeof fence>, extra: Partial<GatewayNodeOptions>, log: Logger = quiet) => new GatewayNode({
     instance: 'test', key, listen: detectorAt, primary: agentAt, backup: t.at, mode: 'both',
     timing: { intervalUs: INTERVAL_MS * 1000, softMisses: 1, hardMisses: 3, probeIntervalUs: INTERVAL_MS * 500 },
     backupTimeoutUs: 1_000_000, takeoverTimeoutUs: 3_000_000, standDownTimeoutUs: 500_000, ...extra,
-  }, f, quiet);
+  }, f, log);
   const gatewayFence = fence();
-  const detector = newDetector(gatewayFence, detectorExtra);
+  const detector = newDetector(gatewayFence, detectorExtra, detectorLog);
   const transitions: Array<Transition & { monoUs: number }> = [];
   detector.states.subscribe((tr) => transitions.push({ ...tr, monoUs: systemClock.monoUs() }));
   await detector.start();
@@ -286,6 +290,37 @@ describe('control plane on loopback (10 ms heartbeats)', () => {
     await waitUntil(() => returning.fenced === 'stand-down', 2000, 'the old primary to stand down');
     expect(again.takeovers()).toEqual([]);
     expect([...p.backup.epochs]).toEqual([1]);
+  });
+
+  it('t2cp status --role gateway: the cluster view; a backup with connections it cannot continue is said at warning level', async () => {
+    const said: Array<{ level: string; msg: string; fields?: Record<string, unknown> }> = [];
+    const log: Logger = {
+      info: (msg, fields) => void said.push({ level: 'info', msg, fields }),
+      warn: (msg, fields) => void said.push({ level: 'warn', msg, fields }),
+      error: (msg, fields) => void said.push({ level: 'error', msg, fields }),
+    };
+    const p = await pair(fence(), {}, log);
+    p.backup.flows = { protected: 3, unprotected: 0 };
+    const ask = () => requestStatus({ to: p.detector.address(), role: 'gateway', key, timeoutMs: 2000 });
+    await waitUntil(() => p.detector.view().flows?.protected === 3, 2000, 'the backup\'s counts heard');
+    expect(await ask()).toMatchObject({
+      role: 'gateway', state: 'PRIMARY_ACTIVE', epoch: 0, active: 'primary', backup: 'standby',
+      protection: { protected: true, why: 'the backup stands by' }, flows: { protected: 3, unprotected: 0 },
+    });
+    p.backup.flows = { protected: 3, unprotected: 2 };
+    await waitUntil(() => said.some((l) => l.msg.startsWith('connections unprotected')), 2000, 'the warning');
+    expect(said.find((l) => l.msg.startsWith('connections unprotected'))).toMatchObject({ level: 'warn', fields: { unprotected: 2, protected: 3 } });
+    p.backup.flows = { protected: 5, unprotected: 0 };
+    await waitUntil(() => said.some((l) => l.msg === 'every open connection protected again'), 2000, 'protected again');
+
+    await p.agent.stop();
+    await waitUntil(() => p.detector.states.state === 'BACKUP_ACTIVE' && p.detector.states.backup === 'active', 3000, 'BACKUP_ACTIVE, the backup heard active');
+    const after = await ask();
+    expect(after).toMatchObject({
+      role: 'gateway', state: 'BACKUP_ACTIVE', epoch: 1, active: 'backup', backup: 'active',
+      protection: { protected: false }, lastTakeover: { epoch: 1, outcome: 'active', cause: 'host' },
+    });
+    expect(statusDetail(after)).toMatch(/^; backup serves; backup active; UNPROTECTED: the backup took over: no host stands by behind it; last takeover: epoch 1 active \(host\) at /);
   });
 
   it('an agent restarted after it stood down fences again at start from its state file, whatever a detector without state says', async () => {

@@ -59,6 +59,7 @@ function backupNode(): TakeoverTarget & { current: BackupState } {
       return { record: 'takeover' } as unknown as TakeoverRecord;
     },
     flows: () => flows,
+    liveFlows: () => undefined,
     onTakeoverFinal: () => {},
     supply: () => {},
   };
@@ -125,6 +126,6 @@ describe('t2cp status', () => {
     const none = await runCli(['--key-file', file, '--role', 'backup', '--control', `${LO}:${at.port}`, '--timeout', '300']);
     expect(none.code).toBe(1);
     expect(none.stderr).toMatch(/no status from the backup at 127\.0\.0\.1:\d+ within 300 ms: is `t2cp backup` running .* \[T2CP_TIMEOUT\]\n$/);
-    expect((await runCli(['--key-file', file, '--role', 'gateway'])).code).toBe(2);
+    expect((await runCli(['--key-file', file, '--role', 'detector'])).code).toBe(2);
   });
 });
