@@ -151,17 +151,19 @@ void Engine::emit_flow_stats() {
   });
 }
 
-// What is open now, once a second: the flows protected and unprotected (the
-// detector's view of the service, through the backup's heartbeat), and, as
+// What is open now, once a second: the flows protected (and of them those
+// whose replica lags past --lag-warn) and unprotected (the detector's view of
+// the service, through the backup's heartbeat), and, as
 // the determinism report counts a flow identical only once it closed, the
 // long-lived ones (a pool's connection, a session) compared and alike so far.
 void Engine::publish_live_counts() {
   for (auto& kv : ctx_.compare_ports) kv.second->open_count = kv.second->open_count_bytes = 0;
-  uint64_t protected_now = 0, unprotected_now = 0;
+  uint64_t protected_now = 0, unprotected_now = 0, lagging_now = 0;
   ctx_.flows.for_each([&](Flow& f) {
     if (f.state == FlowState::kUnprotected) unprotected_now++;
     if (f.state != FlowState::kSynchronised && f.state != FlowState::kClosing) return;
     protected_now++;
+    if (f.lag_reported) lagging_now++;
     if (f.divergence == DivergencePolicy::kOff || f.compare.ended()) return;
     if (EngineContext::ComparePort* port = ctx_.compare_port(f.key.server_port)) {
       port->open_count++;
@@ -170,6 +172,7 @@ void Engine::publish_live_counts() {
   });
   ctx_.counters.set(k_flows_protected_now, protected_now);
   ctx_.counters.set(k_flows_unprotected_now, unprotected_now);
+  ctx_.counters.set(k_flows_lagging_now, lagging_now);
   for (auto& kv : ctx_.compare_ports) {
     kv.second->open.store(kv.second->open_count, std::memory_order_relaxed);
     kv.second->open_bytes.store(kv.second->open_count_bytes, std::memory_order_relaxed);

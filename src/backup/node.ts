@@ -209,7 +209,7 @@ export class BackupNode {
   liveFlows(): LiveFlows | undefined {
     if (!this.engine || this.state() !== 'standby') return undefined;
     const c = this.engine.counters();
-    return { protected: c.flows_protected_now ?? 0, unprotected: c.flows_unprotected_now ?? 0 };
+    return { protected: c.flows_protected_now ?? 0, unprotected: c.flows_unprotected_now ?? 0, lagging: c.flows_lagging_now ?? 0 };
   }
 
   nonZeroCounters(): Record<string, number> {

@@ -121,8 +121,11 @@ export interface DivergenceSeen {
   replica: string | null;
 }
 
-/** The connections open on the backup now: those whose replica follows, and those it cannot continue. */
-export interface LiveFlows { protected: number; unprotected: number }
+/**
+ * The connections open on the backup now: those whose replica follows (and
+ * of them, those whose replica lags past its --lag-warn), and those it cannot continue.
+ */
+export interface LiveFlows { protected: number; unprotected: number; lagging?: number }
 
 /** The detector's view of the pair (`t2cp status --role gateway`). */
 export interface ClusterView {

@@ -179,7 +179,9 @@ export class GatewayNode {
       }
       : this.adoptedEpoch !== undefined ? { epoch: this.adoptedEpoch, outcome: 'active', adopted: true } : undefined;
     const lost = this.backupFlows?.unprotected ?? 0;
-    const why = lost > 0 ? `${p.why}; ${lost} open connection(s) it cannot continue` : p.why;
+    const lagging = this.backupFlows?.lagging ?? 0;
+    const why = p.why + (lost > 0 ? `; ${lost} open connection(s) it cannot continue` : '') +
+      (lagging > 0 ? `; ${lagging} replica(s) lagging past --lag-warn` : '');
     return {
       active: s.activeSide, backup: s.backup, protection: { protected: p.protected ?? null, why },
       ...(this.backupFlows ? { flows: this.backupFlows } : {}), ...(lastTakeover ? { lastTakeover } : {}),
@@ -242,12 +244,17 @@ export class GatewayNode {
    * said at warning level as soon as there is one (and when none is left).
    */
   private noteFlows(flows: LiveFlows | undefined): void {
-    const before = this.backupFlows?.unprotected ?? 0;
+    const before = this.backupFlows;
     this.backupFlows = flows;
-    const now = flows?.unprotected ?? 0;
-    if (now > 0 && before === 0)
-      this.log.warn('connections unprotected: a failure now would end them', { unprotected: now, protected: flows?.protected ?? 0, epoch: this.states.epoch });
-    else if (now === 0 && before > 0 && flows) this.log.info('every open connection protected again', { protected: flows.protected, epoch: this.states.epoch });
+    const epoch = this.states.epoch;
+    const [was, now] = [before?.unprotected ?? 0, flows?.unprotected ?? 0];
+    if (now > 0 && was === 0)
+      this.log.warn('connections unprotected: a failure now would end them', { unprotected: now, protected: flows?.protected ?? 0, epoch });
+    else if (now === 0 && was > 0 && flows) this.log.info('every open connection protected again', { protected: flows.protected, epoch });
+    // A replica far behind: a failure now would make its client wait while it catches up, or reset it.
+    const [lagWas, lagNow] = [before?.lagging ?? 0, flows?.lagging ?? 0];
+    if (lagNow > 0 && lagWas === 0) this.log.warn('replicas lagging: a failure now would stall or reset their connections', { lagging: lagNow, epoch });
+    else if (lagNow === 0 && lagWas > 0 && flows) this.log.info('no replica lagging any more', { epoch });
   }
 
   /** The backup's capture lost client bytes of a flow: send it what the recorder has of them. */

@@ -69,7 +69,7 @@ class FakeBackup {
   state: BackupState = 'standby';
   epoch = 0;
   /** Its open connections, as its heartbeat says them. */
-  flows: { protected: number; unprotected: number } | undefined;
+  flows: { protected: number; unprotected: number; lagging?: number } | undefined;
   readonly epochs = new Set<number>();
   ordersAccepted = 0;
   firstOrderUs = 0;
@@ -312,6 +312,12 @@ describe('control plane on loopback (10 ms heartbeats)', () => {
     expect(said.find((l) => l.msg.startsWith('connections unprotected'))).toMatchObject({ level: 'warn', fields: { unprotected: 2, protected: 3 } });
     p.backup.flows = { protected: 5, unprotected: 0 };
     await waitUntil(() => said.some((l) => l.msg === 'every open connection protected again'), 2000, 'protected again');
+    // A replica lagging past its --lag-warn: said too, and in the view's why.
+    p.backup.flows = { protected: 5, unprotected: 0, lagging: 1 };
+    await waitUntil(() => said.some((l) => l.msg.startsWith('replicas lagging')), 2000, 'the lag warning');
+    expect(said.find((l) => l.msg.startsWith('replicas lagging'))).toMatchObject({ level: 'warn', fields: { lagging: 1 } });
+    expect((await ask()) as { protection: { why: string } }).toMatchObject({ protection: { why: 'the backup stands by; 1 replica(s) lagging past --lag-warn' } });
+    p.backup.flows = { protected: 5, unprotected: 0, lagging: 0 };
 
     await p.agent.stop();
     await waitUntil(() => p.detector.states.state === 'BACKUP_ACTIVE' && p.detector.states.backup === 'active', 3000, 'BACKUP_ACTIVE, the backup heard active');
