@@ -91,6 +91,7 @@ struct PrimarySide {
   bool synack = false;
   uint32_t isn = 0, synack_tsval = 0;
   uint32_t snd_nxt = 0;                  // highest seq+len it sent
+  bool sent_seen = false;                // snd_nxt holds what it sent (its SYN-ACK, or a segment of a flow seen mid-stream)
   uint32_t rcv_nxt = 0;                  // highest ack it sent (client space)
   bool rst = false;
   uint64_t rst_us = 0;

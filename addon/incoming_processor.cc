@@ -166,9 +166,7 @@ void IncomingProcessor::on_client_segment(const Segment& s, uint64_t capture_ns)
       ctx_.counters.add(k_mirror_unknown_flow);
       return;
     }
-    f->last_seen_us = realtime_us();
-    make_unprotected(*f, EventReason::kMidStream);
-    return;
+    make_unprotected(*f, EventReason::kMidStream);  // its ACK is noted below all the same
   }
   f->last_seen_us = realtime_us();
   if (f->state == FlowState::kUnprotected && (s.flags & kAck) && (!f->client.ack_seen || after(s.ack, f->client.ack_p))) {
@@ -359,13 +357,25 @@ void IncomingProcessor::on_primary_segment(const Segment& s, uint32_t present, u
     ctx_.counters.add(k_segments_older_generation);  // the primary's side of an older connection
     return;
   }
-  if (f->state == FlowState::kUnprotected || f->state == FlowState::kClosed) return;
+  if (f->state == FlowState::kUnprotected) {
+    // Where the primary's stream stands, so that a takeover resets the
+    // client in numbers it accepts even when its last ACK escaped the
+    // mirror (the primary's link went down under it).
+    uint32_t end = s.seq + s.payload_len + ((s.flags & (kSyn | kFin)) ? 1 : 0);
+    if (!f->primary.sent_seen || after(end, f->primary.snd_nxt)) {
+      f->primary.snd_nxt = end;
+      f->primary.sent_seen = true;
+    }
+    return;
+  }
+  if (f->state == FlowState::kClosed) return;
   if ((s.flags & (kSyn | kAck)) == (kSyn | kAck)) {
     if (!f->primary.synack && s.ack == f->client.isn + 1) {
       f->primary.synack = true;
       f->primary.isn = s.seq;
       f->primary.synack_tsval = s.opt.tsval;
       f->primary.snd_nxt = s.seq + 1;
+      f->primary.sent_seen = true;
       f->primary.rcv_nxt = s.ack;
       f->primary.wscale = (f->client.ws_ok && s.opt.has_wscale) ? s.opt.wscale : 0;
       f->primary.tsval = s.opt.tsval;

@@ -160,7 +160,7 @@ bool ConnectionTakeover::reset_client(const Flow& f) {
   sp.seq = f.client.ack_p;
   sp.ip_id = ip_id_++;
   bool sent = send(sp);
-  if (f.primary.synack && after(f.primary.snd_nxt, f.client.ack_p)) {
+  if (f.primary.sent_seen && after(f.primary.snd_nxt, f.client.ack_p)) {
     sp.seq = f.primary.snd_nxt;
     sp.ip_id = ip_id_++;
     sent = send(sp) || sent;

@@ -508,6 +508,26 @@ void test_only_a_later_ack_clears_a_capture_drop() {
 
 }  // namespace
 
+// A flow first seen mid-stream is unprotected; the primary's segments still
+// say where its stream stands (the second RST of a takeover's reset), even
+// past the client's last ACK the mirror caught.
+void test_a_flow_seen_mid_stream_keeps_the_primarys_edge() {
+  Lab lab;
+  lab.client(kC0 + 100, kP0 + 500, kAck, "request");
+  Flow* f = lab.flow();
+  CHECK(f && f->state == FlowState::kUnprotected);
+  CHECK(f->client.ack_seen);
+  CHECK_EQ(f->client.ack_p, kP0 + 500);
+  CHECK(!f->primary.sent_seen);
+  lab.primary(kP0 + 500, kC0 + 107, kAck | kPsh, std::string(1250, 'r'));
+  CHECK(f->primary.sent_seen);
+  CHECK_EQ(f->primary.snd_nxt, kP0 + 1750);
+  // A retransmission of older bytes does not move it back.
+  lab.primary(kP0 + 500, kC0 + 107, kAck | kPsh, std::string(100, 'r'));
+  CHECK_EQ(f->primary.snd_nxt, kP0 + 1750);
+  CHECK_EQ(f->client.ack_p, kP0 + 500);
+}
+
 int main() {
   run_test("request_waits_for_the_replicas_answer", test_request_waits_for_the_replicas_answer);
   run_test("pipelined_requests_are_not_held", test_pipelined_requests_are_not_held);
@@ -524,5 +544,6 @@ int main() {
   run_test("a_different_answer_is_diverged_at_once", test_a_different_answer_is_diverged_at_once);
   run_test("the_same_answer_is_not_diverged", test_the_same_answer_is_not_diverged);
   run_test("only_a_later_ack_clears_a_capture_drop", test_only_a_later_ack_clears_a_capture_drop);
+  run_test("a_flow_seen_mid_stream_keeps_the_primarys_edge", test_a_flow_seen_mid_stream_keeps_the_primarys_edge);
   return finish();
 }
