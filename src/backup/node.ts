@@ -67,6 +67,7 @@ export class BackupNode {
     const engine = new (addon().Engine)(opts, (batch) => this.deliver(batch));
     const { removedStaleTable, realtime, activeTranslator, kernelFallback } = engine.start();
     this.engine = engine;
+    this.endStaleReplicaConnections();
     if (this.cfg.rtPriority > 0 && !realtime)
       this.log.warn('could not make the packet thread SCHED_FIFO: latency will follow the scheduler', { rtPriority: this.cfg.rtPriority });
     if (removedStaleTable) this.log.warn('removed a stale nft table left by an earlier run', { table: opts.nftTable });
@@ -87,6 +88,24 @@ export class BackupNode {
     if (this.cfg.flowStatsMs > 0) {
       this.timers.push(setInterval(() => this.engine?.requestFlowStats(), this.cfg.flowStatsMs));
     }
+  }
+
+  /**
+   * The replica's connections an earlier run left (it crashed, or was
+   * restarted, while replicating): this run never saw them open and no
+   * replica follows them, and at a takeover each would answer its client
+   * from where that run left it — an acknowledgement the client cannot use,
+   * and it would wait. Ended now (ss -K, the kernel's SOCK_DESTROY), once
+   * the engine's rules are in place, so the replica's resets stay here.
+   */
+  private endStaleReplicaConnections(): void {
+    const filter = ['state', 'connected', 'src', this.cfg.vip, `( ${this.cfg.ports.map((p) => `sport = :${p}`).join(' or ')} )`];
+    const kill = spawnSync('ss', ['-K', '-H', '-tn', ...filter], { encoding: 'utf8', timeout: 5000 });
+    const ended = (kill.stdout ?? '').split('\n').filter((l) => l.trim()).length;
+    const left = (spawnSync('ss', ['-H', '-tn', ...filter], { encoding: 'utf8', timeout: 5000 }).stdout ?? '').split('\n').filter((l) => l.trim()).length;
+    if (ended > 0) this.log.warn('ended the replica\'s connections an earlier run left: no replica follows them', { ended });
+    if (left > 0)
+      this.log.error('the replica still holds connections an earlier run left: at a takeover their clients may wait (the kernel needs CONFIG_INET_DIAG_DESTROY)', { left, error: (kill.stderr ?? '').trim() });
   }
 
   /**

@@ -204,3 +204,61 @@ describe('lifecycle: t2cp backup is killed after a takeover and starts again', (
       { timeoutMs: 5_000, what: 'nothing left once the pins went' })).toBe('none');
   });
 });
+
+describe('lifecycle: the backup dies and comes back', () => {
+  const lab = useLab('lifebkdown');
+
+  // Paper 003's "backup fails and comes back": the detector says the service
+  // is unprotected while the backup is silent, and protected again once it
+  // stands by. Connections opened after its return are protected and survive
+  // a takeover; those open across its absence were seen mid-stream by the new
+  // copy and are not: at the takeover their clients are reset, none hangs.
+  it('is said unprotected, then protected; new sessions survive the takeover, the old ones are reset', async () => {
+    const { tb, dir } = lab;
+    const pair = await startTakeoverLab(tb, dir, { ports: [PORT], instance: INSTANCE });
+    try {
+      const view = async (): Promise<{ protection: { protected: boolean | null; why: string } }> => JSON.parse((await pair.gatewayStatus(['--json'])).stdout);
+      const older: Workload = { seed: 21, sessions: [{ kind: 'rr', times: 3, count: 1500, intervalMs: 10, reqSize: [4, 600], respSize: [1, 3000] }] };
+      const before = startClient(tb, tb.ns.client, `${tb.addr.vip}:${PORT}`, older, `${dir}/before.jsonl`, { deadlineMs: 60_000 });
+      await waitFor(() => pair.backup.flows('synchronised').length >= 3, { timeoutMs: 15_000, what: 'the first sessions replicated' });
+
+      pair.backup.child.kill('SIGKILL');
+      const silent = await pair.gateway!.waitForRecord((r) => r.msg === 'service unprotected', 'the backup said silent');
+      expect(silent).toMatchObject({ level: 'warn', why: 'the backup is silent' });
+      expect((await view()).protection).toEqual({ protected: false, why: 'the backup is silent' });
+
+      const seen = pair.gateway!.records.length;
+      const again = await pair.restartBackup('SIGKILL');
+      // The replica's copies of the first sessions, left by the run that died: ended, not left to answer at a takeover.
+      expect(again.records.find((r) => String(r.msg).startsWith('ended the replica\'s connections'))).toMatchObject({ ended: 3 });
+      await pair.gateway!.waitForRecord((r) => r.msg === 'service protected', 'protected again', 15_000, seen);
+      expect((await view()).protection.protected).toBe(true);
+
+      const after = startClient(tb, tb.ns.client, `${tb.addr.vip}:${PORT}`, workload, `${dir}/after.jsonl`, { deadlineMs: 60_000 });
+      await waitFor(() => pair.backup.flows('synchronised').length >= SESSIONS, { timeoutMs: 15_000, what: 'the new sessions replicated' });
+      await pair.fail('link-down');
+      const record = await waitFor(() => readLog<{ engine: { flowsTakenOver: number; flowsLost: number; clientsReset: number } }>(pair.logs.backupReport)[0],
+        { timeoutMs: 15_000, what: 'the backup\'s takeover record' });
+
+      const [old, fresh] = [await before.finished, await after.finished];
+      const check = compareTakeover(readLog<ClientLogLine>(`${dir}/after.jsonl`), readLog<ServiceLogLine>(pair.logs.backup));
+      console.log(`lifecycle (backup dies and comes back): new sessions exact ${check.exact}/${SESSIONS}; old ones ${JSON.stringify(old.summary)}; ` +
+        `record: taken over ${record.engine.flowsTakenOver}, lost ${record.engine.flowsLost}`);
+      // The new sessions: protected, taken over, byte-exact.
+      expect(fresh.code, fresh.stderr).toBe(0);
+      expect(check.mismatches).toEqual([]);
+      expect(check.exact).toBe(SESSIONS);
+      expect(record.engine.flowsTakenOver).toBe(SESSIONS);
+      expect(record.engine.flowsLost).toBe(0);
+      // The old ones: never known to the new copy; reset by the backup's kernel at their next segment, not left waiting.
+      const summary = old.summary as { sessions: number; failed: number; errors: string[]; ms: number };
+      expect(old.code).toBe(1);
+      expect(summary.failed).toBe(3);
+      for (const e of summary.errors) expect(e).toMatch(/ECONNRESET/);
+      expect(record.engine.clientsReset).toBeGreaterThanOrEqual(3);
+    } finally {
+      await pair.stop();
+    }
+    expect(await kernelLeftovers(tb, INSTANCE)).toEqual([]);
+  });
+});
