@@ -79,6 +79,7 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
       InstanceMethod<&EngineWrap::Takeover>("takeover"),
       InstanceMethod<&EngineWrap::TakeoverReportJs>("takeoverReport"),
       InstanceMethod<&EngineWrap::PinTranslator>("pinTranslator"),
+      InstanceMethod<&EngineWrap::MirrorLost>("mirrorLost"),
     });
   }
 
@@ -140,6 +141,12 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
       tsfn_ = Napi::ThreadSafeFunction();
     }
     Deliver();  // the last records (closed flows) are not lost
+    return info.Env().Undefined();
+  }
+
+  // mirrorLost(): the mirror port lost its link; its flows are suspect.
+  Napi::Value MirrorLost(const Napi::CallbackInfo& info) {
+    engine_->mirror_lost();
     return info.Env().Undefined();
   }
 

@@ -18,6 +18,7 @@ namespace t2cp {
   X(mirror_not_replicated)   /* neither end is VIP:port (filter race) */           \
   X(capture_kernel_drops)    /* PACKET_STATISTICS: the socket queue overflowed */  \
   X(capture_if_drops)        /* the mirror interface's own rx_dropped */          \
+  X(mirror_link_lost)        /* the mirror port lost its link (flows suspect) */  \
   X(backup_packets)          /* packets of the backup's replica seen on NFQUEUE */ \
   X(backup_dropped)          /* ... and dropped (never reach the network) */       \
   X(backup_unknown_flow)     /* replica output for a flow we do not know */        \

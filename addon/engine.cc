@@ -284,6 +284,7 @@ void Engine::run() {
       next_live_counts = now + kLiveCountsUs;
     }
     if (stats_requested_.exchange(false)) emit_flow_stats();
+    if (mirror_lost_.exchange(false) && ctx_.mode == EngineMode::kReplicating) incoming_.on_mirror_lost(realtime_us());
     maybe_notify(now);
   }
 }

@@ -45,6 +45,9 @@ class Engine {
   bool running() const { return thread_.joinable(); }
 
   void request_flow_stats() { stats_requested_.store(true); wake(); }
+  // The mirror port lost its link (the JS side watches it): every live flow
+  // is suspect until a primary ack proves it lost nothing. Thread: JS.
+  void mirror_lost() { mirror_lost_.store(true); wake(); }
   // JS took the pending events: the next batch may notify again.
   void events_taken() { notified_.store(false); }
 
@@ -107,6 +110,7 @@ class Engine {
   std::atomic<bool> stopping_{false};
   bool keep_vip_ = false;  // the translator is pinned: the VIP stays with the connections
   std::atomic<bool> stats_requested_{false};
+  std::atomic<bool> mirror_lost_{false};
   std::atomic<bool> notified_{false};
   std::function<void()> notify_;
   // Resupplied segments waiting for the engine thread; bounded (1 MiB of

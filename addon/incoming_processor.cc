@@ -529,6 +529,14 @@ void IncomingProcessor::restart_handshake(Flow& f) {
   inject_syn(f);
 }
 
+void IncomingProcessor::on_mirror_lost(uint64_t now) {
+  ctx_.counters.add(k_mirror_link_lost);
+  ctx_.flows.for_each([&](Flow& f) {
+    bool live = f.state == FlowState::kSynchronised || f.state == FlowState::kClosing;
+    if (live && !f.drop_suspect_us) f.drop_suspect_us = now;
+  });
+}
+
 void IncomingProcessor::on_capture_drops(uint64_t now) {
   ctx_.flows.for_each([&](Flow& f) {
     bool live = f.state == FlowState::kSynchronised || f.state == FlowState::kClosing;

@@ -35,6 +35,9 @@ class IncomingProcessor {
   // must prove it lost nothing (a primary ack within what we hold), or it is
   // reported and unprotected.
   void on_capture_drops(uint64_t now_us);
+  // The mirror port lost its link: any live flow may have missed bytes
+  // meanwhile, as after capture drops, whenever it was last seen.
+  void on_mirror_lost(uint64_t now_us);
   // A client segment the gateway's traffic recorder sent again (whole IPv4
   // packet): fills a gap the capture left, as the mirror would have.
   void on_resupplied(const uint8_t* ip, size_t len);

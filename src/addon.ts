@@ -146,6 +146,8 @@ export interface NativeEngine {
   takeoverReport(): NativeTakeoverReport;
   /** After a takeover with the kernel translator: pin it under `dir` (on a bpffs) so that the taken-over connections outlive this process; '' or why not. Then stop() leaves the VIP. */
   pinTranslator(dir: string): string;
+  /** The mirror port lost its link: every live flow is suspect until a primary ack proves it lost nothing (else unprotected, capture-drop). */
+  mirrorLost(): void;
 }
 
 /** What a sweep of a pinned translator's flow map found. */

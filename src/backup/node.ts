@@ -9,6 +9,7 @@
 // active side. Without a takeover to adopt, a start removes a pinned
 // translator an earlier run left.
 import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { addon, excerptText, type NativeEngine } from '../addon.js';
 import { engineOptions, type BackupConfig } from '../config.js';
 import { decodeEvents, resupplyRange, type FlowEvent } from '../incoming/events.js';
@@ -21,6 +22,22 @@ import type { BackupState, FlowCounts, LiveFlows } from '../control/index.js';
 import { T2cpError } from '../errors.js';
 import type { StateFile } from '../state-file.js';
 import { backupStateFile, type BackupKept } from './backup-state.js';
+
+/** How often the mirror port's link is read, ms. */
+const MIRROR_CHECK_MS = 100;
+
+/** Whether `ifname` has a link (operstate up, or unknown with a carrier: some drivers say no operstate). */
+function mirrorLinkUp(ifname: string): boolean {
+  const read = (f: string): string => {
+    try {
+      return readFileSync(`/sys/class/net/${ifname}/${f}`, 'utf8').trim();
+    } catch {
+      return '';
+    }
+  };
+  const state = read('operstate');
+  return state === 'up' || (state === 'unknown' && read('carrier') === '1');
+}
 
 /** How often an adopted translator's flow map is swept, ms; and how long an ended connection stays in it, s. */
 const SWEEP_MS = 1000;
@@ -37,6 +54,8 @@ export class BackupNode {
   /** A takeover adopted at start (kept by an earlier run). */
   private adopted: BackupKept | undefined;
   private adoptedFlows = 0;
+  /** The mirror port has no link: the replicas follow nothing, this backup does not stand by. */
+  private blind = false;
 
   constructor(
     readonly cfg: BackupConfig,
@@ -82,12 +101,34 @@ export class BackupNode {
       queue: opts.queueNum,
       ...(activeTranslator ? { afterTakeover: activeTranslator, vipIf: opts.activeIf } : {}),
     });
+    this.watchMirror();
     if (this.cfg.statusIntervalS > 0) {
       this.timers.push(setInterval(() => this.log.info('counters', this.nonZeroCounters()), this.cfg.statusIntervalS * 1000));
     }
     if (this.cfg.flowStatsMs > 0) {
       this.timers.push(setInterval(() => this.engine?.requestFlowStats(), this.cfg.flowStatsMs));
     }
+  }
+
+  /**
+   * The mirror port's link, every MIRROR_CHECK_MS: without it nothing the
+   * primary's clients send reaches the replicas, and a takeover would lose
+   * every connection. Said at once; the detector orders no takeover to a
+   * backup that is blind (its heartbeat says so); and every live flow is
+   * suspect from then on, as after capture drops, until a primary ack
+   * proves it lost nothing (or it is reported unprotected, capture-drop).
+   */
+  private watchMirror(): void {
+    const check = () => {
+      const blind = !mirrorLinkUp(this.cfg.mirrorIf);
+      if (blind === this.blind) return;
+      this.blind = blind;
+      if (blind) this.engine?.mirrorLost();
+      if (blind) this.log.warn('the mirror port is down: no replica follows anything; this backup does not stand by', { mirror: this.cfg.mirrorIf });
+      else this.log.info('the mirror port is up again: standing by (connections that lost bytes meanwhile are resupplied or reported)', { mirror: this.cfg.mirrorIf });
+    };
+    check();
+    this.timers.push(setInterval(check, MIRROR_CHECK_MS));
   }
 
   /**
@@ -166,7 +207,7 @@ export class BackupNode {
   state(): BackupState {
     if (this.adopted) return 'active';
     if (this.failed) return 'failed';
-    if (!this.run?.started) return 'standby';
+    if (!this.run?.started) return this.blind ? 'blind' : 'standby';
     return this.run.current() ? 'active' : 'taking-over';
   }
 

@@ -33,7 +33,7 @@ export const DEVICE_STATES = ['PROBING', 'PRIMARY_ACTIVE', 'SUSPECT', 'TAKING_OV
 export type DeviceState = (typeof DEVICE_STATES)[number];
 
 /** What a backup says of itself in BACKUP_HEARTBEAT. */
-export const BACKUP_STATES = ['standby', 'taking-over', 'active', 'failed'] as const;
+export const BACKUP_STATES = ['standby', 'blind', 'taking-over', 'active', 'failed'] as const;
 export type BackupState = (typeof BACKUP_STATES)[number];
 
 /** What a primary agent says of itself in NODE_STATUS: its fence (agent/primary-node.ts FenceState). */

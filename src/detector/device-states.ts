@@ -117,6 +117,7 @@ export class DeviceStates {
     if (this.current === 'FAILED') return { protected: false, why: 'the primary failed and the backup was not standing by' };
     if (this.backupView === 'unknown') return { protected: undefined, why: 'the backup is not heard yet' };
     if (this.backupView === 'silent') return { protected: false, why: 'the backup is silent' };
+    if (this.backupView === 'blind') return { protected: false, why: 'the backup\'s mirror port is down: its replicas follow nothing' };
     if (this.backupView !== 'standby') return { protected: false, why: `the backup is ${this.backupView}, not standing by` };
     return { protected: true, why: 'the backup stands by' };
   }

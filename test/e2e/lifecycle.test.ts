@@ -262,3 +262,49 @@ describe('lifecycle: the backup dies and comes back', () => {
     expect(await kernelLeftovers(tb, INSTANCE)).toEqual([]);
   });
 });
+
+describe('lifecycle: the backup loses its mirror', () => {
+  const lab = useLab('lifeblind');
+
+  // Without its mirror port the backup's replicas follow nothing: it says
+  // it is blind, the detector says the service unprotected and orders no
+  // takeover when the primary dies then; once the mirror is back and the
+  // backup stands by again, the takeover it held back runs. Each session
+  // then ends byte-exact, or with a reset: none waits.
+  it('is said blind, no takeover is ordered to it; once it sees again the takeover runs and no client waits', async () => {
+    const { tb, dir } = lab;
+    const pair = await startTakeoverLab(tb, dir, { ports: [PORT], instance: INSTANCE });
+    try {
+      const client = startClient(tb, tb.ns.client, `${tb.addr.vip}:${PORT}`, workload, `${dir}/client.jsonl`, { deadlineMs: 60_000 });
+      await waitFor(() => pair.backup.flows('synchronised').length >= SESSIONS, { timeoutMs: 15_000, what: 'every session replicated' });
+
+      await tb.exec(tb.ns.sw, ['ip', 'link', 'set', 'sm', 'down']);
+      await waitFor(() => pair.backup.records.find((r) => String(r.msg).startsWith('the mirror port is down')), { timeoutMs: 5_000, what: 'the backup blind' });
+      await pair.gateway!.waitForRecord((r) => r.msg === 'backup state' && r.to === 'blind', 'the detector hearing it blind');
+      const st = JSON.parse((await pair.gatewayStatus(['--json'])).stdout) as { protection: { protected: boolean; why: string } };
+      expect(st.protection).toEqual({ protected: false, why: 'the backup\'s mirror port is down: its replicas follow nothing' });
+
+      await pair.fail('link-down');
+      const failed = await pair.gateway!.waitForRecord((r) => r.msg === 'device state' && r.to === 'FAILED', 'no takeover: FAILED');
+      expect(String(failed.cause)).toMatch(/^takeover impossible, the backup is blind/);
+      expect(readLog(pair.logs.backupReport)).toEqual([]);
+
+      await tb.exec(tb.ns.sw, ['ip', 'link', 'set', 'sm', 'up']);
+      const record = await waitFor(() => readLog<{ engine: { flowsTakenOver: number; clientsReset: number; flowsUnprotected: number } }>(pair.logs.backupReport)[0],
+        { timeoutMs: 15_000, what: 'the takeover once the backup sees again' });
+      const run = await client.finished;
+      const sessions = readLog<ClientLogLine>(`${dir}/client.jsonl`);
+      const check = compareTakeover(sessions, readLog<ServiceLogLine>(pair.logs.backup));
+      const reset = sessions.filter((c) => !c.ok && /ECONNRESET/.test(String(c.error)));
+      console.log(`lifecycle (blind backup): exact ${check.exact}, reset ${reset.length} of ${SESSIONS}; record: taken over ${record.engine.flowsTakenOver}, ` +
+        `unprotected ${record.engine.flowsUnprotected}, clients reset ${record.engine.clientsReset}; client ${JSON.stringify(run.summary)}`);
+      // None waited: every session byte-exact or reset, and the record counts the same.
+      expect(check.exact + reset.length).toBe(SESSIONS);
+      expect(record.engine.flowsTakenOver).toBeGreaterThanOrEqual(check.exact);
+      expect(record.engine.clientsReset).toBeGreaterThanOrEqual(reset.length);
+    } finally {
+      await pair.stop();
+    }
+    expect(await kernelLeftovers(tb, INSTANCE)).toEqual([]);
+  });
+});
