@@ -321,7 +321,8 @@ export const STATUS_COMMAND: CommandSpec<StatusConfig> = {
   about: [
     'Asks a role on this host what it is doing, through its control socket, and',
     'prints one line (or, with --json, the answer as JSON):',
-    '  backup:  standby (replicating), taking-over, active (serving the VIP), failed',
+    '  backup:  standby (replicating), blind (its mirror port is down), taking-over,',
+    '           active (serving the VIP), failed',
     '  primary: serving, self-fenced, stood-down (fenced for good); and its service',
     '  gateway: the detector\'s device state, who serves, the backup as it last heard it,',
     '           whether the service is protected (and why not), the backup\'s open',
