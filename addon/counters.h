@@ -80,6 +80,7 @@ namespace t2cp {
   X(active_sack_dropped)     /* SACK blocks outside the new owner's sent range */  \
   X(active_truncated)        /* queued packet not copied whole: left untouched */  \
   X(active_unparsed)         /* VIP packet the kernel translator could not read */ \
+  X(active_icmp_translated)  /* ICMP errors quoting a taken-over flow, translated */\
   X(resume_segments)         /* kept data sent to clients at takeover */           \
   X(resume_bytes)                                                                  \
   X(resume_acks)             /* ACKs sent to clients at takeover */                \

@@ -34,6 +34,14 @@
 #define TCP_SYN 0x02
 #define TCP_RST 0x04
 #define TCP_ACK 0x10
+// RFC 792 (linux/icmp.h pulls in libc headers a BPF target has not).
+#define ICMP_DEST_UNREACH 3
+#define ICMP_TIME_EXCEEDED 11
+struct icmp_header {
+  __u8 type, code;
+  __u16 checksum;
+  __u32 rest;  // unused, or the next hop's MTU (fragmentation needed)
+};
 
 struct {
   __uint(type, BPF_MAP_TYPE_HASH);
@@ -194,12 +202,53 @@ static __always_inline void each_option(struct segment* s, struct t2cp_active_fl
   }
 }
 
+// An ICMP error to the VIP (destination unreachable, fragmentation needed
+// among them; time exceeded) quotes the start of a segment the new owner
+// sent, as it left: in the primary's numbers. The kernel checks the quoted
+// sequence number against what the socket sent (tcp_v4_err) and ignores an
+// error outside it: a path MTU drop after a takeover would leave the flow
+// sending segments too large for ever. The quoted seq is put back in the new
+// owner's numbers (the ICMP checksum adjusted); anything else passes as is.
+static __noinline void translate_icmp_error(struct __sk_buff* skb, const struct t2cp_active_config* cfg) {
+  struct iphdr ip;
+  if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof ip)) return;
+  if (ip.version != 4 || ip.ihl < 5 || ip.daddr != cfg->vip || (ip.frag_off & bpf_htons(0x3fff))) return;
+  __u32 icmp_off = ETH_HLEN + ip.ihl * 4;
+  struct icmp_header icmp;
+  if (bpf_skb_load_bytes(skb, icmp_off, &icmp, sizeof icmp)) return;
+  if (icmp.type != ICMP_DEST_UNREACH && icmp.type != ICMP_TIME_EXCEEDED) return;
+  struct iphdr in;
+  __u32 in_off = icmp_off + sizeof icmp;
+  if (bpf_skb_load_bytes(skb, in_off, &in, sizeof in)) return;
+  if (in.version != 4 || in.ihl < 5 || in.protocol != IPPROTO_TCP || in.saddr != cfg->vip) return;
+  __u32 tcp_off = in_off + in.ihl * 4;
+  __u8 quoted[8];  // source port, destination port, sequence number: what an error must quote
+  if (bpf_skb_load_bytes(skb, tcp_off, quoted, sizeof quoted)) return;
+  struct t2cp_active_key k = {in.daddr, 0, 0};
+  __builtin_memcpy(&k.vip_port, quoted, 2);
+  __builtin_memcpy(&k.client_port, quoted + 2, 2);
+  struct t2cp_active_flow* f = bpf_map_lookup_elem(&t2cp_flows, &k);
+  if (!f) return;
+  __u32 seq_p = get32(quoted + 4);
+  __u32 old_be = bpf_htonl(seq_p), new_be = bpf_htonl(seq_p + f->seq_delta);
+  if (bpf_skb_store_bytes(skb, tcp_off + 4, &new_be, 4, 0)) return;
+  bpf_l4_csum_replace(skb, icmp_off + 2, old_be, new_be, 4);
+  count(T2CP_ACTIVE_ICMP_TRANSLATED);
+}
+
 // client -> new owner: ack, SACK, TSecr into the new owner's numbers.
 SEC("tc")
 int t2cp_active_ingress(struct __sk_buff* skb) {
   if (skb->pkt_type != PACKET_HOST) return TC_ACT_OK;  // a mirrored frame, not for us
   const struct t2cp_active_config* cfg = config();
   if (!cfg) return TC_ACT_OK;
+  if (skb->protocol == bpf_htons(ETH_P_IP)) {
+    __u8 proto;
+    if (!bpf_skb_load_bytes(skb, ETH_HLEN + 9, &proto, 1) && proto == IPPROTO_ICMP) {
+      translate_icmp_error(skb, cfg);
+      return TC_ACT_OK;
+    }
+  }
   struct segment s = {};
   int r = read_segment(skb, &s);
   if (r < 0) return TC_ACT_OK;

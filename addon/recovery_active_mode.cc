@@ -220,6 +220,7 @@ void ActiveMode::sync_from_kernel(uint64_t now) {
   c.set(k_active_ack_clamped, st[T2CP_ACTIVE_ACK_CLAMPED]);
   c.set(k_active_sack_dropped, st[T2CP_ACTIVE_SACK_DROPPED]);
   c.set(k_active_unparsed, st[T2CP_ACTIVE_UNPARSED]);
+  c.set(k_active_icmp_translated, st[T2CP_ACTIVE_ICMP_TRANSLATED]);
 }
 
 void ActiveMode::on_tick(uint64_t now) {

@@ -57,6 +57,7 @@ enum t2cp_active_stat {
   T2CP_ACTIVE_ACK_CLAMPED,
   T2CP_ACTIVE_SACK_DROPPED,
   T2CP_ACTIVE_UNPARSED,     // VIP traffic the program could not read: left untouched
+  T2CP_ACTIVE_ICMP_TRANSLATED,  // ICMP errors quoting a taken-over flow's segment, put in the new owner's numbers
   T2CP_ACTIVE_STAT_COUNT,
 };
 

@@ -10,6 +10,7 @@
 // Every rewritten segment must equal the engine's byte for byte (but the TCP
 // checksum, adjusted incrementally by one and recomputed by the other, and
 // valid in both), and the map entry must end where the engine's flow ends.
+#include <arpa/inet.h>
 #include <bpf/bpf.h>
 #include <linux/bpf.h>
 
@@ -195,6 +196,62 @@ void test_untouched_packets() {
   CHECK_EQ(st[T2CP_ACTIVE_IN_PACKETS] + st[T2CP_ACTIVE_OUT_PACKETS], st0[T2CP_ACTIVE_IN_PACKETS] + st0[T2CP_ACTIVE_OUT_PACKETS]);
 }
 
+// Internet checksum of n bytes (RFC 1071).
+uint16_t inet_sum(const uint8_t* p, size_t n) {
+  uint32_t sum = 0;
+  for (size_t i = 0; i + 1 < n; i += 2) sum += uint32_t(p[i]) << 8 | p[i + 1];
+  if (n & 1) sum += uint32_t(p[n - 1]) << 8;
+  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+  return uint16_t(~sum);
+}
+
+// An ICMP error from a router on the way (fragmentation needed) quoting a
+// segment the new owner sent, as the router saw it: in the primary's numbers.
+std::vector<uint8_t> frag_needed(const std::vector<uint8_t>& quoted, uint32_t vip_dst) {
+  std::vector<uint8_t> ip(20 + 8 + 28);
+  ip[0] = 0x45; ip[8] = 64; ip[9] = 1;  // ICMP
+  uint16_t total = uint16_t(ip.size());
+  ip[2] = uint8_t(total >> 8); ip[3] = uint8_t(total);
+  const uint32_t router = htonl(0xc6120101);  // 198.18.1.1
+  std::memcpy(&ip[12], &router, 4);
+  std::memcpy(&ip[16], &vip_dst, 4);
+  uint8_t* icmp = &ip[20];
+  icmp[0] = 3; icmp[1] = 4; icmp[6] = 0x05; icmp[7] = 0x78;  // next-hop MTU 1400
+  std::memcpy(icmp + 8, quoted.data(), 28);  // its IP header and the first 8 bytes of TCP
+  uint16_t c = inet_sum(icmp, 8 + 28);
+  icmp[2] = uint8_t(c >> 8); icmp[3] = uint8_t(c);
+  uint16_t h = inet_sum(ip.data(), 20);
+  ip[10] = uint8_t(h >> 8); ip[11] = uint8_t(h);
+  return ip;
+}
+
+void test_icmp_errors_quote_the_new_owners_numbers() {
+  Pair p;
+  uint64_t st0[T2CP_ACTIVE_STAT_COUNT];
+  p.kt.stats(st0);
+  SegmentSpec sp = random_from_backup(*p.f);
+  std::vector<uint8_t> sent = segment(sp);                    // as the new owner sent it
+  std::vector<uint8_t> wire = run_prog(p.kt.egress_fd(), sent);  // as it left: primary numbers
+  std::vector<uint8_t> err = frag_needed(wire, kVip);
+  std::vector<uint8_t> in = run_prog(p.kt.ingress_fd(), err);
+  CHECK_EQ(in.size(), err.size());
+  // The quoted seq is the new owner's again; the rest of the error as it was; its checksum valid.
+  // Outer IP (20), ICMP (8), the quoted IP header (20), then TCP: its seq at 4.
+  uint32_t quoted_seq = uint32_t(in[52]) << 24 | uint32_t(in[53]) << 16 | uint32_t(in[54]) << 8 | in[55];
+  CHECK_EQ(quoted_seq, sp.seq);
+  for (size_t i = 0; i < in.size(); i++)
+    if (i != 22 && i != 23 && (i < 52 || i > 55)) CHECK_EQ(in[i], err[i]);
+  CHECK_EQ(inet_sum(&in[20], in.size() - 20), 0);
+  uint64_t st[T2CP_ACTIVE_STAT_COUNT];
+  p.kt.stats(st);
+  CHECK_EQ(st[T2CP_ACTIVE_ICMP_TRANSLATED] - st0[T2CP_ACTIVE_ICMP_TRANSLATED], 1u);
+  // An error quoting another connection's segment passes as it is.
+  SegmentSpec other = sp;
+  other.dport = kClientPort + 1;
+  std::vector<uint8_t> e2 = frag_needed(segment(other), kVip);
+  CHECK(run_prog(p.kt.ingress_fd(), e2) == e2);
+}
+
 void test_mutated_segments_never_misrewrite() {
   // Whatever the bytes, a packet comes out (the verifier proved the rest);
   // a segment the program rewrote keeps a valid checksum when it had one.
@@ -238,5 +295,6 @@ int main(int argc, char** argv) {
   run_test("kernel: the same rewrite as the engine's translator, both ways, map state included", test_same_rewrite_as_the_engine);
   run_test("kernel: own resent segments, mirrored frames, other flows, a new SYN pass untouched", test_untouched_packets);
   run_test("kernel: segments with mutated headers come out whole with a valid checksum", test_mutated_segments_never_misrewrite);
+  run_test("kernel: an ICMP error quoting a taken-over segment quotes the new owner's numbers", test_icmp_errors_quote_the_new_owners_numbers);
   return finish();
 }

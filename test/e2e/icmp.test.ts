@@ -1,0 +1,58 @@
+// ICMP that concerns a replicated flow. The path to the clients is narrower
+// than the servers' links (the gateway's client side at MTU 1400): the
+// primary's full-size segments meet "fragmentation needed" at the gateway,
+// and its TCP lowers its path MTU. After a takeover the backup's segments
+// meet the same ICMP errors, which quote the segment as the client would
+// see it: in the primary's numbers. The backup must still learn from them.
+import { describe, expect, it } from 'vitest';
+import { startClient } from '../../scripts/processes.js';
+import { compareTakeover } from '../../scripts/takeover-check.js';
+import { startTakeoverLab } from '../../scripts/takeover-lab.js';
+import { waitFor } from '../../scripts/wait.js';
+import type { Workload } from '../../scripts/client.js';
+import { readLog, type ClientLogLine, type ServiceLogLine } from './harness.js';
+import { kernelLeftovers } from './leftovers.js';
+import { useLab } from './lab.js';
+
+const INSTANCE = 'icmp';
+const PORT = 7000;
+
+const workload: Workload = {
+  seed: 31,
+  sessions: [
+    { kind: 'download', times: 2, bytes: 60 << 20 },
+    { kind: 'rr', times: 2, count: 500, intervalMs: 10, reqSize: [4, 600], respSize: [2000, 8000] },
+  ],
+};
+const SESSIONS = 4;
+
+describe('icmp: a path MTU below the servers\' across a takeover', () => {
+  const lab = useLab('icmp');
+
+  it('every session carries on byte-exact: the backup learns the path MTU from errors quoting the primary\'s numbers', async () => {
+    const { tb, dir } = lab;
+    await tb.exec(tb.ns.gateway, ['ip', 'link', 'set', 'gc', 'mtu', '1400']);
+    const pair = await startTakeoverLab(tb, dir, { ports: [PORT], instance: INSTANCE });
+    try {
+      const client = startClient(tb, tb.ns.client, `${tb.addr.vip}:${PORT}`, workload, `${dir}/client.jsonl`, { deadlineMs: 60_000 });
+      await waitFor(() => pair.backup.flows('synchronised').length >= SESSIONS, { timeoutMs: 15_000, what: 'every session replicated' });
+      await new Promise((r) => setTimeout(r, 1000));
+      await pair.fail('link-down');
+      const record = await waitFor(() => readLog<{ engine: { flowsTakenOver: number; translator: string } }>(pair.logs.backupReport)[0], { timeoutMs: 15_000, what: 'the takeover' });
+      const run = await client.finished;
+      const check = compareTakeover(readLog<ClientLogLine>(`${dir}/client.jsonl`), readLog<ServiceLogLine>(pair.logs.backup));
+      const counters = await pair.backup.counters();
+      console.log(`icmp: exact ${check.exact}/${SESSIONS}, taken over ${record.engine.flowsTakenOver}; client ${JSON.stringify(run.summary)}; ` +
+        `icmp counters ${JSON.stringify(Object.fromEntries(Object.entries(counters).filter(([k]) => k.includes('icmp'))))}`);
+      expect(record.engine.translator).toBe('kernel');
+      expect(run.code, run.stderr).toBe(0);
+      expect(check.mismatches).toEqual([]);
+      expect(check.exact).toBe(SESSIONS);
+      // The gateway's errors reached the new owner in its own numbers.
+      expect(counters.active_icmp_translated).toBeGreaterThan(0);
+    } finally {
+      await pair.stop();
+    }
+    expect(await kernelLeftovers(tb, INSTANCE)).toEqual([]);
+  });
+});
