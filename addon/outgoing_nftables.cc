@@ -54,12 +54,12 @@ void put_mark_exempt_rule(Batch& b, const std::string& table, const char* chain 
 // The end of every queue rule: counter, NFQUEUE target, and the protocol
 // for the target's checks. nft_compat hands it to the xtables checkentry
 // hook, as the ipt_entry's ip.proto would (iptables-nft sends the same).
-void end_queue_rule(Batch& b, nlmsghdr* nlh, nlattr* exprs, uint16_t queue_num) {
+void end_queue_rule(Batch& b, nlmsghdr* nlh, nlattr* exprs, uint16_t queue_num, uint8_t proto = IPPROTO_TCP) {
   put_counter(nlh);
   put_nfqueue_target(nlh, queue_num);
   mnl_attr_nest_end(nlh, exprs);
   nlattr* compat = mnl_attr_nest_start(nlh, NFTA_RULE_COMPAT);
-  put_be32(nlh, NFTA_RULE_COMPAT_PROTO, IPPROTO_TCP);
+  put_be32(nlh, NFTA_RULE_COMPAT_PROTO, proto);
   put_be32(nlh, NFTA_RULE_COMPAT_FLAGS, 0);
   mnl_attr_nest_end(nlh, compat);
   b.close(nlh);
@@ -79,6 +79,18 @@ void put_queue_rule(Batch& b, const std::string& table, const char* chain, bool 
   uint16_t p = htons(port);
   put_payload_eq(nlh, NFT_PAYLOAD_TRANSPORT_HEADER, to_vip ? kTcpDportOffset : kTcpSportOffset, &p, 2);
   end_queue_rule(b, nlh, exprs, queue_num);
+}
+
+// ip daddr == vip, l4proto icmp (arriving on iif) -> NFQUEUE queue_num:
+// errors quoting a taken-over flow, for the queue translator (active mode).
+void put_icmp_queue_rule(Batch& b, const std::string& table, uint32_t vip, uint16_t queue_num, uint32_t iif) {
+  nlattr* exprs;
+  nlmsghdr* nlh = begin_rule(b, NFPROTO_IPV4, table, kInChain, What::kQueueRule, &exprs);
+  if (iif) put_meta_eq(nlh, NFT_META_IIF, &iif, sizeof iif);
+  put_payload_eq(nlh, NFT_PAYLOAD_NETWORK_HEADER, kIpDaddrOffset, &vip, 4);
+  uint8_t icmp = IPPROTO_ICMP;
+  put_meta_eq(nlh, NFT_META_L4PROTO, &icmp, 1);
+  end_queue_rule(b, nlh, exprs, queue_num, IPPROTO_ICMP);
 }
 
 // One flow's packets toward the VIP (to_vip: arriving on iif) or from it ->
@@ -315,7 +327,7 @@ bool NftTables::enter_active(ActiveRules rules, uint32_t in_ifindex, const std::
   // ARP for the VIP from now on, and the taken-over flows' packets go either
   // through the interceptor (both directions queued) or, when the kernel
   // translates them, straight out (chain out emptied).
-  Batch b(&seq_, 5 + cfg_.ports.size() + (rules == ActiveRules::kQueueFlows ? 2 * flows.size() : 0));
+  Batch b(&seq_, 6 + cfg_.ports.size() + (rules == ActiveRules::kQueueFlows ? 2 * flows.size() : 0));
   auto flush = [&](uint8_t family, const char* chain, What what) {
     nlmsghdr* m = b.open(NFT_MSG_DELRULE, 0, family, what);
     mnl_attr_put_strz(m, NFTA_RULE_TABLE, table_.c_str());
@@ -329,6 +341,7 @@ bool NftTables::enter_active(ActiveRules rules, uint32_t in_ifindex, const std::
       put_mark_exempt_rule(b, table_, kInChain, kTranslatedMark);
       for (uint16_t port : cfg_.ports)
         put_queue_rule(b, table_, kInChain, true, cfg_.vip, port, cfg_.queue_num, in_ifindex);
+      put_icmp_queue_rule(b, table_, cfg_.vip, cfg_.queue_num, in_ifindex);
       break;
     case ActiveRules::kQueueFlows:
       flush(NFPROTO_IPV4, kChain, What::kFlushChain);

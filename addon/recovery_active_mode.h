@@ -64,6 +64,7 @@ class ActiveMode {
   static uint32_t client_tsval(const Flow& f) { return f.replica.tsval - f.ts_out_delta; }
 
  private:
+  NfQueue::Verdict on_icmp(uint8_t* ip, size_t len);
   void translate_in(Flow& f, uint8_t* ip, const Segment& s);
   void translate_out(Flow& f, uint8_t* ip, const Segment& s);
   void note_closing(Flow& f, uint64_t now_us);

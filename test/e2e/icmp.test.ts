@@ -26,13 +26,13 @@ const workload: Workload = {
 };
 const SESSIONS = 4;
 
-describe('icmp: a path MTU below the servers\' across a takeover', () => {
+for (const translator of ['kernel', 'queue'] as const) describe(`icmp: a path MTU below the servers' across a takeover, the ${translator} translating`, () => {
   const lab = useLab('icmp');
 
   it('every session carries on byte-exact: the backup learns the path MTU from errors quoting the primary\'s numbers', async () => {
     const { tb, dir } = lab;
     await tb.exec(tb.ns.gateway, ['ip', 'link', 'set', 'gc', 'mtu', '1400']);
-    const pair = await startTakeoverLab(tb, dir, { ports: [PORT], instance: INSTANCE });
+    const pair = await startTakeoverLab(tb, dir, { ports: [PORT], instance: INSTANCE, backupArgs: ['--active-mode', translator] });
     try {
       const client = startClient(tb, tb.ns.client, `${tb.addr.vip}:${PORT}`, workload, `${dir}/client.jsonl`, { deadlineMs: 60_000 });
       await waitFor(() => pair.backup.flows('synchronised').length >= SESSIONS, { timeoutMs: 15_000, what: 'every session replicated' });
@@ -42,9 +42,9 @@ describe('icmp: a path MTU below the servers\' across a takeover', () => {
       const run = await client.finished;
       const check = compareTakeover(readLog<ClientLogLine>(`${dir}/client.jsonl`), readLog<ServiceLogLine>(pair.logs.backup));
       const counters = await pair.backup.counters();
-      console.log(`icmp: exact ${check.exact}/${SESSIONS}, taken over ${record.engine.flowsTakenOver}; client ${JSON.stringify(run.summary)}; ` +
+      console.log(`icmp (${translator}): exact ${check.exact}/${SESSIONS}, taken over ${record.engine.flowsTakenOver}; client ${JSON.stringify(run.summary)}; ` +
         `icmp counters ${JSON.stringify(Object.fromEntries(Object.entries(counters).filter(([k]) => k.includes('icmp'))))}`);
-      expect(record.engine.translator).toBe('kernel');
+      expect(record.engine.translator).toBe(translator);
       expect(run.code, run.stderr).toBe(0);
       expect(check.mismatches).toEqual([]);
       expect(check.exact).toBe(SESSIONS);

@@ -196,35 +196,6 @@ void test_untouched_packets() {
   CHECK_EQ(st[T2CP_ACTIVE_IN_PACKETS] + st[T2CP_ACTIVE_OUT_PACKETS], st0[T2CP_ACTIVE_IN_PACKETS] + st0[T2CP_ACTIVE_OUT_PACKETS]);
 }
 
-// Internet checksum of n bytes (RFC 1071).
-uint16_t inet_sum(const uint8_t* p, size_t n) {
-  uint32_t sum = 0;
-  for (size_t i = 0; i + 1 < n; i += 2) sum += uint32_t(p[i]) << 8 | p[i + 1];
-  if (n & 1) sum += uint32_t(p[n - 1]) << 8;
-  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
-  return uint16_t(~sum);
-}
-
-// An ICMP error from a router on the way (fragmentation needed) quoting a
-// segment the new owner sent, as the router saw it: in the primary's numbers.
-std::vector<uint8_t> frag_needed(const std::vector<uint8_t>& quoted, uint32_t vip_dst) {
-  std::vector<uint8_t> ip(20 + 8 + 28);
-  ip[0] = 0x45; ip[8] = 64; ip[9] = 1;  // ICMP
-  uint16_t total = uint16_t(ip.size());
-  ip[2] = uint8_t(total >> 8); ip[3] = uint8_t(total);
-  const uint32_t router = htonl(0xc6120101);  // 198.18.1.1
-  std::memcpy(&ip[12], &router, 4);
-  std::memcpy(&ip[16], &vip_dst, 4);
-  uint8_t* icmp = &ip[20];
-  icmp[0] = 3; icmp[1] = 4; icmp[6] = 0x05; icmp[7] = 0x78;  // next-hop MTU 1400
-  std::memcpy(icmp + 8, quoted.data(), 28);  // its IP header and the first 8 bytes of TCP
-  uint16_t c = inet_sum(icmp, 8 + 28);
-  icmp[2] = uint8_t(c >> 8); icmp[3] = uint8_t(c);
-  uint16_t h = inet_sum(ip.data(), 20);
-  ip[10] = uint8_t(h >> 8); ip[11] = uint8_t(h);
-  return ip;
-}
-
 void test_icmp_errors_quote_the_new_owners_numbers() {
   Pair p;
   uint64_t st0[T2CP_ACTIVE_STAT_COUNT];

@@ -159,6 +159,27 @@ void test_fin_then_fin_closes() {
   CHECK_EQ(x.ctx->counters.get(k_flows_closed), 1u);
 }
 
+// An ICMP error quoting a segment the new owner sent (primary numbers, as
+// it left): the quoted seq back in the new owner's, the checksum valid.
+void test_icmp_error_quotes_the_new_owners_numbers() {
+  Fixture x;
+  SegmentSpec sp = from_backup(*x.f, 3000, 1000);
+  auto wire = segment(sp);
+  CHECK(x.am->on_packet(wire.data(), wire.size()) == NfQueue::Verdict::kAcceptRewritten);
+  std::vector<uint8_t> err = frag_needed(wire, kVip), orig = err;
+  CHECK(x.am->on_packet(err.data(), err.size()) == NfQueue::Verdict::kAcceptRewritten);
+  uint32_t quoted = uint32_t(err[52]) << 24 | uint32_t(err[53]) << 16 | uint32_t(err[54]) << 8 | err[55];
+  CHECK_EQ(quoted, sp.seq);
+  CHECK_EQ(inet_sum(&err[20], err.size() - 20), 0);
+  CHECK_EQ(x.ctx->counters.get(k_active_icmp_translated), 1u);
+  // Another connection's: left alone.
+  SegmentSpec other = sp;
+  other.dport = kClientPort + 1;
+  std::vector<uint8_t> e2 = frag_needed(segment(other), kVip), e2_orig = e2;
+  CHECK(x.am->on_packet(e2.data(), e2.size()) == NfQueue::Verdict::kAccept);
+  CHECK(e2 == e2_orig);
+}
+
 void test_malformed_and_mutated_never_crash() {
   Fixture x;
   uint64_t rewritten_bad = 0;
@@ -189,5 +210,6 @@ int main(int argc, char** argv) {
   run_test("active: entering keeps the client's PAWS check happy", test_enter_keeps_paws);
   run_test("active: FIN both ways closes the flow", test_fin_then_fin_closes);
   run_test("active: mutated and truncated segments never crash or leave a bad checksum", test_malformed_and_mutated_never_crash);
+  run_test("active: an ICMP error quoting a taken-over segment quotes the new owner's numbers", test_icmp_error_quotes_the_new_owners_numbers);
   return finish();
 }
