@@ -1,16 +1,19 @@
-// ICMP that concerns a replicated flow. The path to the clients is narrower
+// ICMP that concerns the service. Echo requests to the VIP are answered by
+// the primary alone, then by the backup alone once it took over. And the
+// path to the clients is narrower
 // than the servers' links (the gateway's client side at MTU 1400): the
 // primary's full-size segments meet "fragmentation needed" at the gateway,
 // and its TCP lowers its path MTU. After a takeover the backup's segments
 // meet the same ICMP errors, which quote the segment as the client would
 // see it: in the primary's numbers. The backup must still learn from them.
 import { describe, expect, it } from 'vitest';
+import { FROM_PRIMARY, markPrimaryReplies } from '../../scripts/failures.js';
 import { startClient } from '../../scripts/processes.js';
 import { compareTakeover } from '../../scripts/takeover-check.js';
 import { startTakeoverLab } from '../../scripts/takeover-lab.js';
 import { waitFor } from '../../scripts/wait.js';
 import type { Workload } from '../../scripts/client.js';
-import { readLog, type ClientLogLine, type ServiceLogLine } from './harness.js';
+import { readPackets, startCapture, readLog, type ClientLogLine, type ServiceLogLine } from './harness.js';
 import { kernelLeftovers } from './leftovers.js';
 import { useLab } from './lab.js';
 
@@ -50,6 +53,34 @@ for (const translator of ['kernel', 'queue'] as const) describe(`icmp: a path MT
       expect(check.exact).toBe(SESSIONS);
       // The gateway's errors reached the new owner in its own numbers.
       expect(counters.active_icmp_translated).toBeGreaterThan(0);
+    } finally {
+      await pair.stop();
+    }
+    expect(await kernelLeftovers(tb, INSTANCE)).toEqual([]);
+  });
+});
+
+describe('icmp: echo requests to the VIP', () => {
+  const lab = useLab('icmpecho');
+
+  // Counted at the client: one reply per request, by the primary before the
+  // takeover (its packets carry DSCP CS1 here) and by the backup after.
+  it('are answered by the primary alone, then by the backup alone', async () => {
+    const { tb, dir } = lab;
+    await markPrimaryReplies(tb);
+    const pair = await startTakeoverLab(tb, dir, { ports: [PORT], instance: INSTANCE });
+    try {
+      const ping = async (name: string): Promise<{ replies: number; fromPrimary: number }> => {
+        const cap = await startCapture(tb, tb.ns.client, 'c0', `icmp[icmptype] == icmp-echoreply and src host ${tb.addr.vip}`, `${dir}/${name}.pcap`);
+        const r = await tb.exec(tb.ns.client, ['ping', '-c', '5', '-i', '0.2', '-W', '2', tb.addr.vip], { timeoutMs: 20_000 });
+        await cap.stop();
+        expect(r.stdout).not.toMatch(/DUP!/);
+        return { replies: (await readPackets(`${dir}/${name}.pcap`)).length, fromPrimary: (await readPackets(`${dir}/${name}.pcap`, FROM_PRIMARY)).length };
+      };
+      expect(await ping('before')).toEqual({ replies: 5, fromPrimary: 5 });
+      await pair.fail('link-down');
+      await waitFor(() => readLog(pair.logs.backupReport)[0], { timeoutMs: 15_000, what: 'the takeover' });
+      expect(await ping('after')).toEqual({ replies: 5, fromPrimary: 0 });
     } finally {
       await pair.stop();
     }
