@@ -69,3 +69,12 @@ export function stateFile<T>(dir: string, name: string, check: (v: unknown) => T
     },
   };
 }
+
+/** What every state file holds: an object, version 1, a whole epoch; throws what is wrong. */
+export function stateRecord(v: unknown): Record<string, unknown> & { epoch: number } {
+  const o = v as Record<string, unknown> | null;
+  if (typeof o !== 'object' || o === null || Array.isArray(o)) throw new Error('not an object');
+  if (o.version !== 1) throw new Error(`version ${String(o.version)}, not 1`);
+  if (!Number.isInteger(o.epoch) || (o.epoch as number) < 0) throw new Error(`epoch ${String(o.epoch)}`);
+  return o as Record<string, unknown> & { epoch: number };
+}

@@ -4,7 +4,7 @@
 // replaced primary (a crash, systemd's Restart=, a reboot) fences again before
 // anything else instead of serving on a stale view. Only removing the file
 // (with the agent stopped) makes the host a primary that serves again.
-import { stateFile, type StateFile } from '../state-file.js';
+import { stateFile, stateRecord, type StateFile } from '../state-file.js';
 
 export interface AgentState {
   version: 1;
@@ -15,12 +15,9 @@ export interface AgentState {
 }
 
 function check(v: unknown): AgentState {
-  const o = v as Partial<AgentState> | null;
-  if (typeof o !== 'object' || o === null) throw new Error('not an object');
-  if (o.version !== 1) throw new Error(`version ${String(o.version)}, not 1`);
-  if (!Number.isInteger(o.epoch) || o.epoch! < 0) throw new Error(`epoch ${String(o.epoch)}`);
+  const o = stateRecord(v);
   if (typeof o.stoodDown !== 'boolean') throw new Error(`stoodDown ${String(o.stoodDown)}`);
-  return { version: 1, epoch: o.epoch!, stoodDown: o.stoodDown, updated: String(o.updated ?? '') };
+  return { version: 1, epoch: o.epoch, stoodDown: o.stoodDown, updated: String(o.updated ?? '') };
 }
 
 /** The agent's state file for `instance` in `dir`. */

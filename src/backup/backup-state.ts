@@ -4,7 +4,7 @@
 // a backup killed or restarted after a takeover (systemd's Restart=) adopts
 // the taken-over connections — the pinned programs go on translating them —
 // instead of starting to replicate again.
-import { stateFile, type StateFile } from '../state-file.js';
+import { stateFile, stateRecord, type StateFile } from '../state-file.js';
 
 export interface BackupKept {
   version: 1;
@@ -19,14 +19,11 @@ export interface BackupKept {
 }
 
 function check(v: unknown): BackupKept {
-  const o = v as Partial<BackupKept> | null;
-  if (typeof o !== 'object' || o === null) throw new Error('not an object');
-  if (o.version !== 1) throw new Error(`version ${String(o.version)}, not 1`);
-  if (!Number.isInteger(o.epoch) || o.epoch! < 0) throw new Error(`epoch ${String(o.epoch)}`);
+  const o = stateRecord(v);
   if (typeof o.active !== 'boolean') throw new Error(`active ${String(o.active)}`);
   if (o.pinned !== null && typeof o.pinned !== 'string') throw new Error(`pinned ${String(o.pinned)}`);
   if (typeof o.vip !== 'string' || typeof o.vipIf !== 'string') throw new Error('vip or vipIf missing');
-  return { version: 1, epoch: o.epoch!, active: o.active, pinned: o.pinned ?? null, vip: o.vip, vipIf: o.vipIf, updated: String(o.updated ?? '') };
+  return { version: 1, epoch: o.epoch, active: o.active, pinned: o.pinned, vip: o.vip, vipIf: o.vipIf, updated: String(o.updated ?? '') };
 }
 
 /** The backup's state file for `instance` in `dir`. */

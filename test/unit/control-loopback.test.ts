@@ -144,6 +144,17 @@ async function pair(agentFence = fence(), detectorExtra: Partial<GatewayNodeOpti
   return { detector, agent, agentAt, backup, backupCh, tap: t, agentFence, gatewayFence, transitions, newAgent, newDetector };
 }
 
+/** The old primary's agent starts again after a takeover at epoch 1: told to stand down, it fences; `detector` begins no takeover. */
+async function returnsAndStandsDown(p: Awaited<ReturnType<typeof pair>>, detector: GatewayNode): Promise<void> {
+  const returning = p.newAgent(p.agentAt.port, fence());
+  await returning.start();
+  cleanups.push(() => returning.stop());
+  await waitUntil(() => returning.fenced === 'stand-down', 2000, 'the old primary to stand down');
+  expect(returning.epoch).toBe(1);
+  expect(detector.takeovers()).toEqual([]);
+  expect([...p.backup.epochs]).toEqual([1]);
+}
+
 describe('control plane on loopback (10 ms heartbeats)', () => {
   it('a silent primary is declared dead within the hard timeout; the backup gets exactly one epoch; forged and replayed TAKEOVERs are refused', async () => {
     const p = await pair();
@@ -256,14 +267,7 @@ describe('control plane on loopback (10 ms heartbeats)', () => {
     expect(fence2.mac).toBe(MAC);
 
     // The old primary comes back: told to stand down, it fences; no new takeover, no new epoch.
-    const agentFence2 = fence();
-    const returning = p.newAgent(p.agentAt.port, agentFence2);
-    await returning.start();
-    cleanups.push(() => returning.stop());
-    await waitUntil(() => returning.fenced === 'stand-down', 2000, 'the old primary to stand down');
-    expect(returning.epoch).toBe(1);
-    expect(again.takeovers()).toEqual([]);
-    expect([...p.backup.epochs]).toEqual([1]);
+    await returnsAndStandsDown(p, again);
   });
 
   it('a detector restarted without its state adopts the backup\'s higher epoch: fenced, the returning primary stands down', async () => {
@@ -283,13 +287,7 @@ describe('control plane on loopback (10 ms heartbeats)', () => {
     expect(seen.filter((tr) => tr.subject === 'device').map((tr) => tr.to)).toEqual(['BACKUP_ACTIVE']);
     await waitUntil(() => fence2.engaged === 1, 2000, 'the fence engaged');
     expect(fence2.mac).toBe(MAC);
-    const agentFence2 = fence();
-    const returning = p.newAgent(p.agentAt.port, agentFence2);
-    await returning.start();
-    cleanups.push(() => returning.stop());
-    await waitUntil(() => returning.fenced === 'stand-down', 2000, 'the old primary to stand down');
-    expect(again.takeovers()).toEqual([]);
-    expect([...p.backup.epochs]).toEqual([1]);
+    await returnsAndStandsDown(p, again);
   });
 
   it('t2cp status --role gateway: the cluster view; a backup with connections it cannot continue is said at warning level', async () => {
