@@ -61,16 +61,16 @@ PinnedTranslator& pinned() {
   return p;
 }
 
-// pinnedTranslator(op, dir, ...): 'exists' -> bool; 'adopt' -> "" or why not;
+// pinnedTranslator(op, dir, ...): 'exists' -> bool; 'reclaim' -> "" or why not;
 // 'gc' (idleS, lingerS) -> {flows, removed, inPackets, outPackets};
-// 'release' -> "" or why not (closes what was adopted, removes the pins).
+// 'release' -> "" or why not (closes what was reclaimed, removes the pins).
 Napi::Value PinnedTranslatorOp(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!info[0].IsString() || !info[1].IsString()) throw_error(env, "T2CP_CONFIG", "pinnedTranslator(op, dir, ...)");
   std::string op = info[0].As<Napi::String>().Utf8Value();
   std::string dir = info[1].As<Napi::String>().Utf8Value();
   if (op == "exists") return Napi::Boolean::New(env, PinnedTranslator::exists(dir));
-  if (op == "adopt") return Napi::String::New(env, pinned().adopt(dir));
+  if (op == "reclaim") return Napi::String::New(env, pinned().reclaim(dir));
   if (op == "release") {
     pinned().close();
     return Napi::String::New(env, PinnedTranslator::release(dir));

@@ -201,7 +201,7 @@ bool PinnedTranslator::exists(const std::string& dir) {
   return false;
 }
 
-std::string PinnedTranslator::adopt(const std::string& dir) {
+std::string PinnedTranslator::reclaim(const std::string& dir) {
   close();
   for (const char* name : {"ingress", "egress"}) {
     int fd = bpf_obj_get((dir + "/" + name).c_str());

@@ -16,7 +16,7 @@
 //
 // After a takeover the links and maps can be pinned (pin(), on a bpffs):
 // the taken-over connections then outlive this process, and a later one
-// adopts them (PinnedTranslator) or releases them.
+// reclaims them (PinnedTranslator) or releases them.
 //
 // Thread: open() and close() from the thread that starts and stops the
 // engine; the rest from the engine thread.
@@ -77,7 +77,7 @@ class KernelTranslator {
 
 // A translator an earlier process pinned (KernelTranslator::pin): its
 // programs translate the taken-over connections for as long as the pins
-// exist. adopt() opens its maps; gc() forgets the connections that ended;
+// exist. reclaim() opens its maps; gc() forgets the connections that ended;
 // release() removes the pins (the programs detach once nobody holds them).
 class PinnedTranslator {
  public:
@@ -88,9 +88,9 @@ class PinnedTranslator {
 
   // Whether anything is pinned under dir.
   static bool exists(const std::string& dir);
-  // "" or why not (a pin missing: nothing to adopt).
-  std::string adopt(const std::string& dir);
-  bool adopted() const { return flows_fd_ >= 0; }
+  // "" or why not (a pin missing: nothing to reclaim).
+  std::string reclaim(const std::string& dir);
+  bool reclaimed() const { return flows_fd_ >= 0; }
   struct Sweep {
     uint32_t flows = 0;    // left in the map
     uint32_t removed = 0;  // ended (FIN both ways or a RST) more than linger_ns ago, or idle more than idle_ns

@@ -72,7 +72,7 @@ export interface TakeoverLab {
    * restart) and starts it again with the same command; `gateway` is the new one.
    */
   restartGateway(signal: NodeJS.Signals): Promise<T2cpProcess>;
-  /** The same for `t2cp backup` (ready once it adopted a takeover, or replicates); `backup` is the new one. */
+  /** The same for `t2cp backup` (ready once it reclaimed a takeover, or replicates); `backup` is the new one. */
   restartBackup(signal: NodeJS.Signals): Promise<BackupProcess>;
   /** The same for `t2cp primary` (the agent; with the detector only); `agent` is the new one. */
   restartAgent(signal: NodeJS.Signals): Promise<T2cpProcess>;
@@ -151,7 +151,7 @@ export async function startTakeoverLab(tb: Testbed, dir: string, o: TakeoverLabO
     },
     async restartBackup(signal) {
       await endBy(lab.backup, signal);
-      lab.backup = await startBackup(tb, { ...backupOptions, ready: (r) => String(r.msg).startsWith('adopted the takeover') || r.msg === 'replicating' });
+      lab.backup = await startBackup(tb, { ...backupOptions, ready: (r) => String(r.msg).startsWith('reclaimed the takeover') || r.msg === 'replicating' });
       return lab.backup;
     },
     async restartAgent(signal) {

@@ -190,7 +190,7 @@ interface Addon {
   tcxPrograms(ifname: string): number;
   /** The translator an earlier process pinned under `dir` (NativeEngine.pinTranslator). */
   pinnedTranslator(op: 'exists', dir: string): boolean;
-  pinnedTranslator(op: 'adopt' | 'release', dir: string): string;
+  pinnedTranslator(op: 'reclaim' | 'release', dir: string): string;
   pinnedTranslator(op: 'gc', dir: string, idleS: number, lingerS: number): PinnedSweep;
 }
 

@@ -174,7 +174,7 @@ export const BACKUP_OPTIONS: OptionSpec<BackupConfig>[] = [
   { key: 'report', flag: '--report', kind: 'string', arg: 'FILE',
     help: 'append each takeover record (JSON line) to FILE' },
   { key: 'stateDir', flag: '--state-dir', kind: 'string', arg: 'DIR',
-    help: 'keep a takeover in DIR/backup-INSTANCE.json and pin its kernel translator under --bpffs: killed or restarted with the same command after a takeover, this backup adopts the taken-over connections instead of ending them; default: not kept' },
+    help: 'keep a takeover in DIR/backup-INSTANCE.json and pin its kernel translator under --bpffs: killed or restarted with the same command after a takeover, this backup reclaims the taken-over connections instead of ending them; default: not kept' },
   { key: 'bpffs', flag: '--bpffs', kind: 'string', arg: 'DIR',
     help: `where a bpf filesystem is mounted (with --state-dir the translator is pinned at DIR/t2cp-INSTANCE); default ${DEFAULTS.bpffs}` },
 ];

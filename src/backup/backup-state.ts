@@ -1,7 +1,7 @@
 // What `t2cp backup` keeps in --state-dir (src/state-file.ts): that it took
 // over, at which epoch, and where its kernel translator is pinned. Written
 // once the takeover is done and the translator pinned; read at start, so that
-// a backup killed or restarted after a takeover (systemd's Restart=) adopts
+// a backup killed or restarted after a takeover (systemd's Restart=) reclaims
 // the taken-over connections — the pinned programs go on translating them —
 // instead of starting to replicate again.
 import { stateFile, stateRecord, type StateFile } from '../state-file.js';

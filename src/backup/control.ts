@@ -30,7 +30,7 @@ export interface ControlOptions {
   detector?: Endpoint;
   instance: string;
   heartbeatMs: number;
-  /** The epoch this backup took over at, when it starts after one (adopted). */
+  /** The epoch this backup took over at, when it starts after one (reclaimed). */
   epoch?: number;
 }
 

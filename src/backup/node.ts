@@ -4,9 +4,9 @@
 //
 // With --state-dir a takeover is kept (backup-state.ts) and its kernel
 // translator pinned: started again after it (a crash, systemd's Restart=),
-// the node adopts the taken-over connections — no engine, the pinned programs
+// the node reclaims the taken-over connections — no engine, the pinned programs
 // translate, a sweep forgets the connections that ended — and answers as the
-// active side. Without a takeover to adopt, a start removes a pinned
+// active side. Without a takeover to reclaim, a start removes a pinned
 // translator an earlier run left.
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -39,7 +39,7 @@ function mirrorLinkUp(ifname: string): boolean {
   return state === 'up' || (state === 'unknown' && read('carrier') === '1');
 }
 
-/** How often an adopted translator's flow map is swept, ms; and how long an ended connection stays in it, s. */
+/** How often a reclaimed translator's flow map is swept, ms; and how long an ended connection stays in it, s. */
 const SWEEP_MS = 1000;
 const ENDED_LINGER_S = 60;
 
@@ -51,9 +51,9 @@ export class BackupNode {
   private control: BackupControl | undefined;
   private failed = false;
   private readonly kept: StateFile<BackupKept> | undefined;
-  /** A takeover adopted at start (kept by an earlier run). */
-  private adopted: BackupKept | undefined;
-  private adoptedFlows = 0;
+  /** A takeover reclaimed at start (kept by an earlier run). */
+  private reclaimed: BackupKept | undefined;
+  private reclaimedFlows = 0;
   /** The mirror port has no link: the replicas follow nothing, this backup does not stand by. */
   private blind = false;
 
@@ -76,10 +76,10 @@ export class BackupNode {
 
   start(): void {
     const kept = this.kept?.read();
-    if (kept?.active) return this.adopt(kept);
+    if (kept?.active) return this.reclaim(kept);
     if (addon().pinnedTranslator('exists', this.pinDir())) {
       const err = addon().pinnedTranslator('release', this.pinDir());
-      this.log.warn('removed a pinned translator an earlier run left: no takeover to adopt', { dir: this.pinDir(), ...(err ? { error: err } : {}) });
+      this.log.warn('removed a pinned translator an earlier run left: no takeover to reclaim', { dir: this.pinDir(), ...(err ? { error: err } : {}) });
     }
     preflight(this.cfg);
     const opts = engineOptions(this.cfg, this.cfg.keyFile ? this.vipIf() : '');
@@ -154,9 +154,9 @@ export class BackupNode {
    * taken-over connections; this process keeps the VIP where it is, sweeps
    * the flow map, and answers as the active side. Nothing replicates.
    */
-  private adopt(kept: BackupKept): void {
-    this.adopted = kept;
-    const err = kept.pinned ? addon().pinnedTranslator('adopt', kept.pinned) : 'the queue translated them, in the process that ended';
+  private reclaim(kept: BackupKept): void {
+    this.reclaimed = kept;
+    const err = kept.pinned ? addon().pinnedTranslator('reclaim', kept.pinned) : 'the queue translated them, in the process that ended';
     const ip = spawnSync('ip', ['-4', '-o', 'addr', 'show', 'dev', kept.vipIf], { encoding: 'utf8', timeout: 5000 });
     if (!(ip.stdout ?? '').includes(` ${kept.vip}/`)) {
       const add = spawnSync('ip', ['addr', 'add', `${kept.vip}/32`, 'dev', kept.vipIf], { encoding: 'utf8', timeout: 5000 });
@@ -168,13 +168,13 @@ export class BackupNode {
     } else {
       const sweep = () => {
         const s = addon().pinnedTranslator('gc', kept.pinned!, this.cfg.idleTimeoutS, ENDED_LINGER_S);
-        this.adoptedFlows = s.flows;
+        this.reclaimedFlows = s.flows;
         if (s.removed) this.log.info('taken-over connections ended', { removed: s.removed, left: s.flows });
         return s;
       };
       const s = sweep();
       this.timers.push(setInterval(sweep, SWEEP_MS));
-      this.log.warn('adopted the takeover of an earlier run: its connections go on', { epoch: kept.epoch, pinned: kept.pinned, flows: s.flows, since: kept.updated });
+      this.log.warn('reclaimed the takeover of an earlier run: its connections go on', { epoch: kept.epoch, pinned: kept.pinned, flows: s.flows, since: kept.updated });
     }
   }
 
@@ -197,7 +197,7 @@ export class BackupNode {
     if (!this.cfg.keyFile) return;
     this.control = await BackupControl.open(
       { keyFile: this.cfg.keyFile, port: this.cfg.controlPort, detector: this.cfg.detector, instance: this.cfg.instance, heartbeatMs: this.cfg.heartbeatMs,
-        ...(this.adopted ? { epoch: this.adopted.epoch } : {}) },
+        ...(this.reclaimed ? { epoch: this.reclaimed.epoch } : {}) },
       this,
       this.log,
     );
@@ -205,7 +205,7 @@ export class BackupNode {
   }
 
   state(): BackupState {
-    if (this.adopted) return 'active';
+    if (this.reclaimed) return 'active';
     if (this.failed) return 'failed';
     if (!this.run?.started) return this.blind ? 'blind' : 'standby';
     return this.run.current() ? 'active' : 'taking-over';
@@ -220,7 +220,7 @@ export class BackupNode {
   /** Failure recovery: start the takeover, or join the one running; resolves with its record. */
   takeover(trigger: TakeoverTrigger): Promise<TakeoverRecord> {
     if (this.run?.started) return this.run.done();
-    if (this.adopted) return Promise.reject(new T2cpError(`this backup took over at epoch ${this.adopted.epoch} before it restarted: it serves already`, 'T2CP_REFUSED'));
+    if (this.reclaimed) return Promise.reject(new T2cpError(`this backup took over at epoch ${this.reclaimed.epoch} before it restarted: it serves already`, 'T2CP_REFUSED'));
     if (!this.engine) return Promise.reject(new Error('the backup is not running'));
     const vipIf = this.vipIf();
     this.run = new TakeoverRun(
@@ -281,9 +281,9 @@ export class BackupNode {
     this.control = undefined;
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
-    if (this.adopted) {
-      this.log.info('stopped: the taken-over connections stay with the kernel; start again with the same command to adopt them',
-        { pinned: this.adopted.pinned, flows: this.adoptedFlows });
+    if (this.reclaimed) {
+      this.log.info('stopped: the taken-over connections stay with the kernel; start again with the same command to reclaim them',
+        { pinned: this.reclaimed.pinned, flows: this.reclaimedFlows });
       return;
     }
     if (!this.engine) return;

@@ -156,10 +156,10 @@ describe('lifecycle: t2cp backup is killed after a takeover and starts again', (
 
   // With --state-dir the backup kept its takeover and pinned its kernel
   // translator: SIGKILLed and started again with the same command (as
-  // systemd's Restart= would), it adopts the taken-over connections, which
+  // systemd's Restart= would), it reclaims the taken-over connections, which
   // carry on byte-exact. The bpffs lives in a mount namespace of the test's
   // own (a holder process); both backup processes enter it.
-  it('adopts the taken-over connections, which carry on byte-exact', async () => {
+  it('reclaims the taken-over connections, which carry on byte-exact', async () => {
     const { tb, dir } = lab;
     const holder = tb.spawn(tb.ns.backup, ['unshare', '--mount', 'sh', '-c',
       'mount -t bpf t2cp-test-bpffs /sys/fs/bpf && echo ready && exec sleep 600']);
@@ -177,10 +177,10 @@ describe('lifecycle: t2cp backup is killed after a takeover and starts again', (
       expect(kept.pinned).toBe(`/sys/fs/bpf/t2cp-${INSTANCE}`);
 
       const again = await pair.restartBackup('SIGKILL');
-      const adopted = again.records.find((r) => String(r.msg).startsWith('adopted the takeover'))!;
-      console.log(`lifecycle (backup restart): ${JSON.stringify(adopted)}`);
-      expect(adopted).toMatchObject({ epoch: 1, pinned: `/sys/fs/bpf/t2cp-${INSTANCE}` });
-      expect(Number(adopted.flows)).toBeGreaterThanOrEqual(1);
+      const reclaimed = again.records.find((r) => String(r.msg).startsWith('reclaimed the takeover'))!;
+      console.log(`lifecycle (backup restart): ${JSON.stringify(reclaimed)}`);
+      expect(reclaimed).toMatchObject({ epoch: 1, pinned: `/sys/fs/bpf/t2cp-${INSTANCE}` });
+      expect(Number(reclaimed.flows)).toBeGreaterThanOrEqual(1);
       // It answers as the side that serves, at the takeover's epoch.
       const st = await pair.backupStatus(['--json']);
       expect(st.code, st.stderr).toBe(0);
@@ -198,7 +198,7 @@ describe('lifecycle: t2cp backup is killed after a takeover and starts again', (
       holder.kill('SIGTERM');
       await new Promise((r) => (holder.exitCode !== null || holder.signalCode !== null ? r(null) : holder.once('exit', r)));
     }
-    // The adopted backup leaves the VIP where the takeover put it: the host serves.
+    // The backup that reclaimed leaves the VIP where the takeover put it: the host serves.
     await tb.exec(tb.ns.backup, ['ip', 'addr', 'del', `${tb.addr.vip}/32`, 'dev', tb.ifaces.backupLan]);
     expect(await waitFor(async () => { const l = await kernelLeftovers(tb, INSTANCE); return l.length === 0 ? 'none' : false; },
       { timeoutMs: 5_000, what: 'nothing left once the pins went' })).toBe('none');
