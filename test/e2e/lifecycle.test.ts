@@ -308,3 +308,49 @@ describe('lifecycle: the backup loses its mirror', () => {
     expect(await kernelLeftovers(tb, INSTANCE)).toEqual([]);
   });
 });
+
+describe('lifecycle: the backup loses its link to the detector', () => {
+  const lab = useLab('lifedeaf');
+
+  // The detector no longer hears the backup (its control traffic dropped at
+  // the gateway): the service is said unprotected and, when the primary
+  // dies then, no takeover is ordered to a backup that may not be there;
+  // once it is heard again the takeover held back runs.
+  it('is said silent, no takeover is ordered to it; heard again, the takeover runs and no client waits', async () => {
+    const { tb, dir } = lab;
+    const pair = await startTakeoverLab(tb, dir, { ports: [PORT], instance: INSTANCE });
+    const table = `${tb.prefix.replace(/[^A-Za-z0-9_]/g, '_')}deaf`;
+    try {
+      const client = startClient(tb, tb.ns.client, `${tb.addr.vip}:${PORT}`, workload, `${dir}/client.jsonl`, { deadlineMs: 60_000 });
+      await waitFor(() => pair.backup.flows('synchronised').length >= SESSIONS, { timeoutMs: 15_000, what: 'every session replicated' });
+      // What the backup sends the detector, dropped at the gateway's input.
+      const nft = await tb.exec(tb.ns.gateway, ['nft', `add table ip ${table}; add chain ip ${table} in { type filter hook input priority -10; }; ` +
+        `add rule ip ${table} in ip saddr ${tb.addr.backup} udp dport 7390 drop`]);
+      expect(nft.code, nft.stderr).toBe(0);
+      const silent = await pair.gateway!.waitForRecord((r) => r.msg === 'backup state' && r.to === 'silent', 'the backup silent', 10_000);
+      expect(silent).toBeDefined();
+      expect(JSON.parse((await pair.gatewayStatus(['--json'])).stdout)).toMatchObject({ protection: { protected: false, why: 'the backup is silent' } });
+
+      await pair.fail('link-down');
+      const failed = await pair.gateway!.waitForRecord((r) => r.msg === 'device state' && r.to === 'FAILED', 'no takeover: FAILED');
+      expect(String(failed.cause)).toMatch(/^takeover impossible, the backup is silent/);
+      expect(readLog(pair.logs.backupReport)).toEqual([]);
+
+      await tb.exec(tb.ns.gateway, ['nft', 'delete', 'table', 'ip', table]);
+      const record = await waitFor(() => readLog<{ engine: { flowsTakenOver: number; clientsReset: number } }>(pair.logs.backupReport)[0],
+        { timeoutMs: 15_000, what: 'the takeover once the backup is heard again' });
+      const run = await client.finished;
+      const sessions = readLog<ClientLogLine>(`${dir}/client.jsonl`);
+      const check = compareTakeover(sessions, readLog<ServiceLogLine>(pair.logs.backup));
+      const reset = sessions.filter((c) => !c.ok && /ECONNRESET/.test(String(c.error)));
+      console.log(`lifecycle (backup unheard): exact ${check.exact}, reset ${reset.length} of ${SESSIONS}; record: taken over ${record.engine.flowsTakenOver}, ` +
+        `clients reset ${record.engine.clientsReset}; client ${JSON.stringify(run.summary)}`);
+      expect(check.exact + reset.length).toBe(SESSIONS);
+      expect(record.engine.flowsTakenOver).toBeGreaterThanOrEqual(check.exact);
+    } finally {
+      await tb.exec(tb.ns.gateway, ['nft', 'delete', 'table', 'ip', table]);
+      await pair.stop();
+    }
+    expect(await kernelLeftovers(tb, INSTANCE)).toEqual([]);
+  });
+});
