@@ -212,7 +212,7 @@ static __always_inline void each_option(struct segment* s, struct t2cp_active_fl
 static __noinline void translate_icmp_error(struct __sk_buff* skb, const struct t2cp_active_config* cfg) {
   struct iphdr ip;
   if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof ip)) return;
-  if (ip.version != 4 || ip.ihl < 5 || ip.daddr != cfg->vip || (ip.frag_off & bpf_htons(0x3fff))) return;
+  if (ip.version != 4 || ip.ihl < 5 || ip.protocol != IPPROTO_ICMP || ip.daddr != cfg->vip || (ip.frag_off & bpf_htons(0x3fff))) return;
   __u32 icmp_off = ETH_HLEN + ip.ihl * 4;
   struct icmp_header icmp;
   if (bpf_skb_load_bytes(skb, icmp_off, &icmp, sizeof icmp)) return;
@@ -242,16 +242,13 @@ int t2cp_active_ingress(struct __sk_buff* skb) {
   if (skb->pkt_type != PACKET_HOST) return TC_ACT_OK;  // a mirrored frame, not for us
   const struct t2cp_active_config* cfg = config();
   if (!cfg) return TC_ACT_OK;
-  if (skb->protocol == bpf_htons(ETH_P_IP)) {
-    __u8 proto;
-    if (!bpf_skb_load_bytes(skb, ETH_HLEN + 9, &proto, 1) && proto == IPPROTO_ICMP) {
-      translate_icmp_error(skb, cfg);
-      return TC_ACT_OK;
-    }
-  }
   struct segment s = {};
   int r = read_segment(skb, &s);
-  if (r < 0) return TC_ACT_OK;
+  if (r < 0) {
+    // Not TCP: only an ICMP error about a taken-over flow is ours (off the TCP path).
+    if (skb->protocol == bpf_htons(ETH_P_IP)) translate_icmp_error(skb, cfg);
+    return TC_ACT_OK;
+  }
   if (r > 0 || s.daddr != cfg->vip) {
     if (r > 0 && s.daddr == cfg->vip) count(T2CP_ACTIVE_UNPARSED);
     return TC_ACT_OK;

@@ -283,7 +283,13 @@ export async function runServerTakeover(tb: Testbed, dir: string, o: ServerTakeo
   }
 }
 
-/** The flows a trial's backup saw, by id: those with an event of `type` before the failure. */
-export function flowIds(flows: LogRecord[], type: string): Set<unknown> {
-  return new Set(flows.filter((f) => f.msg === `flow ${type}`).map((f) => f.id));
+/** The backup's flows (by id) with an event of `type` before the failure. */
+export function flowsBefore(trial: ServerTakeoverTrial, type: string): Set<unknown> {
+  return new Set(trial.flowsBeforeFailure.filter((f) => f.msg === `flow ${type}`).map((f) => f.id));
+}
+
+/** The flows open at the failure: synchronised before it and not closed before it. */
+export function openAtFailure(trial: ServerTakeoverTrial): unknown[] {
+  const closed = flowsBefore(trial, 'closed');
+  return [...flowsBefore(trial, 'synchronised')].filter((id) => !closed.has(id));
 }

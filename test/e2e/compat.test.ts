@@ -14,7 +14,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { makeSshKeys, memcached, nginx, redis, runServerTakeover, sshClientArgs, sshd, type ClientProgram, type ServerTakeoverTrial } from '../../scripts/real-servers.js';
+import { makeSshKeys, memcached, nginx, openAtFailure, redis, runServerTakeover, sshClientArgs, sshd, type ClientProgram, type ServerTakeoverTrial } from '../../scripts/real-servers.js';
 import { kernelLeftovers } from './leftovers.js';
 import { useLab } from './lab.js';
 
@@ -30,13 +30,6 @@ function summary(name: string, trial: ServerTakeoverTrial): string {
     `record: taken over ${e.flowsTakenOver}, lost ${e.flowsLost}, unprotected ${e.flowsUnprotected}, clients reset ${e.clientsReset}, ` +
     `stall median ${e.stall ? Math.round(e.stall.medianUs / 1000) : '?'} ms; anomalies ${JSON.stringify(anomalies.map((a) => ({ reason: a.reason, kind: a.kind, offset: a.offset, primary: a.primary, replica: a.replica })))}; ` +
     `unprotected ${JSON.stringify(unprotected.map((f) => f.reason))}; after ${JSON.stringify(trial.after)}`;
-}
-
-/** The flows open at the failure: synchronised before it and not closed before it. */
-function openAtFailure(trial: ServerTakeoverTrial): unknown[] {
-  const ids = (type: string): Set<unknown> => new Set(trial.flowsBeforeFailure.filter((f) => f.msg === `flow ${type}`).map((f) => f.id));
-  const closed = ids('closed');
-  return [...ids('synchronised')].filter((id) => !closed.has(id));
 }
 
 /** A deterministic server's takeover: nothing diverged, nothing lost, unprotected or reset. */

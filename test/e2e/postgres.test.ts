@@ -23,6 +23,7 @@
 // CancelRequest carries a key the backup's postgres does not know).
 import { describe, expect, it } from 'vitest';
 import { runPostgresTakeover, startPostgres, startupExchange } from '../../scripts/postgres.js';
+import { flowsBefore, openAtFailure } from '../../scripts/real-servers.js';
 import { kernelLeftovers } from './leftovers.js';
 import { useLab } from './lab.js';
 
@@ -81,12 +82,9 @@ for (const c of cases) {
       // pgbench's connections open at the failure: its clients' (its first one, for the server's
       // version and the vacuum, closed before the run). That one may still linger in the flow
       // table, closed, and then counts as taken over too.
-      const ids = (type: string): Set<unknown> => new Set(trial.flowsBeforeFailure.filter((f) => f.msg === `flow ${type}`).map((f) => f.id));
-      const closedBefore = ids('closed');
-      const openAtFailure = [...ids('synchronised')].filter((id) => !closedBefore.has(id));
-      expect(openAtFailure).toHaveLength(RUN.clients);
+      expect(openAtFailure(trial)).toHaveLength(RUN.clients);
       expect(e.flowsTakenOver).toBeGreaterThanOrEqual(RUN.clients);
-      expect(e.flowsTakenOver).toBeLessThanOrEqual(ids('synchronised').size);
+      expect(e.flowsTakenOver).toBeLessThanOrEqual(flowsBefore(trial, 'synchronised').size);
       expect(e.flowsLost).toBe(0);
       expect(e.flowsUnprotected).toBe(0);
       expect(e.clientsReset).toBe(0);
