@@ -31,7 +31,7 @@ import type { NativeTakeoverReport } from '../src/addon.js';
 import type { LatencySummary } from '../src/incoming/latency.js';
 import { failPrimary } from '../scripts/failures.js';
 import { limitCpu, type CpuQuota } from '../scripts/cpu-quota.js';
-import { collect, pinned, repoRoot, startClient, waitForExit } from '../scripts/processes.js';
+import { collect, MEASURE_NICE, pinned, repoRoot, startClient, waitForExit } from '../scripts/processes.js';
 import { readLog } from '../scripts/replica-check.js';
 import { STALL_WINDOW_MS } from '../scripts/reply-times.js';
 import { startTakeoverLab } from '../scripts/takeover-lab.js';
@@ -95,10 +95,6 @@ interface EchoSummary {
 
 /** Time the bulk transfers run before the failure, ms: past their start-up, at their steady rate. */
 const BULK_LEAD_MS = 2500;
-// Sharing a CPU with the load clients (cpus given), the interactive client
-// runs at this niceness: their hashing must not delay its own reads, which
-// would count as stall (on client machines of their own it would not).
-const MEASURE_NICE = -5;
 
 /** CPU seconds a process used between two wall-clock times (ms) still ahead. */
 async function cpuBetween(cpuSeconds: () => number, fromMs: number, toMs: number): Promise<number> {
@@ -157,7 +153,7 @@ export async function runT2cpFailover(tb: Testbed, o: FailoverOptions): Promise<
     gatewayArgs: o.recorder === false ? ['--record-window', '0'] : [], backupArgs: ['--active-mode', o.activeMode ?? 'kernel', ...(o.backupArgs ?? [])],
     cpus: o.cpus && { ...o.cpus, gateway: o.cpus.primary } });
   const clientCpus = o.cpus?.primary;
-  const client = tb.spawn(tb.ns.client, [...pinned(clientCpus), ...(clientCpus ? ['nice', '-n', String(MEASURE_NICE)] : []), 'node', `${repoRoot}dist/scripts/echo-client.js`, '--server', `${tb.addr.vip}:${ECHO_PORT}`,
+  const client = tb.spawn(tb.ns.client, [...pinned(clientCpus, clientCpus ? MEASURE_NICE : undefined), 'node', `${repoRoot}dist/scripts/echo-client.js`, '--server', `${tb.addr.vip}:${ECHO_PORT}`,
     '--active', String(total - idle), '--idle', String(idle), '--interval-ms', String(o.intervalMs ?? 10), '--max-unanswered', '1',
     '--window-ms', String(STALL_WINDOW_MS), '--deadline-ms', '60000'],
   { stdio: ['pipe', 'pipe', 'pipe'] });

@@ -2,7 +2,7 @@
 // back. Used by the e2e tests (leak and sequence-space checks) and the demo.
 import { execFile } from 'node:child_process';
 import type { Testbed } from './testbed.js';
-import { collect, waitForExit } from './processes.js';
+import { collect, pinned, waitForExit } from './processes.js';
 import { GiveUp, waitFor } from './wait.js';
 
 export interface Capture {
@@ -13,10 +13,16 @@ export interface Capture {
 /** tcpdump kernel buffer in KiB: super-frames of 64 KiB fill the 2 MiB default in bursts. */
 const CAPTURE_BUFFER_KIB = 32768;
 
-export async function startCapture(tb: Testbed, ns: string, iface: string, bpfFilter: string, file: string): Promise<Capture> {
+/** Headers only (Ethernet, IP and TCP with options, at most 94 bytes): `snaplen` for a capture that reads no payload. */
+export const HEADERS_SNAPLEN = 128;
+
+/** `snaplen`: bytes kept per frame (whole frames by default); `cpus`: where tcpdump runs (taskset). */
+export interface CaptureOptions { snaplen?: number; cpus?: string }
+
+export async function startCapture(tb: Testbed, ns: string, iface: string, bpfFilter: string, file: string, o: CaptureOptions = {}): Promise<Capture> {
   // -Z root: tcpdump would otherwise drop to its own user before opening the file.
-  const child = tb.spawn(ns, ['tcpdump', '-Z', 'root', '-U', '--immediate-mode', '-B', String(CAPTURE_BUFFER_KIB),
-    '-nn', '-i', iface, '-w', file, ...(bpfFilter ? [bpfFilter] : [])]);
+  const child = tb.spawn(ns, [...pinned(o.cpus), 'tcpdump', '-Z', 'root', '-U', '--immediate-mode', '-B', String(CAPTURE_BUFFER_KIB),
+    ...(o.snaplen ? ['-s', String(o.snaplen)] : []), '-nn', '-i', iface, '-w', file, ...(bpfFilter ? [bpfFilter] : [])]);
   const output = collect(child);
   await waitFor(() => {
     if (child.exitCode !== null) throw new GiveUp(`tcpdump exited ${child.exitCode}: ${output.stderr}`);

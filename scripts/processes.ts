@@ -1,6 +1,7 @@
 // The programs of a testbed run as separate processes inside its namespaces:
 // the deterministic service, the workload client. Shared by the e2e tests,
 // the demo and the benchmarks.
+import os from 'node:os';
 import type { ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
@@ -40,9 +41,28 @@ export function waitForExit(child: ChildProcess, timeoutMs: number): Promise<num
  * `taskset -c CPUS` before a command, or nothing. The benchmarks pin the
  * primary's side and the backup's side to different CPUs so that, on one
  * machine, the backup's work does not slow the primary's path the way it
- * would not on two hosts.
+ * would not on two hosts. `nice` runs the command at that niceness: a client
+ * timing its requests while it shares its CPU with the load's clients would
+ * not share it with them on a real network.
  */
-export const pinned = (cpus: string | undefined): string[] => (cpus ? ['taskset', '-c', cpus] : []);
+// Sharing a CPU with the load clients, a client timing its requests runs at
+// this niceness: their hashing must not delay its own reads, which would count
+// as stall (on client machines of their own it would not).
+export const MEASURE_NICE = -5;
+export const pinned = (cpus: string | undefined, nice?: number): string[] =>
+  [...(cpus ? ['taskset', '-c', cpus] : []), ...(nice !== undefined ? ['nice', '-n', String(nice)] : [])];
+
+/**
+ * The machine's CPUs split in two "hosts": the backup's processes on the upper half, everything
+ * else (the primary's, the gateway's, the clients) on the lower; nothing pinned on one CPU.
+ */
+export function hostCpus(): { primary: string; backup: string; gateway: string } | undefined {
+  const n = os.cpus().length;
+  if (n < 2) return undefined;
+  const half = Math.floor(n / 2);
+  const range = (from: number, to: number): string => (from === to ? String(from) : `${from}-${to}`);
+  return { primary: range(0, half - 1), backup: range(half, n - 1), gateway: range(0, half - 1) };
+}
 
 export interface ServiceOptions {
   cpus?: string;
@@ -81,12 +101,12 @@ export async function startEcho(tb: Testbed, ns: string, port: number, cpus?: st
 
 export interface ClientRun { code: number | null; summary: unknown; stdout: string; stderr: string }
 
-export interface ClientOptions { deadlineMs?: number; local?: string[]; cpus?: string; timeline?: string }
+export interface ClientOptions { deadlineMs?: number; local?: string[]; cpus?: string; nice?: number; timeline?: string }
 
 /** Starts the workload client in `ns`; `finished` resolves when it exits (its own deadline, ours 10 s later). */
 export function startClient(tb: Testbed, ns: string, server: string, workload: Workload, log: string, opts: ClientOptions = {}): { child: ChildProcess; finished: Promise<ClientRun> } {
   const deadlineMs = opts.deadlineMs ?? 60_000;
-  const child = tb.spawn(ns, [...pinned(opts.cpus), 'node', distScript('client'), '--server', server, '--workload', JSON.stringify(workload),
+  const child = tb.spawn(ns, [...pinned(opts.cpus, opts.nice), 'node', distScript('client'), '--server', server, '--workload', JSON.stringify(workload),
     '--log', log, '--deadline-ms', String(deadlineMs), ...(opts.local ? ['--local', opts.local.join(',')] : []),
     ...(opts.timeline ? ['--timeline', opts.timeline] : [])]);
   return { child, finished: finishClient(child, deadlineMs) };
