@@ -26,17 +26,24 @@ export interface LongestReplies {
   after: ReplyTime | null;
   /** When the first reply at or after the failure came, whatever the window: the client resumed then. */
   firstAfterMs: number | null;
+  /**
+   * The longest a request of the `after` side waited past the failure instant: its reply's time
+   * from the later of its writing and the failure. A reply the service was slow to give before
+   * the failure counts from the failure on: what the server took while it was alive is its own.
+   */
+  pastFailureMs: number | null;
 }
 
 /** Requests in the order they were written. */
 export function longestReplies(requests: Iterable<RequestTimes>, failMs: number, windowMs: number, untilMs: number): LongestReplies {
-  const out: LongestReplies = { before: null, after: null, firstAfterMs: null };
+  const out: LongestReplies = { before: null, after: null, firstAfterMs: null, pastFailureMs: null };
   for (const [sentMs, answeredMs] of requests) {
     if (answeredMs !== null && answeredMs >= failMs) out.firstAfterMs = Math.min(out.firstAfterMs ?? Infinity, answeredMs);
     if (sentMs > failMs + windowMs || (answeredMs !== null && answeredMs < failMs - windowMs)) continue;
     const ms = (answeredMs ?? untilMs) - sentMs;
     const side = answeredMs !== null && answeredMs < failMs ? 'before' : 'after';
     if (out[side] === null || ms > out[side].ms) out[side] = { ms, answeredMs };
+    if (side === 'after') out.pastFailureMs = Math.max(out.pastFailureMs ?? 0, (answeredMs ?? untilMs) - Math.max(sentMs, failMs));
   }
   return out;
 }
