@@ -21,9 +21,9 @@ export interface DemoFacts {
   gateway?: GatewayRecord;
   backup: BackupRecord;
   /**
-   * Client-visible stall per request/response connection, as its client timed it: the longest
-   * request→reply whose reply came after the failure (ms; ∞: the session failed), and when its
-   * first reply after the failure came (it resumed).
+   * Client-visible stall per request/response connection, as its client timed it: the longest it
+   * waited past the failure for a reply (ms; ∞: the session failed), and when its first reply
+   * after the failure came (it resumed).
    */
   stalls: Array<{ ms: number; firstAfterMs: number | null }>;
   footer: string[];
@@ -51,7 +51,7 @@ export function demoTimeline(f: DemoFacts): TimelineInput {
   if (catchUp?.endUs && catchUp.endUs - catchUp.startUs >= 1000)
     spans.push({ fromMs: catchUp.startUs / 1000, toMs: catchUp.endUs / 1000, label: 'catch-up of the flows still finishing' });
   // The clients resume with their first reply after the failure (median over connections); their
-  // stall, each one's longest request→reply after it, is in the footer: under load it can be a
+  // stall, each one's longest wait past the failure, is in the footer: under load it can be a
   // later request's, not the one the takeover held up.
   const resumedMs = median(f.stalls.map((s) => s.firstAfterMs ?? Infinity));
   if (Number.isFinite(resumedMs)) events.push({ tMs: resumedMs, label: 'clients resume (first replies)', kind: 'resumed' });
