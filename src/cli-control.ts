@@ -184,7 +184,8 @@ export function statusDetail(s: NodeStatus): string {
   }
   const p = s.protection;
   const t = s.lastTakeover;
-  return `; ${s.active} serves; backup ${s.backup}; ${p.protected === null ? 'protection unknown' : p.protected ? 'protected' : 'UNPROTECTED'}: ${p.why}` +
+  const hosts = s.hosts ? ` (primary ${s.hosts.primary}, backup ${s.hosts.backup}${s.swapped ? ', roles swapped by re-protection' : ''})` : '';
+  return `; ${s.active} serves${s.serving ? ` from ${s.serving}` : ''}${hosts}; backup ${s.backup}; ${p.protected === null ? 'protection unknown' : p.protected ? 'protected' : 'UNPROTECTED'}: ${p.why}` +
     (s.flows ? `; connections protected ${s.flows.protected} (lagging ${s.flows.lagging ?? 0}), unprotected ${s.flows.unprotected}` : '') +
     (t ? `; last takeover: epoch ${t.epoch} ${t.adopted ? 'adopted after a restart' : `${t.outcome}${t.cause ? ` (${t.cause})` : ''}${t.verdictAt ? ` at ${t.verdictAt}` : ''}`}` +
       (t.flowsTakenOver !== undefined ? `, ${t.flowsTakenOver} taken over, ${t.flowsLost ?? 0} lost, ${t.clientsReset ?? 0} clients reset` : '') : '');

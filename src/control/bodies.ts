@@ -131,6 +131,11 @@ export interface LiveFlows { protected: number; unprotected: number; lagging?: n
 export interface ClusterView {
   /** Who should answer the clients: the primary, or the backup once a takeover began. */
   active: ActiveSide;
+  /** The address of the host that should answer the clients. */
+  serving?: string;
+  /** The hosts by role now: the configuration's, or swapped by a re-protection. */
+  hosts?: { primary: string; backup: string };
+  swapped?: boolean;
   /** The backup as the detector last heard it, or silent. */
   backup: string;
   /** Whether a failure now would be survived, and why not; null while not known yet. */

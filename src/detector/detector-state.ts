@@ -1,5 +1,6 @@
 // What the failure detector keeps in --state-dir (src/state-file.ts): the
-// epoch and the side that serves, and the MAC its fence drops. Written before
+// epoch and the side that serves, whether the hosts' roles are swapped
+// (re-protection), and the MAC its fence drops. Written before
 // the detector acts on a takeover, and again once its fence holds; read at
 // start, so that a restarted detector re-engages the fence and goes on
 // telling the old primary to stand down instead of believing it serves.
@@ -12,6 +13,11 @@ export interface DetectorState {
   active: ActiveSide;
   /** The old primary's MAC, which the gateway fence drops once a takeover began. */
   fencedMac?: string;
+  /**
+   * The roles are the configuration's swapped (re-protection): --backup's host serves as the
+   * primary (its agent on --primary's port), --primary's stands by (on --backup's port).
+   */
+  swapped?: boolean;
   /** When it was written (ISO), for people. */
   updated: string;
 }
@@ -21,7 +27,9 @@ function check(v: unknown): DetectorState {
   if (o.active !== 'primary' && o.active !== 'backup') throw new Error(`active ${String(o.active)}`);
   const mac = o.fencedMac;
   if (mac !== undefined && (typeof mac !== 'string' || !/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/.test(mac))) throw new Error(`fencedMac ${String(mac)}`);
-  return { version: 1, epoch: o.epoch, active: o.active, ...(mac ? { fencedMac: mac } : {}), updated: String(o.updated ?? '') };
+  if (o.swapped !== undefined && typeof o.swapped !== 'boolean') throw new Error(`swapped ${String(o.swapped)}`);
+  return { version: 1, epoch: o.epoch, active: o.active, ...(mac ? { fencedMac: mac } : {}), ...(o.swapped ? { swapped: true } : {}),
+    updated: String(o.updated ?? '') };
 }
 
 /** The detector's state file for `instance` in `dir`. */

@@ -13,13 +13,16 @@
 //   FAILED ──backup standing by again / planned──> TAKING_OVER;  ──late report──> BACKUP_ACTIVE
 //   PROBING, PRIMARY_ACTIVE, SUSPECT, FAILED ──a takeover this detector did
 //     not see (its state file at start; the backup active at a higher epoch)──> BACKUP_ACTIVE
+//   BACKUP_ACTIVE ──re-protection: an agent heard on the host that took over──> PRIMARY_ACTIVE
 //
-// BACKUP_ACTIVE is final for a detector's life: there is no failback; a pair
-// is put back by restarting its roles. The epoch counts takeovers begun; once
-// one is begun the active side is the backup, for good. A detector that
-// restarts takes the epoch and side of its state file (--state-dir), and the
-// highest epoch it hears: the backup's word that it took over at a higher
-// epoch than this detector knows wins (adopt()).
+// The epoch counts takeovers begun; once one is begun the active side is the
+// backup. Re-protection (reprotect()) makes the host that took over the
+// primary and the old primary's host the backup: the roles swap, the active
+// side is the primary's again, the epoch stays, and the backup is unknown
+// until the new one is heard standing by. A detector that restarts takes the
+// epoch and side of its state file (--state-dir), and the highest epoch it
+// hears: the backup's word that it took over at a higher epoch than this
+// detector knows wins (adopt()).
 //
 // Every transition (device or backup) is recorded with the wall clock (ISO)
 // and monotonic µs since the detector started, and its cause; it is logged
@@ -63,7 +66,7 @@ const NEXT: Record<DeviceState, readonly DeviceState[]> = {
   PRIMARY_ACTIVE: ['SUSPECT', 'TAKING_OVER', 'FAILED', 'BACKUP_ACTIVE'],
   SUSPECT: ['PRIMARY_ACTIVE', 'TAKING_OVER', 'FAILED', 'BACKUP_ACTIVE'],
   TAKING_OVER: ['BACKUP_ACTIVE', 'FAILED'],
-  BACKUP_ACTIVE: [],
+  BACKUP_ACTIVE: ['PRIMARY_ACTIVE'],
   FAILED: ['PRIMARY_ACTIVE', 'TAKING_OVER', 'BACKUP_ACTIVE'],
 };
 
@@ -136,8 +139,9 @@ export class DeviceStates {
 
   can(to: DeviceState): boolean {
     if (!NEXT[this.current].includes(to)) return false;
-    // A FAILED pair goes back to the primary only if no takeover was ever begun.
-    if (this.current === 'FAILED' && to === 'PRIMARY_ACTIVE') return this.side === 'primary';
+    // A FAILED pair goes back to the primary only if no takeover was ever begun; a pair the
+    // backup serves, only by re-protection (which makes the side the primary's first).
+    if ((this.current === 'FAILED' || this.current === 'BACKUP_ACTIVE') && to === 'PRIMARY_ACTIVE') return this.side === 'primary';
     // The backup serves only after a takeover: this detector's, or one it adopted.
     if (to === 'BACKUP_ACTIVE') return this.side === 'backup';
     return true;
@@ -169,6 +173,18 @@ export class DeviceStates {
     this.epochNo = epoch;
     this.side = 'backup';
     this.go('BACKUP_ACTIVE', cause);
+  }
+
+  /**
+   * Re-protection: the host that took over is the primary from now on and the old primary's
+   * host is to stand by as the backup (the caller swaps their addresses). The epoch stays; the
+   * backup is unknown until it is heard.
+   */
+  reprotect(cause: string): void {
+    if (this.current !== 'BACKUP_ACTIVE') throw new Error(`device state ${this.current}: nothing to re-protect (${cause})`);
+    this.side = 'primary';
+    this.setBackup('unknown', 'roles swapped: the new backup is not heard yet');
+    this.go('PRIMARY_ACTIVE', cause);
   }
 
   /** Record what the backup said of itself, or that it fell silent. No-op when unchanged. */

@@ -15,6 +15,14 @@ import type { Logger } from '../log.js';
 
 export interface GatewayFence {
   engage(oldPrimaryMac?: string): Promise<void> | void;
+  /** The drop rules off, the tables kept: the host fenced stands by as the backup now. */
+  lift?(): void;
+  /**
+   * The hosts' roles swapped (re-protection): the MAC to fence at the next takeover is learnt
+   * from the VIP again (--primary-mac named the other host), never the new backup's.
+   */
+  swapped?(primary: string, backup: string): void;
+  /** At the detector's stop: the tables removed. */
   release(): void;
   /** The MAC the engaged fence drops (the old owner of the VIP). */
   fencedMac?(): string | undefined;
@@ -65,32 +73,52 @@ const LEARN_MS = 200;
  * LEARN_MS: at takeover the entry may already be stale or failed).
  */
 export function createGatewayFence(cfg: GatewayConfig, log: Logger): GatewayFence {
+  // The hosts by role: the configuration's, until a re-protection swaps them.
+  let primary = cfg.primary.address;
+  let backup = cfg.backup.address;
+  let primaryMac = cfg.primaryMac;
   // The VIP's entry, or else the agent's: the VIP lives on the primary host
   // (an entry for the VIP exists only once clients were routed to it).
-  const lookup = (): string | undefined => arpEntry(cfg.vip) ?? arpEntry(cfg.primary.address);
-  let learnt = cfg.primaryMac ?? lookup();
+  const lookup = (): string | undefined => arpEntry(cfg.vip) ?? arpEntry(primary);
+  let learnt = primaryMac ?? lookup();
   let fenced: string | undefined;
-  const timer = cfg.primaryMac ? undefined : setInterval(() => { learnt = lookup() ?? learnt; }, LEARN_MS);
-  timer?.unref();
+  let timer: NodeJS.Timeout | undefined;
+  const learn = (): void => {
+    clearInterval(timer);
+    timer = primaryMac ? undefined : setInterval(() => { learnt = lookup() ?? learnt; }, LEARN_MS);
+    timer?.unref();
+  };
+  learn();
   // Tables and chains now, the rules at takeover: adding rules is fast.
   const fence: NativeFence = new (addon().Fence)({ role: 'gateway', table: `t2cp_gw_${cfg.instance}`, vip: cfg.vip });
   fence.prepare();
   return {
     engage(oldPrimaryMac?: string) {
-      if (timer) clearInterval(timer);
+      clearInterval(timer);
       const mac = oldPrimaryMac ?? learnt;
       if (!mac) throw new T2cpError(`gateway fence: the primary's MAC is unknown (no ARP entry for ${cfg.vip} yet): give --primary-mac`, 'T2CP_CONFIG');
       // Never the new owner's: fencing the backup would cut the clients off the service.
-      if (mac === arpEntry(cfg.backup.address))
+      if (mac === arpEntry(backup))
         throw new T2cpError(`gateway fence: ${mac} is the backup's MAC, not the old primary's: give --primary-mac`, 'T2CP_CONFIG');
+      if (fenced !== mac) fence.release(); // rules for another MAC (a host that stood by since) go first
       fence.engage(mac);
       fenced = mac;
       log.info('gateway fence engaged', { mac, vip: cfg.vip });
     },
     fencedMac: () => fenced,
-    candidateMac: (afterTakeover) => cfg.primaryMac ?? (afterTakeover ? arpEntry(cfg.primary.address) : learnt),
+    candidateMac: (afterTakeover) => primaryMac ?? (afterTakeover ? arpEntry(primary) : learnt),
+    lift() {
+      fence.release();
+      log.info('gateway fence lifted', { mac: fenced ?? null, vip: cfg.vip });
+      fenced = undefined;
+    },
+    swapped(p: string, b: string) {
+      [primary, backup, primaryMac] = [p, b, undefined];
+      learnt = lookup();
+      learn();
+    },
     release() {
-      if (timer) clearInterval(timer);
+      clearInterval(timer);
       fence.remove();
     },
   };

@@ -10,7 +10,11 @@
 //
 // Peers are known by address: messages from --primary are the agent's, from
 // --backup the backup control endpoint's (it must send from its control
-// socket). STATUS is answered to anyone holding the key.
+// socket). STATUS is answered to anyone holding the key. Re-protection swaps
+// the hosts: once the backup took over, an agent heard on its host (at
+// --primary's port) makes it the primary, and the old primary's host (at
+// --backup's port) the backup to be heard; the fence on the old primary holds
+// until that backup stands by.
 //
 // Timers: one timeout, set for the earliest thing due (monitor, coordinator,
 // backup silence). When it fires, the work runs from setImmediate, i.e. after
@@ -69,6 +73,11 @@ export class GatewayNode {
   readonly stats = { heartbeats: 0, probeReplies: 0, probes: 0, unexpected: 0, plannedIgnored: 0, resupplyRequests: 0, resupplySegments: 0 };
   private ch: Channel | undefined;
   private readonly clock: Clock;
+  /** The hosts by role: the configuration's, or swapped by re-protection (kept in the state file). */
+  private peers: { primary: Endpoint; backup: Endpoint };
+  private swapped: boolean;
+  /** Re-protected with the fence on the new backup's host, lifted once it is heard standing by. */
+  private fenceOnNewBackup = false;
   private readonly monitor: HeartbeatMonitor;
   private readonly takeover: TakeoverCoordinator;
   private timer: NodeJS.Timeout | undefined;
@@ -106,6 +115,8 @@ export class GatewayNode {
     private readonly log: Logger,
   ) {
     this.clock = opts.clock ?? systemClock;
+    this.swapped = opts.restored?.swapped === true;
+    this.peers = this.swapped ? swap(opts) : { primary: opts.primary, backup: opts.backup };
     // A restored takeover is adopted at start(); a restored epoch without one is where counting goes on.
     this.states = new DeviceStates(this.clock, log, opts.restored?.active === 'primary' ? opts.restored.epoch : 0);
     this.monitor = new HeartbeatMonitor(opts.timing, opts.mode, this.clock.monoUs());
@@ -123,11 +134,21 @@ export class GatewayNode {
     this.backupHeardUs = now;
     const a = this.ch.address();
     this.log.info('failure detector listening', {
-      listen: `${a.address}:${a.port}`, primary: `${this.opts.primary.address}:${this.opts.primary.port}`,
-      backup: `${this.opts.backup.address}:${this.opts.backup.port}`, mode: this.opts.mode, intervalUs: this.opts.timing.intervalUs,
+      listen: `${a.address}:${a.port}`, primary: `${this.peers.primary.address}:${this.peers.primary.port}`,
+      backup: `${this.peers.backup.address}:${this.peers.backup.port}`, swapped: this.swapped, mode: this.opts.mode, intervalUs: this.opts.timing.intervalUs,
     });
+    if (this.swapped) this.fence.swapped?.(this.peers.primary.address, this.peers.backup.address);
     const r = this.opts.restored;
     if (r?.active === 'backup') this.adoptTakeover(r.epoch, r.fencedMac, `restored: the backup took over at epoch ${r.epoch} (state file of ${r.updated})`);
+    else if (r?.fencedMac) {
+      // Re-protected, the new backup not heard standing by yet: its host stays fenced until it is.
+      this.fencedMac = r.fencedMac;
+      this.fenceOnNewBackup = true;
+      void engageFence(this.fence, r.fencedMac).then((error) => {
+        if (error === undefined) this.fenceEngaged = true;
+        else this.log.error('gateway fence failed: the former primary is not fenced while it is not standing by', { error });
+      });
+    }
     this.schedule();
   }
 
@@ -183,21 +204,52 @@ export class GatewayNode {
     const why = p.why + (lost > 0 ? `; ${lost} open connection(s) it cannot continue` : '') +
       (lagging > 0 ? `; ${lagging} replica(s) lagging past --lag-warn` : '');
     return {
-      active: s.activeSide, backup: s.backup, protection: { protected: p.protected ?? null, why },
+      active: s.activeSide, serving: s.activeSide === 'primary' ? this.peers.primary.address : this.peers.backup.address,
+      hosts: { primary: this.peers.primary.address, backup: this.peers.backup.address }, swapped: this.swapped,
+      backup: s.backup, protection: { protected: p.protected ?? null, why },
       ...(this.backupFlows ? { flows: this.backupFlows } : {}), ...(lastTakeover ? { lastTakeover } : {}),
     };
   }
 
   private onMessage({ msg, from, atUs }: Received): void {
+    // An agent on the host that took over: re-protection, before it is answered as the primary.
+    // (Hosts are told apart by address: with both roles on one address, as in a test, there is none.)
+    if (this.states.state === 'BACKUP_ACTIVE' && ['STATUS', 'HEARTBEAT', 'PROBE_REPLY'].includes(msg.type) &&
+        this.peers.primary.address !== this.peers.backup.address &&
+        sameEndpoint(from, { address: this.peers.backup.address, port: this.peers.primary.port })) this.reprotect(atUs);
     if (msg.type === 'STATUS') {
       const s = this.states;
       // The primary's agent asks who is active; anyone else (t2cp status) gets the whole view.
-      if (sameEndpoint(from, this.opts.primary)) this.ch!.send(from, 'STATUS_REPLY', { state: s.state, epoch: s.epoch, active: s.activeSide, backup: s.backup });
+      if (sameEndpoint(from, this.peers.primary)) this.ch!.send(from, 'STATUS_REPLY', { state: s.state, epoch: s.epoch, active: s.activeSide, backup: s.backup });
       else this.ch!.send(from, 'NODE_STATUS', { role: 'gateway', state: s.state, epoch: s.epoch, ...this.view() });
-    } else if (sameEndpoint(from, this.opts.primary)) this.fromPrimary(msg, atUs);
-    else if (sameEndpoint(from, this.opts.backup)) this.fromBackup(msg, atUs);
+    } else if (sameEndpoint(from, this.peers.primary)) this.fromPrimary(msg, atUs);
+    else if (sameEndpoint(from, this.peers.backup)) this.fromBackup(msg, atUs);
     else this.stats.unexpected++;
     this.schedule();
+  }
+
+  /**
+   * Re-protection: the backup took over and an agent now runs on its host, so that host is the
+   * primary from here on, watched like the first one, and the old primary's host is the backup
+   * (the mirror port moved to it). Its fence holds until it is heard standing by: a host that
+   * still holds the VIP must not answer for it meanwhile.
+   */
+  private reprotect(now: number): void {
+    const old = this.peers;
+    this.peers = swap(old);
+    this.swapped = !this.swapped;
+    this.fence.swapped?.(this.peers.primary.address, this.peers.backup.address);
+    this.fenceOnNewBackup = this.fenceEngaged;
+    this.pending = undefined;
+    this.backupFlows = undefined;
+    this.states.reprotect(`re-protection: an agent on ${old.backup.address}, which took over, makes it the primary; ` +
+      `${old.primary.address} is to stand by as the backup`);
+    this.monitor.rearm(now);
+    this.backupHeardUs = now;
+    this.saveState();
+    this.log.warn('re-protection: the host that took over is the primary, the former primary to stand by', {
+      epoch: this.states.epoch, primary: this.peers.primary.address, backup: this.peers.backup.address, fenced: this.fencedMac ?? null,
+    });
   }
 
   private fromPrimary(msg: Message, now: number): void {
@@ -217,6 +269,7 @@ export class GatewayNode {
       this.backupHeardUs = now;
       const before = this.states.backup;
       this.states.setBackup(msg.body.state, 'heard');
+      if (this.fenceOnNewBackup && msg.body.state === 'standby') this.liftFence();
       this.noteFlows(msg.body.state === 'standby' ? msg.body.flows : undefined);
       const s = this.states;
       if (msg.body.state === 'active' && s.activeSide === 'primary' && s.state !== 'TAKING_OVER') {
@@ -279,7 +332,7 @@ export class GatewayNode {
   private sendResupply(): void {
     this.resupplyTimer = undefined;
     for (const { packet, doneKey } of this.resupplyQueue.splice(0, RESUPPLY_BURST)) {
-      this.ch?.send(this.opts.backup, 'RESUPPLY_DATA', { packet: packet.toString('base64') });
+      this.ch?.send(this.peers.backup, 'RESUPPLY_DATA', { packet: packet.toString('base64') });
       this.stats.resupplySegments++;
       if (doneKey) this.resupplyPending.delete(doneKey);
     }
@@ -307,7 +360,7 @@ export class GatewayNode {
       else if (a.kind === 'suspect' && s.state === 'PRIMARY_ACTIVE') s.move('SUSPECT', `nothing heard for ${ms(a.silentUs)} ms (soft timeout)`);
       else if (a.kind === 'probe') {
         this.stats.probes++;
-        this.ch!.send(this.opts.primary, 'PROBE', { seq: ++this.probeSeq, epoch: s.epoch, active: s.activeSide });
+        this.ch!.send(this.peers.primary, 'PROBE', { seq: ++this.probeSeq, epoch: s.epoch, active: s.activeSide });
       } else if (a.kind === 'dead') this.verdict(a);
     }
   }
@@ -334,7 +387,7 @@ export class GatewayNode {
     this.verdictWallUs = this.clock.wallUs();
     this.replaySinceUs = this.verdictWallUs - heardAgoUs - (2 * this.opts.timing.intervalUs + 10_000);
     const epoch = this.states.beginTakeover(cause);
-    this.fencedMac = this.opts.primaryMac ?? this.fence.candidateMac?.(false);
+    this.fencedMac = this.primaryMac() ?? this.fence.candidateMac?.(false);
     this.saveState(); // before anyone is told: a restart from here on knows the backup serves
     this.log.warn('takeover begins', { epoch, cause: start.cause, reason: start.reason });
     this.run(this.takeover.start({ ...start, epoch }));
@@ -353,7 +406,7 @@ export class GatewayNode {
     this.states.adopt(epoch, cause);
     this.takeover.adopt(epoch);
     this.adoptedEpoch = epoch;
-    this.fencedMac = mac ?? this.opts.primaryMac ?? this.fence.candidateMac?.(true);
+    this.fencedMac = mac ?? this.primaryMac() ?? this.fence.candidateMac?.(true);
     this.saveState();
     this.log.warn('takeover adopted: the old primary is fenced and told to stand down', { epoch, cause, mac: this.fencedMac ?? null });
     if (!this.fencedMac) {
@@ -366,12 +419,34 @@ export class GatewayNode {
     });
   }
 
+  /** --primary-mac names the configured primary's host: not the one that serves once the roles swapped. */
+  private primaryMac(): string | undefined {
+    return this.swapped ? undefined : this.opts.primaryMac;
+  }
+
+  /** The new backup stands by: it holds no VIP (t2cp backup refuses to start with one), its fence goes. */
+  private liftFence(): void {
+    this.fenceOnNewBackup = false;
+    if (this.fenceEngaged) {
+      try {
+        this.fence.lift?.();
+        this.fenceEngaged = false;
+      } catch (e) {
+        this.log.error('gateway fence could not be lifted: a takeover by the new backup would be dropped at the gateway', { error: (e as Error).message });
+        return;
+      }
+    }
+    this.log.info('the former primary stands by as the backup: its gateway fence is lifted', { mac: this.fencedMac ?? null, epoch: this.states.epoch });
+    this.fencedMac = undefined;
+    this.saveState();
+  }
+
   private saveState(): void {
     if (!this.opts.saveState) return;
     const s = this.states;
     try {
       this.opts.saveState({ version: 1, epoch: s.epoch, active: s.activeSide, ...(this.fencedMac ? { fencedMac: this.fencedMac } : {}),
-        updated: new Date(this.clock.wallUs() / 1000).toISOString() });
+        ...(this.swapped ? { swapped: true } : {}), updated: new Date(this.clock.wallUs() / 1000).toISOString() });
     } catch (e) {
       this.log.error('cannot keep the cluster state: a restart of this detector would not know it', { error: (e as Error).message });
     }
@@ -379,8 +454,8 @@ export class GatewayNode {
 
   private run(actions: CoordinatorAction[]): void {
     for (const a of actions) {
-      if (a.kind === 'send-stand-down') this.ch?.send(this.opts.primary, 'STAND_DOWN', a.body);
-      else if (a.kind === 'send-takeover') this.ch?.send(this.opts.backup, 'TAKEOVER', a.body);
+      if (a.kind === 'send-stand-down') this.ch?.send(this.peers.primary, 'STAND_DOWN', a.body);
+      else if (a.kind === 'send-takeover') this.ch?.send(this.peers.backup, 'TAKEOVER', a.body);
       else if (a.kind === 'engage-fence') this.engageFence();
       else this.finished(a.record);
     }
@@ -477,4 +552,9 @@ export class GatewayNode {
       setImmediate(() => this.tick());
     }, delayMs);
   }
+}
+
+/** The hosts' roles swapped, each keeping its role's port: the agent's (--primary's) and the backup's (--backup's). */
+function swap(p: { primary: Endpoint; backup: Endpoint }): { primary: Endpoint; backup: Endpoint } {
+  return { primary: { address: p.backup.address, port: p.primary.port }, backup: { address: p.primary.address, port: p.backup.port } };
 }

@@ -27,6 +27,8 @@ const INTERVAL_MS = 10;
 const HARD_US = 3 * INTERVAL_MS * 1000;
 /** What a loaded 2-CPU machine may add to the hard timeout before the verdict. */
 const SLACK_US = 300_000;
+// The old primary's MAC, as --primary-mac gives it (the fake fence learns nothing).
+const MAC = '02:00:5e:00:00:0a';
 const quiet: Logger = { info: () => {}, warn: () => {}, error: () => {} };
 const cleanups: Array<() => Promise<void> | void> = [];
 afterEach(async () => {
@@ -102,13 +104,18 @@ class FakeBackup {
 }
 
 function fence() {
-  const f = { engaged: 0, released: 0, engagedAtUs: 0, mac: undefined as string | undefined, engage: (_mac?: string) => {}, release: () => {} };
+  const f = {
+    engaged: 0, released: 0, lifted: 0, engagedAtUs: 0, mac: undefined as string | undefined, hosts: undefined as [string, string] | undefined,
+    engage: (_mac?: string) => {}, release: () => {}, lift: () => {}, swapped: (_p: string, _b: string) => {},
+  };
   f.engage = (mac?: string) => {
     f.engaged++;
     f.engagedAtUs = systemClock.monoUs();
     f.mac = mac;
   };
   f.release = () => void f.released++;
+  f.lift = () => void f.lifted++;
+  f.swapped = (p: string, b: string) => void (f.hosts = [p, b]);
   return f;
 }
 
@@ -244,8 +251,6 @@ describe('control plane on loopback (10 ms heartbeats)', () => {
     expect(p.detector.states.state).toBe('PRIMARY_ACTIVE');
   });
 
-  // The old primary's MAC, as --primary-mac gives it (the fake fence learns nothing).
-  const MAC = '02:00:5e:00:00:0a';
 
   it('a detector restarted after a takeover restores it from its state file: fenced again, the returning primary stands down', async () => {
     const saved: DetectorState[] = [];
@@ -324,7 +329,7 @@ describe('control plane on loopback (10 ms heartbeats)', () => {
       role: 'gateway', state: 'BACKUP_ACTIVE', epoch: 1, active: 'backup', backup: 'active',
       protection: { protected: false }, lastTakeover: { epoch: 1, outcome: 'active', cause: 'host' },
     });
-    expect(statusDetail(after)).toMatch(/^; backup serves; backup active; UNPROTECTED: the backup took over: no host stands by behind it; last takeover: epoch 1 active \(host\) at /);
+    expect(statusDetail(after)).toMatch(/^; backup serves from 127\.0\.0\.1 \(primary 127\.0\.0\.1, backup 127\.0\.0\.1\); backup active; UNPROTECTED: the backup took over: no host stands by behind it; last takeover: epoch 1 active \(host\) at /);
   });
 
   it('an agent restarted after it stood down fences again at start from its state file, whatever a detector without state says', async () => {
@@ -358,5 +363,90 @@ describe('control plane on loopback (10 ms heartbeats)', () => {
     await waitUntil(() => restarted.stats.heartbeats >= 20, 2000, '20 heartbeats');
     expect(restarted.fenced).toBe('stand-down');
     expect(agentFence.released).toBe(0);
+  });
+});
+
+describe('re-protection (two hosts: 127.0.0.1 and 127.0.0.2)', () => {
+  const A = '127.0.0.1';
+  const B = '127.0.0.2';
+  const healthy = () => ({ alive: true, listening: true });
+  const agentOn = (address: string, port: number, detector: Endpoint) =>
+    new PrimaryAgent({ instance: 'test', key, listen: { address, port }, detector, intervalMs: INTERVAL_MS, selfFenceAfterMs: 0 }, fence(), quiet, healthy);
+  const backupOn = async (address: string, port: number, detector: Endpoint) => {
+    const b = new FakeBackup(await Channel.open({ key, sender: `backup:${address}`, bind: { address, port } }), detector);
+    cleanups.push(() => b.stop());
+    return b;
+  };
+
+  it('an agent on the host that took over makes it the primary, the former primary stands by as the backup and takes the next failure', async () => {
+    const reserve = await udp();
+    const detectorAt = endpointOf(reserve);
+    await new Promise<void>((r) => reserve.close(() => r()));
+    cleanups.pop();
+    const agentA = agentOn(A, 0, detectorAt);
+    await agentA.start();
+    const backupB = await backupOn(B, 0, detectorAt);
+    const [agentPort, backupPort] = [agentA.address().port, backupB.ch.address().port];
+    const saved: DetectorState[] = [];
+    const gatewayFence = fence();
+    const detector = new GatewayNode({
+      instance: 'test', key, listen: detectorAt, primary: { address: A, port: agentPort }, backup: { address: B, port: backupPort }, mode: 'both',
+      timing: { intervalUs: INTERVAL_MS * 1000, softMisses: 1, hardMisses: 3, probeIntervalUs: INTERVAL_MS * 500 },
+      backupTimeoutUs: 1_000_000, takeoverTimeoutUs: 3_000_000, standDownTimeoutUs: 500_000, primaryMac: MAC, saveState: (st) => void saved.push(st),
+    }, gatewayFence, quiet);
+    await detector.start();
+    cleanups.push(() => detector.stop());
+    await waitUntil(() => detector.states.state === 'PRIMARY_ACTIVE' && detector.states.backup === 'standby', 3000, 'A primary, B standing by');
+
+    // A fails: B takes over, A's MAC fenced.
+    await agentA.stop();
+    await waitUntil(() => detector.states.state === 'BACKUP_ACTIVE', 3000, 'the first takeover');
+    expect(gatewayFence.mac).toBe(MAC);
+
+    // An agent on B (the primary's port): B is the primary now, A is to stand by as the backup.
+    const agentB = agentOn(B, agentPort, detectorAt);
+    await agentB.start();
+    cleanups.push(() => agentB.stop());
+    await waitUntil(() => detector.states.state === 'PRIMARY_ACTIVE', 2000, 're-protection');
+    expect(detector.states).toMatchObject({ epoch: 1, activeSide: 'primary', backup: 'unknown' });
+    expect(detector.view()).toMatchObject({ serving: B, hosts: { primary: B, backup: A }, swapped: true, protection: { protected: null } });
+    expect(saved.at(-1)).toMatchObject({ epoch: 1, active: 'primary', swapped: true, fencedMac: MAC });
+    expect(gatewayFence.hosts).toEqual([B, A]);
+    await waitUntil(() => agentB.stats.heartbeats >= 10, 2000, 'B heartbeating');
+    expect(agentB.fenced).toBe('none');
+    expect(gatewayFence.lifted).toBe(0); // A not heard standing by: still fenced
+
+    // t2cp backup on A (the backup's port): standing by, the service protected, A's fence lifted.
+    const backupA = await backupOn(A, backupPort, detectorAt);
+    await waitUntil(() => detector.states.backup === 'standby', 2000, 'A standing by');
+    expect(detector.view().protection).toEqual({ protected: true, why: 'the backup stands by' });
+    expect(gatewayFence.lifted).toBe(1);
+    expect(saved.at(-1)).toEqual(expect.not.objectContaining({ fencedMac: expect.anything() }));
+    expect(backupB.ordersAccepted).toBe(1);
+
+    // B fails: A takes over at epoch 2; the fence drops what it learnt for B, not --primary-mac (A's).
+    await agentB.stop();
+    await waitUntil(() => detector.states.state === 'BACKUP_ACTIVE' && detector.states.epoch === 2, 3000, 'the second takeover');
+    expect([...backupA.epochs]).toEqual([2]);
+    expect(gatewayFence.engaged).toBe(2);
+    expect(gatewayFence.mac).not.toBe(MAC);
+    expect(detector.view()).toMatchObject({ serving: A, hosts: { primary: B, backup: A }, active: 'backup' });
+    expect(saved.at(-1)).toMatchObject({ epoch: 2, active: 'backup', swapped: true });
+
+    // A detector restarted from that file knows the roles: B's returning agent is told to stand down.
+    await detector.stop();
+    const again = new GatewayNode({
+      instance: 'test', key, listen: detectorAt, primary: { address: A, port: agentPort }, backup: { address: B, port: backupPort }, mode: 'both',
+      timing: { intervalUs: INTERVAL_MS * 1000, softMisses: 1, hardMisses: 3, probeIntervalUs: INTERVAL_MS * 500 },
+      backupTimeoutUs: 1_000_000, takeoverTimeoutUs: 3_000_000, standDownTimeoutUs: 500_000, restored: saved.at(-1),
+    }, fence(), quiet);
+    await again.start();
+    cleanups.push(() => again.stop());
+    expect(again.view()).toMatchObject({ serving: A, hosts: { primary: B, backup: A }, swapped: true });
+    const returning = agentOn(B, agentPort, detectorAt);
+    await returning.start();
+    cleanups.push(() => returning.stop());
+    await waitUntil(() => returning.fenced === 'stand-down', 2000, 'B to stand down');
+    expect(again.states).toMatchObject({ state: 'BACKUP_ACTIVE', epoch: 2 });
   });
 });
