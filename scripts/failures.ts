@@ -47,6 +47,8 @@ export async function failPrimary(tb: Testbed, kind: 'link-down' | 'freeze'): Pr
 export async function restorePrimary(tb: Testbed, kind: 'link-down' | 'freeze'): Promise<void> {
   if (kind === 'link-down') {
     await must(tb, tb.ns.primary, ['ip', 'link', 'set', tb.ifaces.primaryLan, 'up']);
+    // Down, the link took its routes with it: the host's default route back, as a repaired host has it.
+    await must(tb, tb.ns.primary, ['ip', 'route', 'replace', 'default', 'via', tb.addr.gatewayLan]);
   } else {
     await must(tb, tb.ns.primary, ['nft', 'delete', 'table', 'inet', freezeTable(tb)]);
     await must(tb, tb.ns.primary, ['nft', 'delete', 'table', 'arp', freezeTable(tb)]);
