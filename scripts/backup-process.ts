@@ -26,11 +26,13 @@ export async function startBackup(
   tb: Testbed,
   args: {
     mirrorIf?: string; vip?: string; ports: number[]; instance: string; logFlows?: boolean; cpus?: string; extra?: string[]; wrap?: string[];
+    /** The host it runs on: the backup's (default), or the primary's once it stands by in its place. */
+    ns?: string;
     /** The record that says it is up; default: 'replicating'. */
     ready?: (r: LogRecord) => boolean;
   },
 ): Promise<BackupProcess> {
-  const p = await startT2cp(tb, tb.ns.backup, [
+  const p = await startT2cp(tb, args.ns ?? tb.ns.backup, [
     'backup', ...(args.logFlows === false ? [] : ['--log-flows']),
     '--mirror-if', args.mirrorIf ?? tb.ifaces.mirror,
     '--vip', args.vip ?? tb.addr.vip,

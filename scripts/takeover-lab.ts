@@ -62,7 +62,7 @@ export interface TakeoverLab {
   agent?: T2cpProcess;
   keepalived?: { primary: Keepalived; backup: Keepalived };
   services: { primary: ChildProcess; backup: ChildProcess; echo?: { primary: ChildProcess; backup: ChildProcess } };
-  logs: { primary: string; backup: string; gatewayReport: string; backupReport: string };
+  logs: { primary: string; backup: string; gatewayReport: string; backupReport: string; rejoinedReport: string };
   /** `t2cp status --role backup` (and `args`) in the backup's namespace, as an operator asks it. */
   backupStatus(args?: string[]): Promise<ExecResult>;
   /** `t2cp status --role gateway` (and `args`) in the gateway's namespace. */
@@ -76,6 +76,17 @@ export interface TakeoverLab {
   restartBackup(signal: NodeJS.Signals): Promise<BackupProcess>;
   /** The same for `t2cp primary` (the agent; with the detector only); `agent` is the new one. */
   restartAgent(signal: NodeJS.Signals): Promise<T2cpProcess>;
+  /**
+   * Re-protection after a takeover, as docs/lifecycle.md tells an operator (the old primary's host
+   * repaired and reachable): the VIP taken off the old primary's host and its agent stopped;
+   * `t2cp primary` started on the host that took over (the detector makes it the primary;
+   * `agent` is it); the switch's mirror moved to the old primary's host, where `t2cp backup`
+   * starts next to its copy of the service (`rejoined`). Resolves once the detector says the
+   * service is protected again.
+   */
+  reprotect(): Promise<void>;
+  /** The backup on the old primary's host, after reprotect(). */
+  rejoined?: BackupProcess;
   /** Breaks the primary (or asks for a planned switch); resolves with the wall-clock ms of the failure. */
   fail(kind: Exclude<FailureKind, 'keepalived'>): Promise<number>;
   stop(): Promise<void>;
@@ -87,7 +98,10 @@ export async function startTakeoverLab(tb: Testbed, dir: string, o: TakeoverLabO
   const keyFile = `${dir}/control.key`;
   writeFileSync(keyFile, randomBytes(32).toString('hex') + '\n');
   chmodSync(keyFile, 0o600);
-  const logs = { primary: `${dir}/primary.jsonl`, backup: `${dir}/backup.jsonl`, gatewayReport: `${dir}/gateway-report.jsonl`, backupReport: `${dir}/backup-report.jsonl` };
+  const logs = {
+    primary: `${dir}/primary.jsonl`, backup: `${dir}/backup.jsonl`, gatewayReport: `${dir}/gateway-report.jsonl`,
+    backupReport: `${dir}/backup-report.jsonl`, rejoinedReport: `${dir}/rejoined-report.jsonl`,
+  };
   const replicated = o.echoPort ? [...o.ports, o.echoPort] : o.ports;
   const ports = replicated.join(',');
   const startSide: ServiceStarter = o.service
@@ -101,11 +115,9 @@ export async function startTakeoverLab(tb: Testbed, dir: string, o: TakeoverLabO
     : undefined;
   const trigger = o.trigger ?? 'detector';
   const withDetector = trigger === 'detector';
-  const backupOptions = {
-    ports: replicated, instance, cpus: o.cpus?.backup, wrap: o.backupWrap,
-    extra: ['--key-file', keyFile, '--vip-if', tb.ifaces.backupLan, '--report', logs.backupReport, '--heartbeat', '20',
-      ...(withDetector ? ['--detector', tb.addr.gatewayLan] : []), ...(o.backupArgs ?? [])],
-  };
+  const backupExtra = (report: string): string[] => ['--key-file', keyFile, '--vip-if', tb.ifaces.backupLan, '--report', report, '--heartbeat', '20',
+    ...(withDetector ? ['--detector', tb.addr.gatewayLan] : []), ...(o.backupArgs ?? [])];
+  const backupOptions = { ports: replicated, instance, cpus: o.cpus?.backup, wrap: o.backupWrap, extra: backupExtra(logs.backupReport) };
   const backup = await startBackup(tb, backupOptions);
   let gateway: T2cpProcess | undefined;
   let agent: T2cpProcess | undefined;
@@ -119,10 +131,10 @@ export async function startTakeoverLab(tb: Testbed, dir: string, o: TakeoverLabO
   const gatewayArgs = ['gateway', '--key-file', keyFile, '--instance', instance,
     '--primary', tb.addr.primary, '--backup', tb.addr.backup, '--vip', tb.addr.vip, '--ports', ports,
     '--interval', interval, '--hard-misses', String(o.hardMisses ?? 3), '--report', logs.gatewayReport, ...(o.gatewayArgs ?? [])];
-  const startAgent = (): Promise<T2cpProcess> => startT2cp(tb, tb.ns.primary, ['primary', '--key-file', keyFile, '--instance', instance,
-    '--detector', tb.addr.gatewayLan, '--ports', ports, '--vip', tb.addr.vip, '--service-pid', String(primary.child.pid),
-    '--interval', interval, ...(o.agentArgs ?? [])],
-  (r) => r.msg === 'primary agent started', { cpus: o.cpus?.primary });
+  const startAgent = (side: 'primary' | 'backup' = 'primary'): Promise<T2cpProcess> => startT2cp(tb, tb.ns[side], ['primary', '--key-file', keyFile,
+    '--instance', instance, '--detector', tb.addr.gatewayLan, '--ports', ports, '--vip', tb.addr.vip,
+    '--service-pid', String((side === 'primary' ? primary : replica).child.pid), '--interval', interval, ...(o.agentArgs ?? [])],
+  (r) => r.msg === 'primary agent started', { cpus: o.cpus?.[side] });
   const startGateway = (): Promise<T2cpProcess> =>
     startT2cp(tb, tb.ns.gateway, gatewayArgs, (r) => r.msg === 'failure detector listening', { cpus: o.cpus?.gateway });
   if (withDetector) {
@@ -154,6 +166,22 @@ export async function startTakeoverLab(tb: Testbed, dir: string, o: TakeoverLabO
       lab.backup = await startBackup(tb, { ...backupOptions, ready: (r) => String(r.msg).startsWith('reclaimed the takeover') || r.msg === 'replicating' });
       return lab.backup;
     },
+    async reprotect() {
+      if (!lab.gateway || !lab.agent) throw new Error('reprotect: this lab runs no detector');
+      const gw = lab.gateway;
+      const from = gw.records.length;
+      // The old primary's host must not answer for the VIP once its agent's fence is gone.
+      const del = await tb.exec(tb.ns.primary, ['ip', 'addr', 'del', `${tb.addr.vip}/24`, 'dev', tb.ifaces.primaryLan]);
+      if (del.code !== 0) throw new Error(`ip addr del ${tb.addr.vip}: ${del.stderr.trim()}`);
+      await lab.agent.stop();
+      lab.agent = await startAgent('backup');
+      await gw.waitForRecord((r) => String(r.msg).startsWith('re-protection'), 'the roles swapped', 10_000, from);
+      await tb.moveMirror();
+      lab.rejoined = await startBackup(tb, {
+        ports: replicated, instance, cpus: o.cpus?.primary, wrap: o.backupWrap, ns: tb.ns.primary, extra: backupExtra(logs.rejoinedReport),
+      });
+      await gw.waitForRecord((r) => r.msg === 'service protected', 'protected again', 10_000, from);
+    },
     async restartAgent(signal) {
       if (!lab.agent || !withDetector) throw new Error('restartAgent: this lab runs no agent with a detector');
       await endBy(lab.agent, signal);
@@ -165,6 +193,7 @@ export async function startTakeoverLab(tb: Testbed, dir: string, o: TakeoverLabO
       await keepalived?.primary.stop();
       await lab.agent?.stop();
       await lab.gateway?.stop();
+      await lab.rejoined?.stop();
       await lab.backup.stop();
     },
   };

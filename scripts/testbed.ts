@@ -6,6 +6,9 @@
 //                                                 ├ sb ──── e0  backup ns   198.18.1.3
 //                   sm (mirror of sp, not bridged) ──── m0  backup ns   (no address)
 //
+// moveMirror() re-points the switch's mirror for a re-protection: the backup's port sb is mirrored
+// to a new port sn, linked to an m0 in the primary's namespace (the former primary stands by).
+//
 // Every name carries a per-run prefix, interfaces live only inside the namespaces (so their short
 // names never collide between runs), and teardown removes everything, also on exit or a signal.
 // Call order: createTestbed() -> exec()/spawn()/mac() ... -> teardown() (idempotent).
@@ -37,6 +40,12 @@ export interface Testbed {
   /** Starts `ip netns exec ns ...argv` (which execs, so the child's PID is the program's). */
   spawn(ns: string, argv: string[], opts?: SpawnOptions): ChildProcess;
   mac(ns: string, ifname: string): Promise<string>;
+  /**
+   * The switch's mirror moved (a SPAN session re-pointed): the backup's port is mirrored to a new
+   * mirror port whose other end is `m0` in the primary's namespace, and the primary's port is no
+   * longer mirrored. For a re-protection, when the host that took over serves.
+   */
+  moveMirror(): Promise<void>;
   teardown(): Promise<void>;
   teardownSync(): void;
 }
@@ -107,6 +116,7 @@ class TestbedImpl implements Testbed {
   private readonly made: string[] = [];
   private readonly children = new Set<ChildProcess>();
   private done = false;
+  private offloads = true;
 
   constructor(readonly prefix: string, clientAddrs: number, private readonly graceMs: number) {
     const p = prefix;
@@ -120,6 +130,7 @@ class TestbedImpl implements Testbed {
 
   async build(offloads: boolean): Promise<void> {
     const { client, gateway, sw, primary, backup } = this.ns;
+    this.offloads = offloads;
     track(this, true);
     for (const ns of Object.values(this.ns)) {
       await must(['ip', 'netns', 'add', ns]);
@@ -141,23 +152,13 @@ class TestbedImpl implements Testbed {
     // Bridged frames must not visit iptables when br_netfilter is loaded on the host (best effort).
     await run(['ip', 'netns', 'exec', sw, 'sysctl', '-qw', 'net.bridge.bridge-nf-call-iptables=0', 'net.bridge.bridge-nf-call-arptables=0']);
     // Port mirroring: every frame entering or leaving the primary's port is copied out of sm.
-    await must(['tc', '-n', sw, 'qdisc', 'add', 'dev', 'sp', 'clsact']);
-    for (const dir of ['ingress', 'egress']) {
-      await must(['tc', '-n', sw, 'filter', 'add', 'dev', 'sp', dir, 'protocol', 'all',
-        'u32', 'match', 'u32', '0', '0', 'action', 'mirred', 'egress', 'mirror', 'dev', 'sm']);
-    }
+    await this.mirror('sp', 'sm');
 
     await must(['ip', 'netns', 'exec', gateway, 'sysctl', '-qw', 'net.ipv4.ip_forward=1']);
     // The backup will hold the VIP locally while replicating: it must never answer ARP for it.
     await must(['ip', 'netns', 'exec', backup, 'sysctl', '-qw', 'net.ipv4.conf.all.arp_ignore=1', 'net.ipv4.conf.all.arp_announce=2']);
 
-    // GRO on a veth turns on its NAPI path, so received frames are merged into super-frames.
-    const features = offloads ? ['gro', 'on'] : ['tso', 'off', 'gso', 'off', 'gro', 'off', 'tx', 'off', 'rx', 'off'];
-    for (const [role, dev] of VETH_ENDS) {
-      const ns = this.ns[role];
-      await must(['ip', 'netns', 'exec', ns, 'ethtool', '-K', dev, ...features]);
-      await must(['ip', '-n', ns, 'link', 'set', dev, 'up']);
-    }
+    for (const [role, dev] of VETH_ENDS) await this.linkUp(this.ns[role], dev);
     await must(['ip', '-n', sw, 'link', 'set', 'br0', 'up']);
     // A real mirror port's NIC must accept frames for other MACs; a veth does anyway.
     await must(['ip', '-n', backup, 'link', 'set', 'm0', 'promisc', 'on']);
@@ -171,6 +172,32 @@ class TestbedImpl implements Testbed {
     await must(['ip', '-n', primary, 'route', 'add', 'default', 'via', this.addr.gatewayLan]);
     await must(['ip', '-n', backup, 'addr', 'add', `${this.addr.backup}/24`, 'dev', 'e0']);
     await must(['ip', '-n', backup, 'route', 'add', 'default', 'via', this.addr.gatewayLan]);
+  }
+
+  /** GRO on a veth turns on its NAPI path, so received frames are merged into super-frames. */
+  private async linkUp(ns: string, dev: string): Promise<void> {
+    const features = this.offloads ? ['gro', 'on'] : ['tso', 'off', 'gso', 'off', 'gro', 'off', 'tx', 'off', 'rx', 'off'];
+    await must(['ip', 'netns', 'exec', ns, 'ethtool', '-K', dev, ...features]);
+    await must(['ip', '-n', ns, 'link', 'set', dev, 'up']);
+  }
+
+  /** Every frame entering or leaving switch port `port` copied out of `to` (tc mirred, as a SPAN session). */
+  private async mirror(port: string, to: string): Promise<void> {
+    await must(['tc', '-n', this.ns.sw, 'qdisc', 'add', 'dev', port, 'clsact']);
+    for (const dir of ['ingress', 'egress']) {
+      await must(['tc', '-n', this.ns.sw, 'filter', 'add', 'dev', port, dir, 'protocol', 'all',
+        'u32', 'match', 'u32', '0', '0', 'action', 'mirred', 'egress', 'mirror', 'dev', to]);
+    }
+  }
+
+  async moveMirror(): Promise<void> {
+    const { sw, primary } = this.ns;
+    await must(['ip', '-n', primary, 'link', 'add', 'm0', 'type', 'veth', 'peer', 'name', 'sn', 'netns', sw]);
+    await this.linkUp(primary, 'm0');
+    await this.linkUp(sw, 'sn');
+    await must(['ip', '-n', primary, 'link', 'set', 'm0', 'promisc', 'on']);
+    await must(['tc', '-n', sw, 'qdisc', 'del', 'dev', 'sp', 'clsact']);
+    await this.mirror('sb', 'sn');
   }
 
   exec(ns: string, argv: string[], opts: { timeoutMs?: number } = {}): Promise<ExecResult> {
