@@ -77,7 +77,7 @@ for (const c of cases) {
           });
           const line = await pair.gatewayStatus();
           console.log(`lifecycle (${c.name}): ${line.stdout.trim()}`);
-          expect(line.stdout).toMatch(/^t2cp: gateway BACKUP_ACTIVE \(epoch 1; backup serves; .*UNPROTECTED: the backup took over: no host stands by behind it; last takeover: epoch 1 adopted after a restart\)/);
+          expect(line.stdout).toMatch(/^t2cp: gateway BACKUP_ACTIVE \(epoch 1; backup serves from 198\.18\.1\.3 \(primary 198\.18\.1\.2, backup 198\.18\.1\.3\); .*UNPROTECTED: the backup took over: no host stands by behind it; last takeover: epoch 1 adopted after a restart\)/);
         }
         // The old primary's link comes back: it is told to stand down (its agent fences itself).
         await restorePrimary(tb, 'link-down');
@@ -349,6 +349,78 @@ describe('lifecycle: the backup loses its link to the detector', () => {
       expect(record.engine.flowsTakenOver).toBeGreaterThanOrEqual(check.exact);
     } finally {
       await tb.exec(tb.ns.gateway, ['nft', 'delete', 'table', 'ip', table]);
+      await pair.stop();
+    }
+    expect(await kernelLeftovers(tb, INSTANCE)).toEqual([]);
+  });
+});
+
+describe('lifecycle: the former primary rejoins as the backup, then the new primary fails', () => {
+  const lab = useLab('lifereprot');
+
+  // Paper 003's "former primary comes back": after a takeover the host that
+  // took over becomes the primary (an agent started next to its service) and
+  // the repaired old primary stands by as the new backup, the switch's mirror
+  // moved to it. Connections opened after that are protected: when the new
+  // primary fails they carry on, byte-exact, on the former primary. Those the
+  // first takeover carried were first seen mid-stream by the new backup:
+  // unprotected, said so, and reset at the second takeover, none left waiting.
+  it('is said protected again; the second takeover keeps the new sessions and resets the older ones', async () => {
+    const { tb, dir } = lab;
+    const pair = await startTakeoverLab(tb, dir, { ports: [PORT], instance: INSTANCE, gatewayArgs: ['--state-dir', `${dir}/state`] });
+    try {
+      const view = async (): Promise<Record<string, unknown>> => JSON.parse((await pair.gatewayStatus(['--json'])).stdout);
+      const older: Workload = { seed: 31, sessions: [{ kind: 'rr', times: 3, count: 4000, intervalMs: 10, reqSize: [4, 600], respSize: [1, 3000] }] };
+      const before = startClient(tb, tb.ns.client, `${tb.addr.vip}:${PORT}`, older, `${dir}/before.jsonl`, { deadlineMs: 90_000 });
+      await waitFor(() => pair.backup.flows('synchronised').length >= 3, { timeoutMs: 15_000, what: 'the first sessions replicated' });
+      await pair.fail('link-down');
+      await waitFor(() => readLog(pair.logs.backupReport).length > 0, { timeoutMs: 15_000, what: 'the first takeover\'s record' });
+      await restorePrimary(tb, 'link-down');
+      await pair.agent!.waitForRecord((r) => String(r.msg).startsWith('fenced'), 'the old primary stands down', 10_000);
+
+      await pair.reprotect();
+      const reprotected = await view();
+      console.log(`lifecycle (re-protection): ${(await pair.gatewayStatus()).stdout.trim()}`);
+      expect(reprotected).toMatchObject({
+        state: 'PRIMARY_ACTIVE', epoch: 1, active: 'primary', serving: tb.addr.backup, hosts: { primary: tb.addr.backup, backup: tb.addr.primary },
+        swapped: true, backup: 'standby',
+      });
+      expect(pair.gateway!.records.find((r) => String(r.msg).startsWith('the former primary stands by'))).toBeDefined();
+      // The sessions the first takeover carried are mid-stream for the new backup: said unprotected.
+      await waitFor(async () => ((await view()).flows as { unprotected: number } | undefined)?.unprotected === 3,
+        { timeoutMs: 10_000, what: 'the older sessions counted unprotected' });
+      expect(((await view()).protection as { why: string }).why).toMatch(/3 open connection\(s\) it cannot continue/);
+      const kept = JSON.parse(fs.readFileSync(`${dir}/state/gateway-${INSTANCE}.json`, 'utf8')) as Record<string, unknown>;
+      expect(kept).toMatchObject({ epoch: 1, active: 'primary', swapped: true });
+      expect(kept.fencedMac).toBeUndefined();
+
+      const after = startClient(tb, tb.ns.client, `${tb.addr.vip}:${PORT}`, workload, `${dir}/after.jsonl`, { deadlineMs: 60_000 });
+      await waitFor(() => pair.rejoined!.flows('synchronised').length >= SESSIONS, { timeoutMs: 15_000, what: 'the new sessions replicated on the former primary' });
+      // The new primary's link goes down.
+      const down = await tb.exec(tb.ns.backup, ['ip', 'link', 'set', tb.ifaces.backupLan, 'down']);
+      expect(down.code, down.stderr).toBe(0);
+      const record = await waitFor(() => readLog<{ trigger: { epoch: number }; engine: { flowsTakenOver: number; flowsLost: number; flowsUnprotected: number; clientsReset: number } }>(pair.logs.rejoinedReport)[0],
+        { timeoutMs: 15_000, what: 'the second takeover\'s record' });
+      const [old, fresh] = [await before.finished, await after.finished];
+      const check = compareTakeover(readLog<ClientLogLine>(`${dir}/after.jsonl`), readLog<ServiceLogLine>(pair.logs.primary));
+      console.log(`lifecycle (re-protection): new sessions exact ${check.exact}/${SESSIONS}; older ones ${JSON.stringify(old.summary)}; ` +
+        `second record: epoch ${record.trigger.epoch}, taken over ${record.engine.flowsTakenOver}, lost ${record.engine.flowsLost}, ` +
+        `unprotected ${record.engine.flowsUnprotected}, clients reset ${record.engine.clientsReset}`);
+      expect(record.trigger.epoch).toBe(2);
+      // The new sessions: protected, taken over by the former primary, byte-exact.
+      expect(fresh.code, fresh.stderr).toBe(0);
+      expect(check.mismatches).toEqual([]);
+      expect(check.exact).toBe(SESSIONS);
+      expect(record.engine.flowsTakenOver).toBe(SESSIONS);
+      expect(record.engine.flowsLost).toBe(0);
+      // The older ones: reset at the takeover, not left waiting.
+      const summary = old.summary as { failed: number; errors: string[] };
+      expect(old.code).toBe(1);
+      expect(summary.failed).toBe(3);
+      for (const e of summary.errors) expect(e).toMatch(/ECONNRESET/);
+      expect(record.engine.clientsReset).toBeGreaterThanOrEqual(3);
+      expect(await view()).toMatchObject({ state: 'BACKUP_ACTIVE', epoch: 2, active: 'backup', serving: tb.addr.primary });
+    } finally {
       await pair.stop();
     }
     expect(await kernelLeftovers(tb, INSTANCE)).toEqual([]);
