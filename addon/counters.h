@@ -53,6 +53,7 @@ namespace t2cp {
   X(buffered_bytes)          /* gauge: client bytes held for lagging replicas */   \
   X(flows_protected_now)     /* gauge: flows open whose replica follows (1 s) */   \
   X(flows_unprotected_now)   /* gauge: flows open and unprotected (1 s) */         \
+  X(flows_unprotected_ended) /* unprotected flows whose connection ended (FINs, RST) */ \
   X(flows_lagging_now)       /* gauge: of the protected, replicas past --lag-warn */\
   X(gaps)                    /* primary acked client bytes never captured */       \
   X(causality_held)          /* pumps that held client bytes for the replica's output */\

@@ -160,7 +160,7 @@ void Engine::publish_live_counts() {
   for (auto& kv : ctx_.compare_ports) kv.second->open_count = kv.second->open_count_bytes = 0;
   uint64_t protected_now = 0, unprotected_now = 0, lagging_now = 0;
   ctx_.flows.for_each([&](Flow& f) {
-    if (f.state == FlowState::kUnprotected) unprotected_now++;
+    if (f.state == FlowState::kUnprotected && !f.ended) unprotected_now++;
     if (f.state != FlowState::kSynchronised && f.state != FlowState::kClosing) return;
     protected_now++;
     if (f.lag_reported) lagging_now++;

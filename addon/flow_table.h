@@ -95,6 +95,7 @@ struct PrimarySide {
   uint32_t rcv_nxt = 0;                  // highest ack it sent (client space)
   bool rst = false;
   uint64_t rst_us = 0;
+  bool fin = false; uint32_t fin_seq = 0;  // its FIN, seen on a flow followed without a replica (unprotected)
   uint8_t wscale = 0;                    // the shift the client applies to its windows
   uint32_t tsval = 0;                    // latest TSval (the client's ts_recent)
   uint64_t last_data_us = 0;             // last data segment: the client's last byte
@@ -130,6 +131,9 @@ struct Flow {
   FlowKey key{};
   uint32_t id = 0;
   FlowState state = FlowState::kSynSeen;
+  // Unprotected, and its connection is over (FINs both ways and the last ACK, or a reset): not
+  // open any more, nothing to reset at a takeover.
+  bool ended = false;
   // The replica still follows it: neither finished nor given up.
   bool replicated() const {
     return state == FlowState::kSynSeen || state == FlowState::kSynchronised || state == FlowState::kClosing;

@@ -304,7 +304,7 @@ void IncomingProcessor::on_tick(uint64_t now) {
     if (f.active()) return false;  // active mode expires it
     switch (f.state) {
       case FlowState::kClosed: return now - f.closed_us > kLingerUs;
-      case FlowState::kUnprotected: return now - f.last_seen_us > kUnprotectedIdleUs;
+      case FlowState::kUnprotected: return f.ended ? now - f.closed_us > kLingerUs : now - f.last_seen_us > kUnprotectedIdleUs;
       default:
         if (now - f.last_seen_us <= idle_us) return false;
         ctx_.counters.add(k_flows_expired);

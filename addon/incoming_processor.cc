@@ -169,12 +169,21 @@ void IncomingProcessor::on_client_segment(const Segment& s, uint64_t capture_ns)
     make_unprotected(*f, EventReason::kMidStream);  // its ACK is noted below all the same
   }
   f->last_seen_us = realtime_us();
-  if (f->state == FlowState::kUnprotected && (s.flags & kAck) && (!f->client.ack_seen || after(s.ack, f->client.ack_p))) {
-    // Where the client stands, so that a takeover can reset it in numbers it accepts.
-    f->client.ack_p = s.ack;
-    f->client.ack_seen = true;
+  if (f->state == FlowState::kUnprotected) {
+    if ((s.flags & kAck) && (!f->client.ack_seen || after(s.ack, f->client.ack_p))) {
+      // Where the client stands, so that a takeover can reset it in numbers it accepts.
+      f->client.ack_p = s.ack;
+      f->client.ack_seen = true;
+    }
+    if (s.flags & kFin) {
+      f->client.fin = true;
+      f->client.fin_seq = s.seq + s.payload_len;
+    }
+    if (s.flags & kRst) f->client.rst = true;
+    end_unprotected(*f);
+    return;
   }
-  if (f->state == FlowState::kUnprotected || f->state == FlowState::kClosed) return;
+  if (f->state == FlowState::kClosed) return;
 
   if (s.opt.has_ts && (f->client.tsval == 0 || !before(s.opt.tsval, f->client.tsval))) {
     f->client.tsval = s.opt.tsval;  // PAWS on the replica: never go back
@@ -366,6 +375,12 @@ void IncomingProcessor::on_primary_segment(const Segment& s, uint32_t present, u
       f->primary.snd_nxt = end;
       f->primary.sent_seen = true;
     }
+    if (s.flags & kFin) {
+      f->primary.fin = true;
+      f->primary.fin_seq = s.seq + s.payload_len;
+    }
+    if (s.flags & kRst) f->primary.rst = true;
+    end_unprotected(*f);
     return;
   }
   if (f->state == FlowState::kClosed) return;
@@ -468,6 +483,19 @@ void IncomingProcessor::check_closed(Flow& f, uint64_t now_us) {
   // Both services wrote the same number of bytes, or the replica diverged.
   bool diverged = f.primary.synack && f.replica.synack && !reset && f.primary.s2c != f.replica.s2c;
   ctx_.events.emit(EventType::kClosed, reset ? EventReason::kRst : EventReason::kFin, f, diverged ? 1 : 0);
+}
+
+void IncomingProcessor::end_unprotected(Flow& f) {
+  if (f.ended) return;
+  // Over: a reset either way, or both FINs sent and the client's last ACK (past the primary's FIN) seen.
+  bool reset = f.client.rst || f.primary.rst;
+  bool finished = f.client.fin && f.primary.fin && f.client.ack_seen && after(f.client.ack_p, f.primary.fin_seq);
+  if (!reset && !finished) return;
+  // No longer open: not counted unprotected, nothing to reset at a takeover. Counted, not
+  // reported: it was reported unprotected, and `closed` says a replica finished a flow.
+  f.ended = true;
+  f.closed_us = realtime_us();
+  ctx_.counters.add(k_flows_unprotected_ended);
 }
 
 uint32_t IncomingProcessor::captured_end(const Flow& f) {

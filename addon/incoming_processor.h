@@ -99,6 +99,8 @@ class IncomingProcessor {
   void init_flow(Flow& f, const Segment& s, uint64_t capture_ns);
   // After its predecessor on the same key is done on the replica.
   void note_finished(Flow& f);
+  // An unprotected flow whose connection ended (FINs both ways and the last ACK, or a reset): closed.
+  void end_unprotected(Flow& f);
   void tick_flow(Flow& f, uint64_t now_us);
   void check_gap(Flow& f, uint64_t now_us);
   void check_lag(Flow& f);

@@ -154,6 +154,7 @@ bool FailureRecovery::settle(std::string* err) {
     }
     f.successor.reset();
     if (!f.finishing()) {
+      if (f.ended) return;  // over before the takeover: nothing to continue, nobody to reset
       // Unprotected before the takeover: its client is reset at step 5 too.
       unprotected++;
       if (f.state == FlowState::kUnprotected) reset_due_.push_back(f.key);

@@ -528,6 +528,33 @@ void test_a_flow_seen_mid_stream_keeps_the_primarys_edge() {
   CHECK_EQ(f->client.ack_p, kP0 + 500);
 }
 
+// An unprotected flow's connection ends (both FINs and the client's last
+// ACK, or a reset): ended, so that it no longer counts as unprotected and a
+// takeover has nothing to reset; only the last ACK past the primary's FIN
+// ends it, not the FINs alone.
+void test_an_unprotected_flow_that_ends_is_ended() {
+  {
+    Lab lab;
+    lab.client(kC0 + 100, kP0 + 500, kAck, "request");
+    Flow* f = lab.flow();
+    CHECK(f && f->state == FlowState::kUnprotected);
+    lab.client(kC0 + 107, kP0 + 500, kAck | kFin);
+    lab.primary(kP0 + 500, kC0 + 108, kAck | kFin, "bye");
+    CHECK(!f->ended);  // the client has not acknowledged the primary's FIN yet
+    lab.client(kC0 + 108, kP0 + 503, kAck);
+    CHECK(!f->ended);  // that ACK stops short of the FIN
+    lab.client(kC0 + 108, kP0 + 504, kAck);
+    CHECK(f->ended && f->state == FlowState::kUnprotected);
+    CHECK_EQ(lab.ctx->counters.get(k_flows_unprotected_ended), uint64_t(1));
+  }
+  {
+    Lab lab;
+    lab.client(kC0 + 100, kP0 + 500, kAck, "request");
+    lab.primary(kP0 + 500, kC0 + 107, kRst);
+    CHECK(lab.flow()->ended);
+  }
+}
+
 int main() {
   run_test("request_waits_for_the_replicas_answer", test_request_waits_for_the_replicas_answer);
   run_test("pipelined_requests_are_not_held", test_pipelined_requests_are_not_held);
@@ -545,5 +572,6 @@ int main() {
   run_test("the_same_answer_is_not_diverged", test_the_same_answer_is_not_diverged);
   run_test("only_a_later_ack_clears_a_capture_drop", test_only_a_later_ack_clears_a_capture_drop);
   run_test("a_flow_seen_mid_stream_keeps_the_primarys_edge", test_a_flow_seen_mid_stream_keeps_the_primarys_edge);
+  run_test("an_unprotected_flow_that_ends_is_ended", test_an_unprotected_flow_that_ends_is_ended);
   return finish();
 }
