@@ -11,7 +11,7 @@ import { serviceStatus } from './agent/service-status.js';
 import { bootNowUs, processStartBootUs } from './agent/vrrp-guard.js';
 import {
   GATEWAY_COMMAND, heartbeatTiming, PRIMARY_COMMAND, STAND_DOWN_COMMAND, STATUS_COMMAND, TAKEOVER_COMMAND,
-  type GatewayConfig, type PrimaryConfig, type StandDownConfig,
+  type GatewayConfig, type PrimaryConfig, type StandDownConfig, type TakeoverConfig,
 } from './config-takeover.js';
 import type { NodeStatus } from './control/index.js';
 import { loadKey } from './control/key.js';
@@ -141,10 +141,46 @@ export async function runTakeover(argv: string[]): Promise<void> {
   const cfg = parseOptions(TAKEOVER_COMMAND, argv);
   const { key, warning } = loadKey(cfg.keyFile);
   if (warning) process.stderr.write(`t2cp: warning: ${warning}\n`);
+  await drainBeforeTakeover(cfg, key);
   const report = await requestTakeover({ control: cfg.control, key, reason: cfg.reason, timeoutMs: cfg.timeoutMs });
   process.stdout.write(JSON.stringify(report, null, cfg.json ? undefined : 2) + '\n');
   if (!report.ok) throw new T2cpError(`the backup did not take over (epoch ${report.epoch}): ${report.error ?? 'no reason given'}`, 'T2CP_REFUSED');
 }
+
+/**
+ * Before a planned takeover: how many open connections the backup cannot continue (first seen
+ * mid-stream, given up, diverged: their clients are reset), said on stderr; with --drain, waits
+ * up to that long for them to close. A backup that does not answer the count is said so, and
+ * the takeover asked all the same (it answers, or refuses, for itself).
+ */
+async function drainBeforeTakeover(cfg: TakeoverConfig, key: Buffer): Promise<void> {
+  const say = (s: string): boolean => process.stderr.write(`t2cp: ${s}\n`);
+  const unprotected = async (): Promise<number | undefined> => {
+    try {
+      const s = await requestStatus({ to: cfg.control, role: 'backup', key, timeoutMs: 2000 });
+      return s.role === 'backup' ? s.flows.open?.unprotected : undefined;
+    } catch {
+      return undefined;
+    }
+  };
+  let left = await unprotected();
+  if (left === undefined) {
+    say('the backup did not say how many open connections it cannot continue (not replicating?): asking it to take over all the same');
+    return;
+  }
+  say(`this takeover ends ${left} open connection(s) the backup cannot continue: their clients are reset`);
+  if (left === 0 || cfg.drainMs === 0) return;
+  say(`waiting up to ${cfg.drainMs} ms for them to close (--drain)`);
+  const deadline = Date.now() + cfg.drainMs;
+  while (left !== undefined && left > 0 && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, Math.min(DRAIN_POLL_MS, Math.max(0, deadline - Date.now()))));
+    left = await unprotected() ?? left;
+  }
+  say(left === 0 ? 'drained: none is left' : `${left} still open after ${cfg.drainMs} ms: taking over, they are reset`);
+}
+
+/** How often --drain asks the backup again (it counts its connections once a second). */
+const DRAIN_POLL_MS = 250;
 
 /** `t2cp stand-down`: one STAND_DOWN to the agent on this host, one line (or the ack as JSON) on stdout. */
 export async function runStandDown(argv: string[]): Promise<void> {

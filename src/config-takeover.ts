@@ -235,25 +235,30 @@ export interface TakeoverConfig extends Shared {
   control: Endpoint;
   reason: string;
   timeoutMs: number;
+  drainMs: number;
 }
 
 export const TAKEOVER_COMMAND: CommandSpec<TakeoverConfig> = {
   name: 'takeover',
-  synopsis: 'usage: t2cp takeover --key-file FILE [--control ADDR:PORT] [--reason TEXT] [--timeout MS]',
+  synopsis: 'usage: t2cp takeover --key-file FILE [--control ADDR:PORT] [--reason TEXT] [--drain MS] [--timeout MS]',
   about: [
-    'Asks the backup to take over now (a planned switch). Run it on the backup host:',
-    'the backup asks the detector, which has the primary stand down first. Prints',
-    "the backup's takeover report as JSON; exit 0 when it took over, 1 otherwise.",
-    "Also the hook for keepalived's notify_master.",
+    'Asks the backup to take over now (a planned switch; after a re-protection, the',
+    'failback). Run it on the backup host: the backup asks the detector, which has',
+    'the primary stand down first. Before it asks, it says how many open connections',
+    'the backup cannot continue (their clients are reset), and with --drain waits for',
+    "them to close. Prints the backup's takeover report as JSON; exit 0 when it took",
+    "over, 1 otherwise. Also the hook for keepalived's notify_master.",
   ],
   options: [
     ...shared<TakeoverConfig>(),
     { key: 'control', flag: '--control', kind: 'endpoint', arg: 'ADDR:PORT', defaultPort: CONTROL_PORT,
       help: `the backup's control endpoint; default 127.0.0.1:${CONTROL_PORT}` },
     { key: 'reason', flag: '--reason', kind: 'string', arg: 'TEXT', help: 'why, for the records; default manual' },
-    { key: 'timeoutMs', flag: '--timeout', kind: 'int', arg: 'MS', min: 1, max: 600000, help: 'give up without a report after MS; default 10000' },
+    { key: 'drainMs', flag: '--drain', kind: 'int', arg: 'MS', min: 0, max: 86400000,
+      help: 'wait up to MS for the open connections the backup cannot continue to close before asking; default 0' },
+    { key: 'timeoutMs', flag: '--timeout', kind: 'int', arg: 'MS', min: 1, max: 600000, help: 'give up without a report after MS (after the drain); default 10000' },
   ],
-  defaults: { instance: 'main', json: false, control: { address: '127.0.0.1', port: CONTROL_PORT }, reason: 'manual', timeoutMs: 10000 },
+  defaults: { instance: 'main', json: false, control: { address: '127.0.0.1', port: CONTROL_PORT }, reason: 'manual', timeoutMs: 10000, drainMs: 0 },
   validate: (c) => checkInstance(c.instance),
 };
 

@@ -263,6 +263,7 @@ export class BackupNode {
         flow: `${d.client}->:${d.serverPort}`, kind: d.kind, offset: d.offset, exact: d.exact,
         primary: excerptText(d.primary), replica: excerptText(d.replica),
       })),
+      ...(this.liveFlows() ? { open: this.liveFlows() } : {}),
     };
   }
 

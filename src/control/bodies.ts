@@ -93,6 +93,8 @@ export interface FlowCounts {
   comparison: Record<string, PortComparison>;
   /** The last divergences (at most 5), oldest first. */
   divergences: DivergenceSeen[];
+  /** Its open connections now (counted once a second), while it replicates. */
+  open?: LiveFlows;
 }
 
 export interface PortComparison {

@@ -59,7 +59,9 @@ describe('t2cp gateway / primary / takeover options', () => {
   });
 
   it('takeover: loopback control endpoint by default; --config works for every command', () => {
-    expect(parseOptions(TAKEOVER_COMMAND, ['--key-file', 'k'])).toMatchObject({ control: { address: '127.0.0.1', port: 7391 }, reason: 'manual', timeoutMs: 10000 });
+    expect(parseOptions(TAKEOVER_COMMAND, ['--key-file', 'k'])).toMatchObject({ control: { address: '127.0.0.1', port: 7391 }, reason: 'manual', timeoutMs: 10000, drainMs: 0 });
+    expect(parseOptions(TAKEOVER_COMMAND, ['--key-file', 'k', '--drain', '30000'])).toMatchObject({ drainMs: 30000 });
+    expect(errorOf(TAKEOVER_COMMAND, ['--key-file', 'k', '--drain', 'soon']).message).toMatch(/--drain/);
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 't2cp-cfg-'));
     try {
       const f = path.join(dir, 'g.json');
