@@ -12,6 +12,7 @@ import { markPrimaryReplies, restorePrimary } from '../../scripts/failures.js';
 import { startClient } from '../../scripts/processes.js';
 import { answeredByOne, compareTakeover } from '../../scripts/takeover-check.js';
 import { startTakeoverLab } from '../../scripts/takeover-lab.js';
+import { distCli } from '../../scripts/t2cp-process.js';
 import { waitFor } from '../../scripts/wait.js';
 import type { Workload } from '../../scripts/client.js';
 import { readLog, startCapture, type ClientLogLine, type ServiceLogLine } from './harness.js';
@@ -420,6 +421,62 @@ describe('lifecycle: the former primary rejoins as the backup, then the new prim
       for (const e of summary.errors) expect(e).toMatch(/ECONNRESET/);
       expect(record.engine.clientsReset).toBeGreaterThanOrEqual(3);
       expect(await view()).toMatchObject({ state: 'BACKUP_ACTIVE', epoch: 2, active: 'backup', serving: tb.addr.primary });
+    } finally {
+      await pair.stop();
+    }
+    expect(await kernelLeftovers(tb, INSTANCE)).toEqual([]);
+  });
+});
+
+describe('lifecycle: failback once the former primary stands by again', () => {
+  const lab = useLab('lifeback');
+
+  // A planned switch back to the former primary after re-protection. Before it
+  // asks, `t2cp takeover` says how many open connections the new backup cannot
+  // continue (the ones the first takeover carried) and, with --drain, waits
+  // for them to close: none is reset, and the sessions opened since carry on.
+  it('--drain waits for the connections the backup cannot continue, then the former primary serves; nothing is reset', async () => {
+    const { tb, dir } = lab;
+    const pair = await startTakeoverLab(tb, dir, { ports: [PORT], instance: INSTANCE });
+    try {
+      // Long enough to outlast the first takeover and the re-protection, short enough to end within the drain.
+      const older: Workload = { seed: 41, sessions: [{ kind: 'rr', times: 3, count: 1200, intervalMs: 10, reqSize: [4, 600], respSize: [1, 3000] }] };
+      const before = startClient(tb, tb.ns.client, `${tb.addr.vip}:${PORT}`, older, `${dir}/before.jsonl`, { deadlineMs: 90_000 });
+      await waitFor(() => pair.backup.flows('synchronised').length >= 3, { timeoutMs: 15_000, what: 'the first sessions replicated' });
+      await pair.fail('link-down');
+      await waitFor(() => readLog(pair.logs.backupReport).length > 0, { timeoutMs: 15_000, what: 'the first takeover\'s record' });
+      await restorePrimary(tb, 'link-down');
+      await pair.agent!.waitForRecord((r) => String(r.msg).startsWith('fenced'), 'the old primary stands down', 10_000);
+      await pair.reprotect();
+      // Still under way when the older ones have drained.
+      const newer: Workload = { seed: 42, sessions: [{ kind: 'rr', times: SESSIONS, count: 2500, intervalMs: 10, reqSize: [4, 600], respSize: [1, 3000] }] };
+      const after = startClient(tb, tb.ns.client, `${tb.addr.vip}:${PORT}`, newer, `${dir}/after.jsonl`, { deadlineMs: 90_000 });
+      await waitFor(() => pair.rejoined!.flows('synchronised').length >= SESSIONS, { timeoutMs: 15_000, what: 'the new sessions replicated on the former primary' });
+
+      const failback = await tb.exec(tb.ns.primary, ['node', distCli(), 'takeover', '--key-file', pair.keyFile, '--reason', 'failback',
+        '--drain', '60000', '--json'], { timeoutMs: 90_000 });
+      console.log(`lifecycle (failback): ${failback.stderr.trim().replace(/\n/g, ' | ')}`);
+      expect(failback.code, failback.stderr).toBe(0);
+      expect(failback.stderr).toMatch(/t2cp: this takeover ends 3 open connection\(s\) the backup cannot continue/);
+      expect(failback.stderr).toMatch(/t2cp: drained: none is left/);
+      expect(JSON.parse(failback.stdout)).toMatchObject({ ok: true, epoch: 2 });
+
+      const [old, fresh] = [await before.finished, await after.finished];
+      const record = await waitFor(() => readLog<{ engine: { flowsTakenOver: number; flowsLost: number; clientsReset: number } }>(pair.logs.rejoinedReport)[0],
+        { timeoutMs: 15_000, what: 'the failback\'s record' });
+      const check = compareTakeover(readLog<ClientLogLine>(`${dir}/after.jsonl`), readLog<ServiceLogLine>(pair.logs.primary));
+      console.log(`lifecycle (failback): older ${JSON.stringify(old.summary)}; new exact ${check.exact}/${SESSIONS}; ` +
+        `record: taken over ${record.engine.flowsTakenOver}, lost ${record.engine.flowsLost}, clients reset ${record.engine.clientsReset}`);
+      expect(old.code, old.stderr).toBe(0);
+      expect(fresh.code, fresh.stderr).toBe(0);
+      expect(check.mismatches).toEqual([]);
+      expect(check.exact).toBe(SESSIONS);
+      expect(record.engine.flowsTakenOver).toBe(SESSIONS);
+      expect(record.engine.clientsReset).toBe(0);
+      // The planned switch: the new primary stood down before the former one was ordered.
+      const view = JSON.parse((await pair.gatewayStatus(['--json'])).stdout) as Record<string, unknown>;
+      expect(view).toMatchObject({ state: 'BACKUP_ACTIVE', epoch: 2, serving: tb.addr.primary, lastTakeover: { epoch: 2, cause: 'planned' } });
+      await pair.agent!.waitForRecord((r) => String(r.msg).startsWith('fenced'), 'the new primary stood down', 5_000);
     } finally {
       await pair.stop();
     }
