@@ -82,6 +82,25 @@ describe('device states', () => {
     s.move('BACKUP_ACTIVE', 'late report');
     expect(s.can('TAKING_OVER')).toBe(false);
     expect(s.can('FAILED')).toBe(false);
+    expect(s.can('PRIMARY_ACTIVE')).toBe(false); // only by re-protection
+    expect(() => s.move('PRIMARY_ACTIVE', 'x')).toThrow(/BACKUP_ACTIVE -> PRIMARY_ACTIVE/);
+  });
+
+  it('re-protection: the host that took over is the primary at the same epoch; the new backup unknown until heard', () => {
+    const s = new DeviceStates(new FakeClock());
+    expect(() => s.reprotect('x')).toThrow(/nothing to re-protect/);
+    s.move('PRIMARY_ACTIVE', 'heard');
+    s.setBackup('standby', 'heard');
+    s.beginTakeover('hard timeout');
+    expect(() => s.reprotect('x')).toThrow(/TAKING_OVER: nothing to re-protect/);
+    s.move('BACKUP_ACTIVE', 'report');
+    s.setBackup('active', 'heard');
+    s.reprotect('agent heard on the host that took over');
+    expect(s).toMatchObject({ state: 'PRIMARY_ACTIVE', epoch: 1, activeSide: 'primary', backup: 'unknown' });
+    expect(s.protection).toEqual({ protected: undefined, why: 'the backup is not heard yet' });
+    s.setBackup('standby', 'heard');
+    expect(s.protection.protected).toBe(true);
+    expect(s.beginTakeover('the new primary silent')).toBe(2); // the next failure
   });
 });
 
