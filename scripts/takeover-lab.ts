@@ -63,8 +63,8 @@ export interface TakeoverLab {
   keepalived?: { primary: Keepalived; backup: Keepalived };
   services: { primary: ChildProcess; backup: ChildProcess; echo?: { primary: ChildProcess; backup: ChildProcess } };
   logs: { primary: string; backup: string; gatewayReport: string; backupReport: string; rejoinedReport: string };
-  /** `t2cp status --role backup` (and `args`) in the backup's namespace, as an operator asks it. */
-  backupStatus(args?: string[]): Promise<ExecResult>;
+  /** `t2cp status --role backup` (and `args`) in the backup's namespace (or `ns`: the rejoined one's), as an operator asks it. */
+  backupStatus(args?: string[], ns?: string): Promise<ExecResult>;
   /** `t2cp status --role gateway` (and `args`) in the gateway's namespace. */
   gatewayStatus(args?: string[]): Promise<ExecResult>;
   /**
@@ -146,7 +146,7 @@ export async function startTakeoverLab(tb: Testbed, dir: string, o: TakeoverLabO
   const lab: TakeoverLab = {
     keyFile, backup, gateway, agent, keepalived, logs,
     services: { primary: primary.child, backup: replica.child, ...(echo ? { echo } : {}) },
-    backupStatus: (args = []) => tb.exec(tb.ns.backup, ['node', distCli(), 'status', '--role', 'backup', '--key-file', keyFile, ...args]),
+    backupStatus: (args = [], ns = tb.ns.backup) => tb.exec(ns, ['node', distCli(), 'status', '--role', 'backup', '--key-file', keyFile, ...args]),
     gatewayStatus: (args = []) => tb.exec(tb.ns.gateway, ['node', distCli(), 'status', '--role', 'gateway', '--key-file', keyFile, ...args]),
     async fail(kind) {
       if (kind !== 'planned') return failPrimary(tb, kind);

@@ -533,8 +533,10 @@ export class GatewayNode {
     const now = this.clock.monoUs();
     this.onMonitor(this.monitor.tick(now));
     this.run(this.takeover.tick());
-    if (this.states.backup !== 'silent' && now - this.backupHeardUs >= this.opts.backupTimeoutUs)
+    if (this.states.backup !== 'silent' && now - this.backupHeardUs >= this.opts.backupTimeoutUs) {
       this.states.setBackup('silent', `not heard for ${ms(now - this.backupHeardUs)} ms`);
+      this.backupFlows = undefined; // what it counted is no longer known
+    }
     this.schedule();
   }
 

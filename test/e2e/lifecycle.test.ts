@@ -264,6 +264,36 @@ describe('lifecycle: the backup dies and comes back', () => {
   });
 });
 
+describe('lifecycle: the backup dies and stays dead', () => {
+  const lab = useLab('lifebkdead');
+
+  // Paper 003's "backup fails and stays dead": the service is said unprotected
+  // (at warning level, in the status) and the primary serves on; no takeover is
+  // begun, the clients notice nothing.
+  it('is said unprotected; the primary serves on, every session completes', async () => {
+    const { tb, dir } = lab;
+    const pair = await startTakeoverLab(tb, dir, { ports: [PORT], instance: INSTANCE });
+    try {
+      const client = startClient(tb, tb.ns.client, `${tb.addr.vip}:${PORT}`, workload, `${dir}/client.jsonl`, { deadlineMs: 60_000 });
+      await waitFor(() => pair.backup.flows('synchronised').length >= SESSIONS, { timeoutMs: 15_000, what: 'every session replicated' });
+      pair.backup.child.kill('SIGKILL');
+      const silent = await pair.gateway!.waitForRecord((r) => r.msg === 'service unprotected', 'the backup said silent');
+      expect(silent).toMatchObject({ level: 'warn', why: 'the backup is silent' });
+      const run = await client.finished;
+      const view = JSON.parse((await pair.gatewayStatus(['--json'])).stdout) as Record<string, unknown>;
+      console.log(`lifecycle (backup stays dead): ${JSON.stringify(run.summary)}; ${(await pair.gatewayStatus()).stdout.trim()}`);
+      // Every session answered and verified by the client, served by the primary to its end.
+      expect(run.code, run.stderr).toBe(0);
+      expect((run.summary as { ok: number }).ok).toBe(SESSIONS);
+      expect(view).toMatchObject({ state: 'PRIMARY_ACTIVE', epoch: 0, active: 'primary', backup: 'silent', protection: { protected: false, why: 'the backup is silent' } });
+      expect(pair.gateway!.records.filter((r) => r.msg === 'takeover begins')).toEqual([]);
+    } finally {
+      await pair.stop();
+    }
+    expect(await kernelLeftovers(tb, INSTANCE)).toEqual([]);
+  });
+});
+
 describe('lifecycle: the backup loses its mirror', () => {
   const lab = useLab('lifeblind');
 
@@ -428,58 +458,76 @@ describe('lifecycle: the former primary rejoins as the backup, then the new prim
   });
 });
 
-describe('lifecycle: failback once the former primary stands by again', () => {
-  const lab = useLab('lifeback');
+for (const drain of [true, false]) {
+  describe(`lifecycle: failback once the former primary stands by again, ${drain ? 'with' : 'without'} --drain`, () => {
+    const lab = useLab('lifeback');
 
-  // A planned switch back to the former primary after re-protection. Before it
-  // asks, `t2cp takeover` says how many open connections the new backup cannot
-  // continue (the ones the first takeover carried) and, with --drain, waits
-  // for them to close: none is reset, and the sessions opened since carry on.
-  it('--drain waits for the connections the backup cannot continue, then the former primary serves; nothing is reset', async () => {
-    const { tb, dir } = lab;
-    const pair = await startTakeoverLab(tb, dir, { ports: [PORT], instance: INSTANCE });
-    try {
-      // Long enough to outlast the first takeover and the re-protection, short enough to end within the drain.
-      const older: Workload = { seed: 41, sessions: [{ kind: 'rr', times: 3, count: 1200, intervalMs: 10, reqSize: [4, 600], respSize: [1, 3000] }] };
-      const before = startClient(tb, tb.ns.client, `${tb.addr.vip}:${PORT}`, older, `${dir}/before.jsonl`, { deadlineMs: 90_000 });
-      await waitFor(() => pair.backup.flows('synchronised').length >= 3, { timeoutMs: 15_000, what: 'the first sessions replicated' });
-      await pair.fail('link-down');
-      await waitFor(() => readLog(pair.logs.backupReport).length > 0, { timeoutMs: 15_000, what: 'the first takeover\'s record' });
-      await restorePrimary(tb, 'link-down');
-      await pair.agent!.waitForRecord((r) => String(r.msg).startsWith('fenced'), 'the old primary stands down', 10_000);
-      await pair.reprotect();
-      // Still under way when the older ones have drained.
-      const newer: Workload = { seed: 42, sessions: [{ kind: 'rr', times: SESSIONS, count: 2500, intervalMs: 10, reqSize: [4, 600], respSize: [1, 3000] }] };
-      const after = startClient(tb, tb.ns.client, `${tb.addr.vip}:${PORT}`, newer, `${dir}/after.jsonl`, { deadlineMs: 90_000 });
-      await waitFor(() => pair.rejoined!.flows('synchronised').length >= SESSIONS, { timeoutMs: 15_000, what: 'the new sessions replicated on the former primary' });
+    // A planned switch back to the former primary after re-protection. Before it
+    // asks, `t2cp takeover` says how many open connections the new backup cannot
+    // continue (the ones the first takeover carried); with --drain it waits for
+    // them to close and nobody is reset, without it their clients are reset at
+    // once. The sessions opened since carry on either way.
+    it(drain ? '--drain waits for the connections the backup cannot continue; nothing is reset'
+      : 'says which connections end; their clients are reset, the newer sessions carry on', async () => {
+      const { tb, dir } = lab;
+      const pair = await startTakeoverLab(tb, dir, { ports: [PORT], instance: INSTANCE });
+      try {
+        // Long enough to outlast the first takeover and the re-protection, short enough to end within the drain.
+        const older: Workload = { seed: 41, sessions: [{ kind: 'rr', times: 3, count: 1200, intervalMs: 10, reqSize: [4, 600], respSize: [1, 3000] }] };
+        const before = startClient(tb, tb.ns.client, `${tb.addr.vip}:${PORT}`, older, `${dir}/before.jsonl`, { deadlineMs: 90_000 });
+        await waitFor(() => pair.backup.flows('synchronised').length >= 3, { timeoutMs: 15_000, what: 'the first sessions replicated' });
+        await pair.fail('link-down');
+        await waitFor(() => readLog(pair.logs.backupReport).length > 0, { timeoutMs: 15_000, what: 'the first takeover\'s record' });
+        await restorePrimary(tb, 'link-down');
+        await pair.agent!.waitForRecord((r) => String(r.msg).startsWith('fenced'), 'the old primary stands down', 10_000);
+        await pair.reprotect();
+        // Still under way after the switch (with --drain, once the older ones have closed).
+        const newer: Workload = { seed: 42, sessions: [{ kind: 'rr', times: SESSIONS, count: drain ? 2500 : 800, intervalMs: 10, reqSize: [4, 600], respSize: [1, 3000] }] };
+        const after = startClient(tb, tb.ns.client, `${tb.addr.vip}:${PORT}`, newer, `${dir}/after.jsonl`, { deadlineMs: 90_000 });
+        await waitFor(() => pair.rejoined!.flows('synchronised').length >= SESSIONS, { timeoutMs: 15_000, what: 'the new sessions replicated on the former primary' });
+        // The backup counts its open connections once a second: the older ones, unprotected, are counted.
+        await waitFor(async () => {
+          const st = await pair.backupStatus(['--json'], tb.ns.primary);
+          return (JSON.parse(st.stdout) as { flows: { open?: { unprotected: number } } }).flows.open?.unprotected === 3;
+        }, { timeoutMs: 10_000, what: 'the older sessions counted unprotected on the former primary' });
 
-      const failback = await tb.exec(tb.ns.primary, ['node', distCli(), 'takeover', '--key-file', pair.keyFile, '--reason', 'failback',
-        '--drain', '60000', '--json'], { timeoutMs: 90_000 });
-      console.log(`lifecycle (failback): ${failback.stderr.trim().replace(/\n/g, ' | ')}`);
-      expect(failback.code, failback.stderr).toBe(0);
-      expect(failback.stderr).toMatch(/t2cp: this takeover ends 3 open connection\(s\) the backup cannot continue/);
-      expect(failback.stderr).toMatch(/t2cp: drained: none is left/);
-      expect(JSON.parse(failback.stdout)).toMatchObject({ ok: true, epoch: 2 });
+        const failback = await tb.exec(tb.ns.primary, ['node', distCli(), 'takeover', '--key-file', pair.keyFile, '--reason', 'failback',
+          ...(drain ? ['--drain', '60000'] : []), '--json'], { timeoutMs: 90_000 });
+        console.log(`lifecycle (failback${drain ? ', --drain' : ''}): ${failback.stderr.trim().replace(/\n/g, ' | ')}`);
+        expect(failback.code, failback.stderr).toBe(0);
+        expect(failback.stderr).toMatch(/t2cp: this takeover ends 3 open connection\(s\) the backup cannot continue/);
+        if (drain) expect(failback.stderr).toMatch(/t2cp: drained: none is left/);
+        else expect(failback.stderr).not.toMatch(/waiting/);
+        expect(JSON.parse(failback.stdout)).toMatchObject({ ok: true, epoch: 2 });
 
-      const [old, fresh] = [await before.finished, await after.finished];
-      const record = await waitFor(() => readLog<{ engine: { flowsTakenOver: number; flowsLost: number; clientsReset: number } }>(pair.logs.rejoinedReport)[0],
-        { timeoutMs: 15_000, what: 'the failback\'s record' });
-      const check = compareTakeover(readLog<ClientLogLine>(`${dir}/after.jsonl`), readLog<ServiceLogLine>(pair.logs.primary));
-      console.log(`lifecycle (failback): older ${JSON.stringify(old.summary)}; new exact ${check.exact}/${SESSIONS}; ` +
-        `record: taken over ${record.engine.flowsTakenOver}, lost ${record.engine.flowsLost}, clients reset ${record.engine.clientsReset}`);
-      expect(old.code, old.stderr).toBe(0);
-      expect(fresh.code, fresh.stderr).toBe(0);
-      expect(check.mismatches).toEqual([]);
-      expect(check.exact).toBe(SESSIONS);
-      expect(record.engine.flowsTakenOver).toBe(SESSIONS);
-      expect(record.engine.clientsReset).toBe(0);
-      // The planned switch: the new primary stood down before the former one was ordered.
-      const view = JSON.parse((await pair.gatewayStatus(['--json'])).stdout) as Record<string, unknown>;
-      expect(view).toMatchObject({ state: 'BACKUP_ACTIVE', epoch: 2, serving: tb.addr.primary, lastTakeover: { epoch: 2, cause: 'planned' } });
-      await pair.agent!.waitForRecord((r) => String(r.msg).startsWith('fenced'), 'the new primary stood down', 5_000);
-    } finally {
-      await pair.stop();
-    }
-    expect(await kernelLeftovers(tb, INSTANCE)).toEqual([]);
+        const [old, fresh] = [await before.finished, await after.finished];
+        const record = await waitFor(() => readLog<{ engine: { flowsTakenOver: number; flowsLost: number; clientsReset: number } }>(pair.logs.rejoinedReport)[0],
+          { timeoutMs: 15_000, what: 'the failback\'s record' });
+        const check = compareTakeover(readLog<ClientLogLine>(`${dir}/after.jsonl`), readLog<ServiceLogLine>(pair.logs.primary));
+        console.log(`lifecycle (failback${drain ? ', --drain' : ''}): older ${JSON.stringify(old.summary)}; new exact ${check.exact}/${SESSIONS}; ` +
+          `record: taken over ${record.engine.flowsTakenOver}, lost ${record.engine.flowsLost}, clients reset ${record.engine.clientsReset}`);
+        expect(fresh.code, fresh.stderr).toBe(0);
+        expect(check.mismatches).toEqual([]);
+        expect(check.exact).toBe(SESSIONS);
+        expect(record.engine.flowsTakenOver).toBe(SESSIONS);
+        expect(record.engine.flowsLost).toBe(0);
+        if (drain) {
+          expect(old.code, old.stderr).toBe(0);
+          expect(record.engine.clientsReset).toBe(0);
+        } else {
+          const summary = old.summary as { failed: number; errors: string[] };
+          expect(summary.failed).toBe(3);
+          for (const e of summary.errors) expect(e).toMatch(/ECONNRESET/);
+          expect(record.engine.clientsReset).toBeGreaterThanOrEqual(3);
+        }
+        // The planned switch: the new primary stood down; the former primary serves.
+        const view = JSON.parse((await pair.gatewayStatus(['--json'])).stdout) as Record<string, unknown>;
+        expect(view).toMatchObject({ state: 'BACKUP_ACTIVE', epoch: 2, serving: tb.addr.primary, lastTakeover: { epoch: 2, cause: 'planned' } });
+        await pair.agent!.waitForRecord((r) => String(r.msg).startsWith('fenced'), 'the new primary stood down', 5_000);
+      } finally {
+        await pair.stop();
+      }
+      expect(await kernelLeftovers(tb, INSTANCE)).toEqual([]);
+    });
   });
-});
+}
