@@ -2,6 +2,9 @@
 // checksums. Pure functions on caller-owned buffers; see packet.h.
 #include "packet.h"
 
+#include <arpa/inet.h>
+
+#include <algorithm>
 #include <cstring>
 
 namespace t2cp {
@@ -174,7 +177,10 @@ ParseError parse_ethernet(const uint8_t* frame, size_t caplen, Segment* out) {
   return parse_ethernet(frame, caplen, false, out);
 }
 
-ParseError parse_ethernet(const uint8_t* frame, size_t caplen, bool allow_truncated_payload, Segment* out) {
+namespace {
+
+// Where the IPv4 header starts in an Ethernet frame, after at most two VLAN tags.
+ParseError l2_offset(const uint8_t* frame, size_t caplen, size_t* off_out) {
   if (caplen < kEthHdrLen) return ParseError::kTruncatedL2;
   size_t off = kEthHdrLen;
   uint16_t type = be16(frame + 12);
@@ -185,7 +191,59 @@ ParseError parse_ethernet(const uint8_t* frame, size_t caplen, bool allow_trunca
     off += kVlanTagLen;
   }
   if (type != kEthIpv4) return ParseError::kNotIpv4;
+  *off_out = off;
+  return ParseError::kOk;
+}
+
+}  // namespace
+
+ParseError parse_ethernet(const uint8_t* frame, size_t caplen, bool allow_truncated_payload, Segment* out) {
+  size_t off = 0;
+  const ParseError e = l2_offset(frame, caplen, &off);
+  if (e != ParseError::kOk) return e;
   return parse_ip(frame + off, caplen - off, allow_truncated_payload, true, out);
+}
+
+const uint8_t* ethernet_ipv4(const uint8_t* frame, size_t caplen, size_t* len) {
+  size_t off = 0;
+  if (l2_offset(frame, caplen, &off) != ParseError::kOk) return nullptr;
+  *len = caplen - off;
+  return frame + off;
+}
+
+bool parse_icmp_tcp_error(const uint8_t* ip, size_t len, IcmpTcpQuote* q) {
+  constexpr uint8_t kIcmpProto = 1, kDestUnreach = 3, kTimeExceeded = 11;
+  constexpr size_t kIcmpHdr = 8, kQuotedTcp = 8;
+  if (len < kIpMinHdr || (ip[0] >> 4) != 4) return false;
+  const size_t ihl = size_t(ip[0] & 0x0f) * 4;
+  if (ihl < kIpMinHdr || ip[9] != kIcmpProto || (be16(ip + 6) & kIpMfOffset)) return false;
+  const size_t ip_len = std::min<size_t>(be16(ip + 2), len);
+  if (ip_len < ihl + kIcmpHdr + kIpMinHdr) return false;
+  const uint8_t* icmp = ip + ihl;
+  if (icmp[0] != kDestUnreach && icmp[0] != kTimeExceeded) return false;
+  const uint8_t* in = icmp + kIcmpHdr;
+  const size_t in_ihl = size_t(in[0] & 0x0f) * 4;
+  if ((in[0] >> 4) != 4 || in_ihl < kIpMinHdr || in[9] != kIpProtoTcp || ip_len < ihl + kIcmpHdr + in_ihl + kQuotedTcp) return false;
+  const uint8_t* tcp = in + in_ihl;
+  std::memcpy(&q->daddr, ip + 16, 4);
+  std::memcpy(&q->in_saddr, in + 12, 4);
+  std::memcpy(&q->in_daddr, in + 16, 4);
+  q->in_sport = be16(tcp);
+  q->in_dport = be16(tcp + 2);
+  q->in_seq = be32(tcp + 4);
+  q->icmp_off = ihl;
+  q->seq_off = size_t(tcp + 4 - ip);
+  return true;
+}
+
+void set_icmp_quoted_seq(uint8_t* ip, const IcmpTcpQuote& q, uint32_t seq) {
+  uint32_t from, to = htonl(seq);
+  std::memcpy(&from, ip + q.seq_off, 4);
+  std::memcpy(ip + q.seq_off, &to, 4);
+  uint16_t check;
+  std::memcpy(&check, ip + q.icmp_off + 2, 2);
+  check = csum_replace4(check, from, to);
+  std::memcpy(ip + q.icmp_off + 2, &check, 2);
 }
 
 ParseError parse_ipv4(const uint8_t* ip, size_t len, bool allow_truncated_payload, Segment* out) {

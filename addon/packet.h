@@ -179,6 +179,25 @@ bool tcp_checksum_ok_ipv4(const uint8_t* ip);
 // check, from, to as stored in the packet (network order, read with memcpy).
 // Agrees bit for bit with a full recompute, including a result of 0x0000.
 uint16_t csum_replace4(uint16_t check, uint32_t from, uint32_t to);
+
+// An ICMP error (destination unreachable, time exceeded: RFC 792) about a TCP
+// segment, as it quotes the segment's IPv4 header and first 8 TCP bytes.
+struct IcmpTcpQuote {
+  uint32_t daddr = 0;                    // the error's destination, network order
+  uint32_t in_saddr = 0, in_daddr = 0;   // the quoted segment's addresses, network order
+  uint16_t in_sport = 0, in_dport = 0;   // host order
+  uint32_t in_seq = 0;                   // host order
+  size_t icmp_off = 0;                   // the ICMP header, from the error's IPv4 header
+  size_t seq_off = 0;                    // the quoted sequence number, likewise
+};
+// ip: an IPv4 packet of len bytes. True for an unfragmented ICMP type 3 or 11
+// whose quote holds an IPv4 header and the first 8 bytes of a TCP header.
+bool parse_icmp_tcp_error(const uint8_t* ip, size_t len, IcmpTcpQuote* q);
+// The quoted sequence number set to seq (host order), the ICMP checksum kept right.
+void set_icmp_quoted_seq(uint8_t* ip, const IcmpTcpQuote& q, uint32_t seq);
+// The IPv4 packet in an Ethernet frame (after at most two VLAN tags), and its
+// length within the capture; nullptr when the frame carries none.
+const uint8_t* ethernet_ipv4(const uint8_t* frame, size_t caplen, size_t* len);
 uint16_t csum_replace2(uint16_t check, uint16_t from, uint16_t to);
 
 }  // namespace t2cp

@@ -63,37 +63,11 @@ uint32_t ActiveMode::client_window(const Flow& f) {
 // into the new owner's numbers, or the kernel ignores the error (tcp_v4_err)
 // and a path MTU drop leaves the flow sending too large for ever.
 NfQueue::Verdict ActiveMode::on_icmp(uint8_t* ip, size_t len) {
-  constexpr uint8_t kDestUnreach = 3, kTimeExceeded = 11;
-  size_t ihl = size_t(ip[0] & 0x0f) * 4;
-  if ((ip[0] >> 4) != 4 || ihl < 20 || len < ihl + 8 + 20) return NfQueue::Verdict::kAccept;
-  uint16_t frag;
-  std::memcpy(&frag, ip + 6, 2);
-  uint32_t daddr;
-  std::memcpy(&daddr, ip + 16, 4);
-  uint8_t* icmp = ip + ihl;
-  if (daddr != ctx_.cfg.vip || (ntohs(frag) & 0x3fff) || (icmp[0] != kDestUnreach && icmp[0] != kTimeExceeded))
-    return NfQueue::Verdict::kAccept;
-  uint8_t* in = icmp + 8;
-  size_t in_ihl = size_t(in[0] & 0x0f) * 4;
-  uint32_t in_saddr, in_daddr;
-  std::memcpy(&in_saddr, in + 12, 4);
-  std::memcpy(&in_daddr, in + 16, 4);
-  if ((in[0] >> 4) != 4 || in_ihl < 20 || in[9] != IPPROTO_TCP || in_saddr != ctx_.cfg.vip || len < ihl + 8 + in_ihl + 8)
-    return NfQueue::Verdict::kAccept;
-  uint8_t* tcp = in + in_ihl;
-  uint16_t sport, dport;
-  std::memcpy(&sport, tcp, 2);
-  std::memcpy(&dport, tcp + 2, 2);
-  Flow* f = ctx_.flows.find(FlowKey{in_daddr, ntohs(dport), ntohs(sport)});
+  IcmpTcpQuote q;
+  if (!parse_icmp_tcp_error(ip, len, &q) || q.daddr != ctx_.cfg.vip || q.in_saddr != ctx_.cfg.vip) return NfQueue::Verdict::kAccept;
+  Flow* f = ctx_.flows.find(FlowKey{q.in_daddr, q.in_dport, q.in_sport});
   if (!f || !f->active()) return NfQueue::Verdict::kAccept;
-  uint32_t seq_be, mapped_be;
-  std::memcpy(&seq_be, tcp + 4, 4);
-  mapped_be = htonl(ntohl(seq_be) + f->seq_delta);
-  std::memcpy(tcp + 4, &mapped_be, 4);
-  uint16_t check;
-  std::memcpy(&check, icmp + 2, 2);
-  check = csum_replace4(check, seq_be, mapped_be);
-  std::memcpy(icmp + 2, &check, 2);
+  set_icmp_quoted_seq(ip, q, q.in_seq + f->seq_delta);
   ctx_.counters.add(k_active_icmp_translated);
   return NfQueue::Verdict::kAcceptRewritten;
 }
