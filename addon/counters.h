@@ -82,6 +82,8 @@ namespace t2cp {
   X(active_truncated)        /* queued packet not copied whole: left untouched */  \
   X(active_unparsed)         /* VIP packet the kernel translator could not read */ \
   X(active_icmp_translated)  /* ICMP errors quoting a taken-over flow, translated */\
+  X(icmp_errors_injected)    /* ICMP errors to the primary about a replicated flow, given the replica */\
+  X(icmp_errors_ignored)     /* ICMP errors to the primary about no flow the replica follows */\
   X(resume_segments)         /* kept data sent to clients at takeover */           \
   X(resume_bytes)                                                                  \
   X(resume_acks)             /* ACKs sent to clients at takeover */                \

@@ -34,6 +34,13 @@ std::string direction_filter(const CaptureConfig& cfg, const char* dir, const st
 
 std::string direction_filter(const CaptureConfig& cfg, const char* dir) { return direction_filter(cfg, dir, cfg.ports); }
 
+// ICMP errors toward the VIP: fragmentation needed, unreachable, time exceeded.
+std::string icmp_errors_filter(const CaptureConfig& cfg) {
+  char vip[INET_ADDRSTRLEN];
+  inet_ntop(AF_INET, &cfg.vip, vip, sizeof vip);
+  return std::string("icmp and dst host ") + vip + " and (icmp[icmptype] == icmp-unreach or icmp[icmptype] == icmp-timxceed)";
+}
+
 // The configuration's ports whose primary output is not kept whole.
 std::vector<uint16_t> headers_only_ports(const CaptureConfig& cfg) {
   std::vector<uint16_t> out;
@@ -86,24 +93,32 @@ constexpr uint32_t kIpTotalLengthOffset = 14 + 2;
 
 std::string capture_filter(const CaptureConfig& cfg) {
   if (cfg.outbound) return direction_filter(cfg, "dst ");
-  return "(" + direction_filter(cfg, "dst ") + ") or (" + direction_filter(cfg, "src ") + ")";
+  return "(" + direction_filter(cfg, "dst ") + ") or (" + icmp_errors_filter(cfg) + ") or (" + direction_filter(cfg, "src ") + ")";
+}
+
+std::string whole_frames_filter(const CaptureConfig& cfg) {
+  if (cfg.outbound) return direction_filter(cfg, "dst ");
+  std::string f = "(" + direction_filter(cfg, "dst ") + ") or (" + icmp_errors_filter(cfg) + ")";
+  if (!cfg.whole_output_ports.empty()) f += " or (" + direction_filter(cfg, "src ", cfg.whole_output_ports) + ")";
+  return f;
+}
+
+std::string header_frames_filter(const CaptureConfig& cfg) {
+  const std::vector<uint16_t> headers_only = headers_only_ports(cfg);
+  return cfg.outbound || headers_only.empty() ? "" : direction_filter(cfg, "src ", headers_only);
 }
 
 std::string capture_program(const CaptureConfig& cfg, std::vector<sock_filter>* prog) {
   prog->clear();
-  const std::vector<uint16_t> headers_only = headers_only_ports(cfg);
-  // Frames kept whole: toward VIP:ports, and from VIP:whole_output_ports.
-  std::string to_vip_text = direction_filter(cfg, "dst ");
-  if (!cfg.outbound && !cfg.whole_output_ports.empty())
-    to_vip_text = "(" + to_vip_text + ") or (" + direction_filter(cfg, "src ", cfg.whole_output_ports) + ")";
+  const std::string to_vip_text = whole_frames_filter(cfg);
   std::vector<sock_filter> to_vip;
   std::string err = compile(to_vip_text, &to_vip);
   if (!err.empty()) return err;
-  if (cfg.outbound || headers_only.empty()) {
+  const std::string from_vip_text = header_frames_filter(cfg);
+  if (from_vip_text.empty()) {
     *prog = std::move(to_vip);
     return "";
   }
-  const std::string from_vip_text = direction_filter(cfg, "src ", headers_only);
   std::vector<sock_filter> from_vip;
   err = compile(from_vip_text, &from_vip);
   if (!err.empty()) return err;

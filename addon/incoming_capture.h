@@ -49,10 +49,18 @@ struct CaptureConfig {
 // The BPF filter text of what a configuration captures (for logs and
 // tcpdump). Outbound, frames toward VIP:ports:
 // "tcp and dst host 198.18.1.10 and (dst port 7000 or dst port 6379)";
-// mirror, those or the ones from VIP:ports:
+// mirror, those, the ICMP errors toward the VIP (the primary's path to a
+// client changed: the replica must learn it too), and the frames from VIP:ports:
 // "(tcp and dst host 198.18.1.10 and (dst port 7000 or dst port 6379)) or
+//  (icmp and dst host 198.18.1.10 and (icmp[icmptype] == icmp-unreach or
+//  icmp[icmptype] == icmp-timxceed)) or
 //  (tcp and src host 198.18.1.10 and (src port 7000 or src port 6379))".
 std::string capture_filter(const CaptureConfig& cfg);
+// Its two parts as the mirror program splices them: what it keeps whole
+// (toward VIP:ports, the ICMP errors, from VIP:whole_output_ports), and what
+// it cuts to headers (from the other VIP:ports; "" when none).
+std::string whole_frames_filter(const CaptureConfig& cfg);
+std::string header_frames_filter(const CaptureConfig& cfg);
 
 // Larger than any frame the mirror can deliver: GRO/TSO super-frames reach
 // 64 KiB, BIG TCP more. A shorter buffer would truncate payload we need.

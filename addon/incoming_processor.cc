@@ -23,6 +23,7 @@ void IncomingProcessor::on_mirror_frame(const uint8_t* frame, size_t caplen, uin
   // The capture keeps only the headers of frames from VIP:ports
   // (kHeaderSnapLen): the primary's payload may be cut, anyone else's not.
   ParseError e = parse_ethernet(frame, caplen, true, &s);
+  if (e == ParseError::kNotTcp && on_mirror_icmp(frame, caplen)) return;
   if (e == ParseError::kOk && size_t(s.ip - frame) + s.ip_len > caplen) {
     bool client = s.daddr == ctx_.cfg.vip && ctx_.port_set.test(s.dport);
     bool primary = s.saddr == ctx_.cfg.vip && ctx_.port_set.test(s.sport);
@@ -41,6 +42,35 @@ void IncomingProcessor::on_mirror_frame(const uint8_t* frame, size_t caplen, uin
     on_primary_segment(s, uint32_t(held > before_payload ? held - before_payload : 0), capture_ns);
   }
   else c.add(k_mirror_not_replicated);
+}
+
+bool IncomingProcessor::on_mirror_icmp(const uint8_t* frame, size_t caplen) {
+  size_t len = 0;
+  const uint8_t* ip = ethernet_ipv4(frame, caplen, &len);
+  IcmpTcpQuote q;
+  if (!ip || !parse_icmp_tcp_error(ip, len, &q) || q.daddr != ctx_.cfg.vip || q.in_saddr != ctx_.cfg.vip ||
+      !ctx_.port_set.test(q.in_sport))
+    return false;
+  // The primary's path toward this client changed (fragmentation needed: a
+  // smaller path MTU): the replica must learn it as the primary did, or its
+  // first segments after a takeover would meet the same error first.
+  Flow* f = ctx_.flows.find(FlowKey{q.in_daddr, q.in_dport, q.in_sport});
+  size_t n = std::min<size_t>(len, (size_t(ip[2]) << 8) | ip[3]);
+  if (!f || ctx_.mode != EngineMode::kReplicating || f->active() || !f->replica.synack ||
+      (f->state != FlowState::kSynchronised && f->state != FlowState::kClosing) || n > sizeof pkt_) {
+    ctx_.counters.add(k_icmp_errors_ignored);
+    return true;
+  }
+  // The replica's kernel heeds an error only about a byte it sent and has not
+  // had acknowledged; the primary may be ahead of it: then its oldest such byte.
+  uint32_t lo = f->ack_given_valid ? f->ack_given : f->replica.isn + 1;
+  uint32_t seq = q.in_seq + f->seq_delta;
+  if (seq - lo > f->replica.snd_nxt - lo) seq = lo;
+  std::memcpy(pkt_, ip, n);
+  set_icmp_quoted_seq(pkt_, q, seq);
+  if (ctx_.tun.write(pkt_, n)) ctx_.counters.add(k_icmp_errors_injected);
+  else ctx_.counters.add(k_inject_errors);
+  return true;
 }
 
 void IncomingProcessor::start_flow(const FlowKey& k, const Segment& s, uint64_t capture_ns) {

@@ -99,6 +99,9 @@ class IncomingProcessor {
   void init_flow(Flow& f, const Segment& s, uint64_t capture_ns);
   // After its predecessor on the same key is done on the replica.
   void note_finished(Flow& f);
+  // An ICMP error to the VIP about a flow the replica follows, given to the replica in its own
+  // numbers; false when the frame is not such an error (it is counted with the others).
+  bool on_mirror_icmp(const uint8_t* frame, size_t caplen);
   // An unprotected flow whose connection ended (FINs both ways and the last ACK, or a reset): closed.
   void end_unprotected(Flow& f);
   void tick_flow(Flow& f, uint64_t now_us);

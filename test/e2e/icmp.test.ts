@@ -3,9 +3,11 @@
 // path to the clients is narrower
 // than the servers' links (the gateway's client side at MTU 1400): the
 // primary's full-size segments meet "fragmentation needed" at the gateway,
-// and its TCP lowers its path MTU. After a takeover the backup's segments
-// meet the same ICMP errors, which quote the segment as the client would
-// see it: in the primary's numbers. The backup must still learn from them.
+// and its TCP lowers its path MTU. The replica learns it at the same time,
+// from those errors on the mirror (given to it in its own numbers), so its
+// segments fit the path from the first after a takeover. Were one to meet an
+// error still, it quotes the segment as the client would see it: in the
+// primary's numbers. The backup must learn from those too.
 import { describe, expect, it } from 'vitest';
 import { FROM_PRIMARY, markPrimaryReplies } from '../../scripts/failures.js';
 import { startClient } from '../../scripts/processes.js';
@@ -29,30 +31,49 @@ const workload: Workload = {
 };
 const SESSIONS = 4;
 
-for (const translator of ['kernel', 'queue'] as const) describe(`icmp: a path MTU below the servers' across a takeover, the ${translator} translating`, () => {
+// The path narrows while the backup replicates (the replica must learn it then), or once it
+// took over (its translator gives it the errors about the primary's numbers).
+const mtuCases = [
+  { translator: 'kernel', narrowed: 'while replicating' },
+  { translator: 'kernel', narrowed: 'after the takeover' },
+  { translator: 'queue', narrowed: 'after the takeover' },
+] as const;
+
+for (const c of mtuCases) describe(`icmp: a path MTU below the servers' ${c.narrowed}, the ${c.translator} translating`, () => {
   const lab = useLab('icmp');
 
-  it('every session carries on byte-exact: the backup learns the path MTU from errors quoting the primary\'s numbers', async () => {
+  it('every session carries on byte-exact: the backup learns the path MTU from the errors', async () => {
     const { tb, dir } = lab;
-    await tb.exec(tb.ns.gateway, ['ip', 'link', 'set', 'gc', 'mtu', '1400']);
-    const pair = await startTakeoverLab(tb, dir, { ports: [PORT], instance: INSTANCE, backupArgs: ['--active-mode', translator] });
+    const narrow = () => tb.exec(tb.ns.gateway, ['ip', 'link', 'set', 'gc', 'mtu', '1400']);
+    if (c.narrowed === 'while replicating') await narrow();
+    const pair = await startTakeoverLab(tb, dir, { ports: [PORT], instance: INSTANCE, backupArgs: ['--active-mode', c.translator] });
     try {
       const client = startClient(tb, tb.ns.client, `${tb.addr.vip}:${PORT}`, workload, `${dir}/client.jsonl`, { deadlineMs: 60_000 });
       await waitFor(() => pair.backup.flows('synchronised').length >= SESSIONS, { timeoutMs: 15_000, what: 'every session replicated' });
       await new Promise((r) => setTimeout(r, 1000));
+      if (c.narrowed === 'while replicating') {
+        // The replica's path to the client is the primary's: learnt from the errors the primary got.
+        const learnt = await tb.exec(tb.ns.backup, ['ip', 'route', 'get', tb.addr.clients[0]!]);
+        const replicating = await pair.backup.counters();
+        console.log(`icmp (${c.translator}, ${c.narrowed}): before the failure, the backup's route: ${learnt.stdout.replace(/\s+/g, ' ').trim()}; ` +
+          `injected ${replicating.icmp_errors_injected ?? 0}, ignored ${replicating.icmp_errors_ignored ?? 0}`);
+        expect(learnt.stdout).toMatch(/mtu 1400/);
+        expect(replicating.icmp_errors_injected ?? 0).toBeGreaterThan(0);
+      }
       await pair.fail('link-down');
       const record = await waitFor(() => readLog<{ engine: { flowsTakenOver: number; translator: string } }>(pair.logs.backupReport)[0], { timeoutMs: 15_000, what: 'the takeover' });
+      if (c.narrowed === 'after the takeover') await narrow();
       const run = await client.finished;
       const check = compareTakeover(readLog<ClientLogLine>(`${dir}/client.jsonl`), readLog<ServiceLogLine>(pair.logs.backup));
       const counters = await pair.backup.counters();
-      console.log(`icmp (${translator}): exact ${check.exact}/${SESSIONS}, taken over ${record.engine.flowsTakenOver}; client ${JSON.stringify(run.summary)}; ` +
+      console.log(`icmp (${c.translator}, ${c.narrowed}): exact ${check.exact}/${SESSIONS}, taken over ${record.engine.flowsTakenOver}; client ${JSON.stringify(run.summary)}; ` +
         `icmp counters ${JSON.stringify(Object.fromEntries(Object.entries(counters).filter(([k]) => k.includes('icmp'))))}`);
-      expect(record.engine.translator).toBe(translator);
+      expect(record.engine.translator).toBe(c.translator);
       expect(run.code, run.stderr).toBe(0);
       expect(check.mismatches).toEqual([]);
       expect(check.exact).toBe(SESSIONS);
-      // The gateway's errors reached the new owner in its own numbers.
-      expect(counters.active_icmp_translated).toBeGreaterThan(0);
+      // Narrowed after the takeover: the gateway's errors reached the new owner in its own numbers.
+      if (c.narrowed === 'after the takeover') expect(counters.active_icmp_translated).toBeGreaterThan(0);
     } finally {
       await pair.stop();
     }
