@@ -294,6 +294,39 @@ describe('lifecycle: the backup dies and stays dead', () => {
   });
 });
 
+describe('lifecycle: the replicas fall behind', () => {
+  const lab = useLab('lifelag');
+
+  // A replica far behind is a connection a failure now would stall or reset:
+  // the backup's heartbeat counts the replicas past --lag-warn, the detector
+  // says so at warning level and in its status, and says when none is left.
+  it('is said at warning level and in the status, then cleared when they catch up', async () => {
+    const { tb, dir } = lab;
+    const pair = await startTakeoverLab(tb, dir, { ports: [PORT], instance: INSTANCE, backupArgs: ['--lag-warn', '256k', '--max-lag', '30000'] });
+    try {
+      const client = startClient(tb, tb.ns.client, `${tb.addr.vip}:${PORT}`, workload, `${dir}/client.jsonl`, { deadlineMs: 60_000 });
+      await waitFor(() => pair.backup.flows('synchronised').length >= SESSIONS, { timeoutMs: 15_000, what: 'every session replicated' });
+      const seen = pair.gateway!.records.length;
+      pair.services.backup.kill('SIGSTOP'); // the replica's service stops reading and answering
+      const said = await pair.gateway!.waitForRecord((r) => String(r.msg).startsWith('replicas lagging'), 'the lag said', 10_000, seen);
+      const view = JSON.parse((await pair.gatewayStatus(['--json'])).stdout) as { flows?: { lagging?: number }; protection: { why: string } };
+      console.log(`lifecycle (lagging): ${JSON.stringify(said)}; ${(await pair.gatewayStatus()).stdout.trim()}`);
+      pair.services.backup.kill('SIGCONT');
+      expect(said).toMatchObject({ level: 'warn' });
+      expect(said.lagging).toBeGreaterThanOrEqual(1);
+      expect(view.flows?.lagging ?? 0).toBeGreaterThanOrEqual(1);
+      expect(view.protection.why).toMatch(/replica\(s\) lagging past --lag-warn/);
+      await pair.gateway!.waitForRecord((r) => r.msg === 'no replica lagging any more', 'the lag cleared', 15_000, seen);
+      const run = await client.finished;
+      expect(run.code, run.stderr).toBe(0);
+    } finally {
+      pair.services.backup.kill('SIGCONT');
+      await pair.stop();
+    }
+    expect(await kernelLeftovers(tb, INSTANCE)).toEqual([]);
+  });
+});
+
 describe('lifecycle: the backup loses its mirror', () => {
   const lab = useLab('lifeblind');
 
