@@ -108,13 +108,21 @@ function convert<C>(spec: OptionSpec<C>, raw: unknown, where: string): unknown {
     case 'ports': {
       const parts = Array.isArray(raw) ? raw.map(String) : String(raw).split(',').map((p) => p.trim()).filter(Boolean);
       if (parts.length === 0) throw configError(`${name} is empty: list the service ports, e.g. ${spec.flag} 7000,6379`);
-      const ports = parts.map((p) => {
+      const port = (p: string, whole: string): number => {
         const n = Number(p);
-        if (!Number.isInteger(n) || n < 1 || n > 65535) throw configError(`${name}: '${p}' is not a TCP port (1-65535)`);
+        if (p === '' || !Number.isInteger(n) || n < 1 || n > 65535) throw configError(`${name}: '${whole}' is not a port (1-65535) or a range of them (5000-5010)`);
         return n;
+      };
+      const ports = parts.flatMap((p) => {
+        const [from, to, extra] = p.split('-');
+        if (to === undefined) return [port(p, p)];
+        const [a, b] = [port(from!.trim(), p), port(to.trim(), p)];
+        if (extra !== undefined || b < a) throw configError(`${name}: '${p}' is not a range: give LOW-HIGH, LOW <= HIGH`);
+        return Array.from({ length: b - a + 1 }, (_, i) => a + i);
       });
-      if (ports.length > 64) throw configError(`${name}: at most 64 ports`);
-      return [...new Set(ports)];
+      const unique = [...new Set(ports)];
+      if (unique.length > 64) throw configError(`${name}: ${unique.length} ports, at most 64`);
+      return unique;
     }
     case 'int':
     case 'bytes': {

@@ -37,6 +37,25 @@ describe('t2cp backup options', () => {
     expect(errorOf([...base, '--divergence', '80=length']).message).toMatch(/--divergence: '80=length' names port 80, which is not in --ports \(7000,6379\)/);
     expect(errorOf([...base, '--divergence', '']).message).toMatch(/--divergence/);
   });
+  it('--udp-ports: a list with ranges, apart from the TCP ports; empty or wrong ranges are one-line errors', () => {
+    expect(parseBackupArgs(base).udpPorts).toEqual([]);
+    const c = parseBackupArgs([...base, '--udp-ports', '5060,10000-10003,7000']);
+    expect(c.udpPorts).toEqual([5060, 10000, 10001, 10002, 10003, 7000]); // 7000 is in --ports too: TCP and UDP are apart
+    expect(engineOptions(c).udpPorts).toEqual(c.udpPorts);
+    for (const [arg, want] of [
+      ['', /--udp-ports is empty/],
+      ['10003-10000', /--udp-ports: '10003-10000' is not a range: give LOW-HIGH, LOW <= HIGH/],
+      ['5060-', /--udp-ports: '5060-' is not a port \(1-65535\) or a range of them/],
+      ['1-2-3', /--udp-ports: '1-2-3' is not a range/],
+      ['0', /'0' is not a port/],
+      ['10000-10100', /--udp-ports: 101 ports, at most 64/],
+    ] as const) {
+      const e = errorOf([...base, '--udp-ports', arg]);
+      expect(e.code).toBe('T2CP_CONFIG');
+      expect(e.message).toMatch(want);
+      expect(e.message.split('\n')).toHaveLength(1);
+    }
+  });
   it('accepts --flag=value, sizes with suffixes, and dedups ports', () => {
     const c = parseBackupArgs([...base, '--flow-buffer=4m', '--ports', '7000,7000', '--json']);
     expect(c.flowBuffer).toBe(4 << 20);
@@ -47,7 +66,7 @@ describe('t2cp backup options', () => {
     expect(errorOf([...base, '--bogus']).message).toMatch(/unknown option '--bogus'.*--help/);
     expect(errorOf(['--mirror-if', 'eth1', '--vip', '198.18.1.10', '--ports', '']).message).toMatch(/--ports is empty.*e\.g\./);
     expect(errorOf(['--mirror-if', 'eth1', '--vip', '198.18.1.10']).message).toMatch(/missing --ports/);
-    expect(errorOf([...base, '--ports', '70000']).message).toMatch(/'70000' is not a TCP port/);
+    expect(errorOf([...base, '--ports', '70000']).message).toMatch(/--ports: '70000' is not a port \(1-65535\)/);
     expect(errorOf([...base, '--vip', '1.2.3']).message).toMatch(/not an IPv4 address/);
     expect(errorOf([...base, '--vip', '224.0.0.1']).message).toMatch(/multicast/);
     expect(errorOf([...base, '--max-flows', '0']).message).toMatch(/out of range/);
