@@ -84,6 +84,12 @@ namespace t2cp {
   X(active_icmp_translated)  /* ICMP errors quoting a taken-over flow, translated */\
   X(icmp_errors_injected)    /* ICMP errors to the primary about a replicated flow, given the replica */\
   X(icmp_errors_ignored)     /* ICMP errors to the primary about no flow the replica follows */\
+  X(udp_datagrams)           /* clients' datagrams to VIP:udp-ports given to the replica */\
+  X(udp_bytes)               /* their payload bytes */                             \
+  X(udp_replica_datagrams)   /* the replica's datagrams from VIP:udp-ports, dropped */\
+  X(udp_associations_new)    /* UDP associations seen first */                     \
+  X(udp_associations_expired) /* forgotten after --idle-timeout without a datagram */\
+  X(udp_associations_refused) /* not followed: the table was full */              \
   X(resume_segments)         /* kept data sent to clients at takeover */           \
   X(resume_bytes)                                                                  \
   X(resume_acks)             /* ACKs sent to clients at takeover */                \

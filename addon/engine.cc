@@ -55,7 +55,7 @@ bool Engine::start(EngineError* err) {
   // Order matters: the ARP guard and the output queue rules exist before the
   // VIP becomes local (TUN), so the backup never answers for the VIP and its
   // replica never sends a packet unobserved.
-  NftConfig nc{ctx_.cfg.nft_table, ctx_.cfg.vip, ctx_.cfg.ports, ctx_.cfg.queue_num};
+  NftConfig nc{ctx_.cfg.nft_table, ctx_.cfg.vip, ctx_.cfg.ports, ctx_.cfg.udp_ports, ctx_.cfg.queue_num};
   std::string msg;
   switch (nft_.install(nc, &msg)) {
     case NftStatus::kOk: break;
@@ -69,7 +69,7 @@ bool Engine::start(EngineError* err) {
   if (!msg.empty()) return fail("T2CP_NFQUEUE", msg);
   msg = ctx_.tun.open(ctx_.cfg.tun_name, ctx_.cfg.vip);
   if (!msg.empty()) return fail("T2CP_TUN", msg);
-  CaptureConfig cc{ctx_.cfg.mirror_if, ctx_.cfg.vip, ctx_.cfg.ports, ctx_.cfg.capture_buffer, false, {}};
+  CaptureConfig cc{ctx_.cfg.mirror_if, ctx_.cfg.vip, ctx_.cfg.ports, ctx_.cfg.capture_buffer, false, {}, ctx_.cfg.udp_ports};
   // Only a byte-for-byte comparison reads the primary's payload.
   for (size_t i = 0; i < ctx_.cfg.ports.size() && i < ctx_.cfg.divergence.size(); i++)
     if (ctx_.cfg.divergence[i] == DivergencePolicy::kStrict) cc.whole_output_ports.push_back(ctx_.cfg.ports[i]);

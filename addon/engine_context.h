@@ -18,6 +18,7 @@
 #include "counters.h"
 #include "event_queue.h"
 #include "flow_table.h"
+#include "udp_flows.h"
 #include "histogram.h"
 #include "incoming_tun.h"
 #include "replica_lag.h"
@@ -37,6 +38,7 @@ struct EngineConfig {
   std::string mirror_if;
   uint32_t vip = 0;                       // network order
   std::vector<uint16_t> ports;
+  std::vector<uint16_t> udp_ports;        // UDP service ports: datagrams replicated, none translated
   std::string tun_name;
   std::string nft_table;
   uint16_t queue_num = 0;
@@ -66,7 +68,7 @@ using LatencyHistogram = Histogram<1000, 4096>;
 
 struct EngineContext {
   explicit EngineContext(const EngineConfig& c)
-      : cfg(c), flows(c.max_flows), events(counters) {
+      : cfg(c), flows(c.max_flows), udp(c.max_flows), events(counters) {
     stream_memory.limit = c.memory_limit;
     for (size_t i = 0; i < c.ports.size(); i++) {
       const uint16_t p = c.ports[i];
@@ -76,16 +78,19 @@ struct EngineContext {
       port_set.set(p);
       if (!lag.count(p)) lag.emplace(p, std::make_unique<LagHistogram>());
     }
+    for (uint16_t p : c.udp_ports) udp_port_set.set(p);
   }
   EngineConfig cfg;
   EngineMode mode = EngineMode::kReplicating;
   // The capture socket was empty at its last read (set by the engine loop).
   bool capture_idle = false;
   std::bitset<65536> port_set;
+  std::bitset<65536> udp_port_set;
   std::unordered_map<uint16_t, DivergencePolicy> divergence;  // by service port
   Counters counters;
   MemoryPool stream_memory;               // before flows: their buffers return bytes to it
   FlowTable flows;
+  UdpFlows udp;
   EventQueue events;
   LatencyHistogram latency;
   // Its first part: capture timestamp to the engine thread taking the frame

@@ -69,6 +69,24 @@ void EventQueue::emit(EventType t, EventReason r, const Flow& f, uint64_t detail
   put<uint64_t>(p, 56, detail);
 }
 
+void EventQueue::emit_udp(EventType t, EventReason r, const FlowKey& k, const UdpAssociation& a) {
+  constexpr uint16_t kUdpInHighByte = 17u << 8;
+  std::lock_guard<std::mutex> g(mu_);
+  uint8_t* p = slot();
+  if (!p) return;
+  std::memset(p, 0, kEventSize);
+  put<uint8_t>(p, 0, static_cast<uint8_t>(t));
+  put<uint8_t>(p, 1, static_cast<uint8_t>(r));
+  put<uint16_t>(p, 2, k.server_port);
+  put<uint32_t>(p, 4, k.client_ip);
+  put<uint16_t>(p, 8, k.client_port);
+  put<uint16_t>(p, 10, kUdpInHighByte);
+  put<uint32_t>(p, 12, a.id);
+  put<uint64_t>(p, 16, realtime_us());
+  put<uint64_t>(p, 32, a.client.bytes);
+  put<uint64_t>(p, 48, a.replica.bytes);
+}
+
 size_t EventQueue::take(std::vector<uint8_t>* out) {
   std::lock_guard<std::mutex> g(mu_);
   out->clear();

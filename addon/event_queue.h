@@ -13,6 +13,7 @@
 #include "counters.h"
 #include "events.h"
 #include "flow_table.h"
+#include "udp_flows.h"
 
 namespace t2cp {
 
@@ -29,6 +30,9 @@ class EventQueue {
   explicit EventQueue(Counters& c) : counters_(c) {}
 
   void emit(EventType t, EventReason r, const Flow& f, uint64_t detail = 0);
+  // A UDP association's (byte 11, the state's high byte: 17, the IP protocol;
+  // c2s: the client's datagram bytes given to the replica, s2c: the replica's).
+  void emit_udp(EventType t, EventReason r, const FlowKey& k, const UdpAssociation& a);
   // Failure recovery progress: not about one flow.
   void emit_takeover(EventReason r, uint64_t detail);
   // For refusals where no Flow exists (table full).

@@ -8,7 +8,9 @@
 //   2   2   server_port host order
 //   4   4   client_ip   network order, as on the wire
 //   8   2   client_port host order
-//  10   2   state       FlowState
+//  10   1   state       FlowState
+//  11   1   protocol    0: TCP; 17: UDP (an association: c2s_backup the
+//                       client's datagram bytes given, s2c_backup the replica's)
 //  12   4   flow_id     engine-local id, unique while the engine runs
 //  16   8   time_us     CLOCK_REALTIME microseconds
 //  24   8   c2s_primary client bytes the primary acknowledged

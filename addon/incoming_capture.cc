@@ -21,10 +21,11 @@ namespace t2cp {
 namespace {
 
 // "tcp and dst host VIP and (dst port P or ...)"; dir "src " for the other way.
-std::string direction_filter(const CaptureConfig& cfg, const char* dir, const std::vector<uint16_t>& ports) {
+std::string direction_filter(const CaptureConfig& cfg, const char* dir, const std::vector<uint16_t>& ports,
+                             const char* proto = "tcp") {
   char vip[INET_ADDRSTRLEN];
   inet_ntop(AF_INET, &cfg.vip, vip, sizeof vip);
-  std::string f = std::string("tcp and ") + dir + "host " + vip + " and (";
+  std::string f = std::string(proto) + " and " + dir + "host " + vip + " and (";
   for (size_t i = 0; i < ports.size(); i++) {
     if (i) f += " or ";
     f += std::string(dir) + "port " + std::to_string(ports[i]);
@@ -33,6 +34,11 @@ std::string direction_filter(const CaptureConfig& cfg, const char* dir, const st
 }
 
 std::string direction_filter(const CaptureConfig& cfg, const char* dir) { return direction_filter(cfg, dir, cfg.ports); }
+
+// "(udp and dst host VIP and (dst port P or ...)) or ", or "" without UDP ports.
+std::string udp_filter(const CaptureConfig& cfg) {
+  return cfg.udp_ports.empty() ? "" : "(" + direction_filter(cfg, "dst ", cfg.udp_ports, "udp") + ") or ";
+}
 
 // ICMP errors toward the VIP: fragmentation needed, unreachable, time exceeded.
 std::string icmp_errors_filter(const CaptureConfig& cfg) {
@@ -93,12 +99,13 @@ constexpr uint32_t kIpTotalLengthOffset = 14 + 2;
 
 std::string capture_filter(const CaptureConfig& cfg) {
   if (cfg.outbound) return direction_filter(cfg, "dst ");
-  return "(" + direction_filter(cfg, "dst ") + ") or (" + icmp_errors_filter(cfg) + ") or (" + direction_filter(cfg, "src ") + ")";
+  return "(" + direction_filter(cfg, "dst ") + ") or " + udp_filter(cfg) + "(" + icmp_errors_filter(cfg) + ") or (" +
+         direction_filter(cfg, "src ") + ")";
 }
 
 std::string whole_frames_filter(const CaptureConfig& cfg) {
   if (cfg.outbound) return direction_filter(cfg, "dst ");
-  std::string f = "(" + direction_filter(cfg, "dst ") + ") or (" + icmp_errors_filter(cfg) + ")";
+  std::string f = "(" + direction_filter(cfg, "dst ") + ") or " + udp_filter(cfg) + "(" + icmp_errors_filter(cfg) + ")";
   if (!cfg.whole_output_ports.empty()) f += " or (" + direction_filter(cfg, "src ", cfg.whole_output_ports) + ")";
   return f;
 }

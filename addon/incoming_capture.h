@@ -44,6 +44,8 @@ struct CaptureConfig {
   // Mirror: ports whose primary output is kept whole (its replicas' output
   // is compared with it); the others' is cut to its headers.
   std::vector<uint16_t> whole_output_ports;
+  // Mirror: UDP service ports; the clients' datagrams toward VIP:udp_ports are kept whole.
+  std::vector<uint16_t> udp_ports;
 };
 
 // The BPF filter text of what a configuration captures (for logs and
@@ -57,7 +59,8 @@ struct CaptureConfig {
 //  (tcp and src host 198.18.1.10 and (src port 7000 or src port 6379))".
 std::string capture_filter(const CaptureConfig& cfg);
 // Its two parts as the mirror program splices them: what it keeps whole
-// (toward VIP:ports, the ICMP errors, from VIP:whole_output_ports), and what
+// (toward VIP:ports, the datagrams toward VIP:udp_ports, the ICMP errors,
+// from VIP:whole_output_ports), and what
 // it cuts to headers (from the other VIP:ports; "" when none).
 std::string whole_frames_filter(const CaptureConfig& cfg);
 std::string header_frames_filter(const CaptureConfig& cfg);

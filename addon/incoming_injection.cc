@@ -298,6 +298,10 @@ void IncomingProcessor::tick_flow(Flow& f, uint64_t now) {
 
 void IncomingProcessor::on_tick(uint64_t now) {
   ctx_.flows.for_each([&](Flow& f) { tick_flow(f, now); });
+  ctx_.udp.expire(now, uint64_t(ctx_.cfg.idle_timeout_s) * 1000000, [&](const FlowKey& k, const UdpAssociation& a) {
+    ctx_.counters.add(k_udp_associations_expired);
+    ctx_.events.emit_udp(EventType::kClosed, EventReason::kIdleTimeout, k, a);
+  });
   if (ctx_.mode == EngineMode::kReplicating) enforce_max_lag(now);
   uint64_t idle_us = uint64_t(ctx_.cfg.idle_timeout_s) * 1000000;
   ctx_.flows.erase_if([&](Flow& f) {

@@ -23,7 +23,7 @@ void IncomingProcessor::on_mirror_frame(const uint8_t* frame, size_t caplen, uin
   // The capture keeps only the headers of frames from VIP:ports
   // (kHeaderSnapLen): the primary's payload may be cut, anyone else's not.
   ParseError e = parse_ethernet(frame, caplen, true, &s);
-  if (e == ParseError::kNotTcp && on_mirror_icmp(frame, caplen)) return;
+  if (e == ParseError::kNotTcp && (on_mirror_udp(frame, caplen) || on_mirror_icmp(frame, caplen))) return;
   if (e == ParseError::kOk && size_t(s.ip - frame) + s.ip_len > caplen) {
     bool client = s.daddr == ctx_.cfg.vip && ctx_.port_set.test(s.dport);
     bool primary = s.saddr == ctx_.cfg.vip && ctx_.port_set.test(s.sport);
@@ -42,6 +42,48 @@ void IncomingProcessor::on_mirror_frame(const uint8_t* frame, size_t caplen, uin
     on_primary_segment(s, uint32_t(held > before_payload ? held - before_payload : 0), capture_ns);
   }
   else c.add(k_mirror_not_replicated);
+}
+
+bool IncomingProcessor::on_mirror_udp(const uint8_t* frame, size_t caplen) {
+  if (ctx_.cfg.udp_ports.empty()) return false;
+  size_t len = 0;
+  const uint8_t* ip = ethernet_ipv4(frame, caplen, &len);
+  if (!ip || len < 20 || ip[9] != 17) return false;
+  Datagram d;
+  const ParseError e = parse_udp(ip, len, &d);
+  if (e != ParseError::kOk) {
+    ctx_.counters.mirror_parse[static_cast<int>(e)].fetch_add(1, std::memory_order_relaxed);
+    return true;
+  }
+  if (d.daddr != ctx_.cfg.vip || !ctx_.udp_port_set.test(d.dport)) return false;
+  if (ctx_.mode != EngineMode::kReplicating) return true;  // a takeover: the new owner's stack takes it
+  const FlowKey k{d.saddr, d.sport, d.dport};
+  bool added = false;
+  UdpAssociation* a = ctx_.udp.get(k, &added);
+  if (!a) {
+    ctx_.counters.add(k_udp_associations_refused);
+    return true;
+  }
+  a->last_seen_us = realtime_us();
+  a->client.datagrams++;
+  a->client.bytes += d.payload_len;
+  if (added) {
+    ctx_.counters.add(k_udp_associations_new);
+    ctx_.events.emit_udp(EventType::kNew, EventReason::kNone, k, *a);
+  }
+  // As the primary got it, the checksum left out (0: none, which IPv4 allows):
+  // a sender's offloaded checksum may be only partial on the mirror.
+  if (d.ip_len > sizeof pkt_) return true;
+  std::memcpy(pkt_, ip, d.ip_len);
+  const size_t ihl = size_t(pkt_[0] & 0x0f) * 4;
+  pkt_[ihl + 6] = pkt_[ihl + 7] = 0;
+  if (!ctx_.tun.write(pkt_, d.ip_len)) {
+    ctx_.counters.add(k_inject_errors);
+    return true;
+  }
+  ctx_.counters.add(k_udp_datagrams);
+  ctx_.counters.add(k_udp_bytes, d.payload_len);
+  return true;
 }
 
 bool IncomingProcessor::on_mirror_icmp(const uint8_t* frame, size_t caplen) {

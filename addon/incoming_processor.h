@@ -102,6 +102,9 @@ class IncomingProcessor {
   // An ICMP error to the VIP about a flow the replica follows, given to the replica in its own
   // numbers; false when the frame is not such an error (it is counted with the others).
   bool on_mirror_icmp(const uint8_t* frame, size_t caplen);
+  // A client's datagram to VIP:udp-port: given to the replica as it came;
+  // false when the frame is no such datagram (counted with the others).
+  bool on_mirror_udp(const uint8_t* frame, size_t caplen);
   // An unprotected flow whose connection ended (FINs both ways and the last ACK, or a reset): closed.
   void end_unprotected(Flow& f);
   void tick_flow(Flow& f, uint64_t now_us);

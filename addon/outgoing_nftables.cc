@@ -68,17 +68,17 @@ void end_queue_rule(Batch& b, nlmsghdr* nlh, nlattr* exprs, uint16_t queue_num, 
 // ip <saddr|daddr> == vip, l4proto tcp, tcp <sport|dport> == port ->
 // NFQUEUE queue_num, in chain `chain`: the replica's output (out) or, in
 // active mode, the clients' input (in).
+// proto: IPPROTO_TCP or IPPROTO_UDP (their ports lie at the same offsets).
 void put_queue_rule(Batch& b, const std::string& table, const char* chain, bool to_vip,
-                    uint32_t vip, uint16_t port, uint16_t queue_num, uint32_t iif = 0) {
+                    uint32_t vip, uint16_t port, uint16_t queue_num, uint32_t iif = 0, uint8_t proto = IPPROTO_TCP) {
   nlattr* exprs;
   nlmsghdr* nlh = begin_rule(b, NFPROTO_IPV4, table, chain, What::kQueueRule, &exprs);
   if (iif) put_meta_eq(nlh, NFT_META_IIF, &iif, sizeof iif);
   put_payload_eq(nlh, NFT_PAYLOAD_NETWORK_HEADER, to_vip ? kIpDaddrOffset : kIpSaddrOffset, &vip, 4);
-  uint8_t tcp = IPPROTO_TCP;
-  put_meta_eq(nlh, NFT_META_L4PROTO, &tcp, 1);
+  put_meta_eq(nlh, NFT_META_L4PROTO, &proto, 1);
   uint16_t p = htons(port);
   put_payload_eq(nlh, NFT_PAYLOAD_TRANSPORT_HEADER, to_vip ? kTcpDportOffset : kTcpSportOffset, &p, 2);
-  end_queue_rule(b, nlh, exprs, queue_num);
+  end_queue_rule(b, nlh, exprs, queue_num, proto);
 }
 
 // ip daddr == vip, l4proto icmp (arriving on iif) -> NFQUEUE queue_num:
@@ -131,11 +131,14 @@ std::string validate(const NftConfig& cfg) {
   if (cfg.ports.empty() || cfg.ports.size() > kMaxPorts)
     return "nftables: " + std::to_string(cfg.ports.size()) +
            " ports given: replicate 1 to 64 ports";
-  std::set<uint16_t> seen;
-  for (uint16_t p : cfg.ports) {
-    if (p == 0) return "nftables: port 0 in the port list: use 1-65535";
-    if (!seen.insert(p).second)
-      return "nftables: port " + std::to_string(p) + " listed twice";
+  for (const std::vector<uint16_t>* list : {&cfg.ports, &cfg.udp_ports}) {
+    if (list->size() > kMaxPorts) return "nftables: " + std::to_string(list->size()) + " UDP ports given: at most 64";
+    std::set<uint16_t> seen;
+    for (uint16_t p : *list) {
+      if (p == 0) return "nftables: port 0 in the port list: use 1-65535";
+      if (!seen.insert(p).second)
+        return "nftables: port " + std::to_string(p) + " listed twice";
+    }
   }
   return {};
 }
@@ -293,7 +296,7 @@ NftStatus NftTables::install(const NftConfig& cfg, std::string* err) {
   }
 
   // 2. Create everything in one batch.
-  Batch b(&seq_, 7 + cfg.ports.size());
+  Batch b(&seq_, 7 + cfg.ports.size() + cfg.udp_ports.size());
   put_new_table(b, NFPROTO_IPV4, cfg.table, What::kIpTable);
   put_base_chain(b, NFPROTO_IPV4, cfg.table, kChain, NF_INET_LOCAL_OUT, kIpOutPriority,
                  What::kIpChain);
@@ -303,6 +306,8 @@ NftStatus NftTables::install(const NftConfig& cfg, std::string* err) {
   put_base_chain(b, NFPROTO_IPV4, cfg.table, kInChain, NF_INET_PRE_ROUTING, kIpInPriority, What::kInChain);
   for (uint16_t port : cfg.ports)
     put_queue_rule(b, cfg.table, kChain, false, cfg.vip, port, cfg.queue_num);
+  for (uint16_t port : cfg.udp_ports)
+    put_queue_rule(b, cfg.table, kChain, false, cfg.vip, port, cfg.queue_num, 0, IPPROTO_UDP);
   put_new_table(b, NFPROTO_ARP, cfg.table, What::kArpTable);
   put_base_chain(b, NFPROTO_ARP, cfg.table, kChain, NF_ARP_OUT, kArpOutPriority,
                  What::kArpChain);

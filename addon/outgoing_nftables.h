@@ -3,7 +3,8 @@
 //
 //   table ip  <name>  (flags owner)  chain out: hook output, priority -150
 //       ip saddr <vip> tcp sport <port>  ->  xt NFQUEUE num <queue> (no bypass)
-//       (one rule per port). Every packet the backup's replica sends on a
+//       (one rule per port), and ip saddr <vip> udp sport <port> likewise for
+//       the UDP ports (the replica's datagrams are counted and dropped). Every packet the backup's replica sends on a
 //       replicated flow is queued to the interceptor, which learns from it and
 //       drops it: an NFQUEUE drop counts as sent for the backup's TCP, an nft
 //       drop would fail the send with EPERM and desynchronise the replica.
@@ -59,6 +60,7 @@ struct NftConfig {
   std::string table;             // e.g. "t2cp_backup"; [A-Za-z0-9_]{1,31}
   uint32_t vip = 0;              // network byte order
   std::vector<uint16_t> ports;   // host order, 1..64 entries
+  std::vector<uint16_t> udp_ports;  // host order, 0..64 entries: the replica's datagrams, queued too
   uint16_t queue_num = 0;        // NFQUEUE number the interceptor binds
 };
 

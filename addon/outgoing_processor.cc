@@ -64,6 +64,20 @@ void OutgoingProcessor::on_replica_packet(const uint8_t* ip, size_t copied) {
   c.add(k_backup_dropped);  // every queued packet gets the drop verdict
   Segment s;
   ParseError e = parse_ipv4(ip, copied, /*allow_truncated_payload=*/true, &s);
+  if (e == ParseError::kNotTcp && !ctx_.cfg.udp_ports.empty()) {
+    // A datagram of the replica's from VIP:udp-port: a reply, or one it sends
+    // on its own (a proxy forwarding a request): counted, dropped.
+    Datagram d;
+    e = parse_udp(ip, copied, &d);
+    if (e == ParseError::kOk) {
+      c.add(k_udp_replica_datagrams);
+      if (UdpAssociation* a = ctx_.udp.find(FlowKey{d.daddr, d.dport, d.sport})) {
+        a->replica.datagrams++;
+        a->replica.bytes += d.payload_len;
+      }
+      return;
+    }
+  }
   if (e != ParseError::kOk) {
     c.backup_parse[static_cast<int>(e)].fetch_add(1, std::memory_order_relaxed);
     return;

@@ -13,7 +13,7 @@ namespace t2cp {
 const char* const kParseErrorNames[static_cast<int>(ParseError::kCount)] = {
     "ok",              "truncated_l2",   "not_ipv4",      "truncated_ip",
     "bad_ip_header",   "bad_ip_checksum", "ip_fragment",  "not_tcp",
-    "truncated_tcp",   "bad_tcp_header", "bad_tcp_options",
+    "truncated_tcp",   "bad_tcp_header", "bad_tcp_options", "bad_udp_length",
 };
 
 namespace {
@@ -209,6 +209,33 @@ const uint8_t* ethernet_ipv4(const uint8_t* frame, size_t caplen, size_t* len) {
   if (l2_offset(frame, caplen, &off) != ParseError::kOk) return nullptr;
   *len = caplen - off;
   return frame + off;
+}
+
+ParseError parse_udp(const uint8_t* ip, size_t len, Datagram* out) {
+  constexpr uint8_t kIpProtoUdp = 17;
+  constexpr size_t kUdpHdr = 8;
+  if (len < kIpMinHdr) return ParseError::kTruncatedIp;
+  const size_t ihl = size_t(ip[0] & 0x0f) * 4;
+  if ((ip[0] >> 4) != 4 || ihl < kIpMinHdr) return ParseError::kBadIpHeader;
+  if (len < ihl) return ParseError::kTruncatedIp;
+  const size_t ip_len = be16(ip + 2);
+  if (ip_len < ihl) return ParseError::kBadIpHeader;
+  if (!ipv4_header_checksum_ok(ip, ihl)) return ParseError::kBadIpChecksum;
+  if (be16(ip + 6) & kIpMfOffset) return ParseError::kIpFragment;
+  if (ip[9] != kIpProtoUdp) return ParseError::kNotTcp;
+  if (len < ip_len) return ParseError::kTruncatedIp;
+  if (ip_len < ihl + kUdpHdr) return ParseError::kBadUdpLength;
+  const uint8_t* udp = ip + ihl;
+  if (be16(udp + 4) != ip_len - ihl) return ParseError::kBadUdpLength;
+  out->ip = ip;
+  out->ip_len = static_cast<uint32_t>(ip_len);
+  std::memcpy(&out->saddr, ip + 12, 4);
+  std::memcpy(&out->daddr, ip + 16, 4);
+  out->sport = be16(udp);
+  out->dport = be16(udp + 2);
+  out->payload = udp + kUdpHdr;
+  out->payload_len = static_cast<uint32_t>(ip_len - ihl - kUdpHdr);
+  return ParseError::kOk;
 }
 
 bool parse_icmp_tcp_error(const uint8_t* ip, size_t len, IcmpTcpQuote* q) {

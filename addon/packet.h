@@ -62,12 +62,14 @@ enum class ParseError : uint8_t {
   kTruncatedTcp,     // capture or total length shorter than the TCP header
   kBadTcpHeader,     // data offset < 5 or beyond the segment
   kBadTcpOptions,    // option length 0/1, running past the header, wrong fixed length
+  kBadUdpLength,     // a UDP datagram whose length field disagrees with its packet's
   kCount
 };
 // Stable snake_case name per reason, used as counter names: "ok",
 // "truncated_l2", "not_ipv4", "truncated_ip", "bad_ip_header",
 // "bad_ip_checksum", "ip_fragment", "not_tcp", "truncated_tcp",
-// "bad_tcp_header", "bad_tcp_options". Never renamed; new reasons append.
+// "bad_tcp_header", "bad_tcp_options", "bad_udp_length". Never renamed; new
+// reasons append.
 extern const char* const kParseErrorNames[static_cast<int>(ParseError::kCount)];
 
 // Both parsers: on kOk every Segment field is set; on an error *out is
@@ -179,6 +181,23 @@ bool tcp_checksum_ok_ipv4(const uint8_t* ip);
 // check, from, to as stored in the packet (network order, read with memcpy).
 // Agrees bit for bit with a full recompute, including a result of 0x0000.
 uint16_t csum_replace4(uint16_t check, uint32_t from, uint32_t to);
+
+// A UDP datagram (RFC 768) in an IPv4 packet.
+struct Datagram {
+  const uint8_t* ip = nullptr;     // start of the IPv4 header
+  uint32_t ip_len = 0;             // IPv4 total length
+  uint32_t saddr = 0, daddr = 0;   // network order
+  uint16_t sport = 0, dport = 0;   // host order
+  const uint8_t* payload = nullptr;
+  uint32_t payload_len = 0;
+};
+// ip: an IPv4 packet, len bytes captured. The IPv4 header is checked as for
+// TCP (kTruncatedIp, kBadIpHeader, kBadIpChecksum, kIpFragment: a fragment
+// is never reassembled here); kNotTcp when the protocol is not UDP either;
+// kTruncatedIp when the capture holds less than the datagram; kBadUdpLength
+// when the UDP length is below 8 or disagrees with the IPv4 total length.
+// The UDP checksum is not checked (CHECKSUM_PARTIAL, as for TCP).
+ParseError parse_udp(const uint8_t* ip, size_t len, Datagram* out);
 
 // An ICMP error (destination unreachable, time exceeded: RFC 792) about a TCP
 // segment, as it quotes the segment's IPv4 header and first 8 TCP bytes.

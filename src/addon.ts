@@ -11,6 +11,8 @@ export interface EngineOptions {
   mirrorIf: string;
   vip: string;
   ports: number[];
+  /** UDP service ports: the clients' datagrams replicated, the replica's dropped. */
+  udpPorts: number[];
   tunName: string;
   nftTable: string;
   queueNum: number;

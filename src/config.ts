@@ -40,6 +40,8 @@ export interface BackupConfig {
   mirrorIf: string;
   vip: string;
   ports: number[];
+  /** UDP service ports (--udp-ports); none by default. */
+  udpPorts: number[];
   instance: string;
   queue: number;
   maxFlows: number;
@@ -84,6 +86,7 @@ export interface BackupConfig {
 }
 
 const DEFAULTS: Omit<BackupConfig, 'mirrorIf' | 'vip' | 'ports' | 'keyFile' | 'detector' | 'vipIf' | 'report' | 'stateDir'> = {
+  udpPorts: [],
   instance: 'main',
   queue: 7300,
   maxFlows: 65536,
@@ -118,6 +121,8 @@ export const BACKUP_OPTIONS: OptionSpec<BackupConfig>[] = [
     help: 'service address the clients use (held by the primary)' },
   { key: 'ports', flag: '--ports', kind: 'ports', arg: 'LIST', required: true,
     help: 'TCP service ports to replicate, comma-separated (e.g. 7000,6379)' },
+  { key: 'udpPorts', flag: '--udp-ports', kind: 'ports', arg: 'LIST',
+    help: 'UDP service ports to replicate, comma-separated, ranges allowed (e.g. 5060,10000-10019); a port may be in both lists' },
   { key: 'instance', flag: '--instance', kind: 'string', arg: 'NAME',
     help: `names this instance's nft tables (t2cp_NAME) and TUN device (t2cp-NAME); default ${DEFAULTS.instance}` },
   { key: 'queue', flag: '--queue', kind: 'int', arg: 'N', min: 0, max: 65535,
@@ -219,6 +224,7 @@ export function engineOptions(c: BackupConfig, activeIf = ''): EngineOptions {
     mirrorIf: c.mirrorIf,
     vip: c.vip,
     ports: c.ports,
+    udpPorts: c.udpPorts,
     tunName: `t2cp-${c.instance}`,
     nftTable: `t2cp_${c.instance}`,
     queueNum: c.queue,

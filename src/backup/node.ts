@@ -94,6 +94,7 @@ export class BackupNode {
     this.log.info('replicating', {
       vip: this.cfg.vip,
       ports: this.cfg.ports.join(','),
+      ...(this.cfg.udpPorts.length ? { udpPorts: this.cfg.udpPorts.join(',') } : {}),
       mirror: this.cfg.mirrorIf,
       filter: addon().captureFilter(this.cfg.vip, this.cfg.ports),
       table: opts.nftTable,
@@ -322,7 +323,7 @@ export class BackupNode {
   }
 
   private logEvent(e: FlowEvent): void {
-    const fields: Record<string, unknown> = { flow: `${e.client}->:${e.serverPort}`, id: e.flowId };
+    const fields: Record<string, unknown> = { flow: `${e.client}->:${e.serverPort}${e.protocol === 'udp' ? '/udp' : ''}`, id: e.flowId };
     if (e.reason !== 'none') fields.reason = e.reason;
     if (e.type === 'closed' || e.type === 'stats' || e.type === 'anomaly') {
       Object.assign(fields, { c2sPrimary: e.c2sPrimary, c2sBackup: e.c2sBackup, s2cPrimary: e.s2cPrimary, s2cBackup: e.s2cBackup });

@@ -56,6 +56,8 @@ export interface FlowEvent {
   client: string;       // "ip:port"
   serverPort: number;
   state: (typeof FlowState)[keyof typeof FlowState];
+  /** A TCP flow, or a UDP association (c2sBackup: the client's datagram bytes given to the replica; s2cBackup: the replica's). */
+  protocol: 'tcp' | 'udp';
   flowId: number;
   timeUs: number;
   /** Client bytes acknowledged by the primary / by the replica. */
@@ -82,7 +84,8 @@ export function decodeEvents(buf: Buffer): FlowEvent[] {
       reason: EventReason[dv.getUint8(off + 1) as keyof typeof EventReason] ?? 'none',
       serverPort: dv.getUint16(off + 2, true),
       client: `${ip}:${dv.getUint16(off + 8, true)}`,
-      state: FlowState[dv.getUint16(off + 10, true) as keyof typeof FlowState] ?? 'none',
+      state: FlowState[dv.getUint8(off + 10) as keyof typeof FlowState] ?? 'none',
+      protocol: dv.getUint8(off + 11) === 17 ? 'udp' : 'tcp',
       flowId: dv.getUint32(off + 12, true),
       timeUs: Number(dv.getBigUint64(off + 16, true)),
       c2sPrimary: Number(dv.getBigUint64(off + 24, true)),
