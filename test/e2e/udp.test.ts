@@ -1,0 +1,125 @@
+// UDP replication (--udp-ports): the clients' datagrams toward VIP:udp-port,
+// seen on the mirror, enter the backup's stack as the primary got them, so
+// its copy of a UDP service keeps the same state; everything the replica
+// sends from that port is counted and dropped while it replicates. Here a
+// service that chains every distinct request into a hash and answers with
+// the count and the chain (scripts/udp-service.ts): a client that checks
+// each answer against its own chain notices any datagram the copy missed,
+// got twice or out of order once that copy answers.
+import type { ChildProcess } from 'node:child_process';
+import { describe, expect, it } from 'vitest';
+import { collect, repoRoot, startClient } from '../../scripts/processes.js';
+import { compareTakeover } from '../../scripts/takeover-check.js';
+import { startTakeoverLab } from '../../scripts/takeover-lab.js';
+import type { Testbed } from '../../scripts/testbed.js';
+import { waitFor } from '../../scripts/wait.js';
+import type { Workload } from '../../scripts/client.js';
+import { countPackets, readLog, startCapture, type ClientLogLine, type ServiceLogLine } from './harness.js';
+import { kernelLeftovers } from './leftovers.js';
+import { useLab } from './lab.js';
+
+const INSTANCE = 'udp';
+const TCP_PORT = 7000;
+const UDP_PORT = 5060;
+
+interface UdpServiceLine { peer: string; requests: number; chain: string; answers: number; answersSha256: string }
+interface UdpClientLine { local: string; sent: number; answered: number; resent: number; longestWaitMs: number; ok: boolean; error: string | null }
+
+/** scripts/udp-service.ts in `ns` on the VIP (on the backup, once t2cp made it local), resolved once it listens. */
+async function startUdpService(tb: Testbed, ns: string, log: string): Promise<ChildProcess> {
+  const child = tb.spawn(ns, ['node', `${repoRoot}dist/scripts/udp-service.js`, '--address', tb.addr.vip, '--port', String(UDP_PORT), '--log', log]);
+  const out = collect(child);
+  await waitFor(() => out.stdout.includes('ready'), { timeoutMs: 10_000, what: `the UDP service in ${ns}` });
+  return child;
+}
+
+/** scripts/udp-client.ts in the client's namespace; resolves with its exit code and summary. */
+function runUdpClient(tb: Testbed, log: string, o: { associations: number; count: number; intervalMs: number }): Promise<{ code: number | null; stdout: string }> {
+  const child = tb.spawn(tb.ns.client, ['node', `${repoRoot}dist/scripts/udp-client.js`, '--server', `${tb.addr.vip}:${UDP_PORT}`,
+    '--associations', String(o.associations), '--count', String(o.count), '--interval-ms', String(o.intervalMs), '--retry-ms', '100',
+    '--deadline-ms', '60000', '--log', log]);
+  const out = collect(child);
+  return new Promise((resolve) => child.once('exit', (code) => resolve({ code, stdout: out.stdout })));
+}
+
+/** SIGTERM by PID; the service writes its log as it exits. */
+async function stopService(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null) return;
+  const exited = new Promise((r) => child.once('exit', r));
+  child.kill('SIGTERM');
+  await exited;
+}
+
+describe('udp: a UDP service replicated', () => {
+  const lab = useLab('udp', { perTest: true });
+
+  it('the replica gets every datagram in order and answers alike; its answers leave nowhere', async () => {
+    const { tb, dir } = lab;
+    const pair = await startTakeoverLab(tb, dir, { ports: [TCP_PORT], instance: INSTANCE, backupArgs: ['--udp-ports', String(UDP_PORT)] });
+    const primary = await startUdpService(tb, tb.ns.primary, `${dir}/udp-primary.jsonl`);
+    const replica = await startUdpService(tb, tb.ns.backup, `${dir}/udp-replica.jsonl`);
+    try {
+      // Whatever leaves the backup from port 5060, from any of its addresses, would be the replica's answers escaping.
+      const leak = await startCapture(tb, tb.ns.backup, tb.ifaces.backupLan, `udp and src port ${UDP_PORT}`, `${dir}/leak.pcap`);
+      const run = await runUdpClient(tb, `${dir}/udp-client.jsonl`, { associations: 4, count: 300, intervalMs: 2 });
+      await new Promise((r) => setTimeout(r, 300)); // the last datagrams reach the replica
+      await leak.stop();
+      const counters = await pair.backup.counters();
+      await stopService(primary);
+      await stopService(replica);
+      const [onPrimary, onReplica] = [readLog<UdpServiceLine>(`${dir}/udp-primary.jsonl`), readLog<UdpServiceLine>(`${dir}/udp-replica.jsonl`)];
+      const byPeer = (ls: UdpServiceLine[]) => Object.fromEntries(ls.map((l) => [l.peer, l]));
+      console.log(`udp: ${run.stdout.trim()}; associations on the primary ${onPrimary.length}, on the replica ${onReplica.length}; ` +
+        `counters ${JSON.stringify(Object.fromEntries(Object.entries(counters).filter(([k]) => k.startsWith('udp_'))))}`);
+      expect(run.code, run.stdout).toBe(0);
+      expect(onPrimary).toHaveLength(4);
+      // The same requests, in the same order, and the same answers, association by association.
+      expect(byPeer(onReplica)).toEqual(byPeer(onPrimary));
+      for (const l of onPrimary) expect(l.requests).toBe(300);
+      expect(await countPackets(`${dir}/leak.pcap`)).toBe(0);
+      const datagrams = onPrimary.reduce((n, l) => n + l.requests, 0);
+      expect(counters.udp_associations_new).toBe(4);
+      expect(counters.udp_datagrams ?? 0).toBeGreaterThanOrEqual(datagrams);
+      expect(counters.udp_replica_datagrams ?? 0).toBeGreaterThanOrEqual(datagrams);
+      expect(pair.backup.records.filter((r) => r.msg === 'flow new' && String(r.flow).endsWith(`:${UDP_PORT}/udp`))).toHaveLength(4);
+    } finally {
+      await stopService(primary);
+      await stopService(replica);
+      await pair.stop();
+    }
+    expect(await kernelLeftovers(tb, INSTANCE)).toEqual([]);
+  });
+
+  it('a takeover with UDP and TCP at once: the associations go on with the same state, the sessions byte-exact', async () => {
+    const { tb, dir } = lab;
+    const pair = await startTakeoverLab(tb, dir, { ports: [TCP_PORT], instance: INSTANCE, backupArgs: ['--udp-ports', String(UDP_PORT)] });
+    const primary = await startUdpService(tb, tb.ns.primary, `${dir}/udp-primary.jsonl`);
+    const replica = await startUdpService(tb, tb.ns.backup, `${dir}/udp-replica.jsonl`);
+    try {
+      const workload: Workload = { seed: 51, sessions: [{ kind: 'rr', times: 3, count: 400, intervalMs: 10, reqSize: [4, 600], respSize: [1, 3000] }] };
+      const tcp = startClient(tb, tb.ns.client, `${tb.addr.vip}:${TCP_PORT}`, workload, `${dir}/client.jsonl`, { deadlineMs: 60_000 });
+      const udp = runUdpClient(tb, `${dir}/udp-client.jsonl`, { associations: 4, count: 800, intervalMs: 5 });
+      await waitFor(() => pair.backup.flows('synchronised').length >= 3 && pair.backup.flows('new').length >= 7,
+        { timeoutMs: 15_000, what: 'the sessions and the associations followed' });
+      await new Promise((r) => setTimeout(r, 1000));
+      await pair.fail('link-down');
+      const record = await waitFor(() => readLog<{ engine: { flowsTakenOver: number } }>(pair.logs.backupReport)[0], { timeoutMs: 15_000, what: 'the takeover' });
+      const [tcpRun, udpRun] = [await tcp.finished, await udp];
+      const check = compareTakeover(readLog<ClientLogLine>(`${dir}/client.jsonl`), readLog<ServiceLogLine>(pair.logs.backup));
+      const clients = readLog<UdpClientLine>(`${dir}/udp-client.jsonl`);
+      console.log(`udp takeover: ${udpRun.stdout.trim()}; longest waits ${clients.map((c) => c.longestWaitMs).join(', ')} ms, resent ${clients.map((c) => c.resent).join(', ')}; ` +
+        `TCP exact ${check.exact}/3, taken over ${record.engine.flowsTakenOver}`);
+      // Every association answered to its end by a copy whose count and chain were the client's:
+      // the backup's copy had every datagram the primary had, in order.
+      expect(udpRun.code, udpRun.stdout).toBe(0);
+      expect(clients.every((c) => c.ok && c.answered === 800)).toBe(true);
+      expect(tcpRun.code, tcpRun.stderr).toBe(0);
+      expect(check.exact).toBe(3);
+    } finally {
+      await stopService(primary);
+      await stopService(replica);
+      await pair.stop();
+    }
+    expect(await kernelLeftovers(tb, INSTANCE)).toEqual([]);
+  });
+});
