@@ -109,7 +109,8 @@ describe('takeover under load', () => {
       `record: taken over ${e.flowsTakenOver}, unprotected ${e.flowsUnprotected}, lost ${e.flowsLost}, clients reset ${e.clientsReset}; ` +
       `sessions' replica lag (p50/p99/max ms) ${lagText(trial.replicaLag.light)}`);
     expect(given.map((r) => r.flow?.endsWith(`->:${BULK_PORT}`))).toEqual([true]);
-    if (minLagMs !== undefined) expect(given[0]!.lagMs).toBeGreaterThan(minLagMs);
+    // Given up once past the mark; the event says how far in whole ms, truncated (500.4 ms: 500).
+    if (minLagMs !== undefined) expect(given[0]!.lagMs).toBeGreaterThanOrEqual(minLagMs);
     expect(trial.kept).toBe(10);
     expect({ reset: trial.reset, closed: trial.closed, corrupt: trial.corrupt, hung: trial.hung }).toEqual({ reset: 0, closed: 0, corrupt: 0, hung: 0 });
     expect(bulk).toHaveLength(1);
