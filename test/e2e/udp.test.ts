@@ -50,8 +50,8 @@ async function stopService(child: ChildProcess): Promise<void> {
   await exited;
 }
 
-describe('udp: a UDP service replicated', () => {
-  const lab = useLab('udp', { perTest: true });
+for (const offloads of [true, false]) describe(`udp: a UDP service replicated, offloads ${offloads ? 'on' : 'off'}`, () => {
+  const lab = useLab('udp', { perTest: true, testbed: { offloads } });
 
   it('the replica gets every datagram in order and answers alike; its answers leave nowhere', async () => {
     const { tb, dir } = lab;
@@ -90,7 +90,12 @@ describe('udp: a UDP service replicated', () => {
     expect(await kernelLeftovers(tb, INSTANCE)).toEqual([]);
   });
 
-  it('a takeover with UDP and TCP at once: the associations go on with the same state, the sessions byte-exact', async () => {
+});
+
+describe('udp: a takeover with UDP and TCP at once', () => {
+  const lab = useLab('udptko');
+
+  it('the associations go on with the same state, the sessions byte-exact', async () => {
     const { tb, dir } = lab;
     const pair = await startTakeoverLab(tb, dir, { ports: [TCP_PORT], instance: INSTANCE, backupArgs: ['--udp-ports', String(UDP_PORT)] });
     const primary = await startUdpService(tb, tb.ns.primary, `${dir}/udp-primary.jsonl`);
