@@ -37,11 +37,12 @@ Napi::Value Names(const Napi::CallbackInfo& info) {
   return o;
 }
 
-// captureFilter(vip, ports): the BPF text the engine compiles (for --help and logs).
+// captureFilter(vip, ports, udpPorts?): the BPF text the engine compiles (for --help and logs).
 Napi::Value CaptureFilter(const Napi::CallbackInfo& info) {
   CaptureConfig c;
   c.vip = to_ipv4(info.Env(), info[0].ToString().Utf8Value(), "vip");
   c.ports = to_ports(info.Env(), info[1], "ports");
+  if (info.Length() > 2 && info[2].IsArray()) c.udp_ports = to_ports(info.Env(), info[2], "udpPorts");
   return Napi::String::New(info.Env(), capture_filter(c));
 }
 

@@ -21,8 +21,7 @@ EngineConfig read_config(Napi::Env env, const Napi::Object& o) {
   c.mirror_if = get_str(o, "mirrorIf");
   c.vip = to_ipv4(env, get_str(o, "vip"), "vip");
   c.ports = to_ports(env, o.Get("ports"), "ports");
-  if (o.Has("udpPorts") && o.Get("udpPorts").IsArray() && o.Get("udpPorts").As<Napi::Array>().Length() > 0)
-    c.udp_ports = to_ports(env, o.Get("udpPorts"), "udpPorts");
+  if (o.Has("udpPorts") && o.Get("udpPorts").IsArray()) c.udp_ports = to_ports(env, o.Get("udpPorts"), "udpPorts");
   c.tun_name = get_str(o, "tunName");
   c.nft_table = get_str(o, "nftTable");
   c.queue_num = static_cast<uint16_t>(get_u32(o, "queueNum", 0));

@@ -99,13 +99,15 @@ constexpr uint32_t kIpTotalLengthOffset = 14 + 2;
 
 std::string capture_filter(const CaptureConfig& cfg) {
   if (cfg.outbound) return direction_filter(cfg, "dst ");
+  if (cfg.ports.empty()) return udp_filter(cfg) + "(" + icmp_errors_filter(cfg) + ")";
   return "(" + direction_filter(cfg, "dst ") + ") or " + udp_filter(cfg) + "(" + icmp_errors_filter(cfg) + ") or (" +
          direction_filter(cfg, "src ") + ")";
 }
 
 std::string whole_frames_filter(const CaptureConfig& cfg) {
   if (cfg.outbound) return direction_filter(cfg, "dst ");
-  std::string f = "(" + direction_filter(cfg, "dst ") + ") or " + udp_filter(cfg) + "(" + icmp_errors_filter(cfg) + ")";
+  const std::string tcp = cfg.ports.empty() ? "" : "(" + direction_filter(cfg, "dst ") + ") or ";
+  std::string f = tcp + udp_filter(cfg) + "(" + icmp_errors_filter(cfg) + ")";
   if (!cfg.whole_output_ports.empty()) f += " or (" + direction_filter(cfg, "src ", cfg.whole_output_ports) + ")";
   return f;
 }

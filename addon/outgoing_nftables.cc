@@ -128,11 +128,10 @@ std::string validate(const NftConfig& cfg) {
     return "nftables: bad table name \"" + cfg.table +
            "\": use 1-31 characters from [A-Za-z0-9_]";
   if (cfg.vip == 0) return "nftables: vip is 0.0.0.0: set the virtual IP";
-  if (cfg.ports.empty() || cfg.ports.size() > kMaxPorts)
-    return "nftables: " + std::to_string(cfg.ports.size()) +
-           " ports given: replicate 1 to 64 ports";
+  if (cfg.ports.empty() && cfg.udp_ports.empty()) return "nftables: no port given: replicate 1 to 64 TCP ports, UDP ports or both";
   for (const std::vector<uint16_t>* list : {&cfg.ports, &cfg.udp_ports}) {
-    if (list->size() > kMaxPorts) return "nftables: " + std::to_string(list->size()) + " UDP ports given: at most 64";
+    if (list->size() > kMaxPorts)
+      return "nftables: " + std::to_string(list->size()) + (list == &cfg.ports ? " TCP" : " UDP") + " ports given: at most 64";
     std::set<uint16_t> seen;
     for (uint16_t p : *list) {
       if (p == 0) return "nftables: port 0 in the port list: use 1-65535";

@@ -36,7 +36,7 @@ export async function startBackup(
     'backup', ...(args.logFlows === false ? [] : ['--log-flows']),
     '--mirror-if', args.mirrorIf ?? tb.ifaces.mirror,
     '--vip', args.vip ?? tb.addr.vip,
-    '--ports', args.ports.join(','),
+    ...(args.ports.length ? ['--ports', args.ports.join(',')] : []),
     '--instance', args.instance,
     ...(args.extra ?? []),
   ], args.ready ?? ((r) => r.msg === 'replicating'), { cpus: args.cpus, wrap: args.wrap });

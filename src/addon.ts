@@ -187,7 +187,7 @@ interface Addon {
   Recorder: new (options: RecorderOptions) => NativeRecorder;
   setErrorClass(cls: typeof T2cpError): void;
   names(): { counters: string[]; parseErrors: string[]; eventSize: number };
-  captureFilter(vip: string, ports: number[]): string;
+  captureFilter(vip: string, ports: number[], udpPorts?: number[]): string;
   /** tc programs attached to the interface through tcx (the active-mode translator's, while a backup runs). */
   tcxPrograms(ifname: string): number;
   /** The translator an earlier process pinned under `dir` (NativeEngine.pinTranslator). */

@@ -85,7 +85,8 @@ export interface BackupConfig {
   bpffs: string;
 }
 
-const DEFAULTS: Omit<BackupConfig, 'mirrorIf' | 'vip' | 'ports' | 'keyFile' | 'detector' | 'vipIf' | 'report' | 'stateDir'> = {
+const DEFAULTS: Omit<BackupConfig, 'mirrorIf' | 'vip' | 'keyFile' | 'detector' | 'vipIf' | 'report' | 'stateDir'> = {
+  ports: [],
   udpPorts: [],
   instance: 'main',
   queue: 7300,
@@ -119,8 +120,8 @@ export const BACKUP_OPTIONS: OptionSpec<BackupConfig>[] = [
     help: "interface on the switch's mirror port: receives a copy of the primary's traffic" },
   { key: 'vip', flag: '--vip', kind: 'ipv4', arg: 'ADDR', required: true,
     help: 'service address the clients use (held by the primary)' },
-  { key: 'ports', flag: '--ports', kind: 'ports', arg: 'LIST', required: true,
-    help: 'TCP service ports to replicate, comma-separated (e.g. 7000,6379)' },
+  { key: 'ports', flag: '--ports', kind: 'ports', arg: 'LIST',
+    help: 'TCP service ports to replicate, comma-separated (e.g. 7000,6379); this, --udp-ports or both' },
   { key: 'udpPorts', flag: '--udp-ports', kind: 'ports', arg: 'LIST',
     help: 'UDP service ports to replicate, comma-separated, ranges allowed (e.g. 5060,10000-10019); a port may be in both lists' },
   { key: 'instance', flag: '--instance', kind: 'string', arg: 'NAME',
@@ -186,7 +187,7 @@ export const BACKUP_OPTIONS: OptionSpec<BackupConfig>[] = [
 
 export const BACKUP_COMMAND: CommandSpec<BackupConfig> = {
   name: 'backup',
-  synopsis: 'usage: t2cp backup --mirror-if IF --vip ADDR --ports LIST [options]',
+  synopsis: 'usage: t2cp backup --mirror-if IF --vip ADDR (--ports LIST | --udp-ports LIST | both) [options]',
   about: [
     'Runs on the backup host next to an identical copy of the service. Every TCP',
     "connection a client opens to VIP:port on the primary is also opened, fed and",
@@ -204,6 +205,8 @@ export const BACKUP_COMMAND: CommandSpec<BackupConfig> = {
   defaults: DEFAULTS,
   validate: (c) => {
     checkInstance(c.instance);
+    if (!c.ports.length && !c.udpPorts.length)
+      throw configError('missing --ports LIST or --udp-ports LIST: name the service ports to replicate, e.g. --ports 7000,6379 or --udp-ports 5060');
     parseDivergence(c.divergence, c.ports);
     if (c.detector && !c.keyFile) throw configError('--detector needs --key-file FILE: the detector only accepts messages signed with the shared key');
   },

@@ -96,7 +96,7 @@ export class BackupNode {
       ports: this.cfg.ports.join(','),
       ...(this.cfg.udpPorts.length ? { udpPorts: this.cfg.udpPorts.join(',') } : {}),
       mirror: this.cfg.mirrorIf,
-      filter: addon().captureFilter(this.cfg.vip, this.cfg.ports),
+      filter: addon().captureFilter(this.cfg.vip, this.cfg.ports, this.cfg.udpPorts),
       table: opts.nftTable,
       tun: opts.tunName,
       queue: opts.queueNum,
@@ -141,6 +141,7 @@ export class BackupNode {
    * the engine's rules are in place, so the replica's resets stay here.
    */
   private endStaleReplicaConnections(): void {
+    if (!this.cfg.ports.length) return; // UDP only: no connection to end
     const filter = ['state', 'connected', 'src', this.cfg.vip, `( ${this.cfg.ports.map((p) => `sport = :${p}`).join(' or ')} )`];
     const kill = spawnSync('ss', ['-K', '-H', '-tn', ...filter], { encoding: 'utf8', timeout: 5000 });
     const ended = (kill.stdout ?? '').split('\n').filter((l) => l.trim()).length;

@@ -8,6 +8,7 @@
 // got twice or out of order once that copy answers.
 import type { ChildProcess } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
+import { startBackup } from '../../scripts/backup-process.js';
 import { collect, repoRoot, startClient } from '../../scripts/processes.js';
 import { compareTakeover } from '../../scripts/takeover-check.js';
 import { startTakeoverLab } from '../../scripts/takeover-lab.js';
@@ -90,6 +91,33 @@ for (const offloads of [true, false]) describe(`udp: a UDP service replicated, o
     expect(await kernelLeftovers(tb, INSTANCE)).toEqual([]);
   });
 
+});
+
+describe('udp: a UDP service alone (--udp-ports, no --ports)', () => {
+  const lab = useLab('udponly');
+
+  it('is replicated as well', async () => {
+    const { tb, dir } = lab;
+    const backup = await startBackup(tb, { ports: [], instance: INSTANCE, extra: ['--udp-ports', String(UDP_PORT)] });
+    const primary = await startUdpService(tb, tb.ns.primary, `${dir}/udp-primary.jsonl`);
+    const replica = await startUdpService(tb, tb.ns.backup, `${dir}/udp-replica.jsonl`);
+    try {
+      const run = await runUdpClient(tb, `${dir}/udp-client.jsonl`, { associations: 2, count: 200, intervalMs: 2 });
+      await new Promise((r) => setTimeout(r, 300));
+      await stopService(primary);
+      await stopService(replica);
+      expect(run.code, run.stdout).toBe(0);
+      const byPeer = (f: string) => Object.fromEntries(readLog<UdpServiceLine>(f).map((l) => [l.peer, l]));
+      expect(Object.keys(byPeer(`${dir}/udp-primary.jsonl`))).toHaveLength(2);
+      expect(byPeer(`${dir}/udp-replica.jsonl`)).toEqual(byPeer(`${dir}/udp-primary.jsonl`));
+      expect(backup.records.find((r) => r.msg === 'replicating')).toMatchObject({ ports: '', udpPorts: String(UDP_PORT) });
+    } finally {
+      await stopService(primary);
+      await stopService(replica);
+      await backup.stop();
+    }
+    expect(await kernelLeftovers(tb, INSTANCE)).toEqual([]);
+  });
 });
 
 describe('udp: a takeover with UDP and TCP at once', () => {

@@ -415,6 +415,33 @@ void test_cut_frames_parse() {
 }
 
 // Many ports still fit the kernel's limit, or open() says why.
+// UDP ports: the clients' datagrams toward them kept whole, as the TCP
+// clients' segments; with no TCP port at all (a UDP service alone) the
+// program still compiles, keeps those and the ICMP errors, and nothing else.
+void test_udp_ports() {
+  const uint32_t whole = static_cast<uint32_t>(kCaptureSnapLen);
+  for (const auto& tcp_ports : std::vector<std::vector<uint16_t>>{{7000}, {}}) {
+    CaptureConfig c = mirror_config(tcp_ports);
+    c.udp_ports = {5060, 10000};
+    const Program p = program(c);
+    CHECK(!p.empty() && bpf_validate(insns(p), static_cast<int>(p.size())) != 0);
+    Bytes to_sip = segment(kClient, 5062, kVip, 5060, 300);
+    to_sip[9] = 17;
+    fix_ip_check(to_sip.data());
+    Bytes from_sip = segment(kVip, 5060, kClient, 5062, 300);
+    from_sip[9] = 17;
+    fix_ip_check(from_sip.data());
+    Bytes other = segment(kClient, 5062, kVip, 5070, 300);
+    other[9] = 17;
+    fix_ip_check(other.data());
+    CHECK_EQ(run_pcap(p, ethernet(to_sip)), whole);
+    CHECK_EQ(run_pcap(p, ethernet(from_sip)), 0u);  // the primary's answers: not needed yet
+    CHECK_EQ(run_pcap(p, ethernet(other)), 0u);
+    CHECK_EQ(run_pcap(p, ethernet(segment(kClient, 40000, kVip, 7000, 100))), tcp_ports.empty() ? 0u : whole);
+    CHECK_EQ(run_pcap(p, ethernet(segment(kClient, 40000, kVip, 5060, 100))), 0u);  // TCP to a UDP port
+  }
+}
+
 void test_many_ports() {
   std::vector<uint16_t> ports;
   for (uint16_t p = 1000; p < 1400; ++p) ports.push_back(p);
@@ -465,6 +492,7 @@ int main(int argc, char** argv) {
   run_test("compared ports keep the primary's output whole", test_compared_ports_keep_the_primarys_output);
   run_test("mirror program in the kernel keeps what it returns", test_mirror_program_in_kernel);
   run_test("cut primary frames parse, cut client frames do not", test_cut_frames_parse);
+  run_test("UDP ports, with and without TCP ports", test_udp_ports);
   run_test("many ports", test_many_ports);
   return finish();
 }

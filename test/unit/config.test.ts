@@ -39,6 +39,8 @@ describe('t2cp backup options', () => {
   });
   it('--udp-ports: a list with ranges, apart from the TCP ports; empty or wrong ranges are one-line errors', () => {
     expect(parseBackupArgs(base).udpPorts).toEqual([]);
+    // A UDP service alone: no --ports.
+    expect(parseBackupArgs(['--mirror-if', 'eth1', '--vip', '198.18.1.10', '--udp-ports', '5060'])).toMatchObject({ ports: [], udpPorts: [5060] });
     const c = parseBackupArgs([...base, '--udp-ports', '5060,10000-10003,7000']);
     expect(c.udpPorts).toEqual([5060, 10000, 10001, 10002, 10003, 7000]); // 7000 is in --ports too: TCP and UDP are apart
     expect(engineOptions(c).udpPorts).toEqual(c.udpPorts);
