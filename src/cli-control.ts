@@ -102,6 +102,10 @@ export async function runGateway(argv: string[]): Promise<void> {
 /** The traffic recorder on the interface toward the servers, unless --record-window 0. */
 function startRecorder(cfg: GatewayConfig, log: Logger): NativeRecorder | undefined {
   if (cfg.recordWindowMs === 0) return undefined;
+  if (!cfg.ports.length) {
+    log.warn('traffic recorder off: it keeps TCP segments, and no TCP port is replicated', { udpPorts: cfg.udpPorts.join(',') });
+    return undefined;
+  }
   const lanIf = cfg.lanIf ?? routeInterface(cfg.backup.address);
   const rec = new (addon().Recorder)({ lanIf, vip: cfg.vip, ports: cfg.ports, windowMs: cfg.recordWindowMs, maxBytes: cfg.recordMaxBytes });
   rec.start();
@@ -122,6 +126,7 @@ export async function runPrimary(argv: string[]): Promise<void> {
   const { cfg, log, key } = startRole(PRIMARY_COMMAND, argv);
   const watch = {
     ports: cfg.ports,
+    udpPorts: cfg.udpPorts,
     ...(cfg.vip ? { vip: cfg.vip } : {}),
     ...(cfg.servicePid ? { pid: cfg.servicePid } : {}),
     ...(cfg.servicePidfile ? { pidfile: cfg.servicePidfile } : {}),

@@ -101,6 +101,7 @@ export interface GatewayConfig extends Shared, Timing, Priority {
   stateDir?: string;
   vip: string;
   ports: number[];
+  udpPorts: number[];
   /** The interface toward the servers (traffic recorder, fence); absent: the route to --backup's. */
   lanIf?: string;
   recordWindowMs: number;
@@ -109,7 +110,7 @@ export interface GatewayConfig extends Shared, Timing, Priority {
 
 export const GATEWAY_COMMAND: CommandSpec<GatewayConfig> = {
   name: 'gateway',
-  synopsis: 'usage: t2cp gateway --key-file FILE --primary ADDR[:PORT] --backup ADDR[:PORT] --vip ADDR --ports LIST [options]',
+  synopsis: 'usage: t2cp gateway --key-file FILE --primary ADDR[:PORT] --backup ADDR[:PORT] --vip ADDR (--ports LIST | --udp-ports LIST | both) [options]',
   about: [
     'The failure detector, on the gateway in front of the primary and the backup.',
     'It hears the primary agent (`t2cp primary`) every interval, probes it when a',
@@ -145,7 +146,8 @@ export const GATEWAY_COMMAND: CommandSpec<GatewayConfig> = {
     { key: 'stateDir', flag: '--state-dir', kind: 'string', arg: 'DIR',
       help: 'keep the epoch, the serving side and the fenced MAC in DIR/gateway-INSTANCE.json (synced), read at start: a restarted detector re-engages its fence; default: not kept' },
     { key: 'vip', flag: '--vip', kind: 'ipv4', arg: 'ADDR', required: true, help: 'the service address the clients use' },
-    { key: 'ports', flag: '--ports', kind: 'ports', arg: 'LIST', required: true, help: 'the replicated service ports (as given to t2cp backup)' },
+    { key: 'ports', flag: '--ports', kind: 'ports', arg: 'LIST', help: 'the replicated TCP service ports (as given to t2cp backup); this, --udp-ports or both' },
+    { key: 'udpPorts', flag: '--udp-ports', kind: 'ports', arg: 'LIST', help: 'the replicated UDP service ports (as given to t2cp backup); the traffic recorder keeps TCP segments only' },
     { key: 'lanIf', flag: '--lan-if', kind: 'string', arg: 'IF',
       help: "interface toward the servers: the traffic recorder keeps what the clients send there; default: the route to --backup's" },
     { key: 'recordWindowMs', flag: '--record-window', kind: 'int', arg: 'MS', min: 0, max: 600000,
@@ -157,14 +159,22 @@ export const GATEWAY_COMMAND: CommandSpec<GatewayConfig> = {
     ...PRIORITY_DEFAULTS,
     instance: 'main', json: false, listen: { address: '0.0.0.0', port: GATEWAY_PORT }, mode: 'both', ...TIMING_DEFAULTS,
     backupTimeoutMs: 1000, takeoverTimeoutMs: 5000, standDownTimeoutMs: 500, recordWindowMs: 2000, recordMaxBytes: 256 << 20,
+    ports: [], udpPorts: [],
   },
   validate: (c) => {
     checkInstance(c.instance);
     checkTiming(c);
+    checkServicePorts(c);
     if (c.primary.address === c.backup.address && c.primary.port === c.backup.port)
       throw configError('--primary and --backup are the same endpoint: give the agent\'s and the backup\'s own addresses');
   },
 };
+
+/** A role names its service by TCP ports, UDP ports or both: one list at least. */
+function checkServicePorts(c: { ports: number[]; udpPorts: number[] }): void {
+  if (!c.ports.length && !c.udpPorts.length)
+    throw configError('missing --ports LIST or --udp-ports LIST: name the service ports, e.g. --ports 7000,6379 or --udp-ports 5060');
+}
 
 // ---- t2cp primary ----------------------------------------------------------
 
@@ -174,6 +184,7 @@ export interface PrimaryConfig extends Shared, Priority {
   detector?: Endpoint;
   intervalMs: number;
   ports: number[];
+  udpPorts: number[];
   vip: string;
   servicePid?: number;
   servicePidfile?: string;
@@ -184,7 +195,7 @@ export interface PrimaryConfig extends Shared, Priority {
 
 export const PRIMARY_COMMAND: CommandSpec<PrimaryConfig> = {
   name: 'primary',
-  synopsis: 'usage: t2cp primary --key-file FILE --vip ADDR --ports LIST [--detector ADDR[:PORT]] [options]',
+  synopsis: 'usage: t2cp primary --key-file FILE --vip ADDR (--ports LIST | --udp-ports LIST | both) [--detector ADDR[:PORT]] [options]',
   about: [
     'The agent on the primary host. With --detector it sends a heartbeat to the',
     'failure detector every interval and answers its probes at once, each saying',
@@ -206,8 +217,10 @@ export const PRIMARY_COMMAND: CommandSpec<PrimaryConfig> = {
     { key: 'listen', flag: '--listen', kind: 'bind', arg: 'ADDR:PORT', defaultPort: AGENT_PORT,
       help: `where the agent listens; the detector's --primary, \`t2cp stand-down\`'s --agent; default 0.0.0.0:${AGENT_PORT}` },
     { key: 'intervalMs', flag: '--interval', kind: 'int', arg: 'MS', min: 1, max: 60000, help: 'heartbeat interval, as the detector\'s; default 10' },
-    { key: 'ports', flag: '--ports', kind: 'ports', arg: 'LIST', required: true,
-      help: 'service ports that must be listening (on the VIP or 0.0.0.0) for the service to count as up' },
+    { key: 'ports', flag: '--ports', kind: 'ports', arg: 'LIST',
+      help: 'TCP service ports that must be listening (on the VIP or 0.0.0.0) for the service to count as up; this, --udp-ports or both' },
+    { key: 'udpPorts', flag: '--udp-ports', kind: 'ports', arg: 'LIST',
+      help: 'UDP service ports that must be bound (on the VIP or 0.0.0.0) for the service to count as up' },
     { key: 'vip', flag: '--vip', kind: 'ipv4', arg: 'ADDR', required: true,
       help: 'service address: the fence silences it when this primary stands down; its listeners (or 0.0.0.0) count as listening' },
     { key: 'servicePid', flag: '--service-pid', kind: 'int', arg: 'N', min: 1, max: 2 ** 22, help: 'the service process; without it (or a pidfile) only the ports count' },
@@ -217,9 +230,11 @@ export const PRIMARY_COMMAND: CommandSpec<PrimaryConfig> = {
     { key: 'stateDir', flag: '--state-dir', kind: 'string', arg: 'DIR',
       help: 'keep that this primary stood down (and the epoch) in DIR/primary-INSTANCE.json (synced): restarted, it fences again at once; remove the file to serve again; default: not kept' },
   ],
-  defaults: { instance: 'main', json: false, listen: { address: '0.0.0.0', port: AGENT_PORT }, intervalMs: 10, selfFenceAfterMs: 0, ...PRIORITY_DEFAULTS },
+  defaults: { instance: 'main', json: false, listen: { address: '0.0.0.0', port: AGENT_PORT }, intervalMs: 10, selfFenceAfterMs: 0, ...PRIORITY_DEFAULTS,
+    ports: [], udpPorts: [] },
   validate: (c) => {
     checkInstance(c.instance);
+    checkServicePorts(c);
     if (c.servicePid !== undefined && c.servicePidfile !== undefined)
       throw configError('--service-pid and --service-pidfile exclude each other: give one');
     if (c.selfFenceAfterMs > 0 && c.detector === undefined)

@@ -15,6 +15,8 @@ export interface ServiceWatch {
   /** Read again at each check: a restarted service's new pid is followed. */
   pidfile?: string;
   ports: number[];
+  /** UDP ports that must be bound (an unconnected socket on the VIP or a wildcard). */
+  udpPorts?: number[];
   /** Listeners on this address count, besides wildcards; without it, any address counts. */
   vip?: string;
   /** For tests. */
@@ -22,6 +24,8 @@ export interface ServiceWatch {
 }
 
 const TCP_LISTEN = '0A';
+/** An unconnected UDP socket's state in /proc/net/udp (TCP_CLOSE). */
+const UDP_UNCONNECTED = '07';
 const LE = os.endianness() === 'LE';
 
 /** The kernel prints each 32-bit address word with %08X in host byte order. */
@@ -44,12 +48,15 @@ export function parseProcAddress(field: string): { address: string; port: number
   return { address: mapped ? `::ffff:${bytes.slice(12).join('.')}` : 'v6', port };
 }
 
-/** Ports with a LISTEN socket whose address counts for `vip` (see ServiceWatch.vip), from the text of /proc/net/tcp{,6}. */
-export function listeningPorts(text: string, vip?: string): Set<number> {
+/**
+ * Ports with a LISTEN socket whose address counts for `vip` (see ServiceWatch.vip), from the text of
+ * /proc/net/tcp{,6}; with `state` UDP_UNCONNECTED, the bound ports of /proc/net/udp{,6}.
+ */
+export function listeningPorts(text: string, vip?: string, state = TCP_LISTEN): Set<number> {
   const out = new Set<number>();
   for (const line of text.split('\n').slice(1)) {
     const f = line.trim().split(/\s+/);
-    if (f.length < 4 || f[3] !== TCP_LISTEN) continue;
+    if (f.length < 4 || f[3] !== state) continue;
     const { address, port } = parseProcAddress(f[1]!);
     const counts = vip === undefined || address === '0.0.0.0' || address === '::' || address === vip || address === `::ffff:${vip}`;
     if (counts) out.add(port);
@@ -113,5 +120,18 @@ export function serviceStatus(w: ServiceWatch): ServiceStatus {
     ...listeningPorts(readListeningHead(`${root}/net/tcp`), w.vip),
     ...listeningPorts(readListeningHead(`${root}/net/tcp6`), w.vip),
   ]);
-  return { alive, listening: w.ports.every((p) => listening.has(p)) };
+  const bound = w.udpPorts?.length ? boundUdpPorts(root, w.vip) : new Set<number>();
+  return { alive, listening: w.ports.every((p) => listening.has(p)) && (w.udpPorts ?? []).every((p) => bound.has(p)) };
+}
+
+/** UDP ports with an unconnected socket on the VIP or a wildcard (a UDP server has few sockets: read whole). */
+function boundUdpPorts(root: string, vip?: string): Set<number> {
+  const read = (f: string): string => {
+    try {
+      return readFileSync(f, 'latin1');
+    } catch {
+      return ''; // no IPv6 in this kernel
+    }
+  };
+  return new Set([...listeningPorts(read(`${root}/net/udp`), vip, UDP_UNCONNECTED), ...listeningPorts(read(`${root}/net/udp6`), vip, UDP_UNCONNECTED)]);
 }

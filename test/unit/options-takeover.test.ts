@@ -55,7 +55,11 @@ describe('t2cp gateway / primary / takeover options', () => {
     });
     expect(errorOf(PRIMARY_COMMAND, [...base, '--service-pid', '1', '--service-pidfile', 'f']).message).toMatch(/exclude each other/);
     expect(errorOf(PRIMARY_COMMAND, [...base, '--self-fence-after', '20']).message).toMatch(/shorter than 4 intervals/);
-    expect(errorOf(PRIMARY_COMMAND, ['--key-file', 'k', '--detector', '10.0.0.1']).message).toMatch(/missing --ports/);
+    expect(errorOf(PRIMARY_COMMAND, ['--key-file', 'k', '--detector', '10.0.0.1', '--vip', '198.18.1.10']).message).toMatch(/missing --ports LIST or --udp-ports LIST/);
+    expect(parseOptions(PRIMARY_COMMAND, ['--key-file', 'k', '--vip', '198.18.1.10', '--udp-ports', '5060'])).toMatchObject({ ports: [], udpPorts: [5060] });
+    const udpOnly = [...gw.slice(0, -2), '--udp-ports', '5060'];
+    expect(parseOptions(GATEWAY_COMMAND, udpOnly)).toMatchObject({ ports: [], udpPorts: [5060] });
+    expect(errorOf(GATEWAY_COMMAND, gw.slice(0, -2)).message).toMatch(/missing --ports LIST or --udp-ports LIST/);
   });
 
   it('takeover: loopback control endpoint by default; --config works for every command', () => {

@@ -56,6 +56,21 @@ describe('service status from /proc', () => {
     expect(serviceStatus({ ports: [7000, 7001], procRoot: dir })).toEqual({ alive: true, listening: false });
   });
 
+  it('UDP ports count when bound (unconnected) on the VIP or a wildcard', () => {
+    const udp = path.join(dir, 'udp-root');
+    fs.mkdirSync(path.join(udp, 'net'), { recursive: true });
+    fs.writeFileSync(path.join(udp, 'net', 'tcp'), HEADER + line(`${hex4('0.0.0.0')}:1B58`, '0A'));
+    fs.writeFileSync(path.join(udp, 'net', 'udp'), HEADER
+      + line(`${hex4('198.18.1.10')}:13C4`, '07')   // 5060 bound on the VIP
+      + line(`${hex4('10.9.9.9')}:2710`, '07')      // 10000 on another address
+      + line(`${hex4('198.18.1.10')}:2711`, '01')); // 10001 connected: not a server's
+    const watch = { ports: [7000], vip: '198.18.1.10', procRoot: udp };
+    expect(serviceStatus({ ...watch, udpPorts: [5060] })).toEqual({ alive: true, listening: true });
+    expect(serviceStatus({ ...watch, udpPorts: [5060, 10000] })).toEqual({ alive: true, listening: false });
+    expect(serviceStatus({ ...watch, udpPorts: [10001] })).toEqual({ alive: true, listening: false });
+    expect(serviceStatus({ ports: [], udpPorts: [5060], vip: '198.18.1.10', procRoot: udp })).toEqual({ alive: true, listening: true });
+  });
+
   it('sees a real listening socket on this host (IPv4 and dual-stack)', async () => {
     const v4 = net.createServer();
     const v6 = net.createServer();
