@@ -17,7 +17,10 @@ import type { ExecResult, Testbed } from './testbed.js';
 import { ensureKeepalived, startKeepalived, type Keepalived } from './keepalived.js';
 
 export interface TakeoverLabOptions {
+  /** TCP service ports (may be empty with udpPorts). */
   ports: number[];
+  /** UDP service ports, given to every role (--udp-ports). */
+  udpPorts?: number[];
   /** Heartbeat interval of the agent and the detector, ms (the issue's figure: 10). */
   intervalMs?: number;
   hardMisses?: number;
@@ -103,7 +106,8 @@ export async function startTakeoverLab(tb: Testbed, dir: string, o: TakeoverLabO
     backupReport: `${dir}/backup-report.jsonl`, rejoinedReport: `${dir}/rejoined-report.jsonl`,
   };
   const replicated = o.echoPort ? [...o.ports, o.echoPort] : o.ports;
-  const ports = replicated.join(',');
+  // The service ports as every role takes them: --ports, --udp-ports, or both.
+  const portArgs = [...(replicated.length ? ['--ports', replicated.join(',')] : []), ...(o.udpPorts?.length ? ['--udp-ports', o.udpPorts.join(',')] : [])];
   const startSide: ServiceStarter = o.service
     ?? (async (ns, side, log) => ({ child: (await startService(tb, ns, o.ports, log, { cpus: o.cpus?.[side] })).child, log }));
   const primary = await startSide(tb.ns.primary, 'primary', logs.primary);
@@ -115,7 +119,8 @@ export async function startTakeoverLab(tb: Testbed, dir: string, o: TakeoverLabO
     : undefined;
   const trigger = o.trigger ?? 'detector';
   const withDetector = trigger === 'detector';
-  const backupExtra = (report: string): string[] => ['--key-file', keyFile, '--vip-if', tb.ifaces.backupLan, '--report', report, '--heartbeat', '20',
+  const backupExtra = (report: string): string[] => [...(o.udpPorts?.length ? ['--udp-ports', o.udpPorts.join(',')] : []),
+    '--key-file', keyFile, '--vip-if', tb.ifaces.backupLan, '--report', report, '--heartbeat', '20',
     ...(withDetector ? ['--detector', tb.addr.gatewayLan] : []), ...(o.backupArgs ?? [])];
   const backupOptions = { ports: replicated, instance, cpus: o.cpus?.backup, wrap: o.backupWrap, extra: backupExtra(logs.backupReport) };
   const backup = await startBackup(tb, backupOptions);
@@ -124,15 +129,15 @@ export async function startTakeoverLab(tb: Testbed, dir: string, o: TakeoverLabO
   let keepalived: TakeoverLab['keepalived'];
   if (trigger === 'keepalived') {
     agent = await startT2cp(tb, tb.ns.primary, ['primary', '--key-file', keyFile, '--instance', instance,
-      '--ports', ports, '--vip', tb.addr.vip, '--service-pid', String(primary.child.pid)],
+      ...portArgs, '--vip', tb.addr.vip, '--service-pid', String(primary.child.pid)],
     (r) => String(r.msg).startsWith('primary agent started'));
     keepalived = await startVrrpPair(tb, dir, keyFile, o.intervalMs ?? 10);
   }
   const gatewayArgs = ['gateway', '--key-file', keyFile, '--instance', instance,
-    '--primary', tb.addr.primary, '--backup', tb.addr.backup, '--vip', tb.addr.vip, '--ports', ports,
+    '--primary', tb.addr.primary, '--backup', tb.addr.backup, '--vip', tb.addr.vip, ...portArgs,
     '--interval', interval, '--hard-misses', String(o.hardMisses ?? 3), '--report', logs.gatewayReport, ...(o.gatewayArgs ?? [])];
   const startAgent = (side: 'primary' | 'backup' = 'primary'): Promise<T2cpProcess> => startT2cp(tb, tb.ns[side], ['primary', '--key-file', keyFile,
-    '--instance', instance, '--detector', tb.addr.gatewayLan, '--ports', ports, '--vip', tb.addr.vip,
+    '--instance', instance, '--detector', tb.addr.gatewayLan, ...portArgs, '--vip', tb.addr.vip,
     '--service-pid', String((side === 'primary' ? primary : replica).child.pid), '--interval', interval, ...(o.agentArgs ?? [])],
   (r) => r.msg === 'primary agent started', { cpus: o.cpus?.[side] });
   const startGateway = (): Promise<T2cpProcess> =>
