@@ -25,10 +25,9 @@ uint8_t* EventQueue::slot() {
   return buf_.data() + off;
 }
 
-void EventQueue::emit_key(EventType t, EventReason r, const FlowKey& k) {
-  std::lock_guard<std::mutex> g(mu_);
+uint8_t* EventQueue::keyed_slot(EventType t, EventReason r, const FlowKey& k) {
   uint8_t* p = slot();
-  if (!p) return;
+  if (!p) return nullptr;
   std::memset(p, 0, kEventSize);
   put<uint8_t>(p, 0, static_cast<uint8_t>(t));
   put<uint8_t>(p, 1, static_cast<uint8_t>(r));
@@ -36,6 +35,12 @@ void EventQueue::emit_key(EventType t, EventReason r, const FlowKey& k) {
   put<uint32_t>(p, 4, k.client_ip);
   put<uint16_t>(p, 8, k.client_port);
   put<uint64_t>(p, 16, realtime_us());
+  return p;
+}
+
+void EventQueue::emit_key(EventType t, EventReason r, const FlowKey& k) {
+  std::lock_guard<std::mutex> g(mu_);
+  keyed_slot(t, r, k);
 }
 
 void EventQueue::emit_takeover(EventReason r, uint64_t detail) {
@@ -72,17 +77,10 @@ void EventQueue::emit(EventType t, EventReason r, const Flow& f, uint64_t detail
 void EventQueue::emit_udp(EventType t, EventReason r, const FlowKey& k, const UdpAssociation& a) {
   constexpr uint16_t kUdpInHighByte = 17u << 8;
   std::lock_guard<std::mutex> g(mu_);
-  uint8_t* p = slot();
+  uint8_t* p = keyed_slot(t, r, k);
   if (!p) return;
-  std::memset(p, 0, kEventSize);
-  put<uint8_t>(p, 0, static_cast<uint8_t>(t));
-  put<uint8_t>(p, 1, static_cast<uint8_t>(r));
-  put<uint16_t>(p, 2, k.server_port);
-  put<uint32_t>(p, 4, k.client_ip);
-  put<uint16_t>(p, 8, k.client_port);
   put<uint16_t>(p, 10, kUdpInHighByte);
   put<uint32_t>(p, 12, a.id);
-  put<uint64_t>(p, 16, realtime_us());
   put<uint64_t>(p, 32, a.client.bytes);
   put<uint64_t>(p, 48, a.replica.bytes);
 }

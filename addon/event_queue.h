@@ -47,6 +47,8 @@ class EventQueue {
 
  private:
   uint8_t* slot();
+  // A new event's slot, zeroed, with its type, reason, key and time; nullptr when full. mu_ held.
+  uint8_t* keyed_slot(EventType t, EventReason r, const FlowKey& k);
   Counters& counters_;
   std::mutex mu_;
   std::vector<uint8_t> buf_;
