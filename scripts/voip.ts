@@ -1,0 +1,120 @@
+// The papers' VoIP use case on the testbed, shared by test/e2e/sip.test.ts and
+// `npm run demo:voip`: Kamailio (Debian's `kamailio`) as a stateful SIP proxy
+// and registrar with record-routing, the same configuration on the primary
+// and the backup, on the VIP over UDP (scripts/sip/kamailio.cfg); SIPp
+// (`sip-tester`) as the callee, which registers, and as callers
+// (scripts/sip/*.xml: a call is an INVITE, a re-INVITE after HOLD_MS and a BYE
+// after another HOLD_MS). The calls run while the primary's link goes down;
+// new calls follow the takeover.
+import fs from 'node:fs';
+import path from 'node:path';
+import type { ChildProcess } from 'node:child_process';
+import { collect, repoRoot, waitForExit } from './processes.js';
+import type { ServiceStarter, TakeoverLab } from './takeover-lab.js';
+import type { Testbed } from './testbed.js';
+import { waitFor } from './wait.js';
+import { readLog } from './replica-check.js';
+
+export const SIP_PORT = 5060;
+const CALLEE_PORT = 5070;
+const KAMAILIO = '/usr/sbin/kamailio';
+const SIPP = '/usr/bin/sipp';
+const SIP_DIR = path.join(repoRoot, 'scripts', 'sip');
+/** Between a call's answer and its re-INVITE, and between that and its BYE. */
+export const HOLD_MS = 2000;
+
+/** Kamailio's and SIPp's programs, or an error naming the packages. */
+export function checkVoipSoftware(): void {
+  for (const bin of [KAMAILIO, SIPP]) if (!fs.existsSync(bin)) throw new Error(`${bin} not found (scripts/setup.sh installs the kamailio and sip-tester packages)`);
+}
+
+/** Kamailio's module folder (multiarch), or an error naming the package. */
+function kamailioModules(): string {
+  for (const base of ['/usr/lib', ...fs.readdirSync('/usr/lib').map((d) => path.join('/usr/lib', d))]) {
+    const dir = path.join(base, 'kamailio', 'modules');
+    if (fs.existsSync(path.join(dir, 'tm.so'))) return dir;
+  }
+  throw new Error('kamailio modules not found under /usr/lib/*/kamailio/modules (scripts/setup.sh installs the `kamailio` package)');
+}
+
+/**
+ * Kamailio in `ns` on the VIP, from scripts/sip/kamailio.cfg; resolved once it listens. On the
+ * backup it starts before t2cp makes the VIP local: it binds it as a non-local address
+ * (net.ipv4.ip_nonlocal_bind, as the README says).
+ */
+async function startKamailio(tb: Testbed, ns: string, dir: string, name: string): Promise<ChildProcess> {
+  if (ns === tb.ns.backup) await tb.exec(ns, ['sysctl', '-qw', 'net.ipv4.ip_nonlocal_bind=1']);
+  const cfg = fs.readFileSync(path.join(SIP_DIR, 'kamailio.cfg'), 'utf8').replaceAll('__VIP__', tb.addr.vip).replaceAll('__MPATH__', kamailioModules());
+  const file = path.join(dir, `kamailio-${name}.cfg`);
+  const run = path.join(dir, `kamailio-${name}`);
+  fs.mkdirSync(run, { recursive: true });
+  fs.writeFileSync(file, cfg);
+  const child = tb.spawn(ns, [KAMAILIO, '-f', file, '-DD', '-E', '-Y', run, '-w', run]);
+  const out = collect(child);
+  await waitFor(async () => {
+    if (child.exitCode !== null) throw new Error(`kamailio (${name}) exited ${child.exitCode}: ${out.stderr.slice(-2000)}`);
+    const r = await tb.exec(ns, ['ss', '-Hulpn', `sport = :${SIP_PORT}`]);
+    return r.stdout.includes('kamailio');
+  }, { timeoutMs: 15_000, what: `kamailio listening on the ${name}` });
+  return child;
+}
+
+/** The takeover lab's service: Kamailio on each host (startTakeoverLab's `service`). */
+export const kamailioService = (tb: Testbed, dir: string): ServiceStarter =>
+  async (ns, side, log) => ({ child: await startKamailio(tb, ns, dir, side), log });
+
+export interface SippRun { code: number | null; stats: Record<string, string>; out: string }
+
+/** SIPp in the client's namespace with a scenario of scripts/sip/ (__HOLD_MS__ filled in). */
+function sipp(tb: Testbed, dir: string, name: string, scenario: string, args: string[]): Promise<SippRun> {
+  const xml = fs.readFileSync(path.join(SIP_DIR, scenario), 'utf8').replaceAll('__HOLD_MS__', String(HOLD_MS));
+  const file = path.join(dir, `${name}-${scenario}`);
+  fs.writeFileSync(file, xml);
+  const stat = path.join(dir, `${name}-stat.csv`);
+  const child = tb.spawn(tb.ns.client, [SIPP, ...args, '-sf', file, '-nostdin', '-trace_stat', '-stf', stat, '-fd', '1', '-trace_err',
+    '-error_file', path.join(dir, `${name}-errors.log`), '-timeout', '60s']);
+  const out = collect(child);
+  return waitForExit(child, 70_000).then((code) => ({ code, stats: lastStats(fs.existsSync(stat) ? fs.readFileSync(stat, 'utf8') : ''), out: out.stdout + out.stderr }));
+}
+
+/** The last row of SIPp's statistics file, by column name. */
+function lastStats(csv: string): Record<string, string> {
+  const rows = csv.trim().split('\n').map((l) => l.split(';'));
+  const [head, last] = [rows[0] ?? [], rows[rows.length - 1] ?? []];
+  return Object.fromEntries(head.map((h, i) => [h, last[i] ?? '']));
+}
+
+export interface VoipRun {
+  registered: SippRun;
+  /** The calls under way at the failure, and the calls made after the takeover. */
+  during: SippRun;
+  after: SippRun;
+  callee: SippRun;
+  /** Wall-clock ms the primary's link went down. */
+  failMs: number;
+}
+
+/**
+ * On a lab whose service is kamailioService (clients 198.18.0.2, the caller, and .3, the callee):
+ * the callee registers, `calls` calls start at 10 a second, the primary's link goes down once they
+ * are answered (before their re-INVITEs), and `callsAfter` calls follow the takeover. `say`: progress.
+ */
+export async function runCallsThroughFailure(tb: Testbed, dir: string, pair: TakeoverLab, o: { calls: number; callsAfter: number; say?: (s: string) => void }): Promise<VoipRun> {
+  const say = o.say ?? (() => {});
+  const [caller, callee] = tb.addr.clients as [string, string];
+  const vip = `${tb.addr.vip}:${SIP_PORT}`;
+  const registered = await sipp(tb, dir, 'register', 'register.xml', [vip, '-s', 'bob', '-set', 'contact', `${callee}:${CALLEE_PORT}`, '-i', callee, '-p', '5071', '-m', '1']);
+  if (registered.code !== 0) throw new Error(`the callee's REGISTER failed (sipp exit ${registered.code}): ${registered.out.slice(-2000)}`);
+  say(`callee bob registered at ${callee}:${CALLEE_PORT} through the proxy at ${vip}`);
+  const calleeRun = sipp(tb, dir, 'callee', 'uas.xml', ['-i', callee, '-p', String(CALLEE_PORT), '-m', String(o.calls + o.callsAfter)]);
+  const during = sipp(tb, dir, 'caller', 'uac.xml', [vip, '-s', 'bob', '-i', caller, '-p', '5062', '-m', String(o.calls), '-l', String(o.calls), '-r', '10']);
+  say(`${o.calls} calls from ${caller}: each INVITE, a re-INVITE ${HOLD_MS} ms later, a BYE ${HOLD_MS} ms after that`);
+  await new Promise((r) => setTimeout(r, HOLD_MS / 2 + 1000));
+  const failMs = await pair.fail('link-down');
+  say(`the primary's link goes down, the calls answered and waiting for their re-INVITEs`);
+  await waitFor(() => readLog(pair.logs.backupReport)[0], { timeoutMs: 15_000, what: 'the takeover' });
+  say('the backup took over: its Kamailio answers at the VIP');
+  const after = sipp(tb, dir, 'after', 'uac.xml', [vip, '-s', 'bob', '-i', caller, '-p', '5064', '-m', String(o.callsAfter), '-l', String(o.callsAfter), '-r', '10']);
+  say(`${o.callsAfter} new calls through the backup`);
+  return { registered, during: await during, after: await after, callee: await calleeRun, failMs };
+}
