@@ -125,8 +125,10 @@ ParseError parse_tcp_options(const uint8_t* p, size_t len, TcpOptions* o) {
 
 // Shared by both entry points. big_tcp: an IPv4 total length of 0 means
 // "the buffer length" when the buffer exceeds what the field can express.
-ParseError parse_ip(const uint8_t* ip, size_t len, bool allow_truncated_payload, bool big_tcp,
-                    Segment* out) {
+// The IPv4 header's checks, shared by TCP and UDP: its length (*ihl) and the
+// packet's (*ip_len), or the first reason it fails (length, version, checksum,
+// fragment), in that order.
+ParseError ipv4_header(const uint8_t* ip, size_t len, bool big_tcp, size_t* ihl_out, size_t* ip_len_out) {
   if (len < kIpMinHdr) return ParseError::kTruncatedIp;
   const uint8_t vihl = ip[0];
   const size_t ihl = static_cast<size_t>(vihl & 0x0F) * 4;
@@ -137,6 +139,16 @@ ParseError parse_ip(const uint8_t* ip, size_t len, bool allow_truncated_payload,
   if (ip_len < ihl) return ParseError::kBadIpHeader;
   if (!ipv4_header_checksum_ok(ip, ihl)) return ParseError::kBadIpChecksum;
   if (be16(ip + 6) & kIpMfOffset) return ParseError::kIpFragment;
+  *ihl_out = ihl;
+  *ip_len_out = ip_len;
+  return ParseError::kOk;
+}
+
+ParseError parse_ip(const uint8_t* ip, size_t len, bool allow_truncated_payload, bool big_tcp,
+                    Segment* out) {
+  size_t ihl = 0, ip_len = 0;
+  const ParseError he = ipv4_header(ip, len, big_tcp, &ihl, &ip_len);
+  if (he != ParseError::kOk) return he;
   if (ip[9] != kIpProtoTcp) return ParseError::kNotTcp;
 
   // TCP header: first the fixed part, then the announced one.
@@ -214,14 +226,9 @@ const uint8_t* ethernet_ipv4(const uint8_t* frame, size_t caplen, size_t* len) {
 ParseError parse_udp(const uint8_t* ip, size_t len, Datagram* out) {
   constexpr uint8_t kIpProtoUdp = 17;
   constexpr size_t kUdpHdr = 8;
-  if (len < kIpMinHdr) return ParseError::kTruncatedIp;
-  const size_t ihl = size_t(ip[0] & 0x0f) * 4;
-  if ((ip[0] >> 4) != 4 || ihl < kIpMinHdr) return ParseError::kBadIpHeader;
-  if (len < ihl) return ParseError::kTruncatedIp;
-  const size_t ip_len = be16(ip + 2);
-  if (ip_len < ihl) return ParseError::kBadIpHeader;
-  if (!ipv4_header_checksum_ok(ip, ihl)) return ParseError::kBadIpChecksum;
-  if (be16(ip + 6) & kIpMfOffset) return ParseError::kIpFragment;
+  size_t ihl = 0, ip_len = 0;
+  const ParseError he = ipv4_header(ip, len, false, &ihl, &ip_len);
+  if (he != ParseError::kOk) return he;
   if (ip[9] != kIpProtoUdp) return ParseError::kNotTcp;
   if (len < ip_len) return ParseError::kTruncatedIp;
   if (ip_len < ihl + kUdpHdr) return ParseError::kBadUdpLength;
