@@ -247,12 +247,7 @@ void IncomingProcessor::on_client_segment(const Segment& s, uint64_t capture_ns)
       f->client.ack_p = s.ack;
       f->client.ack_seen = true;
     }
-    if (s.flags & kFin) {
-      f->client.fin = true;
-      f->client.fin_seq = s.seq + s.payload_len;
-    }
-    if (s.flags & kRst) f->client.rst = true;
-    end_unprotected(*f);
+    end_unprotected(*f, f->client, s);
     return;
   }
   if (f->state == FlowState::kClosed) return;
@@ -447,12 +442,7 @@ void IncomingProcessor::on_primary_segment(const Segment& s, uint32_t present, u
       f->primary.snd_nxt = end;
       f->primary.sent_seen = true;
     }
-    if (s.flags & kFin) {
-      f->primary.fin = true;
-      f->primary.fin_seq = s.seq + s.payload_len;
-    }
-    if (s.flags & kRst) f->primary.rst = true;
-    end_unprotected(*f);
+    end_unprotected(*f, f->primary, s);
     return;
   }
   if (f->state == FlowState::kClosed) return;
@@ -557,7 +547,13 @@ void IncomingProcessor::check_closed(Flow& f, uint64_t now_us) {
   ctx_.events.emit(EventType::kClosed, reset ? EventReason::kRst : EventReason::kFin, f, diverged ? 1 : 0);
 }
 
-void IncomingProcessor::end_unprotected(Flow& f) {
+template <class Side>
+void IncomingProcessor::end_unprotected(Flow& f, Side& from, const Segment& s) {
+  if (s.flags & kFin) {
+    from.fin = true;
+    from.fin_seq = s.seq + s.payload_len;
+  }
+  if (s.flags & kRst) from.rst = true;
   if (f.ended) return;
   // Over: a reset either way, or both FINs sent and the client's last ACK (past the primary's FIN) seen.
   bool reset = f.client.rst || f.primary.rst;

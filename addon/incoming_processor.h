@@ -105,8 +105,10 @@ class IncomingProcessor {
   // A client's datagram to VIP:udp-port: given to the replica as it came;
   // false when the frame is no such datagram (counted with the others).
   bool on_mirror_udp(const uint8_t* frame, size_t caplen);
-  // An unprotected flow whose connection ended (FINs both ways and the last ACK, or a reset): closed.
-  void end_unprotected(Flow& f);
+  // A segment of an unprotected flow from one side (client or primary): its FIN or RST noted;
+  // ended once its connection is over (FINs both ways and the last ACK, or a reset).
+  template <class Side>
+  void end_unprotected(Flow& f, Side& from, const Segment& s);
   void tick_flow(Flow& f, uint64_t now_us);
   void check_gap(Flow& f, uint64_t now_us);
   void check_lag(Flow& f);
