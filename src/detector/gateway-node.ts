@@ -73,8 +73,7 @@ export class GatewayNode {
   readonly stats = { heartbeats: 0, probeReplies: 0, probes: 0, unexpected: 0, plannedIgnored: 0, resupplyRequests: 0, resupplySegments: 0 };
   private ch: Channel | undefined;
   private readonly clock: Clock;
-  /** The hosts by role: the configuration's, or swapped by re-protection (kept in the state file). */
-  private peers: { primary: Endpoint; backup: Endpoint };
+  /** The hosts' roles are the configuration's swapped, by re-protection (kept in the state file). */
   private swapped: boolean;
   /** Re-protected with the fence on the new backup's host, lifted once it is heard standing by. */
   private fenceOnNewBackup = false;
@@ -116,7 +115,6 @@ export class GatewayNode {
   ) {
     this.clock = opts.clock ?? systemClock;
     this.swapped = opts.restored?.swapped === true;
-    this.peers = this.swapped ? swap(opts) : { primary: opts.primary, backup: opts.backup };
     // A restored takeover is adopted at start(); a restored epoch without one is where counting goes on.
     this.states = new DeviceStates(this.clock, log, opts.restored?.active === 'primary' ? opts.restored.epoch : 0);
     this.monitor = new HeartbeatMonitor(opts.timing, opts.mode, this.clock.monoUs());
@@ -124,6 +122,11 @@ export class GatewayNode {
       resendUs: opts.timing.intervalUs, standDownTimeoutUs: opts.standDownTimeoutUs, takeoverTimeoutUs: opts.takeoverTimeoutUs,
     });
     this.backupHeardUs = this.clock.monoUs();
+  }
+
+  /** The hosts by role: the configuration's, or swapped. */
+  private get peers(): { primary: Endpoint; backup: Endpoint } {
+    return this.swapped ? swap(this.opts) : { primary: this.opts.primary, backup: this.opts.backup };
   }
 
   async start(): Promise<void> {
@@ -236,7 +239,6 @@ export class GatewayNode {
    */
   private reprotect(now: number): void {
     const old = this.peers;
-    this.peers = swap(old);
     this.swapped = !this.swapped;
     this.fence.swapped?.(this.peers.primary.address, this.peers.backup.address);
     this.fenceOnNewBackup = this.fenceEngaged;
