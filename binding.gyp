@@ -27,7 +27,8 @@
         "addon/recovery_ip_takeover.cc",
         "addon/recovery_takeover.cc",
         "addon/stream_buffer.cc",
-        "addon/traffic_recorder.cc"
+        "addon/traffic_recorder.cc",
+        "addon/udp_ledger.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],

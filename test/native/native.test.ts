@@ -50,6 +50,7 @@ describe('native packet layer (ASan/UBSan)', () => {
     ['capture_test', "the mirror capture keeps what the engine reads of the primary's frames"],
     ['replication_test', 'stream buffer, sequence map'],
     ['compare_test', "the replica's output against the primary's, as both arrive"],
+    ['udp_ledger_test', "the clients' datagrams paired with the recorder's records, held in order, missing ones asked"],
     ['processor_test', 'the replication state machine on crafted segments'],
     ['active_mode_test', 'translation after a takeover'],
     ['active_mode_kernel_test', 'the kernel translator rewrites as the engine does'],
