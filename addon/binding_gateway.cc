@@ -17,6 +17,8 @@ namespace {
 // base64 inside the JSON body, plus the header and hmac) stays within one
 // 1500-byte frame, so nothing relies on IP fragments.
 constexpr uint32_t kResupplyPiece = 900;
+// Records per UDP_MANIFEST: 64 of 16 bytes, ~1.4 KB in base64, about one frame.
+constexpr size_t kUdpManifestRecords = 64;
 
 // An Ethernet address written aa:bb:cc:dd:ee:ff.
 bool parse_mac(const std::string& s, uint8_t out[6]) {
@@ -108,6 +110,8 @@ class RecorderWrap : public Napi::ObjectWrap<RecorderWrap> {
       InstanceMethod<&RecorderWrap::Resupply>("resupply"),
       InstanceMethod<&RecorderWrap::ArmReplay>("armReplay"),
       InstanceMethod<&RecorderWrap::Lookup>("lookup"),
+      InstanceMethod<&RecorderWrap::UdpManifest>("udpManifest"),
+      InstanceMethod<&RecorderWrap::UdpLookup>("udpLookup"),
       InstanceMethod<&RecorderWrap::CountersJs>("counters"),
     });
   }
@@ -119,6 +123,7 @@ class RecorderWrap : public Napi::ObjectWrap<RecorderWrap> {
     cfg_.ifname = get_str(o, "lanIf");
     cfg_.vip = to_ipv4(env, get_str(o, "vip"), "recorder vip");
     cfg_.ports = to_ports(env, o.Get("ports"), "recorder ports");
+    if (o.Has("udpPorts")) cfg_.udp_ports = to_ports(env, o.Get("udpPorts"), "recorder udpPorts");
     cfg_.window_ms = get_u32(o, "windowMs", cfg_.window_ms);
     Napi::Value mb = o.Get("maxBytes");
     if (mb.IsNumber()) cfg_.max_bytes = static_cast<uint64_t>(mb.As<Napi::Number>().Int64Value());
@@ -161,6 +166,40 @@ class RecorderWrap : public Napi::ObjectWrap<RecorderWrap> {
     return a;
   }
 
+  // udpManifest(after, fromNow): {first, next, lost, more, cut, records:
+  // Buffer of 16-byte records} (TrafficRecorder::udp_manifest); undefined
+  // when the recorder was given no UDP port.
+  Napi::Value UdpManifest(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!info[0].IsNumber()) throw_error(env, "T2CP_CONFIG", "udpManifest(after: number, fromNow: boolean)");
+    if (cfg_.udp_ports.empty()) return env.Undefined();
+    TrafficRecorder::UdpManifest m = rec_.udp_manifest(uint64_t(info[0].As<Napi::Number>().Int64Value()),
+                                                       info[1].ToBoolean().Value(), kUdpManifestRecords);
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("first", double(m.first));
+    o.Set("next", double(m.next));
+    o.Set("lost", double(m.lost));
+    o.Set("more", m.more);
+    o.Set("cut", m.cut);
+    o.Set("records", Napi::Buffer<uint8_t>::Copy(env, m.records.data(), m.records.size()));
+    return o;
+  }
+  // udpLookup(numbers: number[]): the recorded datagrams still held, as packets.
+  Napi::Value UdpLookup(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!info[0].IsArray()) throw_error(env, "T2CP_CONFIG", "udpLookup(numbers: number[])");
+    Napi::Array in = info[0].As<Napi::Array>();
+    std::vector<uint64_t> numbers;
+    for (uint32_t i = 0; i < in.Length(); i++) {
+      Napi::Value v = in.Get(i);
+      if (v.IsNumber()) numbers.push_back(uint64_t(v.As<Napi::Number>().Int64Value()));
+    }
+    auto found = rec_.udp_lookup(numbers);
+    Napi::Array a = Napi::Array::New(env, found.size());
+    for (size_t i = 0; i < found.size(); i++) a.Set(uint32_t(i), Napi::Buffer<uint8_t>::Copy(env, found[i].data(), found[i].size()));
+    return a;
+  }
+
   Napi::Value CountersJs(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     const RecorderCounters& c = rec_.counters();
@@ -179,6 +218,10 @@ class RecorderWrap : public Napi::ObjectWrap<RecorderWrap> {
     o.Set("replays_on_announcement", double(c.replays_on_announcement.load()));
     o.Set("replays_on_report", double(c.replays_on_report.load()));
     o.Set("replay_started_us", double(c.replay_started_us.load()));
+    o.Set("udp_recorded", double(c.udp_recorded.load()));
+    o.Set("udp_evicted", double(c.udp_evicted.load()));
+    o.Set("udp_manifests", double(c.udp_manifests.load()));
+    o.Set("udp_looked_up", double(c.udp_looked_up.load()));
     o.Set("held_bytes", double(rec_.held_bytes()));
     return o;
   }

@@ -40,6 +40,14 @@ std::string udp_filter(const CaptureConfig& cfg) {
   return cfg.udp_ports.empty() ? "" : "(" + direction_filter(cfg, "dst ", cfg.udp_ports, "udp") + ") or ";
 }
 
+// The traffic recorder's: what this host sends toward VIP:ports (TCP) and
+// VIP:udp_ports (UDP).
+std::string outbound_filter(const CaptureConfig& cfg) {
+  if (cfg.udp_ports.empty()) return direction_filter(cfg, "dst ");
+  const std::string udp = "(" + direction_filter(cfg, "dst ", cfg.udp_ports, "udp") + ")";
+  return cfg.ports.empty() ? udp : "(" + direction_filter(cfg, "dst ") + ") or " + udp;
+}
+
 // ICMP errors toward the VIP: fragmentation needed, unreachable, time exceeded.
 std::string icmp_errors_filter(const CaptureConfig& cfg) {
   char vip[INET_ADDRSTRLEN];
@@ -98,14 +106,14 @@ constexpr uint32_t kIpTotalLengthOffset = 14 + 2;
 }  // namespace
 
 std::string capture_filter(const CaptureConfig& cfg) {
-  if (cfg.outbound) return direction_filter(cfg, "dst ");
+  if (cfg.outbound) return outbound_filter(cfg);
   if (cfg.ports.empty()) return udp_filter(cfg) + "(" + icmp_errors_filter(cfg) + ")";
   return "(" + direction_filter(cfg, "dst ") + ") or " + udp_filter(cfg) + "(" + icmp_errors_filter(cfg) + ") or (" +
          direction_filter(cfg, "src ") + ")";
 }
 
 std::string whole_frames_filter(const CaptureConfig& cfg) {
-  if (cfg.outbound) return direction_filter(cfg, "dst ");
+  if (cfg.outbound) return outbound_filter(cfg);
   const std::string tcp = cfg.ports.empty() ? "" : "(" + direction_filter(cfg, "dst ") + ") or ";
   std::string f = tcp + udp_filter(cfg) + "(" + icmp_errors_filter(cfg) + ")";
   if (!cfg.whole_output_ports.empty()) f += " or (" + direction_filter(cfg, "src ", cfg.whole_output_ports) + ")";

@@ -44,13 +44,15 @@ struct CaptureConfig {
   // Mirror: ports whose primary output is kept whole (its replicas' output
   // is compared with it); the others' is cut to its headers.
   std::vector<uint16_t> whole_output_ports;
-  // Mirror: UDP service ports; the clients' datagrams toward VIP:udp_ports are kept whole.
+  // UDP service ports; the clients' datagrams toward VIP:udp_ports are kept
+  // whole (mirror) or recorded (outbound).
   std::vector<uint16_t> udp_ports;
 };
 
 // The BPF filter text of what a configuration captures (for logs and
 // tcpdump). Outbound, frames toward VIP:ports:
-// "tcp and dst host 198.18.1.10 and (dst port 7000 or dst port 6379)";
+// "tcp and dst host 198.18.1.10 and (dst port 7000 or dst port 6379)", and
+// with UDP ports "(that) or (udp and dst host 198.18.1.10 and (dst port 5060))";
 // mirror, those, the ICMP errors toward the VIP (the primary's path to a
 // client changed: the replica must learn it too), and the frames from VIP:ports:
 // "(tcp and dst host 198.18.1.10 and (dst port 7000 or dst port 6379)) or

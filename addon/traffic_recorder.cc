@@ -19,6 +19,7 @@
 #include "event_queue.h"
 #include "packet.h"
 #include "seq.h"
+#include "udp_ledger.h"
 
 namespace t2cp {
 namespace {
@@ -34,7 +35,7 @@ void store32(uint8_t* p, uint32_t v) { v = htonl(v); std::memcpy(p, &v, 4); }
 
 std::string TrafficRecorder::start(const RecorderConfig& cfg) {
   cfg_ = cfg;
-  CaptureConfig cc{cfg.ifname, cfg.vip, cfg.ports, 64u << 20, /*outbound=*/true, {}, {}};
+  CaptureConfig cc{cfg.ifname, cfg.vip, cfg.ports, 64u << 20, /*outbound=*/true, {}, cfg.udp_ports};
   std::string err = capture_.open(cc);
   if (!err.empty()) return err;
   int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
@@ -83,6 +84,8 @@ void TrafficRecorder::stop() {
   std::lock_guard<std::mutex> g(mu_);
   ring_.clear();
   ring_bytes_ = 0;
+  udp_ring_.clear();
+  udp_bytes_ = 0;
 }
 
 // Thread: recorder.
@@ -126,6 +129,11 @@ void TrafficRecorder::on_frame(void* self, const uint8_t* frame, size_t caplen, 
 }
 
 void TrafficRecorder::record(uint64_t us, const uint8_t* ip, size_t len) {
+  if (len >= 20 && ip[9] == 17) {
+    std::lock_guard<std::mutex> g(mu_);
+    record_udp(us, ip, len);
+    return;
+  }
   Segment s;
   if (parse_ipv4(ip, len, false, &s) != ParseError::kOk) {
     counters_.malformed.fetch_add(1);
@@ -146,9 +154,75 @@ void TrafficRecorder::record(uint64_t us, const uint8_t* ip, size_t len) {
   }
 }
 
+void TrafficRecorder::record_udp(uint64_t us, const uint8_t* ip, size_t len) {
+  Datagram d;
+  if (parse_udp(ip, len, &d) != ParseError::kOk) {
+    counters_.malformed.fetch_add(1);
+    return;
+  }
+  UdpEntry e{udp_next_++, us, {}, std::vector<uint8_t>(ip, ip + d.ip_len)};
+  std::memcpy(e.record, &d.saddr, 4);
+  store16(e.record + 4, d.sport);
+  store16(e.record + 6, d.dport);
+  const uint64_t digest = udp_digest(d);
+  store32(e.record + 8, uint32_t(digest >> 32));
+  store32(e.record + 12, uint32_t(digest));
+  udp_bytes_ += e.ip.size();
+  udp_ring_.push_back(std::move(e));
+  counters_.udp_recorded.fetch_add(1, std::memory_order_relaxed);
+  const uint64_t oldest_ok = us > uint64_t(cfg_.window_ms) * 1000 ? us - uint64_t(cfg_.window_ms) * 1000 : 0;
+  while (!udp_ring_.empty() && (udp_bytes_ > cfg_.max_bytes || udp_ring_.front().us < oldest_ok)) {
+    udp_bytes_ -= udp_ring_.front().ip.size();
+    udp_ring_.pop_front();
+    counters_.udp_evicted.fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
+TrafficRecorder::UdpManifest TrafficRecorder::udp_manifest(uint64_t after, bool from_now, size_t max_records) {
+  std::lock_guard<std::mutex> g(mu_);
+  counters_.udp_manifests.fetch_add(1, std::memory_order_relaxed);
+  UdpManifest m;
+  // A backup starting, or one whose numbers are not this recorder's (it restarted).
+  if (from_now || after > udp_next_) {
+    if (from_now) udp_cut_us_ = 0;
+    m.first = m.next = udp_next_;
+    return m;
+  }
+  const uint64_t oldest = udp_ring_.empty() ? udp_next_ : udp_ring_.front().number;
+  m.first = std::max(after, oldest);
+  m.lost = m.first - after;
+  m.next = m.first;
+  for (size_t i = m.first - oldest; i < udp_ring_.size(); i++) {
+    const UdpEntry& e = udp_ring_[i];
+    if (udp_cut_us_ && e.us >= udp_cut_us_) {
+      m.cut = true;
+      return m;
+    }
+    if (m.next - m.first >= max_records) {
+      m.more = true;
+      return m;
+    }
+    m.records.insert(m.records.end(), e.record, e.record + sizeof e.record);
+    m.next = e.number + 1;
+  }
+  m.cut = udp_cut_us_ != 0;
+  return m;
+}
+
+std::vector<std::vector<uint8_t>> TrafficRecorder::udp_lookup(const std::vector<uint64_t>& numbers) {
+  std::vector<std::vector<uint8_t>> out;
+  std::lock_guard<std::mutex> g(mu_);
+  if (udp_ring_.empty()) return out;
+  const uint64_t oldest = udp_ring_.front().number;
+  for (uint64_t n : numbers)
+    if (n >= oldest && n < udp_next_) out.push_back(udp_ring_[n - oldest].ip);
+  counters_.udp_looked_up.fetch_add(out.size(), std::memory_order_relaxed);
+  return out;
+}
+
 uint64_t TrafficRecorder::held_bytes() const {
   std::lock_guard<std::mutex> g(mu_);
-  return ring_bytes_;
+  return ring_bytes_ + udp_bytes_;
 }
 
 template <typename Fn>
@@ -288,11 +362,13 @@ void TrafficRecorder::request_resupply(uint64_t since_us) {
 
 // Thread: recorder (the only one touching the ring besides record()).
 void TrafficRecorder::resupply(uint64_t since_us, const uint8_t* mac) {
-  counters_.replay_started_us.store(realtime_us());
+  const uint64_t started = realtime_us();
+  counters_.replay_started_us.store(started);
   std::vector<const Entry*> todo;
   std::vector<Entry> copy;
   {
     std::lock_guard<std::mutex> g(mu_);
+    udp_cut_us_ = started;
     for (const Entry& e : ring_)
       if (e.us >= since_us) copy.push_back(e);
   }

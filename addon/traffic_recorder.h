@@ -26,6 +26,14 @@
 // for by flow and sequence range (lookup(), from the detector's JS thread):
 // the pieces go to the backup over the authenticated control channel.
 //
+// The clients' datagrams toward VIP:udp_ports are numbered as they are
+// recorded (a ring of their own, same bounds): the backup fetches the
+// numbers with each datagram's digest (udp_manifest(), udp_ledger.h) and
+// asks for the ones its mirror lost by number (udp_lookup()). The outage
+// replay leaves them out — a datagram sent twice would reach the service
+// twice — and the manifest stops at the replay (the cut): what is recorded
+// after it went to the new owner itself.
+//
 // Call order: start(), then request_resupply()/lookup()/counters() from the
 // JS thread at any time, stop() (also the destructor).
 #pragma once
@@ -46,6 +54,7 @@ struct RecorderConfig {
   std::string ifname;            // the gateway's interface toward the servers
   uint32_t vip = 0;              // network order
   std::vector<uint16_t> ports;
+  std::vector<uint16_t> udp_ports;
   uint32_t window_ms = 2000;     // how far back resupply can reach
   uint64_t max_bytes = 256u << 20;
 };
@@ -54,6 +63,7 @@ struct RecorderCounters {
   std::atomic<uint64_t> recorded_packets{0}, recorded_bytes{0}, evicted_packets{0};
   std::atomic<uint64_t> resupplied_packets{0}, resupplied_bytes{0}, send_errors{0}, malformed{0};
   std::atomic<uint64_t> capture_drops{0};
+  std::atomic<uint64_t> udp_recorded{0}, udp_evicted{0}, udp_manifests{0}, udp_looked_up{0};
   std::atomic<uint64_t> lookups{0}, looked_up_packets{0}, looked_up_bytes{0};
   // What started the outage's replay: the new owner's gratuitous ARP, or
   // the backup's report (no announcement seen first).
@@ -83,6 +93,19 @@ class TrafficRecorder {
   // Thread: JS (the ring's mutex).
   std::vector<std::vector<uint8_t>> lookup(uint32_t client_ip, uint16_t client_port, uint16_t vip_port, uint32_t from,
                                            uint32_t to, uint32_t max_payload, size_t max_total);
+  // The records of datagrams numbered `after` and on (kUdpRecordSize bytes
+  // each, at most max_records), up to the cut. from_now: none, only where the
+  // numbering is (a backup starting; the cut of a past takeover forgotten).
+  struct UdpManifest {
+    uint64_t first = 0, next = 0;  // the records' numbers: [first, next)
+    uint64_t lost = 0;             // numbers from `after` already evicted
+    bool more = false;             // more records wait (ask again at once)
+    bool cut = false;              // the takeover's cut reached: no record will follow
+    std::vector<uint8_t> records;
+  };
+  UdpManifest udp_manifest(uint64_t after, bool from_now, size_t max_records);
+  // The recorded datagrams of these numbers (the ones still held), as forwarded.
+  std::vector<std::vector<uint8_t>> udp_lookup(const std::vector<uint64_t>& numbers);
   const RecorderCounters& counters() const { return counters_; }
   uint64_t held_bytes() const;
 
@@ -97,6 +120,7 @@ class TrafficRecorder {
   void run();
   static void on_frame(void* self, const uint8_t* frame, size_t caplen, uint64_t capture_ns);
   void record(uint64_t us, const uint8_t* ip, size_t len);
+  void record_udp(uint64_t us, const uint8_t* ip, size_t len);  // under mu_
   // Replays what was captured since since_us, to mac through the packet
   // socket, else through the raw IP socket (routed).
   void resupply(uint64_t since_us, const uint8_t* mac = nullptr);
@@ -116,6 +140,11 @@ class TrafficRecorder {
   mutable std::mutex mu_;
   std::deque<Entry> ring_;       // under mu_
   uint64_t ring_bytes_ = 0;      // under mu_
+  // The clients' datagrams, numbered from 1 (under mu_).
+  struct UdpEntry { uint64_t number, us; uint8_t record[16]; std::vector<uint8_t> ip; };
+  std::deque<UdpEntry> udp_ring_;
+  uint64_t udp_bytes_ = 0, udp_next_ = 1;
+  uint64_t udp_cut_us_ = 0;      // the outage's replay began here: no record from then on
   std::thread thread_;
   std::atomic<bool> stopping_{false};
   std::atomic<uint64_t> resupply_since_{0};  // 0: nothing asked

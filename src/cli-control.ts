@@ -102,12 +102,8 @@ export async function runGateway(argv: string[]): Promise<void> {
 /** The traffic recorder on the interface toward the servers, unless --record-window 0. */
 function startRecorder(cfg: GatewayConfig, log: Logger): NativeRecorder | undefined {
   if (cfg.recordWindowMs === 0) return undefined;
-  if (!cfg.ports.length) {
-    log.warn('traffic recorder off: it keeps TCP segments, and no TCP port is replicated', { udpPorts: cfg.udpPorts.join(',') });
-    return undefined;
-  }
   const lanIf = cfg.lanIf ?? routeInterface(cfg.backup.address);
-  const rec = new (addon().Recorder)({ lanIf, vip: cfg.vip, ports: cfg.ports, windowMs: cfg.recordWindowMs, maxBytes: cfg.recordMaxBytes });
+  const rec = new (addon().Recorder)({ lanIf, vip: cfg.vip, ports: cfg.ports, udpPorts: cfg.udpPorts, windowMs: cfg.recordWindowMs, maxBytes: cfg.recordMaxBytes });
   rec.start();
   log.info('traffic recorder on', { lanIf, windowMs: cfg.recordWindowMs });
   return rec;

@@ -147,7 +147,7 @@ export const GATEWAY_COMMAND: CommandSpec<GatewayConfig> = {
       help: 'keep the epoch, the serving side and the fenced MAC in DIR/gateway-INSTANCE.json (synced), read at start: a restarted detector re-engages its fence; default: not kept' },
     { key: 'vip', flag: '--vip', kind: 'ipv4', arg: 'ADDR', required: true, help: 'the service address the clients use' },
     { key: 'ports', flag: '--ports', kind: 'ports', arg: 'LIST', help: 'the replicated TCP service ports (as given to t2cp backup); this, --udp-ports or both' },
-    { key: 'udpPorts', flag: '--udp-ports', kind: 'ports', arg: 'LIST', help: 'the replicated UDP service ports (as given to t2cp backup); the traffic recorder keeps TCP segments only' },
+    { key: 'udpPorts', flag: '--udp-ports', kind: 'ports', arg: 'LIST', help: 'the replicated UDP service ports (as given to t2cp backup); the traffic recorder numbers their datagrams for the backup' },
     { key: 'lanIf', flag: '--lan-if', kind: 'string', arg: 'IF',
       help: "interface toward the servers: the traffic recorder keeps what the clients send there; default: the route to --backup's" },
     { key: 'recordWindowMs', flag: '--record-window', kind: 'int', arg: 'MS', min: 0, max: 600000,

@@ -265,6 +265,14 @@ void test_outbound_program_is_libpcaps() {
   CHECK(!p.empty());
   CHECK_EQ(p.size(), want.size());
   CHECK(p.size() == want.size() && std::memcmp(p.data(), want.data(), p.size() * sizeof(sock_filter)) == 0);
+  // With UDP ports the recorder keeps the clients' datagrams too; with them alone, those only.
+  c.udp_ports = {5060};
+  CHECK_BYTES(capture_filter(c), "(tcp and dst host 198.18.1.10 and (dst port 7000 or dst port 6379)) or "
+                                 "(udp and dst host 198.18.1.10 and (dst port 5060))");
+  CHECK(!program(c).empty());
+  c.ports.clear();
+  CHECK_BYTES(capture_filter(c), "(udp and dst host 198.18.1.10 and (dst port 5060))");
+  CHECK(!program(c).empty());
 }
 
 // The mirror program: libpcap's to-VIP program with its rejections turned
