@@ -77,6 +77,7 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
       InstanceMethod<&EngineWrap::Comparison>("comparison"),
       InstanceMethod<&EngineWrap::RequestFlowStats>("requestFlowStats"),
       InstanceMethod<&EngineWrap::Supply>("supply"),
+      InstanceMethod<&EngineWrap::UdpRecords>("udpRecords"),
       InstanceMethod<&EngineWrap::Takeover>("takeover"),
       InstanceMethod<&EngineWrap::TakeoverReportJs>("takeoverReport"),
       InstanceMethod<&EngineWrap::PinTranslator>("pinTranslator"),
@@ -260,6 +261,16 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
     if (!info[0].IsBuffer()) throw_error(info.Env(), "T2CP_CONFIG", "supply(packet: Buffer)");
     Napi::Buffer<uint8_t> b = info[0].As<Napi::Buffer<uint8_t>>();
     engine_->supply(std::vector<uint8_t>(b.Data(), b.Data() + b.Length()));
+    return info.Env().Undefined();
+  }
+
+  // udpRecords(first: number, records: Buffer): a manifest of the gateway
+  // recorder's records (udp_ledger.h), numbered from first.
+  Napi::Value UdpRecords(const Napi::CallbackInfo& info) {
+    if (!info[0].IsNumber() || !info[1].IsBuffer() || info[1].As<Napi::Buffer<uint8_t>>().Length() % kUdpRecordSize)
+      throw_error(info.Env(), "T2CP_CONFIG", "udpRecords(first: number, records: Buffer of 16-byte records)");
+    Napi::Buffer<uint8_t> b = info[1].As<Napi::Buffer<uint8_t>>();
+    engine_->udp_records(uint64_t(info[0].As<Napi::Number>().Int64Value()), std::vector<uint8_t>(b.Data(), b.Data() + b.Length()));
     return info.Env().Undefined();
   }
 

@@ -90,6 +90,14 @@ namespace t2cp {
   X(udp_associations_new)    /* UDP associations seen first */                     \
   X(udp_associations_expired) /* forgotten after --idle-timeout without a datagram */\
   X(udp_associations_refused) /* not followed: the table was full */              \
+  X(udp_records)             /* the gateway recorder's records of datagrams, received */\
+  X(udp_verified)            /* records whose datagram the mirror showed */        \
+  X(udp_asked)               /* datagrams the mirror lost, asked of the recorder */\
+  X(udp_resupplied)          /* ... resupplied by it, given the replica in order */\
+  X(udp_resupply_duplicates) /* resupplied copies nobody waited for, dropped */   \
+  X(udp_lost)                /* recorded datagrams that never came */             \
+  X(udp_unverified)          /* given the replica without their record */         \
+  X(udp_held)                /* datagrams held now for their record (a gauge) */  \
   X(resume_segments)         /* kept data sent to clients at takeover */           \
   X(resume_bytes)                                                                  \
   X(resume_acks)             /* ACKs sent to clients at takeover */                \

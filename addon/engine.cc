@@ -226,10 +226,13 @@ void Engine::run() {
     }
     // Resupplied client segments (gaps the capture left), fed as captured.
     std::vector<std::vector<uint8_t>> supplied;
+    std::vector<Manifest> manifests;
     {
       std::lock_guard<std::mutex> g(supply_mu_);
       supplied.swap(supplied_);
+      manifests.swap(manifests_);
     }
+    for (const Manifest& m : manifests) incoming_.on_udp_records(m.first, m.records.data(), m.records.size() / kUdpRecordSize);
     for (const auto& p : supplied) incoming_.on_resupplied(p.data(), p.size());
     // Drain both sources; the replica's output first, so acks and windows
     // are current when captured client data is pumped.
@@ -256,6 +259,10 @@ void Engine::run() {
     }
     uint64_t now = realtime_us();
     recovery_.poll(now);
+    if (ctx_.mode != EngineMode::kReplicating && !udp_released_) {
+      incoming_.release_udp(now);  // the mirror shows nothing more worth waiting for
+      udp_released_ = true;
+    }
     if (ctx_.mode == EngineMode::kActive) fds[0].fd = -1;  // the capture is not read any more
     if (now >= next_tick) {
       // While catching up both run: each skips the other's flows.
@@ -265,6 +272,7 @@ void Engine::run() {
         ctx_.drain_dirty([&](Flow& f) { incoming_.pump(f); });
         if (!ctx_.promote.empty()) incoming_.promote_waiting();
       }
+      if (!ctx_.cfg.udp_ports.empty()) incoming_.udp_tick(now);
       next_tick = now + kTickUs;
     }
     if (now >= next_stats) {

@@ -71,6 +71,17 @@ class Engine {
     }
     wake();
   }
+  // A manifest of the gateway recorder's records of the clients' datagrams
+  // (kUdpRecordSize bytes each, numbered from first), for the engine thread's
+  // UDP ledger. Thread: JS.
+  void udp_records(uint64_t first, std::vector<uint8_t> records) {
+    {
+      std::lock_guard<std::mutex> g(supply_mu_);
+      if (manifests_.size() >= kMaxManifests) return;  // the next manifest repeats nothing: counted lost there
+      manifests_.push_back({first, std::move(records)});
+    }
+    wake();
+  }
   bool removed_stale_table() const { return removed_stale_; }
   // Whether the engine thread runs SCHED_FIFO (false if not asked or refused).
   bool realtime() const { return realtime_; }
@@ -118,6 +129,10 @@ class Engine {
   static constexpr size_t kMaxSupplied = 8192;
   std::mutex supply_mu_;
   std::vector<std::vector<uint8_t>> supplied_;
+  struct Manifest { uint64_t first; std::vector<uint8_t> records; };
+  static constexpr size_t kMaxManifests = 256;
+  std::vector<Manifest> manifests_;  // under supply_mu_
+  bool udp_released_ = false;        // the UDP ledger let go at the takeover
   bool removed_stale_ = false;
   bool realtime_ = false;  // the packet thread runs SCHED_FIFO when not busy (run())
   bool set_realtime(pthread_t t, bool on);

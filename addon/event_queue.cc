@@ -74,7 +74,7 @@ void EventQueue::emit(EventType t, EventReason r, const Flow& f, uint64_t detail
   put<uint64_t>(p, 56, detail);
 }
 
-void EventQueue::emit_udp(EventType t, EventReason r, const FlowKey& k, const UdpAssociation& a) {
+void EventQueue::emit_udp(EventType t, EventReason r, const FlowKey& k, const UdpAssociation& a, uint64_t detail) {
   constexpr uint16_t kUdpInHighByte = 17u << 8;
   std::lock_guard<std::mutex> g(mu_);
   uint8_t* p = keyed_slot(t, r, k);
@@ -83,6 +83,7 @@ void EventQueue::emit_udp(EventType t, EventReason r, const FlowKey& k, const Ud
   put<uint32_t>(p, 12, a.id);
   put<uint64_t>(p, 32, a.client.bytes);
   put<uint64_t>(p, 48, a.replica.bytes);
+  put<uint64_t>(p, 56, detail);
 }
 
 size_t EventQueue::take(std::vector<uint8_t>* out) {

@@ -32,7 +32,7 @@ class EventQueue {
   void emit(EventType t, EventReason r, const Flow& f, uint64_t detail = 0);
   // A UDP association's (byte 11, the state's high byte: 17, the IP protocol;
   // c2s: the client's datagram bytes given to the replica, s2c: the replica's).
-  void emit_udp(EventType t, EventReason r, const FlowKey& k, const UdpAssociation& a);
+  void emit_udp(EventType t, EventReason r, const FlowKey& k, const UdpAssociation& a, uint64_t detail = 0);
   // Failure recovery progress: not about one flow.
   void emit_takeover(EventReason r, uint64_t detail);
   // For refusals where no Flow exists (table full).

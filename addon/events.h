@@ -19,7 +19,8 @@
 //  48   8   s2c_backup  bytes the replica sent (and we dropped)
 //  56   8   detail      reason-specific (e.g. gap start offset; for
 //                       kResupply: length << 32 | first client seq, length
-//                       at most 2^20 so the value stays below 2^53)
+//                       at most 2^20 so the value stays below 2^53; for
+//                       UDP the recorder's number of the datagram wanted)
 #pragma once
 #include <cstdint>
 
@@ -35,7 +36,8 @@ enum class EventType : uint8_t {
   kAnomaly = 5,       // something the operator should see (see reason)
   kStats = 6,         // answer to requestFlowStats(): one per live flow
   kTakeover = 7,      // failure recovery progress (reason: step; detail: µs)
-  kResupply = 8,      // ask the traffic recorder (reason kGap; detail: bytes << 32 | first seq)
+  kResupply = 8,      // ask the traffic recorder (reason kGap; detail: bytes << 32 | first seq,
+                      // or for UDP the datagram's record number, udp_ledger.h)
   kLagging = 9,       // the replica is behind the primary by detail bytes (either direction)
 };
 

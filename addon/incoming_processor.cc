@@ -4,12 +4,29 @@
 // unprotected). Part 2, incoming_injection.cc, gives the replica its segments.
 #include "incoming_processor.h"
 
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstring>
 
 #include "incoming_timing.h"
 
 namespace t2cp {
+
+IncomingProcessor::IncomingProcessor(EngineContext& ctx)
+    : ctx_(ctx),
+      ledger_([this](const uint8_t* ip, size_t len) { give_udp(ip, len); },
+              [this](const FlowKey& k, uint64_t index) {
+                static const UdpAssociation kUnknown;  // its first datagram was the one lost
+                const UdpAssociation* a = ctx_.udp.find(k);
+                ctx_.events.emit_udp(EventType::kResupply, EventReason::kGap, k, a ? *a : kUnknown, index);
+              }) {}
+
+IncomingProcessor::~IncomingProcessor() {
+  if (raw_fd_ >= 0) close(raw_fd_);
+}
 
 void IncomingProcessor::capture_callback(void* self, const uint8_t* frame, size_t caplen, uint64_t capture_ns) {
   static_cast<IncomingProcessor*>(self)->on_mirror_frame(frame, caplen, capture_ns);
@@ -57,12 +74,18 @@ bool IncomingProcessor::on_mirror_udp(const uint8_t* frame, size_t caplen) {
   }
   if (d.daddr != ctx_.cfg.vip || !ctx_.udp_port_set.test(d.dport)) return false;
   if (ctx_.mode != EngineMode::kReplicating) return true;  // a takeover: the new owner's stack takes it
+  if (!note_udp(d)) return true;
+  ledger_.on_mirrored(FlowKey{d.saddr, d.sport, d.dport}, udp_digest(d), ip, d.ip_len, realtime_us());
+  return true;
+}
+
+UdpAssociation* IncomingProcessor::note_udp(const Datagram& d) {
   const FlowKey k{d.saddr, d.sport, d.dport};
   bool added = false;
   UdpAssociation* a = ctx_.udp.get(k, &added);
   if (!a) {
     ctx_.counters.add(k_udp_associations_refused);
-    return true;
+    return nullptr;
   }
   a->last_seen_us = realtime_us();
   a->client.datagrams++;
@@ -71,20 +94,65 @@ bool IncomingProcessor::on_mirror_udp(const uint8_t* frame, size_t caplen) {
     ctx_.counters.add(k_udp_associations_new);
     ctx_.events.emit_udp(EventType::kNew, EventReason::kNone, k, *a);
   }
-  // As the primary got it, the checksum left out (0: none, which IPv4 allows):
-  // a sender's offloaded checksum may be only partial on the mirror.
-  if (d.ip_len > sizeof pkt_) return true;
-  std::memcpy(pkt_, ip, d.ip_len);
+  return a;
+}
+
+void IncomingProcessor::give_udp(const uint8_t* ip, size_t len) {
+  if (len > sizeof pkt_ || len < 28) return;
+  std::memcpy(pkt_, ip, len);
   const size_t ihl = size_t(pkt_[0] & 0x0f) * 4;
+  if (ihl + 8 > len) return;
   pkt_[ihl + 6] = pkt_[ihl + 7] = 0;
-  if (!ctx_.tun.write(pkt_, d.ip_len)) {
+  bool sent;
+  if (ctx_.tun.fd() >= 0) {
+    sent = ctx_.tun.write(pkt_, len);
+  } else {
+    if (raw_fd_ < 0) raw_fd_ = socket(AF_INET, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_RAW);
+    sockaddr_in to{};
+    to.sin_family = AF_INET;
+    to.sin_addr.s_addr = ctx_.cfg.vip;
+    sent = raw_fd_ >= 0 && sendto(raw_fd_, pkt_, len, 0, reinterpret_cast<sockaddr*>(&to), sizeof to) == ssize_t(len);
+  }
+  if (!sent) {
     ctx_.counters.add(k_inject_errors);
-    return true;
+    return;
   }
   ctx_.counters.add(k_udp_datagrams);
-  ctx_.counters.add(k_udp_bytes, d.payload_len);
-  return true;
+  ctx_.counters.add(k_udp_bytes, len - ihl - 8);
 }
+
+void IncomingProcessor::on_udp_records(uint64_t first, const uint8_t* records, size_t n) {
+  const uint64_t now = realtime_us();
+  ledger_.on_manifest(now);
+  for (size_t i = 0; i < n; i++) {
+    const uint8_t* r = records + i * kUdpRecordSize;
+    FlowKey k;
+    std::memcpy(&k.client_ip, r, 4);
+    k.client_port = uint16_t(r[4] << 8 | r[5]);
+    k.server_port = uint16_t(r[6] << 8 | r[7]);
+    uint64_t digest = 0;
+    for (int b = 0; b < 8; b++) digest = digest << 8 | r[8 + b];
+    // A datagram toward a port this backup does not replicate: not ours to pair.
+    if (!ctx_.udp_port_set.test(k.server_port)) continue;
+    ledger_.on_record(k, first + i, digest, now);
+  }
+}
+
+void IncomingProcessor::udp_tick(uint64_t now_us) {
+  ledger_.on_tick(now_us);
+  const UdpLedgerStats& st = ledger_.stats();
+  Counters& c = ctx_.counters;
+  c.set(k_udp_records, st.records);
+  c.set(k_udp_verified, st.verified);
+  c.set(k_udp_asked, st.asked);
+  c.set(k_udp_resupplied, st.resupplied);
+  c.set(k_udp_resupply_duplicates, st.duplicates);
+  c.set(k_udp_lost, st.lost);
+  c.set(k_udp_unverified, st.unverified);
+  c.set(k_udp_held, ledger_.held());
+}
+
+void IncomingProcessor::release_udp(uint64_t now_us) { ledger_.release_all(now_us); }
 
 bool IncomingProcessor::on_mirror_icmp(const uint8_t* frame, size_t caplen) {
   size_t len = 0;
@@ -354,6 +422,18 @@ void IncomingProcessor::add_mark(Flow& f, const ClientMark& m) {
 }
 
 void IncomingProcessor::on_resupplied(const uint8_t* ip, size_t len) {
+  Datagram d;
+  if (len >= 20 && ip[9] == 17) {
+    if (parse_udp(ip, len, &d) != ParseError::kOk || d.daddr != ctx_.cfg.vip || !ctx_.udp_port_set.test(d.dport) ||
+        !ledger_.on_resupplied(FlowKey{d.saddr, d.sport, d.dport}, udp_digest(d), ip, d.ip_len, realtime_us())) {
+      ctx_.counters.add(k_resupply_ignored);
+      return;
+    }
+    note_udp(d);
+    ctx_.counters.add(k_resupply_packets);
+    ctx_.counters.add(k_resupply_bytes, d.payload_len);
+    return;
+  }
   Segment s;
   Flow* f = nullptr;
   bool detached = false;

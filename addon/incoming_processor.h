@@ -18,12 +18,14 @@
 
 #include "engine_context.h"
 #include "packet.h"
+#include "udp_ledger.h"
 
 namespace t2cp {
 
 class IncomingProcessor {
  public:
-  explicit IncomingProcessor(EngineContext& ctx) : ctx_(ctx) {}
+  explicit IncomingProcessor(EngineContext& ctx);
+  ~IncomingProcessor();
 
   // One frame from the mirror port; capture_ns is the kernel's timestamp.
   void on_mirror_frame(const uint8_t* frame, size_t caplen, uint64_t capture_ns);
@@ -41,6 +43,13 @@ class IncomingProcessor {
   // A client segment the gateway's traffic recorder sent again (whole IPv4
   // packet): fills a gap the capture left, as the mirror would have.
   void on_resupplied(const uint8_t* ip, size_t len);
+  // The gateway recorder's records of the clients' datagrams (kUdpRecordSize
+  // bytes each, numbered from first; none: a manifest with nothing new).
+  void on_udp_records(uint64_t first, const uint8_t* records, size_t n);
+  // The UDP ledger's asks and releases; its figures into the counters.
+  void udp_tick(uint64_t now_us);
+  // Replication ended (a takeover): every datagram held goes to the replica.
+  void release_udp(uint64_t now_us);
   // A client segment that reached this host itself after the IP takeover
   // (whole IPv4 packet, from NFQUEUE) for a flow still catching up: fed to
   // its replica like a mirrored one.
@@ -102,9 +111,17 @@ class IncomingProcessor {
   // An ICMP error to the VIP about a flow the replica follows, given to the replica in its own
   // numbers; false when the frame is not such an error (it is counted with the others).
   bool on_mirror_icmp(const uint8_t* frame, size_t caplen);
-  // A client's datagram to VIP:udp-port: given to the replica as it came;
-  // false when the frame is no such datagram (counted with the others).
+  // A client's datagram to VIP:udp-port: to the ledger, which gives it to the
+  // replica in the recorder's order; false when the frame is no such datagram
+  // (counted with the others).
   bool on_mirror_udp(const uint8_t* frame, size_t caplen);
+  // The association of d, counted (new: reported); nullptr when the table is full.
+  UdpAssociation* note_udp(const Datagram& d);
+  // A datagram the ledger released: to the replica, its checksum left out
+  // (0: none, which IPv4 allows; a sender's offloaded checksum may be only
+  // partial on the mirror); through the TUN, or once a takeover removed it
+  // through a raw socket to the VIP, now this host's.
+  void give_udp(const uint8_t* ip, size_t len);
   // A segment of an unprotected flow from one side (client or primary): its FIN or RST noted;
   // ended once its connection is over (FINs both ways and the last ACK, or a reset).
   template <class Side>
@@ -134,6 +151,8 @@ class IncomingProcessor {
   static uint32_t replica_edge(const Flow& f, uint32_t ack);
 
   EngineContext& ctx_;
+  UdpLedger ledger_;
+  int raw_fd_ = -1;  // give_udp() after the TUN is gone
   uint64_t next_behind_shed_us_ = 0;
   uint16_t ip_id_ = 0;
   uint8_t pkt_[65536];

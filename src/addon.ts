@@ -143,6 +143,8 @@ export interface NativeEngine {
   requestFlowStats(): void;
   /** A client segment (IPv4 packet) the gateway's traffic recorder resupplied; fed to its flow like a captured one. */
   supply(packet: Buffer): void;
+  /** A manifest of the gateway recorder's records of the clients' datagrams (16 bytes each), numbered from first. */
+  udpRecords(first: number, records: Buffer): void;
   /** Starts the takeover on the engine thread; progress arrives as 'takeover' events. */
   takeover(options: TakeoverOptions): void;
   takeoverReport(): NativeTakeoverReport;
@@ -168,7 +170,9 @@ export interface NativeFence {
 }
 
 /** The gateway's traffic recorder (addon/traffic_recorder.h). */
-export interface RecorderOptions { lanIf: string; vip: string; ports: number[]; windowMs: number; maxBytes: number }
+export interface RecorderOptions { lanIf: string; vip: string; ports: number[]; udpPorts: number[]; windowMs: number; maxBytes: number }
+/** The recorder's records of the clients' datagrams numbered [first, next) (addon/traffic_recorder.h udp_manifest). */
+export interface UdpManifest { first: number; next: number; lost: number; more: boolean; cut: boolean; records: Buffer }
 export interface NativeRecorder {
   start(): void;
   stop(): void;
@@ -178,6 +182,13 @@ export interface NativeRecorder {
   armReplay(sinceUs: number, oldOwnerMac: string): void;
   /** Recorded client segments of one flow carrying client bytes [from, to), as packets cut to fit one frame each. */
   lookup(q: { client: string; clientPort: number; vipPort: number; from: number; to: number }): Buffer[];
+  /**
+   * The records of datagrams numbered `after` and on, up to the takeover's cut; fromNow: none, where the numbering
+   * is. Undefined when the recorder was given no UDP port.
+   */
+  udpManifest(after: number, fromNow: boolean): UdpManifest | undefined;
+  /** The recorded datagrams of these numbers still held, as forwarded. */
+  udpLookup(numbers: number[]): Buffer[];
   counters(): Record<string, number>;
 }
 

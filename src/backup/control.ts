@@ -16,6 +16,8 @@
 // While replicating, client bytes the mirror capture lost are asked of the
 // detector's traffic recorder (RESUPPLY_REQUEST); the segments it had come
 // back one per datagram (RESUPPLY_DATA) and go to the engine as captured.
+// With UDP ports, the recorder's records of the clients' datagrams are
+// fetched too (udp-sync.ts), and the datagrams the mirror lost asked for.
 //
 // Call order: await BackupControl.open(), then close(). Node event loop.
 import { T2cpError } from '../errors.js';
@@ -23,6 +25,7 @@ import type { Logger } from '../log.js';
 import type { Endpoint } from '../options.js';
 import { Channel, loadKey, sameEndpoint, type BackupState, type FlowCounts, type LiveFlows, type Received } from '../control/index.js';
 import type { TakeoverRecord, TakeoverTrigger } from './recovery.js';
+import { UdpSync } from './udp-sync.js';
 
 export interface ControlOptions {
   keyFile: string;
@@ -32,6 +35,8 @@ export interface ControlOptions {
   heartbeatMs: number;
   /** The epoch this backup took over at, when it starts after one (reclaimed). */
   epoch?: number;
+  /** UDP ports are replicated: fetch the recorder's records of their datagrams (udp-sync.ts). */
+  udp?: boolean;
 }
 
 /** What the control endpoint needs from the backup node. */
@@ -45,8 +50,10 @@ export interface TakeoverTarget {
   takeover(trigger: TakeoverTrigger): Promise<TakeoverRecord>;
   /** Called with the final record (the client-visible stall measured). */
   onTakeoverFinal(fn: (r: TakeoverRecord) => void): void;
-  /** A client segment the traffic recorder resupplied (IPv4 packet). */
+  /** A client segment or datagram the traffic recorder resupplied (IPv4 packet). */
   supply(packet: Buffer): void;
+  /** The recorder's records of the clients' datagrams, numbered from first. */
+  udpRecords(first: number, records: Buffer): void;
 }
 
 /** The flow and client bytes a resupply request asks for. */
@@ -63,6 +70,7 @@ export class BackupControl {
   private timer: NodeJS.Timeout | undefined;
   private epoch = 0;
   private planned: Received<'TAKEOVER'> | undefined;
+  private readonly udpSync: UdpSync | undefined;
 
   private constructor(
     private readonly ch: Channel,
@@ -83,6 +91,16 @@ export class BackupControl {
       };
       beat();
       this.timer = setInterval(beat, opts.heartbeatMs);
+    }
+    if (opts.detector && opts.udp) {
+      const detector = opts.detector;
+      this.udpSync = new UdpSync({
+        request: (body) => ch.send(detector, 'UDP_MANIFEST_REQUEST', body),
+        askResupply: (records) => ch.send(detector, 'UDP_RESUPPLY_REQUEST', { records }),
+        records: (first, records) => node.udpRecords(first, records),
+        takenOver: () => node.state() === 'taking-over' || node.state() === 'active',
+        log,
+      });
     }
   }
 
@@ -108,12 +126,23 @@ export class BackupControl {
     return true;
   }
 
+  /** Ask the recorder for the datagram it numbered n (the mirror lost it). */
+  requestUdpResupply(n: number): void {
+    this.udpSync?.ask(n);
+  }
+
+  /** The UDP records fetched so far (status, logs). */
+  udpSyncStats(): UdpSync['stats'] | undefined {
+    return this.udpSync?.stats;
+  }
+
   private fromDetector(r: Received): boolean {
     return !!this.opts.detector && sameEndpoint(r.from, this.opts.detector);
   }
 
   async close(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
+    this.udpSync?.stop();
     await this.ch.close();
   }
 
@@ -123,6 +152,7 @@ export class BackupControl {
 
   private onMessage(r: Received): void {
     if (r.msg.type === 'RESUPPLY_DATA' && this.fromDetector(r)) return this.node.supply(Buffer.from(r.msg.body.packet, 'base64'));
+    if (r.msg.type === 'UDP_MANIFEST' && this.fromDetector(r)) return this.udpSync?.onManifest(r.msg.body);
     if (r.msg.type === 'STATUS') {
       this.ch.send(r.from, 'NODE_STATUS', { role: 'backup', state: this.node.state(), epoch: this.epoch, flows: this.node.flows() });
       return;

@@ -199,7 +199,7 @@ export class BackupNode {
     if (!this.cfg.keyFile) return;
     this.control = await BackupControl.open(
       { keyFile: this.cfg.keyFile, port: this.cfg.controlPort, detector: this.cfg.detector, instance: this.cfg.instance, heartbeatMs: this.cfg.heartbeatMs,
-        ...(this.reclaimed ? { epoch: this.reclaimed.epoch } : {}) },
+        ...(this.reclaimed ? { epoch: this.reclaimed.epoch } : {}), udp: this.cfg.udpPorts.length > 0 },
       this,
       this.log,
     );
@@ -298,16 +298,24 @@ export class BackupNode {
     this.engine = undefined;
   }
 
-  /** A client segment the gateway's traffic recorder resupplied. */
+  /** A client segment or datagram the gateway's traffic recorder resupplied. */
   supply(packet: Buffer): void {
     this.engine?.supply(packet);
+  }
+
+  /** The recorder's records of the clients' datagrams (the engine's UDP ledger). */
+  udpRecords(first: number, records: Buffer): void {
+    this.engine?.udpRecords(first, records);
   }
 
   private deliver(batch: Buffer): void {
     for (const e of decodeEvents(batch)) {
       this.run?.onEvent(e);
       if (e.type === 'takeover') continue;
-      if (e.type === 'resupply') {
+      if (e.type === 'resupply' && e.protocol === 'udp') {
+        this.control?.requestUdpResupply(e.detail);
+        continue;  // one per datagram the mirror lost: counted, not logged
+      } else if (e.type === 'resupply') {
         const [client, port] = e.client.split(':');
         this.control?.requestResupply({ client: client!, clientPort: Number(port), vipPort: e.serverPort, ...resupplyRange(e) });
       }

@@ -19,6 +19,9 @@ export const MessageType = {
   NODE_STATUS: 11,     // backup or primary agent -> whoever sent it a STATUS (`t2cp status`)
   RESUPPLY_REQUEST: 12, // backup -> detector: client bytes of a flow the mirror capture lost
   RESUPPLY_DATA: 13,   // detector -> backup: one recorded client segment (traffic recorder)
+  UDP_MANIFEST_REQUEST: 14, // backup -> detector: the recorder's records of datagrams from a number on
+  UDP_MANIFEST: 15,    // detector -> backup: those records (addon/udp_ledger.h)
+  UDP_RESUPPLY_REQUEST: 16, // backup -> detector: datagrams the mirror lost, by record number
 } as const;
 
 export type MessageTypeName = keyof typeof MessageType;
@@ -176,6 +179,16 @@ export interface BodyOf {
   RESUPPLY_REQUEST: { client: string; clientPort: number; vipPort: number; from: number; bytes: number };
   /** The segment as the gateway forwarded it (IPv4 + TCP, base64), cut to fit one frame. */
   RESUPPLY_DATA: { packet: string };
+  /** after: the first record number wanted; fromNow: none, only where the numbering is (a backup starting). */
+  UDP_MANIFEST_REQUEST: { after: number; fromNow: boolean };
+  /**
+   * Records [first, next) as 16-byte records in base64 (client address, client port, VIP port, digest);
+   * boot: the recorder's start (its numbering); lost: numbers from `after` evicted before asked; more: ask
+   * again at once; cut: the takeover's cut is reached, no record follows.
+   */
+  UDP_MANIFEST: { boot: number; first: number; next: number; lost: number; more: boolean; cut: boolean; records: string };
+  /** Record numbers, comma-separated. */
+  UDP_RESUPPLY_REQUEST: { records: string };
 }
 
 type FieldKind = 'bool' | 'uint' | 'string' | readonly string[];
@@ -196,6 +209,9 @@ const SCHEMAS: Record<MessageTypeName, Schema> = {
   NODE_STATUS: { role: ['primary', 'backup', 'gateway'], state: [...BACKUP_STATES, ...PRIMARY_STATES, ...DEVICE_STATES], epoch: 'uint' },
   RESUPPLY_REQUEST: { client: 'string', clientPort: 'uint', vipPort: 'uint', from: 'uint', bytes: 'uint' },
   RESUPPLY_DATA: { packet: 'string' },
+  UDP_MANIFEST_REQUEST: { after: 'uint', fromNow: 'bool' },
+  UDP_MANIFEST: { boot: 'uint', first: 'uint', next: 'uint', lost: 'uint', more: 'bool', cut: 'bool', records: 'string' },
+  UDP_RESUPPLY_REQUEST: { records: 'string' },
 };
 
 function fits(v: unknown, kind: FieldKind): boolean {

@@ -25,6 +25,7 @@ import { systemClock, type Clock } from '../control/clock.js';
 import type { Message, MessageOf } from '../control/messages.js';
 import type { ClusterView, LiveFlows, TakeoverReport } from '../control/bodies.js';
 import type { Logger } from '../log.js';
+import type { UdpManifest } from '../addon.js';
 import type { Endpoint } from '../options.js';
 import type { DetectorState } from './detector-state.js';
 import { DeviceStates } from './device-states.js';
@@ -34,6 +35,8 @@ import { appendRecord, TakeoverCoordinator, type CoordinatorAction, type Takeove
 
 /** RESUPPLY_DATA datagrams sent per millisecond at most (~29 MB/s of client bytes in 900-byte pieces). */
 const RESUPPLY_BURST = 32;
+/** Datagrams one UDP_RESUPPLY_REQUEST may ask for. */
+const UDP_RESUPPLY_MAX = 256;
 
 export interface GatewayNodeOptions {
   instance: string;
@@ -60,6 +63,10 @@ export interface GatewayNodeOptions {
     armReplay(sinceWallUs: number, oldOwnerMac: string): void;
     /** Recorded segments of one flow carrying client bytes [from, to), one frame each. */
     lookup(q: { client: string; clientPort: number; vipPort: number; from: number; to: number }): Buffer[];
+    /** The records of the clients' datagrams numbered `after` and on, up to the takeover's cut (undefined: no UDP port). */
+    udpManifest(after: number, fromNow: boolean): UdpManifest | undefined;
+    /** The recorded datagrams of these numbers still held. */
+    udpLookup(numbers: number[]): Buffer[];
     counters(): Record<string, number>;
   };
 }
@@ -70,7 +77,7 @@ const FINAL_REPORT_WAIT_MS = 4000;
 
 export class GatewayNode {
   readonly states: DeviceStates;
-  readonly stats = { heartbeats: 0, probeReplies: 0, probes: 0, unexpected: 0, plannedIgnored: 0, resupplyRequests: 0, resupplySegments: 0 };
+  readonly stats = { heartbeats: 0, probeReplies: 0, probes: 0, unexpected: 0, plannedIgnored: 0, resupplyRequests: 0, resupplySegments: 0, udpManifests: 0, udpResupplied: 0 };
   private ch: Channel | undefined;
   private readonly clock: Clock;
   /** The hosts' roles are the configuration's swapped, by re-protection (kept in the state file). */
@@ -287,6 +294,8 @@ export class GatewayNode {
         this.begin(p, `${p.reason}; the backup is standing by again`);
       }
     } else if (msg.type === 'RESUPPLY_REQUEST') this.resupplyBackup(msg.body);
+    else if (msg.type === 'UDP_MANIFEST_REQUEST') this.udpManifest(msg.body);
+    else if (msg.type === 'UDP_RESUPPLY_REQUEST') this.udpResupply(msg.body.records);
     else if (msg.type === 'TAKEOVER' && msg.body.planned) this.planned(msg.body.reason);
     else if (msg.type === 'TAKEOVER_REPORT' && (msg.body as { final?: unknown }).final === true) this.finalReport(msg.body);
     else if (msg.type === 'TAKEOVER_REPORT') this.run(this.takeover.report(msg.body));
@@ -325,6 +334,27 @@ export class GatewayNode {
     this.resupplyPending.add(key);
     pieces.forEach((packet, i) => this.resupplyQueue.push({ packet, doneKey: i === pieces.length - 1 ? key : undefined }));
     if (!this.resupplyTimer) this.sendResupply();
+  }
+
+  /** The recorder's records of the clients' datagrams, for the backup's UDP ledger (addon/udp_ledger.h). */
+  private udpManifest(q: MessageOf<'UDP_MANIFEST_REQUEST'>['body']): void {
+    if (!this.opts.recorder || !this.ch) return;
+    const m = this.opts.recorder.udpManifest(q.after, q.fromNow);
+    if (!m) return;  // not told the UDP ports: the backup's datagrams go unpaired
+    this.stats.udpManifests++;
+    this.ch.send(this.peers.backup, 'UDP_MANIFEST', {
+      boot: this.ch.boot, first: m.first, next: m.next, lost: m.lost, more: m.more, cut: m.cut, records: m.records.toString('base64'),
+    });
+  }
+
+  /** Datagrams the backup's mirror lost, by record number: resupplied as the segments are. */
+  private udpResupply(records: string): void {
+    if (!this.opts.recorder) return;
+    const numbers = records.split(',').map(Number).filter((n) => Number.isSafeInteger(n) && n > 0);
+    const found = this.opts.recorder.udpLookup(numbers.slice(0, UDP_RESUPPLY_MAX));
+    this.stats.udpResupplied += found.length;
+    for (const packet of found) this.resupplyQueue.push({ packet, doneKey: undefined });
+    if (found.length && !this.resupplyTimer) this.sendResupply();
   }
 
   /**

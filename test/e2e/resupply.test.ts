@@ -8,10 +8,10 @@
 import { describe, expect, it } from 'vitest';
 import { startClient } from '../../scripts/processes.js';
 import { startTakeoverLab } from '../../scripts/takeover-lab.js';
-import type { Testbed } from '../../scripts/testbed.js';
 import type { Workload } from '../../scripts/client.js';
 import { compareReplicas, readLog, type ClientLogLine, type ServiceLogLine } from './harness.js';
 import { kernelLeftovers } from './leftovers.js';
+import { droppedOnMirror, lossyMirror } from './lossy-mirror.js';
 import { useLab } from './lab.js';
 import { waitFor } from '../../scripts/wait.js';
 
@@ -26,31 +26,6 @@ const workload: Workload = {
 };
 const sessions = workload.sessions.reduce((n, s) => n + (s.times ?? 1), 0);
 
-/**
- * About one in 32 client data frames (PSH) toward the VIP never reaches the backup's mirror port: an
- * HTB class on the mirror port whose queue holds nothing takes the frames whose IP ID ends in five
- * zero bits (this kernel has neither netem nor gact; nft's egress hook does not see mirrored frames).
- */
-async function lossyMirror(tb: Testbed): Promise<void> {
-  const tc = async (...a: string[]) => {
-    const r = await tb.exec(tb.ns.sw, ['tc', ...a]);
-    if (r.code !== 0) throw new Error(`tc ${a.join(' ')}: ${r.stderr}`);
-  };
-  await tc('qdisc', 'add', 'dev', 'sm', 'root', 'handle', '1:', 'htb', 'default', '1');
-  await tc('class', 'add', 'dev', 'sm', 'parent', '1:', 'classid', '1:1', 'htb', 'rate', '10gbit');
-  await tc('class', 'add', 'dev', 'sm', 'parent', '1:', 'classid', '1:2', 'htb', 'rate', '10gbit');
-  await tc('qdisc', 'add', 'dev', 'sm', 'parent', '1:2', 'handle', '20:', 'pfifo', 'limit', '0');
-  await tc('filter', 'add', 'dev', 'sm', 'parent', '1:', 'protocol', 'ip', 'u32', 'match', 'ip', 'dst', `${tb.addr.vip}/32`,
-    'match', 'u8', '0x08', '0x08', 'at', '33', 'match', 'u16', '0x0000', '0x001f', 'at', '4', 'flowid', '1:2');
-}
-
-/** Frames the mirror port dropped (the empty queue's drop count). */
-async function droppedOnMirror(tb: Testbed): Promise<number> {
-  const r = await tb.exec(tb.ns.sw, ['tc', '-s', 'qdisc', 'show', 'dev', 'sm']);
-  const pfifo = r.stdout.split(/\n(?=qdisc )/).find((q) => q.startsWith('qdisc pfifo 20:')) ?? '';
-  return Number(/dropped (\d+)/.exec(pfifo)?.[1] ?? 0);
-}
-
 for (const recorder of [true, false]) {
   describe(`resupply while replicating: mirror capture loses frames, recorder ${recorder ? 'on' : 'off'}`, () => {
     const lab = useLab('rsp');
@@ -58,7 +33,7 @@ for (const recorder of [true, false]) {
     it(recorder ? 'every replica stays byte-exact: the recorder sends the backup what its capture lost'
       : 'without the recorder the same losses leave flows unprotected (gap)', async () => {
       const { tb, dir } = lab;
-      await lossyMirror(tb);
+      await lossyMirror(tb, 'tcp-data');
       // Relaxed heartbeats: no failover is tested here, and a loaded machine must not fake one.
       const pair = await startTakeoverLab(tb, dir, { ports: [PORT], instance: 'rsp', intervalMs: 100, hardMisses: 5,
         gatewayArgs: recorder ? [] : ['--record-window', '0'] });

@@ -17,6 +17,7 @@ import { waitFor } from '../../scripts/wait.js';
 import type { Workload } from '../../scripts/client.js';
 import { countPackets, readLog, startCapture, type ClientLogLine, type ServiceLogLine } from './harness.js';
 import { kernelLeftovers } from './leftovers.js';
+import { droppedOnMirror, lossyMirror } from './lossy-mirror.js';
 import { useLab } from './lab.js';
 
 const INSTANCE = 'udp';
@@ -65,6 +66,9 @@ for (const offloads of [true, false]) describe(`udp: a UDP service replicated, o
       const run = await runUdpClient(tb, `${dir}/udp-client.jsonl`, { associations: 4, count: 300, intervalMs: 2 });
       await new Promise((r) => setTimeout(r, 300)); // the last datagrams reach the replica
       await leak.stop();
+      // The gateway was not told the UDP port: the backup says what that costs.
+      await waitFor(() => pair.backup.records.some((r) => String(r.msg).startsWith('no UDP records from the gateway')),
+        { timeoutMs: 5000, what: 'the backup to say no UDP record comes' });
       const counters = await pair.backup.counters();
       await stopService(primary);
       await stopService(replica);
@@ -80,6 +84,9 @@ for (const offloads of [true, false]) describe(`udp: a UDP service replicated, o
       expect(await countPackets(`${dir}/leak.pcap`)).toBe(0);
       const datagrams = onPrimary.reduce((n, l) => n + l.requests, 0);
       expect(counters.udp_associations_new).toBe(4);
+      // The gateway was not told the UDP port: no record, each datagram given as the mirror showed it.
+      expect(counters.udp_records ?? 0).toBe(0);
+      expect(counters.udp_unverified ?? 0).toBe(0);
       expect(counters.udp_datagrams ?? 0).toBeGreaterThanOrEqual(datagrams);
       expect(counters.udp_replica_datagrams ?? 0).toBeGreaterThanOrEqual(datagrams);
       expect(pair.backup.records.filter((r) => r.msg === 'flow new' && String(r.flow).endsWith(`:${UDP_PORT}/udp`))).toHaveLength(4);
@@ -91,6 +98,62 @@ for (const offloads of [true, false]) describe(`udp: a UDP service replicated, o
     expect(await kernelLeftovers(tb, INSTANCE)).toEqual([]);
   });
 
+});
+
+// The mirror loses one in 32 of the clients' datagrams. With the gateway's recorder, the backup
+// learns which from the recorder's records, gets them resupplied and gives every datagram to its
+// copy in the primary's order: the same chain per association. Without it, nothing can tell the
+// backup what it missed: its copy falls behind the primary's state.
+for (const recorder of [true, false]) describe(`udp: a lossy mirror, recorder ${recorder ? 'on' : 'off'}`, () => {
+  const lab = useLab(recorder ? 'udprsp' : 'udpnorsp');
+
+  it(recorder ? "the recorder resupplies what the mirror lost, in order: the replica's state is the primary's"
+    : 'without the recorder the replica misses datagrams', async () => {
+    const { tb, dir } = lab;
+    await lossyMirror(tb, 'udp');
+    const primary = await startUdpService(tb, tb.ns.primary, `${dir}/udp-primary.jsonl`);
+    // Relaxed heartbeats: no failover is tested here, and a loaded machine must not fake one.
+    const pair = await startTakeoverLab(tb, dir, { ports: [TCP_PORT], udpPorts: [UDP_PORT], instance: INSTANCE, intervalMs: 100, hardMisses: 5,
+      gatewayArgs: recorder ? [] : ['--record-window', '0'] });
+    const replica = await startUdpService(tb, tb.ns.backup, `${dir}/udp-replica.jsonl`);
+    try {
+      const run = await runUdpClient(tb, `${dir}/udp-client.jsonl`, { associations: 4, count: 600, intervalMs: 2 });
+      // The last datagrams' records come, the last missing ones are asked and given.
+      await new Promise((r) => setTimeout(r, 1000));
+      const counters = await pair.backup.counters();
+      await stopService(primary);
+      await stopService(replica);
+      const dropped = await droppedOnMirror(tb);
+      const [onPrimary, onReplica] = [readLog<UdpServiceLine>(`${dir}/udp-primary.jsonl`), readLog<UdpServiceLine>(`${dir}/udp-replica.jsonl`)];
+      const byPeer = (ls: UdpServiceLine[]) => Object.fromEntries(ls.map((l) => [l.peer, l]));
+      console.log(`udp lossy mirror, recorder ${recorder ? 'on' : 'off'}: ${dropped} datagrams lost on the mirror; requests on the replica ` +
+        `${onReplica.map((l) => l.requests).join(', ')} of ${onPrimary.map((l) => l.requests).join(', ')}; ` +
+        `counters ${JSON.stringify(Object.fromEntries(Object.entries(counters).filter(([k]) => k.startsWith('udp_'))))}`);
+      expect(run.code, run.stdout).toBe(0);
+      expect(dropped, 'the mirror really lost datagrams').toBeGreaterThan(0);
+      expect(onPrimary).toHaveLength(4);
+      for (const l of onPrimary) expect(l.requests).toBe(600);
+      if (recorder) {
+        // Every request, in the primary's order (the chain), and the same answers.
+        expect(byPeer(onReplica)).toEqual(byPeer(onPrimary));
+        expect(counters.udp_asked ?? 0).toBeGreaterThanOrEqual(dropped);
+        expect(counters.udp_resupplied ?? 0).toBeGreaterThanOrEqual(dropped);
+        expect(counters.udp_lost ?? 0).toBe(0);
+        expect(counters.udp_held ?? 0).toBe(0);
+        expect(counters.udp_verified ?? 0).toBeGreaterThan(0);
+      } else {
+        // Its copy got what the mirror showed, and fell out of step at the first datagram it missed.
+        expect(counters.udp_datagrams).toBe(2400 - dropped);
+        expect(onReplica.some((l) => l.requests < 600)).toBe(true);
+        expect(counters.udp_records ?? 0).toBe(0);
+      }
+    } finally {
+      await stopService(primary);
+      await stopService(replica);
+      await pair.stop();
+    }
+    expect(await kernelLeftovers(tb, INSTANCE)).toEqual([]);
+  });
 });
 
 describe('udp: a UDP service alone (--udp-ports, no --ports)', () => {
@@ -125,8 +188,9 @@ describe('udp: a takeover with UDP and TCP at once', () => {
 
   it('the associations go on with the same state, the sessions byte-exact', async () => {
     const { tb, dir } = lab;
-    const pair = await startTakeoverLab(tb, dir, { ports: [TCP_PORT], instance: INSTANCE, backupArgs: ['--udp-ports', String(UDP_PORT)] });
+    // Every role told the UDP port: the agent watches it, the recorder numbers its datagrams.
     const primary = await startUdpService(tb, tb.ns.primary, `${dir}/udp-primary.jsonl`);
+    const pair = await startTakeoverLab(tb, dir, { ports: [TCP_PORT], udpPorts: [UDP_PORT], instance: INSTANCE });
     const replica = await startUdpService(tb, tb.ns.backup, `${dir}/udp-replica.jsonl`);
     try {
       const workload: Workload = { seed: 51, sessions: [{ kind: 'rr', times: 3, count: 400, intervalMs: 10, reqSize: [4, 600], respSize: [1, 3000] }] };
@@ -140,8 +204,12 @@ describe('udp: a takeover with UDP and TCP at once', () => {
       const [tcpRun, udpRun] = [await tcp.finished, await udp];
       const check = compareTakeover(readLog<ClientLogLine>(`${dir}/client.jsonl`), readLog<ServiceLogLine>(pair.logs.backup));
       const clients = readLog<UdpClientLine>(`${dir}/udp-client.jsonl`);
+      const counters = await pair.backup.counters();
       console.log(`udp takeover: ${udpRun.stdout.trim()}; longest waits ${clients.map((c) => c.longestWaitMs).join(', ')} ms, resent ${clients.map((c) => c.resent).join(', ')}; ` +
-        `TCP exact ${check.exact}/3, taken over ${record.engine.flowsTakenOver}`);
+        `TCP exact ${check.exact}/3, taken over ${record.engine.flowsTakenOver}; ` +
+        `counters ${JSON.stringify(Object.fromEntries(Object.entries(counters).filter(([k]) => k.startsWith('udp_'))))}`);
+      expect(counters.udp_records ?? 0, 'the recorder numbered the datagrams').toBeGreaterThan(0);
+      expect(counters.udp_held ?? 0, 'nothing left held after the takeover').toBe(0);
       // Every association answered to its end by a copy whose count and chain were the client's:
       // the backup's copy had every datagram the primary had, in order.
       expect(udpRun.code, udpRun.stdout).toBe(0);

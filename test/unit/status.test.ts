@@ -62,6 +62,7 @@ function backupNode(): TakeoverTarget & { current: BackupState } {
     liveFlows: () => undefined,
     onTakeoverFinal: () => {},
     supply: () => {},
+    udpRecords: () => {},
   };
   return node;
 }
