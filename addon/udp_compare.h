@@ -1,0 +1,88 @@
+// UDP output comparison: the datagrams the replica sends from VIP:udp-ports
+// (the output queue) against the primary's (the mirror), association by
+// association, under the port's --divergence policy (strict: the payload,
+// length: its length). The TCP comparison (output_compare.h) compares byte
+// streams; here each datagram is a unit, named by a digest of its payload.
+//
+// A datagram of one side is paired with the first of the other side's
+// unpaired ones, among the oldest kPairWindow, that has the same digest; so
+// the lead may change hands and a retransmission or a reordering nearby
+// pairs all the same. What stays unpaired kSettleUs decides:
+// - both sides hold unpaired datagrams: the replica sent something else
+//   (kBytes, or kLength when only the length differs under strict, and
+//   under length): diverged, the first unpaired of each as the excerpts;
+// - only the primary's: the replica never sent it (kLength, no replica
+//   excerpt): diverged — its copy is out of step;
+// - only the replica's: the mirror may have lost the primary's: unverified,
+//   dropped from the comparison (counted), never a divergence.
+// A diverged association is no longer compared (it stays diverged until
+// forgotten: the association expired, forget()). More than kMaxUnpaired
+// unpaired on one side: no longer compared (gave up, counted). Only the
+// associations the engine follows are added (UdpFlows), so forget() bounds it.
+//
+// Thread: the engine thread only.
+#pragma once
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <unordered_map>
+#include <vector>
+
+#include "flow_table.h"
+#include "output_compare.h"
+
+namespace t2cp {
+
+struct UdpCompareStats {
+  uint64_t compared = 0;     // datagrams paired, alike
+  uint64_t unverified = 0;   // replica datagrams whose primary counterpart the mirror never showed
+  uint64_t diverged = 0;     // associations found different
+  uint64_t gave_up = 0;      // associations no longer compared: too much unpaired
+};
+
+class UdpOutputComparison {
+ public:
+  static constexpr uint64_t kSettleUs = 1000000;
+  static constexpr size_t kPairWindow = 64;
+  static constexpr size_t kMaxUnpaired = 1024;
+  // Bytes of an unpaired datagram kept to locate the first difference in it.
+  static constexpr uint32_t kHeadBytes = 512;
+  // An association found different: its key, and where (offset: the
+  // datagram's number among the primary's output of the association, from
+  // 0; within: the first differing byte in it, when both kept it).
+  using Diverged = std::function<void(const FlowKey& k, const Divergence& d)>;
+  explicit UdpOutputComparison(Diverged diverged) : diverged_(std::move(diverged)) {}
+
+  // One datagram the side sent to the association's client (payload, its length).
+  void add(CompareSide side, const FlowKey& k, DivergencePolicy policy, const uint8_t* payload, uint32_t len,
+           uint64_t now_us);
+  // Decides what stayed unpaired kSettleUs.
+  void on_tick(uint64_t now_us);
+  // The association expired: its state (a divergence too) is forgotten.
+  void forget(const FlowKey& k) { map_.erase(k); }
+  bool diverged(const FlowKey& k) const {
+    auto it = map_.find(k);
+    return it != map_.end() && it->second.done && it->second.diverged;
+  }
+  const UdpCompareStats& stats() const { return stats_; }
+
+ private:
+  struct Out {
+    uint64_t digest = 0, us = 0, number = 0;
+    uint32_t len = 0;
+    std::vector<uint8_t> head;  // the first kHeadBytes
+  };
+  struct Association {
+    std::deque<Out> unpaired[2];  // [CompareSide], oldest first
+    uint64_t sent[2] = {0, 0};    // datagrams each side sent
+    DivergencePolicy policy = DivergencePolicy::kStrict;
+    bool done = false, diverged = false;
+  };
+  void diverge(const FlowKey& k, Association& a, DivergenceKind kind);
+
+  Diverged diverged_;
+  UdpCompareStats stats_;
+  std::unordered_map<FlowKey, Association, FlowKeyHash> map_;
+};
+
+}  // namespace t2cp

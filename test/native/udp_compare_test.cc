@@ -1,0 +1,175 @@
+// The UDP output comparison (addon/udp_compare.h): the replica's datagrams
+// against the primary's, either side first, under strict and length.
+#include "check.h"
+
+#include <string>
+#include <vector>
+
+#include "udp_compare.h"
+
+using namespace t2cp;
+
+namespace {
+
+const FlowKey kA{0x020012c6, 40000, 5060};
+const FlowKey kB{0x030012c6, 40001, 5060};
+constexpr CompareSide P = CompareSide::kPrimary, R = CompareSide::kReplica;
+constexpr uint64_t kSettle = UdpOutputComparison::kSettleUs;
+
+struct Lab {
+  std::vector<std::pair<FlowKey, Divergence>> found;
+  UdpOutputComparison c{[this](const FlowKey& k, const Divergence& d) { found.push_back({k, d}); }};
+  uint64_t now = 1000000;
+  DivergencePolicy policy = DivergencePolicy::kStrict;
+  void send(CompareSide side, const std::string& s, const FlowKey& k = kA) {
+    c.add(side, k, policy, reinterpret_cast<const uint8_t*>(s.data()), uint32_t(s.size()), now);
+  }
+  void pass(uint64_t us) {
+    now += us;
+    c.on_tick(now);
+  }
+  static std::string excerpt(const Divergence& d, CompareSide side) {
+    return d.excerpt_held[int(side)] ? std::string(reinterpret_cast<const char*>(d.excerpt[int(side)]), d.excerpt_len[int(side)]) : "(none)";
+  }
+};
+
+void test_alike_in_either_order() {
+  Lab l;
+  l.send(P, "200 OK a");
+  l.send(R, "200 OK a");
+  l.send(R, "200 OK b");  // the replica ahead
+  l.send(P, "200 OK b");
+  l.pass(kSettle + 1);
+  CHECK(l.found.empty());
+  CHECK_EQ(l.c.stats().compared, uint64_t(2));
+}
+
+void test_reordered_nearby_pairs_all_the_same() {
+  Lab l;
+  l.send(P, "one");
+  l.send(P, "two");
+  l.send(R, "two");
+  l.send(R, "one");
+  l.pass(kSettle + 1);
+  CHECK(l.found.empty());
+  CHECK_EQ(l.c.stats().compared, uint64_t(2));
+}
+
+void test_a_different_datagram_diverges_with_both_excerpts() {
+  Lab l;
+  l.send(P, "INVITE branch=z9hG4bK1111");
+  l.send(R, "INVITE branch=z9hG4bK2222");
+  l.pass(kSettle - 1);
+  CHECK(l.found.empty());  // not before it settled: the other may come
+  l.pass(2);
+  CHECK_EQ(l.found.size(), size_t(1));
+  if (l.found.empty()) return;
+  const Divergence& d = l.found[0].second;
+  CHECK_EQ(int(d.kind), int(DivergenceKind::kBytes));
+  CHECK_EQ(d.offset, uint64_t(0));
+  CHECK_EQ(d.within, uint32_t(21));  // the excerpts from the first byte that differs
+  CHECK_BYTES(Lab::excerpt(d, P), "1111");
+  CHECK_BYTES(Lab::excerpt(d, R), "2222");
+  CHECK(l.c.diverged(kA));
+  // No second report for the same association.
+  l.send(P, "x");
+  l.send(R, "y");
+  l.pass(kSettle + 1);
+  CHECK_EQ(l.found.size(), size_t(1));
+}
+
+void test_the_offset_is_the_datagram_number() {
+  Lab l;
+  for (int i = 0; i < 5; i++) {
+    l.send(P, "same " + std::to_string(i));
+    l.send(R, "same " + std::to_string(i));
+  }
+  l.send(P, "six");
+  l.send(R, "6");
+  l.pass(kSettle + 1);
+  CHECK_EQ(l.found.size(), size_t(1));
+  if (!l.found.empty()) {
+    CHECK_EQ(l.found[0].second.offset, uint64_t(5));
+    CHECK_EQ(int(l.found[0].second.kind), int(DivergenceKind::kLength));
+  }
+}
+
+void test_the_replica_never_answering_diverges() {
+  Lab l;
+  l.send(P, "answer");
+  l.pass(kSettle + 1);
+  CHECK_EQ(l.found.size(), size_t(1));
+  if (!l.found.empty()) {
+    CHECK_EQ(int(l.found[0].second.kind), int(DivergenceKind::kLength));
+    CHECK_BYTES(Lab::excerpt(l.found[0].second, R), "(none)");
+  }
+}
+
+void test_the_primarys_lost_on_the_mirror_is_unverified() {
+  Lab l;
+  l.send(R, "answer the mirror did not show");
+  l.send(P, "next");
+  l.send(R, "next");
+  l.pass(kSettle + 1);
+  CHECK(l.found.empty());
+  CHECK_EQ(l.c.stats().unverified, uint64_t(1));
+  CHECK_EQ(l.c.stats().compared, uint64_t(1));
+}
+
+void test_length_policy_ignores_bytes() {
+  Lab l;
+  l.policy = DivergencePolicy::kLength;
+  l.send(P, "branch=1111");
+  l.send(R, "branch=2222");
+  l.send(P, "12345");
+  l.send(R, "1234");
+  l.pass(kSettle + 1);
+  CHECK_EQ(l.found.size(), size_t(1));  // only the second, whose length differs
+  if (!l.found.empty()) CHECK_EQ(l.found[0].second.offset, uint64_t(1));
+}
+
+void test_off_compares_nothing() {
+  Lab l;
+  l.policy = DivergencePolicy::kOff;
+  l.send(P, "a");
+  l.send(R, "b");
+  l.pass(kSettle + 1);
+  CHECK(l.found.empty());
+  CHECK_EQ(l.c.stats().compared, uint64_t(0));
+}
+
+void test_associations_apart_and_forgotten() {
+  Lab l;
+  l.send(P, "a", kA);
+  l.send(R, "a", kB);  // not the same association: no pair
+  l.pass(kSettle + 1);
+  CHECK_EQ(l.found.size(), size_t(1));  // kA's answer never came from the replica
+  if (!l.found.empty()) CHECK(l.found[0].first == kA);
+  CHECK(!l.c.diverged(kB));
+  l.c.forget(kA);
+  CHECK(!l.c.diverged(kA));
+}
+
+void test_too_much_unpaired_gives_up() {
+  Lab l;
+  for (size_t i = 0; i <= UdpOutputComparison::kMaxUnpaired; i++) l.send(P, "p" + std::to_string(i));
+  CHECK_EQ(l.c.stats().gave_up, uint64_t(1));
+  l.pass(kSettle + 1);
+  CHECK(l.found.empty());
+}
+
+}  // namespace
+
+int main() {
+  run_test("alike_in_either_order", test_alike_in_either_order);
+  run_test("reordered_nearby_pairs_all_the_same", test_reordered_nearby_pairs_all_the_same);
+  run_test("a_different_datagram_diverges_with_both_excerpts", test_a_different_datagram_diverges_with_both_excerpts);
+  run_test("the_offset_is_the_datagram_number", test_the_offset_is_the_datagram_number);
+  run_test("the_replica_never_answering_diverges", test_the_replica_never_answering_diverges);
+  run_test("the_primarys_lost_on_the_mirror_is_unverified", test_the_primarys_lost_on_the_mirror_is_unverified);
+  run_test("length_policy_ignores_bytes", test_length_policy_ignores_bytes);
+  run_test("off_compares_nothing", test_off_compares_nothing);
+  run_test("associations_apart_and_forgotten", test_associations_apart_and_forgotten);
+  run_test("too_much_unpaired_gives_up", test_too_much_unpaired_gives_up);
+  return finish();
+}
