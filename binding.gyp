@@ -28,6 +28,7 @@
         "addon/recovery_takeover.cc",
         "addon/stream_buffer.cc",
         "addon/traffic_recorder.cc",
+        "addon/udp_compare.cc",
         "addon/udp_ledger.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],

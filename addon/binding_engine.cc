@@ -55,6 +55,16 @@ EngineConfig read_config(Napi::Env env, const Napi::Object& o) {
       }
     }
     c.divergence.resize(c.ports.size(), DivergencePolicy::kOff);
+    Napi::Value u = o.Get("udpDivergence");
+    if (u.IsArray()) {
+      Napi::Array a = u.As<Napi::Array>();
+      for (uint32_t i = 0; i < a.Length() && i < c.udp_ports.size(); i++) {
+        uint32_t v = a.Get(i).As<Napi::Number>().Uint32Value();
+        if (v > static_cast<uint32_t>(DivergencePolicy::kStrict)) throw Napi::RangeError::New(env, "udpDivergence: a policy is 0, 1 or 2");
+        c.udp_divergence.push_back(static_cast<DivergencePolicy>(v));
+      }
+    }
+    c.udp_divergence.resize(c.udp_ports.size(), DivergencePolicy::kOff);
   }
   c.active_if = get_str(o, "activeIf");
   c.active_object = get_str(o, "activeObject");
@@ -219,12 +229,14 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
       char ip[INET_ADDRSTRLEN];
       inet_ntop(AF_INET, &r.key.client_ip, ip, sizeof ip);
       o.Set("flowId", Napi::Number::New(env, r.flow_id));
+      o.Set("protocol", Napi::String::New(env, r.flow_id >= UdpFlows::kFirstId ? "udp" : "tcp"));
       o.Set("client", Napi::String::New(env, std::string(ip) + ":" + std::to_string(r.key.client_port)));
       o.Set("serverPort", Napi::Number::New(env, r.key.server_port));
       o.Set("timeUs", Napi::Number::New(env, double(r.time_us)));
       o.Set("kind", Napi::String::New(env, r.what.kind == DivergenceKind::kLength ? "length" : "bytes"));
       o.Set("offset", Napi::Number::New(env, double(r.what.offset)));
       o.Set("exact", Napi::Boolean::New(env, r.what.exact));
+      if (r.flow_id >= UdpFlows::kFirstId) o.Set("byte", Napi::Number::New(env, r.what.within));
       const char* side_names[2] = {"primary", "replica"};
       for (int side = 0; side < 2; side++) {
         if (!r.what.excerpt_held[side]) o.Set(side_names[side], env.Null());

@@ -98,6 +98,10 @@ namespace t2cp {
   X(udp_lost)                /* recorded datagrams that never came */             \
   X(udp_unverified)          /* given the replica without their record */         \
   X(udp_held)                /* datagrams held now for their record (a gauge) */  \
+  X(udp_compared)            /* replica datagrams found alike the primary's */    \
+  X(udp_compare_unverified)  /* replica datagrams with no primary one on the mirror to compare */\
+  X(udp_diverged)            /* associations whose replica sent other datagrams than the primary */\
+  X(udp_compare_gave_up)     /* associations no longer compared: too much unpaired */\
   X(resume_segments)         /* kept data sent to clients at takeover */           \
   X(resume_bytes)                                                                  \
   X(resume_acks)             /* ACKs sent to clients at takeover */                \

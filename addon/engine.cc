@@ -73,6 +73,8 @@ bool Engine::start(EngineError* err) {
   // Only a byte-for-byte comparison reads the primary's payload.
   for (size_t i = 0; i < ctx_.cfg.ports.size() && i < ctx_.cfg.divergence.size(); i++)
     if (ctx_.cfg.divergence[i] == DivergencePolicy::kStrict) cc.whole_output_ports.push_back(ctx_.cfg.ports[i]);
+  for (uint16_t p : ctx_.cfg.udp_ports)
+    if (ctx_.udp_divergence_of(p) != DivergencePolicy::kOff) cc.udp_output_ports.push_back(p);
   msg = capture_.open(cc);
   if (!msg.empty()) return fail(msg.find("does not exist") != std::string::npos ? "T2CP_NO_INTERFACE" : "T2CP_CAPTURE", msg);
   // The active-mode translator is loaded (verified by the kernel) and

@@ -18,6 +18,7 @@
 #include "counters.h"
 #include "event_queue.h"
 #include "flow_table.h"
+#include "udp_compare.h"
 #include "udp_flows.h"
 #include "histogram.h"
 #include "incoming_tun.h"
@@ -56,6 +57,7 @@ struct EngineConfig {
   uint64_t lag_warn_bytes = 32ull << 20;  // a replica this far behind either way is reported, 0: never
   uint32_t max_lag_ms = 0;                // a replica this far behind in time is given up, 0: never
   std::vector<DivergencePolicy> divergence;  // per port of ports, in order
+  std::vector<DivergencePolicy> udp_divergence;  // per port of udp_ports, in order
   // Active mode after a takeover: the kernel translator on active_if (tcx),
   // or the NFQUEUE one in the engine. kAuto: the kernel's when it loads.
   enum class ActiveTranslator : uint8_t { kAuto, kKernel, kQueue } active_translator = ActiveTranslator::kAuto;
@@ -68,7 +70,8 @@ using LatencyHistogram = Histogram<1000, 4096>;
 
 struct EngineContext {
   explicit EngineContext(const EngineConfig& c)
-      : cfg(c), flows(c.max_flows), udp(c.max_flows), events(counters) {
+      : cfg(c), flows(c.max_flows), udp(c.max_flows), events(counters),
+        udp_compare([this](const FlowKey& k, const Divergence& d) { on_udp_diverged(k, d); }) {
     stream_memory.limit = c.memory_limit;
     for (size_t i = 0; i < c.ports.size(); i++) {
       const uint16_t p = c.ports[i];
@@ -78,7 +81,10 @@ struct EngineContext {
       port_set.set(p);
       if (!lag.count(p)) lag.emplace(p, std::make_unique<LagHistogram>());
     }
-    for (uint16_t p : c.udp_ports) udp_port_set.set(p);
+    for (size_t i = 0; i < c.udp_ports.size(); i++) {
+      udp_port_set.set(c.udp_ports[i]);
+      udp_divergence[c.udp_ports[i]] = i < c.udp_divergence.size() ? c.udp_divergence[i] : DivergencePolicy::kOff;
+    }
   }
   EngineConfig cfg;
   EngineMode mode = EngineMode::kReplicating;
@@ -87,11 +93,14 @@ struct EngineContext {
   std::bitset<65536> port_set;
   std::bitset<65536> udp_port_set;
   std::unordered_map<uint16_t, DivergencePolicy> divergence;  // by service port
+  std::unordered_map<uint16_t, DivergencePolicy> udp_divergence;  // by UDP service port
   Counters counters;
   MemoryPool stream_memory;               // before flows: their buffers return bytes to it
   FlowTable flows;
   UdpFlows udp;
   EventQueue events;
+  // The replica's datagrams against the primary's (both processors add).
+  UdpOutputComparison udp_compare;
   LatencyHistogram latency;
   // Its first part: capture timestamp to the engine thread taking the frame
   // (wake-up and the copy out of the socket), for client segments that
@@ -144,6 +153,22 @@ struct EngineContext {
     std::lock_guard<std::mutex> lock(divergence_mu);
     if (divergences.size() == kDivergenceRecords) divergences.pop_front();
     divergences.push_back(DivergenceRecord{f.id, f.key, now_us, f.compare.divergence()});
+  }
+  void on_udp_diverged(const FlowKey& k, const Divergence& d) {
+    static const UdpAssociation kUnknown;
+    const UdpAssociation* a = udp.find(k);
+    {
+      std::lock_guard<std::mutex> lock(divergence_mu);
+      if (divergences.size() == kDivergenceRecords) divergences.pop_front();
+      divergences.push_back(DivergenceRecord{a ? a->id : 0, k, realtime_us(), d});
+    }
+    counters.add(k_udp_diverged);
+    events.emit_udp(EventType::kAnomaly, EventReason::kDiverged, k, a ? *a : kUnknown,
+                    uint64_t(d.kind) << 48 | d.offset);
+  }
+  DivergencePolicy udp_divergence_of(uint16_t port) const {
+    auto it = udp_divergence.find(port);
+    return it == udp_divergence.end() ? DivergencePolicy::kOff : it->second;
   }
   DivergencePolicy divergence_of(uint16_t port) const {
     auto it = divergence.find(port);

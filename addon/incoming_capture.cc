@@ -40,6 +40,12 @@ std::string udp_filter(const CaptureConfig& cfg) {
   return cfg.udp_ports.empty() ? "" : "(" + direction_filter(cfg, "dst ", cfg.udp_ports, "udp") + ") or ";
 }
 
+// " or (udp and src host VIP and (src port P or ...))": the primary's
+// datagrams compared with the replica's; "" when none is.
+std::string udp_output_filter(const CaptureConfig& cfg) {
+  return cfg.udp_output_ports.empty() ? "" : " or (" + direction_filter(cfg, "src ", cfg.udp_output_ports, "udp") + ")";
+}
+
 // The traffic recorder's: what this host sends toward VIP:ports (TCP) and
 // VIP:udp_ports (UDP).
 std::string outbound_filter(const CaptureConfig& cfg) {
@@ -107,9 +113,9 @@ constexpr uint32_t kIpTotalLengthOffset = 14 + 2;
 
 std::string capture_filter(const CaptureConfig& cfg) {
   if (cfg.outbound) return outbound_filter(cfg);
-  if (cfg.ports.empty()) return udp_filter(cfg) + "(" + icmp_errors_filter(cfg) + ")";
+  if (cfg.ports.empty()) return udp_filter(cfg) + "(" + icmp_errors_filter(cfg) + ")" + udp_output_filter(cfg);
   return "(" + direction_filter(cfg, "dst ") + ") or " + udp_filter(cfg) + "(" + icmp_errors_filter(cfg) + ") or (" +
-         direction_filter(cfg, "src ") + ")";
+         direction_filter(cfg, "src ") + ")" + udp_output_filter(cfg);
 }
 
 std::string whole_frames_filter(const CaptureConfig& cfg) {
@@ -117,7 +123,7 @@ std::string whole_frames_filter(const CaptureConfig& cfg) {
   const std::string tcp = cfg.ports.empty() ? "" : "(" + direction_filter(cfg, "dst ") + ") or ";
   std::string f = tcp + udp_filter(cfg) + "(" + icmp_errors_filter(cfg) + ")";
   if (!cfg.whole_output_ports.empty()) f += " or (" + direction_filter(cfg, "src ", cfg.whole_output_ports) + ")";
-  return f;
+  return f + udp_output_filter(cfg);
 }
 
 std::string header_frames_filter(const CaptureConfig& cfg) {

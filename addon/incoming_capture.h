@@ -47,6 +47,8 @@ struct CaptureConfig {
   // UDP service ports; the clients' datagrams toward VIP:udp_ports are kept
   // whole (mirror) or recorded (outbound).
   std::vector<uint16_t> udp_ports;
+  // Mirror: UDP ports whose primary output is kept (compared with the replica's).
+  std::vector<uint16_t> udp_output_ports;
 };
 
 // The BPF filter text of what a configuration captures (for logs and

@@ -301,6 +301,7 @@ void IncomingProcessor::on_tick(uint64_t now) {
   ctx_.udp.expire(now, uint64_t(ctx_.cfg.idle_timeout_s) * 1000000, [&](const FlowKey& k, const UdpAssociation& a) {
     ctx_.counters.add(k_udp_associations_expired);
     ctx_.events.emit_udp(EventType::kClosed, EventReason::kIdleTimeout, k, a);
+    ctx_.udp_compare.forget(k);
   });
   if (ctx_.mode == EngineMode::kReplicating) enforce_max_lag(now);
   uint64_t idle_us = uint64_t(ctx_.cfg.idle_timeout_s) * 1000000;

@@ -72,6 +72,13 @@ bool IncomingProcessor::on_mirror_udp(const uint8_t* frame, size_t caplen) {
     ctx_.counters.mirror_parse[static_cast<int>(e)].fetch_add(1, std::memory_order_relaxed);
     return true;
   }
+  if (d.saddr == ctx_.cfg.vip && ctx_.udp_port_set.test(d.sport)) {
+    // The primary's: compared with what the replica sends the same peer.
+    const FlowKey k{d.daddr, d.dport, d.sport};
+    if (ctx_.mode == EngineMode::kReplicating && ctx_.udp.find(k))
+      ctx_.udp_compare.add(CompareSide::kPrimary, k, ctx_.udp_divergence_of(d.sport), d.payload, d.payload_len, realtime_us());
+    return true;
+  }
   if (d.daddr != ctx_.cfg.vip || !ctx_.udp_port_set.test(d.dport)) return false;
   if (ctx_.mode != EngineMode::kReplicating) return true;  // a takeover: the new owner's stack takes it
   if (!note_udp(d)) return true;
@@ -150,6 +157,11 @@ void IncomingProcessor::udp_tick(uint64_t now_us) {
   c.set(k_udp_lost, st.lost);
   c.set(k_udp_unverified, st.unverified);
   c.set(k_udp_held, ledger_.held());
+  if (ctx_.mode == EngineMode::kReplicating) ctx_.udp_compare.on_tick(now_us);
+  const UdpCompareStats& cs = ctx_.udp_compare.stats();
+  c.set(k_udp_compared, cs.compared);
+  c.set(k_udp_compare_unverified, cs.unverified);
+  c.set(k_udp_compare_gave_up, cs.gave_up);
 }
 
 void IncomingProcessor::release_udp(uint64_t now_us) { ledger_.release_all(now_us); }

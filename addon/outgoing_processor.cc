@@ -71,9 +71,12 @@ void OutgoingProcessor::on_replica_packet(const uint8_t* ip, size_t copied) {
     e = parse_udp(ip, copied, &d);
     if (e == ParseError::kOk) {
       c.add(k_udp_replica_datagrams);
-      if (UdpAssociation* a = ctx_.udp.find(FlowKey{d.daddr, d.dport, d.sport})) {
+      const FlowKey k{d.daddr, d.dport, d.sport};
+      if (UdpAssociation* a = ctx_.udp.find(k)) {
         a->replica.datagrams++;
         a->replica.bytes += d.payload_len;
+        if (ctx_.mode == EngineMode::kReplicating)
+          ctx_.udp_compare.add(CompareSide::kReplica, k, ctx_.udp_divergence_of(d.sport), d.payload, d.payload_len, realtime_us());
       }
       return;
     }

@@ -57,6 +57,7 @@ struct Divergence {
   DivergenceKind kind = DivergenceKind::kNone;
   uint64_t offset = 0;        // first differing byte (or where one side ended)
   bool exact = false;         // offset is the byte itself, not the start of the range holding it
+  uint32_t within = 0;        // UDP: offset is a datagram's number, this the byte in it (excerpts from there)
   uint8_t excerpt[2][kExcerptBytes];  // [CompareSide]: bytes from offset
   uint8_t excerpt_len[2] = {0, 0};
   bool excerpt_held[2] = {false, false};

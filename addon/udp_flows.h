@@ -29,6 +29,10 @@ class UdpFlows {
     auto it = map_.find(k);
     return it == map_.end() ? nullptr : &it->second;
   }
+  const UdpAssociation* find(const FlowKey& k) const {
+    auto it = map_.find(k);
+    return it == map_.end() ? nullptr : &it->second;
+  }
   // The association of k, *added when new; nullptr when the table is full.
   UdpAssociation* get(const FlowKey& k, bool* added) {
     *added = false;
@@ -49,10 +53,10 @@ class UdpFlows {
     }
   }
   size_t size() const { return map_.size(); }
-
- private:
   // UDP ids count from here, so that a log names one flow by its id either way.
   static constexpr uint32_t kFirstId = 1u << 31;
+
+ private:
   std::unordered_map<FlowKey, UdpAssociation, FlowKeyHash> map_;
   uint32_t max_;
   uint32_t next_id_ = 0;

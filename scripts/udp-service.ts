@@ -2,26 +2,28 @@
 // (client address and port) it keeps a chain of the distinct requests it got,
 //   h(n) = sha256(h(n-1) || payload of request n),
 // and answers request n with seq (4 bytes), n (4 bytes) and h(n) (32 bytes),
-// padded to the request's length. A request repeated (the same seq: a client
+// padded to the request's length; with --nonce, 4 random bytes follow (a
+// token, as a service that is not deterministic would send: the client does
+// not check them, a comparison of two copies' answers finds them). A request repeated (the same seq: a client
 // retrying after a lost answer) gets the same answer again and changes
 // nothing, so two copies fed the same datagrams in the same order hold the
 // same state and answer alike.
 //
-//   node dist/scripts/udp-service.js --address VIP --port 5060 --log FILE
+//   node dist/scripts/udp-service.js --address VIP --port 5060 --log FILE [--nonce]
 //
 // Listens on ADDRESS:PORT (the VIP, as a UDP service must: an unconnected
 // socket on 0.0.0.0 answers from the host's own address, not the one the
 // request came to), prints `ready`; on SIGTERM writes one JSON line per
 // association to FILE ({peer, requests, chain, answers, answersSha256}) and exits 0.
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import dgram from 'node:dgram';
 import fs from 'node:fs';
 import { parseArgs } from 'node:util';
 
-const { values } = parseArgs({ options: { address: { type: 'string' }, port: { type: 'string' }, log: { type: 'string' } } });
+const { values } = parseArgs({ options: { address: { type: 'string' }, port: { type: 'string' }, log: { type: 'string' }, nonce: { type: 'boolean' } } });
 const port = Number(values.port);
 if (!Number.isInteger(port) || port < 1 || port > 65535 || !values.log || !values.address) {
-  process.stderr.write('usage: udp-service.js --address ADDR --port N --log FILE\n');
+  process.stderr.write('usage: udp-service.js --address ADDR --port N --log FILE [--nonce]\n');
   process.exit(2);
 }
 
@@ -30,10 +32,11 @@ const associations = new Map<string, Association>();
 
 /** The answer to request `seq` after `requests` distinct ones whose chain is `chain`, `len` bytes long. */
 function answer(seq: number, requests: number, chain: Buffer, len: number): Buffer {
-  const b = Buffer.alloc(Math.max(40, len));
+  const b = Buffer.alloc(Math.max(values.nonce ? 44 : 40, len));
   b.writeUInt32BE(seq, 0);
   b.writeUInt32BE(requests, 4);
   chain.copy(b, 8);
+  if (values.nonce) randomBytes(4).copy(b, 40);
   return b;
 }
 

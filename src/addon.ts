@@ -37,6 +37,8 @@ export interface EngineOptions {
   maxLagMs: number;
   /** Per port of `ports`, in order: 0 not compared, 1 only lengths, 2 every byte (DivergencePolicy). */
   divergence: number[];
+  /** Per port of `udpPorts`, in order, the same: the replica's datagrams against the primary's. */
+  udpDivergence: number[];
   /** Interface that gets the VIP at a takeover ('' : no takeover configured, no translator attached). */
   activeIf: string;
   /** Active mode's translator: the kernel's (tcx programs on activeIf), the queue's, or the kernel's when it loads. */
@@ -50,6 +52,9 @@ import type { PortComparison } from './control/bodies.js';
 /** Where a flow's replica first sent other bytes than the primary, or ended elsewhere. */
 export interface DivergenceRecord {
   flowId: number;
+  /** udp: an association's datagrams (offset: the datagram's number in its output, from 0; byte: where in it). */
+  protocol: 'tcp' | 'udp';
+  byte?: number;
   client: string;
   serverPort: number;
   timeUs: number;

@@ -16,9 +16,10 @@ export type DivergencePolicy = (typeof DIVERGENCE_POLICIES)[number];
 /**
  * `--divergence` text: a policy for every port, then PORT=POLICY exceptions
  * ("strict", "length,7000=strict", "80=length"). Returns one policy per port
- * of `ports`, in its order.
+ * of `ports`, in its order; `known` are the ports an exception may name (a
+ * port both TCP and UDP takes its exception for both).
  */
-export function parseDivergence(text: string, ports: number[]): DivergencePolicy[] {
+export function parseDivergence(text: string, ports: number[], known: number[] = ports): DivergencePolicy[] {
   const fix = `--divergence: give POLICY or PORT=POLICY items, comma-separated, POLICY one of ${DIVERGENCE_POLICIES.join(', ')} (e.g. strict,80=length)`;
   const isPolicy = (v: string): v is DivergencePolicy => (DIVERGENCE_POLICIES as readonly string[]).includes(v);
   let all: DivergencePolicy = 'strict';
@@ -29,8 +30,8 @@ export function parseDivergence(text: string, ports: number[]): DivergencePolicy
     if (!isPolicy(policy)) throw configError(`${fix}; '${item}' is not one`);
     if (eq < 0) { all = policy; continue; }
     const port = Number(item.slice(0, eq));
-    if (!Number.isInteger(port) || !ports.includes(port))
-      throw configError(`--divergence: '${item}' names port ${item.slice(0, eq)}, which is not in --ports (${ports.join(',')})`);
+    if (!Number.isInteger(port) || !known.includes(port))
+      throw configError(`--divergence: '${item}' names port ${item.slice(0, eq)}, which is not in --ports or --udp-ports (${known.join(',')})`);
     byPort.set(port, policy);
   }
   return ports.map((p) => byPort.get(p) ?? all);
@@ -155,7 +156,7 @@ export const BACKUP_OPTIONS: OptionSpec<BackupConfig>[] = [
   { key: 'maxLagMs', flag: '--max-lag', kind: 'int', arg: 'MS', min: 0, max: 3600000,
     help: `give up a flow whose replica has lacked, this long, client bytes the primary had acknowledged (reported unprotected, replica-behind; the one holding the most first, so the others keep up): it could not catch up within --finish-timeout at a takeover; 0 never; default ${DEFAULTS.maxLagMs}` },
   { key: 'divergence', flag: '--divergence', kind: 'string', arg: 'POLICY[,PORT=POLICY...]',
-    help: `when a replica's output no longer matches the primary's, the flow is diverged: reported (with where, and both sides' bytes), given up, reset at a takeover. strict: any differing byte; length: only a different length (services whose answers differ harmlessly, e.g. an HTTP Date: header); off: not compared (the primary's output is not captured at all). A policy for every port, then PORT=POLICY exceptions; default ${DEFAULTS.divergence}` },
+    help: `when a replica's output no longer matches the primary's, the flow is diverged: reported (with where, and both sides' bytes), given up, reset at a takeover. strict: any differing byte; length: only a different length (services whose answers differ harmlessly, e.g. an HTTP Date: header); off: not compared (the primary's output is not captured at all). A UDP port's datagrams are compared one by one (a diverged association is reported; UDP has nothing to reset). A policy for every port, then PORT=POLICY exceptions (a port both TCP and UDP: both); default ${DEFAULTS.divergence}` },
   { key: 'logFlows', flag: '--log-flows', kind: 'bool',
     help: 'log every flow event (new, synchronised, closed); anomalies are always logged' },
   { key: 'json', flag: '--json', kind: 'bool', help: 'log as JSON lines instead of text' },
@@ -207,7 +208,7 @@ export const BACKUP_COMMAND: CommandSpec<BackupConfig> = {
     checkInstance(c.instance);
     if (!c.ports.length && !c.udpPorts.length)
       throw configError('missing --ports LIST or --udp-ports LIST: name the service ports to replicate, e.g. --ports 7000,6379 or --udp-ports 5060');
-    parseDivergence(c.divergence, c.ports);
+    parseDivergence(c.divergence, c.ports, [...c.ports, ...c.udpPorts]);
     if (c.detector && !c.keyFile) throw configError('--detector needs --key-file FILE: the detector only accepts messages signed with the shared key');
   },
 };
@@ -244,7 +245,8 @@ export function engineOptions(c: BackupConfig, activeIf = ''): EngineOptions {
     resupply: c.detector !== undefined,
     lagWarnBytes: c.lagWarnBytes,
     maxLagMs: c.maxLagMs,
-    divergence: parseDivergence(c.divergence, c.ports).map((p) => DIVERGENCE_POLICIES.indexOf(p)),
+    divergence: parseDivergence(c.divergence, c.ports, [...c.ports, ...c.udpPorts]).map((p) => DIVERGENCE_POLICIES.indexOf(p)),
+    udpDivergence: parseDivergence(c.divergence, c.udpPorts, [...c.ports, ...c.udpPorts]).map((p) => DIVERGENCE_POLICIES.indexOf(p)),
     activeIf,
     activeMode: c.activeMode,
     activeObject: activeModeObject(),

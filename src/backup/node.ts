@@ -259,10 +259,10 @@ export class BackupNode {
     return {
       synchronised: c.flows_synchronised ?? 0, unprotected: c.flows_unprotected ?? 0,
       shed: c.flows_shed ?? 0, replicaBehind: c.replica_behind ?? 0, replicaStopped: c.replica_stopped ?? 0,
-      diverged: c.flows_diverged ?? 0,
+      diverged: (c.flows_diverged ?? 0) + (c.udp_diverged ?? 0),
       comparison: this.engine?.comparison() ?? {},
       divergences: (this.engine?.divergences() ?? []).slice(-5).map((d) => ({
-        flow: `${d.client}->:${d.serverPort}`, kind: d.kind, offset: d.offset, exact: d.exact,
+        flow: `${d.client}->:${d.serverPort}${d.protocol === 'udp' ? '/udp' : ''}`, kind: d.kind, offset: d.offset, exact: d.exact,
         primary: excerptText(d.primary), replica: excerptText(d.replica),
       })),
       ...(this.liveFlows() ? { open: this.liveFlows() } : {}),
@@ -328,7 +328,8 @@ export class BackupNode {
   private divergence(e: FlowEvent): Record<string, unknown> {
     const d = this.engine?.divergences().reverse().find((r) => r.flowId === e.flowId);
     if (!d) return { offset: e.detail % 2 ** 48, kind: Math.floor(e.detail / 2 ** 48) === 2 ? 'length' : 'bytes' };
-    return { kind: d.kind, offset: d.offset, exact: d.exact, primary: excerptText(d.primary), replica: excerptText(d.replica) };
+    return { kind: d.kind, offset: d.offset, ...(d.byte !== undefined ? { byte: d.byte } : {}), exact: d.exact,
+      primary: excerptText(d.primary), replica: excerptText(d.replica) };
   }
 
   private logEvent(e: FlowEvent): void {

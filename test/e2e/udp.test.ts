@@ -28,8 +28,8 @@ interface UdpServiceLine { peer: string; requests: number; chain: string; answer
 interface UdpClientLine { local: string; sent: number; answered: number; resent: number; longestWaitMs: number; ok: boolean; error: string | null }
 
 /** scripts/udp-service.ts in `ns` on the VIP (on the backup, once t2cp made it local), resolved once it listens. */
-async function startUdpService(tb: Testbed, ns: string, log: string): Promise<ChildProcess> {
-  const child = tb.spawn(ns, ['node', `${repoRoot}dist/scripts/udp-service.js`, '--address', tb.addr.vip, '--port', String(UDP_PORT), '--log', log]);
+async function startUdpService(tb: Testbed, ns: string, log: string, extra: string[] = []): Promise<ChildProcess> {
+  const child = tb.spawn(ns, ['node', `${repoRoot}dist/scripts/udp-service.js`, '--address', tb.addr.vip, '--port', String(UDP_PORT), '--log', log, ...extra]);
   const out = collect(child);
   await waitFor(() => out.stdout.includes('ready'), { timeoutMs: 10_000, what: `the UDP service in ${ns}` });
   return child;
@@ -89,6 +89,9 @@ for (const offloads of [true, false]) describe(`udp: a UDP service replicated, o
       expect(counters.udp_unverified ?? 0).toBe(0);
       expect(counters.udp_datagrams ?? 0).toBeGreaterThanOrEqual(datagrams);
       expect(counters.udp_replica_datagrams ?? 0).toBeGreaterThanOrEqual(datagrams);
+      // Every answer of the replica's compared with the primary's (--divergence strict by default), alike.
+      expect(counters.udp_compared ?? 0).toBe(datagrams);
+      expect(counters.udp_diverged ?? 0).toBe(0);
       expect(pair.backup.records.filter((r) => r.msg === 'flow new' && String(r.flow).endsWith(`:${UDP_PORT}/udp`))).toHaveLength(4);
     } finally {
       await stopService(primary);
@@ -151,6 +154,51 @@ for (const recorder of [true, false]) describe(`udp: a lossy mirror, recorder ${
       await stopService(primary);
       await stopService(replica);
       await pair.stop();
+    }
+    expect(await kernelLeftovers(tb, INSTANCE)).toEqual([]);
+  });
+});
+
+// A service whose answers carry a random token: the replica's datagrams are compared with the
+// primary's one by one, and each association is found diverged at its first answer, with both
+// sides' bytes; under --divergence length (same lengths) it is not.
+for (const policy of ['strict', 'length'] as const) describe(`udp: a service that is not deterministic, --divergence ${policy}`, () => {
+  const lab = useLab(policy === 'strict' ? 'udpdiv' : 'udpdivlen');
+
+  it(policy === 'strict' ? 'every association is reported diverged, with where and both answers' : 'nothing is reported: the lengths are alike', async () => {
+    const { tb, dir } = lab;
+    const backup = await startBackup(tb, { ports: [], instance: INSTANCE, extra: ['--udp-ports', String(UDP_PORT), '--divergence', policy] });
+    const primary = await startUdpService(tb, tb.ns.primary, `${dir}/udp-primary.jsonl`, ['--nonce']);
+    const replica = await startUdpService(tb, tb.ns.backup, `${dir}/udp-replica.jsonl`, ['--nonce']);
+    try {
+      const run = await runUdpClient(tb, `${dir}/udp-client.jsonl`, { associations: 3, count: 50, intervalMs: 2 });
+      expect(run.code, run.stdout).toBe(0);
+      // A difference is decided once the other side's datagram had a second to come.
+      const diverged = () => backup.records.filter((r) => r.msg === 'flow anomaly' && r.reason === 'diverged');
+      if (policy === 'strict') await waitFor(() => diverged().length >= 3, { timeoutMs: 10_000, what: 'three associations found diverged' });
+      else await new Promise((r) => setTimeout(r, 1500));
+      const counters = await backup.counters();
+      console.log(`udp divergence (${policy}): ${JSON.stringify(diverged()[0] ?? null)}; ` +
+        `counters ${JSON.stringify(Object.fromEntries(Object.entries(counters).filter(([k]) => k.startsWith('udp_')))) }`);
+      if (policy === 'strict') {
+        expect(counters.udp_diverged).toBe(3);
+        for (const r of diverged()) {
+          expect(String(r.flow)).toMatch(new RegExp(`:${UDP_PORT}/udp$`));
+          // The first answer, from its token on (seq, count and chain alike before it: 40 bytes).
+          expect(r).toMatchObject({ kind: 'bytes', offset: 0 });
+          expect(Number(r.byte)).toBeGreaterThanOrEqual(40);
+          expect(Number(r.byte)).toBeLessThan(44);
+          expect(String(r.primary)).not.toBe(String(r.replica));
+        }
+      } else {
+        expect(diverged()).toEqual([]);
+        expect(counters.udp_diverged ?? 0).toBe(0);
+        expect(counters.udp_compared ?? 0).toBe(150);
+      }
+    } finally {
+      await stopService(primary);
+      await stopService(replica);
+      await backup.stop();
     }
     expect(await kernelLeftovers(tb, INSTANCE)).toEqual([]);
   });

@@ -425,7 +425,8 @@ void test_cut_frames_parse() {
 // Many ports still fit the kernel's limit, or open() says why.
 // UDP ports: the clients' datagrams toward them kept whole, as the TCP
 // clients' segments; with no TCP port at all (a UDP service alone) the
-// program still compiles, keeps those and the ICMP errors, and nothing else.
+// program still compiles, keeps those and the ICMP errors, and nothing else;
+// the primary's datagrams only from the ports whose output is compared.
 void test_udp_ports() {
   const uint32_t whole = static_cast<uint32_t>(kCaptureSnapLen);
   for (const auto& tcp_ports : std::vector<std::vector<uint16_t>>{{7000}, {}}) {
@@ -447,6 +448,16 @@ void test_udp_ports() {
     CHECK_EQ(run_pcap(p, ethernet(other)), 0u);
     CHECK_EQ(run_pcap(p, ethernet(segment(kClient, 40000, kVip, 7000, 100))), tcp_ports.empty() ? 0u : whole);
     CHECK_EQ(run_pcap(p, ethernet(segment(kClient, 40000, kVip, 5060, 100))), 0u);  // TCP to a UDP port
+    // The primary's datagrams of a compared port (udp_output_ports) kept whole, another's not.
+    c.udp_output_ports = {5060};
+    const Program q = program(c);
+    CHECK(!q.empty() && bpf_validate(insns(q), static_cast<int>(q.size())) != 0);
+    CHECK_EQ(run_pcap(q, ethernet(from_sip)), whole);
+    Bytes from_other = segment(kVip, 10000, kClient, 5062, 300);
+    from_other[9] = 17;
+    fix_ip_check(from_other.data());
+    CHECK_EQ(run_pcap(q, ethernet(from_other)), 0u);
+    CHECK_EQ(run_pcap(q, ethernet(to_sip)), whole);
   }
 }
 

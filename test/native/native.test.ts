@@ -51,6 +51,7 @@ describe('native packet layer (ASan/UBSan)', () => {
     ['replication_test', 'stream buffer, sequence map'],
     ['compare_test', "the replica's output against the primary's, as both arrive"],
     ['udp_ledger_test', "the clients' datagrams paired with the recorder's records, held in order, missing ones asked"],
+    ['udp_compare_test', "the replica's datagrams against the primary's, either first"],
     ['processor_test', 'the replication state machine on crafted segments'],
     ['active_mode_test', 'translation after a takeover'],
     ['active_mode_kernel_test', 'the kernel translator rewrites as the engine does'],

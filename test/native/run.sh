@@ -44,9 +44,11 @@ echo "native: building compare_test (g++)"
 g++ "${common[@]}" "$src/compare_test.cc" "$root/addon/output_compare.cc" -o "$out/compare_test"
 echo "native: building udp_ledger_test (g++)"
 g++ "${common[@]}" "$src/udp_ledger_test.cc" "$root/addon/udp_ledger.cc" "$root/addon/output_compare.cc" -o "$out/udp_ledger_test"
+echo "native: building udp_compare_test (g++)"
+g++ "${common[@]}" "$src/udp_compare_test.cc" "$root/addon/udp_compare.cc" "$root/addon/output_compare.cc" -o "$out/udp_compare_test"
 echo "native: building processor_test (g++)"
 g++ "${common[@]}" "$src/processor_test.cc" "$root/addon/incoming_processor.cc" "$root/addon/incoming_injection.cc" \
-  "$root/addon/outgoing_processor.cc" "$root/addon/output_compare.cc" "$root/addon/udp_ledger.cc" "${active_srcs[@]}" -lbpf -o "$out/processor_test"
+  "$root/addon/outgoing_processor.cc" "$root/addon/output_compare.cc" "$root/addon/udp_ledger.cc" "$root/addon/udp_compare.cc" "${active_srcs[@]}" -lbpf -o "$out/processor_test"
 echo "native: building active_mode_kernel_test (g++, libbpf)"
 g++ "${common[@]}" "$src/active_mode_kernel_test.cc" "${active_srcs[@]}" -lbpf -o "$out/active_mode_kernel_test"
 
@@ -80,7 +82,7 @@ fi
 # The other tests' failures are reported at the end: the parser is fuzzed anyway.
 # run_test NAME [ARGS]: runs build/native/NAME, keeps its exit status and summary line.
 declare -A test_status test_summary
-later=(capture_test replication_test compare_test udp_ledger_test processor_test active_mode_test active_mode_kernel_test)
+later=(capture_test replication_test compare_test udp_ledger_test udp_compare_test processor_test active_mode_test active_mode_kernel_test)
 run_test() {
   local name="$1" st=0 tlog="$out/$1.log"
   shift
@@ -94,6 +96,7 @@ run_test capture_test
 run_test replication_test
 run_test compare_test
 run_test udp_ledger_test
+run_test udp_compare_test
 run_test processor_test
 run_test active_mode_test
 # The kernel's translator (BPF, run by the kernel) against the engine's.

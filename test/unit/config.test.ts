@@ -34,7 +34,11 @@ describe('t2cp backup options', () => {
     const bad = errorOf([...base, '--divergence', 'loose']);
     expect(bad.code).toBe('T2CP_CONFIG');
     expect(bad.message).toMatch(/--divergence: .*one of off, length, strict.*'loose' is not one/);
-    expect(errorOf([...base, '--divergence', '80=length']).message).toMatch(/--divergence: '80=length' names port 80, which is not in --ports \(7000,6379\)/);
+    expect(errorOf([...base, '--divergence', '80=length']).message).toMatch(/--divergence: '80=length' names port 80, which is not in --ports or --udp-ports \(7000,6379\)/);
+    // UDP ports: policies of their own, an exception naming one of them.
+    const udp = engineOptions(parseBackupArgs([...base, '--udp-ports', '5060,5070', '--divergence', 'length,5070=off']));
+    expect(udp.divergence).toEqual([1, 1]);
+    expect(udp.udpDivergence).toEqual([1, 0]);
     expect(errorOf([...base, '--divergence', '']).message).toMatch(/--divergence/);
   });
   it('--udp-ports: a list with ranges, apart from the TCP ports; empty or wrong ranges are one-line errors', () => {
