@@ -1,5 +1,7 @@
 #include "incoming_capture.h"
 
+#include "port_runs.h"
+
 #include <arpa/inet.h>
 #include <linux/filter.h>
 #include <net/if_arp.h>
@@ -20,12 +22,23 @@ namespace t2cp {
 
 namespace {
 
-// "tcp and dst host VIP and (dst port P or ...)"; dir "src " for the other way.
+// "tcp and dst host VIP and (dst port P or ...)"; dir "src " for the other
+// way. UDP ports go by runs: "dst portrange 10000-10100".
 std::string direction_filter(const CaptureConfig& cfg, const char* dir, const std::vector<uint16_t>& ports,
                              const char* proto = "tcp") {
   char vip[INET_ADDRSTRLEN];
   inet_ntop(AF_INET, &cfg.vip, vip, sizeof vip);
   std::string f = std::string(proto) + " and " + dir + "host " + vip + " and (";
+  if (std::string(proto) == "udp") {
+    const std::vector<PortRun> runs = port_runs(ports);
+    for (size_t i = 0; i < runs.size(); i++) {
+      if (i) f += " or ";
+      f += std::string(dir) + (runs[i].first == runs[i].last ? "port " + std::to_string(runs[i].first)
+                                                              : "portrange " + std::to_string(runs[i].first) + "-" +
+                                                                    std::to_string(runs[i].last));
+    }
+    return f + ")";
+  }
   for (size_t i = 0; i < ports.size(); i++) {
     if (i) f += " or ";
     f += std::string(dir) + "port " + std::to_string(ports[i]);

@@ -149,6 +149,28 @@ void put_payload_eq(nlmsghdr* nlh, uint32_t base, uint32_t offset,
   put_cmp_eq(nlh, value, len);
 }
 
+// "payload load + range": the len bytes at base+offset lie in [from, to]
+// (network order, compared as big-endian numbers).
+void put_payload_range(nlmsghdr* nlh, uint32_t base, uint32_t offset, const void* from, const void* to,
+                       uint32_t len) {
+  {
+    Expr e(nlh, "payload");
+    put_be32(nlh, NFTA_PAYLOAD_DREG, NFT_REG_1);
+    put_be32(nlh, NFTA_PAYLOAD_BASE, base);
+    put_be32(nlh, NFTA_PAYLOAD_OFFSET, offset);
+    put_be32(nlh, NFTA_PAYLOAD_LEN, len);
+  }
+  Expr e(nlh, "range");
+  put_be32(nlh, NFTA_RANGE_SREG, NFT_REG_1);
+  put_be32(nlh, NFTA_RANGE_OP, NFT_RANGE_EQ);
+  nlattr* d = mnl_attr_nest_start(nlh, NFTA_RANGE_FROM_DATA);
+  mnl_attr_put(nlh, NFTA_DATA_VALUE, len, from);
+  mnl_attr_nest_end(nlh, d);
+  d = mnl_attr_nest_start(nlh, NFTA_RANGE_TO_DATA);
+  mnl_attr_put(nlh, NFTA_DATA_VALUE, len, to);
+  mnl_attr_nest_end(nlh, d);
+}
+
 // "meta load + cmp". Meta values are in host byte order (mark, l4proto).
 void put_meta_eq(nlmsghdr* nlh, uint32_t key, const void* value, uint32_t len) {
   {

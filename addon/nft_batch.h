@@ -136,6 +136,7 @@ Outcome run_batch(int fd, Batch& b);
 void put_be32(nlmsghdr* nlh, uint16_t type, uint32_t v);
 void put_cmp_eq(nlmsghdr* nlh, const void* value, uint32_t len);
 void put_payload_eq(nlmsghdr* nlh, uint32_t base, uint32_t offset, const void* value, uint32_t len);
+void put_payload_range(nlmsghdr* nlh, uint32_t base, uint32_t offset, const void* from, const void* to, uint32_t len);
 void put_meta_eq(nlmsghdr* nlh, uint32_t key, const void* value, uint32_t len);
 void put_counter(nlmsghdr* nlh);
 void put_verdict(nlmsghdr* nlh, uint32_t code);

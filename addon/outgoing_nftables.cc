@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "nft_batch.h"
+#include "port_runs.h"
 
 namespace t2cp {
 namespace {
@@ -65,19 +66,21 @@ void end_queue_rule(Batch& b, nlmsghdr* nlh, nlattr* exprs, uint16_t queue_num, 
   b.close(nlh);
 }
 
-// ip <saddr|daddr> == vip, l4proto tcp, tcp <sport|dport> == port ->
+// ip <saddr|daddr> == vip, l4proto tcp, tcp <sport|dport> in ports ->
 // NFQUEUE queue_num, in chain `chain`: the replica's output (out) or, in
-// active mode, the clients' input (in).
+// active mode, the clients' input (in). One port: ==; a run: a range.
 // proto: IPPROTO_TCP or IPPROTO_UDP (their ports lie at the same offsets).
 void put_queue_rule(Batch& b, const std::string& table, const char* chain, bool to_vip,
-                    uint32_t vip, uint16_t port, uint16_t queue_num, uint32_t iif = 0, uint8_t proto = IPPROTO_TCP) {
+                    uint32_t vip, PortRun ports, uint16_t queue_num, uint32_t iif = 0, uint8_t proto = IPPROTO_TCP) {
   nlattr* exprs;
   nlmsghdr* nlh = begin_rule(b, NFPROTO_IPV4, table, chain, What::kQueueRule, &exprs);
   if (iif) put_meta_eq(nlh, NFT_META_IIF, &iif, sizeof iif);
   put_payload_eq(nlh, NFT_PAYLOAD_NETWORK_HEADER, to_vip ? kIpDaddrOffset : kIpSaddrOffset, &vip, 4);
   put_meta_eq(nlh, NFT_META_L4PROTO, &proto, 1);
-  uint16_t p = htons(port);
-  put_payload_eq(nlh, NFT_PAYLOAD_TRANSPORT_HEADER, to_vip ? kTcpDportOffset : kTcpSportOffset, &p, 2);
+  const uint16_t first = htons(ports.first), last = htons(ports.last);
+  const uint32_t at = to_vip ? kTcpDportOffset : kTcpSportOffset;
+  if (ports.first == ports.last) put_payload_eq(nlh, NFT_PAYLOAD_TRANSPORT_HEADER, at, &first, 2);
+  else put_payload_range(nlh, NFT_PAYLOAD_TRANSPORT_HEADER, at, &first, &last, 2);
   end_queue_rule(b, nlh, exprs, queue_num, proto);
 }
 
@@ -129,9 +132,10 @@ std::string validate(const NftConfig& cfg) {
            "\": use 1-31 characters from [A-Za-z0-9_]";
   if (cfg.vip == 0) return "nftables: vip is 0.0.0.0: set the virtual IP";
   if (cfg.ports.empty() && cfg.udp_ports.empty()) return "nftables: no port given: replicate 1 to 64 TCP ports, UDP ports or both";
+  if (cfg.ports.size() > kMaxPorts) return "nftables: " + std::to_string(cfg.ports.size()) + " TCP ports given: at most 64";
+  if (port_runs(cfg.udp_ports).size() > kMaxPorts)
+    return "nftables: " + std::to_string(port_runs(cfg.udp_ports).size()) + " UDP port ranges given: at most 64";
   for (const std::vector<uint16_t>* list : {&cfg.ports, &cfg.udp_ports}) {
-    if (list->size() > kMaxPorts)
-      return "nftables: " + std::to_string(list->size()) + (list == &cfg.ports ? " TCP" : " UDP") + " ports given: at most 64";
     std::set<uint16_t> seen;
     for (uint16_t p : *list) {
       if (p == 0) return "nftables: port 0 in the port list: use 1-65535";
@@ -295,7 +299,8 @@ NftStatus NftTables::install(const NftConfig& cfg, std::string* err) {
   }
 
   // 2. Create everything in one batch.
-  Batch b(&seq_, 7 + cfg.ports.size() + cfg.udp_ports.size());
+  const std::vector<PortRun> udp_runs = port_runs(cfg.udp_ports);
+  Batch b(&seq_, 7 + cfg.ports.size() + udp_runs.size());
   put_new_table(b, NFPROTO_IPV4, cfg.table, What::kIpTable);
   put_base_chain(b, NFPROTO_IPV4, cfg.table, kChain, NF_INET_LOCAL_OUT, kIpOutPriority,
                  What::kIpChain);
@@ -304,9 +309,9 @@ NftStatus NftTables::install(const NftConfig& cfg, std::string* err) {
   // adds rules, which is fast.
   put_base_chain(b, NFPROTO_IPV4, cfg.table, kInChain, NF_INET_PRE_ROUTING, kIpInPriority, What::kInChain);
   for (uint16_t port : cfg.ports)
-    put_queue_rule(b, cfg.table, kChain, false, cfg.vip, port, cfg.queue_num);
-  for (uint16_t port : cfg.udp_ports)
-    put_queue_rule(b, cfg.table, kChain, false, cfg.vip, port, cfg.queue_num, 0, IPPROTO_UDP);
+    put_queue_rule(b, cfg.table, kChain, false, cfg.vip, PortRun{port, port}, cfg.queue_num);
+  for (PortRun run : udp_runs)
+    put_queue_rule(b, cfg.table, kChain, false, cfg.vip, run, cfg.queue_num, 0, IPPROTO_UDP);
   put_new_table(b, NFPROTO_ARP, cfg.table, What::kArpTable);
   put_base_chain(b, NFPROTO_ARP, cfg.table, kChain, NF_ARP_OUT, kArpOutPriority,
                  What::kArpChain);
@@ -344,7 +349,7 @@ bool NftTables::enter_active(ActiveRules rules, uint32_t in_ifindex, const std::
     case ActiveRules::kQueueBoth:
       put_mark_exempt_rule(b, table_, kInChain, kTranslatedMark);
       for (uint16_t port : cfg_.ports)
-        put_queue_rule(b, table_, kInChain, true, cfg_.vip, port, cfg_.queue_num, in_ifindex);
+        put_queue_rule(b, table_, kInChain, true, cfg_.vip, PortRun{port, port}, cfg_.queue_num, in_ifindex);
       put_icmp_queue_rule(b, table_, cfg_.vip, cfg_.queue_num, in_ifindex);
       break;
     case ActiveRules::kQueueFlows:

@@ -26,7 +26,7 @@ import { createLogger, type Logger } from './log.js';
 import { spawnSync } from 'node:child_process';
 import os from 'node:os';
 import { addon, type NativeRecorder } from './addon.js';
-import { endpointText, helpText, parseOptions, type CommandSpec } from './options.js';
+import { endpointText, helpText, parseOptions, portRuns, type CommandSpec } from './options.js';
 
 export function gatewayNodeOptions(c: GatewayConfig, key: Buffer): GatewayNodeOptions {
   return {
@@ -122,7 +122,8 @@ export async function runPrimary(argv: string[]): Promise<void> {
   const { cfg, log, key } = startRole(PRIMARY_COMMAND, argv);
   const watch = {
     ports: cfg.ports,
-    udpPorts: cfg.udpPorts,
+    // A range is media ports a relay binds per call: only the single ports must be bound.
+    udpPorts: portRuns(cfg.udpPorts).filter(([a, b]) => a === b).map(([a]) => a),
     ...(cfg.vip ? { vip: cfg.vip } : {}),
     ...(cfg.servicePid ? { pid: cfg.servicePid } : {}),
     ...(cfg.servicePidfile ? { pidfile: cfg.servicePidfile } : {}),

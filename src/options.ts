@@ -13,7 +13,11 @@ import { configError } from './errors.js';
  * (loopback allowed, for one-host setups and tests); bind: a local ADDR:PORT
  * to listen on (0.0.0.0 and port 0 allowed); choice: one of `choices`.
  */
-export type OptionKind = 'string' | 'ipv4' | 'ports' | 'int' | 'bytes' | 'bool' | 'endpoint' | 'bind' | 'choice' | 'mac';
+/**
+ * 'ports': at most 64 ports (TCP: a rule each); 'port-ranges': ranges allowed and counted as one
+ * each, at most 64 of them (UDP: a media range of a hundred ports is one rule and one filter term).
+ */
+export type OptionKind = 'string' | 'ipv4' | 'ports' | 'port-ranges' | 'int' | 'bytes' | 'bool' | 'endpoint' | 'bind' | 'choice' | 'mac';
 
 export interface Endpoint {
   address: string;
@@ -43,6 +47,22 @@ export interface CommandSpec<C> {
   defaults: Partial<C>;
   /** Checks across options, after defaults; throws configError. */
   validate?: (c: C) => void;
+}
+
+/** Runs of consecutive ports, ascending ([first, last] each): a range is one nft rule and one filter term. */
+export function portRuns(ports: number[]): [number, number][] {
+  const runs: [number, number][] = [];
+  for (const p of [...new Set(ports)].sort((a, b) => a - b)) {
+    const last = runs[runs.length - 1];
+    if (last && last[1] + 1 === p) last[1] = p;
+    else runs.push([p, p]);
+  }
+  return runs;
+}
+
+/** A port list as an operator writes it: "5060,10000-10100". */
+export function portListText(ports: number[]): string {
+  return portRuns(ports).map(([a, b]) => (a === b ? String(a) : `${a}-${b}`)).join(',');
 }
 
 export function endpointText(e: Endpoint): string {
@@ -105,7 +125,8 @@ function convert<C>(spec: OptionSpec<C>, raw: unknown, where: string): unknown {
         throw configError(`${name} '${s}' is a ${range} address: give the unicast address clients connect to`);
       return s;
     }
-    case 'ports': {
+    case 'ports':
+    case 'port-ranges': {
       const parts = Array.isArray(raw) ? raw.map(String) : String(raw).split(',').map((p) => p.trim()).filter(Boolean);
       if (parts.length === 0) throw configError(`${name} is empty: list the service ports, e.g. ${spec.flag} 7000,6379`);
       const port = (p: string, whole: string): number => {
@@ -121,7 +142,9 @@ function convert<C>(spec: OptionSpec<C>, raw: unknown, where: string): unknown {
         return Array.from({ length: b - a + 1 }, (_, i) => a + i);
       });
       const unique = [...new Set(ports)];
-      if (unique.length > 64) throw configError(`${name}: ${unique.length} ports, at most 64`);
+      if (spec.kind === 'ports' && unique.length > 64) throw configError(`${name}: ${unique.length} ports, at most 64`);
+      const runs = portRuns(unique).length;
+      if (runs > 64) throw configError(`${name}: ${runs} ports or ranges of consecutive ports, at most 64`);
       return unique;
     }
     case 'int':

@@ -15,6 +15,7 @@ import { engineOptions, type BackupConfig } from '../config.js';
 import { decodeEvents, resupplyRange, type FlowEvent } from '../incoming/events.js';
 import { summarizeLatency, summarizeReplicaLag } from '../incoming/latency.js';
 import type { Logger } from '../log.js';
+import { portListText } from '../options.js';
 import { preflight, defaultRouteInterface } from './preflight.js';
 import { BackupControl } from './control.js';
 import { TakeoverRun, type TakeoverRecord, type TakeoverTrigger } from './recovery.js';
@@ -94,7 +95,7 @@ export class BackupNode {
     this.log.info('replicating', {
       vip: this.cfg.vip,
       ports: this.cfg.ports.join(','),
-      ...(this.cfg.udpPorts.length ? { udpPorts: this.cfg.udpPorts.join(',') } : {}),
+      ...(this.cfg.udpPorts.length ? { udpPorts: portListText(this.cfg.udpPorts) } : {}),
       mirror: this.cfg.mirrorIf,
       filter: addon().captureFilter(this.cfg.vip, this.cfg.ports, this.cfg.udpPorts),
       table: opts.nftTable,

@@ -28,16 +28,16 @@ interface UdpServiceLine { peer: string; requests: number; chain: string; answer
 interface UdpClientLine { local: string; sent: number; answered: number; resent: number; longestWaitMs: number; ok: boolean; error: string | null }
 
 /** scripts/udp-service.ts in `ns` on the VIP (on the backup, once t2cp made it local), resolved once it listens. */
-async function startUdpService(tb: Testbed, ns: string, log: string, extra: string[] = []): Promise<ChildProcess> {
-  const child = tb.spawn(ns, ['node', `${repoRoot}dist/scripts/udp-service.js`, '--address', tb.addr.vip, '--port', String(UDP_PORT), '--log', log, ...extra]);
+async function startUdpService(tb: Testbed, ns: string, log: string, extra: string[] = [], port = UDP_PORT): Promise<ChildProcess> {
+  const child = tb.spawn(ns, ['node', `${repoRoot}dist/scripts/udp-service.js`, '--address', tb.addr.vip, '--port', String(port), '--log', log, ...extra]);
   const out = collect(child);
   await waitFor(() => out.stdout.includes('ready'), { timeoutMs: 10_000, what: `the UDP service in ${ns}` });
   return child;
 }
 
 /** scripts/udp-client.ts in the client's namespace; resolves with its exit code and summary. */
-function runUdpClient(tb: Testbed, log: string, o: { associations: number; count: number; intervalMs: number }): Promise<{ code: number | null; stdout: string }> {
-  const child = tb.spawn(tb.ns.client, ['node', `${repoRoot}dist/scripts/udp-client.js`, '--server', `${tb.addr.vip}:${UDP_PORT}`,
+function runUdpClient(tb: Testbed, log: string, o: { associations: number; count: number; intervalMs: number; port?: number }): Promise<{ code: number | null; stdout: string }> {
+  const child = tb.spawn(tb.ns.client, ['node', `${repoRoot}dist/scripts/udp-client.js`, '--server', `${tb.addr.vip}:${o.port ?? UDP_PORT}`,
     '--associations', String(o.associations), '--count', String(o.count), '--interval-ms', String(o.intervalMs), '--retry-ms', '100',
     '--deadline-ms', '60000', '--log', log]);
   const out = collect(child);
@@ -204,24 +204,30 @@ for (const policy of ['strict', 'length'] as const) describe(`udp: a service tha
   });
 });
 
-describe('udp: a UDP service alone (--udp-ports, no --ports)', () => {
+describe('udp: a UDP service alone (--udp-ports, no --ports), on a port of a range', () => {
   const lab = useLab('udponly');
 
-  it('is replicated as well', async () => {
+  it('is replicated as well; the range is one rule, the replica\'s answers leave nowhere', async () => {
     const { tb, dir } = lab;
-    const backup = await startBackup(tb, { ports: [], instance: INSTANCE, extra: ['--udp-ports', String(UDP_PORT)] });
-    const primary = await startUdpService(tb, tb.ns.primary, `${dir}/udp-primary.jsonl`);
-    const replica = await startUdpService(tb, tb.ns.backup, `${dir}/udp-replica.jsonl`);
+    const MEDIA = 10050;  // in 10000-10100: a hundred and one ports, one of the 64 entries
+    const backup = await startBackup(tb, { ports: [], instance: INSTANCE, extra: ['--udp-ports', `${UDP_PORT},10000-10100`] });
+    const primary = await startUdpService(tb, tb.ns.primary, `${dir}/udp-primary.jsonl`, [], MEDIA);
+    const replica = await startUdpService(tb, tb.ns.backup, `${dir}/udp-replica.jsonl`, [], MEDIA);
     try {
-      const run = await runUdpClient(tb, `${dir}/udp-client.jsonl`, { associations: 2, count: 200, intervalMs: 2 });
+      const leak = await startCapture(tb, tb.ns.backup, tb.ifaces.backupLan, `udp and src port ${MEDIA}`, `${dir}/leak.pcap`);
+      const run = await runUdpClient(tb, `${dir}/udp-client.jsonl`, { associations: 2, count: 200, intervalMs: 2, port: MEDIA });
       await new Promise((r) => setTimeout(r, 300));
+      await leak.stop();
+      const rules = await tb.exec(tb.ns.backup, ['nft', 'list', 'table', 'ip', `t2cp_${INSTANCE}`]);
       await stopService(primary);
       await stopService(replica);
       expect(run.code, run.stdout).toBe(0);
       const byPeer = (f: string) => Object.fromEntries(readLog<UdpServiceLine>(f).map((l) => [l.peer, l]));
       expect(Object.keys(byPeer(`${dir}/udp-primary.jsonl`))).toHaveLength(2);
       expect(byPeer(`${dir}/udp-replica.jsonl`)).toEqual(byPeer(`${dir}/udp-primary.jsonl`));
-      expect(backup.records.find((r) => r.msg === 'replicating')).toMatchObject({ ports: '', udpPorts: String(UDP_PORT) });
+      expect(await countPackets(`${dir}/leak.pcap`)).toBe(0);
+      expect(rules.stdout).toMatch(/udp sport 10000-10100/);
+      expect(backup.records.find((r) => r.msg === 'replicating')).toMatchObject({ ports: '', udpPorts: `${UDP_PORT},10000-10100` });
     } finally {
       await stopService(primary);
       await stopService(replica);

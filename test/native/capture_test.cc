@@ -458,6 +458,19 @@ void test_udp_ports() {
     fix_ip_check(from_other.data());
     CHECK_EQ(run_pcap(q, ethernet(from_other)), 0u);
     CHECK_EQ(run_pcap(q, ethernet(to_sip)), whole);
+    // A media range: one portrange term, its ends in, the next port out.
+    c.udp_ports = {5060};
+    for (uint16_t port = 10000; port <= 10100; port++) c.udp_ports.push_back(port);
+    c.udp_output_ports.clear();
+    CHECK(whole_frames_filter(c).find("dst portrange 10000-10100") != std::string::npos);
+    const Program m = program(c);
+    CHECK(!m.empty() && bpf_validate(insns(m), static_cast<int>(m.size())) != 0);
+    for (uint16_t port : {10000, 10050, 10100, 10101}) {
+      Bytes rtp = segment(kClient, 30000, kVip, port, 172);
+      rtp[9] = 17;
+      fix_ip_check(rtp.data());
+      CHECK_EQ(run_pcap(m, ethernet(rtp)), port <= 10100 ? whole : 0u);
+    }
   }
 }
 

@@ -48,13 +48,15 @@ describe('t2cp backup options', () => {
     const c = parseBackupArgs([...base, '--udp-ports', '5060,10000-10003,7000']);
     expect(c.udpPorts).toEqual([5060, 10000, 10001, 10002, 10003, 7000]); // 7000 is in --ports too: TCP and UDP are apart
     expect(engineOptions(c).udpPorts).toEqual(c.udpPorts);
+    // A media range is one entry of the 64: a hundred and one ports and a SIP port pass.
+    expect(parseBackupArgs([...base, '--udp-ports', '5060,10000-10100']).udpPorts).toHaveLength(102);
     for (const [arg, want] of [
       ['', /--udp-ports is empty/],
       ['10003-10000', /--udp-ports: '10003-10000' is not a range: give LOW-HIGH, LOW <= HIGH/],
       ['5060-', /--udp-ports: '5060-' is not a port \(1-65535\) or a range of them/],
       ['1-2-3', /--udp-ports: '1-2-3' is not a range/],
       ['0', /'0' is not a port/],
-      ['10000-10100', /--udp-ports: 101 ports, at most 64/],
+      [Array.from({ length: 65 }, (_, i) => String(20000 + 2 * i)).join(','), /--udp-ports: 65 ports or ranges of consecutive ports, at most 64/],
     ] as const) {
       const e = errorOf([...base, '--udp-ports', arg]);
       expect(e.code).toBe('T2CP_CONFIG');

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { GATEWAY_COMMAND, heartbeatTiming, PRIMARY_COMMAND, STAND_DOWN_COMMAND, TAKEOVER_COMMAND } from '../../src/config-takeover.js';
 import { T2cpError } from '../../src/errors.js';
-import { helpText, parseOptions, type CommandSpec } from '../../src/options.js';
+import { helpText, parseOptions, portListText, portRuns, type CommandSpec } from '../../src/options.js';
 
 function errorOf<C>(cmd: CommandSpec<C>, argv: string[]): T2cpError {
   try {
@@ -60,6 +60,14 @@ describe('t2cp gateway / primary / takeover options', () => {
     const udpOnly = [...gw.slice(0, -2), '--udp-ports', '5060'];
     expect(parseOptions(GATEWAY_COMMAND, udpOnly)).toMatchObject({ ports: [], udpPorts: [5060] });
     expect(errorOf(GATEWAY_COMMAND, gw.slice(0, -2)).message).toMatch(/missing --ports LIST or --udp-ports LIST/);
+    // A media range counts as one of the 64 entries, on every role.
+    expect(parseOptions(GATEWAY_COMMAND, [...gw.slice(0, -2), '--udp-ports', '5060,10000-10100']).udpPorts).toHaveLength(102);
+  });
+
+  it('port runs: consecutive ports as one range, in any order, duplicates once', () => {
+    expect(portRuns([10002, 5060, 10000, 10001, 10001, 7000])).toEqual([[5060, 5060], [7000, 7000], [10000, 10002]]);
+    expect(portListText([5060, ...Array.from({ length: 101 }, (_, i) => 10000 + i)])).toBe('5060,10000-10100');
+    expect(portRuns([])).toEqual([]);
   });
 
   it('takeover: loopback control endpoint by default; --config works for every command', () => {
