@@ -34,7 +34,7 @@ enum class What {
   kTransport,   // sendmsg/recv on our socket
   kIpTable, kArpTable, kIpChain, kArpChain,
   kMarkRule, kQueueRule, kArpRule, kDelTable,
-  kInChain, kFenceTable, kFenceChain, kFenceRule, kFlushChain,
+  kInChain, kFenceTable, kFenceChain, kFenceRule, kFlushChain, kGuardRule,
 };
 
 struct Outcome {

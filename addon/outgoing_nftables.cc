@@ -40,6 +40,12 @@ constexpr uint32_t kTcpDportOffset = 2;
 // Active mode: the clients' packets are translated in prerouting at mangle
 // priority, after conntrack (-200) and before routing and input filters.
 constexpr char kInChain[] = "in";
+// After chain out: whatever else leaves this host from the VIP while it
+// replicates — a connection the replica opens itself (a proxy to a callee over
+// TCP), an ICMP error its stack answers — is dropped; the VIP is the
+// primary's. Emptied at the takeover.
+constexpr char kGuardChain[] = "guard";
+constexpr int32_t kIpGuardPriority = -149;
 constexpr int32_t kIpInPriority = -150;
 
 // meta mark == kInjectMark -> accept: our own re-sent packets pass untouched.
@@ -114,6 +120,16 @@ void put_flow_queue_rule(Batch& b, const std::string& table, bool to_vip, uint32
   end_queue_rule(b, nlh, exprs, queue_num);
 }
 
+// ip saddr == vip -> drop, in chain guard (kGuardChain).
+void put_vip_drop_rule(Batch& b, const std::string& table, uint32_t vip) {
+  nlattr* exprs;
+  nlmsghdr* nlh = begin_rule(b, NFPROTO_IPV4, table, kGuardChain, What::kGuardRule, &exprs);
+  put_payload_eq(nlh, NFT_PAYLOAD_NETWORK_HEADER, kIpSaddrOffset, &vip, 4);
+  put_counter(nlh);
+  put_verdict(nlh, NF_DROP);
+  end_rule(b, nlh, exprs);
+}
+
 // arp sender-ip == vip -> drop: the backup never announces the VIP.
 void put_arp_drop_rule(Batch& b, const std::string& table, uint32_t vip) {
   nlattr* exprs;
@@ -160,6 +176,7 @@ const char* describe(What w) {
     case What::kDelTable: return "deleting a table";
     case What::kInChain: return "creating chain ip in";
     case What::kFlushChain: return "flushing chain ip out";
+    case What::kGuardRule: return "adding the guard's drop rule";
     default: break;
   }
   return "?";
@@ -214,6 +231,7 @@ NftStatus map_create_error(const Outcome& o, const std::string& table,
       break;
     case What::kMarkRule:
     case What::kArpRule:
+    case What::kGuardRule:
       if (missing) {
         *err = where + "kernel lacks nftables meta/payload/counter expressions "
                        "(enable CONFIG_NF_TABLES, CONFIG_NFT_COUNTER)";
@@ -300,7 +318,7 @@ NftStatus NftTables::install(const NftConfig& cfg, std::string* err) {
 
   // 2. Create everything in one batch.
   const std::vector<PortRun> udp_runs = port_runs(cfg.udp_ports);
-  Batch b(&seq_, 7 + cfg.ports.size() + udp_runs.size());
+  Batch b(&seq_, 10 + cfg.ports.size() + udp_runs.size());
   put_new_table(b, NFPROTO_IPV4, cfg.table, What::kIpTable);
   put_base_chain(b, NFPROTO_IPV4, cfg.table, kChain, NF_INET_LOCAL_OUT, kIpOutPriority,
                  What::kIpChain);
@@ -312,6 +330,9 @@ NftStatus NftTables::install(const NftConfig& cfg, std::string* err) {
     put_queue_rule(b, cfg.table, kChain, false, cfg.vip, PortRun{port, port}, cfg.queue_num);
   for (PortRun run : udp_runs)
     put_queue_rule(b, cfg.table, kChain, false, cfg.vip, run, cfg.queue_num, 0, IPPROTO_UDP);
+  put_base_chain(b, NFPROTO_IPV4, cfg.table, kGuardChain, NF_INET_LOCAL_OUT, kIpGuardPriority, What::kIpChain);
+  put_mark_exempt_rule(b, cfg.table, kGuardChain);
+  put_vip_drop_rule(b, cfg.table, cfg.vip);
   put_new_table(b, NFPROTO_ARP, cfg.table, What::kArpTable);
   put_base_chain(b, NFPROTO_ARP, cfg.table, kChain, NF_ARP_OUT, kArpOutPriority,
                  What::kArpChain);
@@ -336,7 +357,7 @@ bool NftTables::enter_active(ActiveRules rules, uint32_t in_ifindex, const std::
   // ARP for the VIP from now on, and the taken-over flows' packets go either
   // through the interceptor (both directions queued) or, when the kernel
   // translates them, straight out (chain out emptied).
-  Batch b(&seq_, 6 + cfg_.ports.size() + (rules == ActiveRules::kQueueFlows ? 2 * flows.size() : 0));
+  Batch b(&seq_, 7 + cfg_.ports.size() + (rules == ActiveRules::kQueueFlows ? 2 * flows.size() : 0));
   auto flush = [&](uint8_t family, const char* chain, What what) {
     nlmsghdr* m = b.open(NFT_MSG_DELRULE, 0, family, what);
     mnl_attr_put_strz(m, NFTA_RULE_TABLE, table_.c_str());
@@ -344,6 +365,7 @@ bool NftTables::enter_active(ActiveRules rules, uint32_t in_ifindex, const std::
     b.close(m);
   };
   flush(NFPROTO_ARP, kChain, What::kArpRule);
+  flush(NFPROTO_IPV4, kGuardChain, What::kFlushChain);
   flush(NFPROTO_IPV4, kInChain, What::kFlushChain);
   switch (rules) {
     case ActiveRules::kQueueBoth:

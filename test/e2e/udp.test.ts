@@ -61,9 +61,15 @@ for (const offloads of [true, false]) describe(`udp: a UDP service replicated, o
     const primary = await startUdpService(tb, tb.ns.primary, `${dir}/udp-primary.jsonl`);
     const replica = await startUdpService(tb, tb.ns.backup, `${dir}/udp-replica.jsonl`);
     try {
-      // Whatever leaves the backup from port 5060, from any of its addresses, would be the replica's answers escaping.
-      const leak = await startCapture(tb, tb.ns.backup, tb.ifaces.backupLan, `udp and src port ${UDP_PORT}`, `${dir}/leak.pcap`);
+      // Whatever leaves the backup from port 5060, from any of its addresses, would be the replica's answers
+      // escaping; anything else from the VIP, what the replica's host sends on its own (a connection a proxy
+      // opens to a callee, an ICMP error), which the guard chain drops while it replicates.
+      const leak = await startCapture(tb, tb.ns.backup, tb.ifaces.backupLan, `(udp and src port ${UDP_PORT}) or src host ${tb.addr.vip}`, `${dir}/leak.pcap`);
+      const own = tb.exec(tb.ns.backup, ['node', '-e', `const s = require('dgram').createSocket('udp4');
+        s.bind({ address: '${tb.addr.vip}', port: 40001 }, () => { let n = 0; const t = setInterval(() => {
+          s.send('from the replica host', 9, '${tb.addr.clients[0]}'); if (++n === 20) { clearInterval(t); s.close(); } }, 20); });`]);
       const run = await runUdpClient(tb, `${dir}/udp-client.jsonl`, { associations: 4, count: 300, intervalMs: 2 });
+      expect((await own).code, 'datagrams sent from the VIP on the backup').toBe(0);
       await new Promise((r) => setTimeout(r, 300)); // the last datagrams reach the replica
       await leak.stop();
       // The gateway was not told the UDP port: the backup says what that costs.
