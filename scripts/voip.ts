@@ -16,6 +16,11 @@ import { waitFor } from './wait.js';
 import { readLog } from './replica-check.js';
 
 export const SIP_PORT = 5060;
+/**
+ * How the calls' signalling travels: 'udp'; or 'tcp': the callers over TCP to the proxy, which
+ * opens its own TCP connection to the callee (the callee registers over UDP, its contact TCP).
+ */
+export type SipTransport = 'udp' | 'tcp';
 const CALLEE_PORT = 5070;
 const KAMAILIO = '/usr/sbin/kamailio';
 const SIPP = '/usr/bin/sipp';
@@ -42,9 +47,10 @@ function kamailioModules(): string {
  * backup it starts before t2cp makes the VIP local: it binds it as a non-local address
  * (net.ipv4.ip_nonlocal_bind, as the README says).
  */
-async function startKamailio(tb: Testbed, ns: string, dir: string, name: string): Promise<ChildProcess> {
+async function startKamailio(tb: Testbed, ns: string, dir: string, name: string, transport: SipTransport): Promise<ChildProcess> {
   if (ns === tb.ns.backup) await tb.exec(ns, ['sysctl', '-qw', 'net.ipv4.ip_nonlocal_bind=1']);
-  const cfg = fs.readFileSync(path.join(SIP_DIR, 'kamailio.cfg'), 'utf8').replaceAll('__VIP__', tb.addr.vip).replaceAll('__MPATH__', kamailioModules());
+  const cfg = fs.readFileSync(path.join(SIP_DIR, 'kamailio.cfg'), 'utf8').replaceAll('__VIP__', tb.addr.vip).replaceAll('__MPATH__', kamailioModules())
+    .replaceAll('__TCP_LISTEN__', transport === 'tcp' ? `listen=tcp:${tb.addr.vip}:${SIP_PORT}` : '');
   const file = path.join(dir, `kamailio-${name}.cfg`);
   const run = path.join(dir, `kamailio-${name}`);
   fs.mkdirSync(run, { recursive: true });
@@ -60,8 +66,8 @@ async function startKamailio(tb: Testbed, ns: string, dir: string, name: string)
 }
 
 /** The takeover lab's service: Kamailio on each host (startTakeoverLab's `service`). */
-export const kamailioService = (tb: Testbed, dir: string): ServiceStarter =>
-  async (ns, side, log) => ({ child: await startKamailio(tb, ns, dir, side), log });
+export const kamailioService = (tb: Testbed, dir: string, transport: SipTransport = 'udp'): ServiceStarter =>
+  async (ns, side, log) => ({ child: await startKamailio(tb, ns, dir, side, transport), log });
 
 export interface SippRun { code: number | null; stats: Record<string, string>; out: string }
 
@@ -99,22 +105,25 @@ export interface VoipRun {
  * the callee registers, `calls` calls start at 10 a second, the primary's link goes down once they
  * are answered (before their re-INVITEs), and `callsAfter` calls follow the takeover. `say`: progress.
  */
-export async function runCallsThroughFailure(tb: Testbed, dir: string, pair: TakeoverLab, o: { calls: number; callsAfter: number; say?: (s: string) => void }): Promise<VoipRun> {
+export async function runCallsThroughFailure(tb: Testbed, dir: string, pair: TakeoverLab,
+  o: { calls: number; callsAfter: number; say?: (s: string) => void; transport?: SipTransport }): Promise<VoipRun> {
   const say = o.say ?? (() => {});
   const [caller, callee] = tb.addr.clients as [string, string];
   const vip = `${tb.addr.vip}:${SIP_PORT}`;
-  const registered = await sipp(tb, dir, 'register', 'register.xml', [vip, '-s', 'bob', '-set', 'contact', `${callee}:${CALLEE_PORT}`, '-i', callee, '-p', '5071', '-m', '1']);
+  const tcp = o.transport === 'tcp' ? ['-t', 't1'] : [];
+  const contact = `${callee}:${CALLEE_PORT}${o.transport === 'tcp' ? ';transport=tcp' : ''}`;
+  const registered = await sipp(tb, dir, 'register', 'register.xml', [vip, '-s', 'bob', '-set', 'contact', contact, '-i', callee, '-p', '5071', '-m', '1']);
   if (registered.code !== 0) throw new Error(`the callee's REGISTER failed (sipp exit ${registered.code}): ${registered.out.slice(-2000)}`);
-  say(`callee bob registered at ${callee}:${CALLEE_PORT} through the proxy at ${vip}`);
-  const calleeRun = sipp(tb, dir, 'callee', 'uas.xml', ['-i', callee, '-p', String(CALLEE_PORT), '-m', String(o.calls + o.callsAfter)]);
-  const during = sipp(tb, dir, 'caller', 'uac.xml', [vip, '-s', 'bob', '-i', caller, '-p', '5062', '-m', String(o.calls), '-l', String(o.calls), '-r', '10']);
+  say(`callee bob registered at ${contact} through the proxy at ${vip}`);
+  const calleeRun = sipp(tb, dir, 'callee', 'uas.xml', [...tcp, '-i', callee, '-p', String(CALLEE_PORT), '-m', String(o.calls + o.callsAfter)]);
+  const during = sipp(tb, dir, 'caller', 'uac.xml', [vip, ...tcp, '-s', 'bob', '-i', caller, '-p', '5062', '-m', String(o.calls), '-l', String(o.calls), '-r', '10']);
   say(`${o.calls} calls from ${caller}: each INVITE, a re-INVITE ${HOLD_MS} ms later, a BYE ${HOLD_MS} ms after that`);
   await new Promise((r) => setTimeout(r, HOLD_MS / 2 + 1000));
   const failMs = await pair.fail('link-down');
   say(`the primary's link goes down, the calls answered and waiting for their re-INVITEs`);
   await waitFor(() => readLog(pair.logs.backupReport)[0], { timeoutMs: 15_000, what: 'the takeover' });
   say('the backup took over: its Kamailio answers at the VIP');
-  const after = sipp(tb, dir, 'after', 'uac.xml', [vip, '-s', 'bob', '-i', caller, '-p', '5064', '-m', String(o.callsAfter), '-l', String(o.callsAfter), '-r', '10']);
+  const after = sipp(tb, dir, 'after', 'uac.xml', [vip, ...tcp, '-s', 'bob', '-i', caller, '-p', '5064', '-m', String(o.callsAfter), '-l', String(o.callsAfter), '-r', '10']);
   say(`${o.callsAfter} new calls through the backup`);
   return { registered, during: await during, after: await after, callee: await calleeRun, failMs };
 }

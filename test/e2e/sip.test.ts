@@ -7,12 +7,14 @@
 // the backup's Kamailio, which got every datagram the primary's got
 // (registrations included). No TCP at all: every role runs with --udp-ports
 // only, and the primary's agent counts the service up while Kamailio is bound.
+// Then SIP over TCP, which does not survive (below).
 // SIPp must report every call successful; the SIP retransmissions it counted
 // say how long signalling stalled.
 import { describe, expect, it } from 'vitest';
 import { startTakeoverLab } from '../../scripts/takeover-lab.js';
 import { HOLD_MS, SIP_PORT, checkVoipSoftware, kamailioService, runCallsThroughFailure } from '../../scripts/voip.js';
 import { kernelLeftovers } from './leftovers.js';
+import { readLog } from './harness.js';
 import { useLab } from './lab.js';
 
 const INSTANCE = 'sip';
@@ -49,4 +51,40 @@ describe('sip: a Kamailio proxy over UDP, its primary dying in the middle of the
     }
     expect(await kernelLeftovers(tb, INSTANCE)).toEqual([]);
   }, 120_000);
+});
+
+// SIP over TCP: the callers' connections to the proxy are client-initiated and replicated; the
+// proxy's own connection to the callee is not (t2cp replicates the connections clients open to
+// the VIP, and its guard drops the replica's attempt to open one from the VIP). So the replica's
+// Kamailio never gets the callee's answers: its output to the caller stops short of the primary's,
+// causality holds the caller's next requests back, and at the takeover the caller's connection is
+// lost (reported, reset at once: no caller waits on it). The calls under way fail; the callee's
+// connection went down with the primary (SIPp's callee then exits, so a call after the takeover
+// finds no callee either).
+describe('sip over TCP: a proxy that opens its own connection to the callee', () => {
+  const lab = useLab('siptcp', { testbed: { clientAddrs: 2 } });
+
+  it("the calls under way do not survive: the caller's connection is reported and reset, not left hanging", async () => {
+    const { tb, dir } = lab;
+    checkVoipSoftware();
+    const pair = await startTakeoverLab(tb, dir, { ports: [SIP_PORT], udpPorts: [SIP_PORT], instance: INSTANCE, service: kamailioService(tb, dir, 'tcp') });
+    try {
+      const run = await runCallsThroughFailure(tb, dir, pair, { calls: 10, callsAfter: 1, transport: 'tcp' });
+      const s1 = run.during.stats;
+      const record = readLog<{ engine: { clientsReset: number; flowsTakenOver: number } }>(pair.logs.backupReport)[0]!;
+      const caller = pair.backup.records.filter((r) => r.msg === 'flow unprotected' && String(r.flow).endsWith(`->:${SIP_PORT}`));
+      console.log(`sip over tcp: calls ${s1['SuccessfulCall(C)']}/${s1.TotalCallCreated} successful; the caller's connection ${JSON.stringify(caller.map((r) => r.reason))}; ` +
+        `takeover: ${record.engine.flowsTakenOver} taken over, ${record.engine.clientsReset} client(s) reset; callee exit ${run.callee.code}; ` +
+        `a new call after it: ${run.after.stats['SuccessfulCall(C)']}/${run.after.stats.TotalCallCreated}`);
+      expect(caller.length, 'the caller\'s connection reported').toBeGreaterThanOrEqual(1);
+      expect(['takeover-incomplete', 'replica-stopped', 'diverged']).toContain(caller[0]!.reason);
+      expect(record.engine.clientsReset).toBeGreaterThanOrEqual(1);
+      // SIPp, the caller, saw the reset at once rather than waiting out its timers.
+      expect(run.during.out).toMatch(/Connection reset by peer/);
+      expect(Number(s1['SuccessfulCall(C)'])).toBe(0);
+    } finally {
+      await pair.stop();
+    }
+    expect(await kernelLeftovers(tb, INSTANCE)).toEqual([]);
+  });
 });
