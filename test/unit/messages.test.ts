@@ -29,8 +29,8 @@ const samples: { [K in MessageTypeName]: BodyOf[K] } = {
   RESUPPLY_REQUEST: { client: '198.18.0.2', clientPort: 40000, vipPort: 7000, from: 4294967000, bytes: 1448 },
   RESUPPLY_DATA: { packet: Buffer.alloc(940, 0x45).toString('base64') },
   UDP_MANIFEST_REQUEST: { after: 12_345, fromNow: false },
-  // A full one: 64 records (addon/binding_gateway.cc kUdpManifestRecords).
-  UDP_MANIFEST: { boot: BOOT, first: 12_345, next: 12_409, lost: 0, more: true, cut: false, records: Buffer.alloc(64 * 16, 0xa5).toString('base64') },
+  // A full one: 512 records (addon/binding_gateway.cc kUdpManifestRecords).
+  UDP_MANIFEST: { boot: BOOT, first: 12_345, next: 12_857, lost: 0, more: true, cut: false, records: Buffer.alloc(512 * 16, 0xa5).toString('base64') },
   UDP_RESUPPLY_REQUEST: { records: '12346,12350' },
 };
 
