@@ -26,6 +26,20 @@ import { backupStateFile, type BackupKept } from './backup-state.js';
 
 /** How often the mirror port's link is read, ms. */
 const MIRROR_CHECK_MS = 100;
+const UDP_SOCKET_CHECK_MS = 1000;
+
+/** Udp RcvbufErrors of this network namespace (/proc/net/snmp), or undefined when unreadable. */
+function udpRcvbufErrors(): number | undefined {
+  try {
+    const lines = readFileSync('/proc/net/snmp', 'utf8').split('\n').filter((l) => l.startsWith('Udp: '));
+    const [head, values] = lines.map((l) => l.split(/\s+/));
+    const i = head?.indexOf('RcvbufErrors') ?? -1;
+    const v = i > 0 ? Number(values?.[i]) : NaN;
+    return Number.isFinite(v) ? v : undefined;
+  } catch {
+    return undefined;
+  }
+}
 
 /** Whether `ifname` has a link (operstate up, or unknown with a carrier: some drivers say no operstate). */
 function mirrorLinkUp(ifname: string): boolean {
@@ -57,6 +71,8 @@ export class BackupNode {
   private reclaimedFlows = 0;
   /** The mirror port has no link: the replicas follow nothing, this backup does not stand by. */
   private blind = false;
+  /** Datagrams this host's UDP sockets dropped since the start (watchUdpSockets). */
+  private udpSocketDrops = 0;
 
   constructor(
     readonly cfg: BackupConfig,
@@ -104,6 +120,7 @@ export class BackupNode {
       ...(activeTranslator ? { afterTakeover: activeTranslator, vipIf: opts.activeIf } : {}),
     });
     this.watchMirror();
+    if (this.cfg.udpPorts.length) this.watchUdpSockets();
     if (this.cfg.statusIntervalS > 0) {
       this.timers.push(setInterval(() => this.log.info('counters', this.nonZeroCounters()), this.cfg.statusIntervalS * 1000));
     }
@@ -131,6 +148,31 @@ export class BackupNode {
     };
     check();
     this.timers.push(setInterval(check, MIRROR_CHECK_MS));
+  }
+
+  /**
+   * UDP has no flow control: a replica that falls behind for a moment (it shares the host with
+   * t2cp; the primary's clients pace the primary, not it) loses datagrams at its own socket when
+   * the receive buffer is full, and its state then differs from the primary's. The kernel counts
+   * those drops for the host (/proc/net/snmp, Udp RcvbufErrors, this network namespace): said
+   * when they start (with the fix) and when they stop, counted (replica_udp_rcvbuf_errors).
+   */
+  private watchUdpSockets(): void {
+    const start = udpRcvbufErrors();
+    if (start === undefined) return;
+    let dropping = false;
+    const check = () => {
+      const total = (udpRcvbufErrors() ?? start) - start;
+      const fresh = total - this.udpSocketDrops;
+      this.udpSocketDrops = total;
+      if (fresh > 0 && !dropping && this.state() === 'standby')
+        this.log.warn("this host's UDP sockets dropped datagrams (receive buffers full): a replicated UDP service may have lost some, its " +
+          'copy may then differ (--divergence reports it); give its socket a larger receive buffer (SO_RCVBUF, net.core.rmem_default)',
+          { dropped: fresh });
+      else if (fresh === 0 && dropping) this.log.info("this host's UDP sockets drop nothing any more", { dropped: total });
+      dropping = fresh > 0;
+    };
+    this.timers.push(setInterval(check, UDP_SOCKET_CHECK_MS));
   }
 
   /**
@@ -247,6 +289,7 @@ export class BackupNode {
   /** The engine's counters, and the control endpoint's (control_accepted, control_rejected_<reason>). */
   counters(): Record<string, number> {
     const c: Record<string, number> = { ...(this.engine?.counters() ?? {}) };
+    if (this.cfg.udpPorts.length) c.replica_udp_rcvbuf_errors = this.udpSocketDrops;
     const ctl = this.control?.counters();
     if (ctl) {
       c.control_accepted = ctl.accepted;
