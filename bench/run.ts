@@ -7,6 +7,9 @@
 //   (b) capture-to-injection latency p50/p99 from the addon's own timestamps.
 //   (c) new connections per second with every one synchronised on the
 //       backup, as a ratio to the same storm with replication off.
+//   (e) UDP (bench/udp.ts): datagrams per second replicated, by the backup
+//       alone and in the whole deployment, as ratios to unreplicated; the
+//       replica's lag at the end; CPU per million datagrams.
 //   (d) failover (bench/failover.ts): detection, takeover and the stall the
 //       client times itself (longest request->reply around the failure) at
 //       10 ms heartbeats, idle and under load, each load as a ratio to idle;
@@ -27,6 +30,7 @@ import { waitFor } from '../scripts/wait.js';
 import { STALL_WINDOW_MS } from '../scripts/reply-times.js';
 import { runT2cpFailover, type FailoverTrial } from './failover.js';
 import { formatIpOnly, runIpOnly } from './ip-only.js';
+import { benchUdp } from './udp.js';
 
 const MB = 1 << 20;
 const PORT = 7000;
@@ -378,13 +382,13 @@ async function steerMirrorReceive(tb: Testbed, toBackupCpu: boolean): Promise<vo
 }
 
 /**
- * T2CP_BENCH_ONLY=bulk,download,latency,conn,failover runs a subset;
+ * T2CP_BENCH_ONLY=bulk,download,latency,conn,udp,failover runs a subset;
  * T2CP_BENCH_LATENCY=default,no_spin,rt,rt_spin,rt_spin_rps and
  * T2CP_BENCH_FAILOVER=idle,bulk,mixed,download,download_queue,idle_no_recorder subsets of those;
  * T2CP_BENCH_BACKUP_ARGS="--opt value ..." adds options to every `t2cp backup` it starts;
  * T2CP_BENCH_KEEP=1 keeps the trials' files (logs, records, timelines).
  */
-const ONLY = new Set((process.env.T2CP_BENCH_ONLY ?? 'bulk,download,latency,conn,failover').split(','));
+const ONLY = new Set((process.env.T2CP_BENCH_ONLY ?? 'bulk,download,latency,conn,udp,failover').split(','));
 const ONLY_FAILOVER = process.env.T2CP_BENCH_FAILOVER ? new Set(process.env.T2CP_BENCH_FAILOVER.split(',')) : undefined;
 const ONLY_LATENCY = process.env.T2CP_BENCH_LATENCY ? new Set(process.env.T2CP_BENCH_LATENCY.split(',')) : undefined;
 
@@ -399,6 +403,7 @@ async function main(): Promise<void> {
     if (ONLY.has('download')) await benchDownload(tb, dir);
     if (ONLY.has('latency')) await benchLatency(tb, dir);
     if (ONLY.has('conn')) await benchConnections(tb, dir);
+    if (ONLY.has('udp')) await benchUdp(tb, dir, { trials: TRIALS, cpus: { primary: PRIMARY_CPUS, backup: BACKUP_CPUS }, backupArgs: BACKUP_ARGS }, line);
   } finally {
     await tb.teardown();
   }

@@ -2,7 +2,7 @@
 // namespace (as a user would), with --json, and collects what it logs:
 // flow events, counters at exit. Used by the e2e tests, the demo and bench.
 import type { ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { processCpuSeconds } from './processes.js';
 import { distCli, startT2cp, type LogRecord } from './t2cp-process.js';
 import type { Testbed } from './testbed.js';
 
@@ -55,14 +55,7 @@ export async function startBackup(
       child.kill('SIGUSR1');
       return countersOf(await p.waitForRecord((r) => r.msg === 'counters', 'counters after SIGUSR1', 5_000, seen));
     },
-    cpuSeconds: () => {
-      // /proc/PID/stat fields 14 and 15 (utime, stime) in clock ticks of 1/100 s
-      // (USER_HZ is 100 on Linux); the command name may contain spaces, so
-      // count fields after its closing parenthesis.
-      const stat = readFileSync(`/proc/${child.pid}/stat`, 'utf8');
-      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      return (Number(f[11]) + Number(f[12])) / 100;
-    },
+    cpuSeconds: () => processCpuSeconds(child.pid!),
     async stop() {
       await p.stop();
       const stopped = [...records].reverse().find((r) => r.msg === 'stopped');

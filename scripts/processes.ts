@@ -3,7 +3,7 @@
 // the demo and the benchmarks.
 import os from 'node:os';
 import type { ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Workload } from './client.js';
@@ -22,6 +22,16 @@ export const repoRoot = findRoot();
 export const distScript = (name: 'service' | 'client'): string => `${repoRoot}dist/scripts/${name}.js`;
 
 /** Live text of a child's stdout and stderr. */
+/** CPU seconds (user + system) of a running process. */
+export function processCpuSeconds(pid: number): number {
+  // /proc/PID/stat fields 14 and 15 (utime, stime) in clock ticks of 1/100 s
+  // (USER_HZ is 100 on Linux); the command name may contain spaces, so
+  // count fields after its closing parenthesis.
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(f[11]) + Number(f[12])) / 100;
+}
+
 export function collect(child: ChildProcess): { stdout: string; stderr: string } {
   const out = { stdout: '', stderr: '' };
   child.stdout?.setEncoding('utf8').on('data', (d: string) => { out.stdout += d; });

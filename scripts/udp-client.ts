@@ -9,7 +9,8 @@
 //        [--interval-ms 5] [--retry-ms 100] [--deadline-ms 60000] --log FILE
 //
 // Writes one JSON line per association to FILE ({local, sent, answered,
-// resent, longestWaitMs, ok, error}) and a summary line on stdout; exit 0 when
+// resent, longestWaitMs, ok, error}) and a summary line on stdout (with ms:
+// from the first request to the last answer); exit 0 when
 // every association was answered to the end and every answer was right.
 import { createHash, randomBytes } from 'node:crypto';
 import dgram from 'node:dgram';
@@ -79,8 +80,10 @@ async function association(): Promise<Outcome> {
   return out;
 }
 
+const started = performance.now();
 const outcomes = await Promise.all(Array.from({ length: n }, () => association()));
+const ms = Math.round(performance.now() - started);
 fs.writeFileSync(values.log, outcomes.map((o) => JSON.stringify(o) + '\n').join(''));
 const ok = outcomes.filter((o) => o.ok).length;
-process.stdout.write(JSON.stringify({ associations: n, ok, failed: n - ok, errors: outcomes.filter((o) => o.error).map((o) => o.error) }) + '\n');
+process.stdout.write(JSON.stringify({ associations: n, ok, failed: n - ok, ms, errors: outcomes.filter((o) => o.error).map((o) => o.error) }) + '\n');
 process.exit(ok === n ? 0 : 1);

@@ -9,7 +9,7 @@
 // nothing, so two copies fed the same datagrams in the same order hold the
 // same state and answer alike.
 //
-//   node dist/scripts/udp-service.js --address VIP --port 5060 --log FILE [--nonce]
+//   node dist/scripts/udp-service.js --address VIP --port 5060 --log FILE [--nonce] [--rcvbuf BYTES]
 //
 // Listens on ADDRESS:PORT (the VIP, as a UDP service must: an unconnected
 // socket on 0.0.0.0 answers from the host's own address, not the one the
@@ -20,7 +20,7 @@ import dgram from 'node:dgram';
 import fs from 'node:fs';
 import { parseArgs } from 'node:util';
 
-const { values } = parseArgs({ options: { address: { type: 'string' }, port: { type: 'string' }, log: { type: 'string' }, nonce: { type: 'boolean' } } });
+const { values } = parseArgs({ options: { address: { type: 'string' }, port: { type: 'string' }, log: { type: 'string' }, nonce: { type: 'boolean' }, rcvbuf: { type: 'string' } } });
 const port = Number(values.port);
 if (!Number.isInteger(port) || port < 1 || port > 65535 || !values.log || !values.address) {
   process.stderr.write('usage: udp-service.js --address ADDR --port N --log FILE [--nonce]\n');
@@ -67,7 +67,11 @@ sock.on('error', (e) => {
   process.stderr.write(`udp-service: ${e.message}\n`);
   process.exit(1);
 });
-sock.bind(port, values.address, () => process.stdout.write('ready\n'));
+sock.bind(port, values.address, () => {
+  // A copy that falls behind for a moment must not lose datagrams at its socket (UDP has no flow control).
+  if (values.rcvbuf) sock.setRecvBufferSize(Number(values.rcvbuf));
+  process.stdout.write('ready\n');
+});
 
 process.on('SIGTERM', () => {
   const lines = [...associations].map(([peer, a]) => JSON.stringify({
