@@ -1,7 +1,7 @@
 // The one door to the native addon (serialport's bindings habit): loads the
 // .node file once and exports it typed. Nothing else imports the addon.
 import { createRequire } from 'node:module';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import { T2cpError } from './errors.js';
@@ -221,6 +221,15 @@ function repoRoot(): string {
     dir = up;
   }
   return dir;
+}
+
+/** This package's version (package.json). */
+export function packageVersion(): string {
+  try {
+    return String((JSON.parse(readFileSync(path.join(repoRoot(), 'package.json'), 'utf8')) as { version?: unknown }).version ?? 'unknown');
+  } catch {
+    return 'unknown';
+  }
 }
 
 /** The kernel translator (addon/recovery_active_mode.bpf.c), built next to the addon. */

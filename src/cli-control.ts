@@ -13,7 +13,7 @@ import {
   GATEWAY_COMMAND, heartbeatTiming, PRIMARY_COMMAND, STAND_DOWN_COMMAND, STATUS_COMMAND, TAKEOVER_COMMAND,
   type GatewayConfig, type PrimaryConfig, type StandDownConfig, type TakeoverConfig,
 } from './config-takeover.js';
-import type { NodeStatus } from './control/index.js';
+import { DEVICE_STATES, PRIMARY_STATES, type ChannelCounters, type NodeStatus } from './control/index.js';
 import { loadKey } from './control/key.js';
 import { requestStandDown } from './control/stand-down-request.js';
 import { requestStatus } from './control/status-request.js';
@@ -25,8 +25,9 @@ import { configError, T2cpError } from './errors.js';
 import { createLogger, type Logger } from './log.js';
 import { spawnSync } from 'node:child_process';
 import os from 'node:os';
-import { addon, type NativeRecorder } from './addon.js';
-import { endpointText, helpText, parseOptions, portRuns, type CommandSpec } from './options.js';
+import { addon, packageVersion, type NativeRecorder } from './addon.js';
+import { MetricsServer, stateGauges, type MetricsSnapshot } from './metrics.js';
+import { endpointText, helpText, parseOptions, portRuns, type CommandSpec, type Endpoint } from './options.js';
 
 export function gatewayNodeOptions(c: GatewayConfig, key: Buffer): GatewayNodeOptions {
   return {
@@ -76,27 +77,71 @@ function startRole<C extends { instance: string; json: boolean; keyFile: string;
   return { cfg, log, key };
 }
 
+/** --metrics, bound before the role installs anything (an address in use is then a plain error). */
+async function openMetrics(role: 'gateway' | 'primary', cfg: { metrics?: Endpoint; instance: string }, log: Logger,
+  snapshot: () => MetricsSnapshot): Promise<MetricsServer | undefined> {
+  if (!cfg.metrics) return undefined;
+  const m = await MetricsServer.open(cfg.metrics, { role, instance: cfg.instance, version: packageVersion(), snapshot });
+  log.info('metrics served', { at: `http://${endpointText(m.address())}/metrics` });
+  return m;
+}
+
+/** The control channel's counts: accepted, and rejected by reason. */
+function channelCounts(c: ChannelCounters | undefined): Record<string, number> {
+  if (!c) return {};
+  return { control_accepted: c.accepted, control_sent: c.sent, ...Object.fromEntries(Object.entries(c.rejected).map(([r, n]) => [`control_rejected_${r.replace(/-/g, '_')}`, n])) };
+}
+
+/** The detector's metrics: its counts and its recorder's, the device state, the backup's connections. */
+function gatewayMetrics(node: GatewayNode, recorder: NativeRecorder | undefined): MetricsSnapshot {
+  const rec = recorder?.counters() ?? {};
+  const { held_bytes: held = 0, replay_started_us: _started, ...recorded } = rec;
+  const view = node.view();
+  const flowsHelp = "the backup's open connections as its last heartbeat counted them, by whether a failure now would carry them over";
+  return {
+    counters: { ...node.stats, ...channelCounts(node.channelCounters()), ...Object.fromEntries(Object.entries(recorded).map(([k, v]) => [`recorder_${k}`, v])) },
+    gauges: [
+      ...stateGauges('device_state', "the detector's device state (the papers' state machine)", DEVICE_STATES, node.states.state),
+      { name: 'epoch', help: 'the takeover epoch', value: node.states.epoch },
+      { name: 'protected', help: 'whether a failure now would be survived (1), not (0), or not known yet (-1)', value: view.protection.protected === null ? -1 : view.protection.protected ? 1 : 0 },
+      { name: 'swapped', help: "the hosts' roles swapped by a re-protection (1) or as configured (0)", value: view.swapped ? 1 : 0 },
+      ...(view.flows ? [
+        { name: 'backup_open_connections', help: flowsHelp, value: view.flows.protected, labels: { protection: 'protected' } },
+        { name: 'backup_open_connections', help: flowsHelp, value: view.flows.unprotected, labels: { protection: 'unprotected' } },
+        { name: 'backup_replicas_lagging', help: "the backup's replicas behind the primary by more than its --lag-warn", value: view.flows.lagging ?? 0 },
+      ] : []),
+      { name: 'recorder_held_bytes', help: "what the traffic recorder holds now (its window's client segments and datagrams)", value: held },
+    ],
+  };
+}
+
 export async function runGateway(argv: string[]): Promise<void> {
   if (wantsHelp(GATEWAY_COMMAND, argv)) return;
   const { cfg, log, key } = startRole(GATEWAY_COMMAND, argv);
+  let node: GatewayNode | undefined;
+  let recorder: NativeRecorder | undefined;
+  const metrics = await openMetrics('gateway', cfg, log, () => (node ? gatewayMetrics(node, recorder) : { counters: {}, gauges: [] }));
   const state = cfg.stateDir ? detectorStateFile(cfg.stateDir, cfg.instance) : undefined;
   const restored = state?.read();
   if (state) log.info('cluster state', { file: state.path, ...(restored ? { restored } : { restored: 'none yet' }) });
-  const recorder = startRecorder(cfg, log);
-  const node = new GatewayNode({
+  recorder = startRecorder(cfg, log);
+  const gateway = new GatewayNode({
     ...gatewayNodeOptions(cfg, key), ...(recorder ? { recorder } : {}),
     ...(restored ? { restored } : {}), ...(state ? { saveState: (s: DetectorState) => state.write(s) } : {}),
   }, createGatewayFence(cfg, log), log);
   try {
-    await node.start();
+    await gateway.start();
   } catch (e) {
     recorder?.stop();
+    await metrics?.close();
     throw e;
   }
+  node = gateway;
   untilSignal(log, async () => {
-    await node.stop();
+    await gateway.stop();
     recorder?.stop();
-  }, () => ({ ...node.stats, state: node.states.state, epoch: node.states.epoch, rejected: node.channelCounters()?.rejected, recorder: recorder?.counters() }));
+    await metrics?.close();
+  }, () => ({ ...gateway.stats, state: gateway.states.state, epoch: gateway.states.epoch, rejected: gateway.channelCounters()?.rejected, recorder: recorder?.counters() }));
 }
 
 /** The traffic recorder on the interface toward the servers, unless --record-window 0. */
@@ -134,8 +179,27 @@ export async function runPrimary(argv: string[]): Promise<void> {
   const agent = new PrimaryAgent({
     ...primaryAgentOptions(cfg, key), ...(restored ? { restored } : {}), ...(state ? { saveState: (s: AgentState) => state.write(s) } : {}),
   }, createPrimaryFence(cfg, log), log, () => serviceStatus(watch));
-  await agent.start();
-  untilSignal(log, () => agent.stop(), () => ({ ...agent.stats, fence: agent.fenced, epoch: agent.epoch, rejected: agent.channelCounters()?.rejected }));
+  const metrics = await openMetrics('primary', cfg, log, () => {
+    const service = serviceStatus(watch);
+    return {
+      counters: { ...agent.stats, ...channelCounts(agent.channelCounters()) },
+      gauges: [
+        ...stateGauges('primary_state', 'this primary: serving, self-fenced or stood-down', PRIMARY_STATES, agent.state),
+        { name: 'epoch', help: 'the takeover epoch this primary knows', value: agent.epoch },
+        { name: 'service_up', help: 'the service counts up: its process alive and its ports listening (bound)', value: service.alive && service.listening ? 1 : 0 },
+      ],
+    };
+  });
+  try {
+    await agent.start();
+  } catch (e) {
+    await metrics?.close();
+    throw e;
+  }
+  untilSignal(log, async () => {
+    await agent.stop();
+    await metrics?.close();
+  }, () => ({ ...agent.stats, fence: agent.fenced, epoch: agent.epoch, rejected: agent.channelCounters()?.rejected }));
 }
 
 export async function runTakeover(argv: string[]): Promise<void> {

@@ -4,6 +4,9 @@ import { backupHelp, parseBackupArgs } from './config.js';
 import { T2cpError } from './errors.js';
 import { createLogger } from './log.js';
 import { BackupNode } from './backup/node.js';
+import { packageVersion } from './addon.js';
+import { MetricsServer } from './metrics.js';
+import { endpointText } from './options.js';
 import { runGateway, runPrimary, runStandDown, runStatus, runTakeover } from './cli-control.js';
 
 const USAGE = `usage: t2cp <command> [options]
@@ -31,7 +34,7 @@ function fail(e: unknown): never {
   process.exit(1);
 }
 
-function runBackup(argv: string[]): void {
+async function runBackup(argv: string[]): Promise<void> {
   if (argv.includes('--help') || argv.includes('-h')) {
     process.stdout.write(backupHelp() + '\n');
     return;
@@ -39,6 +42,11 @@ function runBackup(argv: string[]): void {
   const cfg = parseBackupArgs(argv);
   const log = createLogger(cfg.instance, cfg.json);
   const node = new BackupNode(cfg, log);
+  // Bound before anything is installed: an address in use is an error with nothing to undo.
+  const metrics = cfg.metrics
+    ? await MetricsServer.open(cfg.metrics, { role: 'backup', instance: cfg.instance, version: packageVersion(), snapshot: () => node.metricsSnapshot() })
+    : undefined;
+  if (metrics) log.info('metrics served', { at: `http://${endpointText(metrics.address())}/metrics` });
   node.start();
   let stopping = false;
   const stop = (sig: string) => {

@@ -6,7 +6,7 @@
 // Shared by all five: --key-file (required), --instance, --json.
 import { VRRP_HOOK_STATES, type VrrpHookState } from './control/bodies.js';
 import { configError } from './errors.js';
-import { checkInstance, type CommandSpec, type Endpoint, type OptionSpec } from './options.js';
+import { checkInstance, metricsOption, type CommandSpec, type Endpoint, type OptionSpec } from './options.js';
 import type { HeartbeatMode, HeartbeatTiming } from './detector/heartbeat.js';
 
 export const GATEWAY_PORT = 7390;
@@ -89,6 +89,7 @@ export function heartbeatTiming(c: Timing): HeartbeatTiming {
 
 export interface GatewayConfig extends Shared, Timing, Priority {
   listen: Endpoint;
+  metrics?: Endpoint;
   primary: Endpoint;
   backup: Endpoint;
   mode: HeartbeatMode;
@@ -126,6 +127,7 @@ export const GATEWAY_COMMAND: CommandSpec<GatewayConfig> = {
   options: [
     ...shared<GatewayConfig>(),
     ...priorityOption<GatewayConfig>(),
+    metricsOption<GatewayConfig>('gateway'),
     { key: 'listen', flag: '--listen', kind: 'bind', arg: 'ADDR:PORT', defaultPort: GATEWAY_PORT,
       help: `where the detector listens (UDP); default 0.0.0.0:${GATEWAY_PORT}` },
     { key: 'primary', flag: '--primary', kind: 'endpoint', arg: 'ADDR:PORT', defaultPort: AGENT_PORT, required: true,
@@ -180,6 +182,7 @@ function checkServicePorts(c: { ports: number[]; udpPorts: number[] }): void {
 
 export interface PrimaryConfig extends Shared, Priority {
   listen: Endpoint;
+  metrics?: Endpoint;
   /** Absent: keepalived decides who serves (see STAND_DOWN_COMMAND). */
   detector?: Endpoint;
   intervalMs: number;
@@ -212,6 +215,7 @@ export const PRIMARY_COMMAND: CommandSpec<PrimaryConfig> = {
   options: [
     ...shared<PrimaryConfig>(),
     ...priorityOption<PrimaryConfig>(),
+    metricsOption<PrimaryConfig>('primary'),
     { key: 'detector', flag: '--detector', kind: 'endpoint', arg: 'ADDR:PORT', defaultPort: GATEWAY_PORT,
       help: `the failure detector (\`t2cp gateway\`); port default ${GATEWAY_PORT}. Without it: no heartbeats, no status query, no self-fence; only local commands act` },
     { key: 'listen', flag: '--listen', kind: 'bind', arg: 'ADDR:PORT', defaultPort: AGENT_PORT,

@@ -49,6 +49,17 @@ export interface CommandSpec<C> {
   validate?: (c: C) => void;
 }
 
+/** Where each role serves Prometheus metrics when --metrics names an address alone. */
+export const METRICS_PORTS = { backup: 9465, gateway: 9466, primary: 9467 } as const;
+
+/** --metrics ADDR:PORT of a role (off by default). */
+export function metricsOption<C extends { metrics?: Endpoint }>(role: keyof typeof METRICS_PORTS): OptionSpec<C> {
+  return {
+    key: 'metrics' as keyof C & string, flag: '--metrics', kind: 'bind', arg: 'ADDR:PORT', defaultPort: METRICS_PORTS[role],
+    help: `serve Prometheus metrics (t2cp_...) at http://ADDR:PORT/metrics; port default ${METRICS_PORTS[role]}; off by default`,
+  };
+}
+
 /** Runs of consecutive ports, ascending ([first, last] each): a range is one nft rule and one filter term. */
 export function portRuns(ports: number[]): [number, number][] {
   const runs: [number, number][] = [];

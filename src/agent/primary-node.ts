@@ -115,6 +115,11 @@ export class PrimaryAgent {
     return this.epochNo;
   }
 
+  /** What `t2cp status` says of this primary: serving, self-fenced or stood-down. */
+  get state(): PrimaryState {
+    return STATUS_OF_FENCE[this.fence];
+  }
+
   address(): Endpoint {
     return this.ch!.address();
   }

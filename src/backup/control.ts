@@ -126,6 +126,11 @@ export class BackupControl {
     return true;
   }
 
+  /** The takeover epoch this backup knows. */
+  currentEpoch(): number {
+    return this.epoch;
+  }
+
   /** Ask the recorder for the datagram it numbered n (the mirror lost it). */
   requestUdpResupply(n: number): void {
     this.udpSync?.ask(n);

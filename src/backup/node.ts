@@ -19,13 +19,16 @@ import { portListText } from '../options.js';
 import { preflight, defaultRouteInterface } from './preflight.js';
 import { BackupControl } from './control.js';
 import { TakeoverRun, type TakeoverRecord, type TakeoverTrigger } from './recovery.js';
-import type { BackupState, FlowCounts, LiveFlows } from '../control/index.js';
+import { BACKUP_STATES, type BackupState, type FlowCounts, type LiveFlows } from '../control/index.js';
+import { stateGauges, type GaugeSample, type MetricsSnapshot } from '../metrics.js';
 import { T2cpError } from '../errors.js';
 import type { StateFile } from '../state-file.js';
 import { backupStateFile, type BackupKept } from './backup-state.js';
 
 /** How often the mirror port's link is read, ms. */
 const MIRROR_CHECK_MS = 100;
+/** Engine counters that are levels, not counts: gauges in the metrics. */
+const LEVELS = new Set(['buffered_bytes', 'udp_held']);
 const UDP_SOCKET_CHECK_MS = 1000;
 
 /** Udp RcvbufErrors of this network namespace (/proc/net/snmp), or undefined when unreadable. */
@@ -340,6 +343,48 @@ export class BackupNode {
     this.engine.stop();  // delivers the last events, removes tables, queue, TUN
     this.log.info('stopped', this.nonZeroCounters());
     this.engine = undefined;
+  }
+
+  /**
+   * What --metrics serves (src/metrics.ts): every counter, and as gauges the state, the epoch,
+   * the open connections protected and not, the bytes and datagrams held, the replicas' lag by
+   * port, and the last takeover's steps.
+   */
+  metricsSnapshot(): MetricsSnapshot {
+    const c = this.counters();
+    const counters = Object.fromEntries(Object.entries(c).filter(([k]) => !LEVELS.has(k)));
+    const live = this.liveFlows();
+    const gauges: GaugeSample[] = [
+      ...stateGauges('backup_state', 'this backup: standby (replicating), blind (no mirror), taking-over, active, failed', BACKUP_STATES, this.state()),
+      { name: 'epoch', help: 'the takeover epoch this backup knows', value: this.control?.currentEpoch() ?? this.reclaimed?.epoch ?? 0 },
+      { name: 'buffered_bytes', help: 'client bytes held for the replicas now', value: c.buffered_bytes ?? 0 },
+      { name: 'udp_held_datagrams', help: "clients' datagrams held now for the recorder's record", value: c.udp_held ?? 0 },
+    ];
+    if (live) {
+      const help = 'open connections now, by whether a failure now would carry them over';
+      gauges.push(
+        { name: 'open_connections', help, value: live.protected, labels: { protection: 'protected' } },
+        { name: 'open_connections', help, value: live.unprotected, labels: { protection: 'unprotected' } },
+        { name: 'replicas_lagging', help: 'replicas behind the primary by more than --lag-warn now', value: live.lagging ?? 0 },
+      );
+    }
+    const lag = this.engine ? summarizeReplicaLag(this.engine.replicaLag()) : {};
+    for (const [port, l] of Object.entries(lag)) {
+      for (const [quantile, us] of [['0.5', l.p50Us], ['0.99', l.p99Us], ['1', l.maxUs]] as const)
+        gauges.push({ name: 'replica_lag_seconds', help: "how far the replicas' output ran behind the primary's while replicating, by service port (since the start)", value: us / 1e6, labels: { port, quantile } });
+    }
+    const last = this.run?.current();
+    for (const step of last?.engine.steps ?? [])
+      if (step.us !== undefined) gauges.push({ name: 'takeover_step_seconds', help: "the last takeover's steps, each's duration", value: step.us / 1e6, labels: { step: step.name } });
+    if (last?.takeoverUs !== undefined) gauges.push({ name: 'takeover_seconds', help: 'the last takeover: request to the end of step 5', value: last.takeoverUs / 1e6 });
+    if (last) {
+      const help = "the last takeover's connections, by outcome";
+      gauges.push(
+        { name: 'takeover_connections', help, value: last.engine.flowsTakenOver, labels: { outcome: 'taken-over' } },
+        { name: 'takeover_connections', help, value: last.engine.clientsReset, labels: { outcome: 'reset' } },
+      );
+    }
+    return { counters, gauges };
   }
 
   /** A client segment or datagram the gateway's traffic recorder resupplied. */
