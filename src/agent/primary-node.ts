@@ -272,8 +272,9 @@ export class PrimaryAgent {
     }
     const was = this.fence;
     this.fence = kind;
-    this.log.warn('fenced: this primary no longer answers clients', { fence: kind, cause, epoch: this.epochNo });
+    // Kept first (synced), then said: whoever reads the log line finds the file.
     if (kind === 'stand-down' && was !== 'stand-down') this.saveState();
+    this.log.warn('fenced: this primary no longer answers clients', { fence: kind, cause, epoch: this.epochNo });
     return true;
   }
 
