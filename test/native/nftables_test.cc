@@ -222,7 +222,11 @@ void test_install_listing_and_function() {
   // Nobody is bound to queue 7 and there is no bypass: the listener's
   // SYN-ACK is dropped, the connect never completes.
   CHECK(!connects(vip(), kQueuedPort, kConnectTimeoutMs));
-  CHECK(connects(vip(), kFreePort, kConnectTimeoutMs));
+  // The guard: nothing else leaves from the VIP while the backup replicates
+  // (the VIP is the primary's), a port not replicated either.
+  CHECK(!connects(vip(), kFreePort, kConnectTimeoutMs));
+  CHECK(has(ip, "chain guard"));
+  CHECK(has(ip, "ip saddr 198.18.1.10 counter"));
   // The listener on 8081 marks its packets with kInjectMark: exempt.
   CHECK(connects(vip(), kOtherQueuedPort, kConnectTimeoutMs));
 
