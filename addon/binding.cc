@@ -4,6 +4,15 @@
 // TypeScript before they get here.
 //
 // Thread: JS main thread only.
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstddef>
+#include <cstdlib>
+#include <cstring>
+
 #include "binding_util.h"
 #include "counters.h"
 #include "incoming_capture.h"
@@ -93,6 +102,31 @@ Napi::Value PinnedTranslatorOp(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// sdNotify(text): sd_notify(3) without libsystemd — one datagram to the
+// Unix socket $NOTIFY_SOCKET names (a leading '@': the abstract namespace).
+// "" when sent or when no service manager listens (no NOTIFY_SOCKET), else why not.
+Napi::Value SdNotify(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsString()) throw_error(env, "T2CP_CONFIG", "sdNotify(text)");
+  const std::string text = info[0].As<Napi::String>().Utf8Value();
+  const char* path = getenv("NOTIFY_SOCKET");
+  if (!path || !*path) return Napi::String::New(env, "");
+  sockaddr_un to{};
+  to.sun_family = AF_UNIX;
+  const size_t n = strlen(path);
+  if (n >= sizeof to.sun_path || (path[0] != '/' && path[0] != '@'))
+    return Napi::String::New(env, std::string("NOTIFY_SOCKET is not a socket path: ") + path);
+  std::memcpy(to.sun_path, path, n);
+  if (path[0] == '@') to.sun_path[0] = '\0';
+  int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return Napi::String::New(env, std::string("socket: ") + strerror(errno));
+  const socklen_t len = socklen_t(offsetof(sockaddr_un, sun_path) + n);
+  ssize_t w = sendto(fd, text.data(), text.size(), MSG_NOSIGNAL, reinterpret_cast<sockaddr*>(&to), len);
+  std::string err = w == ssize_t(text.size()) ? "" : std::string("sendto ") + path + ": " + strerror(errno);
+  close(fd);
+  return Napi::String::New(env, err);
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Engine", define_engine(env));
   exports.Set("Fence", define_fence(env));
@@ -102,6 +136,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("captureFilter", Napi::Function::New(env, CaptureFilter));
   exports.Set("tcxPrograms", Napi::Function::New(env, TcxPrograms));
   exports.Set("pinnedTranslator", Napi::Function::New(env, PinnedTranslatorOp));
+  exports.Set("sdNotify", Napi::Function::New(env, SdNotify));
   return exports;
 }
 

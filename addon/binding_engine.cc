@@ -88,6 +88,7 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
       InstanceMethod<&EngineWrap::RequestFlowStats>("requestFlowStats"),
       InstanceMethod<&EngineWrap::Supply>("supply"),
       InstanceMethod<&EngineWrap::UdpRecords>("udpRecords"),
+      InstanceMethod<&EngineWrap::Loops>("loops"),
       InstanceMethod<&EngineWrap::Takeover>("takeover"),
       InstanceMethod<&EngineWrap::TakeoverReportJs>("takeoverReport"),
       InstanceMethod<&EngineWrap::PinTranslator>("pinTranslator"),
@@ -275,6 +276,9 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
     engine_->supply(std::vector<uint8_t>(b.Data(), b.Data() + b.Length()));
     return info.Env().Undefined();
   }
+
+  // loops(): passes of the packet thread's loop so far.
+  Napi::Value Loops(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), double(engine_->loops())); }
 
   // udpRecords(first: number, records: Buffer): a manifest of the gateway
   // recorder's records (udp_ledger.h), numbered from first.

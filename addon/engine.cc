@@ -220,6 +220,7 @@ void Engine::run() {
         window_cpu_us = cpu;
       }
     }
+    loops_.fetch_add(1, std::memory_order_relaxed);
     int rc = poll(fds, 3, spin || due ? 0 : kPollMs);
     if (rc > 0 && (fds[2].revents & POLLIN)) {
       uint64_t v;

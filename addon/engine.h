@@ -83,6 +83,9 @@ class Engine {
     wake();
   }
   bool removed_stale_table() const { return removed_stale_; }
+  // Passes of the packet thread's loop (it wakes at least every kPollMs):
+  // not advancing, the thread is stuck (the systemd watchdog stops being fed).
+  uint64_t loops() const { return loops_.load(std::memory_order_relaxed); }
   // Whether the engine thread runs SCHED_FIFO (false if not asked or refused).
   bool realtime() const { return realtime_; }
   // Which translator a takeover would use: "kernel", "queue", or "" (no
@@ -119,6 +122,7 @@ class Engine {
   std::thread thread_;
   int wake_fd_ = -1;
   std::atomic<bool> stopping_{false};
+  std::atomic<uint64_t> loops_{0};
   bool keep_vip_ = false;  // the translator is pinned: the VIP stays with the connections
   std::atomic<bool> stats_requested_{false};
   std::atomic<bool> mirror_lost_{false};

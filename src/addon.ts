@@ -150,6 +150,8 @@ export interface NativeEngine {
   supply(packet: Buffer): void;
   /** A manifest of the gateway recorder's records of the clients' datagrams (16 bytes each), numbered from first. */
   udpRecords(first: number, records: Buffer): void;
+  /** Passes of the packet thread's loop so far (it wakes at least every 5 ms): not advancing, it is stuck. */
+  loops(): number;
   /** Starts the takeover on the engine thread; progress arrives as 'takeover' events. */
   takeover(options: TakeoverOptions): void;
   takeoverReport(): NativeTakeoverReport;
@@ -210,6 +212,8 @@ interface Addon {
   pinnedTranslator(op: 'exists', dir: string): boolean;
   pinnedTranslator(op: 'reclaim' | 'release', dir: string): string;
   pinnedTranslator(op: 'gc', dir: string, idleS: number, lingerS: number): PinnedSweep;
+  /** sd_notify(3): one message to $NOTIFY_SOCKET; '' when sent or when there is none, else why not. */
+  sdNotify(text: string): string;
 }
 
 function repoRoot(): string {

@@ -10,7 +10,7 @@ import { createPrimaryFence } from './agent/primary-fence.js';
 import { serviceStatus } from './agent/service-status.js';
 import { bootNowUs, processStartBootUs } from './agent/vrrp-guard.js';
 import {
-  GATEWAY_COMMAND, heartbeatTiming, PRIMARY_COMMAND, STAND_DOWN_COMMAND, STATUS_COMMAND, TAKEOVER_COMMAND,
+  EVENTS_COMMAND, GATEWAY_COMMAND, heartbeatTiming, PRIMARY_COMMAND, STAND_DOWN_COMMAND, STATUS_COMMAND, TAKEOVER_COMMAND,
   type GatewayConfig, type PrimaryConfig, type StandDownConfig, type TakeoverConfig,
 } from './config-takeover.js';
 import { DEVICE_STATES, PRIMARY_STATES, type ChannelCounters, type NodeStatus } from './control/index.js';
@@ -24,10 +24,13 @@ import { GatewayNode, type GatewayNodeOptions } from './detector/gateway-node.js
 import { configError, T2cpError } from './errors.js';
 import { createLogger, type Logger } from './log.js';
 import { spawnSync } from 'node:child_process';
+import net from 'node:net';
 import os from 'node:os';
-import { addon, packageVersion, type NativeRecorder } from './addon.js';
-import { MetricsServer, stateGauges, type MetricsSnapshot } from './metrics.js';
-import { endpointText, helpText, parseOptions, portRuns, type CommandSpec, type Endpoint } from './options.js';
+import { addon, type NativeRecorder } from './addon.js';
+import { stateGauges, type MetricsSnapshot } from './metrics.js';
+import { openRoleOutputs } from './role-outputs.js';
+import { SystemdNotifier } from './systemd.js';
+import { endpointText, helpText, parseOptions, portRuns, type CommandSpec } from './options.js';
 
 export function gatewayNodeOptions(c: GatewayConfig, key: Buffer): GatewayNodeOptions {
   return {
@@ -77,15 +80,6 @@ function startRole<C extends { instance: string; json: boolean; keyFile: string;
   return { cfg, log, key };
 }
 
-/** --metrics, bound before the role installs anything (an address in use is then a plain error). */
-async function openMetrics(role: 'gateway' | 'primary', cfg: { metrics?: Endpoint; instance: string }, log: Logger,
-  snapshot: () => MetricsSnapshot): Promise<MetricsServer | undefined> {
-  if (!cfg.metrics) return undefined;
-  const m = await MetricsServer.open(cfg.metrics, { role, instance: cfg.instance, version: packageVersion(), snapshot });
-  log.info('metrics served', { at: `http://${endpointText(m.address())}/metrics` });
-  return m;
-}
-
 /** The control channel's counts: accepted, and rejected by reason. */
 function channelCounts(c: ChannelCounters | undefined): Record<string, number> {
   if (!c) return {};
@@ -120,7 +114,10 @@ export async function runGateway(argv: string[]): Promise<void> {
   const { cfg, log, key } = startRole(GATEWAY_COMMAND, argv);
   let node: GatewayNode | undefined;
   let recorder: NativeRecorder | undefined;
-  const metrics = await openMetrics('gateway', cfg, log, () => (node ? gatewayMetrics(node, recorder) : { counters: {}, gauges: [] }));
+  const outputs = await openRoleOutputs('gateway', cfg, log, {
+    metrics: () => (node ? gatewayMetrics(node, recorder) : { counters: {}, gauges: [] }),
+    digest: () => (node ? { state: node.states.state, epoch: node.states.epoch, ...node.view(), stats: node.stats } : {}),
+  });
   const state = cfg.stateDir ? detectorStateFile(cfg.stateDir, cfg.instance) : undefined;
   const restored = state?.read();
   if (state) log.info('cluster state', { file: state.path, ...(restored ? { restored } : { restored: 'none yet' }) });
@@ -129,18 +126,22 @@ export async function runGateway(argv: string[]): Promise<void> {
     ...gatewayNodeOptions(cfg, key), ...(recorder ? { recorder } : {}),
     ...(restored ? { restored } : {}), ...(state ? { saveState: (s: DetectorState) => state.write(s) } : {}),
   }, createGatewayFence(cfg, log), log);
+  gateway.states.subscribe((t) => outputs.stateChanged(t.subject, t.from, t.to, t.epoch, t.cause));
   try {
     await gateway.start();
   } catch (e) {
     recorder?.stop();
-    await metrics?.close();
+    await outputs.close();
     throw e;
   }
   node = gateway;
+  const systemd = new SystemdNotifier(log);
+  systemd.ready(`detecting: ${gateway.states.state}`, () => true);
   untilSignal(log, async () => {
+    systemd.stopping();
     await gateway.stop();
     recorder?.stop();
-    await metrics?.close();
+    await outputs.close();
   }, () => ({ ...gateway.stats, state: gateway.states.state, epoch: gateway.states.epoch, rejected: gateway.channelCounters()?.rejected, recorder: recorder?.counters() }));
 }
 
@@ -179,7 +180,7 @@ export async function runPrimary(argv: string[]): Promise<void> {
   const agent = new PrimaryAgent({
     ...primaryAgentOptions(cfg, key), ...(restored ? { restored } : {}), ...(state ? { saveState: (s: AgentState) => state.write(s) } : {}),
   }, createPrimaryFence(cfg, log), log, () => serviceStatus(watch));
-  const metrics = await openMetrics('primary', cfg, log, () => {
+  const outputs = await openRoleOutputs('primary', cfg, log, { metrics: () => {
     const service = serviceStatus(watch);
     return {
       counters: { ...agent.stats, ...channelCounts(agent.channelCounters()) },
@@ -189,17 +190,46 @@ export async function runPrimary(argv: string[]): Promise<void> {
         { name: 'service_up', help: 'the service counts up: its process alive and its ports listening (bound)', value: service.alive && service.listening ? 1 : 0 },
       ],
     };
-  });
+  }, digest: () => ({ state: agent.state, epoch: agent.epoch, service: serviceStatus(watch), stats: agent.stats }) });
+  // The agent's state (serving, self-fenced, stood-down), looked at as often as it beats.
+  let last = agent.state;
+  const watchState = setInterval(() => {
+    if (agent.state === last) return;
+    outputs.stateChanged('primary', last, agent.state, agent.epoch);
+    last = agent.state;
+  }, Math.min(cfg.intervalMs, 100));
   try {
     await agent.start();
   } catch (e) {
-    await metrics?.close();
+    clearInterval(watchState);
+    await outputs.close();
     throw e;
   }
+  const systemd = new SystemdNotifier(log);
+  systemd.ready(`watching the service: ${agent.state}`, () => true);
   untilSignal(log, async () => {
+    systemd.stopping();
+    clearInterval(watchState);
     await agent.stop();
-    await metrics?.close();
+    await outputs.close();
   }, () => ({ ...agent.stats, fence: agent.fenced, epoch: agent.epoch, rejected: agent.channelCounters()?.rejected }));
+}
+
+/** `t2cp events`: a role's event stream (src/events.ts) to stdout, one JSON object a line. */
+export async function runEvents(argv: string[]): Promise<void> {
+  if (wantsHelp(EVENTS_COMMAND, argv)) return;
+  const cfg = parseOptions(EVENTS_COMMAND, argv);
+  const socket = net.connect(cfg.socket);
+  await new Promise<void>((resolve, reject) => {
+    socket.once('connect', () => resolve());
+    socket.once('error', (e) => reject(new T2cpError(`cannot follow ${cfg.socket}: ${e.message}: is the role running with --events ${cfg.socket}?`, 'T2CP_SYSTEM')));
+  });
+  socket.write(`${cfg.level}\n`);
+  socket.pipe(process.stdout);
+  const stop = () => socket.destroy();
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+  await new Promise<void>((resolve) => socket.once('close', () => resolve()));
 }
 
 export async function runTakeover(argv: string[]): Promise<void> {

@@ -4,10 +4,9 @@ import { backupHelp, parseBackupArgs } from './config.js';
 import { T2cpError } from './errors.js';
 import { createLogger } from './log.js';
 import { BackupNode } from './backup/node.js';
-import { packageVersion } from './addon.js';
-import { MetricsServer } from './metrics.js';
-import { endpointText } from './options.js';
-import { runGateway, runPrimary, runStandDown, runStatus, runTakeover } from './cli-control.js';
+import { openRoleOutputs } from './role-outputs.js';
+import { SystemdNotifier } from './systemd.js';
+import { runEvents, runGateway, runPrimary, runStandDown, runStatus, runTakeover } from './cli-control.js';
 
 const USAGE = `usage: t2cp <command> [options]
 
@@ -21,6 +20,7 @@ commands:
              notify_master/backup/fault/stop on the primary host (--vrrp-state)
   status     ask the backup or the primary agent on this host for its state
              (the Pacemaker resource agent's monitor)
+  events     follow a role's events (flows, state changes, digests) as JSON lines
   help       this text; \`t2cp <command> --help\` for a command's options
 
 t2cp-ar: client-transparent TCP active replication for Linux.`;
@@ -43,17 +43,26 @@ async function runBackup(argv: string[]): Promise<void> {
   const log = createLogger(cfg.instance, cfg.json);
   const node = new BackupNode(cfg, log);
   // Bound before anything is installed: an address in use is an error with nothing to undo.
-  const metrics = cfg.metrics
-    ? await MetricsServer.open(cfg.metrics, { role: 'backup', instance: cfg.instance, version: packageVersion(), snapshot: () => node.metricsSnapshot() })
-    : undefined;
-  if (metrics) log.info('metrics served', { at: `http://${endpointText(metrics.address())}/metrics` });
+  const outputs = await openRoleOutputs('backup', cfg, log, {
+    metrics: () => node.metricsSnapshot(),
+    digest: () => ({ state: node.state(), flows: node.flows(), open: node.liveFlows() ?? null, counters: node.nonZeroCounters() }),
+  });
+  node.onState((from, to, epoch) => outputs.stateChanged('backup', from, to, epoch));
+  node.onEvent((e) => {
+    if (e.type === 'stats' || e.type === 'resupply') return;
+    outputs.events?.flow({ event: e.type, ...node.flowFields(e) }, e.type === 'new' || e.type === 'closed');
+  });
   node.start();
+  const systemd = new SystemdNotifier(log);
+  systemd.ready(node.state() === 'active' ? 'serving (a takeover kept)' : 'replicating', node.progressing);
   let stopping = false;
   const stop = (sig: string) => {
     if (stopping) return;
     stopping = true;
     log.info('signal', { signal: sig });
+    systemd.stopping();
     node.stop();
+    outputs.removeNow();
     process.exit(0);
   };
   process.on('SIGINT', () => stop('SIGINT'));
@@ -88,6 +97,8 @@ function main(argv: string[]): void | Promise<void> {
       return runStandDown(rest);
     case 'status':
       return runStatus(rest);
+    case 'events':
+      return runEvents(rest);
     case undefined:
     case 'help':
     case '--help':

@@ -6,7 +6,7 @@
 // Shared by all five: --key-file (required), --instance, --json.
 import { VRRP_HOOK_STATES, type VrrpHookState } from './control/bodies.js';
 import { configError } from './errors.js';
-import { checkInstance, metricsOption, type CommandSpec, type Endpoint, type OptionSpec } from './options.js';
+import { checkInstance, eventOptions, metricsOption, type CommandSpec, type Endpoint, type OptionSpec } from './options.js';
 import type { HeartbeatMode, HeartbeatTiming } from './detector/heartbeat.js';
 
 export const GATEWAY_PORT = 7390;
@@ -90,6 +90,8 @@ export function heartbeatTiming(c: Timing): HeartbeatTiming {
 export interface GatewayConfig extends Shared, Timing, Priority {
   listen: Endpoint;
   metrics?: Endpoint;
+  events?: string;
+  notify?: string;
   primary: Endpoint;
   backup: Endpoint;
   mode: HeartbeatMode;
@@ -128,6 +130,7 @@ export const GATEWAY_COMMAND: CommandSpec<GatewayConfig> = {
     ...shared<GatewayConfig>(),
     ...priorityOption<GatewayConfig>(),
     metricsOption<GatewayConfig>('gateway'),
+    ...eventOptions<GatewayConfig>(),
     { key: 'listen', flag: '--listen', kind: 'bind', arg: 'ADDR:PORT', defaultPort: GATEWAY_PORT,
       help: `where the detector listens (UDP); default 0.0.0.0:${GATEWAY_PORT}` },
     { key: 'primary', flag: '--primary', kind: 'endpoint', arg: 'ADDR:PORT', defaultPort: AGENT_PORT, required: true,
@@ -183,6 +186,8 @@ function checkServicePorts(c: { ports: number[]; udpPorts: number[] }): void {
 export interface PrimaryConfig extends Shared, Priority {
   listen: Endpoint;
   metrics?: Endpoint;
+  events?: string;
+  notify?: string;
   /** Absent: keepalived decides who serves (see STAND_DOWN_COMMAND). */
   detector?: Endpoint;
   intervalMs: number;
@@ -216,6 +221,7 @@ export const PRIMARY_COMMAND: CommandSpec<PrimaryConfig> = {
     ...shared<PrimaryConfig>(),
     ...priorityOption<PrimaryConfig>(),
     metricsOption<PrimaryConfig>('primary'),
+    ...eventOptions<PrimaryConfig>(),
     { key: 'detector', flag: '--detector', kind: 'endpoint', arg: 'ADDR:PORT', defaultPort: GATEWAY_PORT,
       help: `the failure detector (\`t2cp gateway\`); port default ${GATEWAY_PORT}. Without it: no heartbeats, no status query, no self-fence; only local commands act` },
     { key: 'listen', flag: '--listen', kind: 'bind', arg: 'ADDR:PORT', defaultPort: AGENT_PORT,
@@ -372,4 +378,27 @@ export const STATUS_COMMAND: CommandSpec<StatusConfig> = {
     detector: { address: '127.0.0.1', port: GATEWAY_PORT }, timeoutMs: 2000,
   },
   validate: (c) => checkInstance(c.instance),
+};
+
+export interface EventsConfig {
+  socket: string;
+  level: 'strong' | 'weak' | 'incremental';
+}
+
+export const EVENTS_COMMAND: CommandSpec<EventsConfig> = {
+  name: 'events',
+  synopsis: 'usage: t2cp events --socket PATH [--level strong|weak|incremental]',
+  about: [
+    'Follows the events of a role started with --events PATH and prints them, one',
+    'JSON object a line, until the role stops (exit 0) or this is interrupted:',
+    '  strong:       every change of every flow, and every state change',
+    '  weak:         flows new and closed, and state changes',
+    '  incremental:  a digest every second (the role\'s figures), and state changes',
+    'Any process may read the socket itself: write the level and a newline first.',
+  ],
+  options: [
+    { key: 'socket', flag: '--socket', kind: 'string', arg: 'PATH', required: true, help: 'the role\'s --events PATH' },
+    { key: 'level', flag: '--level', kind: 'choice', arg: 'LEVEL', choices: ['strong', 'weak', 'incremental'], help: 'which events; default weak' },
+  ],
+  defaults: { level: 'weak' },
 };

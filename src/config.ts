@@ -3,7 +3,7 @@
 // validation and --help, so they cannot drift apart. Every error names the
 // option and says how to fix it.
 import { configError } from './errors.js';
-import { checkInstance, helpText, metricsOption, parseOptions, type CommandSpec, type Endpoint, type OptionSpec } from './options.js';
+import { checkInstance, eventOptions, helpText, metricsOption, parseOptions, type CommandSpec, type Endpoint, type OptionSpec } from './options.js';
 import { activeModeObject, type EngineOptions } from './addon.js';
 
 export const ACTIVE_MODES = ['auto', 'kernel', 'queue'] as const;
@@ -45,6 +45,9 @@ export interface BackupConfig {
   udpPorts: number[];
   /** Where Prometheus metrics are served (--metrics); off when absent. */
   metrics?: Endpoint;
+  /** The event stream's Unix socket (--events) and the state-change program (--notify); off when absent. */
+  events?: string;
+  notify?: string;
   instance: string;
   queue: number;
   maxFlows: number;
@@ -160,6 +163,7 @@ export const BACKUP_OPTIONS: OptionSpec<BackupConfig>[] = [
   { key: 'divergence', flag: '--divergence', kind: 'string', arg: 'POLICY[,PORT=POLICY...]',
     help: `when a replica's output no longer matches the primary's, the flow is diverged: reported (with where, and both sides' bytes), given up, reset at a takeover. strict: any differing byte; length: only a different length (services whose answers differ harmlessly, e.g. an HTTP Date: header); off: not compared (the primary's output is not captured at all). A UDP port's datagrams are compared one by one (a diverged association is reported; UDP has nothing to reset). A policy for every port, then PORT=POLICY exceptions (a port both TCP and UDP: both); default ${DEFAULTS.divergence}` },
   metricsOption<BackupConfig>('backup'),
+  ...eventOptions<BackupConfig>(),
   { key: 'logFlows', flag: '--log-flows', kind: 'bool',
     help: 'log every flow event (new, synchronised, closed); anomalies are always logged' },
   { key: 'json', flag: '--json', kind: 'bool', help: 'log as JSON lines instead of text' },

@@ -60,6 +60,16 @@ export function metricsOption<C extends { metrics?: Endpoint }>(role: keyof type
   };
 }
 
+/** --events PATH and --notify PROGRAM of a role (both off by default): docs/operations.md. */
+export function eventOptions<C extends { events?: string; notify?: string }>(): OptionSpec<C>[] {
+  return [
+    { key: 'events' as keyof C & string, flag: '--events', kind: 'string', arg: 'PATH',
+      help: 'serve this role\'s events (flows, state changes, digests) as JSON lines on a Unix socket at PATH; follow with `t2cp events PATH`; off by default' },
+    { key: 'notify' as keyof C & string, flag: '--notify', kind: 'string', arg: 'PROGRAM',
+      help: 'run PROGRAM ROLE INSTANCE STATE EPOCH at each state change of this role (as keepalived\'s notify); off by default' },
+  ];
+}
+
 /** Runs of consecutive ports, ascending ([first, last] each): a range is one nft rule and one filter term. */
 export function portRuns(ports: number[]): [number, number][] {
   const runs: [number, number][] = [];
@@ -213,7 +223,8 @@ export function parseOptions<C>(cmd: CommandSpec<C>, argv: string[]): C {
   const fromFile = file ? readConfigFile(cmd, file) : {};
   const merged = { ...cmd.defaults, ...fromFile, ...values } as Record<string, unknown>;
   for (const o of cmd.options) {
-    if (o.required && merged[o.key] === undefined) throw configError(`missing ${o.flag} ${o.arg}: ${o.help}`);
+    if (o.required && merged[o.key] === undefined)
+      throw configError(`missing ${o.flag} ${o.arg}${file ? ` (or key '${o.key}' in config file ${file})` : ''}: ${o.help}`);
   }
   const cfg = merged as unknown as C;
   cmd.validate?.(cfg);

@@ -21,6 +21,7 @@ import { BackupControl } from './control.js';
 import { TakeoverRun, type TakeoverRecord, type TakeoverTrigger } from './recovery.js';
 import { BACKUP_STATES, type BackupState, type FlowCounts, type LiveFlows } from '../control/index.js';
 import { stateGauges, type GaugeSample, type MetricsSnapshot } from '../metrics.js';
+import { advancing } from '../systemd.js';
 import { T2cpError } from '../errors.js';
 import type { StateFile } from '../state-file.js';
 import { backupStateFile, type BackupKept } from './backup-state.js';
@@ -30,6 +31,7 @@ const MIRROR_CHECK_MS = 100;
 /** Engine counters that are levels, not counts: gauges in the metrics. */
 const LEVELS = new Set(['buffered_bytes', 'udp_held']);
 const UDP_SOCKET_CHECK_MS = 1000;
+const STATE_WATCH_MS = 100;
 
 /** Udp RcvbufErrors of this network namespace (/proc/net/snmp), or undefined when unreadable. */
 function udpRcvbufErrors(): number | undefined {
@@ -65,6 +67,8 @@ export class BackupNode {
   private engine: NativeEngine | undefined;
   private timers: NodeJS.Timeout[] = [];
   private listeners: Array<(e: FlowEvent) => void> = [];
+  private stateListeners: Array<(from: BackupState, to: BackupState, epoch: number) => void> = [];
+  private lastState: BackupState = 'standby';
   private run: TakeoverRun | undefined;
   private control: BackupControl | undefined;
   private failed = false;
@@ -92,6 +96,30 @@ export class BackupNode {
   /** Subscribe to flow events (new, synchronised, unprotected, closed, anomaly, stats). */
   onEvent(fn: (e: FlowEvent) => void): void {
     this.listeners.push(fn);
+  }
+
+  /**
+   * Subscribe to this backup's state changes (standby, blind, taking-over, active, failed), as
+   * state() says it: told where it changes (a takeover's start and end, the mirror's link), and
+   * looked at every STATE_WATCH_MS besides.
+   */
+  onState(fn: (from: BackupState, to: BackupState, epoch: number) => void): void {
+    if (!this.stateListeners.length) {
+      this.lastState = this.state();
+      this.timers.push(setInterval(() => this.noteState(), STATE_WATCH_MS));
+    }
+    this.stateListeners.push(fn);
+  }
+
+  /** Tells the state listeners when state() changed: where it changes, and on a timer for the rest. */
+  private noteState(): void {
+    if (!this.stateListeners.length) return;
+    const now = this.state();
+    if (now === this.lastState) return;
+    const from = this.lastState;
+    this.lastState = now;
+    const epoch = this.control?.currentEpoch() ?? this.reclaimed?.epoch ?? 0;
+    for (const f of this.stateListeners) f(from, now, epoch);
   }
 
   start(): void {
@@ -146,6 +174,7 @@ export class BackupNode {
       if (blind === this.blind) return;
       this.blind = blind;
       if (blind) this.engine?.mirrorLost();
+      this.noteState();
       if (blind) this.log.warn('the mirror port is down: no replica follows anything; this backup does not stand by', { mirror: this.cfg.mirrorIf });
       else this.log.info('the mirror port is up again: standing by (connections that lost bytes meanwhile are resupplied or reported)', { mirror: this.cfg.mirrorIf });
     };
@@ -279,8 +308,13 @@ export class BackupNode {
     );
     for (const fn of this.finalListeners) this.run.onFinal(fn);
     this.run.start(trigger);
-    this.run.done().then(() => this.keep(trigger.epoch), () => {
+    this.noteState();
+    this.run.done().then(() => {
+      this.keep(trigger.epoch);
+      this.noteState();
+    }, () => {
       this.failed = true;
+      this.noteState();
     });
     return this.run.done();
   }
@@ -288,6 +322,15 @@ export class BackupNode {
   private vipIf(): string {
     return this.cfg.vipIf ?? defaultRouteInterface();
   }
+
+  /**
+   * Whether the packet thread moved since the last call (the systemd watchdog's test); true
+   * without an engine (a backup that serves after a restart: its event loop is what turns).
+   */
+  readonly progressing = ((): (() => boolean) => {
+    const engineMoved = advancing(() => this.engine?.loops() ?? 0);
+    return () => !this.engine || engineMoved();
+  })();
 
   /** The engine's counters, and the control endpoint's (control_accepted, control_rejected_<reason>). */
   counters(): Record<string, number> {
@@ -421,7 +464,8 @@ export class BackupNode {
       primary: excerptText(d.primary), replica: excerptText(d.replica) };
   }
 
-  private logEvent(e: FlowEvent): void {
+  /** What the log and the event stream say of a flow event. */
+  flowFields(e: FlowEvent): Record<string, unknown> {
     const fields: Record<string, unknown> = { flow: `${e.client}->:${e.serverPort}${e.protocol === 'udp' ? '/udp' : ''}`, id: e.flowId };
     if (e.reason !== 'none') fields.reason = e.reason;
     if (e.type === 'closed' || e.type === 'stats' || e.type === 'anomaly') {
@@ -431,8 +475,12 @@ export class BackupNode {
     if (e.type === 'lagging') fields.behindBytes = e.detail;
     if (e.reason === 'replica-behind' && e.type === 'anomaly') fields.lagMs = e.detail;
     if (e.reason === 'diverged' && e.type === 'anomaly') Object.assign(fields, this.divergence(e));
+    return fields;
+  }
+
+  private logEvent(e: FlowEvent): void {
     const level = e.type === 'anomaly' || e.type === 'unprotected' || e.type === 'lagging' ? 'warn' : 'info';
     if (level === 'info' && !this.cfg.logFlows && e.type !== 'stats') return;
-    this.log[level](`flow ${e.type}`, fields);
+    this.log[level](`flow ${e.type}`, this.flowFields(e));
   }
 }

@@ -4,6 +4,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { GATEWAY_COMMAND, heartbeatTiming, PRIMARY_COMMAND, STAND_DOWN_COMMAND, TAKEOVER_COMMAND } from '../../src/config-takeover.js';
 import { T2cpError } from '../../src/errors.js';
+import { parseBackupArgs } from '../../src/config.js';
 import { helpText, parseOptions, portListText, portRuns, type CommandSpec } from '../../src/options.js';
 
 function errorOf<C>(cmd: CommandSpec<C>, argv: string[]): T2cpError {
@@ -62,6 +63,21 @@ describe('t2cp gateway / primary / takeover options', () => {
     expect(errorOf(GATEWAY_COMMAND, gw.slice(0, -2)).message).toMatch(/missing --ports LIST or --udp-ports LIST/);
     // A media range counts as one of the 64 entries, on every role.
     expect(parseOptions(GATEWAY_COMMAND, [...gw.slice(0, -2), '--udp-ports', '5060,10000-10100']).udpPorts).toHaveLength(102);
+  });
+
+  it('the example configurations under deploy/etc parse; a config file lacking a required key names the file and the key', () => {
+    const here = path.join(path.dirname(new URL(import.meta.url).pathname), '..', '..');
+    expect(parseOptions(GATEWAY_COMMAND, ['--config', path.join(here, 'deploy/etc/gateway-main.json')])).toMatchObject({ ports: [7000], metrics: { port: 9466 } });
+    expect(parseOptions(PRIMARY_COMMAND, ['--config', path.join(here, 'deploy/etc/primary-main.json')])).toMatchObject({ vip: '198.18.1.10' });
+    expect(parseBackupArgs(['--config', path.join(here, 'deploy/etc/backup-main.json')])).toMatchObject({ mirrorIf: 'eth1', events: '/run/t2cp/backup-main.events' });
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 't2cp-cfg-'));
+    const file = path.join(dir, 'primary-x.json');
+    fs.writeFileSync(file, JSON.stringify({ keyFile: 'k', ports: [7000] }));
+    expect(errorOf(PRIMARY_COMMAND, ['--config', file]).message).toBe(
+      `missing --vip ADDR (or key 'vip' in config file ${file}): service address: the fence silences it when this primary stands down; its listeners (or 0.0.0.0) count as listening`);
+    fs.writeFileSync(file, JSON.stringify({ keyFile: 'k', vip: '198.18.1.10', ports: [7000], metric: '0.0.0.0' }));
+    expect(errorOf(PRIMARY_COMMAND, ['--config', file]).message).toMatch(new RegExp(`config file ${file}: unknown key 'metric' \\(known: .*metrics`));
+    fs.rmSync(dir, { recursive: true, force: true });
   });
 
   it('port runs: consecutive ports as one range, in any order, duplicates once', () => {
