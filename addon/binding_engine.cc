@@ -16,6 +16,23 @@
 namespace t2cp {
 namespace {
 
+// o[key]: a --divergence policy (0 off, 1 length, 2 strict) per port, in the
+// order of a list of n ports; the ports it leaves out are not compared.
+std::vector<DivergencePolicy> policies(Napi::Env env, const Napi::Object& o, const char* key, size_t n) {
+  std::vector<DivergencePolicy> out;
+  Napi::Value d = o.Get(key);
+  if (d.IsArray()) {
+    Napi::Array a = d.As<Napi::Array>();
+    for (uint32_t i = 0; i < a.Length() && i < n; i++) {
+      uint32_t v = a.Get(i).As<Napi::Number>().Uint32Value();
+      if (v > static_cast<uint32_t>(DivergencePolicy::kStrict)) throw Napi::RangeError::New(env, std::string(key) + ": a policy is 0, 1 or 2");
+      out.push_back(static_cast<DivergencePolicy>(v));
+    }
+  }
+  out.resize(n, DivergencePolicy::kOff);
+  return out;
+}
+
 EngineConfig read_config(Napi::Env env, const Napi::Object& o) {
   EngineConfig c;
   c.mirror_if = get_str(o, "mirrorIf");
@@ -44,28 +61,8 @@ EngineConfig read_config(Napi::Env env, const Napi::Object& o) {
     if (w.IsNumber()) c.lag_warn_bytes = static_cast<uint64_t>(w.As<Napi::Number>().Int64Value());
   }
   c.max_lag_ms = get_u32(o, "maxLagMs", c.max_lag_ms);
-  {
-    Napi::Value d = o.Get("divergence");
-    if (d.IsArray()) {
-      Napi::Array a = d.As<Napi::Array>();
-      for (uint32_t i = 0; i < a.Length() && i < c.ports.size(); i++) {
-        uint32_t v = a.Get(i).As<Napi::Number>().Uint32Value();
-        if (v > static_cast<uint32_t>(DivergencePolicy::kStrict)) throw Napi::RangeError::New(env, "divergence: a policy is 0, 1 or 2");
-        c.divergence.push_back(static_cast<DivergencePolicy>(v));
-      }
-    }
-    c.divergence.resize(c.ports.size(), DivergencePolicy::kOff);
-    Napi::Value u = o.Get("udpDivergence");
-    if (u.IsArray()) {
-      Napi::Array a = u.As<Napi::Array>();
-      for (uint32_t i = 0; i < a.Length() && i < c.udp_ports.size(); i++) {
-        uint32_t v = a.Get(i).As<Napi::Number>().Uint32Value();
-        if (v > static_cast<uint32_t>(DivergencePolicy::kStrict)) throw Napi::RangeError::New(env, "udpDivergence: a policy is 0, 1 or 2");
-        c.udp_divergence.push_back(static_cast<DivergencePolicy>(v));
-      }
-    }
-    c.udp_divergence.resize(c.udp_ports.size(), DivergencePolicy::kOff);
-  }
+  c.divergence = policies(env, o, "divergence", c.ports.size());
+  c.udp_divergence = policies(env, o, "udpDivergence", c.udp_ports.size());
   c.active_if = get_str(o, "activeIf");
   c.active_object = get_str(o, "activeObject");
   std::string mode = get_str(o, "activeMode");

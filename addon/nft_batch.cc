@@ -136,16 +136,19 @@ void put_cmp_eq(nlmsghdr* nlh, const void* value, uint32_t len) {
   mnl_attr_nest_end(nlh, d);
 }
 
+// "payload load": the len bytes at base+offset of the packet into reg1.
+void put_payload_load(nlmsghdr* nlh, uint32_t base, uint32_t offset, uint32_t len) {
+  Expr e(nlh, "payload");
+  put_be32(nlh, NFTA_PAYLOAD_DREG, NFT_REG_1);
+  put_be32(nlh, NFTA_PAYLOAD_BASE, base);
+  put_be32(nlh, NFTA_PAYLOAD_OFFSET, offset);
+  put_be32(nlh, NFTA_PAYLOAD_LEN, len);
+}
+
 // "payload load + cmp": the len bytes at base+offset of the packet equal value.
 void put_payload_eq(nlmsghdr* nlh, uint32_t base, uint32_t offset,
                     const void* value, uint32_t len) {
-  {
-    Expr e(nlh, "payload");
-    put_be32(nlh, NFTA_PAYLOAD_DREG, NFT_REG_1);
-    put_be32(nlh, NFTA_PAYLOAD_BASE, base);
-    put_be32(nlh, NFTA_PAYLOAD_OFFSET, offset);
-    put_be32(nlh, NFTA_PAYLOAD_LEN, len);
-  }
+  put_payload_load(nlh, base, offset, len);
   put_cmp_eq(nlh, value, len);
 }
 
@@ -153,13 +156,7 @@ void put_payload_eq(nlmsghdr* nlh, uint32_t base, uint32_t offset,
 // (network order, compared as big-endian numbers).
 void put_payload_range(nlmsghdr* nlh, uint32_t base, uint32_t offset, const void* from, const void* to,
                        uint32_t len) {
-  {
-    Expr e(nlh, "payload");
-    put_be32(nlh, NFTA_PAYLOAD_DREG, NFT_REG_1);
-    put_be32(nlh, NFTA_PAYLOAD_BASE, base);
-    put_be32(nlh, NFTA_PAYLOAD_OFFSET, offset);
-    put_be32(nlh, NFTA_PAYLOAD_LEN, len);
-  }
+  put_payload_load(nlh, base, offset, len);
   Expr e(nlh, "range");
   put_be32(nlh, NFTA_RANGE_SREG, NFT_REG_1);
   put_be32(nlh, NFTA_RANGE_OP, NFT_RANGE_EQ);

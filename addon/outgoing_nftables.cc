@@ -120,24 +120,25 @@ void put_flow_queue_rule(Batch& b, const std::string& table, bool to_vip, uint32
   end_queue_rule(b, nlh, exprs, queue_num);
 }
 
-// ip saddr == vip -> drop, in chain guard (kGuardChain).
-void put_vip_drop_rule(Batch& b, const std::string& table, uint32_t vip) {
+// The 4 bytes at `offset` of the network header == vip -> counter, drop.
+void put_vip_drop(Batch& b, uint8_t family, const std::string& table, const char* chain, What what, uint32_t offset,
+                  uint32_t vip) {
   nlattr* exprs;
-  nlmsghdr* nlh = begin_rule(b, NFPROTO_IPV4, table, kGuardChain, What::kGuardRule, &exprs);
-  put_payload_eq(nlh, NFT_PAYLOAD_NETWORK_HEADER, kIpSaddrOffset, &vip, 4);
+  nlmsghdr* nlh = begin_rule(b, family, table, chain, what, &exprs);
+  put_payload_eq(nlh, NFT_PAYLOAD_NETWORK_HEADER, offset, &vip, 4);
   put_counter(nlh);
   put_verdict(nlh, NF_DROP);
   end_rule(b, nlh, exprs);
 }
 
+// ip saddr == vip -> drop, in chain guard (kGuardChain).
+void put_vip_drop_rule(Batch& b, const std::string& table, uint32_t vip) {
+  put_vip_drop(b, NFPROTO_IPV4, table, kGuardChain, What::kGuardRule, kIpSaddrOffset, vip);
+}
+
 // arp sender-ip == vip -> drop: the backup never announces the VIP.
 void put_arp_drop_rule(Batch& b, const std::string& table, uint32_t vip) {
-  nlattr* exprs;
-  nlmsghdr* nlh = begin_rule(b, NFPROTO_ARP, table, kChain, What::kArpRule, &exprs);
-  put_payload_eq(nlh, NFT_PAYLOAD_NETWORK_HEADER, kArpSenderIpOffset, &vip, 4);
-  put_counter(nlh);
-  put_verdict(nlh, NF_DROP);
-  end_rule(b, nlh, exprs);
+  put_vip_drop(b, NFPROTO_ARP, table, kChain, What::kArpRule, kArpSenderIpOffset, vip);
 }
 
 // ---- queries ----------------------------------------------------------------
