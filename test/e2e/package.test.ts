@@ -1,0 +1,74 @@
+// The Debian package (`npm run package`, scripts/package.sh): built with dpkg-shlibdeps and
+// dpkg-deb, its control naming the libraries the addon links and the programs t2cp runs, its
+// files where a system administrator expects them; unpacked away from this checkout, its own
+// files are enough for `t2cp` to run: the help of every command, the manual, and a backup
+// replicating on the testbed from the package's addon and modules.
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { collect, repoRoot } from '../../scripts/processes.js';
+import { waitFor } from '../../scripts/wait.js';
+import { flagsToArgv, validBackupArgs } from './cli-run.js';
+import { kernelLeftovers } from './leftovers.js';
+import { useLab } from './lab.js';
+
+const INSTANCE = 'pkg';
+
+describe('package: t2cp-ar_VERSION_ARCH.deb', () => {
+  const lab = useLab('package');
+
+  it('declares its dependencies, holds the files, and runs from them alone', async () => {
+    const { tb } = lab;
+    const built = spawnSync('bash', [`${repoRoot}scripts/package.sh`], { encoding: 'utf8', cwd: repoRoot });
+    expect(built.status, built.stderr).toBe(0);
+    const deb = path.join(repoRoot, built.stdout.trim());
+    expect(deb).toMatch(/dist\/t2cp-ar_\d+\.\d+\.\d+_[a-z0-9]+\.deb$/);
+
+    const control = spawnSync('dpkg-deb', ['-f', deb, 'Depends'], { encoding: 'utf8' }).stdout;
+    for (const dep of ['libpcap0.8', 'libnetfilter-queue1', 'libmnl0', 'libbpf1', 'nodejs', 'nftables', 'iproute2']) expect(control).toContain(dep);
+    const files = spawnSync('dpkg-deb', ['-c', deb], { encoding: 'utf8' }).stdout.split('\n').map((l) => l.split(/\s+/).pop()!.replace(/^\./, ''));
+    for (const f of ['/usr/bin/t2cp', '/usr/lib/t2cp-ar/build/Release/t2cp.node', '/usr/lib/t2cp-ar/build/Release/recovery_active_mode.bpf.o',
+      '/usr/lib/t2cp-ar/dist/src/cli.js', '/usr/lib/t2cp-ar/node_modules/prom-client/package.json',
+      '/lib/systemd/system/t2cp-backup@.service', '/lib/systemd/system/t2cp-gateway@.service', '/lib/systemd/system/t2cp-primary@.service',
+      '/etc/t2cp/backup-example.json', '/usr/lib/ocf/resource.d/t2cp/t2cp', '/usr/share/t2cp-ar/prometheus/t2cp.rules.yml',
+      '/usr/share/man/man8/t2cp.8.gz', '/usr/share/doc/t2cp-ar/copyright']) expect(files).toContain(f);
+    // Nothing of the build, the tests or the lab: the program and its runtime modules only.
+    expect(files.filter((f) => /node-addon-api|node_modules\/vitest|\/t2cp-ar\/dist\/(test|scripts|bench)\//.test(f))).toEqual([]);
+    expect(spawnSync('dpkg-deb', ['-I', deb, 'conffiles'], { encoding: 'utf8' }).stdout.trim().split('\n').sort())
+      .toEqual(['/etc/t2cp/backup-example.json', '/etc/t2cp/gateway-example.json', '/etc/t2cp/primary-example.json']);
+
+    // Unpacked outside the checkout: module resolution cannot fall back on its node_modules.
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), 't2cp-deb-root-'));
+    try {
+      expect(spawnSync('dpkg-deb', ['-x', deb, root]).status).toBe(0);
+      const cli = path.join(root, 'usr/lib/t2cp-ar/dist/src/cli.js');
+      for (const cmd of ['backup', 'gateway', 'primary', 'takeover', 'stand-down', 'status', 'events']) {
+        const r = spawnSync('node', [cli, cmd, '--help'], { encoding: 'utf8' });
+        expect(r.status, r.stderr).toBe(0);
+        expect(r.stdout).toMatch(new RegExp(`^usage: t2cp ${cmd} `));
+      }
+      const man = spawnSync('man', ['-l', path.join(root, 'usr/share/man/man8/t2cp.8.gz')], { encoding: 'utf8', env: { ...process.env, MANWIDTH: '100' } });
+      expect(man.status, man.stderr).toBe(0);
+      for (const section of ['NAME', 'SYNOPSIS', 'COMMANDS', 'FILES', 'EXIT STATUS']) expect(man.stdout).toMatch(new RegExp(`^${section}$`, 'm'));
+      expect(man.stdout).toMatch(/--udp-ports LIST/);
+
+      // The packaged addon and modules run a backup on the testbed, with its metrics (prom-client).
+      const backup = tb.spawn(tb.ns.backup, ['node', cli, 'backup', ...flagsToArgv({ ...validBackupArgs(tb, INSTANCE), '--metrics': '127.0.0.1:19465' })]);
+      const out = collect(backup);
+      try {
+        await waitFor(() => out.stdout.includes('replicating'), { timeoutMs: 15_000, what: `the packaged backup replicating (${out.stderr.slice(-500)})` });
+        const metrics = await tb.exec(tb.ns.backup, ['curl', '-sf', 'http://127.0.0.1:19465/metrics']);
+        expect(metrics.stdout).toMatch(/^t2cp_backup_state\{state="standby"\} 1$/m);
+      } finally {
+        const exited = new Promise((r) => backup.once('exit', r));
+        backup.kill('SIGTERM');
+        await exited;
+      }
+      expect(await kernelLeftovers(tb, INSTANCE)).toEqual([]);
+    } finally {
+      fs.rmSync(root, { recursive: true, force: true });
+    }
+  });
+});
