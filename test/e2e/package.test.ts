@@ -2,7 +2,9 @@
 // dpkg-deb, its control naming the libraries the addon links and the programs t2cp runs, its
 // files where a system administrator expects them; unpacked away from this checkout, its own
 // files are enough for `t2cp` to run: the help of every command, the manual, and a backup
-// replicating on the testbed from the package's addon and modules.
+// replicating on the testbed from the package's addon and modules. Then installed with
+// `apt-get install ./t2cp-ar_….deb` and nothing else on a clean Debian 12 root (debootstrap,
+// minbase; its own nodejs, 18), from which a backup replicates on the testbed.
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -15,15 +17,29 @@ import { kernelLeftovers } from './leftovers.js';
 import { useLab } from './lab.js';
 
 const INSTANCE = 'pkg';
+/** A minimal Debian 12 made once per checkout (debootstrap, ~30 s), copied afresh for each run. */
+const BASE_ROOT = `${repoRoot}build/debian12-root`;
+
+/** The package built by scripts/package.sh, its path. */
+function buildPackage(): string {
+  const built = spawnSync('bash', [`${repoRoot}scripts/package.sh`], { encoding: 'utf8', cwd: repoRoot });
+  if (built.status !== 0) throw new Error(`scripts/package.sh failed: ${built.stderr}`);
+  return path.join(repoRoot, built.stdout.trim());
+}
+
+/** sh -c `script` in a mount namespace of its own where `root` has /proc, /dev, /sys and bpffs. */
+function inRoot(root: string, script: string): string[] {
+  return ['unshare', '--mount', 'sh', '-c',
+    `mount -t proc proc ${root}/proc && mount --rbind /dev ${root}/dev && mount -t sysfs sysfs ${root}/sys && ` +
+    `mount -t bpf bpf ${root}/sys/fs/bpf && ${script}`];
+}
 
 describe('package: t2cp-ar_VERSION_ARCH.deb', () => {
   const lab = useLab('package');
 
   it('declares its dependencies, holds the files, and runs from them alone', async () => {
     const { tb } = lab;
-    const built = spawnSync('bash', [`${repoRoot}scripts/package.sh`], { encoding: 'utf8', cwd: repoRoot });
-    expect(built.status, built.stderr).toBe(0);
-    const deb = path.join(repoRoot, built.stdout.trim());
+    const deb = buildPackage();
     expect(deb).toMatch(/dist\/t2cp-ar_\d+\.\d+\.\d+_[a-z0-9]+\.deb$/);
 
     const control = spawnSync('dpkg-deb', ['-f', deb, 'Depends'], { encoding: 'utf8' }).stdout;
@@ -71,4 +87,44 @@ describe('package: t2cp-ar_VERSION_ARCH.deb', () => {
       fs.rmSync(root, { recursive: true, force: true });
     }
   });
+
+  it('installs with apt-get alone on a clean Debian 12 and replicates from there', async () => {
+    const { tb, dir } = lab;
+    if (!fs.existsSync(`${BASE_ROOT}/etc/debian_version`)) {
+      const making = `${BASE_ROOT}.making`;
+      fs.rmSync(making, { recursive: true, force: true });
+      const made = spawnSync('debootstrap', ['--variant=minbase', 'bookworm', making, 'http://deb.debian.org/debian'], { encoding: 'utf8', timeout: 600_000 });
+      expect(made.status, made.stderr.slice(-2000)).toBe(0);
+      fs.renameSync(making, BASE_ROOT);
+    }
+    const root = `${dir}/debian12`;
+    expect(spawnSync('cp', ['-a', BASE_ROOT, root]).status).toBe(0);
+    try {
+      const deb = buildPackage();
+      fs.copyFileSync(deb, `${root}/tmp/${path.basename(deb)}`);
+      fs.copyFileSync('/etc/resolv.conf', `${root}/etc/resolv.conf`);
+      const [program, ...args] = inRoot(root, `chroot ${root} sh -c 'export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && ` +
+        `apt-get install -y -qq /tmp/${path.basename(deb)} >/dev/null && node --version && t2cp help'`);
+      const install = spawnSync(program!, args, { encoding: 'utf8', timeout: 300_000 });
+      expect(install.status, install.stderr.slice(-2000)).toBe(0);
+      expect(install.stdout).toMatch(/^v\d+\./m);
+      expect(install.stdout).toMatch(/usage: t2cp <command>/);
+      console.log(`package: installed on a clean Debian 12 root with its nodejs ${/^v[\d.]+/m.exec(install.stdout)?.[0]}`);
+
+      const backup = tb.spawn(tb.ns.backup, inRoot(root, `exec chroot ${root} t2cp backup ${flagsToArgv({ ...validBackupArgs(tb, INSTANCE), '--metrics': '127.0.0.1:19465' }).join(' ')}`));
+      const out = collect(backup);
+      try {
+        await waitFor(() => out.stdout.includes('replicating'), { timeoutMs: 20_000, what: `the installed backup replicating (${out.stderr.slice(-500)})` });
+        const metrics = await tb.exec(tb.ns.backup, ['curl', '-sf', 'http://127.0.0.1:19465/metrics']);
+        expect(metrics.stdout).toMatch(/^t2cp_backup_state\{state="standby"\} 1$/m);
+      } finally {
+        const exited = new Promise((r) => backup.once('exit', r));
+        backup.kill('SIGTERM');
+        await exited;
+      }
+      expect(await kernelLeftovers(tb, INSTANCE)).toEqual([]);
+    } finally {
+      spawnSync('rm', ['-rf', '--one-file-system', root]);
+    }
+  }, 900_000);
 });
