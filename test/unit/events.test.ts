@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { EventStream, type EventLevel } from '../../src/events.js';
 import { T2cpError } from '../../src/errors.js';
 import type { Logger } from '../../src/log.js';
@@ -40,6 +40,7 @@ describe('event stream', () => {
   afterEach(async () => {
     for (const s of streams.splice(0)) await s.close();
   });
+  afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
   it('strong gets every flow change, weak new and closed flows, every level the state changes', async () => {
     const file = path.join(dir, 'a.sock');
