@@ -25,6 +25,7 @@ import { collect, pinned, repoRoot, waitForExit } from '../scripts/processes.js'
 import { STALL_WINDOW_MS } from '../scripts/reply-times.js';
 import type { Testbed } from '../scripts/testbed.js';
 import { GiveUp, waitFor } from '../scripts/wait.js';
+import { median } from './stats.js';
 
 export interface IpOnlyOptions {
   /** Scratch directory (keepalived's files go in a subdirectory). */
@@ -89,10 +90,6 @@ export interface IpOnlyResult {
 const PRIMARY_PRIORITY = 150;
 const BACKUP_PRIORITY = 100;
 const STARTUP_TIMEOUT_MS = 15_000;
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length ? s[Math.floor((s.length - 1) / 2)]! : NaN;
-};
 
 interface SummaryConn {
   id: number; kind: 'active' | 'idle'; outcome: ConnectionFate['outcome']; longestReplyMs: number | null; error: string | null; endMs: number | null;

@@ -31,6 +31,7 @@ import { STALL_WINDOW_MS } from '../scripts/reply-times.js';
 import { runT2cpFailover, type FailoverTrial } from './failover.js';
 import { formatIpOnly, runIpOnly } from './ip-only.js';
 import { benchUdp } from './udp.js';
+import { median } from './stats.js';
 
 const MB = 1 << 20;
 const PORT = 7000;
@@ -67,10 +68,6 @@ interface Trial {
   latency?: { p50Us: number; p99Us: number; maxUs: number; samples: number; dequeue?: { p50Us: number; p99Us: number } };
 }
 
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length ? s[Math.floor((s.length - 1) / 2)]! : NaN;
-};
 const line = (name: string, value: number | string, note = ''): void => {
   process.stdout.write(`${name.padEnd(40)} ${typeof value === 'number' ? +value.toFixed(3) : value}${note ? '  ' + note : ''}\n`);
 };

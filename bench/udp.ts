@@ -11,7 +11,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import { startBackup, type BackupProcess } from '../scripts/backup-process.js';
-import { collect, pinned, processCpuSeconds, repoRoot, waitForExit } from '../scripts/processes.js';
+import { collect, pinned, processCpuSeconds, repoRoot, startUdpService as startUdpServiceOn, stopChild, waitForExit } from '../scripts/processes.js';
+import { median } from './stats.js';
 import { readLog } from '../scripts/replica-check.js';
 import { startTakeoverLab, type ServiceStarter } from '../scripts/takeover-lab.js';
 import type { Testbed } from '../scripts/testbed.js';
@@ -31,18 +32,7 @@ interface UdpTrial { perS: number; behindMs: number; asks: number; gatewayCpuPer
 async function startUdpService(tb: Testbed, ns: string, log: string, cpus?: string): Promise<ChildProcess> {
   // On the backup it binds the VIP before t2cp makes it local.
   if (ns === tb.ns.backup) await tb.exec(ns, ['sysctl', '-qw', 'net.ipv4.ip_nonlocal_bind=1']);
-  const child = tb.spawn(ns, [...pinned(cpus), 'node', `${repoRoot}dist/scripts/udp-service.js`, '--address', tb.addr.vip, '--port', String(UDP_PORT), '--log', log,
-    '--rcvbuf', String(RCVBUF)]);
-  const out = collect(child);
-  await waitFor(() => out.stdout.includes('ready'), { timeoutMs: 10_000, what: `the UDP service in ${ns}` });
-  return child;
-}
-
-async function stop(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null) return;
-  const exited = new Promise((r) => child.once('exit', r));
-  child.kill('SIGTERM');
-  await exited;
+  return startUdpServiceOn(tb, ns, log, { port: UDP_PORT, ...(cpus ? { cpus } : {}), extra: ['--rcvbuf', String(RCVBUF)] });
 }
 
 async function trial(tb: Testbed, dir: string, variant: Variant, o: UdpBenchOptions): Promise<UdpTrial> {
@@ -92,7 +82,7 @@ async function trial(tb: Testbed, dir: string, variant: Variant, o: UdpBenchOpti
     const cpu = (backup?.cpuSeconds() ?? 0) - cpuBefore;
     const gatewayCpu = gatewayPid ? processCpuSeconds(gatewayPid) - gatewayBefore : 0;
     await new Promise((r) => setTimeout(r, 200));  // the replica's service reads the last ones off its socket
-    for (const s of services) await stop(s);
+    for (const s of services) await stopChild(s);
     const byPeer = (f: string) => JSON.stringify(readLog<{ peer: string }>(f).sort((a, b) => a.peer.localeCompare(b.peer)));
     return {
       perS: total / (summary.ms / 1000),
@@ -105,16 +95,12 @@ async function trial(tb: Testbed, dir: string, variant: Variant, o: UdpBenchOpti
       socketDrops: counters.replica_udp_rcvbuf_errors ?? 0,
     };
   } finally {
-    for (const s of services) await stop(s);
+    for (const s of services) await stopChild(s);
     if (stopLab) await stopLab();
     else await backup?.stop();
   }
 }
 
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length ? s[Math.floor((s.length - 1) / 2)]! : NaN;
-};
 
 export async function benchUdp(tb: Testbed, dir: string, o: UdpBenchOptions, line: (name: string, value: number | string, note?: string) => void): Promise<void> {
   const runs: Record<Variant, UdpTrial[]> = { unreplicated: [], backup: [], deployment: [] };

@@ -98,6 +98,29 @@ export async function startService(tb: Testbed, ns: string, ports: number[], log
   return { child, output };
 }
 
+/**
+ * scripts/udp-service.ts in `ns` on the VIP (on the backup, once t2cp made it local, or before with
+ * net.ipv4.ip_nonlocal_bind), resolved once it listens.
+ */
+export async function startUdpService(tb: Testbed, ns: string, log: string, o: { port: number; cpus?: string; extra?: string[] }): Promise<ChildProcess> {
+  const child = tb.spawn(ns, [...pinned(o.cpus), 'node', `${repoRoot}dist/scripts/udp-service.js`, '--address', tb.addr.vip, '--port', String(o.port),
+    '--log', log, ...(o.extra ?? [])]);
+  const out = collect(child);
+  await waitFor(() => {
+    if (child.exitCode !== null) throw new GiveUp(`UDP service in ${ns} exited ${child.exitCode}: ${out.stderr}`);
+    return out.stdout.includes('ready');
+  }, { timeoutMs: 10_000, what: `the UDP service in ${ns}` });
+  return child;
+}
+
+/** SIGTERM by PID and wait for the exit (a service writes its log as it exits); nothing if it is gone. */
+export async function stopChild(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((r) => child.once('exit', r));
+  child.kill('SIGTERM');
+  await exited;
+}
+
 /** The plain echo service (scripts/echo-service.ts) in `ns`, resolved once it listens: the failover benchmarks' probe target. */
 export async function startEcho(tb: Testbed, ns: string, port: number, cpus?: string): Promise<ChildProcess> {
   const child = tb.spawn(ns, [...pinned(cpus), 'node', `${repoRoot}dist/scripts/echo-service.js`, '--port', String(port)]);

@@ -10,7 +10,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { collect, repoRoot } from '../../scripts/processes.js';
+import { collect, repoRoot, stopChild } from '../../scripts/processes.js';
+import type { Testbed } from '../../scripts/testbed.js';
 import { waitFor } from '../../scripts/wait.js';
 import { flagsToArgv, validBackupArgs } from './cli-run.js';
 import { kernelLeftovers } from './leftovers.js';
@@ -32,6 +33,23 @@ function inRoot(root: string, script: string): string[] {
   return ['unshare', '--mount', 'sh', '-c',
     `mount -t proc proc ${root}/proc && mount --rbind /dev ${root}/dev && mount -t sysfs sysfs ${root}/sys && ` +
     `mount -t bpf bpf ${root}/sys/fs/bpf && ${script}`];
+}
+
+/**
+ * `t2cp backup` as `command(args)` runs it, in the testbed's backup namespace: it replicates and
+ * serves its metrics (prom-client), then stops on SIGTERM leaving nothing installed.
+ */
+async function replicatesWithMetrics(tb: Testbed, command: (args: string[]) => string[], what: string): Promise<void> {
+  const backup = tb.spawn(tb.ns.backup, command(flagsToArgv({ ...validBackupArgs(tb, INSTANCE), '--metrics': '127.0.0.1:19465' })));
+  const out = collect(backup);
+  try {
+    await waitFor(() => out.stdout.includes('replicating'), { timeoutMs: 20_000, what: `${what} replicating (${out.stderr.slice(-500)})` });
+    const metrics = await tb.exec(tb.ns.backup, ['curl', '-sf', 'http://127.0.0.1:19465/metrics']);
+    expect(metrics.stdout).toMatch(/^t2cp_backup_state\{state="standby"\} 1$/m);
+  } finally {
+    await stopChild(backup);
+  }
+  expect(await kernelLeftovers(tb, INSTANCE)).toEqual([]);
 }
 
 describe('package: t2cp-ar_VERSION_ARCH.deb', () => {
@@ -71,18 +89,7 @@ describe('package: t2cp-ar_VERSION_ARCH.deb', () => {
       expect(man.stdout).toMatch(/--udp-ports LIST/);
 
       // The packaged addon and modules run a backup on the testbed, with its metrics (prom-client).
-      const backup = tb.spawn(tb.ns.backup, ['node', cli, 'backup', ...flagsToArgv({ ...validBackupArgs(tb, INSTANCE), '--metrics': '127.0.0.1:19465' })]);
-      const out = collect(backup);
-      try {
-        await waitFor(() => out.stdout.includes('replicating'), { timeoutMs: 15_000, what: `the packaged backup replicating (${out.stderr.slice(-500)})` });
-        const metrics = await tb.exec(tb.ns.backup, ['curl', '-sf', 'http://127.0.0.1:19465/metrics']);
-        expect(metrics.stdout).toMatch(/^t2cp_backup_state\{state="standby"\} 1$/m);
-      } finally {
-        const exited = new Promise((r) => backup.once('exit', r));
-        backup.kill('SIGTERM');
-        await exited;
-      }
-      expect(await kernelLeftovers(tb, INSTANCE)).toEqual([]);
+      await replicatesWithMetrics(tb, (args) => ['node', cli, 'backup', ...args], 'the packaged backup');
     } finally {
       fs.rmSync(root, { recursive: true, force: true });
     }
@@ -111,18 +118,7 @@ describe('package: t2cp-ar_VERSION_ARCH.deb', () => {
       expect(install.stdout).toMatch(/usage: t2cp <command>/);
       console.log(`package: installed on a clean Debian 12 root with its nodejs ${/^v[\d.]+/m.exec(install.stdout)?.[0]}`);
 
-      const backup = tb.spawn(tb.ns.backup, inRoot(root, `exec chroot ${root} t2cp backup ${flagsToArgv({ ...validBackupArgs(tb, INSTANCE), '--metrics': '127.0.0.1:19465' }).join(' ')}`));
-      const out = collect(backup);
-      try {
-        await waitFor(() => out.stdout.includes('replicating'), { timeoutMs: 20_000, what: `the installed backup replicating (${out.stderr.slice(-500)})` });
-        const metrics = await tb.exec(tb.ns.backup, ['curl', '-sf', 'http://127.0.0.1:19465/metrics']);
-        expect(metrics.stdout).toMatch(/^t2cp_backup_state\{state="standby"\} 1$/m);
-      } finally {
-        const exited = new Promise((r) => backup.once('exit', r));
-        backup.kill('SIGTERM');
-        await exited;
-      }
-      expect(await kernelLeftovers(tb, INSTANCE)).toEqual([]);
+      await replicatesWithMetrics(tb, (args) => inRoot(root, `exec chroot ${root} t2cp backup ${args.join(' ')}`), 'the installed backup');
     } finally {
       spawnSync('rm', ['-rf', '--one-file-system', root]);
     }

@@ -9,7 +9,7 @@
 import type { ChildProcess } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import { startBackup } from '../../scripts/backup-process.js';
-import { collect, repoRoot, startClient } from '../../scripts/processes.js';
+import { collect, repoRoot, startClient, startUdpService as startUdpServiceOn, stopChild } from '../../scripts/processes.js';
 import { compareTakeover } from '../../scripts/takeover-check.js';
 import { startTakeoverLab } from '../../scripts/takeover-lab.js';
 import type { Testbed } from '../../scripts/testbed.js';
@@ -27,13 +27,9 @@ const UDP_PORT = 5060;
 interface UdpServiceLine { peer: string; requests: number; chain: string; answers: number; answersSha256: string }
 interface UdpClientLine { local: string; sent: number; answered: number; resent: number; longestWaitMs: number; ok: boolean; error: string | null }
 
-/** scripts/udp-service.ts in `ns` on the VIP (on the backup, once t2cp made it local), resolved once it listens. */
-async function startUdpService(tb: Testbed, ns: string, log: string, extra: string[] = [], port = UDP_PORT): Promise<ChildProcess> {
-  const child = tb.spawn(ns, ['node', `${repoRoot}dist/scripts/udp-service.js`, '--address', tb.addr.vip, '--port', String(port), '--log', log, ...extra]);
-  const out = collect(child);
-  await waitFor(() => out.stdout.includes('ready'), { timeoutMs: 10_000, what: `the UDP service in ${ns}` });
-  return child;
-}
+/** The UDP service on UDP_PORT (or `port`) in `ns`. */
+const startUdpService = (tb: Testbed, ns: string, log: string, extra: string[] = [], port = UDP_PORT): Promise<ChildProcess> =>
+  startUdpServiceOn(tb, ns, log, { port, extra });
 
 /** scripts/udp-client.ts in the client's namespace; resolves with its exit code and summary. */
 function runUdpClient(tb: Testbed, log: string, o: { associations: number; count: number; intervalMs: number; port?: number }): Promise<{ code: number | null; stdout: string }> {
@@ -44,13 +40,6 @@ function runUdpClient(tb: Testbed, log: string, o: { associations: number; count
   return new Promise((resolve) => child.once('exit', (code) => resolve({ code, stdout: out.stdout })));
 }
 
-/** SIGTERM by PID; the service writes its log as it exits. */
-async function stopService(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null) return;
-  const exited = new Promise((r) => child.once('exit', r));
-  child.kill('SIGTERM');
-  await exited;
-}
 
 for (const offloads of [true, false]) describe(`udp: a UDP service replicated, offloads ${offloads ? 'on' : 'off'}`, () => {
   const lab = useLab('udp', { perTest: true, testbed: { offloads } });
@@ -76,8 +65,8 @@ for (const offloads of [true, false]) describe(`udp: a UDP service replicated, o
       await waitFor(() => pair.backup.records.some((r) => String(r.msg).startsWith('no UDP records from the gateway')),
         { timeoutMs: 5000, what: 'the backup to say no UDP record comes' });
       const counters = await pair.backup.counters();
-      await stopService(primary);
-      await stopService(replica);
+      await stopChild(primary);
+      await stopChild(replica);
       const [onPrimary, onReplica] = [readLog<UdpServiceLine>(`${dir}/udp-primary.jsonl`), readLog<UdpServiceLine>(`${dir}/udp-replica.jsonl`)];
       const byPeer = (ls: UdpServiceLine[]) => Object.fromEntries(ls.map((l) => [l.peer, l]));
       console.log(`udp: ${run.stdout.trim()}; associations on the primary ${onPrimary.length}, on the replica ${onReplica.length}; ` +
@@ -100,8 +89,8 @@ for (const offloads of [true, false]) describe(`udp: a UDP service replicated, o
       expect(counters.udp_diverged ?? 0).toBe(0);
       expect(pair.backup.records.filter((r) => r.msg === 'flow new' && String(r.flow).endsWith(`:${UDP_PORT}/udp`))).toHaveLength(4);
     } finally {
-      await stopService(primary);
-      await stopService(replica);
+      await stopChild(primary);
+      await stopChild(replica);
       await pair.stop();
     }
     expect(await kernelLeftovers(tb, INSTANCE)).toEqual([]);
@@ -130,8 +119,8 @@ for (const recorder of [true, false]) describe(`udp: a lossy mirror, recorder ${
       // The last datagrams' records come, the last missing ones are asked and given.
       await new Promise((r) => setTimeout(r, 1000));
       const counters = await pair.backup.counters();
-      await stopService(primary);
-      await stopService(replica);
+      await stopChild(primary);
+      await stopChild(replica);
       const dropped = await droppedOnMirror(tb);
       const [onPrimary, onReplica] = [readLog<UdpServiceLine>(`${dir}/udp-primary.jsonl`), readLog<UdpServiceLine>(`${dir}/udp-replica.jsonl`)];
       const byPeer = (ls: UdpServiceLine[]) => Object.fromEntries(ls.map((l) => [l.peer, l]));
@@ -157,8 +146,8 @@ for (const recorder of [true, false]) describe(`udp: a lossy mirror, recorder ${
         expect(counters.udp_records ?? 0).toBe(0);
       }
     } finally {
-      await stopService(primary);
-      await stopService(replica);
+      await stopChild(primary);
+      await stopChild(replica);
       await pair.stop();
     }
     expect(await kernelLeftovers(tb, INSTANCE)).toEqual([]);
@@ -202,8 +191,8 @@ for (const policy of ['strict', 'length'] as const) describe(`udp: a service tha
         expect(counters.udp_compared ?? 0).toBe(150);
       }
     } finally {
-      await stopService(primary);
-      await stopService(replica);
+      await stopChild(primary);
+      await stopChild(replica);
       await backup.stop();
     }
     expect(await kernelLeftovers(tb, INSTANCE)).toEqual([]);
@@ -225,8 +214,8 @@ describe('udp: a UDP service alone (--udp-ports, no --ports), on a port of a ran
       await new Promise((r) => setTimeout(r, 300));
       await leak.stop();
       const rules = await tb.exec(tb.ns.backup, ['nft', 'list', 'table', 'ip', `t2cp_${INSTANCE}`]);
-      await stopService(primary);
-      await stopService(replica);
+      await stopChild(primary);
+      await stopChild(replica);
       expect(run.code, run.stdout).toBe(0);
       const byPeer = (f: string) => Object.fromEntries(readLog<UdpServiceLine>(f).map((l) => [l.peer, l]));
       expect(Object.keys(byPeer(`${dir}/udp-primary.jsonl`))).toHaveLength(2);
@@ -235,8 +224,8 @@ describe('udp: a UDP service alone (--udp-ports, no --ports), on a port of a ran
       expect(rules.stdout).toMatch(/udp sport 10000-10100/);
       expect(backup.records.find((r) => r.msg === 'replicating')).toMatchObject({ ports: '', udpPorts: `${UDP_PORT},10000-10100` });
     } finally {
-      await stopService(primary);
-      await stopService(replica);
+      await stopChild(primary);
+      await stopChild(replica);
       await backup.stop();
     }
     expect(await kernelLeftovers(tb, INSTANCE)).toEqual([]);
@@ -277,8 +266,8 @@ describe('udp: a takeover with UDP and TCP at once', () => {
       expect(tcpRun.code, tcpRun.stderr).toBe(0);
       expect(check.exact).toBe(3);
     } finally {
-      await stopService(primary);
-      await stopService(replica);
+      await stopChild(primary);
+      await stopChild(replica);
       await pair.stop();
     }
     expect(await kernelLeftovers(tb, INSTANCE)).toEqual([]);
