@@ -1,4 +1,4 @@
-// t2cp under Pacemaker on the testbed, as the README's Pacemaker section configures it: a
+// t2cp under Pacemaker on the testbed, as docs/deployment.md's Pacemaker section configures it: a
 // two-node cluster (the primary's and the backup's namespaces, scripts/pacemaker.ts), the t2cp
 // resource agent (scripts/ocf/t2cp) as a promotable clone that runs `t2cp primary` on the primary
 // and `t2cp backup` on the backup, a ping clone to the gateway that bans the promoted role from
@@ -21,7 +21,7 @@ import { waitFor } from './wait.js';
 /** The resource agent, as installed under /usr/lib/ocf/resource.d/t2cp/t2cp. */
 export const T2CP_AGENT = path.join(repoRoot, 'scripts', 'ocf', 't2cp');
 
-/** Node names in the cluster (the README's example uses node1/node2; these say which host is which). */
+/** Node names in the cluster (docs/deployment.md's example uses node1/node2; these say which host is which). */
 export const NODE_NAMES = { primary: 'primary', backup: 'backup' } as const;
 
 export interface T2cpResourceParams {
@@ -70,7 +70,7 @@ const nvpairs = (prefix: string, pairs: Record<string, string>): string =>
   Object.entries(pairs).map(([k, v]) => `<nvpair id="${prefix}-${k}" name="${k}" value="${attr(v)}"/>`).join('');
 
 /**
- * The README's Pacemaker configuration as CIB XML (what its pcs commands create): the t2cp
+ * docs/deployment.md's Pacemaker configuration as CIB XML (what its pcs commands create): the t2cp
  * promotable clone `t2cp-clone`, the ping clone `gateway-ping-clone` and the rule that bans the
  * promoted role where the gateway does not answer, and the primary's VIP `primary-vip`. Pure.
  */

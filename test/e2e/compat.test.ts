@@ -1,5 +1,5 @@
 // Real servers from Debian through a takeover, each driven by its own client
-// (scripts/real-servers.ts): the rows of the README's compatibility table.
+// (scripts/real-servers.ts): the rows of the compatibility table of docs/divergence.md.
 // Each: the same server and configuration on both hosts, its clients through
 // the VIP, the primary's link down in the middle of their run, the
 // detector's takeover, the clients to their end. Checked from the clients'
