@@ -72,7 +72,7 @@ Architecture: $arch
 Maintainer: t2cp-ar developers <t2cp-ar@localhost>
 Installed-Size: $size
 Depends: $shlibs, nodejs (>= 18), nftables, iproute2
-Recommends: prometheus
+Suggests: prometheus
 Section: net
 Priority: optional
 Description: client-transparent TCP and UDP active replication for Linux
