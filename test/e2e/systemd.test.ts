@@ -1,8 +1,10 @@
 // The systemd units (deploy/systemd): `systemd-analyze verify` accepts each (its program mapped
 // to this checkout's CLI), and the roles speak systemd's notify protocol as Type=notify and
 // WatchdogSec= expect: READY=1 once their work is under way, WATCHDOG=1 every half of
-// $WATCHDOG_USEC while they make progress, STOPPING=1 as they stop. No systemd runs here: a
-// Unix datagram socket stands in for the manager's $NOTIFY_SOCKET, read as it would read it.
+// $WATCHDOG_USEC while they make progress, STOPPING=1 as they stop, every role read through a
+// Unix datagram socket standing in for the manager's $NOTIFY_SOCKET. The backup's unit under a
+// real systemd (readiness, the watchdog's restart of a stuck packet thread, a takeover that
+// outlives it) is in package.test.ts, on the clean Debian 12 root the package is installed in.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -44,6 +46,7 @@ describe('systemd: the units and the notify protocol', () => {
         expect(unit).toMatch(/^Type=notify$/m);
         expect(unit).toMatch(/^WatchdogSec=\d+s$/m);
         expect(unit).toMatch(/^Restart=on-failure$/m);
+        expect(unit).toMatch(/^RestartPreventExitStatus=2$/m); // a wrong option: exit 2, not retried
         expect(unit).toMatch(new RegExp(`^ExecStart=/usr/bin/t2cp ${role} --config /etc/t2cp/${role}-%i.json --instance %i$`, 'm'));
         // The instance `main`, its program this checkout's CLI (the package installs /usr/bin/t2cp).
         fs.writeFileSync(path.join(dir, `t2cp-${role}@main.service`), unit.replace('/usr/bin/t2cp', `/usr/bin/node ${distCli()}`));
