@@ -73,10 +73,15 @@ bool IncomingProcessor::on_mirror_udp(const uint8_t* frame, size_t caplen) {
     return true;
   }
   if (d.saddr == ctx_.cfg.vip && ctx_.udp_port_set.test(d.sport)) {
-    // The primary's: compared with what the replica sends the same peer.
+    // The primary's: compared with what the replica sends the same peer. Its first datagram to
+    // a peer (a proxy forwarding a request to a callee) opens the association, so that the
+    // replica's counterpart, which comes later, finds it to pair with.
+    if (ctx_.mode != EngineMode::kReplicating) return true;
     const FlowKey k{d.daddr, d.dport, d.sport};
-    if (ctx_.mode == EngineMode::kReplicating && ctx_.udp.find(k))
-      ctx_.udp_compare.add(CompareSide::kPrimary, k, ctx_.udp_divergence_of(d.sport), d.payload, d.payload_len, realtime_us());
+    if (UdpAssociation* a = follow_udp(k)) {
+      a->last_seen_us = realtime_us();
+      ctx_.udp_compare.add(CompareSide::kPrimary, k, ctx_.udp_divergence_of(d.sport), d.payload, d.payload_len, a->last_seen_us);
+    }
     return true;
   }
   if (d.daddr != ctx_.cfg.vip || !ctx_.udp_port_set.test(d.dport)) return false;
@@ -86,21 +91,27 @@ bool IncomingProcessor::on_mirror_udp(const uint8_t* frame, size_t caplen) {
   return true;
 }
 
-UdpAssociation* IncomingProcessor::note_udp(const Datagram& d) {
-  const FlowKey k{d.saddr, d.sport, d.dport};
+UdpAssociation* IncomingProcessor::follow_udp(const FlowKey& k) {
   bool added = false;
   UdpAssociation* a = ctx_.udp.get(k, &added);
   if (!a) {
     ctx_.counters.add(k_udp_associations_refused);
     return nullptr;
   }
-  a->last_seen_us = realtime_us();
-  a->client.datagrams++;
-  a->client.bytes += d.payload_len;
   if (added) {
+    a->last_seen_us = realtime_us();
     ctx_.counters.add(k_udp_associations_new);
     ctx_.events.emit_udp(EventType::kNew, EventReason::kNone, k, *a);
   }
+  return a;
+}
+
+UdpAssociation* IncomingProcessor::note_udp(const Datagram& d) {
+  UdpAssociation* a = follow_udp(FlowKey{d.saddr, d.sport, d.dport});
+  if (!a) return nullptr;
+  a->last_seen_us = realtime_us();
+  a->client.datagrams++;
+  a->client.bytes += d.payload_len;
   return a;
 }
 

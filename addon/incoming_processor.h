@@ -117,6 +117,8 @@ class IncomingProcessor {
   bool on_mirror_udp(const uint8_t* frame, size_t caplen);
   // The association of d, counted (new: reported); nullptr when the table is full.
   UdpAssociation* note_udp(const Datagram& d);
+  // The association k, followed from now if new (counted, its `new` event); null when the table is full.
+  UdpAssociation* follow_udp(const FlowKey& k);
   // A datagram the ledger released: to the replica, its checksum left out
   // (0: none, which IPv4 allows; a sender's offloaded checksum may be only
   // partial on the mirror); through the TUN, or once a takeover removed it

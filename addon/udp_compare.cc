@@ -46,18 +46,21 @@ void UdpOutputComparison::on_tick(uint64_t now_us) {
     Association& a = it->second;
     auto settled = [&](int side) { return !a.unpaired[side].empty() && now_us - a.unpaired[side].front().us >= kSettleUs; };
     const int p = int(CompareSide::kPrimary), r = int(CompareSide::kReplica);
-    if (settled(p) || settled(r)) {
-      if (!a.unpaired[p].empty() && !a.unpaired[r].empty()) {
+    if (settled(p)) {
+      // The primary's, unpaired this long: the replica sent something else, or nothing.
+      if (a.unpaired[r].empty()) {
+        diverge(it->first, a, DivergenceKind::kLength);
+      } else {
         const bool same_length = a.unpaired[p].front().len == a.unpaired[r].front().len;
         diverge(it->first, a, same_length && a.policy == DivergencePolicy::kStrict ? DivergenceKind::kBytes : DivergenceKind::kLength);
-      } else if (settled(p)) {
-        diverge(it->first, a, DivergenceKind::kLength);  // the replica never sent it
-      } else {
-        // The replica's, with nothing of the primary's to pair: the mirror lost that, as likely as not.
-        while (settled(r)) {
-          a.unpaired[r].pop_front();
-          stats_.unverified++;
-        }
+      }
+    } else {
+      // The replica's, with nothing of the primary's to pair this long: the mirror lost that, or
+      // showed it before the association was followed. A primary's datagram still in flight
+      // (younger than kSettleUs: the replica's may yet come) is no evidence against it.
+      while (settled(r)) {
+        a.unpaired[r].pop_front();
+        stats_.unverified++;
       }
     }
     ++it;

@@ -8,13 +8,15 @@
 // unpaired ones, among the oldest kPairWindow, that has the same digest; so
 // the lead may change hands and a retransmission or a reordering nearby
 // pairs all the same. What stays unpaired kSettleUs decides:
-// - both sides hold unpaired datagrams: the replica sent something else
-//   (kBytes, or kLength when only the length differs under strict, and
-//   under length): diverged, the first unpaired of each as the excerpts;
-// - only the primary's: the replica never sent it (kLength, no replica
-//   excerpt): diverged — its copy is out of step;
-// - only the replica's: the mirror may have lost the primary's: unverified,
-//   dropped from the comparison (counted), never a divergence.
+// - a primary's, while the replica holds unpaired ones too: the replica
+//   sent something else (kBytes, or kLength when only the length differs
+//   under strict, and under length): diverged, the first unpaired of each
+//   as the excerpts;
+// - a primary's, the replica holding none: the replica never sent it
+//   (kLength, no replica excerpt): diverged — its copy is out of step;
+// - a replica's: the mirror may have lost the primary's: unverified,
+//   dropped from the comparison (counted), never a divergence, whatever
+//   younger datagrams of the primary's are still waiting for their pair.
 // A diverged association is no longer compared (it stays diverged until
 // forgotten: the association expired, forget()). More than kMaxUnpaired
 // unpaired on one side: no longer compared (gave up, counted). Only the

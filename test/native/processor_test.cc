@@ -68,6 +68,7 @@ struct Lab {
     cfg.ports = {kPort};
     cfg.udp_ports = std::move(udp_ports);
     cfg.divergence = {divergence};
+    cfg.udp_divergence.assign(cfg.udp_ports.size(), divergence);
     cfg.memory_limit = memory_limit;
     cfg.max_lag_ms = max_lag_ms;
     cfg.resupply = resupply;
@@ -706,7 +707,26 @@ void test_a_datagram_reaches_the_replica() {
   CHECK_EQ(lab.ctx->counters.get(k_udp_datagrams), uint64_t(2));
 }
 
+// A proxy forwarding a request to a callee: the primary's datagram is the association's first
+// (no client datagram opened it); it opens it, so that the replica's same datagram, later,
+// pairs with it instead of standing unverified.
+void test_the_primarys_first_datagram_opens_the_association() {
+  constexpr uint16_t kSip = 5060;
+  Lab lab(1ull << 30, 0, false, DivergencePolicy::kStrict, {kSip});
+  std::vector<uint8_t> invite = datagram(kVip, kSip, kClient, 5070, "INVITE sip:bob@198.18.0.3:5070 SIP/2.0");
+  std::vector<uint8_t> f(14, 0);
+  f[12] = 0x08;
+  f.insert(f.end(), invite.begin(), invite.end());
+  lab.in->on_mirror_frame(f.data(), f.size(), 0);
+  CHECK_EQ(lab.ctx->counters.get(k_udp_associations_new), uint64_t(1));
+  CHECK(lab.ctx->udp.find(FlowKey{kClient, 5070, kSip}) != nullptr);
+  lab.out->on_packet(invite.data(), invite.size());
+  CHECK_EQ(lab.ctx->udp_compare.stats().compared, uint64_t(1));
+  CHECK_EQ(lab.ctx->udp_compare.stats().unverified, uint64_t(0));
+}
+
 int main() {
+  run_test("the_primarys_first_datagram_opens_the_association", test_the_primarys_first_datagram_opens_the_association);
   run_test("request_waits_for_the_replicas_answer", test_request_waits_for_the_replicas_answer);
   run_test("pipelined_requests_are_not_held", test_pipelined_requests_are_not_held);
   run_test("fin_waits_for_the_replicas_answer", test_fin_waits_for_the_replicas_answer);

@@ -116,6 +116,23 @@ void test_the_primarys_lost_on_the_mirror_is_unverified() {
   CHECK_EQ(l.c.stats().compared, uint64_t(1));
 }
 
+void test_an_unverified_replica_datagram_is_no_divergence_beside_a_young_primary_one() {
+  // The replica's first datagram of an association the primary opened (a proxy's INVITE to the
+  // callee) has no counterpart: the primary's went by before the association was followed.
+  // Settled while a later datagram of the primary's waits for the lagging replica's: unverified.
+  Lab l;
+  l.send(R, "INVITE call 1");
+  l.pass(kSettle - 1000);
+  l.send(P, "INVITE call 100");
+  l.pass(1001);
+  CHECK(l.found.empty());
+  CHECK_EQ(l.c.stats().unverified, uint64_t(1));
+  l.send(R, "INVITE call 100");
+  l.pass(kSettle + 1);
+  CHECK(l.found.empty());
+  CHECK_EQ(l.c.stats().compared, uint64_t(1));
+}
+
 void test_length_policy_ignores_bytes() {
   Lab l;
   l.policy = DivergencePolicy::kLength;
@@ -167,6 +184,8 @@ int main() {
   run_test("the_offset_is_the_datagram_number", test_the_offset_is_the_datagram_number);
   run_test("the_replica_never_answering_diverges", test_the_replica_never_answering_diverges);
   run_test("the_primarys_lost_on_the_mirror_is_unverified", test_the_primarys_lost_on_the_mirror_is_unverified);
+  run_test("an_unverified_replica_datagram_is_no_divergence_beside_a_young_primary_one",
+           test_an_unverified_replica_datagram_is_no_divergence_beside_a_young_primary_one);
   run_test("length_policy_ignores_bytes", test_length_policy_ignores_bytes);
   run_test("off_compares_nothing", test_off_compares_nothing);
   run_test("associations_apart_and_forgotten", test_associations_apart_and_forgotten);
