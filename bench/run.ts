@@ -10,6 +10,8 @@
 //   (e) UDP (bench/udp.ts): datagrams per second replicated, by the backup
 //       alone and in the whole deployment, as ratios to unreplicated; the
 //       replica's lag at the end; CPU per million datagrams.
+//   (f) SIP (bench/sip.ts): calls per second through Kamailio, every call
+//       replicated, as a ratio to Kamailio unreplicated.
 //   (d) failover (bench/failover.ts): detection, takeover and the stall the
 //       client times itself (longest request->reply around the failure) at
 //       10 ms heartbeats, idle and under load, each load as a ratio to idle;
@@ -30,6 +32,7 @@ import { waitFor } from '../scripts/wait.js';
 import { STALL_WINDOW_MS } from '../scripts/reply-times.js';
 import { runT2cpFailover, type FailoverTrial } from './failover.js';
 import { formatIpOnly, runIpOnly } from './ip-only.js';
+import { benchSip } from './sip.js';
 import { benchUdp } from './udp.js';
 import { median } from './stats.js';
 
@@ -379,13 +382,13 @@ async function steerMirrorReceive(tb: Testbed, toBackupCpu: boolean): Promise<vo
 }
 
 /**
- * T2CP_BENCH_ONLY=bulk,download,latency,conn,udp,failover runs a subset;
+ * T2CP_BENCH_ONLY=bulk,download,latency,conn,udp,sip,failover runs a subset;
  * T2CP_BENCH_LATENCY=default,no_spin,rt,rt_spin,rt_spin_rps and
  * T2CP_BENCH_FAILOVER=idle,bulk,mixed,download,download_queue,idle_no_recorder subsets of those;
  * T2CP_BENCH_BACKUP_ARGS="--opt value ..." adds options to every `t2cp backup` it starts;
  * T2CP_BENCH_KEEP=1 keeps the trials' files (logs, records, timelines).
  */
-const ONLY = new Set((process.env.T2CP_BENCH_ONLY ?? 'bulk,download,latency,conn,udp,failover').split(','));
+const ONLY = new Set((process.env.T2CP_BENCH_ONLY ?? 'bulk,download,latency,conn,udp,sip,failover').split(','));
 const ONLY_FAILOVER = process.env.T2CP_BENCH_FAILOVER ? new Set(process.env.T2CP_BENCH_FAILOVER.split(',')) : undefined;
 const ONLY_LATENCY = process.env.T2CP_BENCH_LATENCY ? new Set(process.env.T2CP_BENCH_LATENCY.split(',')) : undefined;
 
@@ -401,6 +404,7 @@ async function main(): Promise<void> {
     if (ONLY.has('latency')) await benchLatency(tb, dir);
     if (ONLY.has('conn')) await benchConnections(tb, dir);
     if (ONLY.has('udp')) await benchUdp(tb, dir, { trials: TRIALS, cpus: { primary: PRIMARY_CPUS, backup: BACKUP_CPUS }, backupArgs: BACKUP_ARGS }, line);
+    if (ONLY.has('sip')) await benchSip(tb, dir, { trials: TRIALS, cpus: { primary: PRIMARY_CPUS, backup: BACKUP_CPUS }, backupArgs: BACKUP_ARGS }, line);
   } finally {
     await tb.teardown();
   }

@@ -55,7 +55,8 @@ async function startKamailio(tb: Testbed, ns: string, dir: string, name: string,
   const run = path.join(dir, `kamailio-${name}`);
   fs.mkdirSync(run, { recursive: true });
   fs.writeFileSync(file, cfg);
-  const child = tb.spawn(ns, [KAMAILIO, '-f', file, '-DD', '-E', '-Y', run, '-w', run]);
+  // -m: shared memory (MB) for the transactions of a few thousand calls a second (the default 64 runs out near 500).
+  const child = tb.spawn(ns, [KAMAILIO, '-f', file, '-DD', '-E', '-m', '512', '-Y', run, '-w', run]);
   const out = collect(child);
   await waitFor(async () => {
     if (child.exitCode !== null) throw new Error(`kamailio (${name}) exited ${child.exitCode}: ${out.stderr.slice(-2000)}`);
@@ -71,16 +72,25 @@ export const kamailioService = (tb: Testbed, dir: string, transport: SipTranspor
 
 export interface SippRun { code: number | null; stats: Record<string, string>; out: string }
 
-/** SIPp in the client's namespace with a scenario of scripts/sip/ (__HOLD_MS__ filled in). */
-function sipp(tb: Testbed, dir: string, name: string, scenario: string, args: string[]): Promise<SippRun> {
-  const xml = fs.readFileSync(path.join(SIP_DIR, scenario), 'utf8').replaceAll('__HOLD_MS__', String(HOLD_MS));
+/**
+ * SIPp in the client's namespace with a scenario of scripts/sip/ (__HOLD_MS__ filled in: `holdMs`),
+ * ended by its own -timeout after `timeoutS` whatever is left under way.
+ */
+function sipp(tb: Testbed, dir: string, name: string, scenario: string, args: string[], holdMs = HOLD_MS, timeoutS = 60): Promise<SippRun> {
+  const xml = fs.readFileSync(path.join(SIP_DIR, scenario), 'utf8').replaceAll('__HOLD_MS__', String(holdMs));
   const file = path.join(dir, `${name}-${scenario}`);
   fs.writeFileSync(file, xml);
   const stat = path.join(dir, `${name}-stat.csv`);
   const child = tb.spawn(tb.ns.client, [SIPP, ...args, '-sf', file, '-nostdin', '-trace_stat', '-stf', stat, '-fd', '1', '-trace_err',
-    '-error_file', path.join(dir, `${name}-errors.log`), '-timeout', '60s']);
+    '-error_file', path.join(dir, `${name}-errors.log`), '-timeout', `${timeoutS}s`]);
   const out = collect(child);
-  return waitForExit(child, 70_000).then((code) => ({ code, stats: lastStats(fs.existsSync(stat) ? fs.readFileSync(stat, 'utf8') : ''), out: out.stdout + out.stderr }));
+  const stats = () => lastStats(fs.existsSync(stat) ? fs.readFileSync(stat, 'utf8') : '');
+  return waitForExit(child, (timeoutS + 5) * 1000).then((code) => ({ code, stats: stats(), out: out.stdout + out.stderr }), async () => {
+    // Overloaded past its own -timeout: ended by its PID, its last statistics what it counted.
+    child.kill('SIGKILL');
+    await waitForExit(child, 5_000);
+    return { code: null, stats: stats(), out: `${out.stdout}${out.stderr}\n(sipp ${name} ended after ${timeoutS + 5} s)` };
+  });
 }
 
 /** The last row of SIPp's statistics file, by column name. */
@@ -88,6 +98,49 @@ function lastStats(csv: string): Record<string, string> {
   const rows = csv.trim().split('\n').map((l) => l.split(';'));
   const [head, last] = [rows[0] ?? [], rows[rows.length - 1] ?? []];
   return Object.fromEntries(head.map((h, i) => [h, last[i] ?? '']));
+}
+
+/** The callee (client 198.18.0.3) registers as bob at `contact` through the proxy on the VIP. */
+async function register(tb: Testbed, dir: string, contact: string): Promise<SippRun> {
+  const registered = await sipp(tb, dir, 'register', 'register.xml', [`${tb.addr.vip}:${SIP_PORT}`, '-s', 'bob', '-set', 'contact', contact,
+    '-i', tb.addr.clients[1]!, '-p', '5071', '-m', '1']);
+  if (registered.code !== 0) throw new Error(`the callee's REGISTER failed (sipp exit ${registered.code}): ${registered.out.slice(-2000)}`);
+  return registered;
+}
+
+export interface CallLoad {
+  /** SIPp's counts at the end: calls successful, not (failed or never ended), retransmissions of caller and callee. */
+  successful: number;
+  failed: number;
+  retransmissions: number;
+  /** Calls completed per second, as the caller's SIPp timed the run (its start and end times). */
+  perS: number;
+}
+
+/**
+ * `calls` calls, each the INVITE, re-INVITE and BYE of runCallsThroughFailure back to back, `rate`
+ * new calls a second (SIPp's pace: open loop, whether or not the proxy keeps up). On a lab (or a
+ * lone Kamailio) on the VIP; the callee registers first. A failed call is counted, not thrown.
+ */
+export async function runCallLoad(tb: Testbed, dir: string, o: { calls: number; rate: number }): Promise<CallLoad> {
+  const [caller, callee] = tb.addr.clients as [string, string];
+  await register(tb, dir, `${callee}:${CALLEE_PORT}`);
+  // Twice the time the pace takes, and 10 s for the last calls: then what is left under way fails.
+  const timeoutS = Math.ceil((2 * o.calls) / o.rate) + 10;
+  const calleeRun = sipp(tb, dir, 'load-callee', 'uas.xml', ['-i', callee, '-p', String(CALLEE_PORT), '-m', String(o.calls)], 0, timeoutS + 5);
+  const callerRun = await sipp(tb, dir, 'load-caller', 'uac.xml', [`${tb.addr.vip}:${SIP_PORT}`, '-s', 'bob', '-i', caller, '-p', '5062',
+    '-m', String(o.calls), '-l', String(o.calls), '-r', String(o.rate)], 0, timeoutS);
+  const calleeDone = await calleeRun;
+  const count = (r: SippRun, k: string) => Number(r.stats[k] ?? NaN);
+  // StartTime and CurrentTime (of the last row: the end) are `date<TAB>time<TAB>epoch seconds`.
+  const epoch = (k: string) => Number((callerRun.stats[k] ?? '').split('\t').pop());
+  const successful = count(callerRun, 'SuccessfulCall(C)');
+  return {
+    successful,
+    failed: o.calls - (Number.isFinite(successful) ? successful : 0),
+    retransmissions: count(callerRun, 'Retransmissions(C)') + count(calleeDone, 'Retransmissions(C)'),
+    perS: successful / (epoch('CurrentTime') - epoch('StartTime')),
+  };
 }
 
 export interface VoipRun {
@@ -112,8 +165,7 @@ export async function runCallsThroughFailure(tb: Testbed, dir: string, pair: Tak
   const vip = `${tb.addr.vip}:${SIP_PORT}`;
   const tcp = o.transport === 'tcp' ? ['-t', 't1'] : [];
   const contact = `${callee}:${CALLEE_PORT}${o.transport === 'tcp' ? ';transport=tcp' : ''}`;
-  const registered = await sipp(tb, dir, 'register', 'register.xml', [vip, '-s', 'bob', '-set', 'contact', contact, '-i', callee, '-p', '5071', '-m', '1']);
-  if (registered.code !== 0) throw new Error(`the callee's REGISTER failed (sipp exit ${registered.code}): ${registered.out.slice(-2000)}`);
+  const registered = await register(tb, dir, contact);
   say(`callee bob registered at ${contact} through the proxy at ${vip}`);
   const calleeRun = sipp(tb, dir, 'callee', 'uas.xml', [...tcp, '-i', callee, '-p', String(CALLEE_PORT), '-m', String(o.calls + o.callsAfter)]);
   const during = sipp(tb, dir, 'caller', 'uac.xml', [vip, ...tcp, '-s', 'bob', '-i', caller, '-p', '5062', '-m', String(o.calls), '-l', String(o.calls), '-r', '10']);
