@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 apt_pkgs=(libpcap-dev libssl-dev libnetfilter-queue-dev libmnl-dev libbpf-dev nftables iptables iproute2 tcpdump ethtool g++ make python3 kmod clang libclang-rt-14-dev keepalived librsvg2-bin
   pacemaker corosync pacemaker-cli-utils resource-agents iputils-ping
-  postgresql redis-server redis-tools memcached libmemcached-tools nginx-light openssh-server openssh-client curl libfaketime kamailio sip-tester prometheus debootstrap systemd-container)
+  postgresql redis-server redis-tools memcached libmemcached-tools nginx-light openssh-server openssh-client curl libfaketime kamailio sip-tester prometheus debootstrap systemd-container rtpengine-daemon)
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -20,7 +20,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   # The Pacemaker test runs its own nodes in namespaces: installing corosync and pacemaker must not
   # start the system's cluster (Debian starts it with a one-node default config); nor postgresql its
-  # `main` cluster on port 5432, nor redis, memcached, nginx, sshd, kamailio or prometheus their system service (the
+  # `main` cluster on port 5432, nor redis, memcached, nginx, sshd, kamailio, rtpengine or prometheus their system service (the
   # PostgreSQL and compatibility tests run their own servers, with their own configuration, in
   # namespaces; they never use the system's). policy-rc.d
   # (exit 101: action forbidden) stops maintainer scripts from starting services, for this install only.

@@ -47,10 +47,14 @@ function kamailioModules(): string {
  * backup it starts before t2cp makes the VIP local: it binds it as a non-local address
  * (net.ipv4.ip_nonlocal_bind, as the README says).
  */
-async function startKamailio(tb: Testbed, ns: string, dir: string, name: string, transport: SipTransport): Promise<ChildProcess> {
+async function startKamailio(tb: Testbed, ns: string, dir: string, name: string, transport: SipTransport, media: Media): Promise<ChildProcess> {
   if (ns === tb.ns.backup) await tb.exec(ns, ['sysctl', '-qw', 'net.ipv4.ip_nonlocal_bind=1']);
+  if (media === 'rtpengine') await startRtpengine(tb, ns, dir, name);
   const cfg = fs.readFileSync(path.join(SIP_DIR, 'kamailio.cfg'), 'utf8').replaceAll('__VIP__', tb.addr.vip).replaceAll('__MPATH__', kamailioModules())
-    .replaceAll('__TCP_LISTEN__', transport === 'tcp' ? `listen=tcp:${tb.addr.vip}:${SIP_PORT}` : '');
+    .replaceAll('__TCP_LISTEN__', transport === 'tcp' ? `listen=tcp:${tb.addr.vip}:${SIP_PORT}` : '')
+    .replaceAll('__RTPENGINE__', media === 'rtpengine' ? `loadmodule "rtpengine.so"\nmodparam("rtpengine", "rtpengine_sock", "udp:127.0.0.1:${RTPENGINE_NG_PORT}")` : '')
+    .replaceAll('__MEDIA__', media === 'rtpengine' ? 'if (has_body("application/sdp") || is_method("BYE")) rtpengine_manage();' : '')
+    .replaceAll('__MEDIA_REPLY_ROUTE__', media === 'rtpengine' ? 'onreply_route {\n\tif (has_body("application/sdp")) rtpengine_manage();\n}' : '');
   const file = path.join(dir, `kamailio-${name}.cfg`);
   const run = path.join(dir, `kamailio-${name}`);
   fs.mkdirSync(run, { recursive: true });
@@ -66,9 +70,32 @@ async function startKamailio(tb: Testbed, ns: string, dir: string, name: string,
   return child;
 }
 
-/** The takeover lab's service: Kamailio on each host (startTakeoverLab's `service`). */
-export const kamailioService = (tb: Testbed, dir: string, transport: SipTransport = 'udp'): ServiceStarter =>
-  async (ns, side, log) => ({ child: await startKamailio(tb, ns, dir, side, transport), log });
+/**
+ * Where the calls' media goes: 'direct', phone to phone (the proxy carries signalling only); or
+ * 'rtpengine', relayed by Debian's rtpengine on each proxy host, Kamailio rewriting every SDP to
+ * the relay's ports on the VIP (RTPENGINE_PORTS).
+ */
+export type Media = 'direct' | 'rtpengine';
+const RTPENGINE = '/usr/bin/rtpengine';
+const RTPENGINE_NG_PORT = 2223;
+export const RTPENGINE_PORTS = { min: 30000, max: 30099 };
+
+/** rtpengine in `ns`, relaying on the VIP, its control (ng) on loopback; resolved once it listens. */
+async function startRtpengine(tb: Testbed, ns: string, dir: string, name: string): Promise<ChildProcess> {
+  if (!fs.existsSync(RTPENGINE)) throw new Error(`${RTPENGINE} not found (scripts/setup.sh installs the rtpengine-daemon package)`);
+  const child = tb.spawn(ns, [RTPENGINE, `--interface=${tb.addr.vip}`, `--listen-ng=127.0.0.1:${RTPENGINE_NG_PORT}`, `--port-min=${RTPENGINE_PORTS.min}`,
+    `--port-max=${RTPENGINE_PORTS.max}`, '--table=-1', '--foreground', '--log-stderr', `--pidfile=${path.join(dir, `rtpengine-${name}.pid`)}`]);
+  const out = collect(child);
+  await waitFor(async () => {
+    if (child.exitCode !== null) throw new Error(`rtpengine (${name}) exited ${child.exitCode}: ${out.stderr.slice(-2000)}`);
+    return (await tb.exec(ns, ['ss', '-Hulpn', `sport = :${RTPENGINE_NG_PORT}`])).stdout.includes('rtpengine');
+  }, { timeoutMs: 15_000, what: `rtpengine listening on the ${name}` });
+  return child;
+}
+
+/** The takeover lab's service: Kamailio on each host (startTakeoverLab's `service`), rtpengine beside it for 'rtpengine' media. */
+export const kamailioService = (tb: Testbed, dir: string, transport: SipTransport = 'udp', media: Media = 'direct'): ServiceStarter =>
+  async (ns, side, log) => ({ child: await startKamailio(tb, ns, dir, side, transport, media), log });
 
 export interface SippRun { code: number | null; stats: Record<string, string>; out: string }
 

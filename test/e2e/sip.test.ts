@@ -12,7 +12,8 @@
 // say how long signalling stalled.
 import { describe, expect, it } from 'vitest';
 import { startTakeoverLab } from '../../scripts/takeover-lab.js';
-import { HOLD_MS, SIP_PORT, checkVoipSoftware, kamailioService, runCallsThroughFailure } from '../../scripts/voip.js';
+import { HOLD_MS, SIP_PORT, checkVoipSoftware, kamailioService, runCallLoad, runCallsThroughFailure } from '../../scripts/voip.js';
+import { waitFor } from '../../scripts/wait.js';
 import { kernelLeftovers } from './leftovers.js';
 import { readLog } from './harness.js';
 import { useLab } from './lab.js';
@@ -82,6 +83,35 @@ describe('sip over TCP: a proxy that opens its own connection to the callee', ()
       // SIPp, the caller, saw the reset at once rather than waiting out its timers.
       expect(run.during.out).toMatch(/Connection reset by peer/);
       expect(Number(s1['SuccessfulCall(C)'])).toBe(0);
+    } finally {
+      await pair.stop();
+    }
+    expect(await kernelLeftovers(tb, INSTANCE)).toEqual([]);
+  });
+});
+
+// Media relayed by the proxy's host (rtpengine, Debian's rtpengine-daemon, beside Kamailio on
+// each host; Kamailio rewrites every SDP to the relay's ports on the VIP): rtpengine picks each
+// call's relay ports at random, so the backup's copy offers the callee other ports than the
+// primary's did. Its copy cannot carry the calls' media on; t2cp says so: the association of
+// the callee, to whom the rewritten INVITEs go, is reported diverged, the first differing byte
+// in a relay port of the SDP.
+describe('sip with media relayed by rtpengine: a copy that chooses its own ports', () => {
+  const lab = useLab('siprtp', { testbed: { clientAddrs: 2 } });
+
+  it('is reported diverged, where its SDP names another relay port', async () => {
+    const { tb, dir } = lab;
+    checkVoipSoftware();
+    const pair = await startTakeoverLab(tb, dir, { ports: [], udpPorts: [SIP_PORT], instance: INSTANCE, service: kamailioService(tb, dir, 'udp', 'rtpengine') });
+    try {
+      const load = await runCallLoad(tb, dir, { calls: 8, rate: 10 });
+      expect(load.failed).toBe(0);
+      const callee = await waitFor(() => pair.backup.records.find((r) => r.reason === 'diverged' && String(r.flow).startsWith(`${tb.addr.clients[1]}:`)),
+        { timeoutMs: 5_000, what: 'the callee\'s association reported diverged' });
+      console.log(`sip with rtpengine: ${JSON.stringify({ flow: callee.flow, offset: callee.offset, byte: callee.byte, primary: callee.primary, replica: callee.replica })}`);
+      // The two excerpts start at the first differing byte: digits of a port in the relay's range.
+      for (const side of [callee.primary, callee.replica]) expect(String(side)).toMatch(/^\d+[ \\]/);
+      expect((await pair.backup.counters()).udp_diverged ?? 0).toBeGreaterThanOrEqual(1);
     } finally {
       await pair.stop();
     }
