@@ -3,7 +3,7 @@
 // the demo and the benchmarks.
 import os from 'node:os';
 import type { ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Workload } from './client.js';
@@ -113,12 +113,36 @@ export async function startUdpService(tb: Testbed, ns: string, log: string, o: {
   return child;
 }
 
-/** SIGTERM by PID and wait for the exit (a service writes its log as it exits); nothing if it is gone. */
-export async function stopChild(child: ChildProcess): Promise<void> {
+/** The processes `pid` forked, and theirs (/proc/PID/task/TID/children). */
+function descendants(pid: number): number[] {
+  const found: number[] = [];
+  try {
+    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+      for (const c of readFileSync(`/proc/${pid}/task/${tid}/children`, 'utf8').trim().split(' ').filter(Boolean).map(Number)) {
+        found.push(c, ...descendants(c));
+      }
+    }
+  } catch { /* gone meanwhile */ }
+  return found;
+}
+
+/**
+ * SIGTERM by PID and wait for the exit (a service writes its log as it exits); nothing if it is
+ * gone. A service still there after `graceMs` is killed with what it forked (Kamailio's workers
+ * once deadlocked on a lock in their SIGTERM handler, their parent waiting for them).
+ */
+export async function stopChild(child: ChildProcess, graceMs = 10_000): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return;
   const exited = new Promise((r) => child.once('exit', r));
   child.kill('SIGTERM');
+  const t = setTimeout(() => {
+    for (const pid of child.pid ? descendants(child.pid) : []) {
+      try { process.kill(pid, 'SIGKILL'); } catch { /* gone meanwhile */ }
+    }
+    child.kill('SIGKILL');
+  }, graceMs);
   await exited;
+  clearTimeout(t);
 }
 
 /** The plain echo service (scripts/echo-service.ts) in `ns`, resolved once it listens: the failover benchmarks' probe target. */
