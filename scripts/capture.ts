@@ -81,3 +81,21 @@ export async function wireTimeline(file: string, binMs: number): Promise<{ start
   }
   return { startMs, binMs, rx };
 }
+
+/** UDP payload bytes per bin in a capture, to `host` and from it, by kernel timestamp. */
+export async function udpTimeline(file: string, binMs: number, host: string): Promise<{ startMs: number; binMs: number; toHost: number[]; fromHost: number[] }> {
+  const toHost: number[] = [];
+  const fromHost: number[] = [];
+  let startMs = NaN;
+  for (const l of await readPackets(file, 'udp', ['-tt', '-q'])) {
+    const m = /^(\d+\.\d+) IP (\d+\.\d+\.\d+\.\d+)\.\d+ > (\d+\.\d+\.\d+\.\d+)\.\d+: UDP, length (\d+)/.exec(l);
+    if (!m) continue;
+    const t = Number(m[1]) * 1000;
+    if (Number.isNaN(startMs)) startMs = t;
+    const i = Math.floor((t - startMs) / binMs);
+    for (const bins of [toHost, fromHost]) while (bins.length <= i) bins.push(0);
+    if (m[3] === host) toHost[i]! += Number(m[4]);
+    else if (m[2] === host) fromHost[i]! += Number(m[4]);
+  }
+  return { startMs, binMs, toHost, fromHost };
+}

@@ -3,7 +3,7 @@
 // and the backup's takeover records), as an SVG, and a PNG beside it when
 // rsvg-convert is installed. Pure but for writing the files.
 import { spawnSync } from 'node:child_process';
-import { writeTimelineSvg, type TimelineEvent, type TimelineInput, type TimelineSpan } from './timeline-svg.js';
+import { writeTimelineSvg, type TimelineEvent, type TimelineInput, type TimelineOptions, type TimelineSpan } from './timeline-svg.js';
 
 export interface ClientTimeline { binMs: number; startMs: number; rx: number[]; tx: number[] }
 export interface GatewayRecord { verdictAt: string; detectionLatencyUs: number | null; reportAfterUs: number | null; resupplied?: { bytes: number } }
@@ -31,11 +31,13 @@ export interface DemoFacts {
 
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)] ?? NaN;
 
-export function demoTimeline(f: DemoFacts): TimelineInput {
-  const series = (label: string, t: { startMs: number; binMs: number }, bins: number[]) => ({
-    label,
-    points: bins.map((b, i) => ({ tMs: t.startMs + i * t.binMs, bytesPerS: (b * 1000) / t.binMs })),
-  });
+const series = (label: string, t: { startMs: number; binMs: number }, bins: number[]) => ({
+  label,
+  points: bins.map((b, i) => ({ tMs: t.startMs + i * t.binMs, bytesPerS: (b * 1000) / t.binMs })),
+});
+
+/** The failure, the detector's verdict and the takeover's steps as markers and spans (from the records). */
+function failoverMarks(f: { failMs: number; gateway?: GatewayRecord; backup: BackupRecord }): { events: TimelineEvent[]; spans: TimelineSpan[] } {
   const events: TimelineEvent[] = [{ tMs: f.failMs, label: 'primary\'s link down', kind: 'failure' }];
   const spans: TimelineSpan[] = [];
   if (f.gateway) {
@@ -50,6 +52,11 @@ export function demoTimeline(f: DemoFacts): TimelineInput {
   const catchUp = f.backup.engine.steps.find((s) => s.name === 'catch-up');
   if (catchUp?.endUs && catchUp.endUs - catchUp.startUs >= 1000)
     spans.push({ fromMs: catchUp.startUs / 1000, toMs: catchUp.endUs / 1000, label: 'catch-up of the flows still finishing' });
+  return { events, spans };
+}
+
+export function demoTimeline(f: DemoFacts): TimelineInput {
+  const { events, spans } = failoverMarks(f);
   // The clients resume with their first reply after the failure (median over connections); their
   // stall, each one's longest wait past the failure, is in the footer: under load it can be a
   // later request's, not the one the takeover held up.
@@ -72,9 +79,36 @@ export function demoTimeline(f: DemoFacts): TimelineInput {
   };
 }
 
+export interface VoipFacts {
+  failMs: number;
+  /** SIP bytes per bin on the phones' interface, each way (capture). */
+  sip: { startMs: number; binMs: number; toProxy: number[]; fromProxy: number[] };
+  gateway?: GatewayRecord;
+  backup: BackupRecord;
+  footer: string[];
+}
+
+/**
+ * `npm run demo:voip`'s picture: the calls' signalling each way, with the failover marked. Drawn
+ * without the zoom panel (writeDemoPicture's `{ zoom: false }`): signalling comes in bursts a call
+ * step apart, and bins fine enough for a zoom would draw single datagrams.
+ */
+export function voipTimeline(f: VoipFacts): TimelineInput {
+  const { events, spans } = failoverMarks(f);
+  return {
+    title: 't2cp-ar: the SIP proxy dies in the middle of the calls, the calls carry on',
+    subtitle: `detection ${((f.gateway?.detectionLatencyUs ?? 0) / 1000).toFixed(1)} ms, takeover ${((f.backup.takeoverUs ?? 0) / 1000).toFixed(1)} ms; ` +
+      'the re-INVITEs and BYEs after the failure answered by the backup\'s Kamailio',
+    series: [series('SIP, phones → proxy (VIP)', f.sip, f.sip.toProxy), series('SIP, proxy (VIP) → phones', f.sip, f.sip.fromProxy)],
+    events,
+    spans,
+    footer: f.footer,
+  };
+}
+
 /** Writes file.svg, and file.png if rsvg-convert is there; returns the files written. */
-export function writeDemoPicture(base: string, input: TimelineInput): string[] {
-  writeTimelineSvg(`${base}.svg`, input);
+export function writeDemoPicture(base: string, input: TimelineInput, opts?: TimelineOptions): string[] {
+  writeTimelineSvg(`${base}.svg`, input, opts);
   const png = spawnSync('rsvg-convert', ['-o', `${base}.png`, `${base}.svg`], { timeout: 30_000 });
   return png.status === 0 ? [`${base}.svg`, `${base}.png`] : [`${base}.svg`];
 }
