@@ -395,6 +395,17 @@ const ONLY_LATENCY = process.env.T2CP_BENCH_LATENCY ? new Set(process.env.T2CP_B
 async function main(): Promise<void> {
   if (process.getuid?.() !== 0) throw new Error('the benchmark builds network namespaces: run it as root');
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 't2cp-bench-'));
+  try {
+    await benchOnTestbed(dir);
+    if (ONLY.has('failover')) await benchFailover(dir);
+  } finally {
+    if (process.env.T2CP_BENCH_KEEP) process.stderr.write(`bench files kept in ${dir}\n`);
+    else fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** Everything but the failover figures, on one testbed (removed at the end, failed or not). */
+async function benchOnTestbed(dir: string): Promise<void> {
   const tb = await createTestbed({ offloads: true, clientAddrs: CLIENT_ADDRS });
   try {
     process.stdout.write(`# t2cp-ar bench: ${TRIALS} trials each (bulk: ${BULK_TRIALS} of ${BULK_BYTES / MB} MB), alternating baseline and replicated; ${CPUS} CPUs; ` +
@@ -407,12 +418,6 @@ async function main(): Promise<void> {
     if (ONLY.has('sip')) await benchSip(tb, dir, { trials: TRIALS, cpus: { primary: PRIMARY_CPUS, backup: BACKUP_CPUS }, backupArgs: BACKUP_ARGS }, line);
   } finally {
     await tb.teardown();
-  }
-  try {
-    if (ONLY.has('failover')) await benchFailover(dir);
-  } finally {
-    if (process.env.T2CP_BENCH_KEEP) process.stderr.write(`bench files kept in ${dir}\n`);
-    else fs.rmSync(dir, { recursive: true, force: true });
   }
 }
 
