@@ -46,22 +46,32 @@ void UdpOutputComparison::on_tick(uint64_t now_us) {
     Association& a = it->second;
     auto settled = [&](int side) { return !a.unpaired[side].empty() && now_us - a.unpaired[side].front().us >= kSettleUs; };
     const int p = int(CompareSide::kPrimary), r = int(CompareSide::kReplica);
-    if (settled(p)) {
-      // The primary's, unpaired this long: the replica sent something else, or nothing.
-      if (a.unpaired[r].empty()) {
-        diverge(it->first, a, DivergenceKind::kLength);
-      } else {
-        const bool same_length = a.unpaired[p].front().len == a.unpaired[r].front().len;
-        diverge(it->first, a, same_length && a.policy == DivergencePolicy::kStrict ? DivergenceKind::kBytes : DivergenceKind::kLength);
-      }
-    } else {
-      // The replica's, with nothing of the primary's to pair this long: the mirror lost that, or
-      // showed it before the association was followed. A primary's datagram still in flight
-      // (younger than kSettleUs: the replica's may yet come) is no evidence against it.
-      while (settled(r)) {
-        a.unpaired[r].pop_front();
-        stats_.unverified++;
-      }
+    // The other side's oldest unpaired came near `side`'s oldest: the two were each other's
+    // counterparts, and differ.
+    auto near = [&](int side) {
+      const std::deque<Out>& other = a.unpaired[1 - side];
+      return !other.empty() && other.front().us <= a.unpaired[side].front().us + kNearUs;
+    };
+    // The replica's settled with no counterpart near: the mirror lost the primary's, or showed it
+    // before the association was followed — unverified. A primary's datagram long after it (a
+    // later exchange, waiting for the lagging replica's) is no evidence against it.
+    while (settled(r) && !near(r) && !(settled(p) && a.unpaired[p].front().us < a.unpaired[r].front().us)) {
+      a.unpaired[r].pop_front();
+      stats_.unverified++;
+    }
+    const bool decide_p = settled(p), decide_r = settled(r);
+    if (!decide_p && !decide_r) {
+      ++it;
+      continue;
+    }
+    // The older settled one decides: with its counterpart near, the two differ; a primary's alone,
+    // the replica never sent it.
+    const int side = decide_p && (!decide_r || a.unpaired[p].front().us <= a.unpaired[r].front().us) ? p : r;
+    if (near(side)) {
+      const bool same_length = a.unpaired[p].front().len == a.unpaired[r].front().len;
+      diverge(it->first, a, same_length && a.policy == DivergencePolicy::kStrict ? DivergenceKind::kBytes : DivergenceKind::kLength);
+    } else if (side == p) {
+      diverge(it->first, a, DivergenceKind::kLength);
     }
     ++it;
   }

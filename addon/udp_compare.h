@@ -7,16 +7,19 @@
 // A datagram of one side is paired with the first of the other side's
 // unpaired ones, among the oldest kPairWindow, that has the same digest; so
 // the lead may change hands and a retransmission or a reordering nearby
-// pairs all the same. What stays unpaired kSettleUs decides:
-// - a primary's, while the replica holds unpaired ones too: the replica
-//   sent something else (kBytes, or kLength when only the length differs
-//   under strict, and under length): diverged, the first unpaired of each
-//   as the excerpts;
-// - a primary's, the replica holding none: the replica never sent it
-//   (kLength, no replica excerpt): diverged — its copy is out of step;
-// - a replica's: the mirror may have lost the primary's: unverified,
-//   dropped from the comparison (counted), never a divergence, whatever
-//   younger datagrams of the primary's are still waiting for their pair.
+// pairs all the same. The oldest unpaired datagram, once kSettleUs old,
+// decides:
+// - the other side holds an unpaired one that came within kNearUs after it
+//   (either side may come first: the mirror can show the primary's after the
+//   replica's): the replica sent something else (kBytes, or kLength when only
+//   the length differs under strict, and under length): diverged, the first
+//   unpaired of each as the excerpts;
+// - a primary's with nothing near: the replica never sent it (kLength, no
+//   replica excerpt): diverged — its copy is out of step;
+// - a replica's with nothing near: the mirror may have lost the primary's
+//   (or showed it before the association was followed): unverified, dropped
+//   from the comparison (counted), never a divergence — a primary's datagram
+//   long after it belongs to a later exchange.
 // A diverged association is no longer compared (it stays diverged until
 // forgotten: the association expired, forget()). More than kMaxUnpaired
 // unpaired on one side: no longer compared (gave up, counted). Only the
@@ -45,6 +48,7 @@ struct UdpCompareStats {
 class UdpOutputComparison {
  public:
   static constexpr uint64_t kSettleUs = 1000000;
+  static constexpr uint64_t kNearUs = kSettleUs / 2;
   static constexpr size_t kPairWindow = 64;
   static constexpr size_t kMaxUnpaired = 1024;
   // Bytes of an unpaired datagram kept to locate the first difference in it: a whole datagram

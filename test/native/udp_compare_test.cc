@@ -133,6 +133,23 @@ void test_an_unverified_replica_datagram_is_no_divergence_beside_a_young_primary
   CHECK_EQ(l.c.stats().compared, uint64_t(1));
 }
 
+void test_a_replica_answer_before_the_mirrors_primary_one_still_diverges_at_the_first() {
+  // The replica's answer reached the comparison a few ms before the mirror showed the primary's,
+  // and they differ: the first answer is the divergence, both excerpts kept.
+  Lab l;
+  l.send(R, "token AAAA");
+  l.pass(15000);
+  l.send(P, "token BBBB");
+  for (int i = 0; i < 120; i++) l.pass(10000);  // a tick after the replica's settled, before the primary's
+  CHECK_EQ(l.found.size(), size_t(1));
+  if (l.found.empty()) return;
+  CHECK_EQ(int(l.found[0].second.kind), int(DivergenceKind::kBytes));
+  CHECK_EQ(l.found[0].second.offset, uint64_t(0));
+  CHECK_BYTES(Lab::excerpt(l.found[0].second, P), "BBBB");
+  CHECK_BYTES(Lab::excerpt(l.found[0].second, R), "AAAA");
+  CHECK_EQ(l.c.stats().unverified, uint64_t(0));
+}
+
 void test_length_policy_ignores_bytes() {
   Lab l;
   l.policy = DivergencePolicy::kLength;
@@ -186,6 +203,8 @@ int main() {
   run_test("the_primarys_lost_on_the_mirror_is_unverified", test_the_primarys_lost_on_the_mirror_is_unverified);
   run_test("an_unverified_replica_datagram_is_no_divergence_beside_a_young_primary_one",
            test_an_unverified_replica_datagram_is_no_divergence_beside_a_young_primary_one);
+  run_test("a_replica_answer_before_the_mirrors_primary_one_still_diverges_at_the_first",
+           test_a_replica_answer_before_the_mirrors_primary_one_still_diverges_at_the_first);
   run_test("length_policy_ignores_bytes", test_length_policy_ignores_bytes);
   run_test("off_compares_nothing", test_off_compares_nothing);
   run_test("associations_apart_and_forgotten", test_associations_apart_and_forgotten);
