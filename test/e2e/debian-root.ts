@@ -65,18 +65,34 @@ export async function bootRoot(root: string, netns: string, bpffs: string): Prom
     clearTimeout(t);
   };
   try {
+    // nspawn's child sets the container up, then execs systemd as its init: taken once it runs
+    // systemd, it is in the container's namespaces for good.
     const init = await waitFor(() => {
       if (!running()) throw new Error(`systemd-nspawn exited: ${output.trim()}`);
-      const children = fs.readFileSync(`/proc/${nspawn.pid}/task/${nspawn.pid}/children`, 'utf8').trim();
-      return children ? Number(children.split(' ')[0]) : undefined;
-    }, { timeoutMs: 10_000, what: 'the container\'s init' });
+      const children = fs.readFileSync(`/proc/${nspawn.pid}/task/${nspawn.pid}/children`, 'utf8').trim().split(' ').filter(Boolean).map(Number);
+      return children.find((c) => {
+        try {
+          return fs.readFileSync(`/proc/${c}/comm`, 'utf8').trim() === 'systemd';
+        } catch {
+          return false; // gone meanwhile
+        }
+      });
+    }, { timeoutMs: 20_000, what: 'the container\'s init (systemd)' });
     const exec = (argv: string[]) => {
       const r = spawnSync('nsenter', ['-t', String(init), '-a', ...argv], { encoding: 'utf8', timeout: 30_000 });
       return { code: r.status, stdout: r.stdout ?? '', stderr: r.stderr ?? '' };
     };
-    // Booted when its manager answers (`starting` until multi-user.target is reached).
-    await waitFor(() => /^(running|degraded)$/m.test(exec(['systemctl', 'is-system-running']).stdout),
-      { timeoutMs: 60_000, what: `the container booted (${output.slice(-500)})` });
+    // Up once its manager answers and has left `initializing` (`starting` while jobs of the boot
+    // still run: the unit under test is one of them, or started apart). What it said last, and
+    // its jobs, if it never does.
+    let state = '';
+    await waitFor(() => {
+      state = exec(['systemctl', 'is-system-running']).stdout.trim();
+      return /^(starting|running|degraded)$/.test(state);
+    }, { timeoutMs: 60_000, what: 'the container\'s systemd' }).catch((e: Error) => {
+      const jobs = exec(['systemctl', 'list-jobs', '--no-pager']).stdout.trim();
+      throw new Error(`${e.message}: is-system-running said '${state}'; jobs: ${jobs.slice(0, 1500)}; nspawn: ${output.slice(-500)}`);
+    });
     return {
       init,
       exec,
