@@ -28,7 +28,7 @@ import net from 'node:net';
 import os from 'node:os';
 import { addon, type NativeRecorder } from './addon.js';
 import { stateGauges, type MetricsSnapshot } from './metrics.js';
-import { openRoleOutputs } from './role-outputs.js';
+import { openRoleOutputs, stateChanges } from './role-outputs.js';
 import { SystemdNotifier } from './systemd.js';
 import { endpointText, helpText, parseOptions, portRuns, type CommandSpec } from './options.js';
 
@@ -192,12 +192,8 @@ export async function runPrimary(argv: string[]): Promise<void> {
     };
   }, digest: () => ({ state: agent.state, epoch: agent.epoch, service: serviceStatus(watch), stats: agent.stats }) });
   // The agent's state (serving, self-fenced, stood-down), looked at as often as it beats.
-  let last = agent.state;
-  const watchState = setInterval(() => {
-    if (agent.state === last) return;
-    outputs.stateChanged('primary', last, agent.state, agent.epoch);
-    last = agent.state;
-  }, Math.min(cfg.intervalMs, 100));
+  const noteState = stateChanges(() => agent.state, (from, to) => outputs.stateChanged('primary', from, to, agent.epoch));
+  const watchState = setInterval(noteState, Math.min(cfg.intervalMs, 100));
   try {
     await agent.start();
   } catch (e) {

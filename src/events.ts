@@ -33,8 +33,10 @@ const MAX_QUEUED = 4 << 20;
 /** A subscriber that names no level within this long gets the weak one, ms. */
 const LEVEL_WAIT_MS = 1000;
 
+export type Role = 'backup' | 'gateway' | 'primary';
+
 export interface EventStreamOptions {
-  role: 'backup' | 'gateway' | 'primary';
+  role: Role;
   instance: string;
   /** The incremental level's digest: the role's figures now. */
   digest: () => Record<string, unknown>;

@@ -5,12 +5,28 @@
 // nothing to undo; close() undoes them all.
 import fs from 'node:fs';
 import { packageVersion } from './addon.js';
-import { EventStream, notifyProgram } from './events.js';
+import { EventStream, notifyProgram, type Role } from './events.js';
 import type { Logger } from './log.js';
 import { MetricsServer, type MetricsSnapshot } from './metrics.js';
 import { endpointText, type Endpoint } from './options.js';
 
-export type Role = 'backup' | 'gateway' | 'primary';
+export type { Role };
+
+/**
+ * For a role whose state is read from a getter (the backup's, the agent's): a check that tells
+ * `changed` when the state moved since the last check, called where it may have changed and on
+ * a timer for the rest.
+ */
+export function stateChanges<T>(read: () => T, changed: (from: T, to: T) => void): () => void {
+  let last = read();
+  return () => {
+    const now = read();
+    if (now === last) return;
+    const from = last;
+    last = now;
+    changed(from, now);
+  };
+}
 
 export interface RoleOutputs {
   events?: EventStream;

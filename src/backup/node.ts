@@ -21,6 +21,7 @@ import { BackupControl } from './control.js';
 import { TakeoverRun, type TakeoverRecord, type TakeoverTrigger } from './recovery.js';
 import { BACKUP_STATES, type BackupState, type FlowCounts, type LiveFlows } from '../control/index.js';
 import { stateGauges, type GaugeSample, type MetricsSnapshot } from '../metrics.js';
+import { stateChanges } from '../role-outputs.js';
 import { advancing } from '../systemd.js';
 import { T2cpError } from '../errors.js';
 import type { StateFile } from '../state-file.js';
@@ -68,7 +69,8 @@ export class BackupNode {
   private timers: NodeJS.Timeout[] = [];
   private listeners: Array<(e: FlowEvent) => void> = [];
   private stateListeners: Array<(from: BackupState, to: BackupState, epoch: number) => void> = [];
-  private lastState: BackupState = 'standby';
+  /** Tells the state listeners when state() moved (stateChanges); nothing until one subscribes. */
+  private noteState: () => void = () => {};
   private run: TakeoverRun | undefined;
   private control: BackupControl | undefined;
   private failed = false;
@@ -105,21 +107,13 @@ export class BackupNode {
    */
   onState(fn: (from: BackupState, to: BackupState, epoch: number) => void): void {
     if (!this.stateListeners.length) {
-      this.lastState = this.state();
+      this.noteState = stateChanges(() => this.state(), (from, to) => {
+        const epoch = this.control?.currentEpoch() ?? this.reclaimed?.epoch ?? 0;
+        for (const f of this.stateListeners) f(from, to, epoch);
+      });
       this.timers.push(setInterval(() => this.noteState(), STATE_WATCH_MS));
     }
     this.stateListeners.push(fn);
-  }
-
-  /** Tells the state listeners when state() changed: where it changes, and on a timer for the rest. */
-  private noteState(): void {
-    if (!this.stateListeners.length) return;
-    const now = this.state();
-    if (now === this.lastState) return;
-    const from = this.lastState;
-    this.lastState = now;
-    const epoch = this.control?.currentEpoch() ?? this.reclaimed?.epoch ?? 0;
-    for (const f of this.stateListeners) f(from, now, epoch);
   }
 
   start(): void {
