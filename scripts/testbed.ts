@@ -57,7 +57,8 @@ const VETH_ENDS: [Role, string][] = [
   ['primary', 'e0'], ['backup', 'e0'], ['backup', 'm0'],
 ];
 
-function run(argv: string[], timeoutMs = EXEC_TIMEOUT_MS): Promise<ExecResult> {
+/** Runs `argv` on this host; never rejects on a non-zero exit (code -1 on timeout). */
+export function run(argv: string[], timeoutMs = EXEC_TIMEOUT_MS): Promise<ExecResult> {
   return new Promise((resolve) => {
     execFile(argv[0], argv.slice(1), { timeout: timeoutMs, maxBuffer: 64 << 20 }, (err, stdout, stderr) => {
       const code = err ? (typeof err.code === 'number' ? err.code : -1) : 0;

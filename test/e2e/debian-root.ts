@@ -2,22 +2,26 @@
 // systemd), made once per checkout and copied afresh for each run; the package goes in with
 // `apt-get install` alone. Booted with systemd-nspawn inside a testbed namespace, it is a host
 // of the deployment whose own systemd runs t2cp's units: readiness, the watchdog and Restart=
-// are systemd's, not a stand-in's.
+// are systemd's, not a stand-in's. One installed root boots as several hosts at once: each boot
+// writes to a tmpfs overlay of its own (--volatile=overlay), the root stays as installed.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import { repoRoot } from '../../scripts/processes.js';
+import { run } from '../../scripts/testbed.js';
 import { waitFor } from '../../scripts/wait.js';
 
 export const BASE_ROOT = `${repoRoot}build/debian12-systemd-root`;
 
-/** Makes BASE_ROOT when this checkout has none (debootstrap from Debian's mirror, ~1 min). */
-export function ensureBaseRoot(): void {
+/**
+ * Makes BASE_ROOT when this checkout has none (debootstrap from Debian's mirror, ~1 min). Long
+ * commands here run asynchronously: a test worker blocked for a minute misses its runner's calls.
+ */
+export async function ensureBaseRoot(): Promise<void> {
   if (fs.existsSync(`${BASE_ROOT}/etc/debian_version`)) return;
   const making = `${BASE_ROOT}.making`;
-  spawnSync('rm', ['-rf', '--one-file-system', making]);
-  const made = spawnSync('debootstrap', ['--variant=minbase', '--include=systemd,systemd-sysv', 'bookworm', making, 'http://deb.debian.org/debian'],
-    { encoding: 'utf8', timeout: 600_000 });
-  if (made.status !== 0) throw new Error(`debootstrap failed (${made.status}): ${(made.stderr ?? '').slice(-2000)}`);
+  await run(['rm', '-rf', '--one-file-system', making]);
+  const made = await run(['debootstrap', '--variant=minbase', '--include=systemd,systemd-sysv', 'bookworm', making, 'http://deb.debian.org/debian'], 600_000);
+  if (made.code !== 0) throw new Error(`debootstrap failed (${made.code}): ${made.stderr.slice(-2000)}`);
   fs.renameSync(making, BASE_ROOT);
 }
 
@@ -43,15 +47,18 @@ export interface BootedRoot {
 
 /**
  * Boots `root` under its own systemd (systemd-nspawn --boot) in the network namespace `netns`,
- * with a bpf filesystem of its own at /sys/fs/bpf (gone with the container). nspawn is not
- * started through `ip netns exec`, which remounts /sys without the cgroup hierarchy systemd
- * needs: it joins the namespace with nsenter.
+ * with a bpf filesystem of its own at /sys/fs/bpf (gone with the container), starting `units`
+ * with the boot (`systemd.wants=` on init's command line: this host's units, where the shared
+ * root enables none). Its writes go to a tmpfs overlay, gone with it. nspawn is not started
+ * through `ip netns exec`, which remounts /sys without the cgroup hierarchy systemd needs: it
+ * joins the namespace with nsenter.
  */
-export async function bootRoot(root: string, netns: string, bpffs: string): Promise<BootedRoot> {
+export async function bootRoot(root: string, netns: string, bpffs: string, units: string[] = []): Promise<BootedRoot> {
   fs.mkdirSync(bpffs, { recursive: true });
   const nspawn: ChildProcess = spawn('unshare', ['--mount', '--propagation', 'private', 'sh', '-c',
     `mount -t bpf t2cp-test-bpffs ${bpffs} && exec nsenter --net=/run/netns/${netns} systemd-nspawn --quiet --directory=${root} --boot ` +
-    `--register=no --keep-unit --capability=all --system-call-filter='bpf perf_event_open' --bind=${bpffs}:/sys/fs/bpf`],
+    `--volatile=overlay --register=no --keep-unit --capability=all --system-call-filter='bpf perf_event_open' --bind=${bpffs}:/sys/fs/bpf` +
+    units.map((u) => ` systemd.wants=${u}`).join('')],
   { stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   for (const s of [nspawn.stdout, nspawn.stderr]) s?.setEncoding('utf8').on('data', (d: string) => { output = (output + d).slice(-4000); });
