@@ -69,7 +69,7 @@ bool Engine::start(EngineError* err) {
   if (!msg.empty()) return fail("T2CP_NFQUEUE", msg);
   msg = ctx_.tun.open(ctx_.cfg.tun_name, ctx_.cfg.vip);
   if (!msg.empty()) return fail("T2CP_TUN", msg);
-  CaptureConfig cc{ctx_.cfg.mirror_if, ctx_.cfg.vip, ctx_.cfg.ports, ctx_.cfg.capture_buffer, false, {}, ctx_.cfg.udp_ports};
+  CaptureConfig cc{ctx_.cfg.mirror_if, ctx_.cfg.vip, ctx_.cfg.ports, ctx_.cfg.capture_buffer, false, {}, ctx_.cfg.udp_ports, {}};
   // Only a byte-for-byte comparison reads the primary's payload.
   for (size_t i = 0; i < ctx_.cfg.ports.size() && i < ctx_.cfg.divergence.size(); i++)
     if (ctx_.cfg.divergence[i] == DivergencePolicy::kStrict) cc.whole_output_ports.push_back(ctx_.cfg.ports[i]);

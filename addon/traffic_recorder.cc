@@ -37,7 +37,7 @@ void store32(uint8_t* p, uint32_t v) { v = htonl(v); std::memcpy(p, &v, 4); }
 
 std::string TrafficRecorder::start(const RecorderConfig& cfg) {
   cfg_ = cfg;
-  CaptureConfig cc{cfg.ifname, cfg.vip, cfg.ports, 64u << 20, /*outbound=*/true, {}, cfg.udp_ports};
+  CaptureConfig cc{cfg.ifname, cfg.vip, cfg.ports, 64u << 20, /*outbound=*/true, {}, cfg.udp_ports, {}};
   std::string err = capture_.open(cc);
   if (!err.empty()) return err;
   int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
