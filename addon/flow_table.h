@@ -95,7 +95,7 @@ struct PrimarySide {
   uint32_t rcv_nxt = 0;                  // highest ack it sent (client space)
   bool rst = false;
   uint64_t rst_us = 0;
-  bool fin = false; uint32_t fin_seq = 0;  // its FIN, seen on a flow followed without a replica (unprotected)
+  bool fin = false; uint32_t fin_seq = 0;  // its FIN, seen
   uint8_t wscale = 0;                    // the shift the client applies to its windows
   uint32_t tsval = 0;                    // latest TSval (the client's ts_recent)
   uint64_t last_data_us = 0;             // last data segment: the client's last byte

@@ -239,6 +239,20 @@ void IncomingProcessor::init_flow(Flow& fr, const Segment& s, uint64_t capture_n
   ctx_.events.emit(EventType::kNew, EventReason::kNone, *f);
 }
 
+// A client that opens the 4-tuple again is done with every older connection
+// on it: its last ACK, past the primary's FIN, was sent whether or not the
+// capture kept it. The replica's FIN gets that ACK, or the old generation
+// would never close and the new one wait behind it for good.
+void IncomingProcessor::implied_final_ack(Flow& f) {
+  if (!f.client.fin || !f.primary.fin || !f.replicated()) return;
+  uint32_t last = f.primary.fin_seq + 1;
+  if (f.client.ack_seen && !after(last, f.client.ack_p)) return;
+  f.client.ack_p = last;
+  f.client.ack_seen = true;
+  ctx_.counters.add(k_final_ack_implied);
+  if (ctx_.flows.find(f.key) == &f) ctx_.mark_dirty(f);
+}
+
 void IncomingProcessor::note_finished(Flow& f) {
   if (f.successor) ctx_.promote.push_back(f.key);
 }
@@ -290,10 +304,13 @@ void IncomingProcessor::on_client_segment(const Segment& s, uint64_t capture_ns)
       // hold several generations): a SYN now would hit the old socket.
       // The new connection waits for the old one's end, at the end of the
       // chain of those already waiting.
+      if (f->client.isn == s.seq) return;  // its own SYN again (the SYN-ACK came late)
       Flow* last = f;
-      while (last->successor) {
-        if (last->successor->client.isn == s.seq) return;  // a waiting one's SYN again
-        last = last->successor.get();
+      for (Flow* g = f;; g = g->successor.get()) {
+        if (g != f && g->client.isn == s.seq) return;  // a waiting one's SYN again
+        implied_final_ack(*g);
+        last = g;
+        if (!g->successor) break;
       }
       std::unique_ptr<Flow> next = ctx_.flows.make_detached(k);
       init_flow(*next, s, capture_ns);
@@ -567,6 +584,10 @@ void IncomingProcessor::on_primary_segment(const Segment& s, uint32_t present, u
   if (!f->primary.synack) return;
   if (s.opt.has_ts && after(s.opt.tsval, f->primary.tsval)) f->primary.tsval = s.opt.tsval;
   if (s.payload_len) f->primary.last_data_us = realtime_us();
+  if (s.flags & kFin) {
+    f->primary.fin = true;
+    f->primary.fin_seq = s.seq + s.payload_len;
+  }
   uint32_t end = s.seq + s.payload_len + ((s.flags & kFin) ? 1 : 0);
   if (after(end, f->primary.snd_nxt)) {
     f->primary.s2c += end - f->primary.snd_nxt - ((s.flags & kFin) ? 1 : 0);  // data bytes only

@@ -107,6 +107,7 @@ class IncomingProcessor {
   // A flow's client-side state from its SYN; reports it new.
   void init_flow(Flow& f, const Segment& s, uint64_t capture_ns);
   // After its predecessor on the same key is done on the replica.
+  void implied_final_ack(Flow& f);
   void note_finished(Flow& f);
   // An ICMP error to the VIP about a flow the replica follows, given to the replica in its own
   // numbers; false when the frame is not such an error (it is counted with the others).

@@ -725,6 +725,45 @@ void test_the_primarys_first_datagram_opens_the_association() {
   CHECK_EQ(lab.ctx->udp_compare.stats().unverified, uint64_t(0));
 }
 
+// The client closes first and opens the 4-tuple again at once, and the
+// capture lost its last ACK (past the primary's FIN). Its new SYN says it
+// sent it: the replica's FIN is acknowledged, the old generation closes and
+// the new one's SYN goes to the replica instead of waiting for good.
+void test_a_reuse_implies_the_lost_last_ack() {
+  Lab lab;
+  lab.connect();
+  lab.client(kC0 + 1, kP0 + 1, kAck | kPsh, "Q");
+  lab.replica(kB0 + 1, kC0 + 2, kAck | kPsh, "R");
+  lab.primary(kP0 + 1, kC0 + 2, kAck | kPsh, "R");
+  lab.client(kC0 + 2, kP0 + 2, kAck | kFin);
+  lab.primary(kP0 + 2, kC0 + 3, kAck | kFin);
+  lab.replica(kB0 + 2, kC0 + 3, kAck | kFin);  // the client's last ACK escaped the capture
+  lab.injected();
+  CHECK(lab.flow() && lab.flow()->state == FlowState::kClosing);
+  constexpr uint32_t kC1 = kC0 + 100000;
+  lab.client(kC1, 0, kSyn);
+  CHECK_EQ(lab.ctx->counters.get(k_final_ack_implied), uint64_t(1));
+  bool acked = false;
+  for (const Injected& x : lab.injected()) acked = acked || ((x.flags & kAck) && x.ack == kB0 + 3);
+  CHECK(acked);
+  lab.in->promote_waiting();
+  std::vector<Injected> v = lab.injected();
+  CHECK(v.size() == 1 && (v[0].flags & kSyn) && v[0].seq == kC1);
+  CHECK(lab.flow() && lab.flow()->state == FlowState::kSynSeen && lab.flow()->client.isn == kC1);
+}
+
+// The client's SYN again once the flow runs (the primary's SYN-ACK came
+// late): the same connection, not a successor its later segments would go to.
+void test_a_repeated_syn_is_not_a_new_connection() {
+  Lab lab;
+  lab.connect();
+  lab.client(kC0, 0, kSyn);
+  CHECK(lab.flow() && !lab.flow()->successor);
+  CHECK_EQ(lab.ctx->counters.get(k_flows_reused_tuple), uint64_t(0));
+  lab.client(kC0 + 1, kP0 + 1, kAck | kPsh | kFin, "Q");
+  CHECK(lab.flow() && lab.flow()->client.fin);
+}
+
 int main() {
   run_test("the_primarys_first_datagram_opens_the_association", test_the_primarys_first_datagram_opens_the_association);
   run_test("request_waits_for_the_replicas_answer", test_request_waits_for_the_replicas_answer);
@@ -744,6 +783,8 @@ int main() {
   run_test("only_a_later_ack_clears_a_capture_drop", test_only_a_later_ack_clears_a_capture_drop);
   run_test("a_flow_seen_mid_stream_keeps_the_primarys_edge", test_a_flow_seen_mid_stream_keeps_the_primarys_edge);
   run_test("an_unprotected_flow_that_ends_is_ended", test_an_unprotected_flow_that_ends_is_ended);
+  run_test("a_reuse_implies_the_lost_last_ack", test_a_reuse_implies_the_lost_last_ack);
+  run_test("a_repeated_syn_is_not_a_new_connection", test_a_repeated_syn_is_not_a_new_connection);
   run_test("an_icmp_error_reaches_the_replica", test_an_icmp_error_reaches_the_replica);
   run_test("a_datagram_reaches_the_replica", test_a_datagram_reaches_the_replica);
   return finish();
