@@ -27,6 +27,15 @@ import { Channel, loadKey, sameEndpoint, type BackupState, type FlowCounts, type
 import type { TakeoverRecord, TakeoverTrigger } from './recovery.js';
 import { UdpSync } from './udp-sync.js';
 
+/**
+ * The control socket's receive buffer, bytes. The recorder answers a capture hole with a burst of
+ * RESUPPLY_DATA datagrams (~1.3 KB on the wire, ~2.3 KB of buffer each, 32 a millisecond) that
+ * the event loop reads one by one: a system's default (208 KiB, ~90 of them) overflows within
+ * a few milliseconds of the loop being busy, and what it drops must be asked again. 8 MiB holds
+ * ~3,600 (some 3 MB of client bytes, ~110 ms of the recorder's pace).
+ */
+const RECV_BUFFER_BYTES = 8 << 20;
+
 export interface ControlOptions {
   keyFile: string;
   port: number;
@@ -107,7 +116,12 @@ export class BackupControl {
   static async open(opts: ControlOptions, node: TakeoverTarget, log: Logger): Promise<BackupControl> {
     const { key, warning } = loadKey(opts.keyFile);
     if (warning) log.warn(warning);
-    const ch = await Channel.open({ key, sender: `backup:${opts.instance}`, bind: { address: '0.0.0.0', port: opts.port } });
+    const ch = await Channel.open({ key, sender: `backup:${opts.instance}`, bind: { address: '0.0.0.0', port: opts.port }, recvBufferBytes: RECV_BUFFER_BYTES });
+    if (opts.detector && ch.recvBufferBytes() < RECV_BUFFER_BYTES) {
+      log.warn('the control socket\'s receive buffer is smaller than asked (net.core.rmem_max caps it): a burst of resupplied segments ' +
+        'may overflow it, and a flow whose capture holes stay unfilled is given up (gap); raise net.core.rmem_max', {
+        bytes: ch.recvBufferBytes(), wanted: RECV_BUFFER_BYTES, fix: `sysctl -w net.core.rmem_max=${RECV_BUFFER_BYTES}` });
+    }
     return new BackupControl(ch, opts, node, log);
   }
 

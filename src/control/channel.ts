@@ -31,6 +31,8 @@ export interface ChannelOptions {
   clock?: Clock;
   /** Freshness window of the replay guard, µs; default 2 s. */
   maxSkewUs?: number;
+  /** The socket's receive buffer to ask for (SO_RCVBUF), bytes; the kernel caps it at net.core.rmem_max. Default: the system's. */
+  recvBufferBytes?: number;
 }
 
 export interface Received<K extends MessageTypeName = MessageTypeName> {
@@ -79,7 +81,7 @@ export class Channel {
   /** Bind and return the channel; a T2cpError names the address when it cannot. */
   static open(opts: ChannelOptions): Promise<Channel> {
     encode(opts.key, opts.sender, 1, 1, 'STATUS', {}); // a bad sender name throws here, before any socket exists
-    const socket = dgram.createSocket({ type: 'udp4' });
+    const socket = dgram.createSocket({ type: 'udp4', ...(opts.recvBufferBytes ? { recvBufferSize: opts.recvBufferBytes } : {}) });
     return new Promise((resolve, reject) => {
       const onError = (e: NodeJS.ErrnoException) => {
         socket.close();
@@ -103,6 +105,11 @@ export class Channel {
   address(): Endpoint {
     const a = this.socket.address();
     return { address: a.address, port: a.port };
+  }
+
+  /** The receive buffer the kernel gave the socket, bytes (what SO_RCVBUF asked, at most net.core.rmem_max). */
+  recvBufferBytes(): number {
+    return this.socket.getRecvBufferSize() / 2; // Linux reports twice the size set: its bookkeeping's share
   }
 
   /** Subscribe to accepted messages; returns the unsubscribe function. */

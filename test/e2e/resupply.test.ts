@@ -14,8 +14,16 @@ import { kernelLeftovers } from './leftovers.js';
 import { droppedOnMirror, lossyMirror } from './lossy-mirror.js';
 import { useLab } from './lab.js';
 import { waitFor } from '../../scripts/wait.js';
+import type { Testbed } from '../../scripts/testbed.js';
 
 const PORT = 7000;
+
+/** UDP datagrams a namespace dropped for a full socket receive buffer (/proc/net/snmp, Udp: RcvbufErrors). */
+async function udpRcvbufErrors(tb: Testbed, ns: string): Promise<number> {
+  const lines = (await tb.exec(ns, ['cat', '/proc/net/snmp'])).stdout.split('\n').filter((l) => l.startsWith('Udp: '));
+  const [names, values] = lines.map((l) => l.split(/\s+/));
+  return Number(values?.[names?.indexOf('RcvbufErrors') ?? -1] ?? NaN);
+}
 
 const workload: Workload = {
   seed: 11,
@@ -43,11 +51,12 @@ for (const recorder of [true, false]) {
       const settled = () => pair.backup.flows('closed').length + pair.backup.flows('unprotected').length >= sessions;
       await waitFor(settled, { timeoutMs: 20_000, what: 'every flow closed or given up on the backup' });
       const counters = await pair.backup.counters();
+      const rcvbufErrors = await udpRcvbufErrors(tb, tb.ns.backup);
       await pair.stop();
 
       const dropped = await droppedOnMirror(tb);
       console.log(`resupply, recorder ${recorder ? 'on' : 'off'}: ${dropped} frames lost on the mirror; backup asked ${counters.resupply_asked ?? 0} times, ` +
-        `got ${counters.resupply_packets ?? 0} segments (${counters.resupply_bytes ?? 0} bytes); gaps ${counters.gaps ?? 0}`);
+        `got ${counters.resupply_packets ?? 0} segments (${counters.resupply_bytes ?? 0} bytes), ${rcvbufErrors} datagrams lost to its full receive buffer; gaps ${counters.gaps ?? 0}`);
       expect(dropped, 'the mirror really lost frames').toBeGreaterThan(0);
       expect(pair.backup.records.some((r) => r.msg === 'takeover: done')).toBe(false);
       const clientLog = readLog<ClientLogLine>(`${dir}/client.jsonl`);
