@@ -96,6 +96,7 @@ struct PrimarySide {
   bool rst = false;
   uint64_t rst_us = 0;
   bool fin = false; uint32_t fin_seq = 0;  // its FIN, seen
+  uint64_t fin_us = 0;                   // when its FIN was last seen (it repeats it until acknowledged)
   uint8_t wscale = 0;                    // the shift the client applies to its windows
   uint32_t tsval = 0;                    // latest TSval (the client's ts_recent)
   uint64_t last_data_us = 0;             // last data segment: the client's last byte

@@ -265,6 +265,9 @@ void IncomingProcessor::tick_flow(Flow& f, uint64_t now) {
         lose_flow(f, EventReason::kReplicaReset, 0);  // its service aborted, the primary's did not
         return;
       }
+      if (f.replica.fin && f.client.fin && f.primary.fin && f.client.ack_seen && f.client.ack_p == f.primary.fin_seq &&
+          now - f.primary.fin_us > kFinalAckGraceUs)
+        implied_final_ack(f);  // only its last ACK is missing, and the primary has it
       if (f.primary.rst && !f.replica.rst && !f.client.rst && now - f.primary.rst_us > kPrimaryRstGraceUs) {
         f.client.rst = true;  // the replica did not follow the primary's reset: end its copy
         ctx_.mark_dirty(f);

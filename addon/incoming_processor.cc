@@ -239,10 +239,11 @@ void IncomingProcessor::init_flow(Flow& fr, const Segment& s, uint64_t capture_n
   ctx_.events.emit(EventType::kNew, EventReason::kNone, *f);
 }
 
-// A client that opens the 4-tuple again is done with every older connection
-// on it: its last ACK, past the primary's FIN, was sent whether or not the
-// capture kept it. The replica's FIN gets that ACK, or the old generation
-// would never close and the new one wait behind it for good.
+// The client's last ACK, past the primary's FIN, that the capture lost: a
+// client that opens the 4-tuple again is done with every older connection on
+// it, and a primary that stopped repeating its FIN has that ACK. The
+// replica's FIN gets it, or the flow would stay closing until the idle
+// timeout, and a new connection on its key wait behind it.
 void IncomingProcessor::implied_final_ack(Flow& f) {
   if (!f.client.fin || !f.primary.fin || !f.replicated()) return;
   uint32_t last = f.primary.fin_seq + 1;
@@ -587,6 +588,7 @@ void IncomingProcessor::on_primary_segment(const Segment& s, uint32_t present, u
   if (s.flags & kFin) {
     f->primary.fin = true;
     f->primary.fin_seq = s.seq + s.payload_len;
+    f->primary.fin_us = realtime_us();
   }
   uint32_t end = s.seq + s.payload_len + ((s.flags & kFin) ? 1 : 0);
   if (after(end, f->primary.snd_nxt)) {

@@ -51,6 +51,11 @@ constexpr uint64_t kUnprotectedIdleUs = 60000000;
 // other way round, after the replica resets, the primary gets this long to
 // follow before the replica's copy counts as lost, µs.
 constexpr uint64_t kPrimaryRstGraceUs = 1000000;
+// The primary retransmits its FIN until the client acknowledges it (its
+// RTO is 200 ms at least): a FIN not seen again this long after, with the
+// client's ACK of it missing from the capture, was acknowledged all the
+// same, µs.
+constexpr uint64_t kFinalAckGraceUs = 1000000;
 // How long client bytes the primary acknowledged may be missing from the
 // capture before they count as lost (the mirror may deliver them late), µs.
 constexpr uint64_t kGapGraceUs = 500000;

@@ -752,6 +752,34 @@ void test_a_reuse_implies_the_lost_last_ack() {
   CHECK(lab.flow() && lab.flow()->state == FlowState::kSynSeen && lab.flow()->client.isn == kC1);
 }
 
+// The same lost last ACK without a reuse: once the primary stops repeating
+// its FIN it has the ACK, and so does the replica then; until then (the
+// primary repeats it) nothing is implied.
+void test_a_primary_fin_not_repeated_implies_the_last_ack() {
+  Lab lab;
+  lab.connect();
+  lab.client(kC0 + 1, kP0 + 1, kAck | kPsh, "Q");
+  lab.replica(kB0 + 1, kC0 + 2, kAck | kPsh, "R");
+  lab.primary(kP0 + 1, kC0 + 2, kAck | kPsh, "R");
+  lab.client(kC0 + 2, kP0 + 2, kAck | kFin);
+  lab.primary(kP0 + 2, kC0 + 3, kAck | kFin);
+  lab.replica(kB0 + 2, kC0 + 3, kAck | kFin);
+  lab.injected();
+  uint64_t t0 = realtime_us();
+  lab.tick(t0 + kFinalAckGraceUs / 2);
+  CHECK_EQ(lab.ctx->counters.get(k_final_ack_implied), uint64_t(0));
+  lab.primary(kP0 + 2, kC0 + 3, kAck | kFin);  // repeated: not acknowledged yet
+  lab.tick(realtime_us() + kFinalAckGraceUs / 2);
+  CHECK_EQ(lab.ctx->counters.get(k_final_ack_implied), uint64_t(0));
+  CHECK(lab.flow() && lab.flow()->state == FlowState::kClosing);
+  lab.tick(realtime_us() + kFinalAckGraceUs + 100000);
+  CHECK_EQ(lab.ctx->counters.get(k_final_ack_implied), uint64_t(1));
+  bool acked = false;
+  for (const Injected& x : lab.injected()) acked = acked || ((x.flags & kAck) && x.ack == kB0 + 3);
+  CHECK(acked);
+  CHECK(lab.flow() && lab.flow()->state == FlowState::kClosed);
+}
+
 // The client's SYN again once the flow runs (the primary's SYN-ACK came
 // late): the same connection, not a successor its later segments would go to.
 void test_a_repeated_syn_is_not_a_new_connection() {
@@ -784,6 +812,7 @@ int main() {
   run_test("a_flow_seen_mid_stream_keeps_the_primarys_edge", test_a_flow_seen_mid_stream_keeps_the_primarys_edge);
   run_test("an_unprotected_flow_that_ends_is_ended", test_an_unprotected_flow_that_ends_is_ended);
   run_test("a_reuse_implies_the_lost_last_ack", test_a_reuse_implies_the_lost_last_ack);
+  run_test("a_primary_fin_not_repeated_implies_the_last_ack", test_a_primary_fin_not_repeated_implies_the_last_ack);
   run_test("a_repeated_syn_is_not_a_new_connection", test_a_repeated_syn_is_not_a_new_connection);
   run_test("an_icmp_error_reaches_the_replica", test_an_icmp_error_reaches_the_replica);
   run_test("a_datagram_reaches_the_replica", test_a_datagram_reaches_the_replica);
