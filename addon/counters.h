@@ -103,6 +103,7 @@ namespace t2cp {
   X(udp_compare_unverified)  /* replica datagrams with no primary one on the mirror to compare */\
   X(udp_diverged)            /* associations whose replica sent other datagrams than the primary */\
   X(udp_compare_gave_up)     /* associations no longer compared: too much unpaired */\
+  X(udp_compare_late)        /* primary datagrams waited for: replica behind on input */\
   X(resume_segments)         /* kept data sent to clients at takeover */           \
   X(resume_bytes)                                                                  \
   X(resume_acks)             /* ACKs sent to clients at takeover */                \

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 
 #include "incoming_timing.h"
@@ -91,6 +92,23 @@ bool IncomingProcessor::on_mirror_udp(const uint8_t* frame, size_t caplen) {
   return true;
 }
 
+// Whether a UDP socket of this host (the replica's) bound to `port` holds
+// datagrams its program has not read: /proc/net/udp's rx_queue, in the
+// engine's network namespace, the replica's.
+static bool udp_port_unread(uint16_t port) {
+  FILE* f = std::fopen("/proc/net/udp", "re");
+  if (!f) return false;
+  char line[512];
+  bool unread = false;
+  while (!unread && std::fgets(line, sizeof line, f)) {
+    unsigned local_port = 0, rx_queue = 0;
+    if (std::sscanf(line, " %*u: %*x:%x %*x:%*x %*x %*x:%x", &local_port, &rx_queue) == 2)
+      unread = local_port == port && rx_queue > 0;
+  }
+  std::fclose(f);
+  return unread;
+}
+
 UdpAssociation* IncomingProcessor::follow_udp(const FlowKey& k) {
   bool added = false;
   UdpAssociation* a = ctx_.udp.get(k, &added);
@@ -168,11 +186,18 @@ void IncomingProcessor::udp_tick(uint64_t now_us) {
   c.set(k_udp_lost, st.lost);
   c.set(k_udp_unverified, st.unverified);
   c.set(k_udp_held, ledger_.held());
-  if (ctx_.mode == EngineMode::kReplicating) ctx_.udp_compare.on_tick(now_us);
+  if (ctx_.mode == EngineMode::kReplicating) {
+    std::unordered_map<uint16_t, bool> unread;  // read once a tick, and only when a decision asks
+    ctx_.udp_compare.on_tick(now_us, [&](uint16_t port) {
+      auto it = unread.find(port);
+      return it != unread.end() ? it->second : (unread[port] = udp_port_unread(port));
+    });
+  }
   const UdpCompareStats& cs = ctx_.udp_compare.stats();
   c.set(k_udp_compared, cs.compared);
   c.set(k_udp_compare_unverified, cs.unverified);
   c.set(k_udp_compare_gave_up, cs.gave_up);
+  c.set(k_udp_compare_late, cs.late);
 }
 
 void IncomingProcessor::release_udp(uint64_t now_us) { ledger_.release_all(now_us); }

@@ -37,7 +37,7 @@ void UdpOutputComparison::add(CompareSide side, const FlowKey& k, DivergencePoli
   a.unpaired[me].push_back(std::move(o));
 }
 
-void UdpOutputComparison::on_tick(uint64_t now_us) {
+void UdpOutputComparison::on_tick(uint64_t now_us, const Unread& unread) {
   for (auto it = map_.begin(); it != map_.end();) {
     if (it->second.done) {
       ++it;
@@ -71,7 +71,13 @@ void UdpOutputComparison::on_tick(uint64_t now_us) {
       const bool same_length = a.unpaired[p].front().len == a.unpaired[r].front().len;
       diverge(it->first, a, same_length && a.policy == DivergencePolicy::kStrict ? DivergenceKind::kBytes : DivergenceKind::kLength);
     } else if (side == p) {
-      diverge(it->first, a, DivergenceKind::kLength);
+      Out& o = a.unpaired[p].front();
+      if (now_us - o.us < kLateUs && unread && unread(it->first.server_port)) {
+        if (!o.late) stats_.late++;
+        o.late = true;  // the replica has not read what it would answer yet
+      } else {
+        diverge(it->first, a, DivergenceKind::kLength);
+      }
     }
     ++it;
   }

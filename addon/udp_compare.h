@@ -15,7 +15,10 @@
 //   the length differs under strict, and under length): diverged, the first
 //   unpaired of each as the excerpts;
 // - a primary's with nothing near: the replica never sent it (kLength, no
-//   replica excerpt): diverged — its copy is out of step;
+//   replica excerpt): diverged — its copy is out of step; unless the
+//   replica's service has not read all its input yet (`unread`: datagrams
+//   in its socket's queue, a copy paused or starved of CPU): late, not
+//   different, and the decision waits, up to kLateUs after the datagram;
 // - a replica's with nothing near: the mirror may have lost the primary's
 //   (or showed it before the association was followed): unverified, dropped
 //   from the comparison (counted), never a divergence — a primary's datagram
@@ -43,12 +46,14 @@ struct UdpCompareStats {
   uint64_t unverified = 0;   // replica datagrams whose primary counterpart the mirror never showed
   uint64_t diverged = 0;     // associations found different
   uint64_t gave_up = 0;      // associations no longer compared: too much unpaired
+  uint64_t late = 0;         // primary datagrams whose decision waited for a replica behind on its input
 };
 
 class UdpOutputComparison {
  public:
   static constexpr uint64_t kSettleUs = 1000000;
   static constexpr uint64_t kNearUs = kSettleUs / 2;
+  static constexpr uint64_t kLateUs = 5 * kSettleUs;
   static constexpr size_t kPairWindow = 64;
   static constexpr size_t kMaxUnpaired = 1024;
   // Bytes of an unpaired datagram kept to locate the first difference in it: a whole datagram
@@ -63,8 +68,10 @@ class UdpOutputComparison {
   // One datagram the side sent to the association's client (payload, its length).
   void add(CompareSide side, const FlowKey& k, DivergencePolicy policy, const uint8_t* payload, uint32_t len,
            uint64_t now_us);
-  // Decides what stayed unpaired kSettleUs.
-  void on_tick(uint64_t now_us);
+  // Whether the replica's service on this port has datagrams it has not read yet.
+  using Unread = std::function<bool(uint16_t server_port)>;
+  // Decides what stayed unpaired kSettleUs (asking `unread` before a primary's alone diverges).
+  void on_tick(uint64_t now_us, const Unread& unread = {});
   // The association expired: its state (a divergence too) is forgotten.
   void forget(const FlowKey& k) { map_.erase(k); }
   bool diverged(const FlowKey& k) const {
@@ -77,6 +84,7 @@ class UdpOutputComparison {
   struct Out {
     uint64_t digest = 0, us = 0, number = 0;
     uint32_t len = 0;
+    bool late = false;          // its decision waited for the replica (counted once)
     std::vector<uint8_t> head;  // the first kHeadBytes
   };
   struct Association {

@@ -199,6 +199,50 @@ for (const policy of ['strict', 'length'] as const) describe(`udp: a service tha
   });
 });
 
+// A replica stopped for two seconds (as a copy starved of CPU, or in a long pause, would be)
+// answers late, not otherwise: its socket holds what it has not read yet, so the comparison waits
+// for its answers instead of reporting its associations diverged, and they pair when it goes on.
+describe('udp: a replica paused for two seconds', () => {
+  const lab = useLab('udplate');
+
+  it('is late, not diverged: its answers pair with the primary\'s when it goes on', async () => {
+    const { tb, dir } = lab;
+    const backup = await startBackup(tb, { ports: [], instance: INSTANCE, extra: ['--udp-ports', String(UDP_PORT)] });
+    // Room in the paused copy's socket for what comes meanwhile (~400 datagrams): a datagram it
+    // dropped would make it really different.
+    const primary = await startUdpService(tb, tb.ns.primary, `${dir}/udp-primary.jsonl`, ['--rcvbuf', String(4 << 20)]);
+    const replica = await startUdpService(tb, tb.ns.backup, `${dir}/udp-replica.jsonl`, ['--rcvbuf', String(4 << 20)]);
+    try {
+      const running = runUdpClient(tb, `${dir}/udp-client.jsonl`, { associations: 2, count: 300, intervalMs: 10 });
+      await new Promise((r) => setTimeout(r, 500));
+      replica.kill('SIGSTOP');
+      await new Promise((r) => setTimeout(r, 2000));
+      replica.kill('SIGCONT');
+      const run = await running;
+      expect(run.code, run.stdout).toBe(0);
+      await new Promise((r) => setTimeout(r, 1500)); // the replica's last answers, and a second to settle
+      const counters = await backup.counters();
+      await stopChild(primary);
+      await stopChild(replica);
+      const [onPrimary, onReplica] = [readLog<UdpServiceLine>(`${dir}/udp-primary.jsonl`), readLog<UdpServiceLine>(`${dir}/udp-replica.jsonl`)];
+      console.log(`udp, a replica paused 2 s: counters ${JSON.stringify(Object.fromEntries(Object.entries(counters).filter(([k]) => k.includes('udp_'))))}`);
+      const byPeer = (ls: UdpServiceLine[]) => Object.fromEntries(ls.map((l) => [l.peer, l]));
+      expect(onPrimary).toHaveLength(2);
+      expect(byPeer(onReplica)).toEqual(byPeer(onPrimary));
+      expect(backup.records.filter((r) => r.msg === 'flow anomaly')).toEqual([]);
+      expect(counters.udp_diverged ?? 0).toBe(0);
+      expect(counters.udp_compare_late ?? 0).toBeGreaterThan(0); // the case really happened
+      expect(counters.udp_compared ?? 0).toBe(onPrimary.reduce((n, l) => n + l.answers, 0));
+    } finally {
+      replica.kill('SIGCONT'); // stopped still if the test failed in the pause: it must hear SIGTERM
+      await stopChild(primary);
+      await stopChild(replica);
+      await backup.stop();
+    }
+    expect(await kernelLeftovers(tb, INSTANCE)).toEqual([]);
+  });
+});
+
 describe('udp: a UDP service alone (--udp-ports, no --ports), on a port of a range', () => {
   const lab = useLab('udponly');
 

@@ -194,7 +194,43 @@ void test_too_much_unpaired_gives_up() {
 
 }  // namespace
 
+// A primary's datagram the replica has not answered while its service has
+// input still unread (paused, starved of CPU): late, not diverged; its answer
+// pairs when it comes. Up to kLateUs: then the replica is out of step.
+void test_a_replica_behind_on_its_input_is_late_not_diverged() {
+  Lab l;
+  bool unread = true;
+  auto tick = [&](uint64_t us) {
+    l.now += us;
+    l.c.on_tick(l.now, [&](uint16_t port) { return port == kA.server_port && unread; });
+  };
+  l.send(P, "200 OK a");
+  tick(kSettle + 1);
+  tick(kSettle);
+  CHECK(l.found.empty());
+  CHECK_EQ(l.c.stats().late, uint64_t(1));  // counted once
+  unread = false;
+  l.send(R, "200 OK a");  // it read and answered
+  tick(kSettle);
+  CHECK(l.found.empty());
+  CHECK_EQ(l.c.stats().compared, uint64_t(1));
+  // Behind for longer than kLateUs: diverged all the same.
+  unread = true;
+  l.send(P, "200 OK b");
+  for (uint64_t t = kSettle; t < UdpOutputComparison::kLateUs; t += kSettle) tick(kSettle);
+  CHECK(l.found.empty());
+  tick(kSettle);
+  CHECK_EQ(l.found.size(), size_t(1));
+  // Nothing unread: the replica answered everything it got, not this: diverged at kSettle.
+  Lab m;
+  m.send(P, "200 OK c", kB);
+  m.now += kSettle + 1;
+  m.c.on_tick(m.now, [](uint16_t) { return false; });
+  CHECK_EQ(m.found.size(), size_t(1));
+}
+
 int main() {
+  run_test("a_replica_behind_on_its_input_is_late_not_diverged", test_a_replica_behind_on_its_input_is_late_not_diverged);
   run_test("alike_in_either_order", test_alike_in_either_order);
   run_test("reordered_nearby_pairs_all_the_same", test_reordered_nearby_pairs_all_the_same);
   run_test("a_different_datagram_diverges_with_both_excerpts", test_a_different_datagram_diverges_with_both_excerpts);
