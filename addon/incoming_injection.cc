@@ -317,7 +317,12 @@ void IncomingProcessor::on_tick(uint64_t now) {
         if (now - f.last_seen_us <= idle_us) return false;
         ctx_.counters.add(k_flows_expired);
         ctx_.events.emit(EventType::kClosed, EventReason::kIdleTimeout, f);
-        return true;
+        if (!f.successor) return true;
+        // Connections wait behind it on its key: the first takes its place (promote_waiting).
+        f.state = FlowState::kClosed;
+        f.closed_us = now;
+        note_finished(f);
+        return false;
     }
   });
 }

@@ -780,6 +780,23 @@ void test_a_primary_fin_not_repeated_implies_the_last_ack() {
   CHECK(lab.flow() && lab.flow()->state == FlowState::kClosed);
 }
 
+// A flow that expires on idle with a connection waiting behind it on its key
+// hands its place over: the waiting one's SYN goes to the replica.
+void test_an_expired_flow_hands_over_to_the_one_waiting() {
+  Lab lab;
+  lab.connect();
+  constexpr uint32_t kC1 = kC0 + 100000;
+  lab.client(kC1, 0, kSyn);  // the replica still holds the first (it never closed)
+  CHECK(lab.flow() && lab.flow()->successor);
+  lab.injected();
+  lab.tick(realtime_us() + uint64_t(lab.cfg.idle_timeout_s) * 1000000 + 1000000);
+  CHECK_EQ(lab.ctx->counters.get(k_flows_expired), uint64_t(1));
+  lab.in->promote_waiting();
+  std::vector<Injected> v = lab.injected();
+  CHECK(v.size() == 1 && (v[0].flags & kSyn) && v[0].seq == kC1);
+  CHECK(lab.flow() && lab.flow()->state == FlowState::kSynSeen && lab.flow()->client.isn == kC1);
+}
+
 // The client's SYN again once the flow runs (the primary's SYN-ACK came
 // late): the same connection, not a successor its later segments would go to.
 void test_a_repeated_syn_is_not_a_new_connection() {
@@ -814,6 +831,7 @@ int main() {
   run_test("a_reuse_implies_the_lost_last_ack", test_a_reuse_implies_the_lost_last_ack);
   run_test("a_primary_fin_not_repeated_implies_the_last_ack", test_a_primary_fin_not_repeated_implies_the_last_ack);
   run_test("a_repeated_syn_is_not_a_new_connection", test_a_repeated_syn_is_not_a_new_connection);
+  run_test("an_expired_flow_hands_over_to_the_one_waiting", test_an_expired_flow_hands_over_to_the_one_waiting);
   run_test("an_icmp_error_reaches_the_replica", test_an_icmp_error_reaches_the_replica);
   run_test("a_datagram_reaches_the_replica", test_a_datagram_reaches_the_replica);
   return finish();
