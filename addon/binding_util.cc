@@ -3,15 +3,17 @@
 #include <arpa/inet.h>
 
 namespace t2cp {
-namespace {
-Napi::FunctionReference g_error_class;
-}  // namespace
 
-void set_error_class(const Napi::Function& cls) { g_error_class = Napi::Persistent(cls); }
+// The error class is the environment's instance data, released with it: a
+// global reference would be deleted after its environment is gone, at exit
+// (Node 18 crashed there, after the program's work was done).
+void set_error_class(const Napi::Function& cls) {
+  cls.Env().SetInstanceData<Napi::FunctionReference>(new Napi::FunctionReference(Napi::Persistent(cls)));
+}
 
 [[noreturn]] void throw_error(Napi::Env env, const std::string& code, const std::string& message) {
-  if (!g_error_class.IsEmpty()) {
-    Napi::Object e = g_error_class.New({Napi::String::New(env, message), Napi::String::New(env, code)});
+  if (Napi::FunctionReference* cls = env.GetInstanceData<Napi::FunctionReference>(); cls && !cls->IsEmpty()) {
+    Napi::Object e = cls->New({Napi::String::New(env, message), Napi::String::New(env, code)});
     throw Napi::Error(env, e);
   }
   Napi::Error e = Napi::Error::New(env, message);
