@@ -14,6 +14,7 @@
         "addon/incoming_injection.cc",
         "addon/incoming_processor.cc",
         "addon/incoming_tun.cc",
+        "addon/ip_reassembly.cc",
         "addon/outgoing_nfqueue.cc",
         "addon/nft_batch.cc",
         "addon/outgoing_nftables.cc",

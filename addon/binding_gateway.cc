@@ -223,6 +223,7 @@ class RecorderWrap : public Napi::ObjectWrap<RecorderWrap> {
     o.Set("udp_evicted", double(c.udp_evicted.load()));
     o.Set("udp_manifests", double(c.udp_manifests.load()));
     o.Set("udp_looked_up", double(c.udp_looked_up.load()));
+    o.Set("udp_reassembled", double(c.udp_reassembled.load()));
     o.Set("held_bytes", double(rec_.held_bytes()));
     return o;
   }

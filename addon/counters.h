@@ -104,6 +104,9 @@ namespace t2cp {
   X(udp_diverged)            /* associations whose replica sent other datagrams than the primary */\
   X(udp_compare_gave_up)     /* associations no longer compared: too much unpaired */\
   X(udp_compare_late)        /* primary datagrams waited for: replica behind on input */\
+  X(udp_fragments)           /* fragments of clients' datagrams toward the VIP */       \
+  X(udp_reassembled)         /* clients' datagrams made whole from fragments */         \
+  X(udp_reassembly_failed)   /* fragments given up: timed out, overlapping, bounds */   \
   X(resume_segments)         /* kept data sent to clients at takeover */           \
   X(resume_bytes)                                                                  \
   X(resume_acks)             /* ACKs sent to clients at takeover */                \

@@ -24,11 +24,22 @@ namespace {
 
 // "tcp and dst host VIP and (dst port P or ...)"; dir "src " for the other
 // way. UDP ports go by runs: "dst portrange 10000-10100".
-std::string direction_filter(const CaptureConfig& cfg, const char* dir, const std::vector<uint16_t>& ports,
-                             const char* proto = "tcp") {
+std::string vip_text(const CaptureConfig& cfg) {
   char vip[INET_ADDRSTRLEN];
   inet_ntop(AF_INET, &cfg.vip, vip, sizeof vip);
-  std::string f = std::string(proto) + " and " + dir + "host " + vip + " and (";
+  return vip;
+}
+
+// "ip proto 17 and dst host VIP and ip[6:2] & 0x1fff != 0": UDP fragments
+// after the first (dir "src " for the other way). They have no UDP header to
+// match: the engine reassembles them, then matches.
+std::string udp_later_fragments(const CaptureConfig& cfg, const char* dir) {
+  return std::string("ip proto 17 and ") + dir + "host " + vip_text(cfg) + " and ip[6:2] & 0x1fff != 0";
+}
+
+std::string direction_filter(const CaptureConfig& cfg, const char* dir, const std::vector<uint16_t>& ports,
+                             const char* proto = "tcp") {
+  std::string f = std::string(proto) + " and " + dir + "host " + vip_text(cfg) + " and (";
   if (std::string(proto) == "udp") {
     const std::vector<PortRun> runs = port_runs(ports);
     for (size_t i = 0; i < runs.size(); i++) {
@@ -48,30 +59,32 @@ std::string direction_filter(const CaptureConfig& cfg, const char* dir, const st
 
 std::string direction_filter(const CaptureConfig& cfg, const char* dir) { return direction_filter(cfg, dir, cfg.ports); }
 
-// "(udp and dst host VIP and (dst port P or ...)) or ", or "" without UDP ports.
+// "(udp and dst host VIP and (dst port P or ...)) or (later fragments toward
+// VIP) or ", or "" without UDP ports.
 std::string udp_filter(const CaptureConfig& cfg) {
-  return cfg.udp_ports.empty() ? "" : "(" + direction_filter(cfg, "dst ", cfg.udp_ports, "udp") + ") or ";
+  if (cfg.udp_ports.empty()) return "";
+  return "(" + direction_filter(cfg, "dst ", cfg.udp_ports, "udp") + ") or (" + udp_later_fragments(cfg, "dst ") + ") or ";
 }
 
-// " or (udp and src host VIP and (src port P or ...))": the primary's
-// datagrams compared with the replica's; "" when none is.
+// " or (udp and src host VIP and (src port P or ...)) or (later fragments
+// from VIP)": the primary's datagrams compared with the replica's; "" when
+// none is.
 std::string udp_output_filter(const CaptureConfig& cfg) {
-  return cfg.udp_output_ports.empty() ? "" : " or (" + direction_filter(cfg, "src ", cfg.udp_output_ports, "udp") + ")";
+  if (cfg.udp_output_ports.empty()) return "";
+  return " or (" + direction_filter(cfg, "src ", cfg.udp_output_ports, "udp") + ") or (" + udp_later_fragments(cfg, "src ") + ")";
 }
 
 // The traffic recorder's: what this host sends toward VIP:ports (TCP) and
 // VIP:udp_ports (UDP).
 std::string outbound_filter(const CaptureConfig& cfg) {
   if (cfg.udp_ports.empty()) return direction_filter(cfg, "dst ");
-  const std::string udp = "(" + direction_filter(cfg, "dst ", cfg.udp_ports, "udp") + ")";
+  const std::string udp = "(" + direction_filter(cfg, "dst ", cfg.udp_ports, "udp") + ") or (" + udp_later_fragments(cfg, "dst ") + ")";
   return cfg.ports.empty() ? udp : "(" + direction_filter(cfg, "dst ") + ") or " + udp;
 }
 
 // ICMP errors toward the VIP: fragmentation needed, unreachable, time exceeded.
 std::string icmp_errors_filter(const CaptureConfig& cfg) {
-  char vip[INET_ADDRSTRLEN];
-  inet_ntop(AF_INET, &cfg.vip, vip, sizeof vip);
-  return std::string("icmp and dst host ") + vip + " and (icmp[icmptype] == icmp-unreach or icmp[icmptype] == icmp-timxceed)";
+  return "icmp and dst host " + vip_text(cfg) + " and (icmp[icmptype] == icmp-unreach or icmp[icmptype] == icmp-timxceed)";
 }
 
 // The configuration's ports whose primary output is not kept whole.

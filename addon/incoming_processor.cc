@@ -42,6 +42,7 @@ void IncomingProcessor::on_mirror_frame(const uint8_t* frame, size_t caplen, uin
   // (kHeaderSnapLen): the primary's payload may be cut, anyone else's not.
   ParseError e = parse_ethernet(frame, caplen, true, &s);
   if (e == ParseError::kNotTcp && (on_mirror_udp(frame, caplen) || on_mirror_icmp(frame, caplen))) return;
+  if (e == ParseError::kIpFragment && on_mirror_fragment(frame, caplen)) return;
   if (e == ParseError::kOk && size_t(s.ip - frame) + s.ip_len > caplen) {
     bool client = s.daddr == ctx_.cfg.vip && ctx_.port_set.test(s.dport);
     bool primary = s.saddr == ctx_.cfg.vip && ctx_.port_set.test(s.sport);
@@ -67,6 +68,23 @@ bool IncomingProcessor::on_mirror_udp(const uint8_t* frame, size_t caplen) {
   size_t len = 0;
   const uint8_t* ip = ethernet_ipv4(frame, caplen, &len);
   if (!ip || len < 20 || ip[9] != 17) return false;
+  return on_mirror_datagram(ip, len);
+}
+
+bool IncomingProcessor::on_mirror_fragment(const uint8_t* frame, size_t caplen) {
+  if (ctx_.cfg.udp_ports.empty()) return false;
+  size_t len = 0;
+  const uint8_t* ip = ethernet_ipv4(frame, caplen, &len);
+  // A client's datagram toward the VIP, cut on its way: the primary's kernel made it whole; or
+  // one of the primary's, cut by its kernel, to compare with the replica's (whole at its output).
+  if (!ip || len < 20 || ip[9] != 17) return false;
+  if (std::memcmp(ip + 16, &ctx_.cfg.vip, 4) != 0 && std::memcmp(ip + 12, &ctx_.cfg.vip, 4) != 0) return false;
+  if (ctx_.mode != EngineMode::kReplicating) return true;  // a takeover: the new owner's stack takes it
+  if (reassembly_.add(ip, len, realtime_us(), &reassembled_)) on_mirror_datagram(reassembled_.data(), reassembled_.size());
+  return true;
+}
+
+bool IncomingProcessor::on_mirror_datagram(const uint8_t* ip, size_t len) {
   Datagram d;
   const ParseError e = parse_udp(ip, len, &d);
   if (e != ParseError::kOk) {
@@ -176,6 +194,11 @@ void IncomingProcessor::on_udp_records(uint64_t first, const uint8_t* records, s
 
 void IncomingProcessor::udp_tick(uint64_t now_us) {
   ledger_.on_tick(now_us);
+  reassembly_.expire(now_us);
+  const IpReassemblyStats& rs = reassembly_.stats();
+  ctx_.counters.set(k_udp_fragments, rs.fragments);
+  ctx_.counters.set(k_udp_reassembled, rs.reassembled);
+  ctx_.counters.set(k_udp_reassembly_failed, rs.timed_out + rs.overlapped + rs.refused);
   const UdpLedgerStats& st = ledger_.stats();
   Counters& c = ctx_.counters;
   c.set(k_udp_records, st.records);

@@ -17,6 +17,7 @@
 #include <cstdint>
 
 #include "engine_context.h"
+#include "ip_reassembly.h"
 #include "packet.h"
 #include "udp_ledger.h"
 
@@ -116,6 +117,10 @@ class IncomingProcessor {
   // replica in the recorder's order; false when the frame is no such datagram
   // (counted with the others).
   bool on_mirror_udp(const uint8_t* frame, size_t caplen);
+  // A client's UDP datagram toward the VIP (or the primary's from it), whole.
+  bool on_mirror_datagram(const uint8_t* ip, size_t len);
+  // A fragment of one (on_mirror_datagram once reassembled); false when not ours.
+  bool on_mirror_fragment(const uint8_t* frame, size_t caplen);
   // The association of d, counted (new: reported); nullptr when the table is full.
   UdpAssociation* note_udp(const Datagram& d);
   // The association k, followed from now if new (counted, its `new` event); null when the table is full.
@@ -155,6 +160,8 @@ class IncomingProcessor {
 
   EngineContext& ctx_;
   UdpLedger ledger_;
+  IpReassembly reassembly_;
+  std::vector<uint8_t> reassembled_;  // the last datagram made whole
   int raw_fd_ = -1;  // give_udp() after the TUN is gone
   uint64_t next_behind_shed_us_ = 0;
   uint16_t ip_id_ = 0;

@@ -143,6 +143,14 @@ void TrafficRecorder::on_frame(void* self, const uint8_t* frame, size_t caplen, 
 void TrafficRecorder::record(uint64_t us, const uint8_t* ip, size_t len) {
   if (len >= 20 && ip[9] == 17) {
     std::lock_guard<std::mutex> g(mu_);
+    if (ip[6] & 0x3f || ip[7]) {
+      // A fragment (MF, or an offset): recorded once its datagram is whole, as the primary gets it.
+      reassembly_.expire(us);
+      if (!reassembly_.add(ip, len, us, &reassembled_)) return;
+      counters_.udp_reassembled.fetch_add(1, std::memory_order_relaxed);
+      ip = reassembled_.data();
+      len = reassembled_.size();
+    }
     record_udp(us, ip, len);
     return;
   }

@@ -46,6 +46,7 @@
 #include <vector>
 
 #include "incoming_capture.h"
+#include "ip_reassembly.h"
 #include "packet.h"
 
 namespace t2cp {
@@ -64,6 +65,7 @@ struct RecorderCounters {
   std::atomic<uint64_t> resupplied_packets{0}, resupplied_bytes{0}, send_errors{0}, malformed{0};
   std::atomic<uint64_t> capture_drops{0};
   std::atomic<uint64_t> udp_recorded{0}, udp_evicted{0}, udp_manifests{0}, udp_looked_up{0};
+  std::atomic<uint64_t> udp_reassembled{0};  // datagrams recorded whole from fragments
   std::atomic<uint64_t> lookups{0}, looked_up_packets{0}, looked_up_bytes{0};
   // What started the outage's replay: the new owner's gratuitous ARP, or
   // the backup's report (no announcement seen first).
@@ -143,6 +145,8 @@ class TrafficRecorder {
   // The clients' datagrams, numbered from 1 (under mu_).
   struct UdpEntry { uint64_t number, us; uint8_t record[16]; std::vector<uint8_t> ip; };
   std::deque<UdpEntry> udp_ring_;
+  IpReassembly reassembly_;  // the clients' datagrams cut in fragments, recorded whole
+  std::vector<uint8_t> reassembled_;
   uint64_t udp_bytes_ = 0, udp_next_ = 1;
   uint64_t udp_cut_us_ = 0;      // the outage's replay began here: no record from then on
   std::thread thread_;

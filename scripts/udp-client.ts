@@ -1,12 +1,12 @@
 // The client of scripts/udp-service.ts: N associations (one socket each), each
 // sending COUNT requests one at a time (seq 1, 2, ...; random payloads of 16 to
-// 1200 bytes), every INTERVAL ms. Each answer is checked against the client's
+// MAX bytes, 1200 unless --max-bytes: above the path MTU's, in fragments), every INTERVAL ms. Each answer is checked against the client's
 // own chain of what it sent: the service's count and chain must be its own.
 // A request unanswered within RETRY ms is sent again (a datagram lost, a
 // server dying and another taking over), until DEADLINE.
 //
 //   node dist/scripts/udp-client.js --server ADDR:PORT --associations N --count C
-//        [--interval-ms 5] [--retry-ms 100] [--deadline-ms 60000] --log FILE
+//        [--interval-ms 5] [--retry-ms 100] [--deadline-ms 60000] [--max-bytes 1200] --log FILE
 //
 // Writes one JSON line per association to FILE ({local, sent, answered,
 // resent, longestWaitMs, ok, error}) and a summary line on stdout (with ms:
@@ -21,7 +21,7 @@ const { values } = parseArgs({
   options: {
     server: { type: 'string' }, associations: { type: 'string', default: '4' }, count: { type: 'string', default: '100' },
     'interval-ms': { type: 'string', default: '5' }, 'retry-ms': { type: 'string', default: '100' },
-    'deadline-ms': { type: 'string', default: '60000' }, log: { type: 'string' },
+    'deadline-ms': { type: 'string', default: '60000' }, 'max-bytes': { type: 'string', default: '1200' }, log: { type: 'string' },
   },
 });
 const [host, portText] = (values.server ?? '').split(':');
@@ -30,8 +30,8 @@ if (!host || !port || !values.log) {
   process.stderr.write('usage: udp-client.js --server ADDR:PORT --associations N --count C --log FILE\n');
   process.exit(2);
 }
-const [n, count, intervalMs, retryMs, deadlineMs] =
-  [values.associations, values.count, values['interval-ms'], values['retry-ms'], values['deadline-ms']].map(Number) as [number, number, number, number, number];
+const [n, count, intervalMs, retryMs, deadlineMs, maxBytes] =
+  [values.associations, values.count, values['interval-ms'], values['retry-ms'], values['deadline-ms'], values['max-bytes']].map(Number) as [number, number, number, number, number, number];
 const deadline = Date.now() + deadlineMs;
 
 interface Outcome { local: string; sent: number; answered: number; resent: number; longestWaitMs: number; ok: boolean; error: string | null }
@@ -46,7 +46,7 @@ async function association(): Promise<Outcome> {
   sock.on('message', (b) => waiting?.(b));
   try {
     for (let seq = 1; seq <= count; seq++) {
-      const req = Buffer.concat([Buffer.alloc(4), randomBytes(16 + Math.floor(Math.random() * 1185))]);
+      const req = Buffer.concat([Buffer.alloc(4), randomBytes(16 + Math.floor(Math.random() * (maxBytes - 15)))]);
       req.writeUInt32BE(seq, 0);
       chain = createHash('sha256').update(chain).update(req.subarray(4)).digest();
       const started = Date.now();

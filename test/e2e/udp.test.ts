@@ -32,10 +32,10 @@ const startUdpService = (tb: Testbed, ns: string, log: string, extra: string[] =
   startUdpServiceOn(tb, ns, log, { port, extra });
 
 /** scripts/udp-client.ts in the client's namespace; resolves with its exit code and summary. */
-function runUdpClient(tb: Testbed, log: string, o: { associations: number; count: number; intervalMs: number; port?: number }): Promise<{ code: number | null; stdout: string }> {
+function runUdpClient(tb: Testbed, log: string, o: { associations: number; count: number; intervalMs: number; port?: number; maxBytes?: number }): Promise<{ code: number | null; stdout: string }> {
   const child = tb.spawn(tb.ns.client, ['node', `${repoRoot}dist/scripts/udp-client.js`, '--server', `${tb.addr.vip}:${o.port ?? UDP_PORT}`,
     '--associations', String(o.associations), '--count', String(o.count), '--interval-ms', String(o.intervalMs), '--retry-ms', '100',
-    '--deadline-ms', '60000', '--log', log]);
+    '--deadline-ms', '60000', '--max-bytes', String(o.maxBytes ?? 1200), '--log', log]);
   const out = collect(child);
   return new Promise((resolve) => child.once('exit', (code) => resolve({ code, stdout: out.stdout })));
 }
@@ -101,9 +101,10 @@ for (const offloads of [true, false]) describe(`udp: a UDP service replicated, o
 // The mirror loses one in 32 of the clients' datagrams. With the gateway's recorder, the backup
 // learns which from the recorder's records, gets them resupplied and gives every datagram to its
 // copy in the primary's order: the same chain per association. Without it, nothing can tell the
-// backup what it missed: its copy falls behind the primary's state.
-for (const recorder of [true, false]) describe(`udp: a lossy mirror, recorder ${recorder ? 'on' : 'off'}`, () => {
-  const lab = useLab(recorder ? 'udprsp' : 'udpnorsp');
+// backup what it missed: its copy falls behind the primary's state. With datagrams larger than
+// the MTU the recorder records them whole (it reassembles them too) and resupplies them whole.
+for (const [recorder, fragmented] of [[true, false], [false, false], [true, true]] as const) describe(`udp: a lossy mirror, recorder ${recorder ? 'on' : 'off'}${fragmented ? ', datagrams in fragments' : ''}`, () => {
+  const lab = useLab(fragmented ? 'udprspfrag' : recorder ? 'udprsp' : 'udpnorsp');
 
   it(recorder ? "the recorder resupplies what the mirror lost, in order: the replica's state is the primary's"
     : 'without the recorder the replica misses datagrams', async () => {
@@ -115,7 +116,9 @@ for (const recorder of [true, false]) describe(`udp: a lossy mirror, recorder ${
       gatewayArgs: recorder ? [] : ['--record-window', '0'] });
     const replica = await startUdpService(tb, tb.ns.backup, `${dir}/udp-replica.jsonl`);
     try {
-      const run = await runUdpClient(tb, `${dir}/udp-client.jsonl`, { associations: 4, count: 600, intervalMs: 2 });
+      const count = fragmented ? 300 : 600;
+      const run = await runUdpClient(tb, `${dir}/udp-client.jsonl`, fragmented ? { associations: 4, count, intervalMs: 5, maxBytes: 6000 }
+        : { associations: 4, count, intervalMs: 2 });
       // The last datagrams' records come, the last missing ones are asked and given.
       await new Promise((r) => setTimeout(r, 1000));
       const counters = await pair.backup.counters();
@@ -130,12 +133,14 @@ for (const recorder of [true, false]) describe(`udp: a lossy mirror, recorder ${
       expect(run.code, run.stdout).toBe(0);
       expect(dropped, 'the mirror really lost datagrams').toBeGreaterThan(0);
       expect(onPrimary).toHaveLength(4);
-      for (const l of onPrimary) expect(l.requests).toBe(600);
+      for (const l of onPrimary) expect(l.requests).toBe(count);
       if (recorder) {
         // Every request, in the primary's order (the chain), and the same answers.
         expect(byPeer(onReplica)).toEqual(byPeer(onPrimary));
-        expect(counters.udp_asked ?? 0).toBeGreaterThanOrEqual(dropped);
-        expect(counters.udp_resupplied ?? 0).toBeGreaterThanOrEqual(dropped);
+        // A datagram lost on the mirror is one frame, or all the fragments of one (they share its IP ID).
+        expect(counters.udp_asked ?? 0).toBeGreaterThanOrEqual(fragmented ? 1 : dropped);
+        expect(counters.udp_resupplied ?? 0).toBeGreaterThanOrEqual(fragmented ? 1 : dropped);
+        if (fragmented) expect(counters.udp_reassembled ?? 0).toBeGreaterThan(count);
         expect(counters.udp_lost ?? 0).toBe(0);
         expect(counters.udp_held ?? 0).toBe(0);
         expect(counters.udp_verified ?? 0).toBeGreaterThan(0);
@@ -190,6 +195,47 @@ for (const policy of ['strict', 'length'] as const) describe(`udp: a service tha
         expect(counters.udp_diverged ?? 0).toBe(0);
         expect(counters.udp_compared ?? 0).toBe(150);
       }
+    } finally {
+      await stopChild(primary);
+      await stopChild(replica);
+      await backup.stop();
+    }
+    expect(await kernelLeftovers(tb, INSTANCE)).toEqual([]);
+  });
+});
+
+// Datagrams larger than the path MTU (1500 on the testbed: a SIP INVITE with a long SDP) cross
+// the network in IP fragments, both the clients' and the service's answers. The backup
+// reassembles the clients' as the primary's kernel does, so its copy gets every datagram whole,
+// in order, and the primary's too, to compare with the replica's (whole at its output).
+describe('udp: datagrams larger than the MTU, in fragments', () => {
+  const lab = useLab('udpfrag');
+
+  it('reach the replica whole and in order; its answers compare alike with the primary\'s', async () => {
+    const { tb, dir } = lab;
+    const backup = await startBackup(tb, { ports: [], instance: INSTANCE, extra: ['--udp-ports', String(UDP_PORT)] });
+    const primary = await startUdpService(tb, tb.ns.primary, `${dir}/udp-primary.jsonl`);
+    const replica = await startUdpService(tb, tb.ns.backup, `${dir}/udp-replica.jsonl`);
+    try {
+      const run = await runUdpClient(tb, `${dir}/udp-client.jsonl`, { associations: 2, count: 150, intervalMs: 5, maxBytes: 6000 });
+      expect(run.code, run.stdout).toBe(0);
+      await new Promise((r) => setTimeout(r, 1500)); // the last answers, and a second to settle their comparison
+      const counters = await backup.counters();
+      await stopChild(primary);
+      await stopChild(replica);
+      const [onPrimary, onReplica] = [readLog<UdpServiceLine>(`${dir}/udp-primary.jsonl`), readLog<UdpServiceLine>(`${dir}/udp-replica.jsonl`)];
+      console.log(`udp, fragments: counters ${JSON.stringify(Object.fromEntries(Object.entries(counters).filter(([k]) => k.includes('udp_') || k.includes('fragment'))))}`);
+      const byPeer = (ls: UdpServiceLine[]) => Object.fromEntries(ls.map((l) => [l.peer, l]));
+      expect(onPrimary).toHaveLength(2);
+      expect(byPeer(onReplica)).toEqual(byPeer(onPrimary));
+      const answers = onPrimary.reduce((n, l) => n + l.answers, 0);
+      // Most of the requests (16 to 6000 bytes) and their answers (as long) were cut.
+      expect(counters.udp_reassembled ?? 0).toBeGreaterThan(answers);
+      expect(counters.udp_reassembly_failed ?? 0).toBe(0);
+      expect(counters.udp_datagrams ?? 0).toBe(onPrimary.reduce((n, l) => n + l.requests, 0));
+      expect(counters.udp_compared ?? 0).toBe(answers);
+      expect(counters.udp_compare_unverified ?? 0).toBe(0);
+      expect(counters.udp_diverged ?? 0).toBe(0);
     } finally {
       await stopChild(primary);
       await stopChild(replica);

@@ -268,10 +268,12 @@ void test_outbound_program_is_libpcaps() {
   // With UDP ports the recorder keeps the clients' datagrams too; with them alone, those only.
   c.udp_ports = {5060};
   CHECK_BYTES(capture_filter(c), "(tcp and dst host 198.18.1.10 and (dst port 7000 or dst port 6379)) or "
-                                 "(udp and dst host 198.18.1.10 and (dst port 5060))");
+                                 "(udp and dst host 198.18.1.10 and (dst port 5060)) or "
+                                 "(ip proto 17 and dst host 198.18.1.10 and ip[6:2] & 0x1fff != 0)");
   CHECK(!program(c).empty());
   c.ports.clear();
-  CHECK_BYTES(capture_filter(c), "(udp and dst host 198.18.1.10 and (dst port 5060))");
+  CHECK_BYTES(capture_filter(c), "(udp and dst host 198.18.1.10 and (dst port 5060)) or "
+                                 "(ip proto 17 and dst host 198.18.1.10 and ip[6:2] & 0x1fff != 0)");
   CHECK(!program(c).empty());
 }
 
@@ -448,6 +450,19 @@ void test_udp_ports() {
     CHECK_EQ(run_pcap(p, ethernet(other)), 0u);
     CHECK_EQ(run_pcap(p, ethernet(segment(kClient, 40000, kVip, 7000, 100))), tcp_ports.empty() ? 0u : whole);
     CHECK_EQ(run_pcap(p, ethernet(segment(kClient, 40000, kVip, 5060, 100))), 0u);  // TCP to a UDP port
+    // A datagram cut in fragments: the first (its UDP header) by its port, those after it (no
+    // header: reassembled, then matched) toward the VIP whatever they hold; a TCP one's, no.
+    Bytes first = to_sip, later = segment(kClient, 0, kVip, 0, 300);
+    first[6] = 0x20;  // MF, offset 0
+    fix_ip_check(first.data());
+    later[9] = 17;
+    later[6] = 0x00, later[7] = 0xb9;  // offset 1480, the last
+    fix_ip_check(later.data());
+    CHECK_EQ(run_pcap(p, ethernet(first)), whole);
+    CHECK_EQ(run_pcap(p, ethernet(later)), whole);
+    later[9] = 6;
+    fix_ip_check(later.data());
+    CHECK_EQ(run_pcap(p, ethernet(later)), 0u);
     // The primary's datagrams of a compared port (udp_output_ports) kept whole, another's not.
     c.udp_output_ports = {5060};
     const Program q = program(c);

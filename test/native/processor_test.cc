@@ -809,6 +809,88 @@ void test_a_repeated_syn_is_not_a_new_connection() {
   CHECK(lab.flow() && lab.flow()->client.fin);
 }
 
+// Fragments of `ip` (a whole IPv4 packet, 20-byte header): `at` bytes of its payload each (a
+// multiple of 8), the last what is left; id `id`.
+static std::vector<std::vector<uint8_t>> fragments(const std::vector<uint8_t>& ip, size_t at, uint16_t id) {
+  std::vector<std::vector<uint8_t>> out;
+  const size_t n = ip.size() - 20;
+  for (size_t off = 0; off < n; off += at) {
+    const size_t len = std::min(at, n - off);
+    std::vector<uint8_t> f(ip.begin(), ip.begin() + 20);
+    f.insert(f.end(), ip.begin() + 20 + long(off), ip.begin() + 20 + long(off + len));
+    f[2] = uint8_t(f.size() >> 8);
+    f[3] = uint8_t(f.size());
+    f[4] = uint8_t(id >> 8);
+    f[5] = uint8_t(id);
+    const uint16_t fo = uint16_t(off / 8) | (off + len < n ? 0x2000 : 0);
+    f[6] = uint8_t(fo >> 8);
+    f[7] = uint8_t(fo);
+    const uint16_t hc = ipv4_header_checksum(f.data(), 20);
+    std::memcpy(&f[10], &hc, 2);
+    out.push_back(f);
+  }
+  return out;
+}
+
+// A client's datagram larger than the path MTU comes in fragments, in any
+// order, one of them twice: the replica gets it whole, once, when the last
+// piece came, as the primary's kernel had it. Fragments that overlap with
+// other bytes drop their datagram; one never completed is given up after
+// kTimeoutUs; each counted.
+void test_a_fragmented_datagram_reaches_the_replica_whole() {
+  constexpr uint16_t kSip = 5060;
+  Lab lab(1ull << 30, 0, false, DivergencePolicy::kOff, {kSip});
+  auto mirror = [&](const std::vector<uint8_t>& ip) {
+    std::vector<uint8_t> f(14, 0);
+    f[12] = 0x08;
+    f.insert(f.end(), ip.begin(), ip.end());
+    lab.in->on_mirror_frame(f.data(), f.size(), 0);
+  };
+  auto taken = [&]() {
+    std::vector<std::vector<uint8_t>> v;
+    uint8_t buf[65536];
+    for (ssize_t n; (n = recv(lab.peer, buf, sizeof buf, 0)) > 0;) v.emplace_back(buf, buf + n);
+    return v;
+  };
+  std::string sdp(3000, 0);
+  for (size_t i = 0; i < sdp.size(); i++) sdp[i] = char('a' + i % 26);
+  std::vector<uint8_t> invite = datagram(kClient, 5062, kVip, kSip, "INVITE sip:bob@example.org SIP/2.0\r\n" + sdp);
+  invite[4] = 0x12, invite[5] = 0x34;
+  const auto pieces = fragments(invite, 1480, 0x1234);
+  CHECK_EQ(pieces.size(), size_t(3));
+  mirror(pieces[2]);
+  mirror(pieces[0]);
+  mirror(pieces[0]);  // a copy
+  CHECK(taken().empty());
+  mirror(pieces[1]);
+  std::vector<std::vector<uint8_t>> got = taken();
+  CHECK_EQ(got.size(), size_t(1));
+  if (got.size() == 1) {
+    const std::vector<uint8_t>& g = got[0];
+    CHECK_EQ(g.size(), invite.size());
+    CHECK(g.size() == invite.size() && std::equal(g.begin() + 28, g.end(), invite.begin() + 28));
+    CHECK(g.size() >= 20 && g[4] == 0x12 && g[5] == 0x34 && g[6] == 0 && g[7] == 0);
+    CHECK(g.size() >= 20 && ipv4_header_checksum_ok(g.data(), 20));
+  }
+  CHECK_EQ(lab.ctx->counters.get(k_udp_datagrams), uint64_t(1));
+  // Overlapping with other bytes: dropped, nothing given.
+  auto other = fragments(invite, 1480, 0x1235);
+  std::vector<uint8_t> forged = fragments(invite, 1488, 0x1235)[1];  // starts 8 bytes later, other bytes there
+  forged[40] ^= 0xff;
+  mirror(other[0]);
+  mirror(forged);
+  mirror(other[1]);
+  mirror(other[2]);
+  CHECK(taken().empty());
+  // Never completed: given up at the next tick past kTimeoutUs.
+  mirror(fragments(invite, 1480, 0x1236)[0]);
+  lab.in->udp_tick(realtime_us() + IpReassembly::kTimeoutUs + 1000);
+  CHECK_EQ(lab.ctx->counters.get(k_udp_fragments), uint64_t(4 + 4 + 1));
+  CHECK_EQ(lab.ctx->counters.get(k_udp_reassembled), uint64_t(1));
+  CHECK(lab.ctx->counters.get(k_udp_reassembly_failed) >= 2);  // the overlap, the timeout
+  CHECK_EQ(lab.ctx->counters.get(k_udp_datagrams), uint64_t(1));
+}
+
 int main() {
   run_test("the_primarys_first_datagram_opens_the_association", test_the_primarys_first_datagram_opens_the_association);
   run_test("request_waits_for_the_replicas_answer", test_request_waits_for_the_replicas_answer);
@@ -834,5 +916,6 @@ int main() {
   run_test("an_expired_flow_hands_over_to_the_one_waiting", test_an_expired_flow_hands_over_to_the_one_waiting);
   run_test("an_icmp_error_reaches_the_replica", test_an_icmp_error_reaches_the_replica);
   run_test("a_datagram_reaches_the_replica", test_a_datagram_reaches_the_replica);
+  run_test("a_fragmented_datagram_reaches_the_replica_whole", test_a_fragmented_datagram_reaches_the_replica_whole);
   return finish();
 }

@@ -48,7 +48,8 @@ echo "native: building udp_compare_test (g++)"
 g++ "${common[@]}" "$src/udp_compare_test.cc" "$root/addon/udp_compare.cc" "$root/addon/output_compare.cc" -o "$out/udp_compare_test"
 echo "native: building processor_test (g++)"
 g++ "${common[@]}" "$src/processor_test.cc" "$root/addon/incoming_processor.cc" "$root/addon/incoming_injection.cc" \
-  "$root/addon/outgoing_processor.cc" "$root/addon/output_compare.cc" "$root/addon/udp_ledger.cc" "$root/addon/udp_compare.cc" "${active_srcs[@]}" -lbpf -o "$out/processor_test"
+  "$root/addon/outgoing_processor.cc" "$root/addon/output_compare.cc" "$root/addon/udp_ledger.cc" "$root/addon/udp_compare.cc" \
+  "$root/addon/ip_reassembly.cc" "${active_srcs[@]}" -lbpf -o "$out/processor_test"
 echo "native: building active_mode_kernel_test (g++, libbpf)"
 g++ "${common[@]}" "$src/active_mode_kernel_test.cc" "${active_srcs[@]}" -lbpf -o "$out/active_mode_kernel_test"
 
