@@ -8,7 +8,7 @@
 // got twice or out of order once that copy answers.
 import type { ChildProcess } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
-import { startBackup } from '../../scripts/backup-process.js';
+import { startBackup, type BackupProcess } from '../../scripts/backup-process.js';
 import { collect, repoRoot, startClient, startUdpService as startUdpServiceOn, stopChild } from '../../scripts/processes.js';
 import { compareTakeover } from '../../scripts/takeover-check.js';
 import { startTakeoverLab } from '../../scripts/takeover-lab.js';
@@ -40,6 +40,43 @@ function runUdpClient(tb: Testbed, log: string, o: { associations: number; count
   return new Promise((resolve) => child.once('exit', (code) => resolve({ code, stdout: out.stdout })));
 }
 
+interface UdpPair {
+  backup: BackupProcess;
+  primary: ChildProcess;
+  replica: ChildProcess;
+  /** Stops both copies of the service (they write their logs as they exit): the primary's, the replica's. */
+  logs(): Promise<[UdpServiceLine[], UdpServiceLine[]]>;
+  /** Stops everything, the replica woken first if it was stopped (SIGSTOP). */
+  stop(): Promise<void>;
+}
+
+/** `t2cp backup --udp-ports UDP_PORT` (and `backupArgs`) alone, the UDP service (with `serviceArgs`) on both hosts. */
+async function udpPair(tb: Testbed, dir: string, o: { backupArgs?: string[]; serviceArgs?: string[] } = {}): Promise<UdpPair> {
+  const backup = await startBackup(tb, { ports: [], instance: INSTANCE, extra: ['--udp-ports', String(UDP_PORT), ...(o.backupArgs ?? [])] });
+  const primary = await startUdpService(tb, tb.ns.primary, `${dir}/udp-primary.jsonl`, o.serviceArgs);
+  const replica = await startUdpService(tb, tb.ns.backup, `${dir}/udp-replica.jsonl`, o.serviceArgs);
+  const stopServices = async () => {
+    replica.kill('SIGCONT');
+    await stopChild(primary);
+    await stopChild(replica);
+  };
+  return {
+    backup, primary, replica,
+    async logs() {
+      await stopServices();
+      return [readLog<UdpServiceLine>(`${dir}/udp-primary.jsonl`), readLog<UdpServiceLine>(`${dir}/udp-replica.jsonl`)];
+    },
+    async stop() {
+      await stopServices();
+      await backup.stop();
+    },
+  };
+}
+
+/** The counters of UDP (`udp_…`, `replica_udp_…`), for the log. */
+const udpCounters = (counters: Record<string, number>) => JSON.stringify(Object.fromEntries(Object.entries(counters).filter(([k]) => k.includes('udp_'))));
+const byPeer = (ls: UdpServiceLine[]) => Object.fromEntries(ls.map((l) => [l.peer, l]));
+
 
 for (const offloads of [true, false]) describe(`udp: a UDP service replicated, offloads ${offloads ? 'on' : 'off'}`, () => {
   const lab = useLab('udp', { perTest: true, testbed: { offloads } });
@@ -68,9 +105,8 @@ for (const offloads of [true, false]) describe(`udp: a UDP service replicated, o
       await stopChild(primary);
       await stopChild(replica);
       const [onPrimary, onReplica] = [readLog<UdpServiceLine>(`${dir}/udp-primary.jsonl`), readLog<UdpServiceLine>(`${dir}/udp-replica.jsonl`)];
-      const byPeer = (ls: UdpServiceLine[]) => Object.fromEntries(ls.map((l) => [l.peer, l]));
       console.log(`udp: ${run.stdout.trim()}; associations on the primary ${onPrimary.length}, on the replica ${onReplica.length}; ` +
-        `counters ${JSON.stringify(Object.fromEntries(Object.entries(counters).filter(([k]) => k.startsWith('udp_'))))}`);
+        `counters ${udpCounters(counters)}`);
       expect(run.code, run.stdout).toBe(0);
       expect(onPrimary).toHaveLength(4);
       // The same requests, in the same order, and the same answers, association by association.
@@ -126,10 +162,9 @@ for (const [recorder, fragmented] of [[true, false], [false, false], [true, true
       await stopChild(replica);
       const dropped = await droppedOnMirror(tb);
       const [onPrimary, onReplica] = [readLog<UdpServiceLine>(`${dir}/udp-primary.jsonl`), readLog<UdpServiceLine>(`${dir}/udp-replica.jsonl`)];
-      const byPeer = (ls: UdpServiceLine[]) => Object.fromEntries(ls.map((l) => [l.peer, l]));
       console.log(`udp lossy mirror, recorder ${recorder ? 'on' : 'off'}: ${dropped} datagrams lost on the mirror; requests on the replica ` +
         `${onReplica.map((l) => l.requests).join(', ')} of ${onPrimary.map((l) => l.requests).join(', ')}; ` +
-        `counters ${JSON.stringify(Object.fromEntries(Object.entries(counters).filter(([k]) => k.startsWith('udp_'))))}`);
+        `counters ${udpCounters(counters)}`);
       expect(run.code, run.stdout).toBe(0);
       expect(dropped, 'the mirror really lost datagrams').toBeGreaterThan(0);
       expect(onPrimary).toHaveLength(4);
@@ -167,9 +202,8 @@ for (const policy of ['strict', 'length'] as const) describe(`udp: a service tha
 
   it(policy === 'strict' ? 'every association is reported diverged, with where and both answers' : 'nothing is reported: the lengths are alike', async () => {
     const { tb, dir } = lab;
-    const backup = await startBackup(tb, { ports: [], instance: INSTANCE, extra: ['--udp-ports', String(UDP_PORT), '--divergence', policy] });
-    const primary = await startUdpService(tb, tb.ns.primary, `${dir}/udp-primary.jsonl`, ['--nonce']);
-    const replica = await startUdpService(tb, tb.ns.backup, `${dir}/udp-replica.jsonl`, ['--nonce']);
+    const pair = await udpPair(tb, dir, { backupArgs: ['--divergence', policy], serviceArgs: ['--nonce'] });
+    const { backup } = pair;
     try {
       const run = await runUdpClient(tb, `${dir}/udp-client.jsonl`, { associations: 3, count: 50, intervalMs: 2 });
       expect(run.code, run.stdout).toBe(0);
@@ -179,7 +213,7 @@ for (const policy of ['strict', 'length'] as const) describe(`udp: a service tha
       else await new Promise((r) => setTimeout(r, 1500));
       const counters = await backup.counters();
       console.log(`udp divergence (${policy}): ${JSON.stringify(diverged()[0] ?? null)}; ` +
-        `counters ${JSON.stringify(Object.fromEntries(Object.entries(counters).filter(([k]) => k.startsWith('udp_')))) }`);
+        `counters ${udpCounters(counters)}`);
       if (policy === 'strict') {
         expect(counters.udp_diverged).toBe(3);
         for (const r of diverged()) {
@@ -196,9 +230,7 @@ for (const policy of ['strict', 'length'] as const) describe(`udp: a service tha
         expect(counters.udp_compared ?? 0).toBe(150);
       }
     } finally {
-      await stopChild(primary);
-      await stopChild(replica);
-      await backup.stop();
+      await pair.stop();
     }
     expect(await kernelLeftovers(tb, INSTANCE)).toEqual([]);
   });
@@ -213,19 +245,14 @@ describe('udp: datagrams larger than the MTU, in fragments', () => {
 
   it('reach the replica whole and in order; its answers compare alike with the primary\'s', async () => {
     const { tb, dir } = lab;
-    const backup = await startBackup(tb, { ports: [], instance: INSTANCE, extra: ['--udp-ports', String(UDP_PORT)] });
-    const primary = await startUdpService(tb, tb.ns.primary, `${dir}/udp-primary.jsonl`);
-    const replica = await startUdpService(tb, tb.ns.backup, `${dir}/udp-replica.jsonl`);
+    const pair = await udpPair(tb, dir);
     try {
       const run = await runUdpClient(tb, `${dir}/udp-client.jsonl`, { associations: 2, count: 150, intervalMs: 5, maxBytes: 6000 });
       expect(run.code, run.stdout).toBe(0);
       await new Promise((r) => setTimeout(r, 1500)); // the last answers, and a second to settle their comparison
-      const counters = await backup.counters();
-      await stopChild(primary);
-      await stopChild(replica);
-      const [onPrimary, onReplica] = [readLog<UdpServiceLine>(`${dir}/udp-primary.jsonl`), readLog<UdpServiceLine>(`${dir}/udp-replica.jsonl`)];
-      console.log(`udp, fragments: counters ${JSON.stringify(Object.fromEntries(Object.entries(counters).filter(([k]) => k.includes('udp_') || k.includes('fragment'))))}`);
-      const byPeer = (ls: UdpServiceLine[]) => Object.fromEntries(ls.map((l) => [l.peer, l]));
+      const counters = await pair.backup.counters();
+      const [onPrimary, onReplica] = await pair.logs();
+      console.log(`udp, fragments: counters ${udpCounters(counters)}`);
       expect(onPrimary).toHaveLength(2);
       expect(byPeer(onReplica)).toEqual(byPeer(onPrimary));
       const answers = onPrimary.reduce((n, l) => n + l.answers, 0);
@@ -237,9 +264,7 @@ describe('udp: datagrams larger than the MTU, in fragments', () => {
       expect(counters.udp_compare_unverified ?? 0).toBe(0);
       expect(counters.udp_diverged ?? 0).toBe(0);
     } finally {
-      await stopChild(primary);
-      await stopChild(replica);
-      await backup.stop();
+      await pair.stop();
     }
     expect(await kernelLeftovers(tb, INSTANCE)).toEqual([]);
   });
@@ -253,11 +278,10 @@ describe('udp: a replica paused for two seconds', () => {
 
   it('is late, not diverged: its answers pair with the primary\'s when it goes on', async () => {
     const { tb, dir } = lab;
-    const backup = await startBackup(tb, { ports: [], instance: INSTANCE, extra: ['--udp-ports', String(UDP_PORT)] });
     // Room in the paused copy's socket for what comes meanwhile (~400 datagrams): a datagram it
     // dropped would make it really different.
-    const primary = await startUdpService(tb, tb.ns.primary, `${dir}/udp-primary.jsonl`, ['--rcvbuf', String(4 << 20)]);
-    const replica = await startUdpService(tb, tb.ns.backup, `${dir}/udp-replica.jsonl`, ['--rcvbuf', String(4 << 20)]);
+    const pair = await udpPair(tb, dir, { serviceArgs: ['--rcvbuf', String(4 << 20)] });
+    const { backup, replica } = pair;
     try {
       const running = runUdpClient(tb, `${dir}/udp-client.jsonl`, { associations: 2, count: 300, intervalMs: 10 });
       await new Promise((r) => setTimeout(r, 500));
@@ -268,11 +292,8 @@ describe('udp: a replica paused for two seconds', () => {
       expect(run.code, run.stdout).toBe(0);
       await new Promise((r) => setTimeout(r, 1500)); // the replica's last answers, and a second to settle
       const counters = await backup.counters();
-      await stopChild(primary);
-      await stopChild(replica);
-      const [onPrimary, onReplica] = [readLog<UdpServiceLine>(`${dir}/udp-primary.jsonl`), readLog<UdpServiceLine>(`${dir}/udp-replica.jsonl`)];
-      console.log(`udp, a replica paused 2 s: counters ${JSON.stringify(Object.fromEntries(Object.entries(counters).filter(([k]) => k.includes('udp_'))))}`);
-      const byPeer = (ls: UdpServiceLine[]) => Object.fromEntries(ls.map((l) => [l.peer, l]));
+      const [onPrimary, onReplica] = await pair.logs();
+      console.log(`udp, a replica paused 2 s: counters ${udpCounters(counters)}`);
       expect(onPrimary).toHaveLength(2);
       expect(byPeer(onReplica)).toEqual(byPeer(onPrimary));
       expect(backup.records.filter((r) => r.msg === 'flow anomaly')).toEqual([]);
@@ -280,10 +301,7 @@ describe('udp: a replica paused for two seconds', () => {
       expect(counters.udp_compare_late ?? 0).toBeGreaterThan(0); // the case really happened
       expect(counters.udp_compared ?? 0).toBe(onPrimary.reduce((n, l) => n + l.answers, 0));
     } finally {
-      replica.kill('SIGCONT'); // stopped still if the test failed in the pause: it must hear SIGTERM
-      await stopChild(primary);
-      await stopChild(replica);
-      await backup.stop();
+      await pair.stop();
     }
     expect(await kernelLeftovers(tb, INSTANCE)).toEqual([]);
   });
@@ -346,7 +364,7 @@ describe('udp: a takeover with UDP and TCP at once', () => {
       const counters = await pair.backup.counters();
       console.log(`udp takeover: ${udpRun.stdout.trim()}; longest waits ${clients.map((c) => c.longestWaitMs).join(', ')} ms, resent ${clients.map((c) => c.resent).join(', ')}; ` +
         `TCP exact ${check.exact}/3, taken over ${record.engine.flowsTakenOver}; ` +
-        `counters ${JSON.stringify(Object.fromEntries(Object.entries(counters).filter(([k]) => k.startsWith('udp_'))))}`);
+        `counters ${udpCounters(counters)}`);
       expect(counters.udp_records ?? 0, 'the recorder numbered the datagrams').toBeGreaterThan(0);
       expect(counters.udp_held ?? 0, 'nothing left held after the takeover').toBe(0);
       // Every association answered to its end by a copy whose count and chain were the client's:
