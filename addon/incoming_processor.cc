@@ -195,12 +195,12 @@ void IncomingProcessor::on_udp_records(uint64_t first, const uint8_t* records, s
 void IncomingProcessor::udp_tick(uint64_t now_us) {
   ledger_.on_tick(now_us);
   reassembly_.expire(now_us);
-  const IpReassemblyStats& rs = reassembly_.stats();
-  ctx_.counters.set(k_udp_fragments, rs.fragments);
-  ctx_.counters.set(k_udp_reassembled, rs.reassembled);
-  ctx_.counters.set(k_udp_reassembly_failed, rs.timed_out + rs.overlapped + rs.refused);
-  const UdpLedgerStats& st = ledger_.stats();
   Counters& c = ctx_.counters;
+  const IpReassemblyStats& rs = reassembly_.stats();
+  c.set(k_udp_fragments, rs.fragments);
+  c.set(k_udp_reassembled, rs.reassembled);
+  c.set(k_udp_reassembly_failed, rs.timed_out + rs.overlapped + rs.refused);
+  const UdpLedgerStats& st = ledger_.stats();
   c.set(k_udp_records, st.records);
   c.set(k_udp_verified, st.verified);
   c.set(k_udp_asked, st.asked);

@@ -107,8 +107,9 @@ class IncomingProcessor {
   void start_flow(const FlowKey& k, const Segment& s, uint64_t capture_ns);
   // A flow's client-side state from its SYN; reports it new.
   void init_flow(Flow& f, const Segment& s, uint64_t capture_ns);
-  // After its predecessor on the same key is done on the replica.
+  // The client's last ACK of f, past the primary's FIN, taken as sent (the capture lost it).
   void implied_final_ack(Flow& f);
+  // After its predecessor on the same key is done on the replica.
   void note_finished(Flow& f);
   // An ICMP error to the VIP about a flow the replica follows, given to the replica in its own
   // numbers; false when the frame is not such an error (it is counted with the others).

@@ -1,6 +1,7 @@
 // The client of scripts/udp-service.ts: N associations (one socket each), each
 // sending COUNT requests one at a time (seq 1, 2, ...; random payloads of 16 to
-// MAX bytes, 1200 unless --max-bytes: above the path MTU's, in fragments), every INTERVAL ms. Each answer is checked against the client's
+// MAX bytes, 1200 unless --max-bytes: those above the path MTU cross in IP
+// fragments), every INTERVAL ms. Each answer is checked against the client's
 // own chain of what it sent: the service's count and chain must be its own.
 // A request unanswered within RETRY ms is sent again (a datagram lost, a
 // server dying and another taking over), until DEADLINE.
