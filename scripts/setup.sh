@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 
 apt_pkgs=(libpcap-dev libssl-dev libnetfilter-queue-dev libmnl-dev libbpf-dev nftables iptables iproute2 tcpdump ethtool g++ make python3 kmod clang libclang-rt-14-dev keepalived librsvg2-bin
   pacemaker corosync pacemaker-cli-utils resource-agents iputils-ping
-  postgresql redis-server redis-tools memcached libmemcached-tools nginx-light openssh-server openssh-client curl libfaketime kamailio sip-tester prometheus debootstrap systemd-container rtpengine-daemon)
+  postgresql redis-server redis-tools memcached libmemcached-tools nginx-light openssh-server openssh-client curl libfaketime kamailio sip-tester prometheus debootstrap systemd-container rtpengine-daemon
+  dpkg-dev man-db)
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
