@@ -62,6 +62,8 @@ export interface FailoverTrial {
   bulkOk: boolean | null;
   /** The trial's files: the transfer clients' logs (bulk.jsonl, a line per transfer), the takeover records. */
   dir: string;
+  /** When the primary failed (wall ms). */
+  failedAtMs: number;
   /** The backup's takeover record, engine part (src/addon.ts NativeTakeoverReport). */
   engine: NativeTakeoverReport;
   /** How far the replicas' output ran behind the primary's before the failure: the echo sessions', the transfers'. */
@@ -219,6 +221,7 @@ export async function runT2cpFailover(tb: Testbed, o: FailoverOptions): Promise<
       resuppliedBytes: gw?.resupplied?.bytes ?? 0,
       bulkOk: bulkRuns ? bulkRuns.every((r) => r.code === 0) : null,
       dir,
+      failedAtMs: failMs,
       engine: rec.engine,
       replicaLag: { light: rec.replicaLag[ECHO_PORT], bulk: rec.replicaLag[BULK_PORT] },
       download: bulkRuns ? { ...transferRates(timelines, 'rx', failMs), t2cpCpu: await cpuLater } : null,

@@ -319,7 +319,7 @@ async function runOne(spec: SessionSpec, index: number): Promise<ClientLogLine> 
   const line: ClientLogLine = {
     session: index, kind: spec.kind, local: c.local, remote: `${host}:${port}`,
     txBytes: c.tx.bytes, txSha256: c.tx.digest(), rxBytes: c.rx.bytes, rxSha256: c.rx.digest(),
-    ok: error === null, error, ms: Date.now() - t0, maxGapMs: c.gap.maxMs, maxGapAtMs: c.gap.atMs,
+    ok: error === null, error, ms: Date.now() - t0, endAtMs: Date.now(), maxGapMs: c.gap.maxMs, maxGapAtMs: c.gap.atMs,
     ...(c.requests.length ? { requests: c.requests } : {}),
   };
   fs.writeSync(logFd, JSON.stringify(line) + '\n');

@@ -80,10 +80,14 @@ const RTPENGINE = '/usr/bin/rtpengine';
 const RTPENGINE_NG_PORT = 2223;
 export const RTPENGINE_PORTS = { min: 30000, max: 30099 };
 
-/** rtpengine in `ns`, relaying on the VIP, its control (ng) on loopback; resolved once it listens. */
+/**
+ * rtpengine in `ns`, relaying on the VIP, its control (ng) on loopback; resolved once it listens.
+ * Not the system's /etc/rtpengine/rtpengine.conf: its CLI and HTTP ports on `localhost`, which
+ * Debian's /etc/hosts also names ::1, fail where the testbed has no IPv6.
+ */
 async function startRtpengine(tb: Testbed, ns: string, dir: string, name: string): Promise<ChildProcess> {
   if (!fs.existsSync(RTPENGINE)) throw new Error(`${RTPENGINE} not found (scripts/setup.sh installs the rtpengine-daemon package)`);
-  const child = tb.spawn(ns, [RTPENGINE, `--interface=${tb.addr.vip}`, `--listen-ng=127.0.0.1:${RTPENGINE_NG_PORT}`, `--port-min=${RTPENGINE_PORTS.min}`,
+  const child = tb.spawn(ns, [RTPENGINE, '--config-file=none', `--interface=${tb.addr.vip}`, `--listen-ng=127.0.0.1:${RTPENGINE_NG_PORT}`, `--port-min=${RTPENGINE_PORTS.min}`,
     `--port-max=${RTPENGINE_PORTS.max}`, '--table=-1', '--foreground', '--log-stderr', `--pidfile=${path.join(dir, `rtpengine-${name}.pid`)}`]);
   const out = collect(child);
   await waitFor(async () => {
