@@ -29,29 +29,51 @@ common=(-std=c++17 -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all
 export ASAN_OPTIONS="${ASAN_OPTIONS:-abort_on_error=1:detect_leaks=0}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
 
-echo "native: building packet_test (g++)"
-g++ "${common[@]}" "$src/packet_test.cc" "$root/addon/packet.cc" -o "$out/packet_test"
-echo "native: building capture_test (g++, libpcap)"
-g++ "${common[@]}" "$src/capture_test.cc" "$root/addon/incoming_capture.cc" "$root/addon/packet.cc" -lpcap -o "$out/capture_test"
-echo "native: building replication_test (g++)"
-g++ "${common[@]}" "$src/replication_test.cc" "$root/addon/stream_buffer.cc" -o "$out/replication_test"
+# Every source compiled once, as many at a time as there are CPUs (with the sanitizers a
+# compile takes seconds: the tests share most of theirs), then each test linked from the
+# objects it needs.
+obj="$out/obj"
+mkdir -p "$obj"
+tests=(packet_test capture_test replication_test active_mode_test compare_test udp_ledger_test udp_compare_test processor_test
+  active_mode_kernel_test)
+engine=(packet incoming_capture stream_buffer recovery_active_mode recovery_active_mode_kernel event_queue flow_table incoming_tun
+  output_compare udp_ledger udp_compare incoming_processor incoming_injection outgoing_processor ip_reassembly)
+echo "native: building ${#tests[@]} tests (g++)"
+jobs=$(nproc)
+running=0
+build_failed=0
+for f in "${tests[@]/#/$src/}" "${engine[@]/#/$root/addon/}"; do
+  g++ "${common[@]}" -c "$f.cc" -o "$obj/$(basename "$f").o" &
+  running=$((running + 1))
+  if [ "$running" -ge "$jobs" ]; then
+    wait -n || build_failed=1
+    running=$((running - 1))
+  fi
+done
+while [ "$running" -gt 0 ]; do
+  wait -n || build_failed=1
+  running=$((running - 1))
+done
+[ "$build_failed" -eq 0 ] || { echo "native: a source did not compile" >&2; exit 1; }
+# link NAME OBJECT... [-lLIB...]
+link() {
+  local name=$1 args=() a
+  shift
+  for a in "$@"; do case "$a" in -l*) args+=("$a") ;; *) args+=("$obj/$a.o") ;; esac; done
+  g++ "${common[@]}" "${args[@]}" -o "$out/$name"
+}
 # Active mode (the engine's translator, which also drives the kernel's).
-active_srcs=("$root/addon/recovery_active_mode.cc" "$root/addon/recovery_active_mode_kernel.cc" "$root/addon/packet.cc"
-  "$root/addon/event_queue.cc" "$root/addon/flow_table.cc" "$root/addon/stream_buffer.cc" "$root/addon/incoming_tun.cc")
-echo "native: building active_mode_test (g++)"
-g++ "${common[@]}" "$src/active_mode_test.cc" "${active_srcs[@]}" -lbpf -o "$out/active_mode_test"
-echo "native: building compare_test (g++)"
-g++ "${common[@]}" "$src/compare_test.cc" "$root/addon/output_compare.cc" -o "$out/compare_test"
-echo "native: building udp_ledger_test (g++)"
-g++ "${common[@]}" "$src/udp_ledger_test.cc" "$root/addon/udp_ledger.cc" "$root/addon/output_compare.cc" -o "$out/udp_ledger_test"
-echo "native: building udp_compare_test (g++)"
-g++ "${common[@]}" "$src/udp_compare_test.cc" "$root/addon/udp_compare.cc" "$root/addon/output_compare.cc" -o "$out/udp_compare_test"
-echo "native: building processor_test (g++)"
-g++ "${common[@]}" "$src/processor_test.cc" "$root/addon/incoming_processor.cc" "$root/addon/incoming_injection.cc" \
-  "$root/addon/outgoing_processor.cc" "$root/addon/output_compare.cc" "$root/addon/udp_ledger.cc" "$root/addon/udp_compare.cc" \
-  "$root/addon/ip_reassembly.cc" "${active_srcs[@]}" -lbpf -o "$out/processor_test"
-echo "native: building active_mode_kernel_test (g++, libbpf)"
-g++ "${common[@]}" "$src/active_mode_kernel_test.cc" "${active_srcs[@]}" -lbpf -o "$out/active_mode_kernel_test"
+active=(recovery_active_mode recovery_active_mode_kernel packet event_queue flow_table stream_buffer incoming_tun)
+link packet_test packet_test packet
+link capture_test capture_test incoming_capture packet -lpcap
+link replication_test replication_test stream_buffer
+link active_mode_test active_mode_test "${active[@]}" -lbpf
+link compare_test compare_test output_compare
+link udp_ledger_test udp_ledger_test udp_ledger output_compare
+link udp_compare_test udp_compare_test udp_compare output_compare
+link processor_test processor_test incoming_processor incoming_injection outgoing_processor output_compare udp_ledger udp_compare \
+  ip_reassembly "${active[@]}" -lbpf
+link active_mode_kernel_test active_mode_kernel_test "${active[@]}" -lbpf
 
 # libFuzzer needs clang++ and its compiler-rt; probe by linking an empty target.
 fuzz_mode=standalone
