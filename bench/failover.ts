@@ -178,6 +178,15 @@ export async function runT2cpFailover(tb: Testbed, o: FailoverOptions): Promise<
       { seed: (loads[o.load as keyof typeof loads].seed ?? 0) + i, sessions: [session] }, `${dir}/bulk-${i}.jsonl`,
       { deadlineMs: 60_000, timeline: timelines[i], cpus: clientCpus }));
     const load = clients.length ? Promise.all(clients.map((c) => c.finished)) : undefined;
+    // The lead counts from the transfers' connections established: a client slow to start
+    // (a loaded machine) would otherwise connect after the failure, to the backup already active.
+    if (load) {
+      await waitFor(async () => {
+        if (clients.some((c) => c.child.exitCode !== null)) throw new GiveUp('a transfer client exited before its connection was established');
+        const ss = await tb.exec(tb.ns.client, ['ss', '-Htn', 'state', 'established', `dst ${tb.addr.vip}:${BULK_PORT}`]);
+        return ss.stdout.split('\n').filter(Boolean).length >= clients.length;
+      }, { timeoutMs: 20_000, intervalMs: 50, what: 'the transfers\' connections established' });
+    }
     const lead = load ? BULK_LEAD_MS : 500;
     const pause = o.pauseReplica;
     await new Promise((r) => setTimeout(r, lead - (pause?.beforeFailMs ?? 0)));

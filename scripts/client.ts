@@ -69,6 +69,8 @@ class Conn implements FrameHandler {
   /** Request/response sessions: each request's times, in the order written. */
   readonly requests: RequestTimes[] = [];
   local: string | null = null;
+  /** When the connection was established (wall ms); null until then. */
+  connectedAtMs: number | null = null;
   mismatch: string | null = null;
   private readonly parser = new FrameParser(SERVER_OPS, this);
   private readonly waiting: Expectation[] = [];
@@ -106,6 +108,7 @@ class Conn implements FrameHandler {
     return new Promise((resolve, reject) => {
       this.sock.once('connect', () => {
         this.local = `${this.sock.localAddress}:${this.sock.localPort}`;
+        this.connectedAtMs = Date.now();
         resolve();
       });
       this.sock.once('close', () => reject(this.fatal ?? new Error('closed before connect')));
@@ -319,7 +322,7 @@ async function runOne(spec: SessionSpec, index: number): Promise<ClientLogLine> 
   const line: ClientLogLine = {
     session: index, kind: spec.kind, local: c.local, remote: `${host}:${port}`,
     txBytes: c.tx.bytes, txSha256: c.tx.digest(), rxBytes: c.rx.bytes, rxSha256: c.rx.digest(),
-    ok: error === null, error, ms: Date.now() - t0, endAtMs: Date.now(), maxGapMs: c.gap.maxMs, maxGapAtMs: c.gap.atMs,
+    ok: error === null, error, ms: Date.now() - t0, connectedAtMs: c.connectedAtMs, endAtMs: Date.now(), maxGapMs: c.gap.maxMs, maxGapAtMs: c.gap.atMs,
     ...(c.requests.length ? { requests: c.requests } : {}),
   };
   fs.writeSync(logFd, JSON.stringify(line) + '\n');

@@ -238,6 +238,8 @@ export interface ClientLogLine {
   ok: boolean;
   error: string | null;
   ms: number;
+  /** When its connection was established at the client (wall ms; null: never). */
+  connectedAtMs?: number | null;
   /** When the session ended at the client (wall ms). */
   endAtMs?: number;
   /** Longest pause of progress (received bytes or bytes taken by the socket), and its start (wall ms). */
