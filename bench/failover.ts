@@ -194,6 +194,8 @@ export async function runT2cpFailover(tb: Testbed, o: FailoverOptions): Promise<
       pair.services.backup.kill('SIGSTOP');
       await new Promise((r) => setTimeout(r, pause.beforeFailMs));
     }
+    const early = pair.takeoverBegun();
+    if (early) throw new GiveUp(early);
     const failMs = await failPrimary(tb, o.failure);
     const resumed = pause
       ? new Promise((r) => setTimeout(r, Math.max(0, failMs + pause.afterFailMs - Date.now()))).then(() => pair.services.backup.kill('SIGCONT'))

@@ -227,6 +227,10 @@ export async function runServerTakeover(tb: Testbed, dir: string, o: ServerTakeo
   try {
     pair = await startTakeoverLab(tb, dir, {
       ports: [o.port], instance: o.instance,
+      // Not a test of detection speed: 10 ms heartbeats with a 100 ms hard timeout. At 30 ms a
+      // primary agent sharing the testbed's two CPUs with both servers starting their clients'
+      // backends (pgbench) was once silent long enough for a takeover of a live primary.
+      intervalMs: 10, hardMisses: 10,
       backupArgs: o.divergence ? ['--divergence', o.divergence] : [],
       service: async (ns, side) => {
         const own = `${dir}/${side}`;
@@ -244,7 +248,8 @@ export async function runServerTakeover(tb: Testbed, dir: string, o: ServerTakeo
     });
     await waitFor(() => runs.every(({ c, child, out }) => {
       if (child.exitCode !== null || child.signalCode !== null) {
-        throw new GiveUp(`${c.name} exited ${child.exitCode ?? child.signalCode} before the failure: ${out.stderr.trim().slice(-2000)}`);
+        throw new GiveUp(`${c.name} exited ${child.exitCode ?? child.signalCode} before the failure: ${out.stderr.trim().slice(-2000)}` +
+          `${pair!.takeoverBegun() ? `; ${pair!.takeoverBegun()}` : ''}`);
       }
       return c.underWay(out);
     }), { timeoutMs: 60_000, what: 'every client under way' });

@@ -15,6 +15,7 @@ import { startEcho, startService } from './processes.js';
 import { startT2cp, distCli, type T2cpProcess } from './t2cp-process.js';
 import type { ExecResult, Testbed } from './testbed.js';
 import { ensureKeepalived, startKeepalived, type Keepalived } from './keepalived.js';
+import { GiveUp } from './wait.js';
 
 export interface TakeoverLabOptions {
   /** TCP service ports (may be empty with udpPorts). */
@@ -90,7 +91,9 @@ export interface TakeoverLab {
   reprotect(): Promise<void>;
   /** The backup on the old primary's host, after reprotect(). */
   rejoined?: BackupProcess;
-  /** Breaks the primary (or asks for a planned switch); resolves with the wall-clock ms of the failure. */
+  /** What the detector logged if it began a takeover on its own (a false failover), else null. */
+  takeoverBegun(): string | null;
+  /** Breaks the primary (or asks for a planned switch); resolves with the wall-clock ms of the failure. Refuses after a takeover the detector began on its own. */
   fail(kind: Exclude<FailureKind, 'keepalived'>): Promise<number>;
   stop(): Promise<void>;
 }
@@ -153,7 +156,13 @@ export async function startTakeoverLab(tb: Testbed, dir: string, o: TakeoverLabO
     services: { primary: primary.child, backup: replica.child, ...(echo ? { echo } : {}) },
     backupStatus: (args = [], ns = tb.ns.backup) => tb.exec(ns, ['node', distCli(), 'status', '--role', 'backup', '--key-file', keyFile, ...args]),
     gatewayStatus: (args = []) => tb.exec(tb.ns.gateway, ['node', distCli(), 'status', '--role', 'gateway', '--key-file', keyFile, ...args]),
+    takeoverBegun() {
+      const r = lab.gateway?.records.find((x) => x.msg === 'takeover begins');
+      return r ? `the detector began a takeover before the test's failure: ${JSON.stringify(r)}` : null;
+    },
     async fail(kind) {
+      const early = lab.takeoverBegun();
+      if (early) throw new GiveUp(early);
       if (kind !== 'planned') return failPrimary(tb, kind);
       const t = Date.now();
       const r = await tb.exec(tb.ns.backup, ['node', distCli(), 'takeover', '--key-file', keyFile, '--reason', 'planned by the test'], { timeoutMs: 20_000 });
