@@ -35,7 +35,8 @@ export function stateGauges(name: string, help: string, states: readonly string[
 }
 
 const PARSE = /^(mirror|backup)_parse_(.+)$/;
-const metricName = (name: string): string => `t2cp_${name.toLowerCase().replace(/[^a-z0-9_]/g, '_')}`;
+/** `t2cp_` and the name in snake case: the JS roles' camelCase counts (`standDowns`) as `stand_downs`. */
+const metricName = (name: string): string => `t2cp_${name.replace(/([a-z0-9])([A-Z])/g, '$1_$2').toLowerCase().replace(/[^a-z0-9_]/g, '_')}`;
 
 export class MetricsServer {
   private readonly registry = new Registry();

@@ -26,7 +26,7 @@ describe('metrics endpoint', () => {
   it('serves counters as _total, states one series each, gauges with labels, parse errors by source and reason', async () => {
     const m = await server();
     snapshot = {
-      counters: { flows_synchronised: 4, mirror_parse_bad_udp_length: 2, backup_parse_truncated_ip: 1 },
+      counters: { flows_synchronised: 4, mirror_parse_bad_udp_length: 2, backup_parse_truncated_ip: 1, heartbeatsLate: 3 },
       gauges: [
         ...stateGauges('backup_state', 'the state', ['standby', 'active'], 'standby'),
         { name: 'replica_lag_seconds', help: 'lag', value: 0.002, labels: { port: '7000', quantile: '0.5' } },
@@ -36,6 +36,7 @@ describe('metrics endpoint', () => {
     expect(status).toBe(200);
     expect(text).toContain('# TYPE t2cp_flows_synchronised_total counter');
     expect(text).toMatch(/^t2cp_flows_synchronised_total 4$/m);
+    expect(text).toMatch(/^t2cp_heartbeats_late_total 3$/m);  // a JS role's camelCase count, in snake case
     expect(text).toMatch(/^t2cp_parse_errors_total\{source="mirror",reason="bad_udp_length"\} 2$/m);
     expect(text).toMatch(/^t2cp_parse_errors_total\{source="backup",reason="truncated_ip"\} 1$/m);
     expect(text).toMatch(/^t2cp_backup_state\{state="standby"\} 1$/m);
