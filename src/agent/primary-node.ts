@@ -82,9 +82,14 @@ const STATUS_OF_FENCE: Record<FenceState, PrimaryState> = { none: 'serving', sel
 
 /** STATUS retry period until the detector first answers, ms. */
 const STATUS_RETRY_MS = 100;
+/** A late heartbeat is logged at most this often, µs (each is counted). */
+const LATE_LOG_EVERY_US = 10_000_000;
 
 export class PrimaryAgent {
-  readonly stats = { heartbeats: 0, probes: 0, standDowns: 0, localStandDowns: 0, vrrpIgnored: 0, unexpected: 0, fenceErrors: 0 };
+  readonly stats = { heartbeats: 0, heartbeatsLate: 0, probes: 0, standDowns: 0, localStandDowns: 0, vrrpIgnored: 0, unexpected: 0, fenceErrors: 0 };
+  /** When the last heartbeat went, and when a late one was last logged (monotonic µs). */
+  private lastBeatUs = 0;
+  private lateLoggedUs = -Infinity;
   /** The keepalived rule for local requests with a VRRP state. */
   readonly vrrp = new VrrpGuard();
   private ch: Channel | undefined;
@@ -164,6 +169,20 @@ export class PrimaryAgent {
 
   private beat(): void {
     this.stats.heartbeats++;
+    // A timer that fires more than an interval late: this host kept the agent from running (a
+    // starved CPU, a swapped-out page). The detector cannot tell that silence from death: said
+    // here, at most every ten seconds, so an operator sees how close a false takeover came.
+    const now = this.clock.monoUs();
+    const gapUs = this.lastBeatUs ? now - this.lastBeatUs : 0;
+    this.lastBeatUs = now;
+    if (gapUs > 2 * this.opts.intervalMs * 1000) {
+      this.stats.heartbeatsLate++;
+      if (now - this.lateLoggedUs >= LATE_LOG_EVERY_US) {
+        this.lateLoggedUs = now;
+        this.log.warn('heartbeat late: this host kept the agent from running; the detector takes a silence of --interval x --hard-misses for death',
+          { gapMs: Math.round(gapUs / 100) / 10, intervalMs: this.opts.intervalMs, late: this.stats.heartbeatsLate });
+      }
+    }
     if (this.opts.detector) this.ch?.send(this.opts.detector, 'HEARTBEAT', this.report());
   }
 

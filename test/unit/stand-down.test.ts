@@ -154,6 +154,31 @@ describe('primary agent without a detector, `t2cp stand-down` on loopback', () =
     expect(f.engaged).toBe(1);
     await waitUntil(() => agent.stats.heartbeats > 5, 2000, 'more heartbeats');
   });
+
+  it('a heartbeat sent more than two intervals after the last is counted and said, once per ten seconds', async () => {
+    const det = dgram.createSocket('udp4');
+    await new Promise<void>((r) => det.bind(0, LO, r));
+    cleanups.push(() => new Promise<void>((r) => det.close(() => r())));
+    // The host's clock as the agent reads it, moved on by hand: the agent "kept from running".
+    let skipUs = 0;
+    const clock = { monoUs: () => Number(process.hrtime.bigint() / 1000n) + skipUs, wallUs: () => Date.now() * 1000 };
+    const warned: Array<Record<string, unknown>> = [];
+    const log: Logger = { ...quiet, warn: (msg, fields) => void (msg.startsWith('heartbeat late') && warned.push(fields ?? {})) };
+    const agent = new PrimaryAgent({ instance: 'test', key, listen: { address: LO, port: 0 }, detector: { address: LO, port: det.address().port },
+      intervalMs: 10, selfFenceAfterMs: 0, clock }, fence(), log, () => ({ alive: true, listening: true }));
+    await agent.start();
+    cleanups.push(() => agent.stop());
+    await waitUntil(() => agent.stats.heartbeats > 3, 2000, 'heartbeats');
+    const before = agent.stats.heartbeatsLate;  // 0 but for a stall of this machine's own
+    for (const gap of [50_000, 80_000]) {
+      const n = agent.stats.heartbeats;
+      skipUs += gap;
+      await waitUntil(() => agent.stats.heartbeats > n + 1, 2000, 'the next heartbeats');
+    }
+    expect(agent.stats.heartbeatsLate - before).toBeGreaterThanOrEqual(2);
+    expect(warned).toHaveLength(1);
+    expect(warned.at(-1)!.gapMs).toBeGreaterThanOrEqual(20);
+  });
 });
 
 describe('keepalived rule and hook clock', () => {
