@@ -67,6 +67,7 @@ namespace t2cp {
   X(replica_repeats)         /* replica repeats and probes: our ACK repeated */     \
   X(replica_stop_probes)     /* replicas asked for their snd_nxt before a stop */  \
   X(resupply_asked)          /* requests to the gateway's recorder for a gap */     \
+  X(resupply_progress)       /* gaps partly filled: their grace counted again */    \
   X(resupply_packets)        /* client segments it resupplied */                   \
   X(resupply_bytes)          /* ... their payload bytes (duplicates included) */   \
   X(resupply_ignored)        /* resupplied for no flow we replicate, or malformed */\

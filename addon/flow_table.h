@@ -168,6 +168,7 @@ struct Flow {
   uint64_t pending_capture_ns = 0;         // capture time of the oldest unserved packet
   bool reported_gap = false;
   uint64_t gap_suspect_us = 0; uint32_t gap_seq = 0;  // primary acked bytes we lack, since
+  uint32_t gap_filled_to = 0;              // what we held of them when last some came (resupplied)
   uint64_t resupply_asked_us = 0;          // last request to the recorder for them
   bool lag_reported = false;               // a kLagging event went out; again once it caught up
   uint64_t drop_suspect_us = 0;            // capture dropped frames while active, since

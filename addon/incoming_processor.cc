@@ -667,6 +667,7 @@ void IncomingProcessor::on_primary_segment(const Segment& s, uint32_t present, u
     if (after(s.ack, captured_end(*f)) && !f->gap_suspect_us) {
       f->gap_suspect_us = realtime_us();
       f->gap_seq = s.ack;
+      f->gap_filled_to = captured_end(*f);
     }
   }
   if (s.flags & kRst) {
@@ -754,7 +755,16 @@ void IncomingProcessor::check_gap(Flow& f, uint64_t now) {
     if (!after(f.primary.rcv_nxt, captured_end(f))) return;
     f.gap_suspect_us = now;
     f.gap_seq = f.primary.rcv_nxt;
+    f.gap_filled_to = captured_end(f);
     return;
+  }
+  if (after(captured_end(f), f.gap_filled_to)) {
+    // Part of it came (the recorder's answers, some lost on the way): the
+    // grace counts again from here, the rest asked for at the next repeat.
+    // It cannot run for ever: the missing part only shrinks.
+    f.gap_filled_to = captured_end(f);
+    f.gap_suspect_us = now;
+    ctx_.counters.add(k_resupply_progress);
   }
   uint64_t waited = now - f.gap_suspect_us;
   uint64_t grace = ctx_.cfg.resupply ? kResupplyGraceUs : kGapGraceUs;

@@ -443,6 +443,32 @@ void test_max_lag_gives_up_the_largest_lagging_flow() {
   CHECK_EQ(lab.ctx->counters.get(k_replica_behind), uint64_t(2));
 }
 
+// A gap the recorder fills in part (its answers lost on the way, say): the
+// grace counts again from each part that comes; a gap where nothing more
+// comes is given up a grace after the last part.
+void test_a_gap_filled_in_part_gets_its_grace_again() {
+  Lab lab(1ull << 30, 0, /*resupply=*/true);
+  lab.connect();
+  const std::string chunk(1000, 'c');
+  // The capture lost the first two of three segments the primary acknowledged.
+  const uint64_t t0 = realtime_us();
+  lab.client(kC0 + 1 + 2000, kP0 + 1, kAck, chunk);
+  lab.primary(kP0 + 1, kC0 + 1 + 3000, kAck);
+  lab.tick(t0 + kResupplyAskUs + 1000);
+  CHECK(lab.ctx->counters.get(k_resupply_asked) >= 1);
+  // The first comes back just before the grace ends.
+  const uint64_t t1 = t0 + kResupplyGraceUs - 100000;
+  lab.client(kC0 + 1, kP0 + 1, kAck, chunk);
+  lab.tick(t1);
+  CHECK_EQ(lab.ctx->counters.get(k_resupply_progress), uint64_t(1));
+  lab.tick(t0 + kResupplyGraceUs + 100000);  // past the first grace, not past the second
+  CHECK(lab.flow()->state == FlowState::kSynchronised);
+  CHECK_EQ(lab.ctx->counters.get(k_gaps), uint64_t(0));
+  lab.tick(t1 + kResupplyGraceUs + 1000);  // nothing more came
+  CHECK(lab.flow()->state == FlowState::kUnprotected);
+  CHECK_EQ(lab.ctx->counters.get(k_gaps), uint64_t(1));
+}
+
 // A replica that answered otherwise and waits, silent, for input causality
 // holds back is stopped, not slow: --max-lag leaves it to the stop check,
 // which names it (replica-stopped).
@@ -905,6 +931,7 @@ int main() {
   run_test("replica_lag_is_timed_per_reply", test_replica_lag_is_timed_per_reply);
   run_test("max_lag_gives_up_the_largest_lagging_flow", test_max_lag_gives_up_the_largest_lagging_flow);
   run_test("a_stopped_replica_is_not_lag", test_a_stopped_replica_is_not_lag);
+  run_test("a_gap_filled_in_part_gets_its_grace_again", test_a_gap_filled_in_part_gets_its_grace_again);
   run_test("a_different_answer_is_diverged_at_once", test_a_different_answer_is_diverged_at_once);
   run_test("the_same_answer_is_not_diverged", test_the_same_answer_is_not_diverged);
   run_test("only_a_later_ack_clears_a_capture_drop", test_only_a_later_ack_clears_a_capture_drop);
