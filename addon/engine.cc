@@ -189,6 +189,7 @@ void Engine::run() {
       {wake_fd_, POLLIN, 0},
   };
   uint64_t next_tick = realtime_us() + kTickUs, next_stats = 0, next_live_counts = 0;
+  uint64_t drops_checked_us = realtime_us();  // when the capture's drop counter was last read
   uint64_t last_work_us = 0;
   // Real time buys a prompt wake-up, never a CPU: a thread that used more
   // than half its CPU over the last window (a connection storm, a saturating
@@ -281,7 +282,8 @@ void Engine::run() {
     if (now >= next_stats) {
       uint64_t kd, id;
       if (ctx_.mode != EngineMode::kActive && capture_.stats(&kd, &id)) {
-        if (kd > ctx_.counters.get(k_capture_kernel_drops)) incoming_.on_capture_drops(now);
+        if (kd > ctx_.counters.get(k_capture_kernel_drops)) incoming_.on_capture_drops(now, drops_checked_us);
+        drops_checked_us = now;
         ctx_.counters.set(k_capture_kernel_drops, kd);
         ctx_.counters.set(k_capture_if_drops, id);
       }

@@ -817,10 +817,11 @@ void IncomingProcessor::on_mirror_lost(uint64_t now) {
   });
 }
 
-void IncomingProcessor::on_capture_drops(uint64_t now) {
+void IncomingProcessor::on_capture_drops(uint64_t now, uint64_t checked_us) {
+  const uint64_t since = std::min(now, checked_us) - std::min(std::min(now, checked_us), kDropSuspectWindowUs);
   ctx_.flows.for_each([&](Flow& f) {
     bool live = f.state == FlowState::kSynchronised || f.state == FlowState::kClosing;
-    if (live && now - f.last_seen_us < kDropSuspectWindowUs && !f.drop_suspect_us) f.drop_suspect_us = now;
+    if (live && f.last_seen_us >= since && !f.drop_suspect_us) f.drop_suspect_us = now;
   });
 }
 

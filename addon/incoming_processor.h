@@ -34,10 +34,12 @@ class IncomingProcessor {
   void try_synchronise(Flow& f);
   // Inject whatever is due for f now.
   void pump(Flow& f);
-  // The capture dropped frames (Capture::stats): every flow active just before
-  // must prove it lost nothing (a primary ack within what we hold), or it is
-  // reported and unprotected.
-  void on_capture_drops(uint64_t now_us);
+  // The capture dropped frames (Capture::stats), counted since the counter was
+  // last read at checked_us: every flow seen from kDropSuspectWindowUs before
+  // that must prove it lost nothing (a primary ack within what we hold), or it
+  // is reported and unprotected. From the last read, not from now: an engine
+  // that was itself stalled (the drops' usual cause) last saw its flows then.
+  void on_capture_drops(uint64_t now_us, uint64_t checked_us);
   // The mirror port lost its link: any live flow may have missed bytes
   // meanwhile, as after capture drops, whenever it was last seen.
   void on_mirror_lost(uint64_t now_us);

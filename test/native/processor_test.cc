@@ -541,12 +541,32 @@ void test_only_a_later_ack_clears_a_capture_drop() {
     lab.connect();
     lab.client(kC0 + 1, kP0 + 1, kAck | kPsh, "DATA");
     const uint64_t noticed = realtime_us();
-    lab.in->on_capture_drops(noticed);
+    lab.in->on_capture_drops(noticed, noticed - 100000);
     const uint64_t captured_ns = (later ? noticed + 1000 : noticed - 1000) * 1000;
     lab.primary(kP0 + 1, kC0 + 5, kAck, "", captured_ns);  // acks all we hold
     lab.tick(noticed + kDropVerifyUs + 1000);
     CHECK_EQ(lab.flow()->state, later ? FlowState::kSynchronised : FlowState::kUnprotected);
   }
+}
+
+// Drops counted after the engine itself stood still (stopped, starved): the
+// flows it last saw before the stall are suspects however long ago that was,
+// since the drops may have taken their later frames; one that went quiet
+// well before the counter's previous read is not.
+void test_drops_after_a_stall_suspect_the_flows_seen_before_it() {
+  Lab lab;
+  lab.connect();
+  lab.client(kC0 + 1, kP0 + 1, kAck | kPsh, "DATA");
+  lab.cport = kClientPort + 1;
+  lab.connect();
+  const uint64_t checked = realtime_us();
+  lab.flow()->last_seen_us = checked - kDropSuspectWindowUs - 100000;  // quiet before
+  const uint64_t noticed = checked + 400000;  // the engine stood still for 400 ms
+  lab.in->on_capture_drops(noticed, checked);
+  lab.tick(noticed + kDropVerifyUs + 1000);  // no later primary ack came
+  CHECK_EQ(lab.flow()->state, FlowState::kSynchronised);
+  lab.cport = kClientPort;
+  CHECK_EQ(lab.flow()->state, FlowState::kUnprotected);
 }
 
 }  // namespace
@@ -935,6 +955,7 @@ int main() {
   run_test("a_different_answer_is_diverged_at_once", test_a_different_answer_is_diverged_at_once);
   run_test("the_same_answer_is_not_diverged", test_the_same_answer_is_not_diverged);
   run_test("only_a_later_ack_clears_a_capture_drop", test_only_a_later_ack_clears_a_capture_drop);
+  run_test("drops_after_a_stall_suspect_the_flows_seen_before_it", test_drops_after_a_stall_suspect_the_flows_seen_before_it);
   run_test("a_flow_seen_mid_stream_keeps_the_primarys_edge", test_a_flow_seen_mid_stream_keeps_the_primarys_edge);
   run_test("an_unprotected_flow_that_ends_is_ended", test_an_unprotected_flow_that_ends_is_ended);
   run_test("a_reuse_implies_the_lost_last_ack", test_a_reuse_implies_the_lost_last_ack);
