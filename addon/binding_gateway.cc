@@ -7,6 +7,7 @@
 
 #include "binding_util.h"
 #include "incoming_timing.h"
+#include "ip_reassembly.h"
 #include "recovery_fence.h"
 #include "traffic_recorder.h"
 
@@ -195,9 +196,12 @@ class RecorderWrap : public Napi::ObjectWrap<RecorderWrap> {
       Napi::Value v = in.Get(i);
       if (v.IsNumber()) numbers.push_back(uint64_t(v.As<Napi::Number>().Int64Value()));
     }
-    auto found = rec_.udp_lookup(numbers);
-    Napi::Array a = Napi::Array::New(env, found.size());
-    for (size_t i = 0; i < found.size(); i++) a.Set(uint32_t(i), Napi::Buffer<uint8_t>::Copy(env, found[i].data(), found[i].size()));
+    // A datagram larger than a piece goes as fragments, made whole again by the backup's engine.
+    std::vector<std::vector<uint8_t>> pieces;
+    for (const auto& d : rec_.udp_lookup(numbers))
+      for (auto& f : fragment_ipv4(d.data(), d.size(), kResupplyPiece + 20)) pieces.push_back(std::move(f));
+    Napi::Array a = Napi::Array::New(env, pieces.size());
+    for (size_t i = 0; i < pieces.size(); i++) a.Set(uint32_t(i), Napi::Buffer<uint8_t>::Copy(env, pieces[i].data(), pieces[i].size()));
     return a;
   }
 

@@ -108,6 +108,8 @@ namespace t2cp {
   X(udp_fragments)           /* fragments of clients' datagrams toward the VIP */       \
   X(udp_reassembled)         /* clients' datagrams made whole from fragments */         \
   X(udp_reassembly_failed)   /* fragments given up: timed out, overlapping, bounds */   \
+  X(udp_resupplied_fragments) /* fragments of datagrams the recorder resupplied cut */   \
+  X(udp_resupply_reassembly_failed) /* ... given up: timed out, overlapping, bounds */ \
   X(resume_segments)         /* kept data sent to clients at takeover */           \
   X(resume_bytes)                                                                  \
   X(resume_acks)             /* ACKs sent to clients at takeover */                \

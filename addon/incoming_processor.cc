@@ -195,11 +195,15 @@ void IncomingProcessor::on_udp_records(uint64_t first, const uint8_t* records, s
 void IncomingProcessor::udp_tick(uint64_t now_us) {
   ledger_.on_tick(now_us);
   reassembly_.expire(now_us);
+  resupply_reassembly_.expire(now_us);
   Counters& c = ctx_.counters;
   const IpReassemblyStats& rs = reassembly_.stats();
   c.set(k_udp_fragments, rs.fragments);
   c.set(k_udp_reassembled, rs.reassembled);
   c.set(k_udp_reassembly_failed, rs.timed_out + rs.overlapped + rs.refused);
+  const IpReassemblyStats& ps = resupply_reassembly_.stats();
+  c.set(k_udp_resupplied_fragments, ps.fragments);
+  c.set(k_udp_resupply_reassembly_failed, ps.timed_out + ps.overlapped + ps.refused);
   const UdpLedgerStats& st = ledger_.stats();
   c.set(k_udp_records, st.records);
   c.set(k_udp_verified, st.verified);
@@ -512,6 +516,18 @@ void IncomingProcessor::add_mark(Flow& f, const ClientMark& m) {
 
 void IncomingProcessor::on_resupplied(const uint8_t* ip, size_t len) {
   Datagram d;
+  if (len >= 20 && ip[9] == 17 && is_ip_fragment(ip)) {
+    if (std::memcmp(ip + 16, &ctx_.cfg.vip, 4) != 0) {
+      ctx_.counters.add(k_resupply_ignored);
+      return;
+    }
+    if (resupply_reassembly_.add(ip, len, realtime_us(), &resupply_reassembled_)) {
+      std::vector<uint8_t> whole;
+      whole.swap(resupply_reassembled_);
+      on_resupplied(whole.data(), whole.size());
+    }
+    return;
+  }
   if (len >= 20 && ip[9] == 17) {
     if (parse_udp(ip, len, &d) != ParseError::kOk || d.daddr != ctx_.cfg.vip || !ctx_.udp_port_set.test(d.dport) ||
         !ledger_.on_resupplied(FlowKey{d.saddr, d.sport, d.dport}, udp_digest(d), ip, d.ip_len, realtime_us())) {

@@ -165,6 +165,10 @@ class IncomingProcessor {
   UdpLedger ledger_;
   IpReassembly reassembly_;
   std::vector<uint8_t> reassembled_;  // the last datagram made whole
+  // The recorder's resupply of a datagram too large for one control message comes as
+  // fragments of its own cutting: made whole apart from the mirror's, whose cuts differ.
+  IpReassembly resupply_reassembly_;
+  std::vector<uint8_t> resupply_reassembled_;
   int raw_fd_ = -1;  // give_udp() after the TUN is gone
   uint64_t next_behind_shed_us_ = 0;
   uint16_t ip_id_ = 0;

@@ -1,5 +1,6 @@
 #include "ip_reassembly.h"
 
+#include <algorithm>
 #include <cstring>
 #include <iterator>
 
@@ -94,6 +95,36 @@ void IpReassembly::expire(uint64_t now_us) {
 void IpReassembly::drop(std::unordered_map<Key, Pending, KeyHash>::iterator it) {
   bytes_ -= it->second.bytes;
   map_.erase(it);
+}
+
+std::vector<std::vector<uint8_t>> fragment_ipv4(const uint8_t* ip, size_t len, size_t max_bytes) {
+  std::vector<std::vector<uint8_t>> out;
+  if (len < 20 || (ip[0] >> 4) != 4) return out;
+  const size_t ihl = size_t(ip[0] & 0x0f) * 4;
+  const size_t total = size_t(ip[2]) << 8 | ip[3];
+  if (ihl < 20 || total < ihl || total > len || is_ip_fragment(ip)) return out;
+  if (total <= max_bytes) {
+    out.emplace_back(ip, ip + total);
+    return out;
+  }
+  const size_t step = max_bytes > ihl ? (max_bytes - ihl) / 8 * 8 : 0;
+  if (!step) return out;
+  for (size_t at = 0; at < total - ihl; at += step) {
+    const size_t n = std::min(step, total - ihl - at);
+    std::vector<uint8_t> f(ip, ip + ihl);
+    f.insert(f.end(), ip + ihl + at, ip + ihl + at + n);
+    uint8_t* h = f.data();
+    h[2] = uint8_t((ihl + n) >> 8);
+    h[3] = uint8_t(ihl + n);
+    const uint16_t frag = uint16_t((at + n < total - ihl ? 0x2000 : 0) | (at / 8));  // DF cleared
+    h[6] = uint8_t(frag >> 8);
+    h[7] = uint8_t(frag);
+    h[10] = h[11] = 0;
+    const uint16_t c = ipv4_header_checksum(h, ihl);
+    std::memcpy(h + 10, &c, 2);
+    out.push_back(std::move(f));
+  }
+  return out;
 }
 
 }  // namespace t2cp

@@ -74,4 +74,14 @@ class IpReassembly {
   IpReassemblyStats stats_;
 };
 
+// The inverse, for the recorder's resupply of a datagram too large for one
+// control message (RFC 791, section 3.2): the IPv4 packet ip of len bytes
+// (its total length; not itself a fragment) cut into fragments of at most
+// max_bytes each, header included, every one but the last carrying a multiple
+// of 8 payload bytes, each with the datagram's header (options too: the
+// reassembly keeps the first's), its offset, MF, total length and header
+// checksum. The packet itself, alone, when it fits; nothing when it is not an
+// unfragmented IPv4 packet or max_bytes leaves no room for 8 payload bytes.
+std::vector<std::vector<uint8_t>> fragment_ipv4(const uint8_t* ip, size_t len, size_t max_bytes);
+
 }  // namespace t2cp

@@ -173,6 +173,8 @@ uint16_t ipv4_header_checksum(const uint8_t* ip, size_t ihl_bytes);
 // value to store (network order, as ipv4_header_checksum).
 uint16_t tcp_checksum_ipv4(uint32_t saddr, uint32_t daddr, const uint8_t* tcp, size_t tcp_len);
 bool ipv4_header_checksum_ok(const uint8_t* ip, size_t ihl_bytes);
+// An IPv4 fragment: MF set or a non-zero offset. ip must hold 8 bytes.
+inline bool is_ip_fragment(const uint8_t* ip) { return ((ip[6] << 8 | ip[7]) & 0x3fff) != 0; }
 // Uses the header's total length: ip must hold that many bytes. False when
 // total length is shorter than IP + TCP headers (so for BIG TCP frames,
 // total length 0, which carry CHECKSUM_PARTIAL sums anyway).

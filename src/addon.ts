@@ -194,7 +194,7 @@ export interface NativeRecorder {
    * is. Undefined when the recorder was given no UDP port.
    */
   udpManifest(after: number, fromNow: boolean): UdpManifest | undefined;
-  /** The recorded datagrams of these numbers still held, as forwarded. */
+  /** The recorded datagrams of these numbers still held, as forwarded; one larger than a frame as its IP fragments. */
   udpLookup(numbers: number[]): Buffer[];
   counters(): Record<string, number>;
 }

@@ -65,7 +65,7 @@ export interface GatewayNodeOptions {
     lookup(q: { client: string; clientPort: number; vipPort: number; from: number; to: number }): Buffer[];
     /** The records of the clients' datagrams numbered `after` and on, up to the takeover's cut (undefined: no UDP port). */
     udpManifest(after: number, fromNow: boolean): UdpManifest | undefined;
-    /** The recorded datagrams of these numbers still held. */
+    /** The recorded datagrams of these numbers still held; one larger than a frame as its IP fragments. */
     udpLookup(numbers: number[]): Buffer[];
     counters(): Record<string, number>;
   };
@@ -352,7 +352,8 @@ export class GatewayNode {
     if (!this.opts.recorder) return;
     const numbers = records.split(',').map(Number).filter((n) => Number.isSafeInteger(n) && n > 0);
     const found = this.opts.recorder.udpLookup(numbers.slice(0, UDP_RESUPPLY_MAX));
-    this.stats.udpResupplied += found.length;
+    // Datagrams, not the fragments a large one goes as: those whose offset is 0.
+    this.stats.udpResupplied += found.filter((p) => (p.readUInt16BE(6) & 0x1fff) === 0).length;
     for (const packet of found) this.resupplyQueue.push({ packet, doneKey: undefined });
     if (found.length && !this.resupplyTimer) this.sendResupply();
   }

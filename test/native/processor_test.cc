@@ -937,6 +937,63 @@ void test_a_fragmented_datagram_reaches_the_replica_whole() {
   CHECK_EQ(lab.ctx->counters.get(k_udp_datagrams), uint64_t(1));
 }
 
+// A datagram the mirror lost, larger than one control message carries: the
+// recorder cuts it into fragments of its own (fragment_ipv4, each a valid
+// packet of at most the size asked, the last odd-sized), the engine makes
+// them whole apart from the mirror's and the ledger gives the replica the
+// datagram in its record's place.
+void test_a_large_datagram_resupplied_in_fragments_reaches_the_replica_whole() {
+  constexpr uint16_t kSip = 5060;
+  Lab lab(1ull << 30, 0, /*resupply=*/true, DivergencePolicy::kOff, {kSip});
+  std::string body(50000, 0);
+  for (size_t i = 0; i < body.size(); i++) body[i] = char('A' + (i * 7) % 26);
+  std::vector<uint8_t> big = datagram(kClient, 5062, kVip, kSip, body);
+  // What fragment_ipv4 makes of it: valid, bounded, multiples of 8 but the last.
+  CHECK(fragment_ipv4(big.data(), big.size() - 1, 920).empty());  // shorter than its total length
+  CHECK_EQ(fragment_ipv4(big.data(), big.size(), 65535).size(), size_t(1));  // fits: itself
+  const auto pieces = fragment_ipv4(big.data(), big.size(), 920);
+  CHECK_EQ(pieces.size(), (big.size() - 20 + 895) / 896);
+  size_t payload = 0;
+  for (size_t i = 0; i < pieces.size(); i++) {
+    const auto& f = pieces[i];
+    CHECK(f.size() <= 920 && ipv4_header_checksum_ok(f.data(), 20) && is_ip_fragment(f.data()));
+    CHECK_EQ(size_t((f[6] & 0x1f) << 8 | f[7]) * 8, payload);
+    CHECK_EQ(bool(f[6] & 0x20), i + 1 < pieces.size());
+    if (i + 1 < pieces.size()) CHECK_EQ((f.size() - 20) % 8, size_t(0));
+    payload += f.size() - 20;
+  }
+  CHECK_EQ(payload, big.size() - 20);
+  CHECK(fragment_ipv4(pieces[0].data(), pieces[0].size(), 920).empty());  // already a fragment
+  // The recorder numbered it (record 1); the mirror never showed it.
+  Datagram d;
+  const bool parsed = parse_udp(big.data(), big.size(), &d) == ParseError::kOk;
+  CHECK(parsed);
+  if (!parsed) return;
+  uint8_t record[kUdpRecordSize] = {};
+  std::memcpy(record, &d.saddr, 4);
+  record[4] = uint8_t(d.sport >> 8), record[5] = uint8_t(d.sport);
+  record[6] = uint8_t(d.dport >> 8), record[7] = uint8_t(d.dport);
+  const uint64_t digest = udp_digest(d);
+  for (int b = 0; b < 8; b++) record[8 + b] = uint8_t(digest >> (56 - 8 * b));
+  const uint64_t t0 = realtime_us();
+  lab.in->on_udp_records(1, record, 1);
+  lab.in->udp_tick(t0 + 50000);  // not mirrored: asked for
+  CHECK_EQ(lab.ctx->counters.get(k_udp_asked), uint64_t(1));
+  // Its fragments come back out of order, one twice.
+  for (size_t i = pieces.size(); i-- > 0;) lab.in->on_resupplied(pieces[i].data(), pieces[i].size());
+  lab.in->on_resupplied(pieces[3].data(), pieces[3].size());
+  lab.in->udp_tick(t0 + 60000);
+  std::vector<std::vector<uint8_t>> got;
+  uint8_t buf[65536];
+  for (ssize_t n; (n = recv(lab.peer, buf, sizeof buf, 0)) > 0;) got.emplace_back(buf, buf + n);
+  CHECK_EQ(got.size(), size_t(1));
+  // Its payload as sent (the replica gets it with the UDP checksum cleared).
+  if (got.size() == 1) CHECK(got[0].size() == big.size() && std::equal(got[0].begin() + 28, got[0].end(), big.begin() + 28));
+  CHECK_EQ(lab.ctx->counters.get(k_udp_resupplied), uint64_t(1));
+  CHECK_EQ(lab.ctx->counters.get(k_udp_resupplied_fragments), uint64_t(pieces.size() + 1));  // the copy too
+  CHECK_EQ(lab.ctx->counters.get(k_udp_reassembled), uint64_t(0));  // the mirror's reassembly untouched
+}
+
 int main() {
   run_test("the_primarys_first_datagram_opens_the_association", test_the_primarys_first_datagram_opens_the_association);
   run_test("request_waits_for_the_replicas_answer", test_request_waits_for_the_replicas_answer);
@@ -965,5 +1022,7 @@ int main() {
   run_test("an_icmp_error_reaches_the_replica", test_an_icmp_error_reaches_the_replica);
   run_test("a_datagram_reaches_the_replica", test_a_datagram_reaches_the_replica);
   run_test("a_fragmented_datagram_reaches_the_replica_whole", test_a_fragmented_datagram_reaches_the_replica_whole);
+  run_test("a_large_datagram_resupplied_in_fragments_reaches_the_replica_whole",
+           test_a_large_datagram_resupplied_in_fragments_reaches_the_replica_whole);
   return finish();
 }
