@@ -9,6 +9,7 @@
 #   /etc/t2cp/ROLE-example.json                  an example configuration per role (conffiles)
 #   /usr/lib/ocf/resource.d/t2cp/t2cp            the Pacemaker resource agent
 #   /usr/share/t2cp-ar/prometheus/t2cp.rules.yml example alerting rules
+#   /usr/lib/sysctl.d/60-t2cp-ar.conf            net.core.rmem_max for the backup's buffers (at boot)
 #   /usr/share/man/man8/t2cp.8.gz                the manual, from the commands' --help
 #   /usr/share/doc/t2cp-ar/                      README, copyright
 # Run after the build (scripts/setup.sh, which `npm run package` runs first).
@@ -27,7 +28,7 @@ rm -rf --one-file-system "$stage"
 lib=$stage/usr/lib/t2cp-ar
 mkdir -p "$lib/build/Release" "$lib/dist" "$lib/node_modules" "$stage/usr/bin" "$stage/DEBIAN" \
   "$stage/lib/systemd/system" "$stage/etc/t2cp" "$stage/usr/lib/ocf/resource.d/t2cp" \
-  "$stage/usr/share/t2cp-ar/prometheus" "$stage/usr/share/man/man8" "$stage/usr/share/doc/t2cp-ar"
+  "$stage/usr/share/t2cp-ar/prometheus" "$stage/usr/share/man/man8" "$stage/usr/share/doc/t2cp-ar" "$stage/usr/lib/sysctl.d"
 
 # The program: package.json (its root and version), the compiled sources, the addon.
 node -e "const p = require('./package.json'); delete p.devDependencies; p.scripts = {}; \
@@ -51,6 +52,7 @@ cp deploy/systemd/t2cp-*@.service "$stage/lib/systemd/system/"
 for role in backup gateway primary; do cp "deploy/etc/$role-main.json" "$stage/etc/t2cp/$role-example.json"; done
 install -m 755 scripts/ocf/t2cp "$stage/usr/lib/ocf/resource.d/t2cp/t2cp"
 cp deploy/prometheus/t2cp.rules.yml "$stage/usr/share/t2cp-ar/prometheus/"
+cp deploy/sysctl/60-t2cp-ar.conf "$stage/usr/lib/sysctl.d/"
 node dist/scripts/man-page.js "$version" | gzip -9n >"$stage/usr/share/man/man8/t2cp.8.gz"
 cp README.md "$stage/usr/share/doc/t2cp-ar/"
 printf 'Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\nUpstream-Name: t2cp-ar\n\nFiles: *\nLicense: %s\n' \

@@ -56,6 +56,20 @@ if [ ! -f "$stamp" ] || [ -n "$(find src scripts bench tsconfig.json -name '*.ts
   touch "$stamp"
 fi
 
+# Receive buffers: the backup's control socket asks for 8 MiB (the recorder's resupply bursts),
+# the tests' UDP replicas as much (datagrams held behind a lost one, given at once); the kernel
+# caps both at net.core.rmem_max (Debian's default 208 KiB). The package ships the same setting.
+rmem_want=$(sed -n 's/^net.core.rmem_max = //p' deploy/sysctl/60-t2cp-ar.conf)
+rmem_have=$(cat /proc/sys/net/core/rmem_max)
+if [ "$rmem_have" -lt "$rmem_want" ]; then
+  if [ "$(id -u)" -eq 0 ]; then
+    echo "t2cp setup: net.core.rmem_max $rmem_have -> $rmem_want (deploy/sysctl/60-t2cp-ar.conf)"
+    echo "$rmem_want" >/proc/sys/net/core/rmem_max
+  else
+    echo "t2cp setup: net.core.rmem_max is $rmem_have: as root, sysctl -w net.core.rmem_max=$rmem_want" >&2
+  fi
+fi
+
 # Connection-storm load generator (bench/storm, C, into build/storm/): rebuild when a source is
 # newer than a binary (make -q answers that from bench/storm/Makefile).
 if ! make -s -q -C bench/storm 2>/dev/null; then

@@ -65,7 +65,7 @@ describe('package: t2cp-ar_VERSION_ARCH.deb', () => {
     for (const f of ['/usr/bin/t2cp', '/usr/lib/t2cp-ar/build/Release/t2cp.node', '/usr/lib/t2cp-ar/build/Release/recovery_active_mode.bpf.o',
       '/usr/lib/t2cp-ar/dist/src/cli.js', '/usr/lib/t2cp-ar/node_modules/prom-client/package.json',
       '/lib/systemd/system/t2cp-backup@.service', '/lib/systemd/system/t2cp-gateway@.service', '/lib/systemd/system/t2cp-primary@.service',
-      '/etc/t2cp/backup-example.json', '/usr/lib/ocf/resource.d/t2cp/t2cp', '/usr/share/t2cp-ar/prometheus/t2cp.rules.yml',
+      '/etc/t2cp/backup-example.json', '/usr/lib/ocf/resource.d/t2cp/t2cp', '/usr/share/t2cp-ar/prometheus/t2cp.rules.yml', '/usr/lib/sysctl.d/60-t2cp-ar.conf',
       '/usr/share/man/man8/t2cp.8.gz', '/usr/share/doc/t2cp-ar/copyright']) expect(files).toContain(f);
     // Nothing of the build, the tests or the lab: the program and its runtime modules only.
     expect(files.filter((f) => /node-addon-api|node_modules\/vitest|\/t2cp-ar\/dist\/(test|scripts|bench)\//.test(f))).toEqual([]);
