@@ -222,10 +222,35 @@ export async function runEvents(argv: string[]): Promise<void> {
   });
   socket.write(`${cfg.level}\n`);
   socket.pipe(process.stdout);
-  const stop = () => socket.destroy();
+  // The last line the role sent: why it ended the stream ('closed', 'overrun', 'error').
+  let last = '';
+  let partial = '';
+  socket.on('data', (d: Buffer) => {
+    const lines = (partial + d.toString('utf8')).split('\n');
+    partial = lines.pop()!;
+    for (let i = lines.length - 1; i >= 0; i--) {
+      if (lines[i]) {
+        last = lines[i]!;
+        break;
+      }
+    }
+  });
+  let stopped = false;
+  const stop = () => {
+    stopped = true;
+    socket.destroy();
+  };
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
   await new Promise<void>((resolve) => socket.once('close', () => resolve()));
+  if (stopped) return;
+  // Ended by the other side: a follower (a script, a supervisor) must know, and follow again.
+  let why = 'the role closed the stream without a word (it died?)';
+  try {
+    const l = JSON.parse(last) as { type?: string; error?: string };
+    if (l.error) why = `${l.error} (${l.type})`;
+  } catch { /* a partial line: the connection broke mid-line */ }
+  throw new T2cpError(`${cfg.socket}: the event stream ended: ${why}; follow it again once the role is back`, 'T2CP_SYSTEM');
 }
 
 export async function runTakeover(argv: string[]): Promise<void> {

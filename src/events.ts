@@ -85,9 +85,13 @@ export class EventStream {
     this.publish({ type: 'state', subject, from, to, epoch, ...(cause ? { cause } : {}) }, () => true);
   }
 
+  /** Ends the stream: each subscriber's last line says the role stopped. */
   async close(): Promise<void> {
     clearInterval(this.timer);
-    for (const s of this.subscribers) s.socket.destroy();
+    for (const s of this.subscribers) {
+      if (s.level) s.socket.end(JSON.stringify(this.envelope(s, { type: 'closed', error: 'the role stopped' })) + '\n', () => s.socket.destroy());
+      else s.socket.destroy();
+    }
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
     fs.rmSync(this.file, { force: true });
   }

@@ -1,6 +1,6 @@
 // The event stream (src/events.ts) on a Unix socket in a temporary directory, without root:
 // each level gets what the paper's level says, a path in use is refused, a stale one replaced.
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -86,5 +86,29 @@ describe('event stream', () => {
     const missing = path.join(dir, 'nowhere', 'e.sock');
     await expect(EventStream.open(missing, { role: 'backup', instance: 'x', digest: () => ({}), log })).rejects.toThrow(/no directory .*nowhere: create it/);
     await expect(EventStream.open(path.join(dir, 'plain'), { role: 'backup', instance: 'x', digest: () => ({}), log })).rejects.toThrow(/not a socket/);
+  });
+
+  it('the role stopping ends `t2cp events` with exit 1 and the reason; a signal ends it with 0', async () => {
+    const file = path.join(dir, 'f.sock');
+    const s = await open(file);
+    const run = (): { code: Promise<number | null>; out: () => string; err: () => string; kill: () => void } => {
+      const child = spawn('node', [path.resolve('dist/src/cli.js'), 'events', '--socket', file, '--level', 'weak']);
+      let out = '';
+      let err = '';
+      child.stdout.on('data', (d: Buffer) => (out += d));
+      child.stderr.on('data', (d: Buffer) => (err += d));
+      return { code: new Promise((r) => child.once('exit', (c) => r(c))), out: () => out, err: () => err, kill: () => child.kill('SIGTERM') };
+    };
+    const byRole = run();
+    const bySignal = run();
+    await until(() => byRole.out().includes('"subscribed"') && bySignal.out().includes('"subscribed"'));
+    bySignal.kill();
+    expect(await bySignal.code).toBe(0);
+    s.state('backup', 'standby', 'active', 1);
+    await s.close();
+    streams.splice(streams.indexOf(s), 1);
+    expect(await byRole.code).toBe(1);
+    expect(byRole.out()).toMatch(/"type":"closed"/);
+    expect(byRole.err()).toContain(`${file}: the event stream ended: the role stopped (closed); follow it again once the role is back`);
   });
 });
