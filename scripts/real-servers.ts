@@ -17,6 +17,7 @@ import { execFileSync, type ChildProcess, type SpawnOptions } from 'node:child_p
 import fs from 'node:fs';
 import type { NativeTakeoverReport } from '../src/addon.js';
 import type { FlowCounts } from '../src/control/index.js';
+import { limitCpu, type CpuQuota } from './cpu-quota.js';
 import { collect, waitForExit } from './processes.js';
 import { readLog } from './replica-check.js';
 import { startTakeoverLab, type TakeoverLab } from './takeover-lab.js';
@@ -172,6 +173,11 @@ export interface ClientProgram {
   underWay(out: { stdout: string; stderr: string }): boolean;
   /** How long it may take at most after the takeover before it counts as hung, ms. */
   boundMs: number;
+  /**
+   * Its share of one CPU (a cgroup of its own): a load generator with no rate option of its
+   * own kept to a rate the testbed's replica sustains beside everything else on two CPUs.
+   */
+  cpuPercent?: number;
 }
 
 export interface ClientResult { name: string; code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }
@@ -222,6 +228,7 @@ export async function runServerTakeover(tb: Testbed, dir: string, o: ServerTakeo
   const servers: Partial<Record<Side, RealServer>> = {};
   const children: ChildProcess[] = [];
   let pair: TakeoverLab | undefined;
+  const quotas: CpuQuota[] = [];
   // Servers that drop root (postgres, memcached's nobody) pass through the run's folder to their own.
   fs.chmodSync(dir, fs.statSync(dir).mode | 0o001);
   try {
@@ -244,6 +251,7 @@ export async function runServerTakeover(tb: Testbed, dir: string, o: ServerTakeo
     const runs = o.clients.map((c) => {
       const child = tb.spawn(tb.ns.client, c.argv, c.env ? { env: c.env } : {});
       children.push(child);
+      if (c.cpuPercent) quotas.push(limitCpu(`${tb.prefix}${c.name}`, [child.pid!], c.cpuPercent));
       return { c, child, out: collect(child) };
     });
     await waitFor(() => runs.every(({ c, child, out }) => {
@@ -282,6 +290,7 @@ export async function runServerTakeover(tb: Testbed, dir: string, o: ServerTakeo
       logs: pair.logs,
     };
   } finally {
+    for (const q of quotas) q.release();
     for (const child of children) await stopChild(child, 'SIGTERM', 5_000);
     await pair?.stop();
     for (const s of [servers.primary, servers.backup]) await s?.stop();
