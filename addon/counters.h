@@ -45,7 +45,7 @@ namespace t2cp {
   X(flows_unprotected)       /* first seen mid-stream, or handshake failed */      \
   X(flows_refused_max)       /* refused: flow table full */                        \
   X(flows_reused_tuple)      /* new SYN on a key the replica still uses: waits */  \
-  X(final_ack_implied)       /* old generation's last ACK, implied by a reuse */   \
+  X(final_ack_implied)       /* last ACKs implied: a reuse, a FIN not repeated */   \
   X(segments_older_generation) /* late segment of a replaced connection, ignored */\
   X(flows_closed)                                                                  \
   X(flows_expired)           /* idle timeout */                                    \

@@ -294,6 +294,16 @@ void IncomingProcessor::tick_flow(Flow& f, uint64_t now) {
       }
       return;
     }
+    case FlowState::kUnprotected:
+      // Both FINs seen, the client's ACK of all before the primary's, and the primary's FIN not
+      // repeated for kFinalAckGraceUs: the client's last ACK escaped the capture, the connection
+      // is over (else it stays counted open, and --drain waits on it, for kUnprotectedIdleUs).
+      if (!f.ended && f.client.fin && f.primary.fin && f.client.ack_seen && f.client.ack_p == f.primary.fin_seq &&
+          now - f.primary.fin_us > kFinalAckGraceUs) {
+        ctx_.counters.add(k_final_ack_implied);
+        ended_unprotected(f);
+      }
+      return;
     default:
       return;
   }

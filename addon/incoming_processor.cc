@@ -627,6 +627,7 @@ void IncomingProcessor::on_primary_segment(const Segment& s, uint32_t present, u
       f->primary.snd_nxt = end;
       f->primary.sent_seen = true;
     }
+    if (s.flags & kFin) f->primary.fin_us = realtime_us();  // a FIN repeated: its time again
     end_unprotected(*f, f->primary, s);
     return;
   }
@@ -750,6 +751,10 @@ void IncomingProcessor::end_unprotected(Flow& f, Side& from, const Segment& s) {
   bool reset = f.client.rst || f.primary.rst;
   bool finished = f.client.fin && f.primary.fin && f.client.ack_seen && after(f.client.ack_p, f.primary.fin_seq);
   if (!reset && !finished) return;
+  ended_unprotected(f);
+}
+
+void IncomingProcessor::ended_unprotected(Flow& f) {
   // No longer open: not counted unprotected, nothing to reset at a takeover. Counted, not
   // reported: it was reported unprotected, and `closed` says a replica finished a flow.
   f.ended = true;

@@ -137,6 +137,7 @@ class IncomingProcessor {
   // ended once its connection is over (FINs both ways and the last ACK, or a reset).
   template <class Side>
   void end_unprotected(Flow& f, Side& from, const Segment& s);
+  void ended_unprotected(Flow& f);
   void tick_flow(Flow& f, uint64_t now_us);
   void check_gap(Flow& f, uint64_t now_us);
   void check_lag(Flow& f);

@@ -526,7 +526,11 @@ for (const drain of [true, false]) {
 
         const failback = await tb.exec(tb.ns.primary, ['node', distCli(), 'takeover', '--key-file', pair.keyFile, '--reason', 'failback',
           ...(drain ? ['--drain', '60000'] : []), '--json'], { timeoutMs: 90_000 });
-        console.log(`lifecycle (failback${drain ? ', --drain' : ''}): ${failback.stderr.trim().replace(/\n/g, ' | ')}`);
+        // How the former primary's backup saw the older ones end (or not): a last ACK its capture
+        // missed is implied once the FIN is not repeated (final_ack_implied).
+        const seen = await pair.rejoined!.counters();
+        console.log(`lifecycle (failback${drain ? ', --drain' : ''}): ${failback.stderr.trim().replace(/\n/g, ' | ')}; former primary's backup: ` +
+          `${JSON.stringify(Object.fromEntries(['flows_unprotected_ended', 'final_ack_implied', 'capture_kernel_drops'].map((k) => [k, seen[k] ?? 0])))}`);
         expect(failback.code, failback.stderr).toBe(0);
         expect(failback.stderr).toMatch(/t2cp: this takeover ends 3 open connection\(s\) the backup cannot continue/);
         if (drain) expect(failback.stderr).toMatch(/t2cp: drained: none is left/);

@@ -616,6 +616,23 @@ void test_an_unprotected_flow_that_ends_is_ended() {
     lab.primary(kP0 + 500, kC0 + 107, kRst);
     CHECK(lab.flow()->ended);
   }
+  {
+    // The client's last ACK (of the primary's FIN) escaped the capture: the
+    // primary's FIN not repeated for kFinalAckGraceUs says it came all the same.
+    Lab lab;
+    lab.client(kC0 + 100, kP0 + 500, kAck, "request");
+    Flow* f = lab.flow();
+    lab.primary(kP0 + 500, kC0 + 107, kAck | kPsh, "bye");
+    lab.client(kC0 + 107, kP0 + 503, kAck | kFin);
+    lab.primary(kP0 + 503, kC0 + 108, kAck | kFin);
+    const uint64_t t = realtime_us();
+    lab.tick(t + kFinalAckGraceUs / 2);
+    CHECK(!f->ended);
+    lab.tick(realtime_us() + kFinalAckGraceUs + 1000);
+    CHECK(f->ended && f->state == FlowState::kUnprotected);
+    CHECK_EQ(lab.ctx->counters.get(k_flows_unprotected_ended), uint64_t(1));
+    CHECK_EQ(lab.ctx->counters.get(k_final_ack_implied), uint64_t(1));
+  }
 }
 
 // RFC 1071 over len bytes: 0 when a checksum they hold is right.
