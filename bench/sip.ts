@@ -87,7 +87,10 @@ export async function benchSip(tb: Testbed, dir: string, o: SipBenchOptions, lin
     `${notes('unreplicated')}; calls of INVITE, re-INVITE, BYE offered at a pace for ${STEP_S} s, Kamailio on the primary alone`);
   line('sip_deployment_calls_per_s', rate('deployment'),
     `${notes('deployment')}; gateway (on the primary's CPU), agent and backup; every datagram of the backup's Kamailio alike the primary's`);
-  line('sip_deployment_ratio', rate('deployment') / rate('unreplicated'));
+  // No ratio against a baseline that sustained no pace (Kamailio alone failing at the first one:
+  // the machine, not t2cp): the run says so rather than print a figure.
+  if (rate('unreplicated') > 0) line('sip_deployment_ratio', rate('deployment') / rate('unreplicated'));
+  else line('sip_deployment_ratio', 'none', 'the unreplicated baseline sustained no pace in most trials: this run measured nothing; run it again');
   const divergences = runs.deployment.flat().flatMap((s) => s.replica?.divergences ?? []);
   if (divergences.length) line('sip_deployment_divergences', divergences.length, `where the pace was not sustained: ${JSON.stringify(divergences).slice(0, 1500)}`);
 }
