@@ -265,9 +265,7 @@ void IncomingProcessor::tick_flow(Flow& f, uint64_t now) {
         lose_flow(f, EventReason::kReplicaReset, 0);  // its service aborted, the primary's did not
         return;
       }
-      if (f.replica.fin && f.client.fin && f.primary.fin && f.client.ack_seen && f.client.ack_p == f.primary.fin_seq &&
-          now - f.primary.fin_us > kFinalAckGraceUs)
-        implied_final_ack(f);  // only its last ACK is missing, and the primary has it
+      if (f.replica.fin && last_ack_implied(f, now)) implied_final_ack(f);
       if (f.primary.rst && !f.replica.rst && !f.client.rst && now - f.primary.rst_us > kPrimaryRstGraceUs) {
         f.client.rst = true;  // the replica did not follow the primary's reset: end its copy
         ctx_.mark_dirty(f);
@@ -295,11 +293,9 @@ void IncomingProcessor::tick_flow(Flow& f, uint64_t now) {
       return;
     }
     case FlowState::kUnprotected:
-      // Both FINs seen, the client's ACK of all before the primary's, and the primary's FIN not
-      // repeated for kFinalAckGraceUs: the client's last ACK escaped the capture, the connection
-      // is over (else it stays counted open, and --drain waits on it, for kUnprotectedIdleUs).
-      if (!f.ended && f.client.fin && f.primary.fin && f.client.ack_seen && f.client.ack_p == f.primary.fin_seq &&
-          now - f.primary.fin_us > kFinalAckGraceUs) {
+      // Over, its last ACK missed (else it stays counted open, and --drain waits on it, for
+      // kUnprotectedIdleUs).
+      if (!f.ended && last_ack_implied(f, now)) {
         ctx_.counters.add(k_final_ack_implied);
         ended_unprotected(f);
       }

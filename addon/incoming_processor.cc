@@ -839,7 +839,8 @@ void IncomingProcessor::on_mirror_lost(uint64_t now) {
 }
 
 void IncomingProcessor::on_capture_drops(uint64_t now, uint64_t checked_us) {
-  const uint64_t since = std::min(now, checked_us) - std::min(std::min(now, checked_us), kDropSuspectWindowUs);
+  const uint64_t from = std::min(now, checked_us);
+  const uint64_t since = from > kDropSuspectWindowUs ? from - kDropSuspectWindowUs : 0;
   ctx_.flows.for_each([&](Flow& f) {
     bool live = f.state == FlowState::kSynchronised || f.state == FlowState::kClosing;
     if (live && f.last_seen_us >= since && !f.drop_suspect_us) f.drop_suspect_us = now;

@@ -56,6 +56,13 @@ constexpr uint64_t kPrimaryRstGraceUs = 1000000;
 // client's ACK of it missing from the capture, was acknowledged all the
 // same, µs.
 constexpr uint64_t kFinalAckGraceUs = 1000000;
+// Both FINs seen, the client's ACK of all the primary sent before its FIN, and
+// that FIN not repeated for kFinalAckGraceUs: only the client's last ACK is
+// missing (the capture lost it), and the primary has it.
+inline bool last_ack_implied(const Flow& f, uint64_t now) {
+  return f.client.fin && f.primary.fin && f.client.ack_seen && f.client.ack_p == f.primary.fin_seq &&
+         now - f.primary.fin_us > kFinalAckGraceUs;
+}
 // How long client bytes the primary acknowledged may be missing from the
 // capture before they count as lost (the mirror may deliver them late), µs.
 constexpr uint64_t kGapGraceUs = 500000;

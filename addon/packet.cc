@@ -29,7 +29,6 @@ constexpr size_t kIpMinHdr = 20;
 constexpr size_t kIpMaxLen = 65535;       // IPv4 total length field limit
 constexpr uint8_t kIpProtoTcp = 6;
 constexpr uint16_t kIpDf = 0x4000;
-constexpr uint16_t kIpMfOffset = 0x3FFF;  // MF bit + 13-bit fragment offset
 constexpr size_t kTcpMinHdr = 20;
 constexpr size_t kTcpMaxOpts = 40;        // data offset 15 * 4 - 20
 constexpr uint8_t kMaxWscale = 14;        // RFC 7323 2.3; the kernel clamps to TCP_MAX_WSCALE
@@ -138,7 +137,7 @@ ParseError ipv4_header(const uint8_t* ip, size_t len, bool big_tcp, size_t* ihl_
   if (ip_len == 0 && big_tcp && len > kIpMaxLen && len <= UINT32_MAX) ip_len = len;  // BIG TCP super-frame
   if (ip_len < ihl) return ParseError::kBadIpHeader;
   if (!ipv4_header_checksum_ok(ip, ihl)) return ParseError::kBadIpChecksum;
-  if (be16(ip + 6) & kIpMfOffset) return ParseError::kIpFragment;
+  if (is_ip_fragment(ip)) return ParseError::kIpFragment;
   *ihl_out = ihl;
   *ip_len_out = ip_len;
   return ParseError::kOk;
@@ -250,7 +249,7 @@ bool parse_icmp_tcp_error(const uint8_t* ip, size_t len, IcmpTcpQuote* q) {
   constexpr size_t kIcmpHdr = 8, kQuotedTcp = 8;
   if (len < kIpMinHdr || (ip[0] >> 4) != 4) return false;
   const size_t ihl = size_t(ip[0] & 0x0f) * 4;
-  if (ihl < kIpMinHdr || ip[9] != kIcmpProto || (be16(ip + 6) & kIpMfOffset)) return false;
+  if (ihl < kIpMinHdr || ip[9] != kIcmpProto || is_ip_fragment(ip)) return false;
   const size_t ip_len = std::min<size_t>(be16(ip + 2), len);
   if (ip_len < ihl + kIcmpHdr + kIpMinHdr) return false;
   const uint8_t* icmp = ip + ihl;

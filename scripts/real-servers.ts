@@ -256,8 +256,8 @@ export async function runServerTakeover(tb: Testbed, dir: string, o: ServerTakeo
     });
     await waitFor(() => runs.every(({ c, child, out }) => {
       if (child.exitCode !== null || child.signalCode !== null) {
-        throw new GiveUp(`${c.name} exited ${child.exitCode ?? child.signalCode} before the failure: ${out.stderr.trim().slice(-2000)}` +
-          `${pair!.takeoverBegun() ? `; ${pair!.takeoverBegun()}` : ''}`);
+        const early = pair!.takeoverBegun();
+        throw new GiveUp(`${c.name} exited ${child.exitCode ?? child.signalCode} before the failure: ${out.stderr.trim().slice(-2000)}${early ? `; ${early}` : ''}`);
       }
       return c.underWay(out);
     }), { timeoutMs: 60_000, what: 'every client under way' });

@@ -134,7 +134,7 @@ describe('compat: memcached with memcaslap', () => {
       port: PORT, instance: INSTANCE, server: memcached(PORT), expectOpen: 4,
       clients: [{
         name: 'memcaslap',
-        argv: ['memcaslap', '-s', `${tb.addr.vip}:${PORT}`, '-T', '1', '-c', '4', '-t', '8s', '-P', '2k', '-v', '1.0', '-S', '1s', '-b'],
+        argv: ['memcaslap', '-s', `${tb.addr.vip}:${PORT}`, '-T', '1', '-c', '4', '-t', '8s', '-v', '1.0', '-S', '1s', '-b'],
         underWay: (out) => (out.stdout.match(/Get Statistics/g) ?? []).length >= 2,
         boundMs: 60_000,
         cpuPercent: 20,
