@@ -5,13 +5,14 @@
 // sharing one key. Used by the takeover e2e tests, the demo and the bench.
 //
 // Call order: startTakeoverLab() (resolves once the detector sees the
-// primary active and the backup standing by), then fail() once, then stop().
+// primary active and the backup standing by), then fail() once, then stop()
+// (the roles, then both copies of the service).
 import { chmodSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import type { ChildProcess } from 'node:child_process';
 import { startBackup, type BackupProcess } from './backup-process.js';
 import { failPrimary, type FailureKind } from './failures.js';
-import { startEcho, startService } from './processes.js';
+import { startEcho, startService, stopChild } from './processes.js';
 import { startT2cp, distCli, type T2cpProcess } from './t2cp-process.js';
 import type { ExecResult, Testbed } from './testbed.js';
 import { ensureKeepalived, startKeepalived, type Keepalived } from './keepalived.js';
@@ -209,6 +210,13 @@ export async function startTakeoverLab(tb: Testbed, dir: string, o: TakeoverLabO
       await lab.gateway?.stop();
       await lab.rejoined?.stop();
       await lab.backup.stop();
+      // The services the lab started end with it: left running on a testbed that outlives the lab,
+      // a UDP one (Kamailio binds with SO_REUSEADDR) shares its port with the next one started there.
+      const { primary: p, backup: b, echo: e } = lab.services;
+      for (const child of [p, b, ...(e ? [e.primary, e.backup] : [])]) {
+        if (child.exitCode === null && child.signalCode === null) child.kill('SIGCONT'); // a paused one ends too
+        await stopChild(child, 3_000);
+      }
     },
   };
   return lab;
