@@ -114,9 +114,10 @@ export async function startTakeoverLab(tb: Testbed, dir: string, o: TakeoverLabO
   const portArgs = [...(replicated.length ? ['--ports', replicated.join(',')] : []), ...(o.udpPorts?.length ? ['--udp-ports', o.udpPorts.join(',')] : [])];
   const startSide: ServiceStarter = o.service
     ?? (async (ns, side, log) => ({ child: (await startService(tb, ns, o.ports, log, { cpus: o.cpus?.[side] })).child, log }));
-  const primary = await startSide(tb.ns.primary, 'primary', logs.primary);
+  // The hosts start independently, as a deployment's do: both copies of the service at once, then
+  // `t2cp backup` beside the detector and the agent.
+  const [primary, replica] = await Promise.all([startSide(tb.ns.primary, 'primary', logs.primary), startSide(tb.ns.backup, 'backup', logs.backup)]);
   logs.primary = primary.log;
-  const replica = await startSide(tb.ns.backup, 'backup', logs.backup);
   logs.backup = replica.log;
   const echo = o.echoPort
     ? { primary: await startEcho(tb, tb.ns.primary, o.echoPort, o.cpus?.primary), backup: await startEcho(tb, tb.ns.backup, o.echoPort, o.cpus?.backup) }
@@ -127,7 +128,8 @@ export async function startTakeoverLab(tb: Testbed, dir: string, o: TakeoverLabO
     '--key-file', keyFile, '--vip-if', tb.ifaces.backupLan, '--report', report, '--heartbeat', '20',
     ...(withDetector ? ['--detector', tb.addr.gatewayLan] : []), ...(o.backupArgs ?? [])];
   const backupOptions = { ports: replicated, instance, cpus: o.cpus?.backup, wrap: o.backupWrap, extra: backupExtra(logs.backupReport) };
-  const backup = await startBackup(tb, backupOptions);
+  const backupStarting = startBackup(tb, backupOptions);
+  backupStarting.catch(() => {}); // awaited below, once the detector and the agent run
   let gateway: T2cpProcess | undefined;
   let agent: T2cpProcess | undefined;
   let keepalived: TakeoverLab['keepalived'];
@@ -135,6 +137,7 @@ export async function startTakeoverLab(tb: Testbed, dir: string, o: TakeoverLabO
     agent = await startT2cp(tb, tb.ns.primary, ['primary', '--key-file', keyFile, '--instance', instance,
       ...portArgs, '--vip', tb.addr.vip, '--service-pid', String(primary.child.pid)],
     (r) => String(r.msg).startsWith('primary agent started'));
+    await backupStarting; // keepalived's notify_master runs `t2cp takeover` on it
     keepalived = await startVrrpPair(tb, dir, keyFile, o.intervalMs ?? 10);
   }
   const gatewayArgs = ['gateway', '--key-file', keyFile, '--instance', instance,
@@ -152,6 +155,7 @@ export async function startTakeoverLab(tb: Testbed, dir: string, o: TakeoverLabO
     await gateway.waitForRecord((r) => r.msg === 'device state' && r.to === 'PRIMARY_ACTIVE', 'primary active');
     await gateway.waitForRecord((r) => r.msg === 'backup state' && r.to === 'standby', 'backup standing by');
   }
+  const backup = await backupStarting;
   const lab: TakeoverLab = {
     keyFile, backup, gateway, agent, keepalived, logs,
     services: { primary: primary.child, backup: replica.child, ...(echo ? { echo } : {}) },
