@@ -499,7 +499,9 @@ void test_many_ports() {
   CHECK_EQ(kf.run(ethernet(segment(kVip, 1399, kClient, 40000, 1400))).size(), kHeaderSnapLen);
   CHECK_EQ(kf.run(ethernet(segment(kClient, 40000, kVip, 1000, 1400))).size(), 14u + 52 + 1400);
   CHECK(kf.run(ethernet(segment(kClient, 40000, kVip, 1400, 1400))).empty());
-  for (uint32_t p = 1000; p < 4000; ++p) ports.push_back(static_cast<uint16_t>(p));
+  // 1,200 ports (each TCP port its own test; libpcap's optimizer takes seconds on such a
+  // filter, growing with the square of its length).
+  for (uint32_t p = 1400; p < 2200; ++p) ports.push_back(static_cast<uint16_t>(p));
   Program too_long;
   const std::string err = capture_program(mirror_config(ports), &too_long);
   CHECK(!err.empty() && too_long.empty());
