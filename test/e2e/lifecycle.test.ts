@@ -506,7 +506,7 @@ for (const drain of [true, false]) {
       const pair = await startTakeoverLab(tb, dir, { ports: [PORT], instance: INSTANCE });
       try {
         // Long enough to outlast the first takeover and the re-protection, short enough to end within the drain.
-        const older: Workload = { seed: 41, sessions: [{ kind: 'rr', times: 3, count: 1200, intervalMs: 10, reqSize: [4, 600], respSize: [1, 3000] }] };
+        const older: Workload = { seed: 41, sessions: [{ kind: 'rr', times: 3, count: 900, intervalMs: 10, reqSize: [4, 600], respSize: [1, 3000] }] };
         const before = startClient(tb, tb.ns.client, `${tb.addr.vip}:${PORT}`, older, `${dir}/before.jsonl`, { deadlineMs: 90_000 });
         await waitFor(() => pair.backup.flows('synchronised').length >= 3, { timeoutMs: 15_000, what: 'the first sessions replicated' });
         await pair.fail('link-down');
@@ -515,7 +515,7 @@ for (const drain of [true, false]) {
         await pair.agent!.waitForRecord((r) => String(r.msg).startsWith('fenced'), 'the old primary stands down', 10_000);
         await pair.reprotect();
         // Still under way after the switch (with --drain, once the older ones have closed).
-        const newer: Workload = { seed: 42, sessions: [{ kind: 'rr', times: SESSIONS, count: drain ? 2500 : 800, intervalMs: 10, reqSize: [4, 600], respSize: [1, 3000] }] };
+        const newer: Workload = { seed: 42, sessions: [{ kind: 'rr', times: SESSIONS, count: drain ? 1400 : 800, intervalMs: 10, reqSize: [4, 600], respSize: [1, 3000] }] };
         const after = startClient(tb, tb.ns.client, `${tb.addr.vip}:${PORT}`, newer, `${dir}/after.jsonl`, { deadlineMs: 90_000 });
         await waitFor(() => pair.rejoined!.flows('synchronised').length >= SESSIONS, { timeoutMs: 15_000, what: 'the new sessions replicated on the former primary' });
         // The backup counts its open connections once a second: the older ones, unprotected, are counted.

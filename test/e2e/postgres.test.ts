@@ -30,8 +30,8 @@ import { useLab } from './lab.js';
 const INSTANCE = 'pg';
 const PORT = 7000;
 
-// pgbench -c 4 -t 100 -R 40: 10 s of select-only transactions; the primary fails 2 s in.
-const RUN = { clients: 4, transactions: 100, rate: 40, failAfterProgress: 2 } as const;
+// pgbench -c 4 -t 60 -R 40: 6 s of select-only transactions; the primary fails 2 s in.
+const RUN = { clients: 4, transactions: 60, rate: 40, failAfterProgress: 2 } as const;
 
 // Each sslmode twice: as the race comes, and with the backup's postgres slow
 // to read a new connection (pre_auth_delay 1 s), so that the client's first
