@@ -1,28 +1,43 @@
 // A clean Debian 12 for the package's tests, as a server has it (debootstrap's minbase plus
-// systemd), made once per checkout and copied afresh for each run; the package goes in with
+// systemd), made once a week per machine and copied afresh for each run; the package goes in with
 // `apt-get install` alone. Booted with systemd-nspawn inside a testbed namespace, it is a host
 // of the deployment whose own systemd runs t2cp's units: readiness, the watchdog and Restart=
 // are systemd's, not a stand-in's. One installed root boots as several hosts at once: each boot
 // writes to a tmpfs overlay of its own (--volatile=overlay), the root stays as installed.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import { repoRoot } from '../../scripts/processes.js';
 import { run } from '../../scripts/testbed.js';
 import { waitFor } from '../../scripts/wait.js';
 
-export const BASE_ROOT = `${repoRoot}build/debian12-systemd-root`;
+/**
+ * Outside the checkout, as apt keeps its downloads: every clone on the machine (CI's among them)
+ * copies the same untouched root rather than spend a minute making its own.
+ */
+const CACHE = '/var/cache/t2cp-ar-tests';
+export const BASE_ROOT = `${CACHE}/debian12-systemd-root`;
+/** Older than this, BASE_ROOT is made again: the clean Debian 12 follows the point releases. */
+const MAX_AGE_MS = 7 * 24 * 3600_000;
 
 /**
- * Makes BASE_ROOT when this checkout has none (debootstrap from Debian's mirror, ~1 min). Long
- * commands here run asynchronously: a test worker blocked for a minute misses its runner's calls.
+ * Makes BASE_ROOT when the machine has none, or an old one (debootstrap from Debian's mirror,
+ * ~1 min). Made aside and renamed into place, so another checkout's run never copies half a root.
+ * Long commands here run asynchronously: a test worker blocked for a minute misses its runner's calls.
  */
 export async function ensureBaseRoot(): Promise<void> {
-  if (fs.existsSync(`${BASE_ROOT}/etc/debian_version`)) return;
-  const making = `${BASE_ROOT}.making`;
-  await run(['rm', '-rf', '--one-file-system', making]);
-  const made = await run(['debootstrap', '--variant=minbase', '--include=systemd,systemd-sysv', 'bookworm', making, 'http://deb.debian.org/debian'], 600_000);
-  if (made.code !== 0) throw new Error(`debootstrap failed (${made.code}): ${made.stderr.slice(-2000)}`);
-  fs.renameSync(making, BASE_ROOT);
+  const made = fs.statSync(`${BASE_ROOT}/etc/debian_version`, { throwIfNoEntry: false });
+  if (made && Date.now() - fs.statSync(BASE_ROOT).mtimeMs < MAX_AGE_MS) return;
+  fs.mkdirSync(CACHE, { recursive: true });
+  const making = fs.mkdtempSync(`${BASE_ROOT}.making-`);
+  try {
+    const r = await run(['debootstrap', '--variant=minbase', '--include=systemd,systemd-sysv', 'bookworm', making, 'http://deb.debian.org/debian'], 600_000);
+    if (r.code !== 0) throw new Error(`debootstrap failed (${r.code}): ${r.stderr.slice(-2000)}`);
+    if (made) fs.renameSync(BASE_ROOT, `${making}.old`);
+    fs.renameSync(making, BASE_ROOT);
+    const now = new Date();
+    fs.utimesSync(BASE_ROOT, now, now);
+  } finally {
+    await run(['rm', '-rf', '--one-file-system', making, `${making}.old`]);
+  }
 }
 
 /** sh -c `script` in a mount namespace of its own where `root` has /proc, /dev, /sys and bpffs. */
