@@ -32,6 +32,9 @@ class IncomingProcessor {
   void on_mirror_frame(const uint8_t* frame, size_t caplen, uint64_t capture_ns);
   // Both SYN-ACKs known: fix the deltas. Called by either processor.
   void try_synchronise(Flow& f);
+  // The association k, followed from now if new (counted, its `new` event); null when the table
+  // is full. Called by either processor: the first datagram to a peer may be the replica's.
+  UdpAssociation* follow_udp(const FlowKey& k);
   // Inject whatever is due for f now.
   void pump(Flow& f);
   // The capture dropped frames (Capture::stats), counted since the counter was
@@ -126,8 +129,6 @@ class IncomingProcessor {
   bool on_mirror_fragment(const uint8_t* frame, size_t caplen);
   // The association of d, counted (new: reported); nullptr when the table is full.
   UdpAssociation* note_udp(const Datagram& d);
-  // The association k, followed from now if new (counted, its `new` event); null when the table is full.
-  UdpAssociation* follow_udp(const FlowKey& k);
   // A datagram the ledger released: to the replica, its checksum left out
   // (0: none, which IPv4 allows; a sender's offloaded checksum may be only
   // partial on the mirror); through the TUN, or once a takeover removed it

@@ -66,17 +66,19 @@ void OutgoingProcessor::on_replica_packet(const uint8_t* ip, size_t copied) {
   ParseError e = parse_ipv4(ip, copied, /*allow_truncated_payload=*/true, &s);
   if (e == ParseError::kNotTcp && !ctx_.cfg.udp_ports.empty()) {
     // A datagram of the replica's from VIP:udp-port: a reply, or one it sends
-    // on its own (a proxy forwarding a request): counted, dropped.
+    // on its own (a proxy forwarding a request): counted, dropped. Its first
+    // to a peer may come before the primary's (a replica ahead): it opens the
+    // association then, so that the primary's, later, pairs with it.
     Datagram d;
     e = parse_udp(ip, copied, &d);
     if (e == ParseError::kOk) {
       c.add(k_udp_replica_datagrams);
       const FlowKey k{d.daddr, d.dport, d.sport};
-      if (UdpAssociation* a = ctx_.udp.find(k)) {
+      const bool replicating = ctx_.mode == EngineMode::kReplicating;
+      if (UdpAssociation* a = replicating ? in_.follow_udp(k) : ctx_.udp.find(k)) {
         a->replica.datagrams++;
         a->replica.bytes += d.payload_len;
-        if (ctx_.mode == EngineMode::kReplicating)
-          ctx_.udp_compare.add(CompareSide::kReplica, k, ctx_.udp_divergence_of(d.sport), d.payload, d.payload_len, realtime_us());
+        if (replicating) ctx_.udp_compare.add(CompareSide::kReplica, k, ctx_.udp_divergence_of(d.sport), d.payload, d.payload_len, realtime_us());
       }
       return;
     }

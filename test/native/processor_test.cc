@@ -802,6 +802,24 @@ void test_the_primarys_first_datagram_opens_the_association() {
   CHECK_EQ(lab.ctx->udp_compare.stats().unverified, uint64_t(0));
 }
 
+// The same, the replica ahead of the primary: its datagram to the callee comes first and opens
+// the association; the primary's, later, pairs with it (neither diverged nor unverified).
+void test_the_replicas_first_datagram_opens_the_association() {
+  constexpr uint16_t kSip = 5060;
+  Lab lab(1ull << 30, 0, false, DivergencePolicy::kStrict, {kSip});
+  std::vector<uint8_t> invite = datagram(kVip, kSip, kClient, 5070, "INVITE sip:bob@198.18.0.3:5070 SIP/2.0");
+  lab.out->on_packet(invite.data(), invite.size());
+  CHECK_EQ(lab.ctx->counters.get(k_udp_associations_new), uint64_t(1));
+  std::vector<uint8_t> f(14, 0);
+  f[12] = 0x08;
+  f.insert(f.end(), invite.begin(), invite.end());
+  lab.in->on_mirror_frame(f.data(), f.size(), 0);
+  CHECK_EQ(lab.ctx->counters.get(k_udp_associations_new), uint64_t(1));
+  CHECK_EQ(lab.ctx->udp_compare.stats().compared, uint64_t(1));
+  CHECK_EQ(lab.ctx->udp_compare.stats().unverified, uint64_t(0));
+  CHECK_EQ(lab.ctx->udp_compare.stats().diverged, uint64_t(0));
+}
+
 // The client closes first and opens the 4-tuple again at once, and the
 // capture lost its last ACK (past the primary's FIN). Its new SYN says it
 // sent it: the replica's FIN is acknowledged, the old generation closes and
@@ -1013,6 +1031,7 @@ void test_a_large_datagram_resupplied_in_fragments_reaches_the_replica_whole() {
 
 int main() {
   run_test("the_primarys_first_datagram_opens_the_association", test_the_primarys_first_datagram_opens_the_association);
+  run_test("the_replicas_first_datagram_opens_the_association", test_the_replicas_first_datagram_opens_the_association);
   run_test("request_waits_for_the_replicas_answer", test_request_waits_for_the_replicas_answer);
   run_test("pipelined_requests_are_not_held", test_pipelined_requests_are_not_held);
   run_test("fin_waits_for_the_replicas_answer", test_fin_waits_for_the_replicas_answer);
