@@ -105,6 +105,7 @@ namespace t2cp {
   X(udp_diverged)            /* associations whose replica sent other datagrams than the primary */\
   X(udp_compare_gave_up)     /* associations no longer compared: too much unpaired */\
   X(udp_compare_late)        /* primary datagrams waited for: replica behind on input */\
+  X(udp_compare_repeats)     /* datagrams repeating one already paired: not compared */\
   X(udp_fragments)           /* fragments to and from the VIP (clients', primary's) */  \
   X(udp_reassembled)         /* datagrams made whole from them, both ways */             \
   X(udp_reassembly_failed)   /* fragments given up: timed out, overlapping, bounds */   \

@@ -225,6 +225,7 @@ void IncomingProcessor::udp_tick(uint64_t now_us) {
   c.set(k_udp_compare_unverified, cs.unverified);
   c.set(k_udp_compare_gave_up, cs.gave_up);
   c.set(k_udp_compare_late, cs.late);
+  c.set(k_udp_compare_repeats, cs.repeats);
 }
 
 void IncomingProcessor::release_udp(uint64_t now_us) { ledger_.release_all(now_us); }

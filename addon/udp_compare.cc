@@ -24,8 +24,11 @@ void UdpOutputComparison::add(CompareSide side, const FlowKey& k, DivergencePoli
     if (theirs[i].digest != o.digest) continue;
     theirs.erase(theirs.begin() + long(i));
     stats_.compared++;
+    a.paired.push_back(o.digest);
+    if (a.paired.size() > kRepeatMemory) a.paired.pop_front();
     return;
   }
+  o.repeat = policy == DivergencePolicy::kStrict && std::find(a.paired.begin(), a.paired.end(), o.digest) != a.paired.end();
   if (a.unpaired[me].size() >= kMaxUnpaired) {
     a.done = true;
     a.unpaired[0].clear();
@@ -46,11 +49,18 @@ void UdpOutputComparison::on_tick(uint64_t now_us, const Unread& unread) {
     Association& a = it->second;
     auto settled = [&](int side) { return !a.unpaired[side].empty() && now_us - a.unpaired[side].front().us >= kSettleUs; };
     const int p = int(CompareSide::kPrimary), r = int(CompareSide::kReplica);
-    // The other side's oldest unpaired came near `side`'s oldest: the two were each other's
-    // counterparts, and differ.
+    // A repeat nothing paired with: one copy's timer fired, not the other's.
+    for (int side : {p, r}) {
+      while (settled(side) && a.unpaired[side].front().repeat) {
+        a.unpaired[side].pop_front();
+        stats_.repeats++;
+      }
+    }
+    // The other side's oldest unpaired (a repeat aside) came near `side`'s oldest: the two were
+    // each other's counterparts, and differ.
     auto near = [&](int side) {
-      const std::deque<Out>& other = a.unpaired[1 - side];
-      return !other.empty() && other.front().us <= a.unpaired[side].front().us + kNearUs;
+      const Out* other = first_sent(a.unpaired[1 - side]);
+      return other && other->us <= a.unpaired[side].front().us + kNearUs;
     };
     // The replica's settled with no counterpart near: the mirror lost the primary's, or showed it
     // before the association was followed — unverified. A primary's datagram long after it (a
@@ -68,7 +78,7 @@ void UdpOutputComparison::on_tick(uint64_t now_us, const Unread& unread) {
     // the replica never sent it.
     const int side = decide_p && (!decide_r || a.unpaired[p].front().us <= a.unpaired[r].front().us) ? p : r;
     if (near(side)) {
-      const bool same_length = a.unpaired[p].front().len == a.unpaired[r].front().len;
+      const bool same_length = first_sent(a.unpaired[p])->len == first_sent(a.unpaired[r])->len;
       diverge(it->first, a, same_length && a.policy == DivergencePolicy::kStrict ? DivergenceKind::kBytes : DivergenceKind::kLength);
     } else if (side == p) {
       Out& o = a.unpaired[p].front();
@@ -83,24 +93,31 @@ void UdpOutputComparison::on_tick(uint64_t now_us, const Unread& unread) {
   }
 }
 
+const UdpOutputComparison::Out* UdpOutputComparison::first_sent(const std::deque<Out>& unpaired) {
+  for (const Out& o : unpaired)
+    if (!o.repeat) return &o;
+  return nullptr;
+}
+
 void UdpOutputComparison::diverge(const FlowKey& k, Association& a, DivergenceKind kind) {
   Divergence d;
   d.kind = kind;
   d.exact = true;
-  const std::deque<Out>& primary = a.unpaired[int(CompareSide::kPrimary)];
-  const std::deque<Out>& replica = a.unpaired[int(CompareSide::kReplica)];
-  d.offset = primary.empty() ? replica.front().number : primary.front().number;
+  const Out* primary = first_sent(a.unpaired[int(CompareSide::kPrimary)]);
+  const Out* replica = first_sent(a.unpaired[int(CompareSide::kReplica)]);
+  d.offset = primary ? primary->number : replica ? replica->number : 0;
   // The first byte where the two differ (or where the shorter ends), within what both kept.
-  if (!primary.empty() && !replica.empty()) {
-    const std::vector<uint8_t>&x = primary.front().head, &y = replica.front().head;
+  if (primary && replica) {
+    const std::vector<uint8_t>&x = primary->head, &y = replica->head;
     const size_t n = std::min(x.size(), y.size());
     size_t i = 0;
     while (i < n && x[i] == y[i]) i++;
     d.within = uint32_t(i);
   }
   for (int side = 0; side < 2; side++) {
-    if (a.unpaired[side].empty()) continue;
-    const std::vector<uint8_t>& h = a.unpaired[side].front().head;
+    const Out* first = side == int(CompareSide::kPrimary) ? primary : replica;
+    if (!first) continue;
+    const std::vector<uint8_t>& h = first->head;
     const size_t from = std::min<size_t>(d.within, h.size());
     d.excerpt_len[side] = uint8_t(std::min<size_t>(h.size() - from, kExcerptBytes));
     std::memcpy(d.excerpt[side], h.data() + from, d.excerpt_len[side]);

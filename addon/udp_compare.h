@@ -23,6 +23,12 @@
 //   (or showed it before the association was followed): unverified, dropped
 //   from the comparison (counted), never a divergence — a primary's datagram
 //   long after it belongs to a later exchange.
+// Under strict, a datagram that pairs with nothing but repeats one of the
+// association's last kRepeatMemory paired ones is a repeat (a request sent
+// again on a timer, which a copy behind or ahead may fire where the other
+// did not: SIP's retransmissions). The other side's same repeat pairs with it
+// as any datagram; alone, once settled, it is counted and dropped, and it is
+// never the counterpart that makes another datagram diverge.
 // A diverged association is no longer compared (it stays diverged until
 // forgotten: the association expired, forget()). More than kMaxUnpaired
 // unpaired on one side: no longer compared (gave up, counted). Only the
@@ -47,6 +53,7 @@ struct UdpCompareStats {
   uint64_t diverged = 0;     // associations found different
   uint64_t gave_up = 0;      // associations no longer compared: too much unpaired
   uint64_t late = 0;         // primary datagrams whose decision waited for a replica behind on its input
+  uint64_t repeats = 0;      // datagrams that repeat one already paired (strict): not compared
 };
 
 class UdpOutputComparison {
@@ -56,6 +63,7 @@ class UdpOutputComparison {
   static constexpr uint64_t kLateUs = 5 * kSettleUs;
   static constexpr size_t kPairWindow = 64;
   static constexpr size_t kMaxUnpaired = 1024;
+  static constexpr size_t kRepeatMemory = 32;
   // Bytes of an unpaired datagram kept to locate the first difference in it: a whole datagram
   // of a 1500-byte MTU (a SIP INVITE's SDP, where a relay's port differs, lies past 512).
   static constexpr uint32_t kHeadBytes = 1472;
@@ -85,15 +93,19 @@ class UdpOutputComparison {
     uint64_t digest = 0, us = 0, number = 0;
     uint32_t len = 0;
     bool late = false;          // its decision waited for the replica (counted once)
+    bool repeat = false;        // repeats a datagram already paired
     std::vector<uint8_t> head;  // the first kHeadBytes
   };
   struct Association {
     std::deque<Out> unpaired[2];  // [CompareSide], oldest first
     uint64_t sent[2] = {0, 0};    // datagrams each side sent
+    std::deque<uint64_t> paired;  // digests of the last kRepeatMemory pairs, newest last
     DivergencePolicy policy = DivergencePolicy::kStrict;
     bool done = false, diverged = false;
   };
   void diverge(const FlowKey& k, Association& a, DivergenceKind kind);
+  // The oldest of a side's unpaired that is not a repeat; null when none.
+  static const Out* first_sent(const std::deque<Out>& unpaired);
 
   Diverged diverged_;
   UdpCompareStats stats_;

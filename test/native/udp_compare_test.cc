@@ -194,6 +194,37 @@ void test_too_much_unpaired_gives_up() {
 
 }  // namespace
 
+// A copy behind (or ahead) fires a retransmission timer the other did not: under strict, its
+// repeat of a datagram already paired is counted, not compared, and no divergence, even beside
+// the other's next datagram; a new datagram that pairs with nothing still diverges.
+void test_a_repeat_of_a_paired_datagram_is_no_divergence() {
+  Lab l;
+  l.send(P, "INVITE sip:bob branch=1");
+  l.send(R, "INVITE sip:bob branch=1");
+  l.send(R, "INVITE sip:bob branch=1");  // the replica's T1 fired: sent again
+  l.pass(kSettle / 4);
+  l.send(P, "ACK sip:bob branch=1");
+  l.pass(kSettle - kSettle / 4);  // the repeat settled beside the primary's next, not the replica's yet
+  CHECK(l.found.empty());
+  l.send(R, "ACK sip:bob branch=1");
+  l.pass(kSettle + 1);
+  CHECK(l.found.empty());
+  CHECK_EQ(l.c.stats().compared, uint64_t(2));
+  CHECK_EQ(l.c.stats().repeats, uint64_t(1));
+  l.send(P, "BYE branch=2");
+  l.send(R, "INFO branch=3");
+  l.pass(kSettle + 1);
+  CHECK_EQ(l.found.size(), size_t(1));
+  // Under length a digest is a length: a repeat cannot be told from another datagram.
+  Lab m;
+  m.policy = DivergencePolicy::kLength;
+  m.send(P, "aaaa");
+  m.send(R, "aaaa");
+  m.send(R, "aaaa");
+  m.pass(kSettle + 1);
+  CHECK_EQ(m.c.stats().repeats, uint64_t(0));
+}
+
 // A primary's datagram the replica has not answered while its service has
 // input still unread (paused, starved of CPU): late, not diverged; its answer
 // pairs when it comes. Up to kLateUs: then the replica is out of step.
@@ -232,6 +263,7 @@ void test_a_replica_behind_on_its_input_is_late_not_diverged() {
 int main() {
   run_test("a_replica_behind_on_its_input_is_late_not_diverged", test_a_replica_behind_on_its_input_is_late_not_diverged);
   run_test("alike_in_either_order", test_alike_in_either_order);
+  run_test("a_repeat_of_a_paired_datagram_is_no_divergence", test_a_repeat_of_a_paired_datagram_is_no_divergence);
   run_test("reordered_nearby_pairs_all_the_same", test_reordered_nearby_pairs_all_the_same);
   run_test("a_different_datagram_diverges_with_both_excerpts", test_a_different_datagram_diverges_with_both_excerpts);
   run_test("the_offset_is_the_datagram_number", test_the_offset_is_the_datagram_number);
