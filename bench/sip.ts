@@ -33,12 +33,15 @@ const sustained = (s: Step): boolean => s.failed === 0 && s.retransmissions === 
 
 async function step(tb: Testbed, dir: string, variant: Variant, pace: number, o: SipBenchOptions): Promise<Step> {
   const d = fs.mkdtempSync(path.join(dir, `sip-${variant}-${pace}-`));
-  const service = kamailioService(tb, d);
+  // The testbed's CPUs as the other benches share them: SIPp (the clients) and the primary's
+  // Kamailio on the primary's, the backup's Kamailio on the backup's with t2cp.
+  const service = kamailioService(tb, d, 'udp', 'direct', o.cpus);
   const calls = pace * STEP_S;
+  const load = { calls, rate: pace, cpus: o.cpus.primary };
   if (variant === 'unreplicated') {
     const { child } = await service(tb.ns.primary, 'primary', `${d}/primary.log`);
     try {
-      return { pace, ...(await runCallLoad(tb, d, { calls, rate: pace })) };
+      return { pace, ...(await runCallLoad(tb, d, load)) };
     } finally {
       await stopChild(child);
     }
@@ -46,7 +49,7 @@ async function step(tb: Testbed, dir: string, variant: Variant, pace: number, o:
   const lab = await startTakeoverLab(tb, d, { ports: [], udpPorts: [SIP_PORT], instance: 'benchsip', intervalMs: 100, hardMisses: 5, service,
     cpus: { ...o.cpus, gateway: o.cpus.primary }, backupArgs: o.backupArgs });
   try {
-    const load = await runCallLoad(tb, d, { calls, rate: pace });
+    const sipp = await runCallLoad(tb, d, load);
     // The last answers reach the replica within milliseconds; its comparison closes pairs within a second.
     await new Promise((r) => setTimeout(r, 1500));
     const c = await lab.backup.counters();
@@ -54,7 +57,7 @@ async function step(tb: Testbed, dir: string, variant: Variant, pace: number, o:
     const divergences = status.code === 0 ? (JSON.parse(status.stdout) as { flows?: { divergences?: unknown[] } }).flows?.divergences ?? [] : [];
     return {
       pace,
-      ...load,
+      ...sipp,
       replica: { sent: c.udp_replica_datagrams ?? 0, alike: c.udp_compared ?? 0, diverged: c.udp_diverged ?? 0, lost: c.udp_lost ?? 0, divergences },
     };
   } finally {

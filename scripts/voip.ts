@@ -9,7 +9,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { ChildProcess } from 'node:child_process';
-import { collect, repoRoot, waitForExit } from './processes.js';
+import { collect, pinned, repoRoot, waitForExit } from './processes.js';
 import type { ServiceStarter, TakeoverLab } from './takeover-lab.js';
 import type { Testbed } from './testbed.js';
 import { waitFor } from './wait.js';
@@ -47,7 +47,7 @@ function kamailioModules(): string {
  * backup it starts before t2cp makes the VIP local: it binds it as a non-local address
  * (net.ipv4.ip_nonlocal_bind, as the README says).
  */
-async function startKamailio(tb: Testbed, ns: string, dir: string, name: string, transport: SipTransport, media: Media): Promise<ChildProcess> {
+async function startKamailio(tb: Testbed, ns: string, dir: string, name: string, transport: SipTransport, media: Media, cpus?: string): Promise<ChildProcess> {
   if (ns === tb.ns.backup) await tb.exec(ns, ['sysctl', '-qw', 'net.ipv4.ip_nonlocal_bind=1']);
   if (media === 'rtpengine') await startRtpengine(tb, ns, dir, name);
   const cfg = fs.readFileSync(path.join(SIP_DIR, 'kamailio.cfg'), 'utf8').replaceAll('__VIP__', tb.addr.vip).replaceAll('__MPATH__', kamailioModules())
@@ -60,7 +60,7 @@ async function startKamailio(tb: Testbed, ns: string, dir: string, name: string,
   fs.mkdirSync(run, { recursive: true });
   fs.writeFileSync(file, cfg);
   // -m: shared memory (MB) for the transactions of a few thousand calls a second (the default 64 runs out near 500).
-  const child = tb.spawn(ns, [KAMAILIO, '-f', file, '-DD', '-E', '-m', '512', '-Y', run, '-w', run]);
+  const child = tb.spawn(ns, [...pinned(cpus), KAMAILIO, '-f', file, '-DD', '-E', '-m', '512', '-Y', run, '-w', run]);
   const out = collect(child);
   await waitFor(async () => {
     if (child.exitCode !== null) throw new Error(`kamailio (${name}) exited ${child.exitCode}: ${out.stderr.slice(-2000)}`);
@@ -98,8 +98,9 @@ async function startRtpengine(tb: Testbed, ns: string, dir: string, name: string
 }
 
 /** The takeover lab's service: Kamailio on each host (startTakeoverLab's `service`), rtpengine beside it for 'rtpengine' media. */
-export const kamailioService = (tb: Testbed, dir: string, transport: SipTransport = 'udp', media: Media = 'direct'): ServiceStarter =>
-  async (ns, side, log) => ({ child: await startKamailio(tb, ns, dir, side, transport, media), log });
+export const kamailioService = (tb: Testbed, dir: string, transport: SipTransport = 'udp', media: Media = 'direct',
+  cpus: { primary?: string; backup?: string } = {}): ServiceStarter =>
+  async (ns, side, log) => ({ child: await startKamailio(tb, ns, dir, side, transport, media, cpus[side]), log });
 
 export interface SippRun { code: number | null; stats: Record<string, string>; out: string }
 
@@ -107,12 +108,12 @@ export interface SippRun { code: number | null; stats: Record<string, string>; o
  * SIPp in the client's namespace with a scenario of scripts/sip/ (__HOLD_MS__ filled in: `holdMs`),
  * ended by its own -timeout after `timeoutS` whatever is left under way.
  */
-function sipp(tb: Testbed, dir: string, name: string, scenario: string, args: string[], holdMs = HOLD_MS, timeoutS = 60): Promise<SippRun> {
+function sipp(tb: Testbed, dir: string, name: string, scenario: string, args: string[], holdMs = HOLD_MS, timeoutS = 60, cpus?: string): Promise<SippRun> {
   const xml = fs.readFileSync(path.join(SIP_DIR, scenario), 'utf8').replaceAll('__HOLD_MS__', String(holdMs));
   const file = path.join(dir, `${name}-${scenario}`);
   fs.writeFileSync(file, xml);
   const stat = path.join(dir, `${name}-stat.csv`);
-  const child = tb.spawn(tb.ns.client, [SIPP, ...args, '-sf', file, '-nostdin', '-trace_stat', '-stf', stat, '-fd', '1', '-trace_err',
+  const child = tb.spawn(tb.ns.client, [...pinned(cpus), SIPP, ...args, '-sf', file, '-nostdin', '-trace_stat', '-stf', stat, '-fd', '1', '-trace_err',
     '-error_file', path.join(dir, `${name}-errors.log`), '-timeout', `${timeoutS}s`]);
   const out = collect(child);
   const stats = () => lastStats(fs.existsSync(stat) ? fs.readFileSync(stat, 'utf8') : '');
@@ -153,14 +154,14 @@ export interface CallLoad {
  * new calls a second (SIPp's pace: open loop, whether or not the proxy keeps up). On a lab (or a
  * lone Kamailio) on the VIP; the callee registers first. A failed call is counted, not thrown.
  */
-export async function runCallLoad(tb: Testbed, dir: string, o: { calls: number; rate: number }): Promise<CallLoad> {
+export async function runCallLoad(tb: Testbed, dir: string, o: { calls: number; rate: number; cpus?: string }): Promise<CallLoad> {
   const [caller, callee] = tb.addr.clients as [string, string];
   await register(tb, dir, `${callee}:${CALLEE_PORT}`);
   // Twice the time the pace takes, and 10 s for the last calls: then what is left under way fails.
   const timeoutS = Math.ceil((2 * o.calls) / o.rate) + 10;
-  const calleeRun = sipp(tb, dir, 'load-callee', 'uas.xml', ['-i', callee, '-p', String(CALLEE_PORT), '-m', String(o.calls)], 0, timeoutS + 5);
+  const calleeRun = sipp(tb, dir, 'load-callee', 'uas.xml', ['-i', callee, '-p', String(CALLEE_PORT), '-m', String(o.calls)], 0, timeoutS + 5, o.cpus);
   const callerRun = await sipp(tb, dir, 'load-caller', 'uac.xml', [`${tb.addr.vip}:${SIP_PORT}`, '-s', 'bob', '-i', caller, '-p', '5062',
-    '-m', String(o.calls), '-l', String(o.calls), '-r', String(o.rate)], 0, timeoutS);
+    '-m', String(o.calls), '-l', String(o.calls), '-r', String(o.rate)], 0, timeoutS, o.cpus);
   const calleeDone = await calleeRun;
   const count = (r: SippRun, k: string) => Number(r.stats[k] ?? NaN);
   // StartTime and CurrentTime (of the last row: the end) are `date<TAB>time<TAB>epoch seconds`.
