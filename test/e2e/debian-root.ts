@@ -24,6 +24,12 @@ const MAX_AGE_MS = 7 * 24 * 3600_000;
  * Long commands here run asynchronously: a test worker blocked for a minute misses its runner's calls.
  */
 export async function ensureBaseRoot(): Promise<void> {
+  // What a run killed while making one left (an hour old: not another run's still at work).
+  for (const name of fs.existsSync(CACHE) ? fs.readdirSync(CACHE) : []) {
+    const left = `${CACHE}/${name}`;
+    if (name.startsWith('debian12-systemd-root.making-') && Date.now() - fs.statSync(left).mtimeMs > 3600_000)
+      await run(['rm', '-rf', '--one-file-system', left]);
+  }
   const made = fs.statSync(`${BASE_ROOT}/etc/debian_version`, { throwIfNoEntry: false });
   if (made && Date.now() - fs.statSync(BASE_ROOT).mtimeMs < MAX_AGE_MS) return;
   fs.mkdirSync(CACHE, { recursive: true });
