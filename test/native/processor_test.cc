@@ -45,6 +45,14 @@ std::vector<uint8_t> packet(const SegmentSpec& sp) {
   return b;
 }
 
+// The Ethernet frame the mirror port would give for an IPv4 packet.
+std::vector<uint8_t> ethernet(const std::vector<uint8_t>& ip) {
+  std::vector<uint8_t> frame(14, 0);
+  frame[12] = 0x08;  // EtherType IPv4
+  frame.insert(frame.end(), ip.begin(), ip.end());
+  return frame;
+}
+
 // An injected segment, parsed, with its payload copied out.
 struct Injected {
   uint8_t flags = 0;
@@ -108,10 +116,7 @@ struct Lab {
 
   // capture_ns: the frame's capture time (0: the capture gave none).
   void mirror(SegmentSpec sp, uint64_t capture_ns = 0) {
-    std::vector<uint8_t> ip = packet(sp);
-    std::vector<uint8_t> frame(14, 0);
-    frame[12] = 0x08;  // EtherType IPv4
-    frame.insert(frame.end(), ip.begin(), ip.end());
+    const std::vector<uint8_t> frame = ethernet(packet(sp));
     in->on_mirror_frame(frame.data(), frame.size(), capture_ns);
     settle();
   }
@@ -666,10 +671,7 @@ static std::vector<uint8_t> icmp_error_frame(const std::vector<uint8_t>& quoted)
   ip[23] = static_cast<uint8_t>(ic);
   const uint16_t hc = ipv4_header_checksum(ip.data(), 20);
   std::memcpy(&ip[10], &hc, 2);
-  std::vector<uint8_t> frame(14, 0);
-  frame[12] = 0x08;
-  frame.insert(frame.end(), ip.begin(), ip.end());
-  return frame;
+  return ethernet(ip);
 }
 
 // An ICMP error to the VIP about a replicated flow reaches the replica, its
@@ -743,14 +745,8 @@ static std::vector<uint8_t> datagram(uint32_t saddr, uint16_t sport, uint32_t da
 void test_a_datagram_reaches_the_replica() {
   constexpr uint16_t kSip = 5060;
   Lab lab(1ull << 30, 0, false, DivergencePolicy::kOff, {kSip});
-  auto frame = [](const std::vector<uint8_t>& ip) {
-    std::vector<uint8_t> f(14, 0);
-    f[12] = 0x08;
-    f.insert(f.end(), ip.begin(), ip.end());
-    return f;
-  };
   auto given = [&](const std::vector<uint8_t>& ip) {
-    std::vector<uint8_t> f = frame(ip);
+    const std::vector<uint8_t> f = ethernet(ip);
     lab.in->on_mirror_frame(f.data(), f.size(), 0);
     uint8_t buf[2048];
     ssize_t n = recv(lab.peer, buf, sizeof buf, 0);
@@ -791,9 +787,7 @@ void test_the_primarys_first_datagram_opens_the_association() {
   constexpr uint16_t kSip = 5060;
   Lab lab(1ull << 30, 0, false, DivergencePolicy::kStrict, {kSip});
   std::vector<uint8_t> invite = datagram(kVip, kSip, kClient, 5070, "INVITE sip:bob@198.18.0.3:5070 SIP/2.0");
-  std::vector<uint8_t> f(14, 0);
-  f[12] = 0x08;
-  f.insert(f.end(), invite.begin(), invite.end());
+  const std::vector<uint8_t> f = ethernet(invite);
   lab.in->on_mirror_frame(f.data(), f.size(), 0);
   CHECK_EQ(lab.ctx->counters.get(k_udp_associations_new), uint64_t(1));
   CHECK(lab.ctx->udp.find(FlowKey{kClient, 5070, kSip}) != nullptr);
@@ -810,9 +804,7 @@ void test_the_replicas_first_datagram_opens_the_association() {
   std::vector<uint8_t> invite = datagram(kVip, kSip, kClient, 5070, "INVITE sip:bob@198.18.0.3:5070 SIP/2.0");
   lab.out->on_packet(invite.data(), invite.size());
   CHECK_EQ(lab.ctx->counters.get(k_udp_associations_new), uint64_t(1));
-  std::vector<uint8_t> f(14, 0);
-  f[12] = 0x08;
-  f.insert(f.end(), invite.begin(), invite.end());
+  const std::vector<uint8_t> f = ethernet(invite);
   lab.in->on_mirror_frame(f.data(), f.size(), 0);
   CHECK_EQ(lab.ctx->counters.get(k_udp_associations_new), uint64_t(1));
   CHECK_EQ(lab.ctx->udp_compare.stats().compared, uint64_t(1));
@@ -922,9 +914,7 @@ void test_a_fragmented_datagram_reaches_the_replica_whole() {
   constexpr uint16_t kSip = 5060;
   Lab lab(1ull << 30, 0, false, DivergencePolicy::kOff, {kSip});
   auto mirror = [&](const std::vector<uint8_t>& ip) {
-    std::vector<uint8_t> f(14, 0);
-    f[12] = 0x08;
-    f.insert(f.end(), ip.begin(), ip.end());
+    const std::vector<uint8_t> f = ethernet(ip);
     lab.in->on_mirror_frame(f.data(), f.size(), 0);
   };
   auto taken = [&]() {
