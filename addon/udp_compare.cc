@@ -24,11 +24,11 @@ void UdpOutputComparison::add(CompareSide side, const FlowKey& k, DivergencePoli
     if (theirs[i].digest != o.digest) continue;
     theirs.erase(theirs.begin() + long(i));
     stats_.compared++;
-    a.paired.push_back(o.digest);
-    if (a.paired.size() > kRepeatMemory) a.paired.pop_front();
+    a.paired[a.pairs++ % kRepeatMemory] = o.digest;
     return;
   }
-  o.repeat = policy == DivergencePolicy::kStrict && std::find(a.paired.begin(), a.paired.end(), o.digest) != a.paired.end();
+  const auto held = a.paired.begin() + long(std::min<uint64_t>(a.pairs, kRepeatMemory));
+  o.repeat = policy == DivergencePolicy::kStrict && std::find(a.paired.begin(), held, o.digest) != held;
   if (a.unpaired[me].size() >= kMaxUnpaired) {
     a.done = true;
     a.unpaired[0].clear();

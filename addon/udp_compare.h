@@ -36,6 +36,7 @@
 //
 // Thread: the engine thread only.
 #pragma once
+#include <array>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -99,7 +100,9 @@ class UdpOutputComparison {
   struct Association {
     std::deque<Out> unpaired[2];  // [CompareSide], oldest first
     uint64_t sent[2] = {0, 0};    // datagrams each side sent
-    std::deque<uint64_t> paired;  // digests of the last kRepeatMemory pairs, newest last
+    // Digests of the last kRepeatMemory pairs, a ring: pair n at n % kRepeatMemory.
+    std::array<uint64_t, kRepeatMemory> paired{};
+    uint64_t pairs = 0;
     DivergencePolicy policy = DivergencePolicy::kStrict;
     bool done = false, diverged = false;
   };
