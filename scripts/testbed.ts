@@ -67,15 +67,6 @@ export function run(argv: string[], timeoutMs = EXEC_TIMEOUT_MS): Promise<ExecRe
   });
 }
 
-/**
- * Waits for every step, then rejects with the first failure: a step still running when another
- * fails must end before teardown, or what it makes outlives the testbed.
- */
-async function together(steps: Promise<unknown>[]): Promise<void> {
-  const failed = (await Promise.allSettled(steps)).find((r): r is PromiseRejectedResult => r.status === 'rejected');
-  if (failed) throw failed.reason;
-}
-
 async function must(argv: string[]): Promise<string> {
   const r = await run(argv);
   if (r.code !== 0) throw new Error(`testbed: \`${argv.join(' ')}\` failed (${r.code}): ${r.stderr.trim()}`);
@@ -142,60 +133,46 @@ class TestbedImpl implements Testbed {
     const { client, gateway, sw, primary, backup } = this.ns;
     this.offloads = offloads;
     track(this, true);
-    // Every e2e test builds a testbed: steps that do not depend on each other run at once (the
-    // namespaces; then the links between them; then each namespace's own settings, in order).
-    await together(Object.values(this.ns).map(async (ns) => {
+    for (const ns of Object.values(this.ns)) {
       await must(['ip', 'netns', 'add', ns]);
       this.made.push(ns);
       // IPv6 off before any link exists, so no DAD or router solicitation ever appears.
       await must(['ip', 'netns', 'exec', ns, 'sysctl', '-qw', 'net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1']);
       await must(['ip', '-n', ns, 'link', 'set', 'lo', 'up']);
-    }));
+    }
     const pair = (nsA: string, a: string, nsB: string, b: string): Promise<string> =>
       must(['ip', '-n', nsA, 'link', 'add', a, 'type', 'veth', 'peer', 'name', b, 'netns', nsB]);
-    await together([pair(client, 'c0', gateway, 'gc'), pair(gateway, 'gs', sw, 'sg'), pair(primary, 'e0', sw, 'sp'),
-      pair(backup, 'e0', sw, 'sb'), pair(backup, 'm0', sw, 'sm')]);
-    const linksUp = (role: Role): Promise<unknown> =>
-      together(VETH_ENDS.filter(([r]) => r === role).map(([, dev]) => this.linkUp(this.ns[role], dev)));
+    await pair(client, 'c0', gateway, 'gc');
+    await pair(gateway, 'gs', sw, 'sg');
+    await pair(primary, 'e0', sw, 'sp');
+    await pair(backup, 'e0', sw, 'sb');
+    await pair(backup, 'm0', sw, 'sm');
 
-    await together([
-      (async () => {
-        await must(['ip', '-n', sw, 'link', 'add', 'br0', 'type', 'bridge', 'stp_state', '0']);
-        await together(['sg', 'sp', 'sb'].map((port) => must(['ip', '-n', sw, 'link', 'set', port, 'master', 'br0'])));
-        // Bridged frames must not visit iptables when br_netfilter is loaded on the host (best effort).
-        await run(['ip', 'netns', 'exec', sw, 'sysctl', '-qw', 'net.bridge.bridge-nf-call-iptables=0', 'net.bridge.bridge-nf-call-arptables=0']);
-        // Port mirroring: every frame entering or leaving the primary's port is copied out of sm.
-        await this.mirror('sp', 'sm');
-        await linksUp('sw');
-        await must(['ip', '-n', sw, 'link', 'set', 'br0', 'up']);
-      })(),
-      (async () => {
-        await linksUp('client');
-        for (const a of this.addr.clients) await must(['ip', '-n', client, 'addr', 'add', `${a}/24`, 'dev', 'c0']);
-        await must(['ip', '-n', client, 'route', 'add', 'default', 'via', this.addr.gateway]);
-      })(),
-      (async () => {
-        await must(['ip', 'netns', 'exec', gateway, 'sysctl', '-qw', 'net.ipv4.ip_forward=1']);
-        await linksUp('gateway');
-        await must(['ip', '-n', gateway, 'addr', 'add', `${this.addr.gateway}/24`, 'dev', 'gc']);
-        await must(['ip', '-n', gateway, 'addr', 'add', `${this.addr.gatewayLan}/24`, 'dev', 'gs']);
-      })(),
-      (async () => {
-        await linksUp('primary');
-        await must(['ip', '-n', primary, 'addr', 'add', `${this.addr.primary}/24`, 'dev', 'e0']);
-        await must(['ip', '-n', primary, 'addr', 'add', `${this.addr.vip}/24`, 'dev', 'e0']); // secondary
-        await must(['ip', '-n', primary, 'route', 'add', 'default', 'via', this.addr.gatewayLan]);
-      })(),
-      (async () => {
-        // The backup will hold the VIP locally while replicating: it must never answer ARP for it.
-        await must(['ip', 'netns', 'exec', backup, 'sysctl', '-qw', 'net.ipv4.conf.all.arp_ignore=1', 'net.ipv4.conf.all.arp_announce=2']);
-        await linksUp('backup');
-        // A real mirror port's NIC must accept frames for other MACs; a veth does anyway.
-        await must(['ip', '-n', backup, 'link', 'set', 'm0', 'promisc', 'on']);
-        await must(['ip', '-n', backup, 'addr', 'add', `${this.addr.backup}/24`, 'dev', 'e0']);
-        await must(['ip', '-n', backup, 'route', 'add', 'default', 'via', this.addr.gatewayLan]);
-      })(),
-    ]);
+    await must(['ip', '-n', sw, 'link', 'add', 'br0', 'type', 'bridge', 'stp_state', '0']);
+    for (const port of ['sg', 'sp', 'sb']) await must(['ip', '-n', sw, 'link', 'set', port, 'master', 'br0']);
+    // Bridged frames must not visit iptables when br_netfilter is loaded on the host (best effort).
+    await run(['ip', 'netns', 'exec', sw, 'sysctl', '-qw', 'net.bridge.bridge-nf-call-iptables=0', 'net.bridge.bridge-nf-call-arptables=0']);
+    // Port mirroring: every frame entering or leaving the primary's port is copied out of sm.
+    await this.mirror('sp', 'sm');
+
+    await must(['ip', 'netns', 'exec', gateway, 'sysctl', '-qw', 'net.ipv4.ip_forward=1']);
+    // The backup will hold the VIP locally while replicating: it must never answer ARP for it.
+    await must(['ip', 'netns', 'exec', backup, 'sysctl', '-qw', 'net.ipv4.conf.all.arp_ignore=1', 'net.ipv4.conf.all.arp_announce=2']);
+
+    for (const [role, dev] of VETH_ENDS) await this.linkUp(this.ns[role], dev);
+    await must(['ip', '-n', sw, 'link', 'set', 'br0', 'up']);
+    // A real mirror port's NIC must accept frames for other MACs; a veth does anyway.
+    await must(['ip', '-n', backup, 'link', 'set', 'm0', 'promisc', 'on']);
+
+    for (const a of this.addr.clients) await must(['ip', '-n', client, 'addr', 'add', `${a}/24`, 'dev', 'c0']);
+    await must(['ip', '-n', client, 'route', 'add', 'default', 'via', this.addr.gateway]);
+    await must(['ip', '-n', gateway, 'addr', 'add', `${this.addr.gateway}/24`, 'dev', 'gc']);
+    await must(['ip', '-n', gateway, 'addr', 'add', `${this.addr.gatewayLan}/24`, 'dev', 'gs']);
+    await must(['ip', '-n', primary, 'addr', 'add', `${this.addr.primary}/24`, 'dev', 'e0']);
+    await must(['ip', '-n', primary, 'addr', 'add', `${this.addr.vip}/24`, 'dev', 'e0']); // secondary
+    await must(['ip', '-n', primary, 'route', 'add', 'default', 'via', this.addr.gatewayLan]);
+    await must(['ip', '-n', backup, 'addr', 'add', `${this.addr.backup}/24`, 'dev', 'e0']);
+    await must(['ip', '-n', backup, 'route', 'add', 'default', 'via', this.addr.gatewayLan]);
   }
 
   /** GRO on a veth turns on its NAPI path, so received frames are merged into super-frames. */
