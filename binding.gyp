@@ -27,6 +27,7 @@
         "addon/recovery_fence.cc",
         "addon/recovery_ip_takeover.cc",
         "addon/recovery_takeover.cc",
+        "addon/relay_ports.cc",
         "addon/stream_buffer.cc",
         "addon/traffic_recorder.cc",
         "addon/udp_compare.cc",

@@ -17,11 +17,17 @@ void UdpOutputComparison::add(CompareSide side, const FlowKey& k, DivergencePoli
   o.len = len;
   o.us = now_us;
   o.number = number;
-  o.digest = policy == DivergencePolicy::kStrict ? uint64_t(crc32c(0, payload, len)) << 32 | len : len;
+  if (relay_ && relay_->any()) {
+    o.digest = relay_digest(payload, len, vip_text_.c_str(), relay_->set(), &o.relay);
+    if (policy != DivergencePolicy::kStrict) o.digest &= 0xffffffffu;  // the length without the relay ports
+  } else {
+    o.digest = policy == DivergencePolicy::kStrict ? uint64_t(crc32c(0, payload, len)) << 32 | len : len;
+  }
   std::deque<Out>& theirs = a.unpaired[other];
   const size_t window = std::min(theirs.size(), kPairWindow);
   for (size_t i = 0; i < window; i++) {
     if (theirs[i].digest != o.digest) continue;
+    if (o.relay.n) pair_relay_ports(side, o.relay, theirs[i].relay);
     theirs.erase(theirs.begin() + long(i));
     stats_.compared++;
     a.paired[a.pairs++ % kRepeatMemory] = o.digest;
@@ -90,6 +96,15 @@ void UdpOutputComparison::on_tick(uint64_t now_us, const Unread& unread) {
       }
     }
     ++it;
+  }
+}
+
+void UdpOutputComparison::pair_relay_ports(CompareSide side, const SdpRelayScan& mine, const SdpRelayScan& theirs) {
+  const bool primary = side == CompareSide::kPrimary;
+  for (int i = 0; i < std::min(mine.n, theirs.n); i++) {
+    const SdpRelayScan::Media &p = primary ? mine.media[i] : theirs.media[i], &r = primary ? theirs.media[i] : mine.media[i];
+    relay_paired_(p.rtp, r.rtp);
+    if (p.rtcp && r.rtcp) relay_paired_(p.rtcp, r.rtcp);
   }
 }
 

@@ -29,6 +29,9 @@
 // did not: SIP's retransmissions). The other side's same repeat pairs with it
 // as any datagram; alone, once settled, it is counted and dropped, and it is
 // never the counterpart that makes another datagram diverge.
+// With a media relay beside the service (relay_ports.h), the relay ports an
+// SDP names are left out of its digest, and a pair of datagrams pairs the
+// ports each copy named (`relay_paired`).
 // A diverged association is no longer compared (it stays diverged until
 // forgotten: the association expired, forget()). More than kMaxUnpaired
 // unpaired on one side: no longer compared (gave up, counted). Only the
@@ -40,11 +43,13 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <string>
 #include <unordered_map>
 #include <vector>
 
 #include "flow_table.h"
 #include "output_compare.h"
+#include "relay_ports.h"
 
 namespace t2cp {
 
@@ -73,6 +78,13 @@ class UdpOutputComparison {
   // 0; within: the first differing byte in it, when both kept it).
   using Diverged = std::function<void(const FlowKey& k, const Divergence& d)>;
   explicit UdpOutputComparison(Diverged diverged) : diverged_(std::move(diverged)) {}
+  // The relay's ports, the VIP as an SDP writes it, and who learns each pair of ports.
+  using RelayPaired = std::function<void(uint16_t primary, uint16_t replica)>;
+  void compare_relay_ports(const RelayPorts* relay, std::string vip_text, RelayPaired paired) {
+    relay_ = relay;
+    vip_text_ = std::move(vip_text);
+    relay_paired_ = std::move(paired);
+  }
 
   // One datagram the side sent to the association's client (payload, its length).
   void add(CompareSide side, const FlowKey& k, DivergencePolicy policy, const uint8_t* payload, uint32_t len,
@@ -95,6 +107,7 @@ class UdpOutputComparison {
     uint32_t len = 0;
     bool late = false;          // its decision waited for the replica (counted once)
     bool repeat = false;        // repeats a datagram already paired
+    SdpRelayScan relay;         // the relay ports its SDP named
     std::vector<uint8_t> head;  // the first kHeadBytes
   };
   struct Association {
@@ -109,8 +122,13 @@ class UdpOutputComparison {
   void diverge(const FlowKey& k, Association& a, DivergenceKind kind);
   // The oldest of a side's unpaired that is not a repeat; null when none.
   static const Out* first_sent(const std::deque<Out>& unpaired);
+  // The two copies' SDPs named these relay ports for the same media.
+  void pair_relay_ports(CompareSide side, const SdpRelayScan& mine, const SdpRelayScan& theirs);
 
   Diverged diverged_;
+  const RelayPorts* relay_ = nullptr;
+  std::string vip_text_;
+  RelayPaired relay_paired_;
   UdpCompareStats stats_;
   std::unordered_map<FlowKey, Association, FlowKeyHash> map_;
 };

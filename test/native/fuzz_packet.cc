@@ -1,4 +1,5 @@
-// Fuzz target for the packet parser (addon/packet.cc).
+// Fuzz target for the packet parser (addon/packet.cc) and the SDP scan of the
+// relay's ports (addon/relay_ports.cc).
 //
 // With libFuzzer:  clang++ -fsanitize=fuzzer,address,undefined -Iaddon fuzz_packet.cc packet.cc
 // Without clang:   g++ -DT2CP_STANDALONE_FUZZ -fsanitize=address,undefined ... gives a
@@ -14,7 +15,11 @@
 #include <cstdlib>
 #include <cstring>
 
+#include <bitset>
+#include <string>
+
 #include "packet.h"
+#include "relay_ports.h"
 
 using namespace t2cp;
 
@@ -147,6 +152,27 @@ void fuzz_ip(const uint8_t* ip, size_t size) {
 
 }  // namespace
 
+// The input as a datagram's payload, and as the SDP of a SIP message naming the VIP: the
+// digest's length is within the payload, every port scanned a relay port.
+void fuzz_sdp(const uint8_t* data, size_t size) {
+  static const std::bitset<65536> relay = [] {
+    std::bitset<65536> b;
+    for (int p = 1000; p < 60000; p++) b.set(size_t(p));
+    return b;
+  }();
+  auto check = [&](const uint8_t* p, size_t n) {
+    SdpRelayScan scan;
+    const uint64_t d = relay_digest(p, uint32_t(n), "198.18.1.10", relay, &scan);
+    REQUIRE((d & 0xffffffffu) <= n);
+    REQUIRE(scan.n >= 0 && scan.n <= SdpRelayScan::kMaxMedia);
+    for (int i = 0; i < scan.n; i++) REQUIRE(relay.test(scan.media[i].rtp) && (!scan.media[i].rtcp || relay.test(scan.media[i].rtcp)));
+  };
+  check(data, size);
+  std::string sip = "INVITE sip:x SIP/2.0\r\nContent-Length: 99\r\n\r\nv=0\r\nc=IN IP4 198.18.1.10\r\nm=audio ";
+  sip.append(reinterpret_cast<const char*>(data), size);
+  check(reinterpret_cast<const uint8_t*>(sip.data()), sip.size());
+}
+
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   Segment s;
   const ParseError e = parse_ethernet(data, size, &s);
@@ -174,6 +200,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   fuzz_ip(data, size);
   if (size >= 14) fuzz_ip(data + 14, size - 14);
+  fuzz_sdp(data, size);
   return 0;
 }
 

@@ -37,7 +37,7 @@ mkdir -p "$obj"
 tests=(packet_test capture_test replication_test active_mode_test compare_test udp_ledger_test udp_compare_test processor_test
   active_mode_kernel_test)
 engine=(packet incoming_capture stream_buffer recovery_active_mode recovery_active_mode_kernel event_queue flow_table incoming_tun
-  output_compare udp_ledger udp_compare incoming_processor incoming_injection outgoing_processor ip_reassembly)
+  output_compare udp_ledger udp_compare relay_ports incoming_processor incoming_injection outgoing_processor ip_reassembly)
 echo "native: building ${#tests[@]} tests (g++)"
 jobs=$(nproc)
 running=0
@@ -70,8 +70,8 @@ link replication_test replication_test stream_buffer
 link active_mode_test active_mode_test "${active[@]}" -lbpf
 link compare_test compare_test output_compare
 link udp_ledger_test udp_ledger_test udp_ledger output_compare
-link udp_compare_test udp_compare_test udp_compare output_compare
-link processor_test processor_test incoming_processor incoming_injection outgoing_processor output_compare udp_ledger udp_compare \
+link udp_compare_test udp_compare_test udp_compare relay_ports output_compare
+link processor_test processor_test incoming_processor incoming_injection outgoing_processor output_compare udp_ledger udp_compare relay_ports \
   ip_reassembly "${active[@]}" -lbpf
 link active_mode_kernel_test active_mode_kernel_test "${active[@]}" -lbpf
 
@@ -85,10 +85,12 @@ if command -v clang++ >/dev/null 2>&1; then
 fi
 if [ "$fuzz_mode" = libfuzzer ]; then
   echo "native: building fuzz_packet (clang++ libFuzzer)"
-  clang++ "${common[@]}" -fsanitize=fuzzer "$src/fuzz_packet.cc" "$root/addon/packet.cc" -o "$out/fuzz_packet"
+  clang++ "${common[@]}" -fsanitize=fuzzer "$src/fuzz_packet.cc" "$root/addon/packet.cc" "$root/addon/relay_ports.cc" \
+    "$root/addon/output_compare.cc" -o "$out/fuzz_packet"
 else
   echo "native: building fuzz_packet (g++ standalone driver; install clang libclang-rt-14-dev for libFuzzer)"
-  g++ "${common[@]}" -DT2CP_STANDALONE_FUZZ "$src/fuzz_packet.cc" "$root/addon/packet.cc" -o "$out/fuzz_packet"
+  g++ "${common[@]}" -DT2CP_STANDALONE_FUZZ "$src/fuzz_packet.cc" "$root/addon/packet.cc" "$root/addon/relay_ports.cc" \
+    "$root/addon/output_compare.cc" -o "$out/fuzz_packet"
 fi
 
 status=0

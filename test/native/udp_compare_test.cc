@@ -260,7 +260,70 @@ void test_a_replica_behind_on_its_input_is_late_not_diverged() {
   CHECK_EQ(m.found.size(), size_t(1));
 }
 
+// A SIP message whose SDP names the relay's ports on the VIP (198.18.1.10), as rtpengine writes them.
+std::string invite(int port, const std::string& c = "198.18.1.10", const std::string& tail = "") {
+  const std::string sdp = "v=0\r\no=caller 1 1 IN IP4 198.18.0.2\r\ns=-\r\nc=IN IP4 " + c + "\r\nt=0 0\r\nm=audio " +
+                          std::to_string(port) + " RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=rtcp:" + std::to_string(port + 1) +
+                          "\r\n" + tail;
+  return "INVITE sip:bob@198.18.0.3:5070 SIP/2.0\r\nCall-ID: 1-1@198.18.0.2\r\nContent-Type: application/sdp\r\nContent-Length: " +
+         std::to_string(sdp.size()) + "\r\n\r\n" + sdp;
+}
+
+struct RelayLab : Lab {
+  RelayPorts relay;
+  std::vector<std::pair<uint16_t, uint16_t>> pairs;
+  RelayLab() {
+    std::vector<uint16_t> ports;
+    for (int p = 9990; p <= 10099; p++) ports.push_back(uint16_t(p));
+    relay.configure(ports);
+    c.compare_relay_ports(&relay, "198.18.1.10", [this](uint16_t p, uint16_t r) {
+      pairs.push_back({p, r});
+      relay.pair(p, r);
+    });
+  }
+};
+
+void test_relay_ports_named_in_sdp_pair_and_leave_the_digest() {
+  RelayLab l;
+  // The two relays chose other ports, of another number of digits too (Content-Length differs).
+  l.send(P, invite(10018));
+  l.send(R, invite(9996));
+  l.pass(kSettle + 1);
+  CHECK(l.found.empty());
+  CHECK_EQ(l.c.stats().compared, uint64_t(1));
+  CHECK_EQ(l.pairs.size(), size_t(2));  // RTP, and RTCP from a=rtcp
+  CHECK_EQ(l.relay.replica_of(10018), uint16_t(9996));
+  CHECK_EQ(l.relay.replica_of(10019), uint16_t(9997));
+  CHECK_EQ(l.relay.primary_of(9996), uint16_t(10018));
+  // The relay gave the primary's port to a later call: the earlier pair is over.
+  l.send(P, invite(10018));
+  l.send(R, invite(10040));
+  CHECK_EQ(l.relay.replica_of(10018), uint16_t(10040));
+  CHECK_EQ(l.relay.primary_of(9996), uint16_t(0));
+  CHECK_EQ(l.relay.pairs(), size_t(2));  // 10018/10040 and 10019/10041: the old pairs replaced
+}
+
+void test_only_relay_ports_on_the_vip_leave_the_digest() {
+  RelayLab l;
+  // Elsewhere in the SDP, a difference is one.
+  l.send(P, invite(10018, "198.18.1.10", "a=sendrecv\r\n"));
+  l.send(R, invite(10020, "198.18.1.10", "a=recvonly\r\n"));
+  l.pass(kSettle + 1);
+  CHECK_EQ(l.found.size(), size_t(1));
+  CHECK(l.pairs.empty());
+  // A port on another address (a phone's own, in the relay's range by chance) is compared.
+  RelayLab m;
+  m.send(P, invite(10018, "198.18.0.2"));
+  m.send(R, invite(10020, "198.18.0.2"));
+  m.pass(kSettle + 1);
+  CHECK_EQ(m.found.size(), size_t(1));
+  CHECK(m.pairs.empty());
+  CHECK_EQ(m.relay.replica_of(10018), uint16_t(0));
+}
+
 int main() {
+  run_test("relay_ports_named_in_sdp_pair_and_leave_the_digest", test_relay_ports_named_in_sdp_pair_and_leave_the_digest);
+  run_test("only_relay_ports_on_the_vip_leave_the_digest", test_only_relay_ports_on_the_vip_leave_the_digest);
   run_test("a_replica_behind_on_its_input_is_late_not_diverged", test_a_replica_behind_on_its_input_is_late_not_diverged);
   run_test("alike_in_either_order", test_alike_in_either_order);
   run_test("a_repeat_of_a_paired_datagram_is_no_divergence", test_a_repeat_of_a_paired_datagram_is_no_divergence);
