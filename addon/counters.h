@@ -106,6 +106,10 @@ namespace t2cp {
   X(udp_compare_gave_up)     /* associations no longer compared: too much unpaired */\
   X(udp_compare_late)        /* primary datagrams waited for: replica behind on input */\
   X(udp_compare_repeats)     /* datagrams repeating one already paired: not compared */\
+  X(udp_relay_pairs)        /* relay ports the two copies' SDPs paired (a gauge) */ \
+  X(udp_relay_held)         /* datagrams to a relay port held for its pair (a gauge) */\
+  X(udp_relay_unpaired)     /* datagrams to or from a relay port no SDP paired: dropped */\
+  X(udp_relay_translated)   /* relay ports' associations translated at the takeover */\
   X(udp_fragments)           /* fragments to and from the VIP (clients', primary's) */  \
   X(udp_reassembled)         /* datagrams made whole from them, both ways */             \
   X(udp_reassembly_failed)   /* fragments given up: timed out, overlapping, bounds */   \

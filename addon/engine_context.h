@@ -5,10 +5,13 @@
 // Thread: engine thread only, except `counters`, `latency`, `dequeue`, `lag`
 // (atomics read by JS) and `events` (own mutex).
 #pragma once
+#include <arpa/inet.h>
+
 #include <atomic>
 #include <bitset>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -18,6 +21,7 @@
 #include "counters.h"
 #include "event_queue.h"
 #include "flow_table.h"
+#include "relay_ports.h"
 #include "udp_compare.h"
 #include "udp_flows.h"
 #include "histogram.h"
@@ -39,7 +43,8 @@ struct EngineConfig {
   std::string mirror_if;
   uint32_t vip = 0;                       // network order
   std::vector<uint16_t> ports;
-  std::vector<uint16_t> udp_ports;        // UDP service ports: datagrams replicated, none translated
+  std::vector<uint16_t> udp_ports;        // UDP service ports: datagrams replicated
+  std::vector<uint16_t> relay_ports;      // of udp_ports, a media relay's (relay_ports.h): translated
   std::string tun_name;
   std::string nft_table;
   uint16_t queue_num = 0;
@@ -85,6 +90,15 @@ struct EngineContext {
       udp_port_set.set(c.udp_ports[i]);
       udp_divergence[c.udp_ports[i]] = i < c.udp_divergence.size() ? c.udp_divergence[i] : DivergencePolicy::kOff;
     }
+    relay.configure(c.relay_ports);
+    if (relay.any()) {
+      char vip_text[INET_ADDRSTRLEN] = "";
+      inet_ntop(AF_INET, &c.vip, vip_text, sizeof vip_text);
+      udp_compare.compare_relay_ports(&relay, vip_text, [this](uint16_t primary, uint16_t replica) {
+        relay.pair(primary, replica);
+        if (relay_paired) relay_paired(primary);
+      });
+    }
   }
   EngineConfig cfg;
   EngineMode mode = EngineMode::kReplicating;
@@ -101,6 +115,10 @@ struct EngineContext {
   EventQueue events;
   // The replica's datagrams against the primary's (both processors add).
   UdpOutputComparison udp_compare;
+  // The media relay's ports the two copies' SDPs paired; who waits for a pair (the incoming
+  // processor, holding datagrams to a primary's port not paired yet).
+  RelayPorts relay;
+  std::function<void(uint16_t primary)> relay_paired;
   LatencyHistogram latency;
   // Its first part: capture timestamp to the engine thread taking the frame
   // (wake-up and the copy out of the socket), for client segments that

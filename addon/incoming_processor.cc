@@ -23,7 +23,9 @@ IncomingProcessor::IncomingProcessor(EngineContext& ctx)
                 static const UdpAssociation kUnknown;  // its first datagram was the one lost
                 const UdpAssociation* a = ctx_.udp.find(k);
                 ctx_.events.emit_udp(EventType::kResupply, EventReason::kGap, k, a ? *a : kUnknown, index);
-              }) {}
+              }) {
+  ctx_.relay_paired = [this](uint16_t port) { give_relay_held(port); };
+}
 
 IncomingProcessor::~IncomingProcessor() {
   if (raw_fd_ >= 0) close(raw_fd_);
@@ -157,6 +159,20 @@ void IncomingProcessor::give_udp(const uint8_t* ip, size_t len) {
   const size_t ihl = size_t(pkt_[0] & 0x0f) * 4;
   if (ihl + 8 > len) return;
   pkt_[ihl + 6] = pkt_[ihl + 7] = 0;
+  const uint16_t dport = uint16_t(pkt_[ihl + 2] << 8 | pkt_[ihl + 3]);
+  if (ctx_.relay.relay(dport)) {
+    const uint16_t to = ctx_.relay.replica_of(dport);
+    if (!to) {
+      if (ctx_.mode == EngineMode::kReplicating && relay_held_.size() < kRelayHeld) {
+        relay_held_.push_back(RelayHeld{realtime_us(), dport, std::vector<uint8_t>(ip, ip + len)});
+      } else {
+        ctx_.counters.add(k_udp_relay_unpaired);
+      }
+      return;
+    }
+    pkt_[ihl + 2] = uint8_t(to >> 8);
+    pkt_[ihl + 3] = uint8_t(to);
+  }
   bool sent;
   if (ctx_.tun.fd() >= 0) {
     sent = ctx_.tun.write(pkt_, len);
@@ -173,6 +189,23 @@ void IncomingProcessor::give_udp(const uint8_t* ip, size_t len) {
   }
   ctx_.counters.add(k_udp_datagrams);
   ctx_.counters.add(k_udp_bytes, len - ihl - 8);
+}
+
+void IncomingProcessor::give_relay_held(uint16_t port) {
+  if (relay_held_.empty()) return;
+  std::deque<RelayHeld> held;
+  held.swap(relay_held_);
+  for (RelayHeld& h : held) {
+    if (h.port == port) give_udp(h.ip.data(), h.ip.size());
+    else relay_held_.push_back(std::move(h));
+  }
+}
+
+void IncomingProcessor::expire_relay_held(uint64_t now_us) {
+  while (!relay_held_.empty() && (now_us - relay_held_.front().us >= kRelayHoldUs || ctx_.mode != EngineMode::kReplicating)) {
+    relay_held_.pop_front();
+    ctx_.counters.add(k_udp_relay_unpaired);
+  }
 }
 
 void IncomingProcessor::on_udp_records(uint64_t first, const uint8_t* records, size_t n) {
@@ -213,6 +246,11 @@ void IncomingProcessor::udp_tick(uint64_t now_us) {
   c.set(k_udp_lost, st.lost);
   c.set(k_udp_unverified, st.unverified);
   c.set(k_udp_held, ledger_.held());
+  if (ctx_.relay.any()) {
+    expire_relay_held(now_us);
+    c.set(k_udp_relay_held, relay_held_.size());
+    c.set(k_udp_relay_pairs, ctx_.relay.pairs());
+  }
   if (ctx_.mode == EngineMode::kReplicating) {
     std::unordered_map<uint16_t, bool> unread;  // read once a tick, and only when a decision asks
     ctx_.udp_compare.on_tick(now_us, [&](uint16_t port) {

@@ -133,7 +133,13 @@ class IncomingProcessor {
   // (0: none, which IPv4 allows; a sender's offloaded checksum may be only
   // partial on the mirror); through the TUN, or once a takeover removed it
   // through a raw socket to the VIP, now this host's.
+  // To a media relay's port (relay_ports.h), it goes to the replica's relay port paired with
+  // the primary's it was sent to; held up to kRelayHoldUs until the two SDPs naming them paired.
   void give_udp(const uint8_t* ip, size_t len);
+  // The datagrams held for the primary's relay port `port`, now paired: to the replica.
+  void give_relay_held(uint16_t port);
+  // Held datagrams kRelayHoldUs old: dropped, counted.
+  void expire_relay_held(uint64_t now_us);
   // A segment of an unprotected flow from one side (client or primary): its FIN or RST noted;
   // ended once its connection is over (FINs both ways and the last ACK, or a reset).
   template <class Side>
@@ -172,6 +178,16 @@ class IncomingProcessor {
   IpReassembly resupply_reassembly_;
   std::vector<uint8_t> resupply_reassembled_;
   int raw_fd_ = -1;  // give_udp() after the TUN is gone
+  // Datagrams to a primary's relay port the comparison has not paired yet (the replica's copy
+  // of the SDP naming it not sent yet), oldest first, at most kRelayHeld.
+  struct RelayHeld {
+    uint64_t us;
+    uint16_t port;
+    std::vector<uint8_t> ip;
+  };
+  static constexpr size_t kRelayHeld = 1024;
+  static constexpr uint64_t kRelayHoldUs = 1000000;
+  std::deque<RelayHeld> relay_held_;
   uint64_t next_behind_shed_us_ = 0;
   uint16_t ip_id_ = 0;
   uint8_t pkt_[65536];

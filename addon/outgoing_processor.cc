@@ -73,12 +73,18 @@ void OutgoingProcessor::on_replica_packet(const uint8_t* ip, size_t copied) {
     e = parse_udp(ip, copied, &d);
     if (e == ParseError::kOk) {
       c.add(k_udp_replica_datagrams);
-      const FlowKey k{d.daddr, d.dport, d.sport};
+      // From a media relay's port: compared as from the primary's it is paired with.
+      uint16_t port = d.sport;
+      if (ctx_.relay.relay(port) && !(port = ctx_.relay.primary_of(d.sport))) {
+        c.add(k_udp_relay_unpaired);
+        return;
+      }
+      const FlowKey k{d.daddr, d.dport, port};
       const bool replicating = ctx_.mode == EngineMode::kReplicating;
       if (UdpAssociation* a = replicating ? in_.follow_udp(k) : ctx_.udp.find(k)) {
         a->replica.datagrams++;
         a->replica.bytes += d.payload_len;
-        if (replicating) ctx_.udp_compare.add(CompareSide::kReplica, k, ctx_.udp_divergence_of(d.sport), d.payload, d.payload_len, realtime_us());
+        if (replicating) ctx_.udp_compare.add(CompareSide::kReplica, k, ctx_.udp_divergence_of(port), d.payload, d.payload_len, realtime_us());
       }
       return;
     }

@@ -71,10 +71,12 @@ struct Lab {
   uint16_t cport = kClientPort;  // the connection the next segments belong to
 
   explicit Lab(uint64_t memory_limit = 1ull << 30, uint32_t max_lag_ms = 0, bool resupply = false,
-               DivergencePolicy divergence = DivergencePolicy::kOff, std::vector<uint16_t> udp_ports = {}) {
+               DivergencePolicy divergence = DivergencePolicy::kOff, std::vector<uint16_t> udp_ports = {},
+               std::vector<uint16_t> relay_ports = {}) {
     cfg.vip = kVip;
     cfg.ports = {kPort};
     cfg.udp_ports = std::move(udp_ports);
+    cfg.relay_ports = std::move(relay_ports);
     cfg.divergence = {divergence};
     cfg.udp_divergence.assign(cfg.udp_ports.size(), divergence);
     cfg.memory_limit = memory_limit;
@@ -812,6 +814,66 @@ void test_the_replicas_first_datagram_opens_the_association() {
   CHECK_EQ(lab.ctx->udp_compare.stats().diverged, uint64_t(0));
 }
 
+// A media relay beside the service (--relay-ports): a phone's media to the primary's relay port
+// waits until the two copies' SDPs naming the ports paired, then reaches the replica on its
+// relay's port; the replica's media from that port is compared as from the primary's.
+void test_media_to_a_relay_port_reaches_the_replicas_port() {
+  constexpr uint16_t kSip = 5060, kPrimaryRtp = 30018, kReplicaRtp = 30042, kPhoneRtp = 6000;
+  std::vector<uint16_t> relay;
+  for (uint16_t p = 30000; p < 30100; p++) relay.push_back(p);
+  std::vector<uint16_t> udp = relay;
+  udp.push_back(kSip);
+  Lab lab(1ull << 30, 0, false, DivergencePolicy::kStrict, udp, relay);
+  auto mirror = [&](const std::vector<uint8_t>& ip) {
+    const std::vector<uint8_t> f = ethernet(ip);
+    lab.in->on_mirror_frame(f.data(), f.size(), 0);
+  };
+  auto given = [&]() {
+    uint8_t buf[2048];
+    ssize_t n = recv(lab.peer, buf, sizeof buf, 0);
+    return n > 0 ? std::vector<uint8_t>(buf, buf + n) : std::vector<uint8_t>();
+  };
+  auto invite = [](uint16_t port) {
+    const std::string sdp = "v=0\r\nc=IN IP4 198.18.1.10\r\nm=audio " + std::to_string(port) + " RTP/AVP 0\r\n";
+    return "INVITE sip:bob@198.18.0.3:5070 SIP/2.0\r\nContent-Length: " + std::to_string(sdp.size()) + "\r\n\r\n" + sdp;
+  };
+  // The phone's media comes before the replica's copy of the INVITE: held.
+  mirror(datagram(kVip, kSip, kClient, 5070, invite(kPrimaryRtp)));
+  mirror(datagram(kClient, kPhoneRtp, kVip, kPrimaryRtp, "rtp 1"));
+  CHECK(given().empty());
+  CHECK_EQ(lab.ctx->counters.get(k_udp_datagrams), uint64_t(0));
+  // The replica's INVITE names its own port: the two pair, and the held datagram goes to it.
+  std::vector<uint8_t> replica_invite = datagram(kVip, kSip, kClient, 5070, invite(kReplicaRtp));
+  lab.out->on_packet(replica_invite.data(), replica_invite.size());
+  CHECK_EQ(lab.ctx->udp_compare.stats().compared, uint64_t(1));
+  CHECK_EQ(lab.ctx->relay.replica_of(kPrimaryRtp), kReplicaRtp);
+  std::vector<uint8_t> got = given();
+  CHECK_EQ(got.size(), size_t(28 + 5));
+  if (got.size() == 28 + 5) {
+    CHECK_EQ(uint16_t(got[22] << 8 | got[23]), kReplicaRtp);
+    CHECK(std::string(got.begin() + 28, got.end()) == "rtp 1");
+  }
+  // Later media goes at once.
+  mirror(datagram(kClient, kPhoneRtp, kVip, kPrimaryRtp, "rtp 2"));
+  got = given();
+  CHECK(got.size() == 28 + 5 && uint16_t(got[22] << 8 | got[23]) == kReplicaRtp);
+  // The relays' output: the primary's from its port, the replica's from its own, alike.
+  mirror(datagram(kVip, kPrimaryRtp, kClient, kPhoneRtp, "rtp 9"));
+  std::vector<uint8_t> relayed = datagram(kVip, kReplicaRtp, kClient, kPhoneRtp, "rtp 9");
+  lab.out->on_packet(relayed.data(), relayed.size());
+  CHECK_EQ(lab.ctx->udp_compare.stats().compared, uint64_t(2));
+  CHECK(lab.ctx->udp.find(FlowKey{kClient, kPhoneRtp, kReplicaRtp}) == nullptr);
+  // From a port no SDP paired: counted, not compared.
+  std::vector<uint8_t> stray = datagram(kVip, 30077, kClient, kPhoneRtp, "rtp 9");
+  lab.out->on_packet(stray.data(), stray.size());
+  CHECK_EQ(lab.ctx->counters.get(k_udp_relay_unpaired), uint64_t(1));
+  // To a port no SDP paired: held, then after kRelayHoldUs dropped, counted.
+  mirror(datagram(kClient, kPhoneRtp, kVip, 30050, "rtp x"));
+  lab.in->udp_tick(realtime_us() + 2000000);
+  CHECK(given().empty());
+  CHECK_EQ(lab.ctx->counters.get(k_udp_relay_unpaired), uint64_t(2));
+}
+
 // The client closes first and opens the 4-tuple again at once, and the
 // capture lost its last ACK (past the primary's FIN). Its new SYN says it
 // sent it: the replica's FIN is acknowledged, the old generation closes and
@@ -1022,6 +1084,7 @@ void test_a_large_datagram_resupplied_in_fragments_reaches_the_replica_whole() {
 int main() {
   run_test("the_primarys_first_datagram_opens_the_association", test_the_primarys_first_datagram_opens_the_association);
   run_test("the_replicas_first_datagram_opens_the_association", test_the_replicas_first_datagram_opens_the_association);
+  run_test("media_to_a_relay_port_reaches_the_replicas_port", test_media_to_a_relay_port_reaches_the_replicas_port);
   run_test("request_waits_for_the_replicas_answer", test_request_waits_for_the_replicas_answer);
   run_test("pipelined_requests_are_not_held", test_pipelined_requests_are_not_held);
   run_test("fin_waits_for_the_replicas_answer", test_fin_waits_for_the_replicas_answer);
