@@ -178,6 +178,25 @@ void put_meta_eq(nlmsghdr* nlh, uint32_t key, const void* value, uint32_t len) {
   put_cmp_eq(nlh, value, len);
 }
 
+// "immediate + payload write": the value into a register, written at base+offset, the
+// Internet checksum at base+csum_offset updated for the change.
+void put_payload_set(nlmsghdr* nlh, uint32_t base, uint32_t offset, const void* value, uint32_t len, uint32_t csum_offset) {
+  {
+    Expr e(nlh, "immediate");
+    put_be32(nlh, NFTA_IMMEDIATE_DREG, NFT_REG_1);
+    nlattr* d = mnl_attr_nest_start(nlh, NFTA_IMMEDIATE_DATA);
+    mnl_attr_put(nlh, NFTA_DATA_VALUE, len, value);
+    mnl_attr_nest_end(nlh, d);
+  }
+  Expr e(nlh, "payload");
+  put_be32(nlh, NFTA_PAYLOAD_SREG, NFT_REG_1);
+  put_be32(nlh, NFTA_PAYLOAD_BASE, base);
+  put_be32(nlh, NFTA_PAYLOAD_OFFSET, offset);
+  put_be32(nlh, NFTA_PAYLOAD_LEN, len);
+  put_be32(nlh, NFTA_PAYLOAD_CSUM_TYPE, NFT_PAYLOAD_CSUM_INET);
+  put_be32(nlh, NFTA_PAYLOAD_CSUM_OFFSET, csum_offset);
+}
+
 // Packet and byte counts, for `nft list table` when debugging a deployment.
 void put_counter(nlmsghdr* nlh) { Expr e(nlh, "counter"); }
 
@@ -240,11 +259,11 @@ void put_base_chain(Batch& b, uint8_t family, const std::string& table, const ch
   b.close(nlh);
 }
 
-// Starts a rule appended to <table> out; the caller puts expressions, then
-// calls end_rule().
+// Starts a rule appended to (or, !append, put first in) <table> <chain>; the
+// caller puts expressions, then calls end_rule().
 nlmsghdr* begin_rule(Batch& b, uint8_t family, const std::string& table, const char* chain,
-                     What w, nlattr** exprs) {
-  nlmsghdr* nlh = b.open(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, family, w);
+                     What w, nlattr** exprs, bool append) {
+  nlmsghdr* nlh = b.open(NFT_MSG_NEWRULE, NLM_F_CREATE | (append ? NLM_F_APPEND : 0), family, w);
   mnl_attr_put_strz(nlh, NFTA_RULE_TABLE, table.c_str());
   mnl_attr_put_strz(nlh, NFTA_RULE_CHAIN, chain);
   *exprs = mnl_attr_nest_start(nlh, NFTA_RULE_EXPRESSIONS);

@@ -34,7 +34,7 @@ enum class What {
   kTransport,   // sendmsg/recv on our socket
   kIpTable, kArpTable, kIpChain, kArpChain,
   kMarkRule, kQueueRule, kArpRule, kDelTable,
-  kInChain, kFenceTable, kFenceChain, kFenceRule, kFlushChain, kGuardRule,
+  kInChain, kFenceTable, kFenceChain, kFenceRule, kFlushChain, kGuardRule, kRelayRule,
 };
 
 struct Outcome {
@@ -138,6 +138,8 @@ void put_cmp_eq(nlmsghdr* nlh, const void* value, uint32_t len);
 void put_payload_eq(nlmsghdr* nlh, uint32_t base, uint32_t offset, const void* value, uint32_t len);
 void put_payload_range(nlmsghdr* nlh, uint32_t base, uint32_t offset, const void* from, const void* to, uint32_t len);
 void put_meta_eq(nlmsghdr* nlh, uint32_t key, const void* value, uint32_t len);
+// The len bytes at base+offset set to value, the checksum at csum_offset (from base) updated.
+void put_payload_set(nlmsghdr* nlh, uint32_t base, uint32_t offset, const void* value, uint32_t len, uint32_t csum_offset);
 void put_counter(nlmsghdr* nlh);
 void put_verdict(nlmsghdr* nlh, uint32_t code);
 void put_nfqueue_target(nlmsghdr* nlh, uint16_t queue_num);
@@ -148,7 +150,7 @@ void put_del_table(Batch& b, uint8_t family, const std::string& name);
 void put_base_chain(Batch& b, uint8_t family, const std::string& table, const char* chain,
                     uint32_t hooknum, int32_t priority, What w);
 nlmsghdr* begin_rule(Batch& b, uint8_t family, const std::string& table, const char* chain,
-                     What w, nlattr** exprs);
+                     What w, nlattr** exprs, bool append = true);
 void end_rule(Batch& b, nlmsghdr* nlh, nlattr* exprs);
 
 // ---- queries ----

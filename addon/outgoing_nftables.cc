@@ -35,8 +35,9 @@ constexpr size_t kMaxPorts = 64;
 constexpr uint32_t kArpSenderIpOffset = 14;
 constexpr uint32_t kIpSaddrOffset = 12;   // RFC 791
 constexpr uint32_t kIpDaddrOffset = 16;
-constexpr uint32_t kTcpSportOffset = 0;   // RFC 793
+constexpr uint32_t kTcpSportOffset = 0;   // RFC 793; UDP's ports lie there too (RFC 768)
 constexpr uint32_t kTcpDportOffset = 2;
+constexpr uint32_t kUdpCsumOffset = 6;
 // Active mode: the clients' packets are translated in prerouting at mangle
 // priority, after conntrack (-200) and before routing and input filters.
 constexpr char kInChain[] = "in";
@@ -120,6 +121,25 @@ void put_flow_queue_rule(Batch& b, const std::string& table, bool to_vip, uint32
   end_queue_rule(b, nlh, exprs, queue_num);
 }
 
+// An association of a relay port, before every other rule of its chain: in `in`, ip saddr
+// <client> udp sport <client port> ip daddr <vip> udp dport <primary's> -> udp dport set
+// <replica's>; in `out`, the reverse: udp sport <replica's> -> set <primary's>.
+void put_relay_rule(Batch& b, const std::string& table, bool to_vip, uint32_t vip, const NftRelay& r) {
+  nlattr* exprs;
+  nlmsghdr* nlh = begin_rule(b, NFPROTO_IPV4, table, to_vip ? kInChain : kChain, What::kRelayRule, &exprs, /*append=*/false);
+  put_payload_eq(nlh, NFT_PAYLOAD_NETWORK_HEADER, to_vip ? kIpDaddrOffset : kIpSaddrOffset, &vip, 4);
+  put_payload_eq(nlh, NFT_PAYLOAD_NETWORK_HEADER, to_vip ? kIpSaddrOffset : kIpDaddrOffset, &r.client_ip, 4);
+  uint8_t udp = IPPROTO_UDP;
+  put_meta_eq(nlh, NFT_META_L4PROTO, &udp, 1);
+  const uint16_t client = htons(r.client_port), from = htons(to_vip ? r.primary_port : r.replica_port),
+                 to = htons(to_vip ? r.replica_port : r.primary_port);
+  put_payload_eq(nlh, NFT_PAYLOAD_TRANSPORT_HEADER, to_vip ? kTcpSportOffset : kTcpDportOffset, &client, 2);
+  put_payload_eq(nlh, NFT_PAYLOAD_TRANSPORT_HEADER, to_vip ? kTcpDportOffset : kTcpSportOffset, &from, 2);
+  put_counter(nlh);
+  put_payload_set(nlh, NFT_PAYLOAD_TRANSPORT_HEADER, to_vip ? kTcpDportOffset : kTcpSportOffset, &to, 2, kUdpCsumOffset);
+  end_rule(b, nlh, exprs);
+}
+
 // The 4 bytes at `offset` of the network header == vip -> counter, drop.
 void put_vip_drop(Batch& b, uint8_t family, const std::string& table, const char* chain, What what, uint32_t offset,
                   uint32_t vip) {
@@ -178,6 +198,7 @@ const char* describe(What w) {
     case What::kInChain: return "creating chain ip in";
     case What::kFlushChain: return "flushing chain ip out";
     case What::kGuardRule: return "adding the guard's drop rule";
+    case What::kRelayRule: return "adding a relay port's translation";
     default: break;
   }
   return "?";
@@ -348,7 +369,7 @@ NftStatus NftTables::install(const NftConfig& cfg, std::string* err) {
 }
 
 bool NftTables::enter_active(ActiveRules rules, uint32_t in_ifindex, const std::vector<NftFlow>& flows,
-                             std::string* err) {
+                             const std::vector<NftRelay>& relay, std::string* err) {
   if (fd_ < 0) {
     *err = "nftables: not installed";
     return false;
@@ -358,7 +379,7 @@ bool NftTables::enter_active(ActiveRules rules, uint32_t in_ifindex, const std::
   // ARP for the VIP from now on, and the taken-over flows' packets go either
   // through the interceptor (both directions queued) or, when the kernel
   // translates them, straight out (chain out emptied).
-  Batch b(&seq_, 7 + cfg_.ports.size() + (rules == ActiveRules::kQueueFlows ? 2 * flows.size() : 0));
+  Batch b(&seq_, 7 + cfg_.ports.size() + (rules == ActiveRules::kQueueFlows ? 2 * flows.size() : 0) + 2 * relay.size());
   auto flush = [&](uint8_t family, const char* chain, What what) {
     nlmsghdr* m = b.open(NFT_MSG_DELRULE, 0, family, what);
     mnl_attr_put_strz(m, NFTA_RULE_TABLE, table_.c_str());
@@ -386,6 +407,10 @@ bool NftTables::enter_active(ActiveRules rules, uint32_t in_ifindex, const std::
     case ActiveRules::kNone:
       flush(NFPROTO_IPV4, kChain, What::kFlushChain);
       break;
+  }
+  for (const NftRelay& r : relay) {
+    put_relay_rule(b, table_, true, cfg_.vip, r);
+    put_relay_rule(b, table_, false, cfg_.vip, r);
   }
   Outcome o = run_batch(fd_, b);
   if (o.err) {

@@ -56,6 +56,15 @@ struct NftFlow {
   uint16_t client_port = 0, server_port = 0;
 };
 
+// One association of a media relay's port (relay_ports.h) translated after a
+// takeover: the client's datagrams to the primary's relay port go to the
+// replica's, and the replica's from its port leave as from the primary's
+// (host order ports, network order address).
+struct NftRelay {
+  uint32_t client_ip = 0;
+  uint16_t client_port = 0, primary_port = 0, replica_port = 0;
+};
+
 struct NftConfig {
   std::string table;             // e.g. "t2cp_backup"; [A-Za-z0-9_]{1,31}
   uint32_t vip = 0;              // network byte order
@@ -85,12 +94,15 @@ class NftTables {
   //   kQueueFlows  (the kernel translates; `flows` still finish) flush `out`
   //                and queue both directions of each listed flow only, so
   //                the taken-over flows never wait behind them in the queue;
-  //   kNone        (the kernel translates every flow) flush `out` too.
+  //   kNone        (the kernel translates every flow) flush `out` too;
+  // and first in `in` and `out`, the port of each association in `relay`
+  // rewritten (stateless, before conntrack sees the reply).
   // Callable again to change. False and *err on failure.
   // Thread: the caller of install() or, while that thread leaves the object
   // alone, the engine thread.
   enum class ActiveRules { kQueueBoth, kQueueFlows, kNone };
-  bool enter_active(ActiveRules rules, uint32_t in_ifindex, const std::vector<NftFlow>& flows, std::string* err);
+  bool enter_active(ActiveRules rules, uint32_t in_ifindex, const std::vector<NftFlow>& flows,
+                    const std::vector<NftRelay>& relay, std::string* err);
   // Delete both tables and close the owning socket. Idempotent.
   void remove();
   bool installed() const { return fd_ >= 0; }

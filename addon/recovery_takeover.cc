@@ -210,8 +210,21 @@ bool FailureRecovery::apply_rules(std::string* err) {
   } else if (ctx_.mode != EngineMode::kFrozen) {
     return true;  // the queue translator's rules are in place already
   }
+  if (!relay_taken_) {
+    relay_taken_ = true;
+    // Each client of a relay port the two copies paired keeps the primary's port it was told;
+    // a pair of equal ports needs nothing.
+    ctx_.udp.each([&](const FlowKey& k, const UdpAssociation&) {
+      const uint16_t replica = ctx_.relay.replica_of(k.server_port);
+      if (ctx_.relay.relay(k.server_port) && replica && replica != k.server_port)
+        relay_.push_back({k.client_ip, k.client_port, k.server_port, replica});
+    });
+    ctx_.counters.set(k_udp_relay_translated, relay_.size());
+    std::lock_guard<std::mutex> g(mu_);
+    report_.relay_translated = uint32_t(relay_.size());
+  }
   rules_for_ = finishing_.size();
-  return nft_.enter_active(rules, vip_ifindex_, flows, err);
+  return nft_.enter_active(rules, vip_ifindex_, flows, relay_, err);
 }
 
 bool FailureRecovery::catch_up(uint64_t now) {

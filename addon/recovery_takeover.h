@@ -81,6 +81,7 @@ struct TakeoverReport {
   uint32_t clients_reset = 0;         // clients sent a RST at takeover (lost or unprotected flows)
   uint32_t flows_unprotected = 0;     // known unprotected when it began
   uint32_t handshakes_dropped = 0;    // not yet paired: the client's SYN goes to the new owner
+  uint32_t relay_translated = 0;      // associations of a media relay's ports, translated by the kernel
   uint32_t flows_resumed_with_data = 0;  // at step 5 or catching up: had output to resend
   uint64_t bytes_resent = 0;             // so far (the resend goes on in the background)
   // Server bytes the primary had sent that the replica had not produced yet:
@@ -161,6 +162,10 @@ class FailureRecovery {
   uint32_t vip_ifindex_ = 0;
   std::vector<FlowKey> finishing_;  // flows still finishing after step 3
   size_t rules_for_ = 0;            // finishing_.size() when the rules were last set
+  // The associations of a media relay's ports the kernel translates from the takeover on
+  // (relay_ports.h), taken when the rules are first set.
+  std::vector<NftRelay> relay_;
+  bool relay_taken_ = false;
   std::vector<FlowKey> reset_due_;  // clients to reset once the VIP is here (step 5)
   uint32_t garp_left_ = 0;
   uint64_t next_garp_us_ = 0;

@@ -1,7 +1,7 @@
 // UDP associations: what the backup follows of a UDP service. One per client
 // address and port and service port (FlowKey, as a TCP flow); the clients'
 // datagrams are given to the replica as the mirror shows them and the
-// replica's are dropped, so there is nothing to pair or translate: an
+// replica's are dropped (a media relay's ports aside: relay_ports.h): an
 // association is counted, one struct per party as a TCP flow's sides, and
 // forgotten after --idle-timeout without a datagram.
 //
@@ -51,6 +51,10 @@ class UdpFlows {
       gone(it->first, it->second);
       it = map_.erase(it);
     }
+  }
+  template <class F>
+  void each(F f) const {
+    for (const auto& [k, a] : map_) f(k, a);
   }
   size_t size() const { return map_.size(); }
   // UDP ids count from here, so that a log names one flow by its id either way.

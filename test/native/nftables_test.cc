@@ -379,6 +379,80 @@ void test_destructor_removes() {
   CHECK(tables_gone(name));
 }
 
+// A UDP socket bound to addr:port (network order address), or -1.
+int udp_on(uint32_t addr, uint16_t port) {
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = addr;
+  a.sin_port = htons(port);
+  if (fd < 0 || bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    if (fd >= 0) close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// What fd receives within 1 s (its text and the sender's port), "" when nothing.
+std::string udp_recv(int fd, uint16_t* from_port) {
+  pollfd p{fd, POLLIN, 0};
+  if (poll(&p, 1, 1000) != 1) return "";
+  char buf[256];
+  sockaddr_in a{};
+  socklen_t al = sizeof a;
+  ssize_t n = recvfrom(fd, buf, sizeof buf, 0, reinterpret_cast<sockaddr*>(&a), &al);
+  *from_port = ntohs(a.sin_port);
+  return n > 0 ? std::string(buf, size_t(n)) : "";
+}
+
+void udp_send(int fd, uint32_t addr, uint16_t port, const std::string& text) {
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = addr;
+  a.sin_port = htons(port);
+  sendto(fd, text.data(), text.size(), 0, reinterpret_cast<sockaddr*>(&a), sizeof a);
+}
+
+// After a takeover, a media relay's association (relay_ports.h): the phone keeps sending to
+// the primary's relay port and reaches the replica's relay on its own port; what the relay
+// sends back leaves from the primary's port. Another phone's datagrams are left alone.
+void test_relay_ports_translated() {
+  const std::string name = "t2nf_relay";
+  const uint32_t phone = inet_addr("198.18.0.2"), other = inet_addr("198.18.0.3");
+  constexpr uint16_t kPhonePort = 6000, kPrimaryPort = 30018, kReplicaPort = 30042;
+  NftConfig c = config(name);
+  c.udp_ports = {30000};
+  for (uint16_t p = 30001; p < 30100; p++) c.udp_ports.push_back(p);
+  NftTables t;
+  std::string err;
+  CHECK(t.install(c, &err) == NftStatus::kOk);
+  t2cp::NftRelay r;
+  r.client_ip = phone;
+  r.client_port = kPhonePort;
+  r.primary_port = kPrimaryPort;
+  r.replica_port = kReplicaPort;
+  const bool active = t.enter_active(NftTables::ActiveRules::kNone, 0, {}, {r}, &err);
+  CHECK(active);
+  if (!active) fprintf(stderr, "enter_active: %s\n", err.c_str());
+  const std::string ip = sh("nft list table ip " + name);
+  CHECK(has(ip, "udp dport set 30042"));
+  CHECK(has(ip, "udp sport set 30018"));
+  int relay = udp_on(vip(), kReplicaPort), from = udp_on(phone, kPhonePort), stranger = udp_on(other, kPhonePort);
+  CHECK(relay >= 0 && from >= 0 && stranger >= 0);
+  uint16_t port = 0;
+  udp_send(from, vip(), kPrimaryPort, "rtp to the primary's port");
+  CHECK(udp_recv(relay, &port) == "rtp to the primary's port");
+  CHECK(port == kPhonePort);
+  udp_send(relay, phone, kPhonePort, "rtp back");
+  CHECK(udp_recv(from, &port) == "rtp back");
+  CHECK(port == kPrimaryPort);
+  udp_send(stranger, vip(), kPrimaryPort, "not its association");
+  CHECK(udp_recv(relay, &port).empty());
+  for (int fd : {relay, from, stranger})
+    if (fd >= 0) close(fd);
+  t.remove();
+}
+
 }  // namespace
 
 int main() {
@@ -395,6 +469,7 @@ int main() {
   test_stale();
   test_destructor_removes();
   test_permission();
+  test_relay_ports_translated();
   CHECK(!has(sh("nft list ruleset"), "t2nf_"));
   printf("%d passed, %d failed\n", g_passed, g_failed);
   return g_failed ? 1 : 0;

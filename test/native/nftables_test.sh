@@ -25,6 +25,8 @@ trap cleanup EXIT
 ip netns add "$NS"
 ip -n "$NS" link set lo up
 ip -n "$NS" addr add 198.18.1.10/32 dev lo
+ip -n "$NS" addr add 198.18.0.2/32 dev lo   # phones of the relay test
+ip -n "$NS" addr add 198.18.0.3/32 dev lo
 
 # A test failure must still reach the trap and the caller's exit code.
 rc=0
