@@ -39,6 +39,7 @@ EngineConfig read_config(Napi::Env env, const Napi::Object& o) {
   c.vip = to_ipv4(env, get_str(o, "vip"), "vip");
   c.ports = to_ports(env, o.Get("ports"), "ports");
   if (o.Has("udpPorts") && o.Get("udpPorts").IsArray()) c.udp_ports = to_ports(env, o.Get("udpPorts"), "udpPorts");
+  if (o.Has("relayPorts") && o.Get("relayPorts").IsArray()) c.relay_ports = to_ports(env, o.Get("relayPorts"), "relayPorts");
   c.tun_name = get_str(o, "tunName");
   c.nft_table = get_str(o, "nftTable");
   c.queue_num = static_cast<uint16_t>(get_u32(o, "queueNum", 0));
@@ -341,6 +342,7 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
     num("flowsLost", r.flows_lost);
     num("flowsUnprotected", r.flows_unprotected);
     num("handshakesDropped", r.handshakes_dropped);
+    num("relayTranslated", r.relay_translated);
     num("flowsResumedWithData", r.flows_resumed_with_data);
     num("bytesResent", double(r.bytes_resent));
     num("replicaLagBytesTotal", double(r.replica_lag_bytes_total));

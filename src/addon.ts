@@ -13,6 +13,8 @@ export interface EngineOptions {
   ports: number[];
   /** UDP service ports: the clients' datagrams replicated, the replica's dropped. */
   udpPorts: number[];
+  /** Of udpPorts, a media relay's (relay_ports.h): paired through SDP, translated. */
+  relayPorts: number[];
   tunName: string;
   nftTable: string;
   queueNum: number;
@@ -116,6 +118,8 @@ export interface NativeTakeoverReport {
   flowsLost: number;
   flowsUnprotected: number;
   handshakesDropped: number;
+  /** Associations of a media relay's ports (--relay-ports) whose ports the kernel now translates. */
+  relayTranslated: number;
   flowsResumedWithData: number;
   bytesResent: number;
   bytesFedWhileFinishing: number;

@@ -37,12 +37,29 @@ export function parseDivergence(text: string, ports: number[], known: number[] =
   return ports.map((p) => byPort.get(p) ?? all);
 }
 
+/**
+ * --relay-ports: replicated UDP ports (in --udp-ports), paired through the SDP of another UDP
+ * port the backup compares (a SIP port whose --divergence is not off).
+ */
+function checkRelayPorts(c: { udpPorts: number[]; relayPorts: number[] }, udpPolicies: DivergencePolicy[]): void {
+  if (!c.relayPorts.length) return;
+  const udp = new Set(c.udpPorts);
+  const outside = c.relayPorts.find((p) => !udp.has(p));
+  if (outside !== undefined)
+    throw configError(`--relay-ports: port ${outside} is not in --udp-ports: a relay's ports are replicated UDP ports; give the range in --udp-ports too`);
+  const relay = new Set(c.relayPorts);
+  if (!c.udpPorts.some((p, i) => !relay.has(p) && udpPolicies[i] !== 'off'))
+    throw configError('--relay-ports: no other UDP port is compared: the relay\'s ports are paired through the SDP of the signalling port (e.g. --udp-ports 5060,30000-30099 with --divergence strict)');
+}
+
 export interface BackupConfig {
   mirrorIf: string;
   vip: string;
   ports: number[];
   /** UDP service ports (--udp-ports); none by default. */
   udpPorts: number[];
+  /** Of udpPorts, a media relay's beside the service, named in SDP (--relay-ports); none by default. */
+  relayPorts: number[];
   /** Where Prometheus metrics are served (--metrics); off when absent. */
   metrics?: Endpoint;
   /** The event stream's Unix socket (--events) and the state-change program (--notify); off when absent. */
@@ -94,6 +111,7 @@ export interface BackupConfig {
 const DEFAULTS: Omit<BackupConfig, 'mirrorIf' | 'vip' | 'keyFile' | 'detector' | 'vipIf' | 'report' | 'stateDir'> = {
   ports: [],
   udpPorts: [],
+  relayPorts: [],
   instance: 'main',
   queue: 7300,
   maxFlows: 65536,
@@ -130,6 +148,8 @@ export const BACKUP_OPTIONS: OptionSpec<BackupConfig>[] = [
     help: 'TCP service ports to replicate, comma-separated (e.g. 7000,6379); this, --udp-ports or both' },
   { key: 'udpPorts', flag: '--udp-ports', kind: 'port-ranges', arg: 'LIST',
     help: 'UDP service ports to replicate, comma-separated, ranges allowed (e.g. 5060,10000-10100), at most 64 ports or ranges; a port may be in both lists' },
+  { key: 'relayPorts', flag: '--relay-ports', kind: 'port-ranges', arg: 'LIST',
+    help: 'of --udp-ports, those a media relay beside the service (rtpengine) binds per call and names in SDP; the backup pairs its copy\'s ports with the primary\'s and translates them (e.g. 30000-30099)' },
   { key: 'instance', flag: '--instance', kind: 'string', arg: 'NAME',
     help: `names this instance's nft tables (t2cp_NAME) and TUN device (t2cp-NAME); default ${DEFAULTS.instance}` },
   { key: 'queue', flag: '--queue', kind: 'int', arg: 'N', min: 0, max: 65535,
@@ -215,7 +235,8 @@ export const BACKUP_COMMAND: CommandSpec<BackupConfig> = {
     checkInstance(c.instance);
     if (!c.ports.length && !c.udpPorts.length)
       throw configError('missing --ports LIST or --udp-ports LIST: name the service ports to replicate, e.g. --ports 7000,6379 or --udp-ports 5060');
-    parseDivergence(c.divergence, c.ports, [...c.ports, ...c.udpPorts]);
+    const udpPolicies = parseDivergence(c.divergence, c.udpPorts, [...c.ports, ...c.udpPorts]);
+    checkRelayPorts(c, udpPolicies);
     if (c.detector && !c.keyFile) throw configError('--detector needs --key-file FILE: the detector only accepts messages signed with the shared key');
   },
 };
@@ -236,6 +257,7 @@ export function engineOptions(c: BackupConfig, activeIf = ''): EngineOptions {
     vip: c.vip,
     ports: c.ports,
     udpPorts: c.udpPorts,
+    relayPorts: c.relayPorts,
     tunName: `t2cp-${c.instance}`,
     nftTable: `t2cp_${c.instance}`,
     queueNum: c.queue,

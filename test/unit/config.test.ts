@@ -64,6 +64,21 @@ describe('t2cp backup options', () => {
       expect(e.message.split('\n')).toHaveLength(1);
     }
   });
+  it('--relay-ports: of --udp-ports, paired through a compared signalling port; else a one-line error naming the fix', () => {
+    const c = parseBackupArgs([...base, '--udp-ports', '5060,30000-30099', '--relay-ports', '30000-30099']);
+    expect(engineOptions(c).relayPorts).toHaveLength(100);
+    expect(engineOptions(parseBackupArgs(base)).relayPorts).toEqual([]);
+    for (const [args, want] of [
+      [['--udp-ports', '5060,30000-30049', '--relay-ports', '30000-30099'], /--relay-ports: port 30050 is not in --udp-ports: .* give the range in --udp-ports too/],
+      [['--udp-ports', '30000-30099', '--relay-ports', '30000-30099'], /--relay-ports: no other UDP port is compared: .*signalling port/],
+      [['--udp-ports', '5060,30000-30099', '--relay-ports', '30000-30099', '--divergence', 'strict,5060=off'], /--relay-ports: no other UDP port is compared/],
+    ] as const) {
+      const e = errorOf([...base, ...args]);
+      expect(e.code).toBe('T2CP_CONFIG');
+      expect(e.message).toMatch(want);
+      expect(e.message.split('\n')).toHaveLength(1);
+    }
+  });
   it('accepts --flag=value, sizes with suffixes, and dedups ports', () => {
     const c = parseBackupArgs([...base, '--flow-buffer=4m', '--ports', '7000,7000', '--json']);
     expect(c.flowBuffer).toBe(4 << 20);
