@@ -23,6 +23,11 @@ export interface TakeoverLabOptions {
   ports: number[];
   /** UDP service ports, given to every role (--udp-ports). */
   udpPorts?: number[];
+  /**
+   * A media relay's ports beside the service (rtpengine's range): replicated UDP ports for every
+   * role, and the backup's --relay-ports.
+   */
+  relayPorts?: { min: number; max: number };
   /** Heartbeat interval of the agent and the detector, ms (the issue's figure: 10). */
   intervalMs?: number;
   hardMisses?: number;
@@ -111,7 +116,10 @@ export async function startTakeoverLab(tb: Testbed, dir: string, o: TakeoverLabO
   };
   const replicated = o.echoPort ? [...o.ports, o.echoPort] : o.ports;
   // The service ports as every role takes them: --ports, --udp-ports, or both.
-  const portArgs = [...(replicated.length ? ['--ports', replicated.join(',')] : []), ...(o.udpPorts?.length ? ['--udp-ports', o.udpPorts.join(',')] : [])];
+  const relay = o.relayPorts ? `${o.relayPorts.min}-${o.relayPorts.max}` : undefined;
+  const udpList = [...(o.udpPorts ?? []).map(String), ...(relay ? [relay] : [])].join(',');
+  const udpArgs = udpList ? ['--udp-ports', udpList] : [];
+  const portArgs = [...(replicated.length ? ['--ports', replicated.join(',')] : []), ...udpArgs];
   const startSide: ServiceStarter = o.service
     ?? (async (ns, side, log) => ({ child: (await startService(tb, ns, o.ports, log, { cpus: o.cpus?.[side] })).child, log }));
   // The hosts start independently, as a deployment's do: both copies of the service at once, then
@@ -124,7 +132,7 @@ export async function startTakeoverLab(tb: Testbed, dir: string, o: TakeoverLabO
     : undefined;
   const trigger = o.trigger ?? 'detector';
   const withDetector = trigger === 'detector';
-  const backupExtra = (report: string): string[] => [...(o.udpPorts?.length ? ['--udp-ports', o.udpPorts.join(',')] : []),
+  const backupExtra = (report: string): string[] => [...udpArgs, ...(relay ? ['--relay-ports', relay] : []),
     '--key-file', keyFile, '--vip-if', tb.ifaces.backupLan, '--report', report, '--heartbeat', '20',
     ...(withDetector ? ['--detector', tb.addr.gatewayLan] : []), ...(o.backupArgs ?? [])];
   const backupOptions = { ports: replicated, instance, cpus: o.cpus?.backup, wrap: o.backupWrap, extra: backupExtra(logs.backupReport) };

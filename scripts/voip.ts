@@ -5,7 +5,10 @@
 // (`sip-tester`) as the callee, which registers, and as callers
 // (scripts/sip/*.xml: a call is an INVITE, a re-INVITE after HOLD_MS and a BYE
 // after another HOLD_MS). The calls run while the primary's link goes down;
-// new calls follow the takeover.
+// new calls follow the takeover. With media relayed by rtpengine, runMediaCalls
+// plays RTP through the relay to the callee, which echoes it, and
+// checkRelayedMedia follows every packet of the capture both ways.
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { ChildProcess } from 'node:child_process';
@@ -14,6 +17,7 @@ import type { ServiceStarter, TakeoverLab } from './takeover-lab.js';
 import type { Testbed } from './testbed.js';
 import { waitFor } from './wait.js';
 import { readLog } from './replica-check.js';
+import { startCapture, readUdpDatagrams, type Datagram } from './capture.js';
 
 export const SIP_PORT = 5060;
 /**
@@ -105,11 +109,14 @@ export const kamailioService = (tb: Testbed, dir: string, transport: SipTranspor
 export interface SippRun { code: number | null; stats: Record<string, string>; out: string }
 
 /**
- * SIPp in the client's namespace with a scenario of scripts/sip/ (__HOLD_MS__ filled in: `holdMs`),
- * ended by its own -timeout after `timeoutS` whatever is left under way.
+ * SIPp in the client's namespace with a scenario of scripts/sip/ (__HOLD_MS__ filled in: `holdMs`;
+ * other words in double underscores: `fill`), ended by its own -timeout after `timeoutS` whatever
+ * is left under way.
  */
-function sipp(tb: Testbed, dir: string, name: string, scenario: string, args: string[], holdMs = HOLD_MS, timeoutS = 60, cpus?: string): Promise<SippRun> {
-  const xml = fs.readFileSync(path.join(SIP_DIR, scenario), 'utf8').replaceAll('__HOLD_MS__', String(holdMs));
+function sipp(tb: Testbed, dir: string, name: string, scenario: string, args: string[], holdMs = HOLD_MS, timeoutS = 60, cpus?: string,
+  fill: Record<string, string> = {}): Promise<SippRun> {
+  let xml = fs.readFileSync(path.join(SIP_DIR, scenario), 'utf8').replaceAll('__HOLD_MS__', String(holdMs));
+  for (const [word, value] of Object.entries(fill)) xml = xml.replaceAll(`__${word}__`, value);
   const file = path.join(dir, `${name}-${scenario}`);
   fs.writeFileSync(file, xml);
   const stat = path.join(dir, `${name}-stat.csv`);
@@ -210,4 +217,228 @@ export async function runCallsThroughFailure(tb: Testbed, dir: string, pair: Tak
   const after = sipp(tb, dir, 'after', 'uac.xml', [vip, ...tcp, '-s', 'bob', '-i', caller, '-p', '5064', '-m', String(o.callsAfter), '-l', String(o.callsAfter), '-r', '10']);
   say(`${o.callsAfter} new calls through the backup`);
   return { registered, during: await during, after: await after, callee: await calleeRun, failMs };
+}
+
+// Media: calls whose RTP rtpengine relays (kamailioService(..., 'rtpengine')), captured where the
+// phones are and compared packet by packet, so that a takeover can be judged by what the callee
+// heard and what came back, not by SIPp's call counts alone.
+
+/** sip-tester's 7 s of A-law RTP (236 packets of 30 ms): the audio the callers play. */
+const G711A_PCAP = '/usr/share/sip-tester/g711a.pcap';
+/** The phones' RTP ports (SIPp's -mp), on their own addresses. */
+const CALLER_MEDIA_PORT = 6000;
+const CALLEE_MEDIA_PORT = 6010;
+/** Between the end of a caller's stream and its BYE: the callee's echo of the last packets comes back before rtpengine ends the call. */
+const MEDIA_DRAIN_MS = 500;
+
+/** The payload of G711A_PCAP's RTP packets, as the raw A-law file SIPp's rtp_stream plays (it writes its own RTP headers). */
+function writeAlaw(file: string): void {
+  const chunks = readUdpDatagrams(G711A_PCAP).datagrams.map(({ data }) => {
+    // RTP header: 12 bytes, 4 per CSRC, and an extension header with its own length when flagged.
+    let at = 12 + 4 * (data[0]! & 0x0f);
+    if (data[0]! & 0x10) at += 4 + 4 * data.readUInt16BE(at + 2);
+    return data.subarray(at);
+  });
+  fs.writeFileSync(file, Buffer.concat(chunks));
+}
+
+export interface MediaRun {
+  caller: SippRun;
+  callee: SippRun;
+  /** The capture in the client's namespace: SIP and the relay's ports on the VIP, whole frames; and tcpdump's own counts. */
+  capture: string;
+  captured: { captured: number; dropped: number };
+}
+
+/**
+ * On a lab (or a lone Kamailio) with rtpengine media: the callee registers and answers with
+ * SIPp's -rtp_echo (every RTP datagram it gets goes back to its sender, the relay); `calls`
+ * calls at once, each playing `mediaMs` ms of A-law RTP (uac-media.xml: its own SSRC, sequence
+ * numbers from 0); all of it captured on the clients' link (checkRelayedMedia reads it).
+ * `name` keeps the files of several runs in one `dir` apart; `during`, once the calls started,
+ * runs beside them (a failure of the primary), its end awaited before returning.
+ */
+export async function runMediaCalls(tb: Testbed, dir: string,
+  o: { calls: number; mediaMs: number; name?: string; during?: () => Promise<void> }): Promise<MediaRun> {
+  const [caller, callee] = tb.addr.clients as [string, string];
+  const name = o.name ?? 'media';
+  await register(tb, dir, `${callee}:${CALLEE_PORT}`);
+  const audio = path.join(dir, 'g711a.alaw');
+  if (!fs.existsSync(audio)) writeAlaw(audio);
+  const capture = path.join(dir, `${name}.pcap`);
+  const cap = await startCapture(tb, tb.ns.client, 'c0',
+    `udp and host ${tb.addr.vip} and (port ${SIP_PORT} or portrange ${RTPENGINE_PORTS.min}-${RTPENGINE_PORTS.max})`, capture);
+  // The callee's timeout covers the caller's, which covers the media, its drain and the signalling.
+  const timeoutS = Math.ceil((o.mediaMs + MEDIA_DRAIN_MS) / 1000) + 20;
+  const calleeRun = sipp(tb, dir, `${name}-callee`, 'uas-media.xml', ['-i', callee, '-p', String(CALLEE_PORT), '-mp', String(CALLEE_MEDIA_PORT),
+    '-rtp_echo', '-m', String(o.calls)], 0, timeoutS + 10);
+  let callerRun: SippRun;
+  let captured: MediaRun['captured'];
+  try {
+    const calling = sipp(tb, dir, `${name}-caller`, 'uac-media.xml', [`${tb.addr.vip}:${SIP_PORT}`, '-s', 'bob', '-i', caller, '-p', '5066',
+      '-mp', String(CALLER_MEDIA_PORT), '-m', String(o.calls), '-l', String(o.calls), '-r', '10'], 0, timeoutS, undefined,
+    { MEDIA_MS: String(o.mediaMs), DRAIN_MS: String(MEDIA_DRAIN_MS), AUDIO: audio });
+    // Both awaited whichever fails first: SIPp ends by its own timeout, the caller's `during` by its.
+    const [called, happened] = await Promise.allSettled([calling, o.during?.()]);
+    if (called.status === 'rejected') throw called.reason;
+    if (happened.status === 'rejected') throw happened.reason;
+    callerRun = called.value;
+  } finally {
+    // The caller has had the answers to its BYEs, after the drain: nothing of the calls is left to capture.
+    captured = await cap.stop();
+  }
+  return { caller: callerRun, callee: await calleeRun, capture, captured };
+}
+
+/** One RTP packet of a capture; `digest`: SHA-1 of the RTP header and payload, `data` those bytes. */
+export interface RtpPacket { tsMs: number; src: string; sport: number; dst: string; dport: number; ssrc: number; seq: number; digest: string; data: Buffer }
+
+/** An SDP body a phone got from the VIP (SIP over UDP): the message's first line, its Call-ID, and the connection address and audio port it names. */
+export interface SdpSeen { tsMs: number; to: string; firstLine: string; callId: string; addr: string; port: number }
+
+export interface MediaCapture { rtp: RtpPacket[]; sdps: SdpSeen[]; /** Datagrams on the relay's ports that are not RTP (RTCP, STUN...); frames not read. */ notRtp: number; skipped: number }
+
+const inRelayRange = (port: number) => port >= RTPENGINE_PORTS.min && port <= RTPENGINE_PORTS.max;
+
+/** RTP on the VIP's relay ports, and the SDPs the phones got, from a capture of runMediaCalls. */
+export function readMediaCapture(file: string, vip: string): MediaCapture {
+  const { datagrams, skipped } = readUdpDatagrams(file);
+  const rtp: RtpPacket[] = [];
+  const sdps: SdpSeen[] = [];
+  let notRtp = 0;
+  for (const d of datagrams) {
+    if ((d.src === vip && inRelayRange(d.sport)) || (d.dst === vip && inRelayRange(d.dport))) {
+      const p = rtpPacket(d);
+      if (p) rtp.push(p);
+      else notRtp++;
+    } else if (d.src === vip && d.sport === SIP_PORT) {
+      const sdp = sdpOf(d);
+      if (sdp) sdps.push(sdp);
+    }
+  }
+  return { rtp, sdps, notRtp, skipped };
+}
+
+/** RTP version 2, not RTCP (payload types 72-76 with the marker bit, i.e. RTCP packet types 200-204: RFC 5761 4). */
+function rtpPacket(d: Datagram): RtpPacket | null {
+  const b = d.data;
+  if (b.length < 12 || b[0]! >> 6 !== 2 || (b[1]! >= 200 && b[1]! <= 204)) return null;
+  return { tsMs: d.tsMs, src: d.src, sport: d.sport, dst: d.dst, dport: d.dport, ssrc: b.readUInt32BE(8), seq: b.readUInt16BE(2),
+    digest: createHash('sha1').update(b).digest('hex'), data: b };
+}
+
+function sdpOf(d: Datagram): SdpSeen | null {
+  const text = d.data.toString('latin1');
+  const [head, body] = [text.slice(0, text.indexOf('\r\n\r\n')), text.slice(text.indexOf('\r\n\r\n') + 4)];
+  if (!/^content-type:\s*application\/sdp/im.test(head)) return null;
+  return { tsMs: d.tsMs, to: `${d.dst}:${d.dport}`, firstLine: head.split('\r\n')[0]!, callId: /^(?:call-id|i):\s*(\S+)/im.exec(head)?.[1] ?? '',
+    addr: /^c=IN IP4 (\S+)/m.exec(body)?.[1] ?? '', port: Number(/^m=audio (\d+)/m.exec(body)?.[1] ?? NaN) };
+}
+
+/** One hop of one stream: what one end sent and the other end got, matched by (SSRC, seq). */
+export interface HopCheck {
+  /** The 5-tuples the packets went by, sent and received ("a:p>b:q"): one each unless the relay moved. */
+  sentBy: string[];
+  receivedBy: string[];
+  sent: number;
+  received: number;
+  /** Received with the bytes sent. */
+  identical: number;
+  /** Received with the SSRC and seq of a packet sent but other bytes: the relay changed it. */
+  altered: number;
+  /** The first altered packet's bytes, both ways, in hex (the first 32). */
+  firstAltered?: { seq: number; sent: string; received: string };
+  /** Received more than once, and received with a seq never sent. */
+  duplicates: number;
+  unexpected: number;
+  /** Sent, never received: how many, and the runs of seq, in the order sent. */
+  missing: number;
+  missingSeqs: Array<[number, number]>;
+  /**
+   * The longest silence between two packets received, ms, and when it began (capture time, epoch
+   * ms); and the sender's own longest (SIPp's rtp_stream sends in bursts: up to ~40 ms apart).
+   */
+  largestGap: Gap;
+  largestSendGap: Gap;
+}
+
+export interface Gap { ms: number; atMs: number }
+
+function largestGap(ps: RtpPacket[]): Gap {
+  let gap: Gap = { ms: 0, atMs: NaN };
+  for (let i = 1; i < ps.length; i++) if (ps[i]!.tsMs - ps[i - 1]!.tsMs > gap.ms) gap = { ms: ps[i]!.tsMs - ps[i - 1]!.tsMs, atMs: ps[i - 1]!.tsMs };
+  return gap;
+}
+
+export interface StreamCheck {
+  ssrc: number;
+  /** The relay's port facing the caller (where the caller sends) and the one facing the callee (where the callee's RTP comes from). */
+  relayPorts: { caller: number[]; callee: number[] };
+  /** The caller's RTP to the callee; the callee's echo of it to the caller; and the caller's RTP back to it, both hops together. */
+  toCallee: HopCheck;
+  toCaller: HopCheck;
+  roundTrip: HopCheck;
+}
+
+export interface MediaCheck {
+  streams: StreamCheck[];
+  /** RTP on the relay's ports with an SSRC no caller sent. */
+  strays: number;
+  /** SDPs the phones got from the proxy, and those that do not name the VIP and a relay port. */
+  sdps: number;
+  sdpsOffRelay: SdpSeen[];
+}
+
+/**
+ * Every RTP stream the caller sent to the relay, followed to the callee and, echoed, back: per
+ * packet, by (SSRC, seq), whether it arrived and with the same bytes (rtpengine relays RTP
+ * without rewriting it, as this checks). An SSRC's sequence numbers must not wrap within the
+ * capture (65536 packets: 21 minutes of 20 ms packets).
+ */
+export function checkRelayedMedia(capture: MediaCapture, at: { caller: string; callee: string; vip: string }): MediaCheck {
+  const { rtp } = capture;
+  const leg = (src: string, dst: string) => rtp.filter((p) => p.src === src && p.dst === dst);
+  const [callerSent, calleeGot, calleeSent, callerGot] = [leg(at.caller, at.vip), leg(at.vip, at.callee), leg(at.callee, at.vip), leg(at.vip, at.caller)];
+  const ssrcs = [...new Set(callerSent.map((p) => p.ssrc))];
+  const of = (ps: RtpPacket[], ssrc: number) => ps.filter((p) => p.ssrc === ssrc);
+  const streams = ssrcs.map((ssrc): StreamCheck => {
+    const [a, b, c, d] = [of(callerSent, ssrc), of(calleeGot, ssrc), of(calleeSent, ssrc), of(callerGot, ssrc)];
+    return {
+      ssrc,
+      relayPorts: { caller: [...new Set(a.map((p) => p.dport))], callee: [...new Set(b.map((p) => p.sport))] },
+      toCallee: compareHop(a, b),
+      toCaller: compareHop(c, d),
+      roundTrip: compareHop(a, d),
+    };
+  });
+  const known = new Set(ssrcs);
+  const offRelay = capture.sdps.filter((s) => s.addr !== at.vip || !inRelayRange(s.port));
+  return { streams, strays: rtp.filter((p) => !known.has(p.ssrc)).length, sdps: capture.sdps.length, sdpsOffRelay: offRelay };
+}
+
+function compareHop(sent: RtpPacket[], received: RtpPacket[]): HopCheck {
+  const tuple = (p: RtpPacket) => `${p.src}:${p.sport}>${p.dst}:${p.dport}`;
+  const bySeq = new Map(sent.map((p) => [p.seq, p]));
+  const got = new Map<number, RtpPacket>();
+  const hop: HopCheck = { sentBy: [...new Set(sent.map(tuple))], receivedBy: [...new Set(received.map(tuple))], sent: sent.length, received: received.length,
+    identical: 0, altered: 0, duplicates: 0, unexpected: 0, missing: 0, missingSeqs: [], largestGap: largestGap(received), largestSendGap: largestGap(sent) };
+  for (const p of received) {
+    const s = bySeq.get(p.seq);
+    if (!s) { hop.unexpected++; continue; }
+    if (got.has(p.seq)) { hop.duplicates++; continue; }
+    got.set(p.seq, p);
+    if (s.digest === p.digest) hop.identical++;
+    else {
+      hop.altered++;
+      hop.firstAltered ??= { seq: p.seq, sent: s.data.subarray(0, 32).toString('hex'), received: p.data.subarray(0, 32).toString('hex') };
+    }
+  }
+  let run: [number, number] | null = null;
+  for (const p of sent) {
+    if (got.has(p.seq)) { run = null; continue; }
+    hop.missing++;
+    if (run) run[1] = p.seq;
+    else hop.missingSeqs.push(run = [p.seq, p.seq]);
+  }
+  return hop;
 }

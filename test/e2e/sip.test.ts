@@ -12,7 +12,8 @@
 // say how long signalling stalled.
 import { describe, expect, it } from 'vitest';
 import { startTakeoverLab } from '../../scripts/takeover-lab.js';
-import { HOLD_MS, SIP_PORT, checkVoipSoftware, kamailioService, runCallLoad, runCallsThroughFailure } from '../../scripts/voip.js';
+import { HOLD_MS, RTPENGINE_PORTS, SIP_PORT, checkRelayedMedia, checkVoipSoftware, kamailioService, readMediaCapture, runCallsThroughFailure,
+  runMediaCalls } from '../../scripts/voip.js';
 import { waitFor } from '../../scripts/wait.js';
 import { kernelLeftovers } from './leftovers.js';
 import { readLog } from './harness.js';
@@ -91,33 +92,80 @@ describe('sip over TCP: a proxy that opens its own connection to the callee', ()
 });
 
 // Media relayed by the proxy's host (rtpengine, Debian's rtpengine-daemon, beside Kamailio on
-// each host; Kamailio rewrites every SDP to the relay's ports on the VIP): rtpengine picks each
-// call's relay ports at random, so the backup's copy offers the callee other ports than the
-// primary's did. Its copy cannot carry the calls' media on; t2cp says so: the association of
-// the callee, to whom the rewritten INVITEs go, is reported diverged, the first differing byte
-// in a relay port of the SDP.
-describe('sip with media relayed by rtpengine: a copy that chooses its own ports', () => {
+// each host; Kamailio rewrites every SDP to the relay's ports on the VIP). rtpengine picks each
+// call's relay ports at random, so the backup's copy names other ports than the primary's; with
+// --relay-ports the backup pairs them through the two copies' SDPs, gives its relay the phones'
+// media on its own ports, and at the takeover the kernel translates them: the phones keep
+// sending to the ports they were told. The callee echoes the caller's RTP (SIPp's -rtp_echo);
+// every packet is followed, by SSRC and sequence number, from the caller to the callee and back,
+// captured where the phones are.
+describe('sip with media relayed by rtpengine: the RTP streams carry on through the takeover', () => {
   const lab = useLab('siprtp', { testbed: { clientAddrs: 2 } });
 
-  it('is reported diverged, where its SDP names another relay port', async () => {
+  it('every call succeeds and every RTP packet arrives unchanged, on the ports the phones were told', async () => {
     const { tb, dir } = lab;
     checkVoipSoftware();
-    const pair = await startTakeoverLab(tb, dir, { ports: [], udpPorts: [SIP_PORT], instance: INSTANCE, service: kamailioService(tb, dir, 'udp', 'rtpengine') });
+    const pair = await startTakeoverLab(tb, dir, { ports: [], udpPorts: [SIP_PORT], relayPorts: RTPENGINE_PORTS, instance: INSTANCE,
+      service: kamailioService(tb, dir, 'udp', 'rtpengine') });
+    const calls = 2;
+    let failMs = 0, tookOverMs = 0;
     try {
-      const load = await runCallLoad(tb, dir, { calls: 8, rate: 10 });
-      expect(load.failed).toBe(0);
-      const callee = await waitFor(() => pair.backup.records.find((r) => r.reason === 'diverged' && String(r.flow).startsWith(`${tb.addr.clients[1]}:`)),
-        { timeoutMs: 5_000, what: 'the callee\'s association reported diverged' });
-      console.log(`sip with rtpengine: ${JSON.stringify({ flow: callee.flow, offset: callee.offset, byte: callee.byte, primary: callee.primary, replica: callee.replica })}`);
-      // The two excerpts start at the first differing byte: in the INVITE of a call, digits of a
-      // port in the relay's range; or, where the two copies forwarded two calls' INVITEs in another
-      // order (Kamailio's workers wait for their own rtpengine's answer), in the caller's tag.
-      expect(String(callee.primary)).not.toBe(String(callee.replica));
-      for (const side of [callee.primary, callee.replica]) expect(String(side)).toMatch(/^\d+([ \\]|>)/);
-      expect((await pair.backup.counters()).udp_diverged ?? 0).toBeGreaterThanOrEqual(1);
+      const run = await runMediaCalls(tb, dir, {
+        calls, mediaMs: 8000, during: async () => {
+          await new Promise((r) => setTimeout(r, 3000));
+          failMs = await pair.fail('link-down');
+          await waitFor(() => readLog(pair.logs.backupReport)[0], { timeoutMs: 15_000, what: 'the takeover' });
+          tookOverMs = Date.now();
+        },
+      });
+      const record = readLog<{ engine: { relayTranslated: number } }>(pair.logs.backupReport)[0]!;
+      const counters = await pair.backup.counters();
+      const media = readMediaCapture(run.capture, tb.addr.vip);
+      const at = { caller: tb.addr.clients[0]!, callee: tb.addr.clients[1]! };
+      const check = checkRelayedMedia(media, { ...at, vip: tb.addr.vip });
+      console.log(`sip with rtpengine: caller ${run.caller.stats['SuccessfulCall(C)']}/${calls} successful, callee exit ${run.callee.code}; ` +
+        `capture ${JSON.stringify(run.captured)}, rtp ${media.rtp.length}, strays ${check.strays}; the takeover recorded ${tookOverMs - failMs} ms after the link went down, ` +
+        `relay associations translated ${record.engine.relayTranslated}; backup: relay pairs ${counters.udp_relay_pairs}, unpaired ${counters.udp_relay_unpaired}, ` +
+        `compared ${counters.udp_compared}, repeats ${counters.udp_compare_repeats}, unverified ${counters.udp_compare_unverified}, diverged ${counters.udp_diverged}`);
+      for (const st of check.streams) {
+        for (const [hop, h] of Object.entries({ toCallee: st.toCallee, toCaller: st.toCaller }))
+          console.log(`sip with rtpengine: ssrc ${st.ssrc.toString(16)} ${hop}: sent ${h.sent} by ${h.sentBy}, received ${h.received} by ${h.receivedBy}, ` +
+            `identical ${h.identical}, missing ${h.missing} ${JSON.stringify(h.missingSeqs)}, largest gap ${h.largestGap.ms.toFixed(1)} ms ` +
+            `(${(h.largestGap.atMs - failMs).toFixed(0)} ms after the link went down)`);
+      }
+      expect(run.caller.code, run.caller.out.slice(-3000)).toBe(0);
+      expect(Number(run.caller.stats['SuccessfulCall(C)'])).toBe(calls);
+      expect(run.callee.code, run.callee.out.slice(-3000)).toBe(0);
+      expect(check.sdpsOffRelay).toEqual([]);
+      // Both copies' SIP compared alike, their relay ports aside; the relays' RTP too.
+      expect(counters.udp_diverged ?? 0).toBe(0);
+      expect(counters.udp_relay_pairs ?? 0).toBeGreaterThanOrEqual(2 * calls);
+      // The calls' media associations (the caller's and the callee's of each) translated from the
+      // takeover on, but those whose two relays chose the same port by chance.
+      expect(record.engine.relayTranslated).toBeGreaterThanOrEqual(1);
+      expect(record.engine.relayTranslated).toBeLessThanOrEqual(2 * calls);
+      expect(check.streams).toHaveLength(calls);
+      expect(check.strays).toBe(0);
+      for (const st of check.streams) {
+        for (const h of [st.toCallee, st.toCaller]) {
+          // The phones kept the relay port they were told, and heard it from the same one.
+          expect(h.sentBy).toHaveLength(1);
+          expect(h.receivedBy).toHaveLength(1);
+          expect(h.altered, JSON.stringify(h.firstAltered)).toBe(0);
+          expect(h.duplicates + h.unexpected).toBe(0);
+        }
+        // The stream went on after the takeover: what the caller sent once the backup served all
+        // came back (only what was under way while the primary was dying may be lost).
+        const sentAfter = media.rtp.filter((p) => p.ssrc === st.ssrc && p.src === at.caller && p.tsMs > tookOverMs);
+        expect(sentAfter.length).toBeGreaterThan(50);
+        const cameBack = new Set(media.rtp.filter((p) => p.ssrc === st.ssrc && p.dst === at.caller).map((p) => p.seq));
+        expect(sentAfter.filter((p) => !cameBack.has(p.seq)).map((p) => p.seq)).toEqual([]);
+        const sentBefore = media.rtp.filter((p) => p.ssrc === st.ssrc && p.src === at.caller && p.tsMs < failMs - 100);
+        expect(sentBefore.filter((p) => !cameBack.has(p.seq)).map((p) => p.seq)).toEqual([]);
+      }
     } finally {
       await pair.stop();
     }
     expect(await kernelLeftovers(tb, INSTANCE)).toEqual([]);
-  });
+  }, 120_000);
 });
