@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cerrno>
 #include <cstdio>
@@ -136,10 +137,11 @@ void put_cmp_eq(nlmsghdr* nlh, const void* value, uint32_t len) {
   mnl_attr_nest_end(nlh, d);
 }
 
-// "payload load": the len bytes at base+offset of the packet into reg1.
-void put_payload_load(nlmsghdr* nlh, uint32_t base, uint32_t offset, uint32_t len) {
+// "payload load": the len bytes at base+offset of the packet into reg (reg1 unless named; a
+// 32-bit register's unused tail is zeroed, as a concatenation's key wants).
+void put_payload_load(nlmsghdr* nlh, uint32_t base, uint32_t offset, uint32_t len, uint32_t reg) {
   Expr e(nlh, "payload");
-  put_be32(nlh, NFTA_PAYLOAD_DREG, NFT_REG_1);
+  put_be32(nlh, NFTA_PAYLOAD_DREG, reg);
   put_be32(nlh, NFTA_PAYLOAD_BASE, base);
   put_be32(nlh, NFTA_PAYLOAD_OFFSET, offset);
   put_be32(nlh, NFTA_PAYLOAD_LEN, len);
@@ -178,18 +180,21 @@ void put_meta_eq(nlmsghdr* nlh, uint32_t key, const void* value, uint32_t len) {
   put_cmp_eq(nlh, value, len);
 }
 
-// "immediate + payload write": the value into a register, written at base+offset, the
-// Internet checksum at base+csum_offset updated for the change.
-void put_payload_set(nlmsghdr* nlh, uint32_t base, uint32_t offset, const void* value, uint32_t len, uint32_t csum_offset) {
-  {
-    Expr e(nlh, "immediate");
-    put_be32(nlh, NFTA_IMMEDIATE_DREG, NFT_REG_1);
-    nlattr* d = mnl_attr_nest_start(nlh, NFTA_IMMEDIATE_DATA);
-    mnl_attr_put(nlh, NFTA_DATA_VALUE, len, value);
-    mnl_attr_nest_end(nlh, d);
-  }
+// "lookup" in the map of this batch's set id: the key from sreg on, the value into dreg; no
+// element, no match.
+void put_map_lookup(nlmsghdr* nlh, uint32_t set_id, uint32_t sreg, uint32_t dreg) {
+  Expr e(nlh, "lookup");
+  mnl_attr_put_strz(nlh, NFTA_LOOKUP_SET, kAnonymousMap);
+  put_be32(nlh, NFTA_LOOKUP_SET_ID, set_id);
+  put_be32(nlh, NFTA_LOOKUP_SREG, sreg);
+  put_be32(nlh, NFTA_LOOKUP_DREG, dreg);
+}
+
+// "payload write": the len bytes of sreg written at base+offset, the Internet checksum at
+// base+csum_offset updated for the change.
+void put_payload_write(nlmsghdr* nlh, uint32_t base, uint32_t offset, uint32_t len, uint32_t sreg, uint32_t csum_offset) {
   Expr e(nlh, "payload");
-  put_be32(nlh, NFTA_PAYLOAD_SREG, NFT_REG_1);
+  put_be32(nlh, NFTA_PAYLOAD_SREG, sreg);
   put_be32(nlh, NFTA_PAYLOAD_BASE, base);
   put_be32(nlh, NFTA_PAYLOAD_OFFSET, offset);
   put_be32(nlh, NFTA_PAYLOAD_LEN, len);
@@ -273,6 +278,47 @@ nlmsghdr* begin_rule(Batch& b, uint8_t family, const std::string& table, const c
 void end_rule(Batch& b, nlmsghdr* nlh, nlattr* exprs) {
   mnl_attr_nest_end(nlh, exprs);
   b.close(nlh);
+}
+
+void put_new_anonymous_map(Batch& b, uint8_t family, const std::string& table, uint32_t set_id, uint32_t key_type,
+                           uint32_t key_len, uint32_t data_type, uint32_t data_len, uint32_t size, What w) {
+  nlmsghdr* nlh = b.open(NFT_MSG_NEWSET, NLM_F_CREATE, family, w);
+  mnl_attr_put_strz(nlh, NFTA_SET_TABLE, table.c_str());
+  mnl_attr_put_strz(nlh, NFTA_SET_NAME, kAnonymousMap);
+  put_be32(nlh, NFTA_SET_ID, set_id);
+  put_be32(nlh, NFTA_SET_FLAGS, NFT_SET_ANONYMOUS | NFT_SET_CONSTANT | NFT_SET_MAP);
+  put_be32(nlh, NFTA_SET_KEY_TYPE, key_type);
+  put_be32(nlh, NFTA_SET_KEY_LEN, key_len);
+  put_be32(nlh, NFTA_SET_DATA_TYPE, data_type);
+  put_be32(nlh, NFTA_SET_DATA_LEN, data_len);
+  nlattr* desc = mnl_attr_nest_start(nlh, NFTA_SET_DESC);
+  put_be32(nlh, NFTA_SET_DESC_SIZE, size);
+  mnl_attr_nest_end(nlh, desc);
+  b.close(nlh);
+}
+
+void put_map_elements(Batch& b, uint8_t family, const std::string& table, uint32_t set_id,
+                      const std::vector<MapElement>& elements, What w) {
+  for (size_t from = 0; from < elements.size(); from += kMapElementsPerMsg) {
+    nlmsghdr* nlh = b.open(NFT_MSG_NEWSETELEM, NLM_F_CREATE, family, w);
+    mnl_attr_put_strz(nlh, NFTA_SET_ELEM_LIST_TABLE, table.c_str());
+    mnl_attr_put_strz(nlh, NFTA_SET_ELEM_LIST_SET, kAnonymousMap);
+    put_be32(nlh, NFTA_SET_ELEM_LIST_SET_ID, set_id);
+    nlattr* list = mnl_attr_nest_start(nlh, NFTA_SET_ELEM_LIST_ELEMENTS);
+    for (size_t i = from; i < std::min(elements.size(), from + kMapElementsPerMsg); i++) {
+      const MapElement& m = elements[i];
+      nlattr* el = mnl_attr_nest_start(nlh, NFTA_LIST_ELEM);
+      nlattr* key = mnl_attr_nest_start(nlh, NFTA_SET_ELEM_KEY);
+      mnl_attr_put(nlh, NFTA_DATA_VALUE, m.key_len, m.key);
+      mnl_attr_nest_end(nlh, key);
+      nlattr* data = mnl_attr_nest_start(nlh, NFTA_SET_ELEM_DATA);
+      mnl_attr_put(nlh, NFTA_DATA_VALUE, m.data_len, m.data);
+      mnl_attr_nest_end(nlh, data);
+      mnl_attr_nest_end(nlh, el);
+    }
+    mnl_attr_nest_end(nlh, list);
+    b.close(nlh);
+  }
 }
 
 static int table_attr_cb(const nlattr* attr, void* data) {

@@ -138,8 +138,9 @@ void put_cmp_eq(nlmsghdr* nlh, const void* value, uint32_t len);
 void put_payload_eq(nlmsghdr* nlh, uint32_t base, uint32_t offset, const void* value, uint32_t len);
 void put_payload_range(nlmsghdr* nlh, uint32_t base, uint32_t offset, const void* from, const void* to, uint32_t len);
 void put_meta_eq(nlmsghdr* nlh, uint32_t key, const void* value, uint32_t len);
-// The len bytes at base+offset set to value, the checksum at csum_offset (from base) updated.
-void put_payload_set(nlmsghdr* nlh, uint32_t base, uint32_t offset, const void* value, uint32_t len, uint32_t csum_offset);
+void put_payload_load(nlmsghdr* nlh, uint32_t base, uint32_t offset, uint32_t len, uint32_t reg = NFT_REG_1);
+void put_map_lookup(nlmsghdr* nlh, uint32_t set_id, uint32_t sreg, uint32_t dreg);
+void put_payload_write(nlmsghdr* nlh, uint32_t base, uint32_t offset, uint32_t len, uint32_t sreg, uint32_t csum_offset);
 void put_counter(nlmsghdr* nlh);
 void put_verdict(nlmsghdr* nlh, uint32_t code);
 void put_nfqueue_target(nlmsghdr* nlh, uint16_t queue_num);
@@ -152,6 +153,22 @@ void put_base_chain(Batch& b, uint8_t family, const std::string& table, const ch
 nlmsghdr* begin_rule(Batch& b, uint8_t family, const std::string& table, const char* chain,
                      What w, nlattr** exprs, bool append = true);
 void end_rule(Batch& b, nlmsghdr* nlh, nlattr* exprs);
+// An anonymous constant map (bound to the rule of the same batch that looks it up by set_id,
+// gone with that rule), then its elements, kMapElementsPerMsg per message. Keys and values
+// as the registers hold them: a concatenation's parts each padded to 4 bytes. The types are
+// nft's own numbers (a concatenation's: the parts' types, 6 bits each, the first highest), so
+// that `nft list` shows the elements as addresses and ports.
+constexpr uint32_t kNftTypeIpv4Addr = 7, kNftTypeInetService = 13, kNftTypeBits = 6;
+constexpr char kAnonymousMap[] = "__map%d";
+constexpr size_t kMapElementsPerMsg = 20;
+struct MapElement {
+  uint8_t key[16] = {}, data[4] = {};
+  uint32_t key_len = 0, data_len = 0;
+};
+void put_new_anonymous_map(Batch& b, uint8_t family, const std::string& table, uint32_t set_id, uint32_t key_type,
+                           uint32_t key_len, uint32_t data_type, uint32_t data_len, uint32_t size, What w);
+void put_map_elements(Batch& b, uint8_t family, const std::string& table, uint32_t set_id,
+                      const std::vector<MapElement>& elements, What w);
 
 // ---- queries ----
 // GETTABLE. Returns 0 or a positive errno.

@@ -121,22 +121,41 @@ void put_flow_queue_rule(Batch& b, const std::string& table, bool to_vip, uint32
   end_queue_rule(b, nlh, exprs, queue_num);
 }
 
-// An association of a relay port, before every other rule of its chain: in `in`, ip saddr
-// <client> udp sport <client port> ip daddr <vip> udp dport <primary's> -> udp dport set
-// <replica's>; in `out`, the reverse: udp sport <replica's> -> set <primary's>.
-void put_relay_rule(Batch& b, const std::string& table, bool to_vip, uint32_t vip, const NftRelay& r) {
+// The associations of relay ports, one rule first in its chain and an anonymous map: in `in`,
+// ip daddr <vip> udp dport set ip saddr . udp sport . udp dport map { <client> . <client port>
+// . <primary's> : <replica's> }; in `out`, ip saddr <vip> udp sport set ip daddr . udp dport .
+// udp sport map { ... . <replica's> : <primary's> }. A packet of no association is left alone.
+void put_relay_rule(Batch& b, const std::string& table, bool to_vip, uint32_t vip, const std::vector<NftRelay>& relay,
+                    uint32_t set_id) {
+  std::vector<MapElement> elements(relay.size());
+  for (size_t i = 0; i < relay.size(); i++) {
+    const NftRelay& r = relay[i];
+    MapElement& m = elements[i];
+    const uint16_t client = htons(r.client_port), from = htons(to_vip ? r.primary_port : r.replica_port),
+                   to = htons(to_vip ? r.replica_port : r.primary_port);
+    std::memcpy(m.key, &r.client_ip, 4);
+    std::memcpy(m.key + 4, &client, 2);  // each part of the key padded to 4 bytes, as in the registers
+    std::memcpy(m.key + 8, &from, 2);
+    m.key_len = 12;
+    std::memcpy(m.data, &to, 2);
+    m.data_len = 2;
+  }
+  // ipv4_addr . inet_service . inet_service : inet_service
+  const uint32_t key_type = (kNftTypeIpv4Addr << kNftTypeBits | kNftTypeInetService) << kNftTypeBits | kNftTypeInetService;
+  put_new_anonymous_map(b, NFPROTO_IPV4, table, set_id, key_type, 12, kNftTypeInetService, 2, uint32_t(relay.size()), What::kRelayRule);
+  put_map_elements(b, NFPROTO_IPV4, table, set_id, elements, What::kRelayRule);
   nlattr* exprs;
   nlmsghdr* nlh = begin_rule(b, NFPROTO_IPV4, table, to_vip ? kInChain : kChain, What::kRelayRule, &exprs, /*append=*/false);
   put_payload_eq(nlh, NFT_PAYLOAD_NETWORK_HEADER, to_vip ? kIpDaddrOffset : kIpSaddrOffset, &vip, 4);
-  put_payload_eq(nlh, NFT_PAYLOAD_NETWORK_HEADER, to_vip ? kIpSaddrOffset : kIpDaddrOffset, &r.client_ip, 4);
   uint8_t udp = IPPROTO_UDP;
   put_meta_eq(nlh, NFT_META_L4PROTO, &udp, 1);
-  const uint16_t client = htons(r.client_port), from = htons(to_vip ? r.primary_port : r.replica_port),
-                 to = htons(to_vip ? r.replica_port : r.primary_port);
-  put_payload_eq(nlh, NFT_PAYLOAD_TRANSPORT_HEADER, to_vip ? kTcpSportOffset : kTcpDportOffset, &client, 2);
-  put_payload_eq(nlh, NFT_PAYLOAD_TRANSPORT_HEADER, to_vip ? kTcpDportOffset : kTcpSportOffset, &from, 2);
+  const uint32_t port_at = to_vip ? kTcpDportOffset : kTcpSportOffset;
+  put_payload_load(nlh, NFT_PAYLOAD_NETWORK_HEADER, to_vip ? kIpSaddrOffset : kIpDaddrOffset, 4, NFT_REG32_00);
+  put_payload_load(nlh, NFT_PAYLOAD_TRANSPORT_HEADER, to_vip ? kTcpSportOffset : kTcpDportOffset, 2, NFT_REG32_01);
+  put_payload_load(nlh, NFT_PAYLOAD_TRANSPORT_HEADER, port_at, 2, NFT_REG32_02);
+  put_map_lookup(nlh, set_id, NFT_REG32_00, NFT_REG32_03);
   put_counter(nlh);
-  put_payload_set(nlh, NFT_PAYLOAD_TRANSPORT_HEADER, to_vip ? kTcpDportOffset : kTcpSportOffset, &to, 2, kUdpCsumOffset);
+  put_payload_write(nlh, NFT_PAYLOAD_TRANSPORT_HEADER, port_at, 2, NFT_REG32_03, kUdpCsumOffset);
   end_rule(b, nlh, exprs);
 }
 
@@ -379,7 +398,8 @@ bool NftTables::enter_active(ActiveRules rules, uint32_t in_ifindex, const std::
   // ARP for the VIP from now on, and the taken-over flows' packets go either
   // through the interceptor (both directions queued) or, when the kernel
   // translates them, straight out (chain out emptied).
-  Batch b(&seq_, 7 + cfg_.ports.size() + (rules == ActiveRules::kQueueFlows ? 2 * flows.size() : 0) + 2 * relay.size());
+  const size_t relay_msgs = relay.empty() ? 0 : 2 * (2 + (relay.size() + kMapElementsPerMsg - 1) / kMapElementsPerMsg);
+  Batch b(&seq_, 7 + cfg_.ports.size() + (rules == ActiveRules::kQueueFlows ? 2 * flows.size() : 0) + relay_msgs);
   auto flush = [&](uint8_t family, const char* chain, What what) {
     nlmsghdr* m = b.open(NFT_MSG_DELRULE, 0, family, what);
     mnl_attr_put_strz(m, NFTA_RULE_TABLE, table_.c_str());
@@ -408,9 +428,9 @@ bool NftTables::enter_active(ActiveRules rules, uint32_t in_ifindex, const std::
       flush(NFPROTO_IPV4, kChain, What::kFlushChain);
       break;
   }
-  for (const NftRelay& r : relay) {
-    put_relay_rule(b, table_, true, cfg_.vip, r);
-    put_relay_rule(b, table_, false, cfg_.vip, r);
+  if (!relay.empty()) {
+    put_relay_rule(b, table_, true, cfg_.vip, relay, 1);
+    put_relay_rule(b, table_, false, cfg_.vip, relay, 2);
   }
   Outcome o = run_batch(fd_, b);
   if (o.err) {

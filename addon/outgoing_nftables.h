@@ -95,8 +95,9 @@ class NftTables {
   //                and queue both directions of each listed flow only, so
   //                the taken-over flows never wait behind them in the queue;
   //   kNone        (the kernel translates every flow) flush `out` too;
-  // and first in `in` and `out`, the port of each association in `relay`
-  // rewritten (stateless, before conntrack sees the reply).
+  // and first in `in` and `out`, one rule each rewriting the port of every
+  // association in `relay`, looked up in a map (stateless: conntrack sees
+  // one flow either way).
   // Callable again to change. False and *err on failure.
   // Thread: the caller of install() or, while that thread leaves the object
   // alone, the engine thread.

@@ -4,6 +4,7 @@
 // Verification goes through the `nft` tool on purpose: an independent reader
 // of what the kernel holds.
 #include "outgoing_nftables.h"
+#include "nft_batch.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -416,6 +417,7 @@ void udp_send(int fd, uint32_t addr, uint16_t port, const std::string& text) {
 // After a takeover, a media relay's association (relay_ports.h): the phone keeps sending to
 // the primary's relay port and reaches the replica's relay on its own port; what the relay
 // sends back leaves from the primary's port. Another phone's datagrams are left alone.
+// Looked up in a map: the listing names the associations.
 void test_relay_ports_translated() {
   const std::string name = "t2nf_relay";
   const uint32_t phone = inet_addr("198.18.0.2"), other = inet_addr("198.18.0.3");
@@ -431,12 +433,19 @@ void test_relay_ports_translated() {
   r.client_port = kPhonePort;
   r.primary_port = kPrimaryPort;
   r.replica_port = kReplicaPort;
-  const bool active = t.enter_active(NftTables::ActiveRules::kNone, 0, {}, {r}, &err);
+  // Other calls' associations before it: the map spans several messages of the batch.
+  std::vector<t2cp::NftRelay> associations;
+  for (uint16_t i = 0; i < 3 * t2cp::nft::kMapElementsPerMsg; i++)
+    associations.push_back({other, uint16_t(7000 + i), uint16_t(30000 + i % 50), 30099});
+  associations.push_back(r);
+  const bool active = t.enter_active(NftTables::ActiveRules::kNone, 0, {}, associations, &err);
   CHECK(active);
   if (!active) fprintf(stderr, "enter_active: %s\n", err.c_str());
   const std::string ip = sh("nft list table ip " + name);
-  CHECK(has(ip, "udp dport set 30042"));
-  CHECK(has(ip, "udp sport set 30018"));
+  CHECK(has(ip, "ip daddr 198.18.1.10 meta l4proto udp counter packets 0 bytes 0 udp dport set ip saddr . udp sport . udp dport map {"));
+  CHECK(has(ip, "198.18.0.2 . 6000 . 30018 : 30042"));
+  CHECK(has(ip, "udp sport set ip daddr . udp dport . udp sport map {"));
+  CHECK(has(ip, "198.18.0.2 . 6000 . 30042 : 30018"));
   int relay = udp_on(vip(), kReplicaPort), from = udp_on(phone, kPhonePort), stranger = udp_on(other, kPhonePort);
   CHECK(relay >= 0 && from >= 0 && stranger >= 0);
   uint16_t port = 0;
