@@ -31,11 +31,13 @@ std::string vip_text(const CaptureConfig& cfg) {
 }
 
 // "ip proto 17 and dst host VIP and ip[6:2] & 0x1fff != 0": UDP fragments
-// after the first (dir "src " for the other way). They have no UDP header to
-// match: the engine reassembles them, then matches.
-std::string udp_later_fragments(const CaptureConfig& cfg, const char* dir) {
-  return std::string("ip proto 17 and ") + dir + "host " + vip_text(cfg) + " and ip[6:2] & 0x1fff != 0";
+// after the first (dir "src " for the other way; proto 6: TCP's). They have no
+// UDP or TCP header to match: the engine reassembles them, then matches.
+std::string later_fragments(const CaptureConfig& cfg, const char* dir, int proto = 17) {
+  return "ip proto " + std::to_string(proto) + " and " + dir + "host " + vip_text(cfg) + " and ip[6:2] & 0x1fff != 0";
 }
+std::string udp_later_fragments(const CaptureConfig& cfg, const char* dir) { return later_fragments(cfg, dir); }
+
 
 std::string direction_filter(const CaptureConfig& cfg, const char* dir, const std::vector<uint16_t>& ports,
                              const char* proto = "tcp") {
@@ -58,6 +60,12 @@ std::string direction_filter(const CaptureConfig& cfg, const char* dir, const st
 }
 
 std::string direction_filter(const CaptureConfig& cfg, const char* dir) { return direction_filter(cfg, dir, cfg.ports); }
+
+// "(tcp and dst host VIP and (dst port P or ...)) or (later TCP fragments toward VIP)": the
+// clients' segments, also when a narrower link cut them.
+std::string client_segments(const CaptureConfig& cfg) {
+  return "(" + direction_filter(cfg, "dst ") + ") or (" + later_fragments(cfg, "dst ", 6) + ")";
+}
 
 // "(udp and dst host VIP and (dst port P or ...)) or (later fragments toward
 // VIP) or ", or "" without UDP ports.
@@ -140,13 +148,13 @@ constexpr uint32_t kIpTotalLengthOffset = 14 + 2;
 std::string capture_filter(const CaptureConfig& cfg) {
   if (cfg.outbound) return outbound_filter(cfg);
   if (cfg.ports.empty()) return udp_filter(cfg) + "(" + icmp_errors_filter(cfg) + ")" + udp_output_filter(cfg);
-  return "(" + direction_filter(cfg, "dst ") + ") or " + udp_filter(cfg) + "(" + icmp_errors_filter(cfg) + ") or (" +
+  return client_segments(cfg) + " or " + udp_filter(cfg) + "(" + icmp_errors_filter(cfg) + ") or (" +
          direction_filter(cfg, "src ") + ")" + udp_output_filter(cfg);
 }
 
 std::string whole_frames_filter(const CaptureConfig& cfg) {
   if (cfg.outbound) return outbound_filter(cfg);
-  const std::string tcp = cfg.ports.empty() ? "" : "(" + direction_filter(cfg, "dst ") + ") or ";
+  const std::string tcp = cfg.ports.empty() ? "" : client_segments(cfg) + " or ";
   std::string f = tcp + udp_filter(cfg) + "(" + icmp_errors_filter(cfg) + ")";
   if (!cfg.whole_output_ports.empty()) f += " or (" + direction_filter(cfg, "src ", cfg.whole_output_ports) + ")";
   return f + udp_output_filter(cfg);

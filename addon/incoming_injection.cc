@@ -305,8 +305,17 @@ void IncomingProcessor::tick_flow(Flow& f, uint64_t now) {
   }
 }
 
+void IncomingProcessor::tcp_fragments_tick(uint64_t now_us) {
+  tcp_reassembly_.expire(now_us);
+  const IpReassemblyStats& rs = tcp_reassembly_.stats();
+  ctx_.counters.set(k_tcp_fragments, rs.fragments);
+  ctx_.counters.set(k_tcp_reassembled, rs.reassembled);
+  ctx_.counters.set(k_tcp_reassembly_failed, rs.timed_out + rs.overlapped + rs.refused);
+}
+
 void IncomingProcessor::on_tick(uint64_t now) {
   ctx_.flows.for_each([&](Flow& f) { tick_flow(f, now); });
+  if (!ctx_.cfg.ports.empty()) tcp_fragments_tick(now);
   ctx_.udp.expire(now, uint64_t(ctx_.cfg.idle_timeout_s) * 1000000, [&](const FlowKey& k, const UdpAssociation& a) {
     ctx_.counters.add(k_udp_associations_expired);
     ctx_.events.emit_udp(EventType::kClosed, EventReason::kIdleTimeout, k, a);

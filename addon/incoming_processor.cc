@@ -44,7 +44,7 @@ void IncomingProcessor::on_mirror_frame(const uint8_t* frame, size_t caplen, uin
   // (kHeaderSnapLen): the primary's payload may be cut, anyone else's not.
   ParseError e = parse_ethernet(frame, caplen, true, &s);
   if (e == ParseError::kNotTcp && (on_mirror_udp(frame, caplen) || on_mirror_icmp(frame, caplen))) return;
-  if (e == ParseError::kIpFragment && on_mirror_fragment(frame, caplen)) return;
+  if (e == ParseError::kIpFragment && on_mirror_fragment(frame, caplen, capture_ns)) return;
   if (e == ParseError::kOk && size_t(s.ip - frame) + s.ip_len > caplen) {
     bool client = s.daddr == ctx_.cfg.vip && ctx_.port_set.test(s.dport);
     bool primary = s.saddr == ctx_.cfg.vip && ctx_.port_set.test(s.sport);
@@ -73,17 +73,36 @@ bool IncomingProcessor::on_mirror_udp(const uint8_t* frame, size_t caplen) {
   return on_mirror_datagram(ip, len);
 }
 
-bool IncomingProcessor::on_mirror_fragment(const uint8_t* frame, size_t caplen) {
-  if (ctx_.cfg.udp_ports.empty()) return false;
+bool IncomingProcessor::on_mirror_fragment(const uint8_t* frame, size_t caplen, uint64_t capture_ns) {
   size_t len = 0;
   const uint8_t* ip = ethernet_ipv4(frame, caplen, &len);
+  if (!ip || len < 20) return false;
+  if (ip[9] == 6 && !ctx_.cfg.ports.empty() && std::memcmp(ip + 16, &ctx_.cfg.vip, 4) == 0) {
+    // A client's segment cut on its way (a sender that clears DF, a narrower link): the
+    // primary's kernel made it whole. The primary's own segments set DF: not taken here.
+    if (ctx_.mode != EngineMode::kReplicating) return true;
+    if (tcp_reassembly_.add(ip, len, realtime_us(), &tcp_reassembled_)) on_mirror_whole_segment(capture_ns);
+    return true;
+  }
+  if (ctx_.cfg.udp_ports.empty()) return false;
   // A client's datagram toward the VIP, cut on its way: the primary's kernel made it whole; or
   // one of the primary's, cut by its kernel, to compare with the replica's (whole at its output).
-  if (!ip || len < 20 || ip[9] != 17) return false;
+  if (ip[9] != 17) return false;
   if (std::memcmp(ip + 16, &ctx_.cfg.vip, 4) != 0 && std::memcmp(ip + 12, &ctx_.cfg.vip, 4) != 0) return false;
   if (ctx_.mode != EngineMode::kReplicating) return true;  // a takeover: the new owner's stack takes it
   if (reassembly_.add(ip, len, realtime_us(), &reassembled_)) on_mirror_datagram(reassembled_.data(), reassembled_.size());
   return true;
+}
+
+void IncomingProcessor::on_mirror_whole_segment(uint64_t capture_ns) {
+  Segment s;
+  const ParseError e = parse_ipv4(tcp_reassembled_.data(), tcp_reassembled_.size(), false, &s);
+  if (e != ParseError::kOk) {
+    ctx_.counters.mirror_parse[static_cast<int>(e)].fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  if (s.daddr == ctx_.cfg.vip && ctx_.port_set.test(s.dport)) on_client_segment(s, capture_ns);
+  else ctx_.counters.add(k_mirror_not_replicated);
 }
 
 bool IncomingProcessor::on_mirror_datagram(const uint8_t* ip, size_t len) {

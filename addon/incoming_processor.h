@@ -125,8 +125,13 @@ class IncomingProcessor {
   bool on_mirror_udp(const uint8_t* frame, size_t caplen);
   // A client's UDP datagram toward the VIP (or the primary's from it), whole.
   bool on_mirror_datagram(const uint8_t* ip, size_t len);
-  // A fragment of one (on_mirror_datagram once reassembled); false when not ours.
-  bool on_mirror_fragment(const uint8_t* frame, size_t caplen);
+  // A fragment of one (on_mirror_datagram once reassembled), or of a client's TCP segment to
+  // the VIP (on_mirror_whole_segment); false when not ours.
+  bool on_mirror_fragment(const uint8_t* frame, size_t caplen, uint64_t capture_ns);
+  // The client's segment tcp_reassembled_ made whole: as if it had come in one frame.
+  void on_mirror_whole_segment(uint64_t capture_ns);
+  // The TCP reassembly's figures into the counters, its expired segments dropped.
+  void tcp_fragments_tick(uint64_t now_us);
   // The association of d, counted (new: reported); nullptr when the table is full.
   UdpAssociation* note_udp(const Datagram& d);
   // A datagram the ledger released: to the replica, its checksum left out
@@ -176,6 +181,8 @@ class IncomingProcessor {
   // The recorder's resupply of a datagram too large for one control message comes as
   // fragments of its own cutting: made whole apart from the mirror's, whose cuts differ.
   IpReassembly resupply_reassembly_;
+  IpReassembly tcp_reassembly_;          // the clients' segments cut in fragments
+  std::vector<uint8_t> tcp_reassembled_;  // the last segment made whole
   std::vector<uint8_t> resupply_reassembled_;
   int raw_fd_ = -1;  // give_udp() after the TUN is gone
   // Datagrams to a primary's relay port the comparison has not paired yet (the replica's copy

@@ -1,8 +1,8 @@
-// IPv4 reassembly of the clients' fragmented UDP datagrams toward the VIP,
-// as the primary's kernel reassembles them: a datagram larger than the path
-// MTU (a SIP INVITE with a long SDP) reaches the replica whole, in the same
-// place among the others as the primary got it (when its last fragment
-// came). RFC 791's algorithm with RFC 5722's rule: fragments that overlap
+// IPv4 reassembly of what reaches the VIP in fragments, as the primary's
+// kernel reassembles it: a UDP datagram larger than the path MTU (a SIP
+// INVITE with a long SDP) reaches the replica whole, in the same place among
+// the others as the primary got it (when its last fragment came); so does a
+// client's TCP segment cut by a narrower link (a sender that clears DF). RFC 791's algorithm with RFC 5722's rule: fragments that overlap
 // with other bytes drop the whole datagram (a copy of one already held, a
 // retransmission on the path, is ignored).
 //

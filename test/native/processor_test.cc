@@ -213,6 +213,40 @@ void test_request_waits_for_the_replicas_answer() {
   }
 }
 
+// A client's segment cut in two fragments on its way (a sender that clears DF, a narrower
+// link): the replica gets it whole once the last came, as the primary's kernel did; a fragment
+// alone gives nothing.
+void test_a_segment_in_fragments_reaches_the_replica_whole() {
+  Lab lab;
+  lab.connect();
+  const std::string data(1200, 'x');
+  std::vector<uint8_t> whole = packet(lab.spec(true, kC0 + 1, kP0 + 1, kAck | kPsh, data, kWindow));
+  whole[4] = 0x12, whole[5] = 0x34;  // the datagram's id, as a sender that may fragment sets one
+  // The first fragment: the header and 800 bytes (a multiple of 8), MF set; then the rest.
+  const size_t ihl = 20, cut = 800;
+  auto fragment = [&](size_t from, size_t to, bool more) {
+    std::vector<uint8_t> f(whole.begin(), whole.begin() + ihl);
+    f.insert(f.end(), whole.begin() + long(ihl + from), whole.begin() + long(ihl + to));
+    f[2] = uint8_t(f.size() >> 8), f[3] = uint8_t(f.size());
+    const uint16_t off = uint16_t(from / 8) | (more ? 0x2000 : 0);
+    f[6] = uint8_t(off >> 8), f[7] = uint8_t(off);
+    f[10] = f[11] = 0;
+    const uint16_t hc = ipv4_header_checksum(f.data(), 20);
+    std::memcpy(&f[10], &hc, 2);
+    return ethernet(f);
+  };
+  const std::vector<uint8_t> first = fragment(0, cut, true), last = fragment(cut, whole.size() - ihl, false);
+  lab.in->on_mirror_frame(last.data(), last.size(), 0);  // the last first: reordered on the way
+  lab.settle();
+  CHECK_BYTES(lab.injected_data(), "");
+  lab.in->on_mirror_frame(first.data(), first.size(), 0);
+  lab.settle();
+  CHECK_BYTES(lab.injected_data(), data);
+  lab.tick(realtime_us());
+  CHECK_EQ(lab.ctx->counters.get(k_tcp_fragments), uint64_t(2));
+  CHECK_EQ(lab.ctx->counters.get(k_tcp_reassembled), uint64_t(1));
+}
+
 // Bytes sent before the client saw anything more are not held.
 void test_pipelined_requests_are_not_held() {
   Lab lab;
@@ -1085,6 +1119,7 @@ int main() {
   run_test("the_primarys_first_datagram_opens_the_association", test_the_primarys_first_datagram_opens_the_association);
   run_test("the_replicas_first_datagram_opens_the_association", test_the_replicas_first_datagram_opens_the_association);
   run_test("media_to_a_relay_port_reaches_the_replicas_port", test_media_to_a_relay_port_reaches_the_replicas_port);
+  run_test("a_segment_in_fragments_reaches_the_replica_whole", test_a_segment_in_fragments_reaches_the_replica_whole);
   run_test("request_waits_for_the_replicas_answer", test_request_waits_for_the_replicas_answer);
   run_test("pipelined_requests_are_not_held", test_pipelined_requests_are_not_held);
   run_test("fin_waits_for_the_replicas_answer", test_fin_waits_for_the_replicas_answer);
