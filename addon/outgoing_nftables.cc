@@ -38,8 +38,9 @@ constexpr uint32_t kIpDaddrOffset = 16;
 constexpr uint32_t kTcpSportOffset = 0;   // RFC 793; UDP's ports lie there too (RFC 768)
 constexpr uint32_t kTcpDportOffset = 2;
 constexpr uint32_t kUdpCsumOffset = 6;
-// Active mode: the clients' packets are translated in prerouting at mangle
-// priority, after conntrack (-200) and before routing and input filters.
+// Active mode: the clients' packets are translated at local input, mangle
+// priority, before the input filters: a segment a narrower link cut in
+// fragments is whole there (the stack reassembles before the input hook).
 constexpr char kInChain[] = "in";
 // After chain out: whatever else leaves this host from the VIP while it
 // replicates — a connection the replica opens itself (a proxy to a callee over
@@ -366,7 +367,7 @@ NftStatus NftTables::install(const NftConfig& cfg, std::string* err) {
   put_mark_exempt_rule(b, cfg.table);
   // Empty until a takeover (enter_active): created now so the takeover only
   // adds rules, which is fast.
-  put_base_chain(b, NFPROTO_IPV4, cfg.table, kInChain, NF_INET_PRE_ROUTING, kIpInPriority, What::kInChain);
+  put_base_chain(b, NFPROTO_IPV4, cfg.table, kInChain, NF_INET_LOCAL_IN, kIpInPriority, What::kInChain);
   for (uint16_t port : cfg.ports)
     put_queue_rule(b, cfg.table, kChain, false, cfg.vip, PortRun{port, port}, cfg.queue_num);
   for (PortRun run : udp_runs)

@@ -10,7 +10,7 @@
 //       drop would fail the send with EPERM and desynchronise the replica.
 //       Packets carrying kInjectMark are exempt (the recovery path re-sends
 //       through the stack with it).
-//                      chain in: hook prerouting, priority -150, empty; after
+//                      chain in: hook input, priority -150, empty; after
 //       a takeover: meta mark == kTranslatedMark -> accept, then
 //       iif <vip-if> ip daddr <vip> tcp dport <port> -> the same queue.
 //   table arp <name>  (flags owner)  chain out: hook output, priority 0
@@ -86,7 +86,7 @@ class NftTables {
   // *err gets one line naming the cause and nothing stays installed.
   NftStatus install(const NftConfig& cfg, std::string* err);
   // Takeover (failure recovery, steps 3 and 6), in one batch: flush the arp
-  // chain and chain `in` (hook prerouting, priority -150), then
+  // chain and chain `in` (hook input, priority -150), then
   //   kQueueBoth   (the queue translates) fill `in` with rules queueing what
   //                arrives on interface in_ifindex for ip daddr <vip> tcp
   //                dport <port> to the same queue, unless marked

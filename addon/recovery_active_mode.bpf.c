@@ -85,21 +85,26 @@ struct segment {
   __u16 sport, dport;          // network order
   __u32 l4;                    // offset of the TCP header in the frame
   __u32 hdr_len;               // TCP header length, 20..60, a multiple of 4
-  __u32 payload;
+  __u32 payload;               // in this frame: a first fragment's, not the segment's
+  int first_fragment;          // the segment's header and its first bytes; the rest follows
   // The TCP header, rewritten in place; the slack past 60 bytes lets the
   // verifier see every option access (offset < 60, option <= 40 bytes) in
   // bounds without a check per byte.
   __u8 hdr[TCP_MAX_HDR + 40];
 };
 
-// Reads an IPv4/TCP frame's headers; 0 on success. Fragments and anything
-// else are not ours.
-static __always_inline int read_segment(struct __sk_buff* skb, struct segment* s) {
+// Reads an IPv4/TCP frame's headers; 0 on success. With first_fragments, the
+// first fragment of a segment a narrower link cut (its whole header: what is
+// translated; the fragments after it carry payload only, which needs none)
+// is read too. Later fragments and anything else are not ours.
+static __always_inline int read_segment(struct __sk_buff* skb, struct segment* s, int first_fragments) {
   if (skb->protocol != bpf_htons(ETH_P_IP)) return -1;
   struct iphdr ip;
   if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof ip)) return -1;
   if (ip.version != 4 || ip.ihl < 5 || ip.protocol != IPPROTO_TCP) return -1;
-  if (ip.frag_off & bpf_htons(0x3fff)) return -1;
+  if (ip.frag_off & bpf_htons(0x1fff)) return -1;                       // a later fragment
+  s->first_fragment = (ip.frag_off & bpf_htons(0x2000)) != 0;           // MF at offset 0
+  if (s->first_fragment && !first_fragments) return -1;
   s->saddr = ip.saddr;
   s->daddr = ip.daddr;
   s->l4 = ETH_HLEN + ip.ihl * 4;
@@ -243,7 +248,7 @@ int t2cp_active_ingress(struct __sk_buff* skb) {
   const struct t2cp_active_config* cfg = config();
   if (!cfg) return TC_ACT_OK;
   struct segment s = {};
-  int r = read_segment(skb, &s);
+  int r = read_segment(skb, &s, 1);
   if (r < 0) {
     // Not TCP: only an ICMP error about a taken-over flow is ours (off the TCP path).
     if (skb->protocol == bpf_htons(ETH_P_IP)) translate_icmp_error(skb, cfg);
@@ -286,7 +291,9 @@ int t2cp_active_ingress(struct __sk_buff* skb) {
     put32(s.hdr + 8, ack_b);
   }
   each_option(&s, f, 1, ack_b);
-  if (flags & TCP_FIN) { f->c_fin = 1; f->c_fin_seq = seq + s.payload; }
+  // A FIN's sequence number needs the whole segment's length: a cut one's FIN is left to the
+  // next (the client sends it again, or acks past it).
+  if ((flags & TCP_FIN) && !s.first_fragment) { f->c_fin = 1; f->c_fin_seq = seq + s.payload; }
   if (flags & TCP_RST) f->c_rst = 1;
   f->last_seen_ns = bpf_ktime_get_ns();
   count(T2CP_ACTIVE_IN_PACKETS);
@@ -302,7 +309,7 @@ int t2cp_active_egress(struct __sk_buff* skb) {
   const struct t2cp_active_config* cfg = config();
   if (!cfg || skb->mark == cfg->inject_mark) return TC_ACT_OK;  // resent by us, already in primary numbers
   struct segment s = {};
-  int r = read_segment(skb, &s);
+  int r = read_segment(skb, &s, 0);  // the new owner's TCP sets DF: its segments are never cut
   if (r < 0) return TC_ACT_OK;
   if (r > 0 || s.saddr != cfg->vip) {
     if (r > 0 && s.saddr == cfg->vip) count(T2CP_ACTIVE_UNPARSED);
