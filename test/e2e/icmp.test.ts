@@ -81,6 +81,53 @@ for (const c of mtuCases) describe(`icmp: a path MTU below the servers' ${c.narr
   });
 });
 
+// A client that clears DF (net.ipv4.ip_no_pmtu_disc) behind a link narrower than the servers
+// advertise (the gateway's server side at MTU 1000, the servers' routes to the clients at 1000
+// with an advertised MSS of 1460): its segments reach the primary in fragments, which the
+// primary's kernel makes whole. The backup must make them whole too, and carry the sessions
+// through a takeover, under either translator.
+const uploads: Workload = {
+  seed: 37,
+  sessions: [
+    { kind: 'upload', times: 2, bytes: 8 << 20 },
+    { kind: 'rr', times: 2, count: 300, intervalMs: 10, reqSize: [1200, 6000], respSize: [2, 600] },
+  ],
+};
+
+for (const translator of ['kernel', 'queue'] as const) describe(`icmp: a client's segments in fragments, the ${translator} translating`, () => {
+  const lab = useLab('tcpfrag');
+
+  it('every session is replicated from the fragments and carries on byte-exact', async () => {
+    const { tb, dir } = lab;
+    await tb.exec(tb.ns.client, ['sysctl', '-qw', 'net.ipv4.ip_no_pmtu_disc=1']);
+    await tb.exec(tb.ns.gateway, ['ip', 'link', 'set', 'gs', 'mtu', '1000']);
+    for (const ns of [tb.ns.primary, tb.ns.backup])
+      await tb.exec(ns, ['ip', 'route', 'replace', 'default', 'via', tb.addr.gatewayLan, 'mtu', '1000', 'advmss', '1460']);
+    const pair = await startTakeoverLab(tb, dir, { ports: [PORT], instance: INSTANCE, backupArgs: ['--active-mode', translator] });
+    try {
+      const client = startClient(tb, tb.ns.client, `${tb.addr.vip}:${PORT}`, uploads, `${dir}/client.jsonl`, { deadlineMs: 60_000 });
+      await waitFor(() => pair.backup.flows('synchronised').length >= SESSIONS, { timeoutMs: 15_000, what: 'every session replicated' });
+      await waitFor(async () => ((await pair.backup.counters()).tcp_reassembled ?? 0) > 100, { timeoutMs: 15_000, what: 'segments made whole from fragments' });
+      await pair.fail('link-down');
+      const record = await waitFor(() => readLog<{ engine: { flowsTakenOver: number; translator: string } }>(pair.logs.backupReport)[0], { timeoutMs: 15_000, what: 'the takeover' });
+      const run = await client.finished;
+      const check = compareTakeover(readLog<ClientLogLine>(`${dir}/client.jsonl`), readLog<ServiceLogLine>(pair.logs.backup));
+      const counters = await pair.backup.counters();
+      console.log(`tcp fragments (${translator}): exact ${check.exact}/${SESSIONS}, taken over ${record.engine.flowsTakenOver}; client ${JSON.stringify(run.summary)}; ` +
+        `fragments ${counters.tcp_fragments ?? 0}, made whole ${counters.tcp_reassembled ?? 0}, failed ${counters.tcp_reassembly_failed ?? 0}, ` +
+        `parse ${JSON.stringify(Object.fromEntries(Object.entries(counters).filter(([k]) => k.startsWith('mirror_parse'))))}`);
+      expect(record.engine.translator).toBe(translator);
+      expect(run.code, run.stderr).toBe(0);
+      expect(check.mismatches).toEqual([]);
+      expect(check.exact).toBe(SESSIONS);
+      expect(record.engine.flowsTakenOver).toBe(SESSIONS);
+    } finally {
+      await pair.stop();
+    }
+    expect(await kernelLeftovers(tb, INSTANCE)).toEqual([]);
+  });
+});
+
 describe('icmp: echo requests to the VIP', () => {
   const lab = useLab('icmpecho');
 
