@@ -28,6 +28,7 @@ IncomingProcessor::IncomingProcessor(EngineContext& ctx)
 }
 
 IncomingProcessor::~IncomingProcessor() {
+  ctx_.relay_paired = nullptr;
   if (raw_fd_ >= 0) close(raw_fd_);
 }
 
