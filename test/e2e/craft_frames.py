@@ -4,10 +4,12 @@
 usage: craft_frames.py IFACE DST_MAC SRC_MAC CLIENT_IP VIP PORT COUNT
 
 Each frame passes the capture's BPF filter (tcp, host VIP, port PORT) and is
-wrong in exactly one way, so each lands in one parse counter of t2cp:
+wrong in exactly one way, so each lands in one counter of t2cp (a parse
+counter but for the fragment, which reassembly refuses):
   truncated_ip     IPv4 total length larger than the frame
   bad_ip_checksum  IPv4 header checksum wrong
-  ip_fragment      more-fragments bit set
+  ip_fragment      more-fragments bit set, on a payload that is not a multiple
+                   of 8 bytes (no fragment but the last can be)
   bad_tcp_header   TCP data offset beyond the segment
   bad_tcp_options  a TCP option of length 0
 plus 'mid_stream': a well-formed ACK for a flow never seen open (unprotected).
