@@ -135,6 +135,7 @@ export async function runGateway(argv: string[]): Promise<void> {
     throw e;
   }
   node = gateway;
+  outputs.announce();
   const systemd = new SystemdNotifier(log);
   systemd.ready(`detecting: ${gateway.states.state}`, () => true);
   untilSignal(log, async () => {
@@ -201,6 +202,7 @@ export async function runPrimary(argv: string[]): Promise<void> {
     await outputs.close();
     throw e;
   }
+  outputs.announce();
   const systemd = new SystemdNotifier(log);
   systemd.ready(`watching the service: ${agent.state}`, () => true);
   untilSignal(log, async () => {

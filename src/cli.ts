@@ -53,6 +53,7 @@ async function runBackup(argv: string[]): Promise<void> {
     outputs.events?.flow({ event: e.type, ...node.flowFields(e) }, e.type === 'new' || e.type === 'closed');
   });
   node.start();
+  outputs.announce();
   const systemd = new SystemdNotifier(log);
   systemd.ready(node.state() === 'active' ? 'serving (a takeover kept)' : 'replicating', node.progressing);
   let stopping = false;

@@ -35,6 +35,8 @@ export interface RoleOutputs {
   close(): Promise<void>;
   /** For a process about to exit at once: the event socket's file removed now. */
   removeNow(): void;
+  /** Logs where metrics and events are served: called once the role runs (a role refused at start serves nothing). */
+  announce(): void;
 }
 
 export async function openRoleOutputs(role: Role, cfg: { instance: string; metrics?: Endpoint; events?: string; notify?: string }, log: Logger,
@@ -42,7 +44,6 @@ export async function openRoleOutputs(role: Role, cfg: { instance: string; metri
   const metrics = cfg.metrics
     ? await MetricsServer.open(cfg.metrics, { role, instance: cfg.instance, version: packageVersion(), snapshot: o.metrics })
     : undefined;
-  if (metrics) log.info('metrics served', { at: `http://${endpointText(metrics.address())}/metrics` });
   let events: EventStream | undefined;
   try {
     events = cfg.events ? await EventStream.open(cfg.events, { role, instance: cfg.instance, digest: o.digest, log }) : undefined;
@@ -50,7 +51,6 @@ export async function openRoleOutputs(role: Role, cfg: { instance: string; metri
     await metrics?.close();
     throw e;
   }
-  if (events) log.info('events served', { socket: cfg.events });
   const notify = cfg.notify ? notifyProgram(cfg.notify, role, cfg.instance, log) : undefined;
   return {
     ...(events ? { events } : {}),
@@ -64,6 +64,10 @@ export async function openRoleOutputs(role: Role, cfg: { instance: string; metri
     },
     removeNow() {
       if (cfg.events) fs.rmSync(cfg.events, { force: true });
+    },
+    announce() {
+      if (metrics) log.info('metrics served', { at: `http://${endpointText(metrics.address())}/metrics` });
+      if (events) log.info('events served', { socket: cfg.events });
     },
   };
 }

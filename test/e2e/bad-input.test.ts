@@ -91,8 +91,10 @@ describe('bad input: a clear one-line error and nothing installed', () => {
 
   it('a mirror interface that does not exist is named, with where to look (T2CP_NO_INTERFACE)', async () => {
     const instance = 'noif';
-    const r = await runBackupCli(tb, flagsToArgv({ ...validBackupArgs(tb, instance), '--mirror-if': 'nosuch0' }));
+    // With --metrics too: a backup refused at start says nothing of serving them (one line).
+    const r = await runBackupCli(tb, flagsToArgv({ ...validBackupArgs(tb, instance), '--mirror-if': 'nosuch0', '--metrics': '127.0.0.1:19391' }));
     expectRefused(r, { exit: 1, code: 'T2CP_NO_INTERFACE', says: [/'nosuch0'/, /does not exist/, /--mirror-if/, /ip link/] });
+    expect(r.stdout).not.toMatch(/metrics served/);
     await expectNothingLeft(tb, instance);
   });
 
