@@ -27,7 +27,7 @@ async function main(): Promise<void> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 't2cp-demo-voip-'));
   let keep = false;
   try {
-    const pair = await startTakeoverLab(tb, dir, { ports: [], udpPorts: [SIP_PORT], instance: 'voip', service: kamailioService(tb, dir) });
+    const pair = await startTakeoverLab(tb, dir, { ports: [], udpPorts: [SIP_PORT], instance: 'voip', hardMisses: 3, service: kamailioService(tb, dir) });
     say(`Kamailio (stateful proxy, registrar) on the primary ${tb.addr.primary} and the backup ${tb.addr.backup}, at VIP ${tb.addr.vip}:${SIP_PORT} over UDP; ` +
       `t2cp replicates the port to the backup's copy; failure detector on the gateway`);
     const calls = 10;

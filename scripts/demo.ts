@@ -63,7 +63,7 @@ async function main(): Promise<void> {
   let keep = false;
   try {
     await markPrimaryReplies(tb); // DSCP CS1 on the primary's segments: the client capture tells who answered
-    const pair = await startTakeoverLab(tb, dir, { ports: PORTS, instance: 'demo', backupArgs: ['--flow-stats', '500'], cpus: CPUS });
+    const pair = await startTakeoverLab(tb, dir, { ports: PORTS, instance: 'demo', hardMisses: 3, backupArgs: ['--flow-stats', '500'], cpus: CPUS });
     out.write(`primary ${tb.addr.primary} holds VIP ${tb.addr.vip}; backup ${tb.addr.backup} replicates ports ${PORTS.join(',')} ` +
       `from its mirror port; failure detector on the gateway (10 ms heartbeats, dead after 3 missed)` +
       (CPUS ? `; the backup's processes on CPU ${CPUS.backup}, everything else on CPU ${CPUS.primary}\n` : '\n'));
