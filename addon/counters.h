@@ -113,6 +113,8 @@ namespace t2cp {
   X(tcp_fragments)           /* fragments of clients' segments to VIP:ports */     \
   X(tcp_reassembled)         /* segments made whole from them */                   \
   X(tcp_reassembly_failed)   /* fragments given up: timed out, overlapping, bounds */\
+  X(udp_takeover_sent)       /* replica datagrams the primary never sent, sent at takeover */\
+  X(udp_takeover_dropped)    /* ... larger than what the comparison keeps, or not sent */\
   X(udp_fragments)           /* fragments to and from the VIP (clients', primary's) */  \
   X(udp_reassembled)         /* datagrams made whole from them, both ways */             \
   X(udp_reassembly_failed)   /* fragments given up: timed out, overlapping, bounds */   \

@@ -80,11 +80,14 @@ void OutgoingProcessor::on_replica_packet(const uint8_t* ip, size_t copied) {
         return;
       }
       const FlowKey k{d.daddr, d.dport, port};
-      const bool replicating = ctx_.mode == EngineMode::kReplicating;
+      // While the takeover is frozen too: what stays unpaired then, the primary never sent (the
+      // takeover sends it: udp_compare.h, take_unanswered).
+      const bool replicating = ctx_.mode == EngineMode::kReplicating, frozen = ctx_.mode == EngineMode::kFrozen;
       if (UdpAssociation* a = replicating ? in_.follow_udp(k) : ctx_.udp.find(k)) {
         a->replica.datagrams++;
         a->replica.bytes += d.payload_len;
-        if (replicating) ctx_.udp_compare.add(CompareSide::kReplica, k, ctx_.udp_divergence_of(port), d.payload, d.payload_len, realtime_us());
+        if (replicating || frozen)
+          ctx_.udp_compare.add(CompareSide::kReplica, k, ctx_.udp_divergence_of(port), d.payload, d.payload_len, realtime_us());
       }
       return;
     }

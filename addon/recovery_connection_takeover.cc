@@ -45,6 +45,27 @@ bool ConnectionTakeover::send(const SegmentSpec& sp) {
   return true;
 }
 
+bool ConnectionTakeover::send_datagram(const FlowKey& k, const uint8_t* payload, uint32_t len) {
+  if (len > sizeof pkt_ - 28) return false;
+  std::memset(pkt_, 0, 28);
+  const uint32_t total = 28 + len;
+  pkt_[0] = 0x45;
+  pkt_[2] = uint8_t(total >> 8), pkt_[3] = uint8_t(total);
+  pkt_[6] = 0x40;  // DF; the id and the header checksum the kernel fills in
+  pkt_[8] = 64;
+  pkt_[9] = IPPROTO_UDP;
+  std::memcpy(pkt_ + 12, &ctx_.cfg.vip, 4);
+  std::memcpy(pkt_ + 16, &k.client_ip, 4);
+  pkt_[20] = uint8_t(k.server_port >> 8), pkt_[21] = uint8_t(k.server_port);
+  pkt_[22] = uint8_t(k.client_port >> 8), pkt_[23] = uint8_t(k.client_port);
+  pkt_[24] = uint8_t((8 + len) >> 8), pkt_[25] = uint8_t(8 + len);
+  std::memcpy(pkt_ + 28, payload, len);
+  sockaddr_in to{};
+  to.sin_family = AF_INET;
+  to.sin_addr.s_addr = k.client_ip;
+  return sendto(fd_, pkt_, total, 0, reinterpret_cast<sockaddr*>(&to), sizeof to) == ssize_t(total);
+}
+
 SegmentSpec ConnectionTakeover::to_client(const Flow& f) const {
   SegmentSpec sp;
   sp.saddr = ctx_.cfg.vip;

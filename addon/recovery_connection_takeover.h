@@ -50,6 +50,8 @@ class ConnectionTakeover {
   // challenge ACK (RFC 5961), which this host's stack, holding no socket for
   // the flow, answers with a RST at exactly that point.
   bool reset_client(const Flow& f);
+  // A datagram from VIP:k.server_port to the client of k (no checksum: IPv4 allows it).
+  bool send_datagram(const FlowKey& k, const uint8_t* payload, uint32_t len);
 
  private:
   bool send(const SegmentSpec& sp);

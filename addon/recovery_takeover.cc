@@ -373,6 +373,11 @@ void FailureRecovery::poll(uint64_t now) {
       if (f && conn_.reset_client(*f)) resets++;
     }
     reset_due_.clear();
+    // The replica's answers to what the dying primary never got (its copy got them from the
+    // recorder), dropped as the primary's until now.
+    ctx_.udp_compare.take_unanswered([&](const FlowKey& k, const uint8_t* payload, uint32_t len, bool whole) {
+      ctx_.counters.add(whole && conn_.send_datagram(k, payload, len) ? k_udp_takeover_sent : k_udp_takeover_dropped);
+    });
     // The ACKs and resets are out; the data, the least first, as far as one
     // budget goes — the rest in the background (step 6 on).
     conn_.pump(kResendStepBytes);

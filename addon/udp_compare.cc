@@ -5,14 +5,14 @@
 
 namespace t2cp {
 
-void UdpOutputComparison::add(CompareSide side, const FlowKey& k, DivergencePolicy policy, const uint8_t* payload,
+bool UdpOutputComparison::add(CompareSide side, const FlowKey& k, DivergencePolicy policy, const uint8_t* payload,
                               uint32_t len, uint64_t now_us) {
-  if (policy == DivergencePolicy::kOff) return;
+  if (policy == DivergencePolicy::kOff) return false;
   Association& a = map_[k];
   a.policy = policy;
   const int me = int(side), other = 1 - me;
   const uint64_t number = a.sent[me]++;
-  if (a.done) return;
+  if (a.done) return false;
   Out o;
   o.len = len;
   o.us = now_us;
@@ -31,7 +31,7 @@ void UdpOutputComparison::add(CompareSide side, const FlowKey& k, DivergencePoli
     theirs.erase(theirs.begin() + long(i));
     stats_.compared++;
     a.paired[a.pairs++ % kRepeatMemory] = o.digest;
-    return;
+    return true;
   }
   const auto held = a.paired.begin() + long(std::min<uint64_t>(a.pairs, kRepeatMemory));
   o.repeat = policy == DivergencePolicy::kStrict && std::find(a.paired.begin(), held, o.digest) != held;
@@ -40,10 +40,11 @@ void UdpOutputComparison::add(CompareSide side, const FlowKey& k, DivergencePoli
     a.unpaired[0].clear();
     a.unpaired[1].clear();
     stats_.gave_up++;
-    return;
+    return false;
   }
   o.head.assign(payload, payload + std::min(len, kHeadBytes));
   a.unpaired[me].push_back(std::move(o));
+  return false;
 }
 
 void UdpOutputComparison::on_tick(uint64_t now_us, const Unread& unread) {
@@ -105,6 +106,19 @@ void UdpOutputComparison::pair_relay_ports(CompareSide side, const SdpRelayScan&
     const SdpRelayScan::Media &p = primary ? mine.media[i] : theirs.media[i], &r = primary ? theirs.media[i] : mine.media[i];
     relay_paired_(p.rtp, r.rtp);
     if (p.rtcp && r.rtcp) relay_paired_(p.rtcp, r.rtcp);
+  }
+}
+
+void UdpOutputComparison::take_unanswered(const Unanswered& f) {
+  std::vector<std::pair<const FlowKey*, const Out*>> all;
+  for (const auto& [k, a] : map_)
+    for (const Out& o : a.unpaired[int(CompareSide::kReplica)])
+      if (!o.repeat) all.push_back({&k, &o});
+  std::stable_sort(all.begin(), all.end(), [](const auto& x, const auto& y) { return x.second->us < y.second->us; });
+  for (const auto& [k, o] : all) f(*k, o->head.data(), o->len, o->head.size() == o->len);
+  for (auto& [k, a] : map_) {
+    a.unpaired[0].clear();
+    a.unpaired[1].clear();
   }
 }
 

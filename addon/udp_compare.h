@@ -86,13 +86,20 @@ class UdpOutputComparison {
     relay_paired_ = std::move(paired);
   }
 
-  // One datagram the side sent to the association's client (payload, its length).
-  void add(CompareSide side, const FlowKey& k, DivergencePolicy policy, const uint8_t* payload, uint32_t len,
+  // One datagram the side sent to the association's client (payload, its length). True when it
+  // paired with one the other side had sent already.
+  bool add(CompareSide side, const FlowKey& k, DivergencePolicy policy, const uint8_t* payload, uint32_t len,
            uint64_t now_us);
   // Whether the replica's service on this port has datagrams it has not read yet.
   using Unread = std::function<bool(uint16_t server_port)>;
   // Decides what stayed unpaired kSettleUs (asking `unread` before a primary's alone diverges).
   void on_tick(uint64_t now_us, const Unread& unread = {});
+  // At a takeover, once the mirror showed all it will: each replica datagram no primary one
+  // paired (a repeat aside), oldest first: what the dying primary never sent (the answer to a
+  // datagram it never got, which the recorder resupplied). f(key, payload, len, whole): whole
+  // when the kept head is all of it. Every association's unpaired are forgotten.
+  using Unanswered = std::function<void(const FlowKey& k, const uint8_t* payload, uint32_t len, bool whole)>;
+  void take_unanswered(const Unanswered& f);
   // The association expired: its state (a divergence too) is forgotten.
   void forget(const FlowKey& k) { map_.erase(k); }
   bool diverged(const FlowKey& k) const {

@@ -848,6 +848,27 @@ void test_the_replicas_first_datagram_opens_the_association() {
   CHECK_EQ(lab.ctx->udp_compare.stats().diverged, uint64_t(0));
 }
 
+// While a takeover is frozen the replica's datagrams are still dropped and compared: one the
+// primary had not sent (the answer to a request the dying primary never got, resupplied by the
+// recorder) is what the takeover sends; one the primary sent (on the mirror) is not.
+void test_a_frozen_replicas_answer_the_primary_never_sent_is_given_to_the_takeover() {
+  constexpr uint16_t kSip = 5060;
+  Lab lab(1ull << 30, 0, false, DivergencePolicy::kStrict, {kSip});
+  const std::vector<uint8_t> answered = datagram(kVip, kSip, kClient, 5062, "SIP/2.0 200 OK 1");
+  const std::vector<uint8_t> f = ethernet(answered);
+  lab.in->on_mirror_frame(f.data(), f.size(), 0);  // the primary's, before it died
+  lab.ctx->mode = EngineMode::kFrozen;
+  std::vector<uint8_t> same = answered, other = datagram(kVip, kSip, kClient, 5062, "SIP/2.0 200 OK 2");
+  CHECK(lab.out->on_packet(same.data(), same.size()) == NfQueue::Verdict::kDrop);
+  CHECK(lab.out->on_packet(other.data(), other.size()) == NfQueue::Verdict::kDrop);
+  std::vector<std::string> given;
+  lab.ctx->udp_compare.take_unanswered([&](const FlowKey& k, const uint8_t* p, uint32_t len, bool whole) {
+    CHECK(k == (FlowKey{kClient, 5062, kSip}) && whole);
+    given.emplace_back(reinterpret_cast<const char*>(p), len);
+  });
+  CHECK(given == std::vector<std::string>{"SIP/2.0 200 OK 2"});
+}
+
 // A media relay beside the service (--relay-ports): a phone's media to the primary's relay port
 // waits until the two copies' SDPs naming the ports paired, then reaches the replica on its
 // relay's port; the replica's media from that port is compared as from the primary's.
@@ -1120,6 +1141,8 @@ int main() {
   run_test("the_replicas_first_datagram_opens_the_association", test_the_replicas_first_datagram_opens_the_association);
   run_test("media_to_a_relay_port_reaches_the_replicas_port", test_media_to_a_relay_port_reaches_the_replicas_port);
   run_test("a_segment_in_fragments_reaches_the_replica_whole", test_a_segment_in_fragments_reaches_the_replica_whole);
+  run_test("a_frozen_replicas_answer_the_primary_never_sent_is_given_to_the_takeover",
+           test_a_frozen_replicas_answer_the_primary_never_sent_is_given_to_the_takeover);
   run_test("request_waits_for_the_replicas_answer", test_request_waits_for_the_replicas_answer);
   run_test("pipelined_requests_are_not_held", test_pipelined_requests_are_not_held);
   run_test("fin_waits_for_the_replicas_answer", test_fin_waits_for_the_replicas_answer);

@@ -321,7 +321,30 @@ void test_only_relay_ports_on_the_vip_leave_the_digest() {
   CHECK_EQ(m.relay.replica_of(10018), uint16_t(0));
 }
 
+// At a takeover: the replica's datagrams no primary one paired, oldest first, a repeat aside;
+// then nothing is left to decide.
+void test_the_unanswered_go_to_the_takeover_oldest_first() {
+  Lab l;
+  l.send(P, "200 OK a");
+  l.send(R, "200 OK a");   // paired: the primary sent it
+  l.now += 10;
+  l.send(R, "200 OK b", kB);
+  l.now += 10;
+  l.send(R, "200 OK a");   // a repeat of a pair
+  l.send(R, "200 OK c");
+  std::vector<std::string> given;
+  l.c.take_unanswered([&](const FlowKey&, const uint8_t* p, uint32_t len, bool whole) {
+    CHECK(whole);
+    given.emplace_back(reinterpret_cast<const char*>(p), len);
+  });
+  CHECK((given == std::vector<std::string>{"200 OK b", "200 OK c"}));
+  l.pass(kSettle + 1);
+  CHECK(l.found.empty());
+  CHECK_EQ(l.c.stats().unverified, uint64_t(0));
+}
+
 int main() {
+  run_test("the_unanswered_go_to_the_takeover_oldest_first", test_the_unanswered_go_to_the_takeover_oldest_first);
   run_test("relay_ports_named_in_sdp_pair_and_leave_the_digest", test_relay_ports_named_in_sdp_pair_and_leave_the_digest);
   run_test("only_relay_ports_on_the_vip_leave_the_digest", test_only_relay_ports_on_the_vip_leave_the_digest);
   run_test("a_replica_behind_on_its_input_is_late_not_diverged", test_a_replica_behind_on_its_input_is_late_not_diverged);
