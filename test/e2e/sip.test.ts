@@ -127,11 +127,13 @@ describe('sip with media relayed by rtpengine: the RTP streams carry on through 
         `capture ${JSON.stringify(run.captured)}, rtp ${media.rtp.length}, strays ${check.strays}; the takeover recorded ${tookOverMs - failMs} ms after the link went down, ` +
         `relay associations translated ${record.engine.relayTranslated}; backup: relay pairs ${counters.udp_relay_pairs}, unpaired ${counters.udp_relay_unpaired}, ` +
         `compared ${counters.udp_compared}, repeats ${counters.udp_compare_repeats}, unverified ${counters.udp_compare_unverified}, diverged ${counters.udp_diverged}; ` +
-        `recorder: asked ${counters.udp_asked}, resupplied ${counters.udp_resupplied}, lost ${counters.udp_lost}, records ${counters.udp_records}`);
+        `recorder: asked ${counters.udp_asked}, resupplied ${counters.udp_resupplied}, lost ${counters.udp_lost}, records ${counters.udp_records}; ` +
+        `sent at the takeover ${counters.udp_takeover_sent}, not ${counters.udp_takeover_dropped}; ` +
+        JSON.stringify(pair.backup.records.filter((r) => r.reason === 'diverged').map((r) => ({ flow: r.flow, offset: r.offset, byte: r.byte, primary: r.primary, replica: r.replica }))));
       for (const st of check.streams) {
         for (const [hop, h] of Object.entries({ toCallee: st.toCallee, toCaller: st.toCaller }))
           console.log(`sip with rtpengine: ssrc ${st.ssrc.toString(16)} ${hop}: sent ${h.sent} by ${h.sentBy}, received ${h.received} by ${h.receivedBy}, ` +
-            `identical ${h.identical}, missing ${h.missing} ${JSON.stringify(h.missingSeqs)}, largest gap ${h.largestGap.ms.toFixed(1)} ms ` +
+            `identical ${h.identical}, twice ${h.duplicates}, missing ${h.missing} ${JSON.stringify(h.missingSeqs)}, largest gap ${h.largestGap.ms.toFixed(1)} ms ` +
             `(${(h.largestGap.atMs - failMs).toFixed(0)} ms after the link went down)`);
       }
       expect(run.caller.code, run.caller.out.slice(-3000)).toBe(0);
@@ -145,6 +147,8 @@ describe('sip with media relayed by rtpengine: the RTP streams carry on through 
       // takeover on, but those whose two relays chose the same port by chance.
       expect(record.engine.relayTranslated).toBeGreaterThanOrEqual(1);
       expect(record.engine.relayTranslated).toBeLessThanOrEqual(2 * calls);
+      // The relayed RTP the dying primary never sent on went out at the takeover.
+      expect(counters.udp_takeover_sent ?? 0).toBeGreaterThan(0);
       expect(check.streams).toHaveLength(calls);
       expect(check.strays).toBe(0);
       for (const st of check.streams) {
@@ -153,16 +157,22 @@ describe('sip with media relayed by rtpengine: the RTP streams carry on through 
           expect(h.sentBy).toHaveLength(1);
           expect(h.receivedBy).toHaveLength(1);
           expect(h.altered, JSON.stringify(h.firstAltered)).toBe(0);
-          expect(h.duplicates + h.unexpected).toBe(0);
+          expect(h.unexpected).toBe(0);
+          // Not one lost: what the phones sent while the primary was dying the recorder resupplied
+          // and the backup's relay sent on at the takeover.
+          expect(h.missing, JSON.stringify(h.missingSeqs)).toBe(0);
         }
-        // The stream went on after the takeover: what the caller sent once the backup served all
-        // came back (only what was under way while the primary was dying may be lost).
-        const sentAfter = media.rtp.filter((p) => p.ssrc === st.ssrc && p.src === at.caller && p.tsMs > tookOverMs);
-        expect(sentAfter.length).toBeGreaterThan(50);
-        const cameBack = new Set(media.rtp.filter((p) => p.ssrc === st.ssrc && p.dst === at.caller).map((p) => p.seq));
-        expect(sentAfter.filter((p) => !cameBack.has(p.seq)).map((p) => p.seq)).toEqual([]);
-        const sentBefore = media.rtp.filter((p) => p.ssrc === st.ssrc && p.src === at.caller && p.tsMs < failMs - 100);
-        expect(sentBefore.filter((p) => !cameBack.has(p.seq)).map((p) => p.seq)).toEqual([]);
+        // A packet the phones got twice is one sent at the takeover itself: the recorder's records
+        // run on a moment past the VIP's move, and a datagram of that moment, which reached the new
+        // owner directly, is resupplied to it too (docs/limits.md, UDP).
+        const arrivals = new Map<string, number[]>();
+        for (const p of media.rtp.filter((q) => q.ssrc === st.ssrc && q.src === tb.addr.vip)) {
+          const k = `${p.dst} ${p.seq}`;
+          arrivals.set(k, [...(arrivals.get(k) ?? []), p.tsMs]);
+        }
+        expect([...arrivals].filter(([, ts]) => ts.length > 1 && ts[0]! < failMs).map(([k]) => k)).toEqual([]);
+        // The stream went on after the takeover.
+        expect(media.rtp.filter((p) => p.ssrc === st.ssrc && p.src === at.caller && p.tsMs > tookOverMs).length).toBeGreaterThan(50);
       }
     } finally {
       await pair.stop();
