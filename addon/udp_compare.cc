@@ -5,14 +5,14 @@
 
 namespace t2cp {
 
-bool UdpOutputComparison::add(CompareSide side, const FlowKey& k, DivergencePolicy policy, const uint8_t* payload,
+void UdpOutputComparison::add(CompareSide side, const FlowKey& k, DivergencePolicy policy, const uint8_t* payload,
                               uint32_t len, uint64_t now_us) {
-  if (policy == DivergencePolicy::kOff) return false;
+  if (policy == DivergencePolicy::kOff) return;
   Association& a = map_[k];
   a.policy = policy;
   const int me = int(side), other = 1 - me;
   const uint64_t number = a.sent[me]++;
-  if (a.done) return false;
+  if (a.done) return;
   Out o;
   o.len = len;
   o.us = now_us;
@@ -31,7 +31,7 @@ bool UdpOutputComparison::add(CompareSide side, const FlowKey& k, DivergencePoli
     theirs.erase(theirs.begin() + long(i));
     stats_.compared++;
     a.paired[a.pairs++ % kRepeatMemory] = o.digest;
-    return true;
+    return;
   }
   const auto held = a.paired.begin() + long(std::min<uint64_t>(a.pairs, kRepeatMemory));
   o.repeat = policy == DivergencePolicy::kStrict && std::find(a.paired.begin(), held, o.digest) != held;
@@ -40,11 +40,10 @@ bool UdpOutputComparison::add(CompareSide side, const FlowKey& k, DivergencePoli
     a.unpaired[0].clear();
     a.unpaired[1].clear();
     stats_.gave_up++;
-    return false;
+    return;
   }
   o.head.assign(payload, payload + std::min(len, kHeadBytes));
   a.unpaired[me].push_back(std::move(o));
-  return false;
 }
 
 void UdpOutputComparison::on_tick(uint64_t now_us, const Unread& unread) {

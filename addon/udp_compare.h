@@ -86,9 +86,8 @@ class UdpOutputComparison {
     relay_paired_ = std::move(paired);
   }
 
-  // One datagram the side sent to the association's client (payload, its length). True when it
-  // paired with one the other side had sent already.
-  bool add(CompareSide side, const FlowKey& k, DivergencePolicy policy, const uint8_t* payload, uint32_t len,
+  // One datagram the side sent to the association's client (payload, its length).
+  void add(CompareSide side, const FlowKey& k, DivergencePolicy policy, const uint8_t* payload, uint32_t len,
            uint64_t now_us);
   // Whether the replica's service on this port has datagrams it has not read yet.
   using Unread = std::function<bool(uint16_t server_port)>;
