@@ -226,6 +226,32 @@ void IncomingProcessor::expire_relay_held(uint64_t now_us) {
     relay_held_.pop_front();
     ctx_.counters.add(k_udp_relay_unpaired);
   }
+  std::deque<RelayOutputHeld> held;
+  held.swap(relay_output_held_);
+  for (RelayOutputHeld& h : held) {
+    const uint16_t port = ctx_.relay.primary_of(h.replica_port);
+    if (port && ctx_.mode == EngineMode::kReplicating) {
+      const FlowKey k{h.client_ip, h.client_port, port};
+      if (UdpAssociation* a = follow_udp(k)) {
+        a->replica.datagrams++;
+        a->replica.bytes += h.payload.size();
+        ctx_.udp_compare.add(CompareSide::kReplica, k, ctx_.udp_divergence_of(port), h.payload.data(), uint32_t(h.payload.size()), h.us);
+      }
+    } else if (now_us - h.us >= kRelayHoldUs || ctx_.mode != EngineMode::kReplicating) {
+      ctx_.counters.add(k_udp_relay_unpaired);
+    } else {
+      relay_output_held_.push_back(std::move(h));
+    }
+  }
+}
+
+void IncomingProcessor::hold_relay_output(const Datagram& d) {
+  if (ctx_.mode != EngineMode::kReplicating || relay_output_held_.size() >= kRelayHeld) {
+    ctx_.counters.add(k_udp_relay_unpaired);
+    return;
+  }
+  relay_output_held_.push_back(RelayOutputHeld{realtime_us(), d.sport, d.daddr, d.dport,
+                                               std::vector<uint8_t>(d.payload, d.payload + d.payload_len)});
 }
 
 void IncomingProcessor::on_udp_records(uint64_t first, const uint8_t* records, size_t n) {
@@ -268,7 +294,7 @@ void IncomingProcessor::udp_tick(uint64_t now_us) {
   c.set(k_udp_held, ledger_.held());
   if (ctx_.relay.any()) {
     expire_relay_held(now_us);
-    c.set(k_udp_relay_held, relay_held_.size());
+    c.set(k_udp_relay_held, relay_held_.size() + relay_output_held_.size());
     c.set(k_udp_relay_pairs, ctx_.relay.pairs());
   }
   if (ctx_.mode == EngineMode::kReplicating) {

@@ -35,6 +35,8 @@ class IncomingProcessor {
   // The association k, followed from now if new (counted, its `new` event); null when the table
   // is full. Called by either processor: the first datagram to a peer may be the replica's.
   UdpAssociation* follow_udp(const FlowKey& k);
+  // The replica's datagram from relay port d.sport, not paired yet: held for the pair.
+  void hold_relay_output(const Datagram& d);
   // Inject whatever is due for f now.
   void pump(Flow& f);
   // The capture dropped frames (Capture::stats), counted since the counter was
@@ -143,7 +145,8 @@ class IncomingProcessor {
   void give_udp(const uint8_t* ip, size_t len);
   // The datagrams held for the primary's relay port `port`, now paired: to the replica.
   void give_relay_held(uint16_t port);
-  // Held datagrams kRelayHoldUs old: dropped, counted.
+  // Held datagrams kRelayHoldUs old: dropped, counted. The replica's held ones whose port paired
+  // since: compared.
   void expire_relay_held(uint64_t now_us);
   // A segment of an unprotected flow from one side (client or primary): its FIN or RST noted;
   // ended once its connection is over (FINs both ways and the last ACK, or a reset).
@@ -195,6 +198,17 @@ class IncomingProcessor {
   static constexpr size_t kRelayHeld = 1024;
   static constexpr uint64_t kRelayHoldUs = 1000000;
   std::deque<RelayHeld> relay_held_;
+  // The replica's datagrams from a relay port not paired yet (the mirror had not shown the
+  // primary's SDP naming it when the replica's relay sent: the capture behind the output queue),
+  // oldest first, at most kRelayHeld: compared once the port pairs.
+  struct RelayOutputHeld {
+    uint64_t us;
+    uint16_t replica_port;
+    uint32_t client_ip;
+    uint16_t client_port;
+    std::vector<uint8_t> payload;
+  };
+  std::deque<RelayOutputHeld> relay_output_held_;
   uint64_t next_behind_shed_us_ = 0;
   uint16_t ip_id_ = 0;
   uint8_t pkt_[65536];

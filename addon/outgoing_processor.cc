@@ -73,10 +73,11 @@ void OutgoingProcessor::on_replica_packet(const uint8_t* ip, size_t copied) {
     e = parse_udp(ip, copied, &d);
     if (e == ParseError::kOk) {
       c.add(k_udp_replica_datagrams);
-      // From a media relay's port: compared as from the primary's it is paired with.
+      // From a media relay's port: compared as from the primary's it is paired with (held for the
+      // pair when it has none yet).
       uint16_t port = d.sport;
       if (ctx_.relay.relay(port) && !(port = ctx_.relay.primary_of(d.sport))) {
-        c.add(k_udp_relay_unpaired);
+        in_.hold_relay_output(d);
         return;
       }
       const FlowKey k{d.daddr, d.dport, port};

@@ -918,11 +918,21 @@ void test_media_to_a_relay_port_reaches_the_replicas_port() {
   lab.out->on_packet(relayed.data(), relayed.size());
   CHECK_EQ(lab.ctx->udp_compare.stats().compared, uint64_t(2));
   CHECK(lab.ctx->udp.find(FlowKey{kClient, kPhoneRtp, kReplicaRtp}) == nullptr);
-  // From a port no SDP paired: counted, not compared.
-  std::vector<uint8_t> stray = datagram(kVip, 30077, kClient, kPhoneRtp, "rtp 9");
+  // The replica's from a port no SDP paired yet (the capture behind the output queue): held,
+  // and compared once the two SDPs naming it pair.
+  std::vector<uint8_t> early = datagram(kVip, 30077, kClient, kPhoneRtp, "rtp 10");
+  lab.out->on_packet(early.data(), early.size());
+  CHECK_EQ(lab.ctx->udp_compare.stats().compared, uint64_t(2));
+  mirror(datagram(kVip, kSip, kClient, 5070, invite(30060)));
+  std::vector<uint8_t> second_invite = datagram(kVip, kSip, kClient, 5070, invite(30077));
+  lab.out->on_packet(second_invite.data(), second_invite.size());
+  mirror(datagram(kVip, 30060, kClient, kPhoneRtp, "rtp 10"));
+  lab.in->udp_tick(realtime_us());
+  CHECK_EQ(lab.ctx->udp_compare.stats().compared, uint64_t(4));
+  CHECK_EQ(lab.ctx->counters.get(k_udp_relay_unpaired), uint64_t(0));
+  // From or to a port no SDP pairs: held, then after kRelayHoldUs dropped, counted.
+  std::vector<uint8_t> stray = datagram(kVip, 30079, kClient, kPhoneRtp, "rtp 9");
   lab.out->on_packet(stray.data(), stray.size());
-  CHECK_EQ(lab.ctx->counters.get(k_udp_relay_unpaired), uint64_t(1));
-  // To a port no SDP paired: held, then after kRelayHoldUs dropped, counted.
   mirror(datagram(kClient, kPhoneRtp, kVip, 30050, "rtp x"));
   lab.in->udp_tick(realtime_us() + 2000000);
   CHECK(given().empty());
