@@ -121,6 +121,10 @@ describe('sip with media relayed by rtpengine: the RTP streams carry on through 
       const record = readLog<{ engine: { relayTranslated: number } }>(pair.logs.backupReport)[0]!;
       const counters = await pair.backup.counters();
       const media = readMediaCapture(run.capture, tb.addr.vip);
+      // What the kernel translates since the takeover, and the relay ports' associations: for a post-mortem.
+      const translated = (await tb.exec(tb.ns.backup, ['nft', 'list', 'table', 'ip', `t2cp_${INSTANCE}`])).stdout.match(/map \{[^}]*\}/g) ?? [];
+      console.log(`sip with rtpengine: translated ${JSON.stringify(translated)}; associations ` +
+        JSON.stringify(pair.backup.flows('new').filter((r) => /:30\d\d\d/.test(String(r.flow))).map((r) => r.flow)));
       const at = { caller: tb.addr.clients[0]!, callee: tb.addr.clients[1]! };
       const check = checkRelayedMedia(media, { ...at, vip: tb.addr.vip });
       console.log(`sip with rtpengine: caller ${run.caller.stats['SuccessfulCall(C)']}/${calls} successful, callee exit ${run.callee.code}; ` +
