@@ -123,7 +123,7 @@ describe('sip with media relayed by rtpengine: the RTP streams carry on through 
       const media = readMediaCapture(run.capture, tb.addr.vip);
       // What the kernel translates since the takeover, and the relay ports' associations: for a post-mortem.
       const translated = (await tb.exec(tb.ns.backup, ['nft', 'list', 'table', 'ip', `t2cp_${INSTANCE}`])).stdout.match(/map \{[^}]*\}/g) ?? [];
-      console.log(`sip with rtpengine: translated ${JSON.stringify(translated)}; associations ` +
+      console.log(`sip with rtpengine: translated (chain out: replica port to primary, then in) ${JSON.stringify(translated)}; associations ` +
         JSON.stringify(pair.backup.flows('new').filter((r) => /:30\d\d\d/.test(String(r.flow))).map((r) => r.flow)));
       const at = { caller: tb.addr.clients[0]!, callee: tb.addr.clients[1]! };
       const check = checkRelayedMedia(media, { ...at, vip: tb.addr.vip });
