@@ -65,8 +65,8 @@ uint64_t relay_digest(const uint8_t* payload, uint32_t len, const char* vip_text
   const uint8_t* p = payload;
   const uint8_t* sep = static_cast<const uint8_t*>(memmem(p, len, "\r\n\r\n", 4));
   const uint32_t body = sep ? uint32_t(sep - p) + 4 : len;
-  const uint64_t plain = uint64_t(crc32c(0, p, len)) << 32 | len;
-  if (!sep || !starts(p, body, len, "v=0")) return plain;
+  auto plain = [&] { return uint64_t(crc32c(0, p, len)) << 32 | len; };
+  if (!sep || !starts(p, body, len, "v=0")) return plain();
 
   Span masked[2 * SdpRelayScan::kMaxMedia + 1];
   int spans = 0;
@@ -117,7 +117,7 @@ uint64_t relay_digest(const uint8_t* payload, uint32_t len, const char* vip_text
     }
   }
   close();
-  if (!scan->n) return plain;
+  if (!scan->n) return plain();
   const Span cl = content_length(p, body);
   if (cl.len) masked[spans++] = cl;
   std::sort(masked, masked + spans, [](const Span& a, const Span& b) { return a.at < b.at; });

@@ -17,7 +17,8 @@ void UdpOutputComparison::add(CompareSide side, const FlowKey& k, DivergencePoli
   o.len = len;
   o.us = now_us;
   o.number = number;
-  if (relay_ && relay_->any()) {
+  // SDP is looked for on the other ports only: a relay's own carry media.
+  if (relay_ && relay_->any() && !relay_->relay(k.server_port)) {
     o.digest = relay_digest(payload, len, vip_text_.c_str(), relay_->set(), &o.relay);
     if (policy != DivergencePolicy::kStrict) o.digest &= 0xffffffffu;  // the length without the relay ports
   } else {
