@@ -226,23 +226,30 @@ void IncomingProcessor::expire_relay_held(uint64_t now_us) {
     relay_held_.pop_front();
     ctx_.counters.add(k_udp_relay_unpaired);
   }
+  if (relay_output_held_.empty()) return;
   std::deque<RelayOutputHeld> held;
   held.swap(relay_output_held_);
   for (RelayOutputHeld& h : held) {
     const uint16_t port = ctx_.relay.primary_of(h.replica_port);
     if (port && ctx_.mode == EngineMode::kReplicating) {
-      const FlowKey k{h.client_ip, h.client_port, port};
-      if (UdpAssociation* a = follow_udp(k)) {
-        a->replica.datagrams++;
-        a->replica.bytes += h.payload.size();
-        ctx_.udp_compare.add(CompareSide::kReplica, k, ctx_.udp_divergence_of(port), h.payload.data(), uint32_t(h.payload.size()), h.us);
-      }
+      replica_datagram(FlowKey{h.client_ip, h.client_port, port}, h.payload.data(), uint32_t(h.payload.size()), h.us);
     } else if (now_us - h.us >= kRelayHoldUs || ctx_.mode != EngineMode::kReplicating) {
       ctx_.counters.add(k_udp_relay_unpaired);
     } else {
       relay_output_held_.push_back(std::move(h));
     }
   }
+}
+
+void IncomingProcessor::replica_datagram(const FlowKey& k, const uint8_t* payload, uint32_t len, uint64_t us) {
+  // While the takeover is frozen too: what stays unpaired then, the primary never sent (the
+  // takeover sends it: udp_compare.h, take_unanswered).
+  const bool replicating = ctx_.mode == EngineMode::kReplicating, frozen = ctx_.mode == EngineMode::kFrozen;
+  UdpAssociation* a = replicating ? follow_udp(k) : ctx_.udp.find(k);
+  if (!a) return;
+  a->replica.datagrams++;
+  a->replica.bytes += len;
+  if (replicating || frozen) ctx_.udp_compare.add(CompareSide::kReplica, k, ctx_.udp_divergence_of(k.server_port), payload, len, us);
 }
 
 void IncomingProcessor::hold_relay_output(const Datagram& d) {

@@ -35,6 +35,9 @@ class IncomingProcessor {
   // The association k, followed from now if new (counted, its `new` event); null when the table
   // is full. Called by either processor: the first datagram to a peer may be the replica's.
   UdpAssociation* follow_udp(const FlowKey& k);
+  // The replica's datagram (its payload) to the client of k: counted against the association
+  // and, while replicating or frozen, compared.
+  void replica_datagram(const FlowKey& k, const uint8_t* payload, uint32_t len, uint64_t us);
   // The replica's datagram from relay port d.sport, not paired yet: held for the pair.
   void hold_relay_output(const Datagram& d);
   // Inject whatever is due for f now.

@@ -80,16 +80,7 @@ void OutgoingProcessor::on_replica_packet(const uint8_t* ip, size_t copied) {
         in_.hold_relay_output(d);
         return;
       }
-      const FlowKey k{d.daddr, d.dport, port};
-      // While the takeover is frozen too: what stays unpaired then, the primary never sent (the
-      // takeover sends it: udp_compare.h, take_unanswered).
-      const bool replicating = ctx_.mode == EngineMode::kReplicating, frozen = ctx_.mode == EngineMode::kFrozen;
-      if (UdpAssociation* a = replicating ? in_.follow_udp(k) : ctx_.udp.find(k)) {
-        a->replica.datagrams++;
-        a->replica.bytes += d.payload_len;
-        if (replicating || frozen)
-          ctx_.udp_compare.add(CompareSide::kReplica, k, ctx_.udp_divergence_of(port), d.payload, d.payload_len, realtime_us());
-      }
+      in_.replica_datagram(FlowKey{d.daddr, d.dport, port}, d.payload, d.payload_len, realtime_us());
       return;
     }
   }
