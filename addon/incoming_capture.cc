@@ -36,7 +36,6 @@ std::string vip_text(const CaptureConfig& cfg) {
 std::string later_fragments(const CaptureConfig& cfg, const char* dir, int proto = 17) {
   return "ip proto " + std::to_string(proto) + " and " + dir + "host " + vip_text(cfg) + " and ip[6:2] & 0x1fff != 0";
 }
-std::string udp_later_fragments(const CaptureConfig& cfg, const char* dir) { return later_fragments(cfg, dir); }
 
 
 std::string direction_filter(const CaptureConfig& cfg, const char* dir, const std::vector<uint16_t>& ports,
@@ -71,7 +70,7 @@ std::string client_segments(const CaptureConfig& cfg) {
 // VIP) or ", or "" without UDP ports.
 std::string udp_filter(const CaptureConfig& cfg) {
   if (cfg.udp_ports.empty()) return "";
-  return "(" + direction_filter(cfg, "dst ", cfg.udp_ports, "udp") + ") or (" + udp_later_fragments(cfg, "dst ") + ") or ";
+  return "(" + direction_filter(cfg, "dst ", cfg.udp_ports, "udp") + ") or (" + later_fragments(cfg, "dst ") + ") or ";
 }
 
 // " or (udp and src host VIP and (src port P or ...)) or (later fragments
@@ -79,14 +78,14 @@ std::string udp_filter(const CaptureConfig& cfg) {
 // none is.
 std::string udp_output_filter(const CaptureConfig& cfg) {
   if (cfg.udp_output_ports.empty()) return "";
-  return " or (" + direction_filter(cfg, "src ", cfg.udp_output_ports, "udp") + ") or (" + udp_later_fragments(cfg, "src ") + ")";
+  return " or (" + direction_filter(cfg, "src ", cfg.udp_output_ports, "udp") + ") or (" + later_fragments(cfg, "src ") + ")";
 }
 
 // The traffic recorder's: what this host sends toward VIP:ports (TCP) and
 // VIP:udp_ports (UDP).
 std::string outbound_filter(const CaptureConfig& cfg) {
   if (cfg.udp_ports.empty()) return direction_filter(cfg, "dst ");
-  const std::string udp = "(" + direction_filter(cfg, "dst ", cfg.udp_ports, "udp") + ") or (" + udp_later_fragments(cfg, "dst ") + ")";
+  const std::string udp = "(" + direction_filter(cfg, "dst ", cfg.udp_ports, "udp") + ") or (" + later_fragments(cfg, "dst ") + ")";
   return cfg.ports.empty() ? udp : "(" + direction_filter(cfg, "dst ") + ") or " + udp;
 }
 
