@@ -372,20 +372,16 @@ function largestGap(ps: RtpPacket[]): Gap {
 
 export interface StreamCheck {
   ssrc: number;
-  /** The relay's port facing the caller (where the caller sends) and the one facing the callee (where the callee's RTP comes from). */
-  relayPorts: { caller: number[]; callee: number[] };
-  /** The caller's RTP to the callee; the callee's echo of it to the caller; and the caller's RTP back to it, both hops together. */
+  /** The caller's RTP to the callee, and the callee's echo of it to the caller. */
   toCallee: HopCheck;
   toCaller: HopCheck;
-  roundTrip: HopCheck;
 }
 
 export interface MediaCheck {
   streams: StreamCheck[];
   /** RTP on the relay's ports with an SSRC no caller sent. */
   strays: number;
-  /** SDPs the phones got from the proxy, and those that do not name the VIP and a relay port. */
-  sdps: number;
+  /** SDPs the phones got from the proxy that do not name the VIP and a relay port. */
   sdpsOffRelay: SdpSeen[];
 }
 
@@ -405,15 +401,13 @@ export function checkRelayedMedia(capture: MediaCapture, at: { caller: string; c
     const [a, b, c, d] = [of(callerSent, ssrc), of(calleeGot, ssrc), of(calleeSent, ssrc), of(callerGot, ssrc)];
     return {
       ssrc,
-      relayPorts: { caller: [...new Set(a.map((p) => p.dport))], callee: [...new Set(b.map((p) => p.sport))] },
       toCallee: compareHop(a, b),
       toCaller: compareHop(c, d),
-      roundTrip: compareHop(a, d),
     };
   });
   const known = new Set(ssrcs);
   const offRelay = capture.sdps.filter((s) => s.addr !== at.vip || !inRelayRange(s.port));
-  return { streams, strays: rtp.filter((p) => !known.has(p.ssrc)).length, sdps: capture.sdps.length, sdpsOffRelay: offRelay };
+  return { streams, strays: rtp.filter((p) => !known.has(p.ssrc)).length, sdpsOffRelay: offRelay };
 }
 
 function compareHop(sent: RtpPacket[], received: RtpPacket[]): HopCheck {

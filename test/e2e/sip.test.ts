@@ -128,7 +128,7 @@ describe('sip with media relayed by rtpengine: the RTP streams carry on through 
       const at = { caller: tb.addr.clients[0]!, callee: tb.addr.clients[1]! };
       const check = checkRelayedMedia(media, { ...at, vip: tb.addr.vip });
       console.log(`sip with rtpengine: caller ${run.caller.stats['SuccessfulCall(C)']}/${calls} successful, callee exit ${run.callee.code}; ` +
-        `capture ${JSON.stringify(run.captured)}, rtp ${media.rtp.length}, strays ${check.strays}; the takeover recorded ${tookOverMs - failMs} ms after the link went down, ` +
+        `capture ${JSON.stringify(run.captured)}, rtp ${media.rtp.length} (not rtp ${media.notRtp}, frames not read ${media.skipped}), strays ${check.strays}; the takeover recorded ${tookOverMs - failMs} ms after the link went down, ` +
         `relay associations translated ${record.engine.relayTranslated}; backup: relay pairs ${counters.udp_relay_pairs}, unpaired ${counters.udp_relay_unpaired}, ` +
         `compared ${counters.udp_compared}, repeats ${counters.udp_compare_repeats}, unverified ${counters.udp_compare_unverified}, diverged ${counters.udp_diverged}; ` +
         `recorder: asked ${counters.udp_asked}, resupplied ${counters.udp_resupplied}, lost ${counters.udp_lost}, records ${counters.udp_records}; ` +
