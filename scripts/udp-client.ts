@@ -6,8 +6,13 @@
 // A request unanswered within RETRY ms is sent again (a datagram lost, a
 // server dying and another taking over), until DEADLINE.
 //
+// With --stream, each association sends its COUNT datagrams (seq 1, 2, ...)
+// every INTERVAL ms without waiting for answers and never sends one twice, as
+// a media stream does: the service's per-seq counts then tell a datagram lost
+// from one delivered twice.
+//
 //   node dist/scripts/udp-client.js --server ADDR:PORT --associations N --count C
-//        [--interval-ms 5] [--retry-ms 100] [--deadline-ms 60000] [--max-bytes 1200] --log FILE
+//        [--interval-ms 5] [--retry-ms 100] [--deadline-ms 60000] [--max-bytes 1200] [--stream] --log FILE
 //
 // Writes one JSON line per association to FILE ({local, sent, answered,
 // resent, longestWaitMs, ok, error}) and a summary line on stdout (with ms:
@@ -23,6 +28,7 @@ const { values } = parseArgs({
     server: { type: 'string' }, associations: { type: 'string', default: '4' }, count: { type: 'string', default: '100' },
     'interval-ms': { type: 'string', default: '5' }, 'retry-ms': { type: 'string', default: '100' },
     'deadline-ms': { type: 'string', default: '60000' }, 'max-bytes': { type: 'string', default: '1200' }, log: { type: 'string' },
+    stream: { type: 'boolean' },
   },
 });
 const [host, portText] = (values.server ?? '').split(':');
@@ -37,6 +43,35 @@ const deadline = Date.now() + deadlineMs;
 
 interface Outcome { local: string; sent: number; answered: number; resent: number; longestWaitMs: number; ok: boolean; error: string | null }
 
+/** The datagram of `seq`: the number, then 16 to maxBytes random bytes. */
+function request(seq: number): Buffer {
+  const req = Buffer.concat([Buffer.alloc(4), randomBytes(16 + Math.floor(Math.random() * (maxBytes - 15)))]);
+  req.writeUInt32BE(seq, 0);
+  return req;
+}
+
+/** --stream: every datagram once, INTERVAL ms apart; answers are not waited for. */
+async function stream(): Promise<Outcome> {
+  const sock = dgram.createSocket('udp4');
+  await new Promise<void>((r) => sock.connect(port, host, r));
+  const out: Outcome = { local: `${sock.address().address}:${sock.address().port}`, sent: 0, answered: 0, resent: 0, longestWaitMs: 0, ok: false, error: null };
+  sock.on('message', () => out.answered++);
+  try {
+    for (let seq = 1; seq <= count && Date.now() < deadline; seq++) {
+      await new Promise<void>((resolve, reject) => sock.send(request(seq), (e) => (e ? reject(e) : resolve())));
+      out.sent = seq;
+      if (intervalMs > 0) await new Promise((r) => setTimeout(r, intervalMs));
+    }
+    out.ok = out.sent === count;
+    if (!out.ok) out.error = `${out.sent} of ${count} sent at the deadline`;
+  } catch (e) {
+    out.error = (e as Error).message;
+  } finally {
+    sock.close();
+  }
+  return out;
+}
+
 async function association(): Promise<Outcome> {
   // Connected: only the service address's answers count, as a SIP phone takes only its proxy's.
   const sock = dgram.createSocket('udp4');
@@ -47,8 +82,7 @@ async function association(): Promise<Outcome> {
   sock.on('message', (b) => waiting?.(b));
   try {
     for (let seq = 1; seq <= count; seq++) {
-      const req = Buffer.concat([Buffer.alloc(4), randomBytes(16 + Math.floor(Math.random() * (maxBytes - 15)))]);
-      req.writeUInt32BE(seq, 0);
+      const req = request(seq);
       chain = createHash('sha256').update(chain).update(req.subarray(4)).digest();
       const started = Date.now();
       const reply = await new Promise<Buffer>((resolve, reject) => {
@@ -82,7 +116,7 @@ async function association(): Promise<Outcome> {
 }
 
 const started = performance.now();
-const outcomes = await Promise.all(Array.from({ length: n }, () => association()));
+const outcomes = await Promise.all(Array.from({ length: n }, () => (values.stream ? stream() : association())));
 const ms = Math.round(performance.now() - started);
 fs.writeFileSync(values.log, outcomes.map((o) => JSON.stringify(o) + '\n').join(''));
 const ok = outcomes.filter((o) => o.ok).length;

@@ -14,7 +14,10 @@
 // Listens on ADDRESS:PORT (the VIP, as a UDP service must: an unconnected
 // socket on 0.0.0.0 answers from the host's own address, not the one the
 // request came to), prints `ready`; on SIGTERM writes one JSON line per
-// association to FILE ({peer, requests, chain, answers, answersSha256}) and exits 0.
+// association to FILE ({peer, requests, chain, answers, answersSha256,
+// datagrams, distinct}: datagrams is every one it got, distinct the seqs
+// among them; a datagram delivered twice shows as datagrams > distinct when
+// its client sends each seq once, udp-client.ts --stream) and exits 0.
 import { createHash, randomBytes } from 'node:crypto';
 import dgram from 'node:dgram';
 import fs from 'node:fs';
@@ -27,7 +30,10 @@ if (!Number.isInteger(port) || port < 1 || port > 65535 || !values.log || !value
   process.exit(2);
 }
 
-interface Association { lastSeq: number; requests: number; chain: Buffer; last: Buffer | null; answers: number; answersHash: ReturnType<typeof createHash> }
+interface Association {
+  lastSeq: number; requests: number; chain: Buffer; last: Buffer | null; answers: number; answersHash: ReturnType<typeof createHash>;
+  datagrams: number; seqs: Set<number>;
+}
 const associations = new Map<string, Association>();
 
 /** The answer to request `seq` after `requests` distinct ones whose chain is `chain`, `len` bytes long. */
@@ -46,10 +52,12 @@ sock.on('message', (msg, from) => {
   const peer = `${from.address}:${from.port}`;
   let a = associations.get(peer);
   if (!a) {
-    a = { lastSeq: 0, requests: 0, chain: Buffer.alloc(32), last: null, answers: 0, answersHash: createHash('sha256') };
+    a = { lastSeq: 0, requests: 0, chain: Buffer.alloc(32), last: null, answers: 0, answersHash: createHash('sha256'), datagrams: 0, seqs: new Set() };
     associations.set(peer, a);
   }
   const seq = msg.readUInt32BE(0);
+  a.datagrams++;
+  a.seqs.add(seq);
   if (seq === a.lastSeq && a.last) {
     sock.send(a.last, from.port, from.address);
     return;
@@ -76,6 +84,7 @@ sock.bind(port, values.address, () => {
 process.on('SIGTERM', () => {
   const lines = [...associations].map(([peer, a]) => JSON.stringify({
     peer, requests: a.requests, chain: a.chain.toString('hex'), answers: a.answers, answersSha256: a.answersHash.digest('hex'),
+    datagrams: a.datagrams, distinct: a.seqs.size,
   }));
   fs.writeFileSync(values.log!, lines.map((l) => l + '\n').join(''));
   sock.close();

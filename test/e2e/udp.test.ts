@@ -24,7 +24,7 @@ const INSTANCE = 'udp';
 const TCP_PORT = 7000;
 const UDP_PORT = 5060;
 
-interface UdpServiceLine { peer: string; requests: number; chain: string; answers: number; answersSha256: string }
+interface UdpServiceLine { peer: string; requests: number; chain: string; answers: number; answersSha256: string; datagrams: number; distinct: number }
 interface UdpClientLine { local: string; sent: number; answered: number; resent: number; longestWaitMs: number; ok: boolean; error: string | null }
 
 /** The UDP service on UDP_PORT (or `port`) in `ns`. */
@@ -32,10 +32,10 @@ const startUdpService = (tb: Testbed, ns: string, log: string, extra: string[] =
   startUdpServiceOn(tb, ns, log, { port, extra });
 
 /** scripts/udp-client.ts in the client's namespace; resolves with its exit code and summary. */
-function runUdpClient(tb: Testbed, log: string, o: { associations: number; count: number; intervalMs: number; port?: number; maxBytes?: number }): Promise<{ code: number | null; stdout: string }> {
+function runUdpClient(tb: Testbed, log: string, o: { associations: number; count: number; intervalMs: number; port?: number; maxBytes?: number; stream?: boolean }): Promise<{ code: number | null; stdout: string }> {
   const child = tb.spawn(tb.ns.client, ['node', `${repoRoot}dist/scripts/udp-client.js`, '--server', `${tb.addr.vip}:${o.port ?? UDP_PORT}`,
     '--associations', String(o.associations), '--count', String(o.count), '--interval-ms', String(o.intervalMs), '--retry-ms', '100',
-    '--deadline-ms', '60000', '--max-bytes', String(o.maxBytes ?? 1200), '--log', log]);
+    '--deadline-ms', '60000', '--max-bytes', String(o.maxBytes ?? 1200), ...(o.stream ? ['--stream'] : []), '--log', log]);
   const out = collect(child);
   return new Promise((resolve) => child.once('exit', (code) => resolve({ code, stdout: out.stdout })));
 }
@@ -387,6 +387,46 @@ describe('udp: a takeover with UDP and TCP at once', () => {
       expect(clients.every((c) => c.ok && c.answered === 800)).toBe(true);
       expect(tcpRun.code, tcpRun.stderr).toBe(0);
       expect(check.exact).toBe(3);
+    } finally {
+      await stopChild(primary);
+      await stopChild(replica);
+      await pair.stop();
+    }
+    expect(await kernelLeftovers(tb, INSTANCE)).toEqual([]);
+  });
+});
+
+describe('udp: a stream through a takeover', () => {
+  const lab = useLab('udpstr');
+
+  it('every datagram reaches the copy that serves once: none lost, none twice', async () => {
+    const { tb, dir } = lab;
+    // Both copies keep up with the burst the ledger releases at the takeover.
+    const rcvbuf = ['--rcvbuf', String(8 << 20)];
+    const primary = await startUdpService(tb, tb.ns.primary, `${dir}/udp-primary.jsonl`, rcvbuf);
+    const pair = await startTakeoverLab(tb, dir, { ports: [TCP_PORT], udpPorts: [UDP_PORT], instance: INSTANCE });
+    const replica = await startUdpService(tb, tb.ns.backup, `${dir}/udp-replica.jsonl`, rcvbuf);
+    try {
+      // Streams as media sends them: each datagram once, one a millisecond per
+      // stream, so some are on the wire at the moment the VIP moves.
+      const streams = 12, count = 3000;
+      const udp = runUdpClient(tb, `${dir}/udp-client.jsonl`, { associations: streams, count, intervalMs: 1, maxBytes: 100, stream: true });
+      await waitFor(() => pair.backup.flows('new').length >= streams, { timeoutMs: 15_000, what: 'the streams followed' });
+      await new Promise((r) => setTimeout(r, 1000));
+      await pair.fail('link-down');
+      await waitFor(() => readLog(pair.logs.backupReport)[0], { timeoutMs: 15_000, what: 'the takeover' });
+      const udpRun = await udp;
+      await stopChild(replica);
+      const served = byPeer(readLog<UdpServiceLine>(`${dir}/udp-replica.jsonl`));
+      const clients = readLog<UdpClientLine>(`${dir}/udp-client.jsonl`);
+      const counters = await pair.backup.counters();
+      console.log(`udp stream takeover: ${udpRun.stdout.trim()}; at the copy that serves ` +
+        `${clients.map((c) => `${served[c.local]?.distinct ?? 0} distinct of ${served[c.local]?.datagrams ?? 0}`).join(', ')}; counters ${udpCounters(counters)}`);
+      expect(udpRun.code, udpRun.stdout).toBe(0);
+      for (const c of clients) {
+        expect(served[c.local]?.distinct, `${c.local}: every datagram reached the copy that serves`).toBe(count);
+        expect(served[c.local]?.datagrams, `${c.local}: no datagram reached it twice`).toBe(count);
+      }
     } finally {
       await stopChild(primary);
       await stopChild(replica);
