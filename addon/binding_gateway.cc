@@ -168,15 +168,20 @@ class RecorderWrap : public Napi::ObjectWrap<RecorderWrap> {
     return a;
   }
 
-  // udpManifest(after, fromNow): {first, next, lost, more, cut, records:
-  // Buffer of 16-byte records} (TrafficRecorder::udp_manifest); undefined
-  // when the recorder was given no UDP port.
+  // udpManifest(after, fromNow, askerMac?): {first, next, lost, more, cut,
+  // records: Buffer of 16-byte records, direct: numbers forwarded to
+  // askerMac} (TrafficRecorder::udp_manifest); undefined when the recorder
+  // was given no UDP port.
   Napi::Value UdpManifest(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    if (!info[0].IsNumber()) throw_error(env, "T2CP_CONFIG", "udpManifest(after: number, fromNow: boolean)");
+    uint8_t mac[6];
+    const bool has_mac = info[2].IsString();
+    if (!info[0].IsNumber() || (has_mac && !parse_mac(info[2].As<Napi::String>().Utf8Value(), mac)))
+      throw_error(env, "T2CP_CONFIG", "udpManifest(after: number, fromNow: boolean, askerMac?: 'aa:bb:cc:dd:ee:ff')");
     if (cfg_.udp_ports.empty()) return env.Undefined();
     TrafficRecorder::UdpManifest m = rec_.udp_manifest(uint64_t(info[0].As<Napi::Number>().Int64Value()),
-                                                       info[1].ToBoolean().Value(), kUdpManifestRecords);
+                                                       info[1].ToBoolean().Value(), kUdpManifestRecords,
+                                                       has_mac ? mac : nullptr);
     Napi::Object o = Napi::Object::New(env);
     o.Set("first", double(m.first));
     o.Set("next", double(m.next));
@@ -184,6 +189,9 @@ class RecorderWrap : public Napi::ObjectWrap<RecorderWrap> {
     o.Set("more", m.more);
     o.Set("cut", m.cut);
     o.Set("records", Napi::Buffer<uint8_t>::Copy(env, m.records.data(), m.records.size()));
+    Napi::Array direct = Napi::Array::New(env, m.direct.size());
+    for (size_t i = 0; i < m.direct.size(); i++) direct.Set(uint32_t(i), double(m.direct[i]));
+    o.Set("direct", direct);
     return o;
   }
   // udpLookup(numbers: number[]): the recorded datagrams still held, as packets.
@@ -228,6 +236,7 @@ class RecorderWrap : public Napi::ObjectWrap<RecorderWrap> {
     o.Set("udp_manifests", double(c.udp_manifests.load()));
     o.Set("udp_looked_up", double(c.udp_looked_up.load()));
     o.Set("udp_reassembled", double(c.udp_reassembled.load()));
+    o.Set("udp_direct", double(c.udp_direct.load()));
     o.Set("held_bytes", double(rec_.held_bytes()));
     return o;
   }

@@ -137,10 +137,10 @@ void TrafficRecorder::on_frame(void* self, const uint8_t* frame, size_t caplen, 
     r->counters_.malformed.fetch_add(1);
     return;
   }
-  r->record(capture_ns / 1000u, frame + kEthHeader, caplen - kEthHeader);
+  r->record(capture_ns / 1000u, frame, frame + kEthHeader, caplen - kEthHeader);
 }
 
-void TrafficRecorder::record(uint64_t us, const uint8_t* ip, size_t len) {
+void TrafficRecorder::record(uint64_t us, const uint8_t* to_mac, const uint8_t* ip, size_t len) {
   if (len >= 20 && ip[9] == 17) {
     std::lock_guard<std::mutex> g(mu_);
     if (ip[6] & 0x3f || ip[7]) {
@@ -151,7 +151,7 @@ void TrafficRecorder::record(uint64_t us, const uint8_t* ip, size_t len) {
       ip = reassembled_.data();
       len = reassembled_.size();
     }
-    record_udp(us, ip, len);
+    record_udp(us, to_mac, ip, len);
     return;
   }
   Segment s;
@@ -174,13 +174,14 @@ void TrafficRecorder::record(uint64_t us, const uint8_t* ip, size_t len) {
   }
 }
 
-void TrafficRecorder::record_udp(uint64_t us, const uint8_t* ip, size_t len) {
+void TrafficRecorder::record_udp(uint64_t us, const uint8_t* to_mac, const uint8_t* ip, size_t len) {
   Datagram d;
   if (parse_udp(ip, len, &d) != ParseError::kOk) {
     counters_.malformed.fetch_add(1);
     return;
   }
-  UdpEntry e{udp_next_++, us, {}, std::vector<uint8_t>(ip, ip + d.ip_len)};
+  UdpEntry e{udp_next_++, us, {}, {}, std::vector<uint8_t>(ip, ip + d.ip_len)};
+  std::memcpy(e.to_mac, to_mac, 6);
   std::memcpy(e.record, &d.saddr, 4);
   store16(e.record + 4, d.sport);
   store16(e.record + 6, d.dport);
@@ -198,7 +199,8 @@ void TrafficRecorder::record_udp(uint64_t us, const uint8_t* ip, size_t len) {
   }
 }
 
-TrafficRecorder::UdpManifest TrafficRecorder::udp_manifest(uint64_t after, bool from_now, size_t max_records) {
+TrafficRecorder::UdpManifest TrafficRecorder::udp_manifest(uint64_t after, bool from_now, size_t max_records,
+                                                           const uint8_t* asker_mac) {
   std::lock_guard<std::mutex> g(mu_);
   counters_.udp_manifests.fetch_add(1, std::memory_order_relaxed);
   UdpManifest m;
@@ -223,6 +225,10 @@ TrafficRecorder::UdpManifest TrafficRecorder::udp_manifest(uint64_t after, bool 
       return m;
     }
     m.records.insert(m.records.end(), e.record, e.record + sizeof e.record);
+    if (asker_mac && std::memcmp(e.to_mac, asker_mac, 6) == 0) {
+      m.direct.push_back(e.number);
+      counters_.udp_direct.fetch_add(1, std::memory_order_relaxed);
+    }
     m.next = e.number + 1;
   }
   m.cut = udp_cut_us_ != 0;

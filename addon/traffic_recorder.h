@@ -32,7 +32,11 @@
 // asks for the ones its mirror lost by number (udp_lookup()). The outage
 // replay leaves them out — a datagram sent twice would reach the service
 // twice — and the manifest stops at the replay (the cut): what is recorded
-// after it went to the new owner itself.
+// after it went to the new owner itself. Before the cut too, a datagram
+// forwarded once the VIP moved went to the new owner's MAC: each record keeps
+// the destination MAC of its frame, and a manifest names the records that
+// went to the asking backup's own MAC (direct): its host got those, not
+// its mirror, and it must not ask for them.
 //
 // Call order: start(), then request_resupply()/lookup()/counters() from the
 // JS thread at any time, stop() (also the destructor).
@@ -66,6 +70,7 @@ struct RecorderCounters {
   std::atomic<uint64_t> capture_drops{0};
   std::atomic<uint64_t> udp_recorded{0}, udp_evicted{0}, udp_manifests{0}, udp_looked_up{0};
   std::atomic<uint64_t> udp_reassembled{0};  // datagrams recorded whole from fragments
+  std::atomic<uint64_t> udp_direct{0};       // records in a manifest named forwarded to the asking backup
   std::atomic<uint64_t> lookups{0}, looked_up_packets{0}, looked_up_bytes{0};
   // What started the outage's replay: the new owner's gratuitous ARP, or
   // the backup's report (no announcement seen first).
@@ -98,14 +103,17 @@ class TrafficRecorder {
   // The records of datagrams numbered `after` and on (kUdpRecordSize bytes
   // each, at most max_records), up to the cut. from_now: none, only where the
   // numbering is (a backup starting; the cut of a past takeover forgotten).
+  // asker_mac (may be null): the asking backup's MAC; the numbers of the
+  // records whose frame went to it are in `direct`.
   struct UdpManifest {
     uint64_t first = 0, next = 0;  // the records' numbers: [first, next)
     uint64_t lost = 0;             // numbers from `after` already evicted
     bool more = false;             // more records wait (ask again at once)
     bool cut = false;              // the takeover's cut reached: no record will follow
     std::vector<uint8_t> records;
+    std::vector<uint64_t> direct;  // numbers in [first, next) forwarded to asker_mac
   };
-  UdpManifest udp_manifest(uint64_t after, bool from_now, size_t max_records);
+  UdpManifest udp_manifest(uint64_t after, bool from_now, size_t max_records, const uint8_t* asker_mac = nullptr);
   // The recorded datagrams of these numbers (the ones still held), as forwarded.
   std::vector<std::vector<uint8_t>> udp_lookup(const std::vector<uint64_t>& numbers);
   const RecorderCounters& counters() const { return counters_; }
@@ -121,8 +129,9 @@ class TrafficRecorder {
   }
   void run();
   static void on_frame(void* self, const uint8_t* frame, size_t caplen, uint64_t capture_ns);
-  void record(uint64_t us, const uint8_t* ip, size_t len);
-  void record_udp(uint64_t us, const uint8_t* ip, size_t len);  // under mu_
+  // One frame this host forwarded: its destination MAC and its IPv4 packet.
+  void record(uint64_t us, const uint8_t* to_mac, const uint8_t* ip, size_t len);
+  void record_udp(uint64_t us, const uint8_t* to_mac, const uint8_t* ip, size_t len);  // under mu_
   // Replays what was captured since since_us, to mac through the packet
   // socket, else through the raw IP socket (routed).
   void resupply(uint64_t since_us, const uint8_t* mac = nullptr);
@@ -143,7 +152,7 @@ class TrafficRecorder {
   std::deque<Entry> ring_;       // under mu_
   uint64_t ring_bytes_ = 0;      // under mu_
   // The clients' datagrams, numbered from 1 (under mu_).
-  struct UdpEntry { uint64_t number, us; uint8_t record[16]; std::vector<uint8_t> ip; };
+  struct UdpEntry { uint64_t number, us; uint8_t record[16]; uint8_t to_mac[6]; std::vector<uint8_t> ip; };
   std::deque<UdpEntry> udp_ring_;
   IpReassembly reassembly_;  // the clients' datagrams cut in fragments, recorded whole
   std::vector<uint8_t> reassembled_;

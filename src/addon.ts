@@ -183,7 +183,11 @@ export interface NativeFence {
 /** The gateway's traffic recorder (addon/traffic_recorder.h). */
 export interface RecorderOptions { lanIf: string; vip: string; ports: number[]; udpPorts: number[]; windowMs: number; maxBytes: number }
 /** The recorder's records of the clients' datagrams numbered [first, next) (addon/traffic_recorder.h udp_manifest). */
-export interface UdpManifest { first: number; next: number; lost: number; more: boolean; cut: boolean; records: Buffer }
+export interface UdpManifest {
+  first: number; next: number; lost: number; more: boolean; cut: boolean; records: Buffer;
+  /** The numbers of the records whose frame went to the asking backup's MAC (the VIP had moved to it). */
+  direct: number[];
+}
 export interface NativeRecorder {
   start(): void;
   stop(): void;
@@ -195,9 +199,10 @@ export interface NativeRecorder {
   lookup(q: { client: string; clientPort: number; vipPort: number; from: number; to: number }): Buffer[];
   /**
    * The records of datagrams numbered `after` and on, up to the takeover's cut; fromNow: none, where the numbering
-   * is. Undefined when the recorder was given no UDP port.
+   * is; askerMac: the asking backup's MAC (aa:bb:cc:dd:ee:ff), whose records are named direct. Undefined when the
+   * recorder was given no UDP port.
    */
-  udpManifest(after: number, fromNow: boolean): UdpManifest | undefined;
+  udpManifest(after: number, fromNow: boolean, askerMac?: string): UdpManifest | undefined;
   /** The recorded datagrams of these numbers still held, as forwarded; one larger than a frame as its IP fragments. */
   udpLookup(numbers: number[]): Buffer[];
   counters(): Record<string, number>;

@@ -17,6 +17,9 @@ import { configError } from './errors.js';
  * 'ports': at most 64 ports (TCP: a rule each); 'port-ranges': ranges allowed and counted as one
  * each, at most 64 of them (UDP: a media range of a hundred ports is one rule and one filter term).
  */
+/** An Ethernet address as ip(8) writes it: six lowercase hex pairs joined by colons. */
+export const MAC_RE = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
+
 export type OptionKind = 'string' | 'ipv4' | 'ports' | 'port-ranges' | 'int' | 'bytes' | 'bool' | 'endpoint' | 'bind' | 'choice' | 'mac';
 
 export interface Endpoint {
@@ -130,7 +133,7 @@ function convert<C>(spec: OptionSpec<C>, raw: unknown, where: string): unknown {
       throw configError(`${name} '${String(raw)}' is not one of ${spec.choices!.join(', ')}`);
     case 'mac': {
       const s = String(raw).toLowerCase();
-      if (/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/.test(s)) return s;
+      if (MAC_RE.test(s)) return s;
       throw configError(`${name} '${String(raw)}' is not a MAC address: give one like 02:00:00:00:00:01`);
     }
     case 'endpoint':

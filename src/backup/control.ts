@@ -46,6 +46,8 @@ export interface ControlOptions {
   epoch?: number;
   /** UDP ports are replicated: fetch the recorder's records of their datagrams (udp-sync.ts). */
   udp?: boolean;
+  /** This host's MAC on the interface that takes the VIP (udp-sync.ts: direct records). */
+  mac?: string;
 }
 
 /** What the control endpoint needs from the backup node. */
@@ -108,6 +110,7 @@ export class BackupControl {
         askResupply: (records) => ch.send(detector, 'UDP_RESUPPLY_REQUEST', { records }),
         records: (first, records) => node.udpRecords(first, records),
         takenOver: () => node.state() === 'taking-over' || node.state() === 'active',
+        ...(opts.mac ? { mac: opts.mac } : {}),
         log,
       });
     }

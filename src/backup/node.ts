@@ -15,7 +15,7 @@ import { engineOptions, type BackupConfig } from '../config.js';
 import { decodeEvents, resupplyRange, type FlowEvent } from '../incoming/events.js';
 import { summarizeLatency, summarizeReplicaLag } from '../incoming/latency.js';
 import type { Logger } from '../log.js';
-import { portListText } from '../options.js';
+import { MAC_RE, portListText } from '../options.js';
 import { preflight, defaultRouteInterface } from './preflight.js';
 import { BackupControl } from './control.js';
 import { TakeoverRun, type TakeoverRecord, type TakeoverTrigger } from './recovery.js';
@@ -268,7 +268,7 @@ export class BackupNode {
     if (!this.cfg.keyFile) return;
     this.control = await BackupControl.open(
       { keyFile: this.cfg.keyFile, port: this.cfg.controlPort, detector: this.cfg.detector, instance: this.cfg.instance, heartbeatMs: this.cfg.heartbeatMs,
-        ...(this.reclaimed ? { epoch: this.reclaimed.epoch } : {}), udp: this.cfg.udpPorts.length > 0 },
+        ...(this.reclaimed ? { epoch: this.reclaimed.epoch } : {}), udp: this.cfg.udpPorts.length > 0, ...this.vipIfMac() },
       this,
       this.log,
     );
@@ -317,6 +317,19 @@ export class BackupNode {
     return this.cfg.vipIf ?? defaultRouteInterface();
   }
 
+  /** This host's MAC on the VIP's interface, the one the gateway forwards to once the VIP moved here. */
+  private vipIfMac(): { mac?: string } {
+    const vipIf = this.vipIf();
+    try {
+      const mac = readFileSync(`/sys/class/net/${vipIf}/address`, 'utf8').trim();
+      if (MAC_RE.test(mac)) return { mac };
+    } catch {
+      // said below
+    }
+    this.log.warn(`no MAC on --vip-if ${vipIf}: a datagram the gateway forwards here once the VIP moved may reach the replica twice`);
+    return {};
+  }
+
   /**
    * Whether the packet thread moved since the last call (the systemd watchdog's test); true
    * without an engine (a backup that serves after a restart: its event loop is what turns).
@@ -326,10 +339,15 @@ export class BackupNode {
     return () => !this.engine || engineMoved();
   })();
 
-  /** The engine's counters, and the control endpoint's (control_accepted, control_rejected_<reason>). */
+  /**
+   * The engine's counters, and the control endpoint's (control_accepted, control_rejected_<reason>,
+   * udp_records_direct: the recorder's records this host got directly, left out of the ledger).
+   */
   counters(): Record<string, number> {
     const c: Record<string, number> = { ...(this.engine?.counters() ?? {}) };
     if (this.cfg.udpPorts.length) c.replica_udp_rcvbuf_errors = this.udpSocketDrops;
+    const sync = this.control?.udpSyncStats();
+    if (sync) c.udp_records_direct = sync.direct;
     const ctl = this.control?.counters();
     if (ctl) {
       c.control_accepted = ctl.accepted;

@@ -14,6 +14,12 @@
 // After a takeover it goes on until the recorder says its cut is reached
 // (what the clients sent before the new owner announced itself), then stops.
 //
+// Each request names this host's MAC on the interface that takes the VIP. The
+// recorder names back the records whose frame it forwarded to that MAC
+// (direct): once the VIP has moved, the clients' datagrams reach this host
+// itself, not through the mirror, and its replica has them. Those records
+// are not the engine's to wait for, nor to ask for again: they are left out.
+//
 // Call order: new UdpSync(o), then onManifest()/ask() from the control
 // channel and the engine's events, stop(). Node event loop.
 import type { Logger } from '../log.js';
@@ -28,10 +34,12 @@ const SILENT_MS = 2000;
 const ASK_BATCH = 256;
 const RECORD_BYTES = 16;
 
-export interface UdpManifestBody { boot: number; first: number; next: number; lost: number; more: boolean; cut: boolean; records: string }
+export interface UdpManifestBody { boot: number; first: number; next: number; lost: number; more: boolean; cut: boolean; records: string; direct?: string }
 
 export interface UdpSyncOptions {
-  request(body: { after: number; fromNow: boolean }): void;
+  request(body: { after: number; fromNow: boolean; mac?: string }): void;
+  /** This host's MAC on the interface that takes the VIP; none: no record is known to come direct. */
+  mac?: string;
   askResupply(records: string): void;
   /** To the engine: records numbered from first (none: the records keep coming). */
   records(first: number, records: Buffer): void;
@@ -41,7 +49,7 @@ export interface UdpSyncOptions {
 }
 
 export class UdpSync {
-  readonly stats = { manifests: 0, records: 0, lost: 0, asked: 0 };
+  readonly stats = { manifests: 0, records: 0, lost: 0, asked: 0, direct: 0 };
   private after = 0;
   private boot: number | undefined;
   private askedAt: number | undefined;
@@ -83,9 +91,21 @@ export class UdpSync {
       this.stats.lost += m.lost;
       this.o.log.warn('UDP records evicted before the backup fetched them: those datagrams go to the replica unverified', { lost: m.lost });
     }
-    const fresh = records.subarray(skip * RECORD_BYTES);
-    this.stats.records += fresh.length / RECORD_BYTES;
-    this.o.records(m.first + skip, fresh);
+    const from = m.first + skip;
+    const direct = new Set((m.direct ?? '').split(',').map(Number).filter((n) => Number.isSafeInteger(n) && n >= from && n < m.next));
+    // The runs of records between the direct ones, each numbered from its own first; a
+    // manifest with none still goes to the engine (it tells that records keep coming).
+    let run = from, given = false;
+    for (let n = from; n <= m.next; n++) {
+      if (n < m.next && !direct.has(n)) continue;
+      if (n > run || (n === m.next && !given)) {
+        this.o.records(run, records.subarray((run - m.first) * RECORD_BYTES, (n - m.first) * RECORD_BYTES));
+        given = true;
+      }
+      run = n + 1;
+    }
+    this.stats.records += m.next - from - direct.size;
+    this.stats.direct += direct.size;
     this.after = m.next;
     if (m.more) this.request();
     else if (m.cut && this.o.takenOver()) {
@@ -120,6 +140,6 @@ export class UdpSync {
 
   private request(): void {
     this.askedAt = Date.now();
-    this.o.request({ after: this.after, fromNow: this.boot === undefined });
+    this.o.request({ after: this.after, fromNow: this.boot === undefined, ...(this.o.mac ? { mac: this.o.mac } : {}) });
   }
 }

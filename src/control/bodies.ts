@@ -179,14 +179,18 @@ export interface BodyOf {
   RESUPPLY_REQUEST: { client: string; clientPort: number; vipPort: number; from: number; bytes: number };
   /** The segment as the gateway forwarded it (IPv4 + TCP, base64), cut to fit one frame. */
   RESUPPLY_DATA: { packet: string };
-  /** after: the first record number wanted; fromNow: none, only where the numbering is (a backup starting). */
-  UDP_MANIFEST_REQUEST: { after: number; fromNow: boolean };
+  /**
+   * after: the first record number wanted; fromNow: none, only where the numbering is (a backup starting);
+   * mac: the backup's own, on the interface that takes the VIP (its records come back as direct).
+   */
+  UDP_MANIFEST_REQUEST: { after: number; fromNow: boolean; mac?: string };
   /**
    * Records [first, next) as 16-byte records in base64 (client address, client port, VIP port, digest);
    * boot: the recorder's start (its numbering); lost: numbers from `after` evicted before asked; more: ask
-   * again at once; cut: the takeover's cut is reached, no record follows.
+   * again at once; cut: the takeover's cut is reached, no record follows; direct: the numbers (comma-separated) of
+   * the records whose datagram the gateway forwarded to the asking backup's mac itself, once the VIP had moved.
    */
-  UDP_MANIFEST: { boot: number; first: number; next: number; lost: number; more: boolean; cut: boolean; records: string };
+  UDP_MANIFEST: { boot: number; first: number; next: number; lost: number; more: boolean; cut: boolean; records: string; direct?: string };
   /** Record numbers, comma-separated. */
   UDP_RESUPPLY_REQUEST: { records: string };
 }

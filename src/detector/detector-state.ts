@@ -6,6 +6,7 @@
 // telling the old primary to stand down instead of believing it serves.
 import type { ActiveSide } from '../control/bodies.js';
 import { stateFile, stateRecord, type StateFile } from '../state-file.js';
+import { MAC_RE } from '../options.js';
 
 export interface DetectorState {
   version: 1;
@@ -26,7 +27,7 @@ function check(v: unknown): DetectorState {
   const o = stateRecord(v);
   if (o.active !== 'primary' && o.active !== 'backup') throw new Error(`active ${String(o.active)}`);
   const mac = o.fencedMac;
-  if (mac !== undefined && (typeof mac !== 'string' || !/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/.test(mac))) throw new Error(`fencedMac ${String(mac)}`);
+  if (mac !== undefined && (typeof mac !== 'string' || !MAC_RE.test(mac))) throw new Error(`fencedMac ${String(mac)}`);
   if (o.swapped !== undefined && typeof o.swapped !== 'boolean') throw new Error(`swapped ${String(o.swapped)}`);
   return { version: 1, epoch: o.epoch, active: o.active, ...(mac ? { fencedMac: mac } : {}), ...(o.swapped ? { swapped: true } : {}),
     updated: String(o.updated ?? '') };

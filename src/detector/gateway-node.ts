@@ -26,7 +26,7 @@ import type { Message, MessageOf } from '../control/messages.js';
 import type { ClusterView, LiveFlows, TakeoverReport } from '../control/bodies.js';
 import type { Logger } from '../log.js';
 import type { UdpManifest } from '../addon.js';
-import type { Endpoint } from '../options.js';
+import { MAC_RE, type Endpoint } from '../options.js';
 import type { DetectorState } from './detector-state.js';
 import { DeviceStates } from './device-states.js';
 import { engageFence, type GatewayFence } from './gateway-fence.js';
@@ -64,7 +64,7 @@ export interface GatewayNodeOptions {
     /** Recorded segments of one flow carrying client bytes [from, to), one frame each. */
     lookup(q: { client: string; clientPort: number; vipPort: number; from: number; to: number }): Buffer[];
     /** The records of the clients' datagrams numbered `after` and on, up to the takeover's cut (undefined: no UDP port). */
-    udpManifest(after: number, fromNow: boolean): UdpManifest | undefined;
+    udpManifest(after: number, fromNow: boolean, askerMac?: string): UdpManifest | undefined;
     /** The recorded datagrams of these numbers still held; one larger than a frame as its IP fragments. */
     udpLookup(numbers: number[]): Buffer[];
     counters(): Record<string, number>;
@@ -339,11 +339,14 @@ export class GatewayNode {
   /** The recorder's records of the clients' datagrams, for the backup's UDP ledger (addon/udp_ledger.h). */
   private udpManifest(q: MessageOf<'UDP_MANIFEST_REQUEST'>['body']): void {
     if (!this.opts.recorder || !this.ch) return;
-    const m = this.opts.recorder.udpManifest(q.after, q.fromNow);
+    // A backup that does not name its MAC (or names none readable) gets no direct records.
+    const mac = typeof q.mac === 'string' && MAC_RE.test(q.mac) ? q.mac : undefined;
+    const m = this.opts.recorder.udpManifest(q.after, q.fromNow, mac);
     if (!m) return;  // not told the UDP ports: the backup's datagrams go unpaired
     this.stats.udpManifests++;
     this.ch.send(this.peers.backup, 'UDP_MANIFEST', {
       boot: this.ch.boot, first: m.first, next: m.next, lost: m.lost, more: m.more, cut: m.cut, records: m.records.toString('base64'),
+      ...(m.direct.length ? { direct: m.direct.join(',') } : {}),
     });
   }
 

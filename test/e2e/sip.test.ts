@@ -131,8 +131,8 @@ describe('sip with media relayed by rtpengine: the RTP streams carry on through 
         `capture ${JSON.stringify(run.captured)}, rtp ${media.rtp.length} (not rtp ${media.notRtp}, frames not read ${media.skipped}), strays ${check.strays}; the takeover recorded ${tookOverMs - failMs} ms after the link went down, ` +
         `relay associations translated ${record.engine.relayTranslated}; backup: relay pairs ${counters.udp_relay_pairs}, unpaired ${counters.udp_relay_unpaired}, ` +
         `compared ${counters.udp_compared}, repeats ${counters.udp_compare_repeats}, unverified ${counters.udp_compare_unverified}, diverged ${counters.udp_diverged}; ` +
-        `recorder: asked ${counters.udp_asked}, resupplied ${counters.udp_resupplied}, lost ${counters.udp_lost}, records ${counters.udp_records}; ` +
-        `sent at the takeover ${counters.udp_takeover_sent}, not ${counters.udp_takeover_dropped}; ` +
+        `recorder: asked ${counters.udp_asked}, resupplied ${counters.udp_resupplied}, lost ${counters.udp_lost}, records ${counters.udp_records}, direct ${counters.udp_records_direct}; ` +
+        `sent at the takeover ${counters.udp_takeover_sent}, not ${counters.udp_takeover_dropped}, relay datagrams queued before the rules ${counters.udp_relay_translated_queued}; ` +
         JSON.stringify(pair.backup.records.filter((r) => r.reason === 'diverged').map((r) => ({ flow: r.flow, offset: r.offset, byte: r.byte, primary: r.primary, replica: r.replica }))));
       for (const st of check.streams) {
         for (const [hop, h] of Object.entries({ toCallee: st.toCallee, toCaller: st.toCaller }))
@@ -165,16 +165,10 @@ describe('sip with media relayed by rtpengine: the RTP streams carry on through 
           // Not one lost: what the phones sent while the primary was dying the recorder resupplied
           // and the backup's relay sent on at the takeover.
           expect(h.missing, JSON.stringify(h.missingSeqs)).toBe(0);
+          // Nor one twice: a datagram of the takeover's moment that reached the new owner
+          // directly is not resupplied to it as well.
+          expect(h.duplicates).toBe(0);
         }
-        // A packet the phones got twice is one sent at the takeover itself: the recorder's records
-        // run on a moment past the VIP's move, and a datagram of that moment, which reached the new
-        // owner directly, is resupplied to it too (docs/limits.md, UDP).
-        const arrivals = new Map<string, number[]>();
-        for (const p of media.rtp.filter((q) => q.ssrc === st.ssrc && q.src === tb.addr.vip)) {
-          const k = `${p.dst} ${p.seq}`;
-          arrivals.set(k, [...(arrivals.get(k) ?? []), p.tsMs]);
-        }
-        expect([...arrivals].filter(([, ts]) => ts.length > 1 && ts[0]! < failMs).map(([k]) => k)).toEqual([]);
         // The stream went on after the takeover.
         expect(media.rtp.filter((p) => p.ssrc === st.ssrc && p.src === at.caller && p.tsMs > tookOverMs).length).toBeGreaterThan(50);
       }

@@ -10,8 +10,8 @@ function records(n: number): string {
   return Buffer.alloc(n * 16, 1).toString('base64');
 }
 
-function lab(takenOver = () => false) {
-  const requests: { after: number; fromNow: boolean }[] = [];
+function lab(takenOver = () => false, mac?: string) {
+  const requests: { after: number; fromNow: boolean; mac?: string }[] = [];
   const given: { first: number; count: number }[] = [];
   const asked: string[] = [];
   const warnings: string[] = [];
@@ -21,6 +21,7 @@ function lab(takenOver = () => false) {
     askResupply: (r) => asked.push(r),
     records: (first, r) => given.push({ first, count: r.length / 16 }),
     takenOver,
+    ...(mac ? { mac } : {}),
     log,
   });
   const manifest = (m: Partial<UdpManifestBody>) =>
@@ -104,6 +105,25 @@ describe('udp sync: the recorder\'s records of the datagrams, fetched for the en
     vi.runAllTicks();
     vi.advanceTimersByTime(1);
     expect(l.asked).toEqual(['2,7']);
+    l.sync.stop();
+  });
+
+  it('names this host\'s MAC; the records the gateway forwarded to it go nowhere, the others in runs by number', () => {
+    const mac = '02:00:00:00:00:0b';
+    const l = lab(() => true, mac);
+    expect(l.requests).toEqual([{ after: 0, fromNow: true, mac }]);
+    l.manifest({ first: 1, next: 1 });
+    // 1..8 recorded; 4, 5 and 8 went to this host itself once the VIP moved.
+    l.manifest({ first: 1, next: 9, records: records(8), direct: '4,5,8' });
+    expect(l.given.slice(1)).toEqual([{ first: 1, count: 3 }, { first: 6, count: 2 }]);
+    expect(l.sync.stats).toMatchObject({ records: 5, direct: 3 });
+    // Every record direct: the engine still hears that records come.
+    l.manifest({ first: 9, next: 11, records: records(2), direct: '9,10' });
+    expect(l.given.at(-1)).toEqual({ first: 11, count: 0 });
+    // Numbers outside the records taken (repeated, or not numbers) are not counted.
+    l.manifest({ first: 10, next: 12, records: records(2), direct: '10,x,12' });
+    expect(l.given.at(-1)).toEqual({ first: 11, count: 1 });
+    expect(l.sync.stats).toMatchObject({ records: 6, direct: 5 });
     l.sync.stop();
   });
 });
