@@ -110,6 +110,7 @@ namespace t2cp {
   X(udp_relay_held)         /* datagrams to a relay port held for its pair (a gauge) */\
   X(udp_relay_unpaired)     /* datagrams to or from a relay port no SDP paired: dropped */\
   X(udp_relay_translated)   /* relay ports' associations translated at the takeover */\
+  X(udp_relay_translated_queued) /* relay datagrams queued before the takeover's rules, translated by the engine */\
   X(tcp_fragments)           /* fragments of clients' segments to VIP:ports */     \
   X(tcp_reassembled)         /* segments made whole from them */                   \
   X(tcp_reassembly_failed)   /* fragments given up: timed out, overlapping, bounds */\

@@ -124,8 +124,9 @@ void put_flow_queue_rule(Batch& b, const std::string& table, bool to_vip, uint32
 
 // The associations of relay ports, one rule first in its chain and an anonymous map: in `in`,
 // ip daddr <vip> udp dport set ip saddr . udp sport . udp dport map { <client> . <client port>
-// . <primary's> : <replica's> }; in `out`, ip saddr <vip> udp sport set ip daddr . udp dport .
-// udp sport map { ... . <replica's> : <primary's> }. A packet of no association is left alone.
+// . <primary's> : <replica's> } accept; in `out`, ip saddr <vip> udp sport set ip daddr . udp
+// dport . udp sport map { ... . <replica's> : <primary's> } accept. A packet of no association is
+// left alone.
 void put_relay_rule(Batch& b, const std::string& table, bool to_vip, uint32_t vip, const std::vector<NftRelay>& relay,
                     uint32_t set_id) {
   std::vector<MapElement> elements(relay.size());
@@ -157,6 +158,9 @@ void put_relay_rule(Batch& b, const std::string& table, bool to_vip, uint32_t vi
   put_map_lookup(nlh, set_id, NFT_REG32_00, NFT_REG32_03);
   put_counter(nlh);
   put_payload_write(nlh, NFT_PAYLOAD_TRANSPORT_HEADER, port_at, 2, NFT_REG32_03, kUdpCsumOffset);
+  // Translated, it is not queued too (the queue translator's rules follow in the chain): the
+  // engine translates only what was queued before this rule was there.
+  put_verdict(nlh, NF_ACCEPT);
   end_rule(b, nlh, exprs);
 }
 

@@ -72,9 +72,31 @@ NfQueue::Verdict ActiveMode::on_icmp(uint8_t* ip, size_t len) {
   return NfQueue::Verdict::kAcceptRewritten;
 }
 
+NfQueue::Verdict ActiveMode::on_relay_datagram(uint8_t* ip, size_t len) {
+  Datagram d;
+  if (parse_udp(ip, len, &d) != ParseError::kOk || d.saddr != ctx_.cfg.vip || !ctx_.relay.relay(d.sport))
+    return NfQueue::Verdict::kAccept;
+  // Translated as FailureRecovery::apply_rules chose the map's elements.
+  const uint16_t primary = ctx_.relay.primary_of(d.sport);
+  if (!primary || primary == d.sport || !ctx_.udp.find(FlowKey{d.daddr, d.dport, primary}))
+    return NfQueue::Verdict::kAccept;
+  uint8_t* udp = ip + (d.payload - d.ip) - 8;
+  uint16_t check;  // as on the wire, as the ports are given
+  std::memcpy(&check, udp + 6, 2);
+  if (check) {  // 0: sent without a checksum (IPv4)
+    check = csum_replace2(check, htons(d.sport), htons(primary));
+    if (!check) check = 0xffff;  // a sum of 0 goes as its other form (RFC 768)
+    std::memcpy(udp + 6, &check, 2);
+  }
+  store16(udp, primary);
+  ctx_.counters.add(k_udp_relay_translated_queued);
+  return NfQueue::Verdict::kAcceptRewritten;
+}
+
 NfQueue::Verdict ActiveMode::on_packet(uint8_t* ip, size_t len) {
   Counters& c = ctx_.counters;
   if (!kernel_ && len >= 20 && ip[9] == IPPROTO_ICMP) return on_icmp(ip, len);
+  if (len >= 20 && ip[9] == IPPROTO_UDP && ctx_.relay.any()) return on_relay_datagram(ip, len);
   Segment s;
   ParseError e = parse_ipv4(ip, len, /*allow_truncated_payload=*/false, &s);
   // With the kernel translator only the clients' packets it did not mark

@@ -52,6 +52,11 @@ class ActiveMode {
   void enter(Flow& f);
   // One queued packet (whole, from its IPv4 header).
   NfQueue::Verdict on_packet(uint8_t* ip, size_t len);
+  // A datagram of the replica's media relay queued before step 3 changed the
+  // rules and judged after: it passed chain out before the relay map was
+  // there, so it leaves translated here, as the map would have (from the
+  // primary's port its client was told).
+  NfQueue::Verdict on_relay_datagram(uint8_t* ip, size_t len);
   // Expiry of taken-over flows (closed + linger, or idle).
   void on_tick(uint64_t now_us);
   // From step 3 on, the kernel translates (kernel is ready and has every

@@ -98,15 +98,16 @@ describe('sip over TCP: a proxy that opens its own connection to the callee', ()
 // media on its own ports, and at the takeover the kernel translates them: the phones keep
 // sending to the ports they were told. The callee echoes the caller's RTP (SIPp's -rtp_echo);
 // every packet is followed, by SSRC and sequence number, from the caller to the callee and back,
-// captured where the phones are.
-describe('sip with media relayed by rtpengine: the RTP streams carry on through the takeover', () => {
-  const lab = useLab('siprtp', { testbed: { clientAddrs: 2 } });
+// captured where the phones are. With either translator: the queue's still queues the replica's
+// UDP output after the takeover, beside the relay's translation.
+for (const translator of ['kernel', 'queue'] as const) describe(`sip with media relayed by rtpengine, the ${translator} translating: the RTP streams carry on through the takeover`, () => {
+  const lab = useLab(`siprtp${translator[0]}`, { testbed: { clientAddrs: 2 } });
 
   it('every call succeeds and every RTP packet arrives unchanged, on the ports the phones were told', async () => {
     const { tb, dir } = lab;
     checkVoipSoftware();
     const pair = await startTakeoverLab(tb, dir, { ports: [], udpPorts: [SIP_PORT], relayPorts: RTPENGINE_PORTS, instance: INSTANCE,
-      service: kamailioService(tb, dir, 'udp', 'rtpengine') });
+      service: kamailioService(tb, dir, 'udp', 'rtpengine'), backupArgs: ['--active-mode', translator] });
     const calls = 2;
     let failMs = 0, tookOverMs = 0;
     try {
@@ -140,6 +141,14 @@ describe('sip with media relayed by rtpengine: the RTP streams carry on through 
             `identical ${h.identical}, twice ${h.duplicates}, missing ${h.missing} ${JSON.stringify(h.missingSeqs)}, largest gap ${h.largestGap.ms.toFixed(1)} ms ` +
             `(${(h.largestGap.atMs - failMs).toFixed(0)} ms after the link went down)`);
       }
+      // Each 5-tuple the relay's RTP went by: how many, and when (ms after the link went down).
+      const byTuple = new Map<string, number[]>();
+      for (const p of media.rtp.filter((q) => q.src === tb.addr.vip)) {
+        const k = `${p.src}:${p.sport}>${p.dst}:${p.dport}`;
+        byTuple.set(k, [...(byTuple.get(k) ?? []), p.tsMs - failMs]);
+      }
+      console.log(`sip with rtpengine: the relay's output by tuple ${JSON.stringify([...byTuple].map(([k, ts]) =>
+        `${k} ${ts.length} from ${ts[0]!.toFixed(1)} to ${ts.at(-1)!.toFixed(1)}`))}`);
       expect(run.caller.code, run.caller.out.slice(-3000)).toBe(0);
       expect(Number(run.caller.stats['SuccessfulCall(C)'])).toBe(calls);
       expect(run.callee.code, run.callee.out.slice(-3000)).toBe(0);

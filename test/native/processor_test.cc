@@ -939,6 +939,69 @@ void test_media_to_a_relay_port_reaches_the_replicas_port() {
   CHECK_EQ(lab.ctx->counters.get(k_udp_relay_unpaired), uint64_t(2));
 }
 
+// The UDP checksum (RFC 768) of a datagram() as the stack would send it.
+static void set_udp_checksum(std::vector<uint8_t>& ip) {
+  uint8_t pseudo[12];
+  std::memcpy(pseudo, &ip[12], 8);
+  pseudo[8] = 0;
+  pseudo[9] = 17;
+  std::memcpy(pseudo + 10, &ip[24], 2);
+  ip[26] = ip[27] = 0;
+  uint16_t c = csum_fold(csum_partial(&ip[20], ip.size() - 20, csum_partial(pseudo, sizeof pseudo, 0)));
+  if (!c) c = 0xffff;
+  std::memcpy(&ip[26], &c, 2);
+}
+
+// The replica's relay sent media just before step 5 changed the rules: queued then, judged in
+// active mode, after the chain it passed had no relay map. It leaves from the primary's port
+// the phone was told, its checksum right; what the map would not translate passes untouched.
+void test_relay_media_queued_before_the_takeover_leaves_translated() {
+  constexpr uint16_t kSip = 5060, kPrimaryRtp = 30018, kReplicaRtp = 30042, kPhoneRtp = 6000;
+  std::vector<uint16_t> relay;
+  for (uint16_t p = 30000; p < 30100; p++) relay.push_back(p);
+  std::vector<uint16_t> udp = relay;
+  udp.push_back(kSip);
+  Lab lab(1ull << 30, 0, false, DivergencePolicy::kStrict, udp, relay);
+  auto mirror = [&](const std::vector<uint8_t>& ip) {
+    const std::vector<uint8_t> f = ethernet(ip);
+    lab.in->on_mirror_frame(f.data(), f.size(), 0);
+  };
+  const std::string sdp = "v=0\r\nc=IN IP4 198.18.1.10\r\nm=audio ";
+  auto invite = [&](uint16_t port) {
+    const std::string body = sdp + std::to_string(port) + " RTP/AVP 0\r\n";
+    return "INVITE sip:bob@198.18.0.3:5070 SIP/2.0\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+  };
+  mirror(datagram(kVip, kSip, kClient, 5070, invite(kPrimaryRtp)));
+  std::vector<uint8_t> replica_invite = datagram(kVip, kSip, kClient, 5070, invite(kReplicaRtp));
+  lab.out->on_packet(replica_invite.data(), replica_invite.size());
+  mirror(datagram(kClient, kPhoneRtp, kVip, kPrimaryRtp, "rtp 1"));  // the phone's association
+  CHECK_EQ(lab.ctx->relay.replica_of(kPrimaryRtp), kReplicaRtp);
+  lab.ctx->mode = EngineMode::kActive;
+
+  std::vector<uint8_t> media = datagram(kVip, kReplicaRtp, kClient, kPhoneRtp, "rtp 2 of the replica's relay");
+  set_udp_checksum(media);
+  CHECK(lab.out->on_packet(media.data(), media.size()) == NfQueue::Verdict::kAcceptRewritten);
+  CHECK_EQ(uint16_t(media[20] << 8 | media[21]), kPrimaryRtp);
+  std::vector<uint8_t> recomputed = media;
+  set_udp_checksum(recomputed);
+  CHECK(media == recomputed);
+  CHECK_EQ(lab.ctx->counters.get(k_udp_relay_translated_queued), uint64_t(1));
+  // Sent without a checksum: still without one.
+  std::vector<uint8_t> bare = datagram(kVip, kReplicaRtp, kClient, kPhoneRtp, "rtp 3");
+  bare[26] = bare[27] = 0;
+  CHECK(lab.out->on_packet(bare.data(), bare.size()) == NfQueue::Verdict::kAcceptRewritten);
+  CHECK(uint16_t(bare[20] << 8 | bare[21]) == kPrimaryRtp && bare[26] == 0 && bare[27] == 0);
+  // Not the map's: another phone on that port (a call after the takeover), the service's own port,
+  // a relay port no SDP paired.
+  for (auto d : {datagram(kVip, kReplicaRtp, kClient, 7000, "rtp"), datagram(kVip, kSip, kClient, 5070, "SIP/2.0 200 OK"),
+                 datagram(kVip, 30077, kClient, kPhoneRtp, "rtp")}) {
+    const std::vector<uint8_t> before = d;
+    CHECK(lab.out->on_packet(d.data(), d.size()) == NfQueue::Verdict::kAccept);
+    CHECK(d == before);
+  }
+  CHECK_EQ(lab.ctx->counters.get(k_udp_relay_translated_queued), uint64_t(2));
+}
+
 // The client closes first and opens the 4-tuple again at once, and the
 // capture lost its last ACK (past the primary's FIN). Its new SYN says it
 // sent it: the replica's FIN is acknowledged, the old generation closes and
@@ -1150,6 +1213,7 @@ int main() {
   run_test("the_primarys_first_datagram_opens_the_association", test_the_primarys_first_datagram_opens_the_association);
   run_test("the_replicas_first_datagram_opens_the_association", test_the_replicas_first_datagram_opens_the_association);
   run_test("media_to_a_relay_port_reaches_the_replicas_port", test_media_to_a_relay_port_reaches_the_replicas_port);
+  run_test("relay_media_queued_before_the_takeover_leaves_translated", test_relay_media_queued_before_the_takeover_leaves_translated);
   run_test("a_segment_in_fragments_reaches_the_replica_whole", test_a_segment_in_fragments_reaches_the_replica_whole);
   run_test("a_frozen_replicas_answer_the_primary_never_sent_is_given_to_the_takeover",
            test_a_frozen_replicas_answer_the_primary_never_sent_is_given_to_the_takeover);
