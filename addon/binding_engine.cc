@@ -343,6 +343,7 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
     num("flowsUnprotected", r.flows_unprotected);
     num("handshakesDropped", r.handshakes_dropped);
     num("relayTranslated", r.relay_translated);
+    num("relayWithoutMedia", r.relay_without_media);
     num("flowsResumedWithData", r.flows_resumed_with_data);
     num("bytesResent", double(r.bytes_resent));
     num("replicaLagBytesTotal", double(r.replica_lag_bytes_total));

@@ -95,7 +95,7 @@ struct EngineContext {
       char vip_text[INET_ADDRSTRLEN] = "";
       inet_ntop(AF_INET, &c.vip, vip_text, sizeof vip_text);
       udp_compare.compare_relay_ports(&relay, vip_text, [this](uint16_t primary, uint16_t replica) {
-        relay.pair(primary, replica);
+        relay.pair(primary, replica, realtime_us());
         if (relay_paired) relay_paired(primary);
       });
     }

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <bitset>
 #include <vector>
 
 #include "recovery_readiness.h"
@@ -214,14 +215,18 @@ bool FailureRecovery::apply_rules(std::string* err) {
     relay_taken_ = true;
     // Each client of a relay port the two copies paired keeps the primary's port it was told;
     // a pair of equal ports needs nothing.
+    std::bitset<65536> associated;
     ctx_.udp.each([&](const FlowKey& k, const UdpAssociation&) {
+      if (!ctx_.relay.relay(k.server_port)) return;
+      associated.set(k.server_port);
       const uint16_t replica = ctx_.relay.replica_of(k.server_port);
-      if (ctx_.relay.relay(k.server_port) && replica && replica != k.server_port)
-        relay_.push_back({k.client_ip, k.client_port, k.server_port, replica});
+      if (replica && replica != k.server_port) relay_.push_back({k.client_ip, k.client_port, k.server_port, replica});
     });
     ctx_.counters.set(k_udp_relay_translated, relay_.size());
+    const size_t without_media = ctx_.relay.recent_pairs_without_media(associated, realtime_us(), kRingingUs);
     std::lock_guard<std::mutex> g(mu_);
     report_.relay_translated = uint32_t(relay_.size());
+    report_.relay_without_media = uint32_t(without_media);
   }
   rules_for_ = finishing_.size();
   return nft_.enter_active(rules, vip_ifindex_, flows, relay_, err);

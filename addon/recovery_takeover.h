@@ -67,6 +67,10 @@ struct TakeoverConfig {
 };
 
 constexpr int kTakeoverSteps = 6;
+// How long a call may ring: a proxy gives up an INVITE no one answered after
+// 3 minutes (RFC 3261, Timer C). A relay port paired that recently with no
+// media seen is taken for a call still ringing at the takeover.
+constexpr uint64_t kRingingUs = 180000000;
 
 struct TakeoverReport {
   enum class State : uint8_t { kIdle, kRunning, kDone, kFailed } state = State::kIdle;
@@ -82,6 +86,7 @@ struct TakeoverReport {
   uint32_t flows_unprotected = 0;     // known unprotected when it began
   uint32_t handshakes_dropped = 0;    // not yet paired: the client's SYN goes to the new owner
   uint32_t relay_translated = 0;      // associations of a media relay's ports, translated by the kernel
+  uint32_t relay_without_media = 0;   // relay ports paired within kRingingUs with no association: not translated
   uint32_t flows_resumed_with_data = 0;  // at step 5 or catching up: had output to resend
   uint64_t bytes_resent = 0;             // so far (the resend goes on in the background)
   // Server bytes the primary had sent that the replica had not produced yet:

@@ -51,14 +51,17 @@ class RelayPorts {
     if (any_) {
       to_replica_.assign(65536, 0);
       to_primary_.assign(65536, 0);
+      paired_us_.assign(65536, 0);
     }
   }
   bool any() const { return any_; }
   bool relay(uint16_t port) const { return set_.test(port); }
   const std::bitset<65536>& set() const { return set_; }
-  // The primary's copy named `primary` where the replica's named `replica`.
-  void pair(uint16_t primary, uint16_t replica) {
-    if (!any_ || !primary || !replica || to_replica_[primary] == replica) return;
+  // The primary's copy named `primary` where the replica's named `replica`, at now_us.
+  void pair(uint16_t primary, uint16_t replica, uint64_t now_us) {
+    if (!any_ || !primary || !replica) return;
+    paired_us_[primary] = now_us;
+    if (to_replica_[primary] == replica) return;
     // Either port's earlier pair is over: its relay gave the port to this call.
     if (uint16_t old = to_replica_[primary]) {
       to_primary_[old] = 0;
@@ -76,11 +79,26 @@ class RelayPorts {
   uint16_t replica_of(uint16_t primary) const { return any_ ? to_replica_[primary] : 0; }
   uint16_t primary_of(uint16_t replica) const { return any_ ? to_primary_[replica] : 0; }
   size_t pairs() const { return pairs_; }
+  // The media streams whose RTP port (even, RFC 3550; its RTCP the next) the primary's copy
+  // named within window_us before now_us, paired with another port of the replica's, and no
+  // association uses, RTP or RTCP (`associated`, by the primary's port): calls whose phones have
+  // sent and been sent no media yet, still ringing (or given up) — a takeover now has nothing
+  // of theirs to translate.
+  size_t recent_pairs_without_media(const std::bitset<65536>& associated, uint64_t now_us, uint64_t window_us) const {
+    size_t n = 0;
+    if (!any_) return n;
+    for (size_t p = 0; p + 1 < 65536; p += 2)
+      if (to_replica_[p] && to_replica_[p] != p && !associated.test(p) && !associated.test(p + 1) &&
+          paired_us_[p] + window_us > now_us)
+        n++;
+    return n;
+  }
 
  private:
   std::bitset<65536> set_;
   bool any_ = false;
   std::vector<uint16_t> to_replica_, to_primary_;  // 65536 each once configured
+  std::vector<uint64_t> paired_us_;                 // by the primary's port: its last SDP pairing
   size_t pairs_ = 0;
 };
 

@@ -255,11 +255,12 @@ export interface MediaRun {
  * SIPp's -rtp_echo (every RTP datagram it gets goes back to its sender, the relay); `calls`
  * calls at once, each playing `mediaMs` ms of A-law RTP (uac-media.xml: its own SSRC, sequence
  * numbers from 0); all of it captured on the clients' link (checkRelayedMedia reads it).
+ * `ringMs`: how long the callee rings before it answers (0).
  * `name` keeps the files of several runs in one `dir` apart; `during`, once the calls started,
  * runs beside them (a failure of the primary), its end awaited before returning.
  */
 export async function runMediaCalls(tb: Testbed, dir: string,
-  o: { calls: number; mediaMs: number; name?: string; during?: () => Promise<void> }): Promise<MediaRun> {
+  o: { calls: number; mediaMs: number; name?: string; ringMs?: number; during?: () => Promise<void> }): Promise<MediaRun> {
   const [caller, callee] = tb.addr.clients as [string, string];
   const name = o.name ?? 'media';
   await register(tb, dir, `${callee}:${CALLEE_PORT}`);
@@ -269,9 +270,9 @@ export async function runMediaCalls(tb: Testbed, dir: string,
   const cap = await startCapture(tb, tb.ns.client, 'c0',
     `udp and host ${tb.addr.vip} and (port ${SIP_PORT} or portrange ${RTPENGINE_PORTS.min}-${RTPENGINE_PORTS.max})`, capture);
   // The callee's timeout covers the caller's, which covers the media, its drain and the signalling.
-  const timeoutS = Math.ceil((o.mediaMs + MEDIA_DRAIN_MS) / 1000) + 20;
+  const timeoutS = Math.ceil((o.mediaMs + (o.ringMs ?? 0) + MEDIA_DRAIN_MS) / 1000) + 20;
   const calleeRun = sipp(tb, dir, `${name}-callee`, 'uas-media.xml', ['-i', callee, '-p', String(CALLEE_PORT), '-mp', String(CALLEE_MEDIA_PORT),
-    '-rtp_echo', '-m', String(o.calls)], 0, timeoutS + 10);
+    '-rtp_echo', '-m', String(o.calls), '-d', String(o.ringMs ?? 0)], 0, timeoutS + 10);
   let callerRun: SippRun;
   let captured: MediaRun['captured'];
   try {

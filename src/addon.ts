@@ -120,6 +120,11 @@ export interface NativeTakeoverReport {
   handshakesDropped: number;
   /** Associations of a media relay's ports (--relay-ports) whose ports the kernel now translates. */
   relayTranslated: number;
+  /**
+   * Relay ports the two copies paired in the last 3 minutes with no media seen on them: calls still
+   * ringing at the takeover, whose media the new owner's relay will not get (docs/limits.md, UDP).
+   */
+  relayWithoutMedia: number;
   flowsResumedWithData: number;
   bytesResent: number;
   bytesFedWhileFinishing: number;

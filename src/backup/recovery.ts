@@ -102,6 +102,11 @@ export class TakeoverRun {
     if (e.reason === 'takeover-done') {
       this.record = this.build(this.engine.takeoverReport());
       this.log.info('takeover: done', { takeoverUs: this.record.takeoverUs, flows: this.record.engine.flowsTakenOver, lost: this.record.engine.flowsLost });
+      const ringing = this.record.engine.relayWithoutMedia;
+      if (ringing) {
+        this.log.warn('takeover: relay ports paired for calls with no media yet (still ringing?): their audio will not reach this host\'s relay ' +
+          '(docs/limits.md, UDP)', { relayWithoutMedia: ringing });
+      }
       this.resolve(this.record);
       return;
     }

@@ -278,10 +278,37 @@ struct RelayLab : Lab {
     relay.configure(ports);
     c.compare_relay_ports(&relay, "198.18.1.10", [this](uint16_t p, uint16_t r) {
       pairs.push_back({p, r});
-      relay.pair(p, r);
+      relay.pair(p, r, 0);
     });
   }
 };
+
+// What a takeover says of calls whose media has not started: the streams paired in the last
+// window, on two different ports, whose RTP and RTCP no association uses.
+void test_recent_pairs_without_media_are_counted() {
+  RelayPorts relay;
+  std::vector<uint16_t> ports;
+  for (uint16_t p = 30000; p < 30020; p++) ports.push_back(p);
+  relay.configure(ports);
+  constexpr uint64_t kWindow = 180000000, kNow = 1000000000;
+  auto stream = [&](uint16_t primary, uint16_t replica, uint64_t at) {  // RTP, and RTCP the next port
+    relay.pair(primary, replica, at);
+    relay.pair(primary + 1, replica + 1, at);
+  };
+  stream(30000, 30004, kNow - 1000);          // a call whose media flows
+  stream(30002, 30006, kNow - 2000);          // a call ringing
+  stream(30008, 30008, kNow - 3000);          // the same ports on both: nothing to translate
+  stream(30010, 30012, kNow - kWindow - 1);   // paired long ago, no media: over, not ringing
+  stream(30014, 30016, kNow - 4000);          // only its RTCP seen
+  std::bitset<65536> associated;
+  associated.set(30000);
+  associated.set(30015);
+  CHECK_EQ(relay.recent_pairs_without_media(associated, kNow, kWindow), size_t(1));
+  // Its SDP seen again (a re-INVITE): recent again.
+  stream(30010, 30012, kNow);
+  CHECK_EQ(relay.recent_pairs_without_media(associated, kNow, kWindow), size_t(2));
+  CHECK_EQ(relay.recent_pairs_without_media(associated, kNow + kWindow, kWindow), size_t(0));
+}
 
 void test_relay_ports_named_in_sdp_pair_and_leave_the_digest() {
   RelayLab l;
@@ -346,6 +373,7 @@ void test_the_unanswered_go_to_the_takeover_oldest_first() {
 int main() {
   run_test("the_unanswered_go_to_the_takeover_oldest_first", test_the_unanswered_go_to_the_takeover_oldest_first);
   run_test("relay_ports_named_in_sdp_pair_and_leave_the_digest", test_relay_ports_named_in_sdp_pair_and_leave_the_digest);
+  run_test("recent_pairs_without_media_are_counted", test_recent_pairs_without_media_are_counted);
   run_test("only_relay_ports_on_the_vip_leave_the_digest", test_only_relay_ports_on_the_vip_leave_the_digest);
   run_test("a_replica_behind_on_its_input_is_late_not_diverged", test_a_replica_behind_on_its_input_is_late_not_diverged);
   run_test("alike_in_either_order", test_alike_in_either_order);
