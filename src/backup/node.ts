@@ -268,7 +268,8 @@ export class BackupNode {
     if (!this.cfg.keyFile) return;
     this.control = await BackupControl.open(
       { keyFile: this.cfg.keyFile, port: this.cfg.controlPort, detector: this.cfg.detector, instance: this.cfg.instance, heartbeatMs: this.cfg.heartbeatMs,
-        ...(this.reclaimed ? { epoch: this.reclaimed.epoch } : {}), udp: this.cfg.udpPorts.length > 0, ...this.vipIfMac() },
+        ...(this.reclaimed ? { epoch: this.reclaimed.epoch } : {}), udp: this.cfg.udpPorts.length > 0,
+        ...(this.cfg.udpPorts.length ? this.vipIfMac() : {}) },
       this,
       this.log,
     );
