@@ -869,29 +869,44 @@ void test_a_frozen_replicas_answer_the_primary_never_sent_is_given_to_the_takeov
   CHECK(given == std::vector<std::string>{"SIP/2.0 200 OK 2"});
 }
 
+// The lab of the media relay tests: SIP on 5060 and a relay's ports 30000-30099, all compared;
+// frames as the mirror shows them; an INVITE whose SDP names the VIP and a relay port.
+struct RelayLab : Lab {
+  static constexpr uint16_t kSip = 5060;
+  static std::vector<uint16_t> relay_ports() {
+    std::vector<uint16_t> relay;
+    for (uint16_t p = 30000; p < 30100; p++) relay.push_back(p);
+    return relay;
+  }
+  static std::vector<uint16_t> udp_ports() {
+    std::vector<uint16_t> udp = relay_ports();
+    udp.push_back(kSip);
+    return udp;
+  }
+  RelayLab() : Lab(1ull << 30, 0, false, DivergencePolicy::kStrict, udp_ports(), relay_ports()) {}
+  void mirror(const std::vector<uint8_t>& ip) {
+    const std::vector<uint8_t> f = ethernet(ip);
+    in->on_mirror_frame(f.data(), f.size(), 0);
+  }
+  static std::string invite(uint16_t port) {
+    const std::string sdp = "v=0\r\nc=IN IP4 198.18.1.10\r\nm=audio " + std::to_string(port) + " RTP/AVP 0\r\n";
+    return "INVITE sip:bob@198.18.0.3:5070 SIP/2.0\r\nContent-Length: " + std::to_string(sdp.size()) + "\r\n\r\n" + sdp;
+  }
+};
+
 // A media relay beside the service (--relay-ports): a phone's media to the primary's relay port
 // waits until the two copies' SDPs naming the ports paired, then reaches the replica on its
 // relay's port; the replica's media from that port is compared as from the primary's.
 void test_media_to_a_relay_port_reaches_the_replicas_port() {
-  constexpr uint16_t kSip = 5060, kPrimaryRtp = 30018, kReplicaRtp = 30042, kPhoneRtp = 6000;
-  std::vector<uint16_t> relay;
-  for (uint16_t p = 30000; p < 30100; p++) relay.push_back(p);
-  std::vector<uint16_t> udp = relay;
-  udp.push_back(kSip);
-  Lab lab(1ull << 30, 0, false, DivergencePolicy::kStrict, udp, relay);
-  auto mirror = [&](const std::vector<uint8_t>& ip) {
-    const std::vector<uint8_t> f = ethernet(ip);
-    lab.in->on_mirror_frame(f.data(), f.size(), 0);
-  };
+  constexpr uint16_t kSip = RelayLab::kSip, kPrimaryRtp = 30018, kReplicaRtp = 30042, kPhoneRtp = 6000;
+  RelayLab lab;
+  auto mirror = [&](const std::vector<uint8_t>& ip) { lab.mirror(ip); };
   auto given = [&]() {
     uint8_t buf[2048];
     ssize_t n = recv(lab.peer, buf, sizeof buf, 0);
     return n > 0 ? std::vector<uint8_t>(buf, buf + n) : std::vector<uint8_t>();
   };
-  auto invite = [](uint16_t port) {
-    const std::string sdp = "v=0\r\nc=IN IP4 198.18.1.10\r\nm=audio " + std::to_string(port) + " RTP/AVP 0\r\n";
-    return "INVITE sip:bob@198.18.0.3:5070 SIP/2.0\r\nContent-Length: " + std::to_string(sdp.size()) + "\r\n\r\n" + sdp;
-  };
+  auto invite = RelayLab::invite;
   // The phone's media comes before the replica's copy of the INVITE: held.
   mirror(datagram(kVip, kSip, kClient, 5070, invite(kPrimaryRtp)));
   mirror(datagram(kClient, kPhoneRtp, kVip, kPrimaryRtp, "rtp 1"));
@@ -956,25 +971,12 @@ static void set_udp_checksum(std::vector<uint8_t>& ip) {
 // active mode, after the chain it passed had no relay map. It leaves from the primary's port
 // the phone was told, its checksum right; what the map would not translate passes untouched.
 void test_relay_media_queued_before_the_takeover_leaves_translated() {
-  constexpr uint16_t kSip = 5060, kPrimaryRtp = 30018, kReplicaRtp = 30042, kPhoneRtp = 6000;
-  std::vector<uint16_t> relay;
-  for (uint16_t p = 30000; p < 30100; p++) relay.push_back(p);
-  std::vector<uint16_t> udp = relay;
-  udp.push_back(kSip);
-  Lab lab(1ull << 30, 0, false, DivergencePolicy::kStrict, udp, relay);
-  auto mirror = [&](const std::vector<uint8_t>& ip) {
-    const std::vector<uint8_t> f = ethernet(ip);
-    lab.in->on_mirror_frame(f.data(), f.size(), 0);
-  };
-  const std::string sdp = "v=0\r\nc=IN IP4 198.18.1.10\r\nm=audio ";
-  auto invite = [&](uint16_t port) {
-    const std::string body = sdp + std::to_string(port) + " RTP/AVP 0\r\n";
-    return "INVITE sip:bob@198.18.0.3:5070 SIP/2.0\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
-  };
-  mirror(datagram(kVip, kSip, kClient, 5070, invite(kPrimaryRtp)));
-  std::vector<uint8_t> replica_invite = datagram(kVip, kSip, kClient, 5070, invite(kReplicaRtp));
+  constexpr uint16_t kSip = RelayLab::kSip, kPrimaryRtp = 30018, kReplicaRtp = 30042, kPhoneRtp = 6000;
+  RelayLab lab;
+  lab.mirror(datagram(kVip, kSip, kClient, 5070, RelayLab::invite(kPrimaryRtp)));
+  std::vector<uint8_t> replica_invite = datagram(kVip, kSip, kClient, 5070, RelayLab::invite(kReplicaRtp));
   lab.out->on_packet(replica_invite.data(), replica_invite.size());
-  mirror(datagram(kClient, kPhoneRtp, kVip, kPrimaryRtp, "rtp 1"));  // the phone's association
+  lab.mirror(datagram(kClient, kPhoneRtp, kVip, kPrimaryRtp, "rtp 1"));  // the phone's association
   CHECK_EQ(lab.ctx->relay.replica_of(kPrimaryRtp), kReplicaRtp);
   lab.ctx->mode = EngineMode::kActive;
 
