@@ -8,18 +8,16 @@ import net from 'node:net';
 import ipaddr from 'ipaddr.js';
 import { configError } from './errors.js';
 
-/**
- * ipv4: a unicast service address (not loopback); endpoint: a peer ADDR:PORT
- * (loopback allowed, for one-host setups and tests); bind: a local ADDR:PORT
- * to listen on (0.0.0.0 and port 0 allowed); choice: one of `choices`.
- */
-/**
- * 'ports': at most 64 ports (TCP: a rule each); 'port-ranges': ranges allowed and counted as one
- * each, at most 64 of them (UDP: a media range of a hundred ports is one rule and one filter term).
- */
 /** An Ethernet address as ip(8) writes it: six lowercase hex pairs joined by colons. */
 export const MAC_RE = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
 
+/**
+ * ipv4: a unicast service address (not loopback); endpoint: a peer ADDR:PORT
+ * (loopback allowed, for one-host setups and tests); bind: a local ADDR:PORT
+ * to listen on (0.0.0.0 and port 0 allowed); choice: one of `choices`; mac: MAC_RE.
+ * 'ports': at most 64 ports (TCP: a rule each); 'port-ranges': ranges allowed and counted as one
+ * each, at most 64 of them (UDP: a media range of a hundred ports is one rule and one filter term).
+ */
 export type OptionKind = 'string' | 'ipv4' | 'ports' | 'port-ranges' | 'int' | 'bytes' | 'bool' | 'endpoint' | 'bind' | 'choice' | 'mac';
 
 export interface Endpoint {
