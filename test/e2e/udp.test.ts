@@ -416,6 +416,9 @@ describe('udp: a stream through a takeover', () => {
       await pair.fail('link-down');
       await waitFor(() => readLog(pair.logs.backupReport)[0], { timeoutMs: 15_000, what: 'the takeover' });
       const udpRun = await udp;
+      // The last datagrams, sent as the client ended, read before the copy writes its log.
+      await waitFor(async () => (await pair.backup.counters()).udp_held === undefined, { timeoutMs: 5_000, what: 'nothing held' });
+      await new Promise((r) => setTimeout(r, 200));
       await stopChild(replica);
       const served = byPeer(readLog<UdpServiceLine>(`${dir}/udp-replica.jsonl`));
       const clients = readLog<UdpClientLine>(`${dir}/udp-client.jsonl`);
