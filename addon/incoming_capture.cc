@@ -37,7 +37,6 @@ std::string later_fragments(const CaptureConfig& cfg, const char* dir, int proto
   return "ip proto " + std::to_string(proto) + " and " + dir + "host " + vip_text(cfg) + " and ip[6:2] & 0x1fff != 0";
 }
 
-
 std::string direction_filter(const CaptureConfig& cfg, const char* dir, const std::vector<uint16_t>& ports,
                              const char* proto = "tcp") {
   std::string f = std::string(proto) + " and " + dir + "host " + vip_text(cfg) + " and (";

@@ -2,9 +2,10 @@
 // kernel reassembles it: a UDP datagram larger than the path MTU (a SIP
 // INVITE with a long SDP) reaches the replica whole, in the same place among
 // the others as the primary got it (when its last fragment came); so does a
-// client's TCP segment cut by a narrower link (a sender that clears DF). RFC 791's algorithm with RFC 5722's rule: fragments that overlap
-// with other bytes drop the whole datagram (a copy of one already held, a
-// retransmission on the path, is ignored).
+// client's TCP segment cut by a narrower link (a sender that clears DF).
+// RFC 791's algorithm with RFC 5722's rule: fragments that overlap with other
+// bytes drop the whole datagram (a copy of one already held, a retransmission
+// on the path, is ignored).
 //
 // Bounded: kMaxDatagrams in reassembly and kMaxBytes held at once (beyond,
 // the new datagram is dropped), each given kTimeoutUs from its first
