@@ -227,7 +227,10 @@ TrafficRecorder::UdpManifest TrafficRecorder::udp_manifest(uint64_t after, bool 
     m.records.insert(m.records.end(), e.record, e.record + sizeof e.record);
     if (asker_mac && std::memcmp(e.to_mac, asker_mac, 6) == 0) {
       m.direct.push_back(e.number);
-      counters_.udp_direct.fetch_add(1, std::memory_order_relaxed);
+      if (e.number >= udp_direct_counted_) {  // a manifest asked again names it again: counted once
+        counters_.udp_direct.fetch_add(1, std::memory_order_relaxed);
+        udp_direct_counted_ = e.number + 1;
+      }
     }
     m.next = e.number + 1;
   }

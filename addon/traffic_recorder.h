@@ -70,7 +70,7 @@ struct RecorderCounters {
   std::atomic<uint64_t> capture_drops{0};
   std::atomic<uint64_t> udp_recorded{0}, udp_evicted{0}, udp_manifests{0}, udp_looked_up{0};
   std::atomic<uint64_t> udp_reassembled{0};  // datagrams recorded whole from fragments
-  std::atomic<uint64_t> udp_direct{0};       // records in a manifest named forwarded to the asking backup
+  std::atomic<uint64_t> udp_direct{0};       // records named forwarded to the asking backup, once each
   std::atomic<uint64_t> lookups{0}, looked_up_packets{0}, looked_up_bytes{0};
   // What started the outage's replay: the new owner's gratuitous ARP, or
   // the backup's report (no announcement seen first).
@@ -158,6 +158,7 @@ class TrafficRecorder {
   std::vector<uint8_t> reassembled_;
   uint64_t udp_bytes_ = 0, udp_next_ = 1;
   uint64_t udp_cut_us_ = 0;      // the outage's replay began here: no record from then on
+  uint64_t udp_direct_counted_ = 0;  // records below this number named direct are counted
   std::thread thread_;
   std::atomic<bool> stopping_{false};
   std::atomic<uint64_t> resupply_since_{0};  // 0: nothing asked
